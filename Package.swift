@@ -1,0 +1,105 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// Exports only the plugin entry symbol and manifest operations (`px_op_*`) from a plugin image.
+let pluginVersionScript = "\(Context.packageDirectory)/Plugins/plugin.version-script"
+
+/// One plugin: a target under `Plugins/<name>/Sources` and a `.dynamic` library product `lib<name>.so`.
+func plugin(
+    _ name: String,
+    language: PluginLanguage,
+    dependencies: [Target.Dependency] = []
+) -> (product: Product, target: Target) {
+    let product = Product.library(name: name, type: .dynamic, targets: [name])
+    let linker: [LinkerSetting] = [.unsafeFlags(["-Xlinker", "--version-script=\(pluginVersionScript)"])]
+    switch language {
+    case .c:
+        return (
+            product,
+            .target(
+                name: name,
+                dependencies: ["PlexusABI"] + dependencies,
+                path: "Plugins/\(name)/Sources",
+                publicHeadersPath: ".",
+                cSettings: [.unsafeFlags(["-fvisibility=hidden"])],
+                linkerSettings: linker
+            )
+        )
+    case .swift:
+        return (
+            product,
+            .target(
+                name: name,
+                dependencies: ["PlexusPluginSDK"] + dependencies,
+                path: "Plugins/\(name)/Sources",
+                linkerSettings: linker
+            )
+        )
+    }
+}
+
+enum PluginLanguage { case c, swift }
+
+let plugins = [
+    plugin("HeartbeatSource", language: .c),
+    plugin("ConsoleSink", language: .swift),
+]
+
+let package = Package(
+    name: "Plexus",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "plexus", targets: ["plexus"]),
+        .library(name: "PlexusPluginSDK", targets: ["PlexusPluginSDK"]),
+        .executable(name: "plexus-bench-abi", targets: ["PlexusBenchABI"]),
+    ] + plugins.map(\.product),
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"4.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+    ],
+    targets: [
+        .target(name: "PlexusABI", path: "Sources/PlexusABI"),
+        .systemLibrary(name: "CFFI", path: "Sources/CFFI"),
+        .target(
+            name: "PlexusKernel",
+            dependencies: [
+                "PlexusABI",
+                "CFFI",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .target(name: "PlexusPluginSDK", dependencies: ["PlexusABI"]),
+        .executableTarget(
+            name: "plexus",
+            dependencies: [
+                "PlexusKernel",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "PlexusBenchABI",
+            dependencies: ["PlexusKernel", "PlexusABI"],
+            path: "benchmarks/ABIBench"
+        ),
+        .testTarget(
+            name: "PlexusKernelTests",
+            dependencies: ["PlexusKernel", "PlexusABI"]
+        ),
+        .testTarget(
+            name: "PlexusEndToEndTests",
+            dependencies: ["PlexusKernel"]
+        ),
+    ] + plugins.map(\.target)
+)

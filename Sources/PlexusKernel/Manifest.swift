@@ -1,0 +1,77 @@
+import PlexusABI
+
+/// What a plugin is and how this node runs it: one manifest file (see docs/manifest.md).
+public struct Manifest: Sendable {
+    /// The manifest format version this kernel reads.
+    public static let formatVersion = 1
+
+    /// A plugin kind, as in `px_plugin_kind`.
+    public enum Kind: String, Sendable, CaseIterable, Comparable {
+        case protocolKind = "protocol"
+        case registry
+        case storage
+        case connector
+
+        /// The `px_plugin_kind` bit.
+        public var bit: UInt32 {
+            switch self {
+            case .protocolKind: return UInt32(PX_KIND_PROTOCOL.rawValue)
+            case .registry: return UInt32(PX_KIND_REGISTRY.rawValue)
+            case .storage: return UInt32(PX_KIND_STORAGE.rawValue)
+            case .connector: return UInt32(PX_KIND_CONNECTOR.rawValue)
+            }
+        }
+
+        /// The kinds whose bits are set in `mask`.
+        public static func kinds(in mask: UInt32) -> [Kind] { allCases.filter { mask & $0.bit != 0 } }
+
+        public static func < (lhs: Kind, rhs: Kind) -> Bool { lhs.rawValue < rhs.rawValue }
+    }
+
+    /// A capability another plugin must provide.
+    public struct Requirement: Sendable {
+        public var capability: String
+        public var range: VersionRange
+        public var optional: Bool
+    }
+
+    /// A capability this plugin provides.
+    public struct Provision: Sendable {
+        public var capability: String
+        public var version: SemanticVersion
+    }
+
+    /// How the plugin runs. Only `inProcess` is implemented in ABI 1.0.
+    public enum Isolation: String, Sendable {
+        case inProcess = "in-process"
+        case process
+    }
+
+    /// Where the manifest was read from (for messages).
+    public var path: String
+    public var name: String
+    public var version: SemanticVersion
+    public var description: String
+    public var kinds: [Kind]
+    /// The library as written in the manifest.
+    public var library: String
+    /// The pinned sha256 of the library, lowercase hex; `nil` when the manifest pins none.
+    public var sha256: String?
+    public var abiMajor: Int
+    public var abiMinor: Int
+    /// For Swift plugins, the toolchain that built them (`swift-6.3.1`); `nil` for C plugins.
+    public var toolchain: String?
+    public var requires: [Requirement]
+    public var provides: [Provision]
+    public var configSchema: ConfigSchema
+    /// The configuration this node runs the plugin with, validated against `configSchema`, defaults filled in.
+    public var config: ConfigValue
+    public var isolation: Isolation
+    public var operations: [OperationDeclaration]
+    /// How long `on_start` may take.
+    public var startTimeout: Duration
+    /// How long `on_stop` may take.
+    public var stopTimeout: Duration
+    /// Whether the plugin is to be started (false: verified and reported, not loaded).
+    public var enabled: Bool
+}

@@ -1,0 +1,76 @@
+import Foundation
+
+/// The node file (`plexus.yaml`): who this node is, where its data lives, where the admin endpoint listens,
+/// and where plugins come from. Relative paths are resolved against the node file's directory.
+public struct NodeConfig: Sendable {
+    public var nodeID: String = "node-1"
+    public var dataDirectory: String = ".plexus/data"
+    public var adminHost: String = "127.0.0.1"
+    /// 0 picks a free port (tests); the default is EventMesh's admin port.
+    public var adminPort: Int = 10106
+    public var manifestDirectories: [String] = ["plugin-manifests"]
+    /// Directories searched for a manifest's `library` after the manifest's own directory.
+    public var pluginSearchPath: [String] = []
+    /// Where loaded libraries are copied to, one content-addressed path per hash.
+    public var pluginCacheDirectory: String?
+    /// Refuse manifests that do not pin their library's sha256.
+    public var requireSHA256 = false
+
+    public init() {}
+
+    /// The cache directory, defaulting to `<dataDirectory>/plugin-cache`.
+    public var resolvedCacheDirectory: String { pluginCacheDirectory ?? dataDirectory + "/plugin-cache" }
+
+    /// Reads a node file.
+    public static func load(path: String) throws -> NodeConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw KernelError(.nodeConfigInvalid, subject: path, "cannot be read: \(error.localizedDescription)")
+        }
+        let base = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        return try parse(text, path: path, baseDirectory: base)
+    }
+
+    /// Parses node-file text; relative paths are taken relative to `baseDirectory`.
+    public static func parse(_ text: String, path: String, baseDirectory: String) throws -> NodeConfig {
+        let root = try YAMLReader(subject: path, code: .nodeConfigInvalid).document(text)
+        try root.onlyKeys(["node", "admin", "plugins", "topics"])
+        var config = NodeConfig()
+        func resolve(_ p: String) -> String { p.hasPrefix("/") ? p : baseDirectory + "/" + p }
+        if let node = root.optional("node") {
+            try node.onlyKeys(["id", "dataDirectory"])
+            if let id = node.optional("id") {
+                config.nodeID = try id.string()
+                guard ManifestParser.isValidName(config.nodeID) else {
+                    throw id.fail("'\(config.nodeID)' is not a valid node id; expected lowercase letters, digits and '-'")
+                }
+            }
+            if let dir = node.optional("dataDirectory") { config.dataDirectory = resolve(try dir.string()) }
+        } else {
+            config.dataDirectory = resolve(config.dataDirectory)
+        }
+        if let admin = root.optional("admin") {
+            try admin.onlyKeys(["host", "port"])
+            if let host = admin.optional("host") { config.adminHost = try host.string() }
+            if let port = admin.optional("port") {
+                config.adminPort = try port.int("a TCP port")
+                guard (0...65535).contains(config.adminPort) else { throw port.fail("expected a port from 0 to 65535") }
+            }
+        }
+        config.manifestDirectories = config.manifestDirectories.map(resolve)
+        if let plugins = root.optional("plugins") {
+            try plugins.onlyKeys(["manifestDirectories", "searchPath", "cacheDirectory", "requireSha256"])
+            if let dirs = plugins.optional("manifestDirectories") {
+                config.manifestDirectories = try dirs.items("directories").map { resolve(try $0.string()) }
+            }
+            if let dirs = plugins.optional("searchPath") {
+                config.pluginSearchPath = try dirs.items("directories").map { resolve(try $0.string()) }
+            }
+            if let dir = plugins.optional("cacheDirectory") { config.pluginCacheDirectory = resolve(try dir.string()) }
+            if let flag = plugins.optional("requireSha256") { config.requireSHA256 = try flag.bool() }
+        }
+        return config
+    }
+}

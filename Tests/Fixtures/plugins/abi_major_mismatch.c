@@ -1,0 +1,85 @@
+/*
+ * abi_major_mismatch.c - fixture plugin "abi-major-mismatch".
+ *
+ * Embodies: a plugin built against a future major version (ABI 2.0) that does
+ * not refuse itself: its entry returns PX_OK and a descriptor with
+ * abi_major = 2, abi_minor = 0, as if built against a newer header without
+ * calling px_negotiate.
+ * The kernel must check the descriptor itself and refuse the plugin with a
+ * version-mismatch error naming both versions (plugin 2.0, kernel 1.x). It
+ * must not call on_create; it may read only struct_size, abi_major and
+ * abi_minor, the fields every major version keeps in place.
+ *
+ * Built at test time: cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include
+ *                     abi_major_mismatch.c -o libabi_major_mismatch.so
+ */
+#include <stdlib.h>
+
+#include "plexus.h"
+
+static px_status fx_on_create(const px_host_api *api, px_host *host, const px_plugin_config *config,
+                              void **out_instance, px_error *err) {
+    int *instance;
+    (void)api;
+    (void)host;
+    (void)config;
+    instance = calloc(1, sizeof *instance);
+    if (instance == NULL) {
+        px_error_set(err, "abi-major-mismatch: out of memory");
+        return PX_ERR_RESOURCE_EXHAUSTED;
+    }
+    *out_instance = instance;
+    return PX_OK;
+}
+
+static px_status fx_on_start(void *instance, px_error *err) {
+    (void)instance;
+    (void)err;
+    return PX_OK;
+}
+
+static px_status fx_on_stop(void *instance, uint64_t timeout_ms, px_error *err) {
+    (void)instance;
+    (void)timeout_ms;
+    (void)err;
+    return PX_OK;
+}
+
+static void fx_on_destroy(void *instance) { free(instance); }
+
+static px_status fx_on_health(void *instance, px_error *err) {
+    (void)instance;
+    (void)err;
+    return PX_OK;
+}
+
+/* Claims ABI 2.0. */
+static const px_plugin_descriptor fx_descriptor = {
+    sizeof(px_plugin_descriptor), /* struct_size */
+    2,                           /* abi_major */
+    0,                           /* abi_minor */
+    "abi-major-mismatch",         /* name */
+    "1.0.0",                      /* version */
+    PX_KIND_CONNECTOR,            /* kinds */
+    0,                            /* reserved */
+    NULL,                         /* toolchain */
+    fx_on_create,
+    fx_on_start,
+    fx_on_stop,
+    fx_on_destroy,
+    fx_on_health,
+    NULL, /* storage */
+    NULL  /* registry */
+};
+
+PX_EXPORT px_status px_plugin_entry_v1(const px_host_api *api, const px_plugin_descriptor **out_descriptor,
+                                       px_error *err);
+
+/* Does not negotiate: answers every host with its descriptor. */
+PX_EXPORT px_status px_plugin_entry_v1(const px_host_api *api, const px_plugin_descriptor **out_descriptor,
+                                       px_error *err) {
+    (void)api;
+    (void)err;
+    *out_descriptor = &fx_descriptor;
+    return PX_OK;
+}

@@ -1,0 +1,106 @@
+/* abi/probe.c - makes every public type of plexus.h visible to abidiff.
+ *
+ * abidiff compares only the types reachable from a library's exported
+ * functions, and plexus.h itself exports none. This probe defines one
+ * exported function per public type, so that every struct, enum and
+ * function-pointer typedef of the header appears in a function signature
+ * and therefore in the DWARF that abidw records in abi/baseline.xml.
+ *
+ * When a type is added to plexus.h, add a probe function for it here
+ * (scripts/abi-check fails when a public type name does not appear in this
+ * file). Built by scripts/abi-check only: gcc -g -shared -fPIC. */
+#include "plexus.h"
+
+#define PX_PROBE(name, type)                                                                                 \
+    PX_EXPORT void px_probe_##name(type value);                                                              \
+    PX_EXPORT void px_probe_##name(type value) { (void)value; }
+
+/* Scalars and enums. */
+PX_PROBE(status, px_status)
+PX_PROBE(status_code, enum px_status_code)
+PX_PROBE(watch_event_kind, enum px_watch_event_kind)
+PX_PROBE(group_mode, enum px_group_mode)
+PX_PROBE(backoff_policy, enum px_backoff_policy)
+PX_PROBE(start_position, enum px_start_position)
+PX_PROBE(nack_action, enum px_nack_action)
+PX_PROBE(log_level, enum px_log_level)
+PX_PROBE(durability, enum px_durability)
+PX_PROBE(plugin_kind, enum px_plugin_kind)
+
+/* Frozen value pairs, passed by value. */
+PX_PROBE(str, px_str)
+PX_PROBE(bytes, px_bytes)
+PX_PROBE(kv, px_kv)
+
+/* Growable structs and tables. */
+PX_PROBE(error, const px_error *)
+PX_PROBE(event, const px_event *)
+PX_PROBE(record, const px_record *)
+PX_PROBE(service_instance, const px_service_instance *)
+PX_PROBE(delivery, const px_delivery *)
+PX_PROBE(subscription_spec, const px_subscription_spec *)
+PX_PROBE(host_api, const px_host_api *)
+PX_PROBE(plugin_config, const px_plugin_config *)
+PX_PROBE(stream_options, const px_stream_options *)
+PX_PROBE(stream_info, const px_stream_info *)
+PX_PROBE(storage_vtable, const px_storage_vtable *)
+PX_PROBE(registry_vtable, const px_registry_vtable *)
+PX_PROBE(plugin_descriptor, const px_plugin_descriptor *)
+
+/* Opaque handles. */
+PX_PROBE(host, px_host *)
+PX_PROBE(stream, px_stream *)
+
+/* Completions and callbacks. */
+PX_PROBE(done_fn, px_done_fn)
+PX_PROBE(append_done_fn, px_append_done_fn)
+PX_PROBE(read_done_fn, px_read_done_fn)
+PX_PROBE(offset_done_fn, px_offset_done_fn)
+PX_PROBE(timer_fn, px_timer_fn)
+PX_PROBE(lookup_done_fn, px_lookup_done_fn)
+PX_PROBE(watch_fn, px_watch_fn)
+PX_PROBE(deliver_fn, px_deliver_fn)
+
+/* Host services. */
+PX_PROBE(host_log, px_host_log)
+PX_PROBE(host_counter_add, px_host_counter_add)
+PX_PROBE(host_gauge_set, px_host_gauge_set)
+PX_PROBE(host_histogram_record, px_host_histogram_record)
+PX_PROBE(host_publish, px_host_publish)
+PX_PROBE(host_subscribe, px_host_subscribe)
+PX_PROBE(host_unsubscribe, px_host_unsubscribe)
+PX_PROBE(host_ack, px_host_ack)
+PX_PROBE(host_nack, px_host_nack)
+PX_PROBE(host_timer_start, px_host_timer_start)
+PX_PROBE(host_timer_cancel, px_host_timer_cancel)
+PX_PROBE(host_registry_register, px_host_registry_register)
+PX_PROBE(host_registry_deregister, px_host_registry_deregister)
+PX_PROBE(host_registry_lookup, px_host_registry_lookup)
+PX_PROBE(host_registry_watch, px_host_registry_watch)
+PX_PROBE(host_registry_unwatch, px_host_registry_unwatch)
+PX_PROBE(host_storage_read, px_host_storage_read)
+
+/* Storage hooks. */
+PX_PROBE(storage_on_open_stream, px_storage_on_open_stream)
+PX_PROBE(storage_on_close_stream, px_storage_on_close_stream)
+PX_PROBE(storage_on_append, px_storage_on_append)
+PX_PROBE(storage_on_read, px_storage_on_read)
+PX_PROBE(storage_on_commit_offset, px_storage_on_commit_offset)
+PX_PROBE(storage_on_fetch_offset, px_storage_on_fetch_offset)
+PX_PROBE(storage_on_trim, px_storage_on_trim)
+PX_PROBE(storage_on_stream_info, px_storage_on_stream_info)
+
+/* Registry hooks. */
+PX_PROBE(registry_on_register, px_registry_on_register)
+PX_PROBE(registry_on_deregister, px_registry_on_deregister)
+PX_PROBE(registry_on_lookup, px_registry_on_lookup)
+PX_PROBE(registry_on_watch, px_registry_on_watch)
+PX_PROBE(registry_on_unwatch, px_registry_on_unwatch)
+
+/* Plugin lifecycle and entry. */
+PX_PROBE(plugin_on_create, px_plugin_on_create)
+PX_PROBE(plugin_on_start, px_plugin_on_start)
+PX_PROBE(plugin_on_stop, px_plugin_on_stop)
+PX_PROBE(plugin_on_destroy, px_plugin_on_destroy)
+PX_PROBE(plugin_on_health, px_plugin_on_health)
+PX_PROBE(plugin_entry_fn, px_plugin_entry_fn)
