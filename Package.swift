@@ -63,11 +63,13 @@ let package = Package(
     ],
     targets: [
         .target(name: "PlexusABI", path: "Sources/PlexusABI"),
+        .target(name: "PlexusCore", dependencies: ["PlexusABI"]),
         .systemLibrary(name: "CFFI", path: "Sources/CFFI"),
         .target(
             name: "PlexusKernel",
             dependencies: [
                 "PlexusABI",
+                "PlexusCore",
                 "CFFI",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -78,7 +80,7 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
-        .target(name: "PlexusPluginSDK", dependencies: ["PlexusABI"]),
+        .target(name: "PlexusPluginSDK", dependencies: ["PlexusABI", "PlexusCore"]),
         .executableTarget(
             name: "plexus",
             dependencies: [

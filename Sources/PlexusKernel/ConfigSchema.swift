@@ -1,3 +1,4 @@
+import PlexusCore
 import Foundation
 
 /// A configuration value: what YAML and JSON can both say.

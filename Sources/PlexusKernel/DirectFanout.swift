@@ -1,3 +1,4 @@
+import PlexusCore
 import Dispatch
 import PlexusABI
 import Synchronization

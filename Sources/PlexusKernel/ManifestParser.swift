@@ -1,3 +1,4 @@
+import PlexusCore
 import Foundation
 
 /// Reads manifest files into `Manifest` values, with an error naming the file, the field and what was

@@ -1,3 +1,4 @@
+import PlexusCore
 import Foundation
 
 /// The node file (`plexus.yaml`): who this node is, where its data lives, where the admin endpoint listens,

@@ -1,3 +1,4 @@
+import PlexusCore
 import Foundation
 
 /// An administrative operation a manifest declares: an exported `px_op_*` symbol with a C signature,

@@ -8,6 +8,9 @@ public enum Resolver {
     public struct Resolution: Sendable {
         public var order: [Manifest]
         public var failures: [(manifest: Manifest, error: KernelError)]
+        /// For each plugin, the plugins that provide what it requires (optional requirements excluded):
+        /// if one of them cannot start, neither can it.
+        public var dependencies: [String: Set<String>]
     }
 
     public static func resolve(_ manifests: [Manifest]) -> Resolution {
@@ -25,6 +28,7 @@ public enum Resolver {
 
         // Edges: plugin -> the plugins it depends on. Missing capabilities fail the requirer.
         var dependencies: [String: Set<String>] = [:]
+        var required: [String: Set<String>] = [:]
         var missing: [String: KernelError] = [:]
         for manifest in byName.values {
             var deps = Set<String>()
@@ -45,6 +49,7 @@ public enum Resolver {
                     break
                 }
                 deps.formUnion(providers.map(\.name))
+                if !requirement.optional { required[manifest.name, default: []].formUnion(providers.map(\.name)) }
             }
             dependencies[manifest.name] = deps
         }
@@ -83,7 +88,7 @@ public enum Resolver {
                 failed.insert(manifest.name)
                 continue
             }
-            if let bad = dependencies[manifest.name]?.sorted().first(where: failed.contains) {
+            if let bad = required[manifest.name]?.sorted().first(where: failed.contains) {
                 failures.append((manifest, KernelError(
                     .dependencyFailed, subject: manifest.path, field: "requires",
                     "depends on plugin '\(bad)', which cannot start")))
@@ -92,7 +97,7 @@ public enum Resolver {
             }
             started.append(manifest)
         }
-        return Resolution(order: started, failures: failures)
+        return Resolution(order: started, failures: failures, dependencies: required)
     }
 
     /// The names on one cycle among `graph`'s nodes (each of which has an unresolved dependency).

@@ -1,3 +1,4 @@
+import PlexusCore
 import Yams
 
 /// Typed access to a YAML document that reports errors with the file, the field's dotted path and the line.

@@ -28,7 +28,7 @@ public enum Toolchain {
     }()
 
     /// `6.3` → `6.3.0`, so that `swift-6.3` and `swift-6.3.0` name the same toolchain.
-    static func normalized(_ version: String) -> String {
+    public static func normalized(_ version: String) -> String {
         version.split(separator: ".").count == 2 ? version + ".0" : version
     }
 

@@ -1,5 +1,10 @@
 import PlexusABI
 
+extension px_status_code {
+    /// The code as the `px_status` that ABI functions return.
+    public var status: px_status { px_status(bitPattern: rawValue) }
+}
+
 /// A CloudEvents 1.0 event owned by the kernel: the copy it keeps of a borrowed `px_event`.
 public struct CloudEvent: Sendable, Equatable {
     public var id: String

@@ -1,0 +1,158 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The node's admin endpoint: a small HTTP/1.1 JSON API on loopback (docs/operations.md).
+///
+/// - `GET /v1/plugins`: every plugin's status; `GET /v1/plugins/NAME`: one.
+/// - `POST /v1/plugins/NAME/operations/OP` with `{"args": ["…"]}`: calls a manifest operation.
+/// - `GET /v1/health`: the kernel is up; `GET /metrics`: Prometheus text.
+public final class AdminServer: Sendable {
+    let kernel: Kernel
+    let group: MultiThreadedEventLoopGroup
+    private let channel: Channel
+
+    /// The port actually bound (useful with port 0).
+    public var port: Int { channel.localAddress?.port ?? 0 }
+
+    /// Binds the endpoint.
+    /// - Throws: when the address cannot be bound, with the address in the message.
+    public init(kernel: Kernel, host: String, port: Int) throws {
+        self.kernel = kernel
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 64)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline().flatMap {
+                    channel.pipeline.addHandler(AdminHandler(kernel: kernel))
+                }
+            }
+        do {
+            self.channel = try bootstrap.bind(host: host, port: port).wait()
+        } catch {
+            try? group.syncShutdownGracefully()
+            throw KernelError(.io, subject: "admin endpoint", "cannot listen on \(host):\(port): \(error)")
+        }
+    }
+
+    public func close() {
+        try? channel.close().wait()
+        try? group.syncShutdownGracefully()
+    }
+}
+
+/// Answers one admin request at a time per connection; operation calls run off the event loop.
+private final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
+    // Safe: all state is touched on the channel's event loop only.
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let kernel: Kernel
+    var head: HTTPRequestHead?
+    var body = ByteBuffer()
+
+    init(kernel: Kernel) { self.kernel = kernel }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            body.clear()
+        case .body(var chunk):
+            if body.readableBytes + chunk.readableBytes <= 1 << 20 { body.writeBuffer(&chunk) }
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            let request = (method: head.method, uri: head.uri, body: body.readString(length: body.readableBytes) ?? "", keepAlive: head.isKeepAlive)
+            let kernel = self.kernel
+            let loop = context.eventLoop
+            let boundContext = NIOLoopBound(context, eventLoop: loop)
+            let handler = NIOLoopBound(self, eventLoop: loop)
+            // Plugin code (health checks, operations) may block: answer from a background queue.
+            DispatchQueue.global().async {
+                let (status, contentType, text) = AdminRoutes.respond(kernel: kernel, method: request.method, uri: request.uri, body: request.body)
+                loop.execute {
+                    handler.value.write(context: boundContext.value, status: status, contentType: contentType, text: text, keepAlive: request.keepAlive)
+                }
+            }
+        }
+    }
+
+    func write(context: ChannelHandlerContext, status: HTTPResponseStatus, contentType: String, text: String, keepAlive: Bool) {
+        var buffer = context.channel.allocator.buffer(capacity: text.utf8.count)
+        buffer.writeString(text)
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: String(buffer.readableBytes))
+        headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            let channel = context.channel
+            done.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}
+
+/// The admin API's routes, separate from the transport so that tests can call them directly.
+enum AdminRoutes {
+    static func respond(kernel: Kernel, method: HTTPMethod, uri: String, body: String) -> (HTTPResponseStatus, String, String) {
+        let path = uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? uri
+        let parts = path.split(separator: "/").map { $0.removingPercentEncoding ?? String($0) }
+        let json = "application/json"
+        switch (method, parts) {
+        case (.GET, ["v1", "health"]):
+            return (.ok, json, #"{"status":"up","node":\#(ConfigValue.quote(kernel.config.nodeID))}"#)
+        case (.GET, ["metrics"]):
+            return (.ok, "text/plain; version=0.0.4", kernel.services.metrics.prometheusText())
+        case (.GET, ["v1", "plugins"]):
+            return (.ok, json, encode(kernel.statuses()))
+        case (.GET, let p) where p.count == 3 && p[0] == "v1" && p[1] == "plugins":
+            guard let status = kernel.status(of: p[2]) else {
+                return (.notFound, json, problem("no plugin named '\(p[2])' on this node"))
+            }
+            return (.ok, json, encode(status))
+        case (.POST, let p) where p.count == 5 && p[0] == "v1" && p[1] == "plugins" && p[3] == "operations":
+            let arguments: [String]
+            if body.isEmpty {
+                arguments = []
+            } else {
+                guard let request = try? JSONDecoder().decode(OperationRequest.self, from: Data(body.utf8)) else {
+                    return (.badRequest, json, problem(#"expected a JSON body {"args": ["…"]}"#))
+                }
+                arguments = request.args
+            }
+            do {
+                let result = try kernel.callOperation(plugin: p[2], operation: p[4], arguments: arguments)
+                return (.ok, json, encode(OperationResponse(result: result)))
+            } catch let error as KernelError {
+                let status: HTTPResponseStatus = error.code == .notFound ? .notFound : (error.code == .invalidState ? .conflict : .badRequest)
+                return (status, json, problem(error.description, code: error.code.rawValue))
+            } catch {
+                return (.internalServerError, json, problem("\(error)"))
+            }
+        case (_, let p) where p == ["v1", "health"] || p == ["metrics"] || (p.count <= 3 && p.starts(with: ["v1", "plugins"])):
+            return (.methodNotAllowed, json, problem("method \(method) is not allowed on \(path)"))
+        default:
+            return (.notFound, json, problem("no such endpoint: \(method) \(path)"))
+        }
+    }
+
+    struct OperationRequest: Codable { var args: [String] }
+    struct OperationResponse: Codable { var result: String }
+    struct Problem: Codable {
+        var error: String
+        var code: String?
+    }
+
+    static func problem(_ text: String, code: String? = nil) -> String { encode(Problem(error: text, code: code)) }
+
+    static func encode<T: Encodable>(_ value: T) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+}

@@ -1,0 +1,428 @@
+import PlexusCore
+import Foundation
+import Logging
+import PlexusABI
+import Synchronization
+
+/// The microkernel: reads manifests, verifies, resolves, loads and starts plugins, keeps their states, and
+/// stops them in reverse order. Everything that does real work is a plugin.
+public final class Kernel: Sendable {
+    public let config: NodeConfig
+    public let services: HostServices
+    let logger: Logger
+    let loader: PluginLoader
+    private let records = Mutex<[String: PluginRecord]>([:])
+    /// Start order of the plugins that were resolved.
+    private let order = Mutex<[String]>([])
+    /// Serialises start and stop.
+    private let lifecycleLock = Mutex<Void>(())
+
+    public init(config: NodeConfig, logger: Logger, metrics: MetricsRegistry = MetricsRegistry()) {
+        self.config = config
+        self.logger = logger
+        self.services = HostServices(metrics: metrics)
+        self.loader = PluginLoader(
+            searchPath: config.pluginSearchPath, cacheDirectory: config.resolvedCacheDirectory,
+            requireSHA256: config.requireSHA256)
+    }
+
+    // MARK: Discovery
+
+    /// The manifest files in the node's manifest directories (`*.yaml`, `*.yml`), sorted.
+    public func manifestFiles() -> [String] {
+        config.manifestDirectories.flatMap { directory -> [String] in
+            guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else {
+                logger.warning("manifest directory \(directory) cannot be read; no plugins come from it")
+                return []
+            }
+            return names.filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted().map { directory + "/" + $0 }
+        }
+    }
+
+    // MARK: Start
+
+    /// Discovers, verifies, resolves, loads, creates and starts every plugin. A plugin that fails is marked
+    /// failed with the reason; the others go on. Returns when every plugin is active or failed.
+    public func start() {
+        lifecycleLock.withLock { _ in
+            var manifests: [Manifest] = []
+            for path in manifestFiles() {
+                do {
+                    let manifest = try ManifestParser.load(path: path)
+                    register(PluginRecord(name: manifest.name, manifestPath: path, manifest: manifest))
+                    manifests.append(manifest)
+                } catch let error as KernelError {
+                    let record = PluginRecord(name: URL(fileURLWithPath: path).lastPathComponent, manifestPath: path, manifest: nil)
+                    register(record)
+                    fail(record, error)
+                } catch {
+                    let record = PluginRecord(name: URL(fileURLWithPath: path).lastPathComponent, manifestPath: path, manifest: nil)
+                    register(record)
+                    fail(record, KernelError(.manifestInvalid, subject: path, "\(error)"))
+                }
+            }
+
+            // Verify: library found, hash, toolchain.
+            var verified: [Manifest] = []
+            var libraries: [String: (path: String, sha256: String)] = [:]
+            for manifest in manifests {
+                guard let record = record(manifest.name), record.state == .discovered else { continue }
+                do {
+                    let library = try loader.locate(manifest)
+                    let digest = try loader.verify(manifest, library: library)
+                    libraries[manifest.name] = (library, digest)
+                    record.update { $0.library = library; $0.sha256 = digest }
+                    transition(record, to: .verified)
+                    verified.append(manifest)
+                } catch let error as KernelError {
+                    fail(record, error)
+                } catch {
+                    fail(record, KernelError(.io, subject: manifest.path, "\(error)"))
+                }
+            }
+
+            // Resolve.
+            let resolution = Resolver.resolve(verified)
+            for (manifest, error) in resolution.failures {
+                if let record = record(manifest.name), record.manifestPath == manifest.path {
+                    fail(record, error)
+                } else {
+                    // A duplicate name: report it under its file.
+                    let record = PluginRecord(name: URL(fileURLWithPath: manifest.path).lastPathComponent, manifestPath: manifest.path, manifest: manifest)
+                    register(record)
+                    fail(record, error)
+                }
+            }
+            order.withLock { $0 = resolution.order.map(\.name) }
+            for manifest in resolution.order {
+                guard let record = record(manifest.name) else { continue }
+                transition(record, to: .resolved)
+            }
+
+            // Load, create and start, in dependency order.
+            for manifest in resolution.order {
+                guard let record = record(manifest.name), let library = libraries[manifest.name] else { continue }
+                if let failedDependency = resolution.dependencies[manifest.name]?.sorted().first(where: { self.record($0)?.state != .active }) {
+                    fail(record, KernelError(
+                        .dependencyFailed, subject: manifest.path, field: "requires",
+                        "depends on plugin '\(failedDependency)', which is \(self.record(failedDependency)?.state.rawValue ?? "missing")"))
+                    continue
+                }
+                guard manifest.enabled else {
+                    logger.info("plugin \(manifest.name) is disabled by its manifest; left resolved")
+                    continue
+                }
+                bringUp(record, manifest: manifest, library: library.path, sha256: library.sha256)
+            }
+            let active = records.withLock { $0.values.filter { $0.state == .active }.count }
+            let failed = records.withLock { $0.values.filter { $0.state == .failed }.count }
+            logger.notice("kernel started: \(active) plugin(s) active, \(failed) failed")
+        }
+    }
+
+    private func bringUp(_ record: PluginRecord, manifest: Manifest, library: String, sha256: String) {
+        let loaded: LoadedPlugin
+        do {
+            let mapped = try loader.cache(library, sha256: sha256, subject: manifest.path)
+            loaded = try loader.load(manifest, path: mapped, sha256: sha256, deadline: manifest.startTimeout)
+        } catch let error as KernelError {
+            return fail(record, error)
+        } catch {
+            return fail(record, KernelError(.loadFailed, subject: manifest.path, "\(error)"))
+        }
+        record.update { $0.loaded = loaded }
+        transition(record, to: .loaded)
+
+        let context = PluginContext(
+            name: manifest.name, logger: Self.pluginLogger(logger, name: manifest.name), services: services)
+        record.update { $0.context = context }
+        let dataDirectory = config.dataDirectory + "/plugins/" + manifest.name
+        try? FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+
+        // Create.
+        let create = PluginCall(descriptor: loaded.descriptor, instance: nil)
+        let config = self.config
+        let outcome = Deadline.run(manifest.startTimeout, name: "plexus.create.\(manifest.name)") { () -> HookResult in
+            PluginConfigBuffer.with(manifest: manifest, nodeID: config.nodeID, dataDirectory: dataDirectory) { cConfig in
+                ErrorBuffer.with { err in
+                    var instance: UnsafeMutableRawPointer?
+                    let status = create.descriptor.on_create(HostServices.api, context.handle, cConfig, &instance, err)
+                    return HookResult(status: status, message: ErrorBuffer.text(err), instance: instance)
+                }
+            }
+        }
+        guard case .finished(let created) = outcome else {
+            record.update { $0.abandoned = true }
+            return fail(record, KernelError(.deadlineExceeded, subject: manifest.name, "on_create did not return within \(manifest.startTimeout.milliseconds) ms; the instance is abandoned"))
+        }
+        guard created.status == PX_OK.status else {
+            return fail(record, KernelError(.hookFailed, subject: manifest.name, "on_create failed with \(StatusText.name(created.status)): \(created.message)"))
+        }
+        record.update { $0.instance = InstancePointer(created.instance) }
+        transition(record, to: .created)
+
+        // Start.
+        let start = PluginCall(descriptor: loaded.descriptor, instance: created.instance)
+        let started = Deadline.run(manifest.startTimeout, name: "plexus.start.\(manifest.name)") { () -> HookResult in
+            ErrorBuffer.with { err in
+                HookResult(status: start.descriptor.on_start(start.instance, err), message: ErrorBuffer.text(err), instance: nil)
+            }
+        }
+        guard case .finished(let result) = started else {
+            record.update { $0.abandoned = true }
+            return fail(record, KernelError(.deadlineExceeded, subject: manifest.name, "on_start did not return within \(manifest.startTimeout.milliseconds) ms; the instance is abandoned"))
+        }
+        guard result.status == PX_OK.status else {
+            fail(record, KernelError(.hookFailed, subject: manifest.name, "on_start failed with \(StatusText.name(result.status)): \(result.message)"))
+            destroy(record, manifest: manifest)
+            return
+        }
+        if manifest.kinds.contains(.registry), let registry = loaded.descriptor.registry {
+            services.registry.withLock { binding in
+                if binding == nil {
+                    binding = .init(vtable: registry, instance: created.instance, name: manifest.name)
+                }
+            }
+        }
+        transition(record, to: .active)
+    }
+
+    // MARK: Stop
+
+    /// Stops every active plugin in reverse start order, each within its manifest's stop deadline.
+    public func stop() {
+        lifecycleLock.withLock { _ in
+            for name in order.withLock({ $0 }).reversed() {
+                guard let record = record(name), let manifest = record.snapshot.manifest else { continue }
+                guard record.state == .active else { continue }
+                stop(record, manifest: manifest)
+            }
+            logger.notice("kernel stopped")
+        }
+    }
+
+    private func stop(_ record: PluginRecord, manifest: Manifest) {
+        guard let loaded = record.snapshot.loaded else { return }
+        services.registry.withLock { if $0?.name == manifest.name { $0 = nil } }
+        transition(record, to: .stopping)
+        let call = PluginCall(descriptor: loaded.descriptor, instance: record.snapshot.instance?.raw)
+        let timeout = manifest.stopTimeout
+        let outcome = Deadline.run(timeout, name: "plexus.stop.\(manifest.name)") { () -> HookResult in
+            ErrorBuffer.with { err in
+                HookResult(status: call.descriptor.on_stop(call.instance, timeout.milliseconds, err), message: ErrorBuffer.text(err), instance: nil)
+            }
+        }
+        guard case .finished(let result) = outcome else {
+            record.update { $0.abandoned = true }
+            cleanUp(record)
+            return fail(record, KernelError(.deadlineExceeded, subject: manifest.name, "on_stop did not return within \(timeout.milliseconds) ms; the instance is abandoned"))
+        }
+        if result.status != PX_OK.status {
+            logger.warning("plugin \(manifest.name): on_stop reported \(StatusText.name(result.status)): \(result.message)")
+        }
+        transition(record, to: .stopped)
+        destroy(record, manifest: manifest)
+    }
+
+    /// Cancels what the plugin left behind (timers, subscriptions).
+    private func cleanUp(_ record: PluginRecord) {
+        guard let context = record.snapshot.context else { return }
+        services.timers.cancelAll(owner: context.id)
+        services.fanout.unsubscribeAll(owner: context.id)
+    }
+
+    /// Calls on_destroy once every completion owed to the instance has run.
+    private func destroy(_ record: PluginRecord, manifest: Manifest) {
+        cleanUp(record)
+        guard let loaded = record.snapshot.loaded, let instance = record.snapshot.instance else { return }
+        if let context = record.snapshot.context, !context.drainCompletions(until: .now + manifest.stopTimeout) {
+            logger.warning("plugin \(manifest.name): completions still owed after \(manifest.stopTimeout); not destroying the instance")
+            return
+        }
+        let call = PluginCall(descriptor: loaded.descriptor, instance: instance.raw)
+        let outcome = Deadline.run(manifest.stopTimeout, name: "plexus.destroy.\(manifest.name)") { () -> Bool in
+            call.descriptor.on_destroy(call.instance)
+            return true
+        }
+        record.update { $0.instance = nil }
+        if case .timedOut = outcome {
+            fail(record, KernelError(.deadlineExceeded, subject: manifest.name, "on_destroy did not return within \(manifest.stopTimeout.milliseconds) ms"))
+        }
+    }
+
+    // MARK: Status
+
+    /// Every plugin's status, in start order then by name.
+    public func statuses() -> [PluginStatus] {
+        let startOrder = order.withLock { $0 }
+        let all = records.withLock { Array($0.values) }
+        return all.map { $0.status(health: health(of: $0)) }.sorted { a, b in
+            let ia = startOrder.firstIndex(of: a.name) ?? Int.max
+            let ib = startOrder.firstIndex(of: b.name) ?? Int.max
+            return ia != ib ? ia < ib : a.name < b.name
+        }
+    }
+
+    /// One plugin's status.
+    public func status(of name: String) -> PluginStatus? {
+        guard let record = record(name) else { return nil }
+        return record.status(health: health(of: record))
+    }
+
+    /// Asks an active plugin for its health (`on_health`), within a short deadline.
+    private func health(of record: PluginRecord) -> String? {
+        let snapshot = record.snapshot
+        guard snapshot.state == .active, let loaded = snapshot.loaded, let instance = snapshot.instance else { return nil }
+        guard loaded.descriptor.on_health != nil else { return "healthy" }
+        let call = PluginCall(descriptor: loaded.descriptor, instance: instance.raw)
+        let outcome = Deadline.run(.seconds(1), name: "plexus.health.\(record.name)") { () -> HookResult in
+            ErrorBuffer.with { err in
+                HookResult(status: call.descriptor.on_health?(call.instance, err) ?? PX_OK.status, message: ErrorBuffer.text(err), instance: nil)
+            }
+        }
+        switch outcome {
+        case .timedOut: return "unknown: on_health did not answer within 1 s"
+        case .finished(let result) where result.status == PX_OK.status: return "healthy"
+        case .finished(let result): return "unhealthy (\(StatusText.name(result.status))): \(result.message)"
+        }
+    }
+
+    // MARK: Operations
+
+    /// Calls a manifest operation of an active or created plugin with arguments given as text.
+    /// - Throws: `KernelError` naming the plugin, the operation and the argument that is wrong.
+    public func callOperation(plugin: String, operation: String, arguments: [String]) throws -> String {
+        guard let record = record(plugin) else {
+            throw KernelError(.notFound, subject: plugin, "no plugin of that name on this node; see `plexus plugin list`")
+        }
+        let snapshot = record.snapshot
+        guard let manifest = snapshot.manifest else {
+            throw KernelError(.invalidState, subject: plugin, "its manifest did not parse")
+        }
+        guard let declaration = manifest.operations.first(where: { $0.name == operation }) else {
+            let known = manifest.operations.map(\.name).joined(separator: ", ")
+            throw KernelError(.notFound, subject: plugin, field: "operations", "no operation '\(operation)'; the manifest declares: \(known.isEmpty ? "none" : known)")
+        }
+        guard snapshot.state == .active || snapshot.state == .created, let loaded = snapshot.loaded, let instance = snapshot.instance else {
+            throw KernelError(.invalidState, subject: plugin, "is \(snapshot.state.rawValue); operations run only on a created or active plugin")
+        }
+        let invocation = try OperationInvoker(declaration: declaration, handle: loaded.handle, plugin: plugin)
+        let values = try invocation.convert(arguments)
+        let target = instance
+        let outcome = Deadline.run(.seconds(30), name: "plexus.op.\(plugin).\(operation)") { () -> String in
+            invocation.call(instance: target.raw, arguments: values)
+        }
+        guard case .finished(let result) = outcome else {
+            throw KernelError(.deadlineExceeded, subject: plugin, "operation '\(operation)' did not return within 30 s")
+        }
+        return result
+    }
+
+    // MARK: Records
+
+    func record(_ name: String) -> PluginRecord? { records.withLock { $0[name] } }
+
+    private func register(_ record: PluginRecord) {
+        records.withLock { all in
+            var name = record.name
+            var n = 2
+            while all[name] != nil {
+                name = "\(record.name)#\(n)"
+                n += 1
+            }
+            record.update { $0.name = name }
+            all[name] = record
+        }
+        logger.info("plugin \(record.name): discovered (\(record.manifestPath))")
+    }
+
+    private func transition(_ record: PluginRecord, to state: PluginState) {
+        let from = record.state
+        record.update {
+            $0.state = state
+            $0.history.append(.init(state: state, at: Date().timeIntervalSince1970))
+        }
+        logger.info("plugin \(record.name): \(from.rawValue) -> \(state.rawValue)")
+    }
+
+    private func fail(_ record: PluginRecord, _ error: KernelError) {
+        record.update {
+            $0.lastError = error
+        }
+        transition(record, to: .failed)
+        logger.error("plugin \(record.name) failed: [\(error.code.rawValue)] \(error)")
+    }
+
+    static func pluginLogger(_ base: Logger, name: String) -> Logger {
+        var logger = base
+        logger[metadataKey: "plugin"] = "\(name)"
+        return logger
+    }
+}
+
+/// An instance pointer the kernel holds on the plugin's behalf.
+struct InstancePointer: @unchecked Sendable {
+    // Safe: the kernel never dereferences it; it only passes it back to the plugin's hooks and operations,
+    // which the ABI requires to be callable from kernel threads.
+    let raw: UnsafeMutableRawPointer?
+    init?(_ raw: UnsafeMutableRawPointer?) {
+        self.raw = raw
+    }
+}
+
+/// A descriptor and instance carried to a hook's thread.
+private struct PluginCall: @unchecked Sendable {
+    // Safe: see LoadedPlugin and InstancePointer.
+    let descriptor: px_plugin_descriptor
+    let instance: UnsafeMutableRawPointer?
+}
+
+private struct HookResult: @unchecked Sendable {
+    // Safe: `instance` is only handed back to the plugin.
+    var status: px_status
+    var message: String
+    var instance: UnsafeMutableRawPointer?
+}
+
+/// The kernel's record of one plugin.
+final class PluginRecord: Sendable {
+    struct State: @unchecked Sendable {
+        // Safe: guarded by the record's mutex; pointers inside are only passed back to the plugin.
+        var name: String
+        var manifest: Manifest?
+        var state: PluginState = .discovered
+        var lastError: KernelError?
+        var history: [PluginStatus.Transition] = [.init(state: .discovered, at: Date().timeIntervalSince1970)]
+        var library: String?
+        var sha256: String?
+        var loaded: LoadedPlugin?
+        var instance: InstancePointer?
+        var context: PluginContext?
+        var abandoned = false
+    }
+
+    let manifestPath: String
+    private let guarded: Mutex<State>
+
+    init(name: String, manifestPath: String, manifest: Manifest?) {
+        self.manifestPath = manifestPath
+        self.guarded = Mutex(State(name: name, manifest: manifest))
+    }
+
+    var name: String { guarded.withLock { $0.name } }
+    var snapshot: State { guarded.withLock { $0 } }
+    var state: PluginState { guarded.withLock { $0.state } }
+
+    func update(_ body: (inout State) -> Void) { guarded.withLock { body(&$0) } }
+
+    func status(health: String?) -> PluginStatus {
+        let s = snapshot
+        return PluginStatus(
+            name: s.name, version: s.manifest.map { "\($0.version)" } ?? "",
+            kinds: s.manifest?.kinds.map(\.rawValue) ?? [], state: s.state, lastError: s.lastError?.description,
+            errorCode: s.lastError?.code.rawValue, manifest: manifestPath, library: s.library, sha256: s.sha256,
+            health: health,
+            operations: s.manifest?.operations.map { .init(name: $0.name, signature: $0.signature.description, description: $0.description) } ?? [],
+            history: s.history)
+    }
+}

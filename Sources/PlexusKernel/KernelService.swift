@@ -1,0 +1,39 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// Runs a kernel under swift-service-lifecycle: starts the plugins and the admin endpoint, waits for a
+/// graceful shutdown (SIGINT/SIGTERM through the service group), then stops plugins in reverse order.
+public struct KernelService: Service {
+    public let kernel: Kernel
+    let onReady: @Sendable (AdminServer) -> Void
+
+    public init(kernel: Kernel, onReady: @escaping @Sendable (AdminServer) -> Void = { _ in }) {
+        self.kernel = kernel
+        self.onReady = onReady
+    }
+
+    public func run() async throws {
+        let kernel = self.kernel
+        // Plugin hooks block (under deadlines); keep them off the cooperative thread pool.
+        await Self.onThread { kernel.start() }
+        let admin = try AdminServer(kernel: kernel, host: kernel.config.adminHost, port: kernel.config.adminPort)
+        kernel.logger.notice("admin endpoint listening on \(kernel.config.adminHost):\(admin.port)")
+        onReady(admin)
+        try? await gracefulShutdown()
+        kernel.logger.notice("shutting down")
+        admin.close()
+        await Self.onThread { kernel.stop() }
+    }
+
+    static func onThread(_ body: @escaping @Sendable () -> Void) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let thread = Thread {
+                body()
+                continuation.resume()
+            }
+            thread.name = "plexus.lifecycle"
+            thread.start()
+        }
+    }
+}

@@ -1,0 +1,45 @@
+import Logging
+import PlexusABI
+import Synchronization
+
+/// The kernel's side of one plugin instance: what `px_host *` points at.
+///
+/// Host functions recover it from the handle and so know who is calling. It counts the completions the
+/// kernel still owes the instance, so that `on_destroy` starts only after the last one ran.
+final class PluginContext: Sendable {
+    let name: String
+    let logger: Logger
+    let services: HostServices
+    private let owedCompletions = Atomic<Int>(0)
+
+    init(name: String, logger: Logger, services: HostServices) {
+        self.name = name
+        self.logger = logger
+        self.services = services
+    }
+
+    /// The handle passed to the plugin. The kernel keeps the context alive for the life of the process
+    /// (an abandoned plugin may still call in), so the handle is never dangling.
+    var handle: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }
+
+    static func from(_ handle: OpaquePointer?) -> PluginContext? {
+        guard let handle else { return nil }
+        return Unmanaged<PluginContext>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
+    }
+
+    var id: ObjectIdentifier { ObjectIdentifier(self) }
+
+    func owe() { owedCompletions.add(1, ordering: .relaxed) }
+    func paid() { owedCompletions.subtract(1, ordering: .releasing) }
+
+    /// Waits until every owed completion ran, or the deadline passed; true when none is owed.
+    func drainCompletions(until deadline: ContinuousClock.Instant) -> Bool {
+        while owedCompletions.load(ordering: .acquiring) > 0 {
+            if ContinuousClock.now >= deadline { return false }
+            Thread.sleep(forTimeInterval: 0.002)
+        }
+        return true
+    }
+}
+
+import Foundation

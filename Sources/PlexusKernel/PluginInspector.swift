@@ -1,0 +1,98 @@
+import Foundation
+import PlexusABI
+import PlexusCore
+
+/// What `plexus plugin inspect` reports: what the kernel would do with a manifest or a library, without
+/// creating or starting anything.
+public enum PluginInspector {
+    /// A report as lines of `key: value` text.
+    public typealias Report = [(String, String)]
+
+    /// Inspects a manifest: parses and validates it, finds and verifies its library, and negotiates with it.
+    public static func inspectManifest(path: String, searchPath: [String], cacheDirectory: String) -> (Report, KernelError?) {
+        var report: Report = [("manifest", path)]
+        do {
+            let manifest = try ManifestParser.load(path: path)
+            report += [
+                ("name", manifest.name), ("version", "\(manifest.version)"),
+                ("kinds", manifest.kinds.map(\.rawValue).joined(separator: ", ")),
+                ("abi", "\(manifest.abiMajor).\(manifest.abiMinor) (kernel speaks \(PX_ABI_VERSION_MAJOR).\(PX_ABI_VERSION_MINOR))"),
+                ("toolchain", manifest.toolchain ?? "none (C plugin)"),
+                ("requires", manifest.requires.map { "\($0.capability) \($0.range)\($0.optional ? " (optional)" : "")" }.joined(separator: "; ")),
+                ("provides", manifest.provides.map { "\($0.capability) \($0.version)" }.joined(separator: "; ")),
+                ("config", manifest.config.json),
+            ]
+            for key in manifest.configSchema.keys {
+                report.append(("config key \(key.name)", "\(key.type.rawValue)\(key.defaultValue.map { ", default \($0.json)" } ?? ""): \(key.description)"))
+            }
+            for op in manifest.operations {
+                report.append(("operation \(op.name)", "\(op.symbol): \(op.signature)\(op.description.isEmpty ? "" : " — \(op.description)")"))
+            }
+            let loader = PluginLoader(searchPath: searchPath, cacheDirectory: cacheDirectory, requireSHA256: false)
+            let library = try loader.locate(manifest)
+            report.append(("library", library))
+            let digest = try loader.verify(manifest, library: library)
+            report.append(("sha256", digest + (manifest.sha256 == nil ? " (not pinned: add `sha256: \(digest)` to pin it)" : " (matches the pin)")))
+            let mapped = try loader.cache(library, sha256: digest, subject: manifest.path)
+            let loaded = try loader.load(manifest, path: mapped, sha256: digest, deadline: manifest.startTimeout)
+            report += describe(loaded.descriptor)
+            for op in manifest.operations {
+                _ = try OperationInvoker(declaration: op, handle: loaded.handle, plugin: manifest.name)
+            }
+            report.append(("verdict", "the kernel would load, create and start this plugin"))
+            return (report, nil)
+        } catch let error as KernelError {
+            report.append(("verdict", "the kernel would refuse it: [\(error.code.rawValue)] \(error)"))
+            return (report, error)
+        } catch {
+            let wrapped = KernelError(.io, subject: path, "\(error)")
+            report.append(("verdict", "the kernel would refuse it: \(wrapped)"))
+            return (report, wrapped)
+        }
+    }
+
+    /// Inspects a library: its hash, and what its entry says about it (the entry only fills in a descriptor).
+    public static func inspectLibrary(path: String, cacheDirectory: String) -> (Report, KernelError?) {
+        var report: Report = [("library", path)]
+        do {
+            let digest = try PluginLoader.sha256(ofFile: path)
+            report.append(("sha256", digest))
+            let loader = PluginLoader(searchPath: [], cacheDirectory: cacheDirectory, requireSHA256: false)
+            let mapped = try loader.cache(path, sha256: digest, subject: path)
+            guard let handle = dlopen(mapped, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
+                throw KernelError(.loadFailed, subject: path, "dlopen failed: \(dlerror().map { String(cString: $0) } ?? "")")
+            }
+            guard let symbol = dlsym(handle, PX_PLUGIN_ENTRY_SYMBOL) else {
+                throw KernelError(.entryMissing, subject: path, "does not export the entry symbol \(PX_PLUGIN_ENTRY_SYMBOL)")
+            }
+            let entry = unsafeBitCast(symbol, to: px_plugin_entry_fn.self)
+            let (status, raw, message) = ErrorBuffer.with { err -> (px_status, UnsafePointer<px_plugin_descriptor>?, String) in
+                var descriptor: UnsafePointer<px_plugin_descriptor>?
+                let status = entry(HostServices.api, &descriptor, err)
+                return (status, descriptor, ErrorBuffer.text(err))
+            }
+            guard status == PX_OK.status, let raw else {
+                throw KernelError(.abiMismatch, subject: path, "the plugin refused to load (\(StatusText.name(status))): \(message)")
+            }
+            let descriptor = try PluginLoader.copyDescriptor(raw, subject: path)
+            report += describe(descriptor)
+            report.append(("verdict", "a Plexus plugin; write a manifest naming it (see docs/manifest.md)"))
+            return (report, nil)
+        } catch let error as KernelError {
+            report.append(("verdict", "not loadable: [\(error.code.rawValue)] \(error)"))
+            return (report, error)
+        } catch {
+            return (report + [("verdict", "not loadable: \(error)")], KernelError(.io, subject: path, "\(error)"))
+        }
+    }
+
+    static func describe(_ d: px_plugin_descriptor) -> Report {
+        [
+            ("plugin name", d.name.map { String(cString: $0) } ?? "(none)"),
+            ("plugin version", d.version.map { String(cString: $0) } ?? "(none)"),
+            ("plugin abi", "\(d.abi_major).\(d.abi_minor)"),
+            ("plugin kinds", Manifest.Kind.kinds(in: d.kinds).map(\.rawValue).joined(separator: ", ")),
+            ("plugin toolchain", d.toolchain.map { String(cString: $0) } ?? "none (C plugin)"),
+        ]
+    }
+}

@@ -1,0 +1,164 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PlexusKernel
+import ServiceLifecycle
+
+@main
+struct Plexus: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plexus",
+        abstract: "Plexus: an event mesh built as a microkernel of C-ABI plugins.",
+        version: PlexusVersion.kernel,
+        subcommands: [Serve.self, PluginCommand.self])
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a node: load the manifests, start the plugins, serve the admin endpoint until SIGINT/SIGTERM.")
+
+    @Option(name: .long, help: "The node file (plexus.yaml). Without it, the defaults below apply.")
+    var config: String?
+
+    @Option(name: .long, help: "A manifest directory (repeatable); replaces the node file's list.")
+    var manifests: [String] = []
+
+    @Option(name: .long, help: "A directory searched for plugin libraries (repeatable); added to the node file's.")
+    var pluginPath: [String] = []
+
+    @Option(name: .long, help: "The admin endpoint's port on loopback (0: any free port).")
+    var adminPort: Int?
+
+    @Option(name: .long, help: "The node's data directory.")
+    var dataDir: String?
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        var node = NodeConfig()
+        if let config {
+            node = try NodeConfig.load(path: config)
+        } else {
+            let cwd = FileManager.default.currentDirectoryPath
+            node.dataDirectory = cwd + "/" + node.dataDirectory
+            node.manifestDirectories = node.manifestDirectories.map { cwd + "/" + $0 }
+        }
+        let cwd = FileManager.default.currentDirectoryPath
+        func absolute(_ p: String) -> String { p.hasPrefix("/") ? p : cwd + "/" + p }
+        if !manifests.isEmpty { node.manifestDirectories = manifests.map(absolute) }
+        node.pluginSearchPath += pluginPath.map(absolute)
+        if let adminPort { node.adminPort = adminPort }
+        if let dataDir { node.dataDirectory = absolute(dataDir) }
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("unknown log level '\(logLevel)'")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "plexus")
+        let kernel = Kernel(config: node, logger: logger)
+        let adminHost = node.adminHost
+        let service = KernelService(kernel: kernel) { admin in
+            // A machine-readable line for scripts and tests that start the node.
+            FileHandle.standardOutput.write(Data("plexus: admin endpoint http://\(adminHost):\(admin.port)\n".utf8))
+        }
+        let group = ServiceGroup(
+            configuration: .init(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+struct PluginCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plugin",
+        abstract: "Inspect plugins, list a running node's plugins, call their operations.",
+        subcommands: [List.self, Inspect.self, Call.self])
+
+    struct AdminOptions: ParsableArguments {
+        @Option(name: .long, help: "The node's admin endpoint, HOST:PORT.")
+        var admin: String = "127.0.0.1:10106"
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show each plugin's state, version, kinds and last error on a running node.")
+
+        @OptionGroup var options: AdminOptions
+        @Flag(name: .long, help: "Print the node's JSON answer as it is.")
+        var json = false
+
+        func run() throws {
+            let (status, body) = try AdminClient(address: options.admin).request("GET", "/v1/plugins")
+            guard status == 200 else { throw AdminClient.Failure(status: status, body: body) }
+            if json {
+                print(body)
+                return
+            }
+            let plugins = try JSONDecoder().decode([PluginStatus].self, from: Data(body.utf8))
+            let rows = plugins.map { p in
+                [p.name, p.state.rawValue, p.version, p.kinds.joined(separator: ","), p.health ?? "-", p.lastError ?? ""]
+            }
+            print(Table.render(header: ["NAME", "STATE", "VERSION", "KINDS", "HEALTH", "LAST ERROR"], rows: rows))
+        }
+    }
+
+    struct Inspect: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Read a manifest (.yaml) or a plugin library (.so) and print what the kernel would do with it, without starting it.")
+
+        @Argument(help: "A manifest file or a plugin .so.")
+        var file: String
+
+        @Option(name: .long, help: "A directory searched for the manifest's library (repeatable).")
+        var pluginPath: [String] = []
+
+        func run() throws {
+            let cache = FileManager.default.temporaryDirectory.path + "/plexus-inspect-cache"
+            let (report, error) =
+                file.hasSuffix(".so") || file.contains(".so.")
+                ? PluginInspector.inspectLibrary(path: file, cacheDirectory: cache)
+                : PluginInspector.inspectManifest(path: file, searchPath: pluginPath, cacheDirectory: cache)
+            let width = report.map(\.0.count).max() ?? 0
+            for (key, value) in report {
+                print(key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value)
+            }
+            if error != nil { throw ExitCode(2) }
+        }
+    }
+
+    struct Call: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Invoke a manifest operation of a plugin on a running node.",
+            discussion: "Arguments are checked against the operation's declared C signature (see `plexus plugin inspect`).")
+
+        @OptionGroup var options: AdminOptions
+        @Argument(help: "The plugin's name.") var name: String
+        @Argument(help: "The operation's name.") var operation: String
+        @Argument(parsing: .allUnrecognized, help: "The operation's arguments.") var arguments: [String] = []
+
+        func run() throws {
+            struct Body: Encodable { var args: [String] }
+            struct Answer: Decodable { var result: String }
+            let payload = String(decoding: try JSONEncoder().encode(Body(args: arguments)), as: UTF8.self)
+            let path = "/v1/plugins/\(AdminClient.escape(name))/operations/\(AdminClient.escape(operation))"
+            let (status, body) = try AdminClient(address: options.admin).request("POST", path, body: payload)
+            guard status == 200 else { throw AdminClient.Failure(status: status, body: body) }
+            print(try JSONDecoder().decode(Answer.self, from: Data(body.utf8)).result)
+        }
+    }
+}
+
+/// Plain-text tables for the terminal.
+enum Table {
+    static func render(header: [String], rows: [[String]]) -> String {
+        let all = [header] + rows
+        let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
+        return all.map { row in
+            row.enumerated().map { index, cell in
+                index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }.joined(separator: "\n")
+    }
+}
