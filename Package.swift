@@ -92,12 +92,12 @@ let package = Package(
         ),
         .executableTarget(
             name: "PlexusBenchABI",
-            dependencies: ["PlexusKernel", "PlexusABI"],
+            dependencies: ["PlexusKernel", "PlexusABI", .product(name: "Logging", package: "swift-log")],
             path: "benchmarks/ABIBench"
         ),
         .testTarget(
             name: "PlexusKernelTests",
-            dependencies: ["PlexusKernel", "PlexusABI"]
+            dependencies: ["PlexusKernel", "PlexusABI", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "PlexusEndToEndTests",

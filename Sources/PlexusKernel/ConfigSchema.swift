@@ -122,7 +122,8 @@ public struct ConfigSchema: Sendable {
         return .object(result)
     }
 
-    private func check(_ value: ConfigValue, against key: Key, subject: String, path: String) throws -> ConfigValue {
+    /// Checks one value against one key's type and bounds; `path` names it in the error.
+    func check(_ value: ConfigValue, against key: Key, subject: String, path: String) throws -> ConfigValue {
         func wrong(_ expected: String) -> KernelError {
             KernelError(.configInvalid, subject: subject, field: path, "expected \(expected), found \(value.json)")
         }

@@ -49,6 +49,14 @@ public final class Kernel: Sendable {
             for path in manifestFiles() {
                 do {
                     let manifest = try ManifestParser.load(path: path)
+                    if let first = record(manifest.name) {
+                        let duplicate = PluginRecord(name: URL(fileURLWithPath: path).lastPathComponent, manifestPath: path, manifest: manifest)
+                        register(duplicate)
+                        fail(duplicate, KernelError(
+                            .duplicatePlugin, subject: path, field: "name",
+                            "plugin '\(manifest.name)' is already declared by \(first.manifestPath)"))
+                        continue
+                    }
                     register(PluginRecord(name: manifest.name, manifestPath: path, manifest: manifest))
                     manifests.append(manifest)
                 } catch let error as KernelError {

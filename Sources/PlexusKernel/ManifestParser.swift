@@ -196,11 +196,8 @@ public enum ManifestParser {
             allowed: try field.optional("enum")?.items("allowed values").map { try $0.string() })
         if let defaultField = field.optional("default") {
             // The default must itself satisfy the key's type and bounds.
-            let probe = ConfigSchema(keys: [key])
-            let checked = try probe.validate(
-                .object([(entry.key, try defaultField.configValue())]), subject: field.reader.subject,
-                field: "config.schema.\(entry.key).default")
-            key.defaultValue = checked[entry.key]
+            key.defaultValue = try ConfigSchema(keys: [key]).check(
+                try defaultField.configValue(), against: key, subject: field.reader.subject, path: defaultField.path)
         }
         return key
     }

@@ -45,8 +45,9 @@ public struct OperationSignature: Sendable, Equatable, CustomStringConvertible {
         if inner.isEmpty || inner == "void" {
             parameters = []
         } else {
-            parameters = try inner.split(separator: ",").map {
+            parameters = try inner.split(separator: ",", omittingEmptySubsequences: false).map {
                 let name = $0.trimmingCharacters(in: .whitespaces)
+                guard !name.isEmpty else { throw ParseError(message: "'\(text)': an empty parameter between commas") }
                 let type = try Self.type(name, in: text)
                 guard type != .void else { throw ParseError(message: "'\(text)': void is not a parameter type") }
                 return type

@@ -68,14 +68,23 @@ public enum Resolver {
 
         // What is left sits on a cycle or depends on one.
         if !remaining.isEmpty {
-            let cycle = findCycle(in: remaining)
-            let cycleText = cycle.compactMap { byName[$0] }.map { "\($0.name) (\($0.path))" }.joined(separator: " -> ")
+            let components = stronglyConnectedComponents(remaining)
+            func describe(_ cycle: [String]) -> String {
+                cycle.compactMap { byName[$0] }.map { "\($0.name) (\($0.path))" }.joined(separator: " -> ")
+                    + " -> \(cycle.first ?? "")"
+            }
+            let cycles = components.filter { $0.count > 1 || remaining[$0[0]]?.contains($0[0]) == true }
             for name in remaining.keys.sorted() {
                 guard let manifest = byName[name] else { continue }
-                let error = cycle.contains(name)
-                    ? KernelError(.dependencyCycle, subject: manifest.path, field: "requires", "dependency cycle: \(cycleText) -> \(cycle.first ?? name)")
-                    : KernelError(.dependencyFailed, subject: manifest.path, field: "requires", "depends on a dependency cycle: \(cycleText)")
-                failures.append((manifest, error))
+                if let cycle = cycles.first(where: { $0.contains(name) }) {
+                    failures.append((manifest, KernelError(
+                        .dependencyCycle, subject: manifest.path, field: "requires", "dependency cycle: \(describe(cycle))")))
+                } else {
+                    let blocked = remaining[name, default: []].filter { remaining[$0] != nil }.sorted()
+                    failures.append((manifest, KernelError(
+                        .dependencyFailed, subject: manifest.path, field: "requires",
+                        "depends on \(blocked.joined(separator: ", ")), which cannot start: a dependency cycle lies beneath")))
+                }
             }
         }
 
@@ -100,16 +109,51 @@ public enum Resolver {
         return Resolution(order: started, failures: failures, dependencies: required)
     }
 
-    /// The names on one cycle among `graph`'s nodes (each of which has an unresolved dependency).
-    private static func findCycle(in graph: [String: Set<String>]) -> [String] {
-        guard let start = graph.keys.sorted().first else { return [] }
-        var path: [String] = []
-        var current = start
-        while !path.contains(current) {
-            path.append(current)
-            guard let next = graph[current]?.filter({ graph[$0] != nil }).sorted().first else { return path }
-            current = next
+    /// Tarjan's strongly connected components of `graph` (edges to nodes outside it are ignored), each
+    /// in a deterministic order starting from its smallest name.
+    private static func stronglyConnectedComponents(_ graph: [String: Set<String>]) -> [[String]] {
+        var index = 0
+        var indices: [String: Int] = [:]
+        var lowlink: [String: Int] = [:]
+        var stack: [String] = []
+        var onStack = Set<String>()
+        var components: [[String]] = []
+        func visit(_ v: String) {
+            indices[v] = index
+            lowlink[v] = index
+            index += 1
+            stack.append(v)
+            onStack.insert(v)
+            for w in (graph[v] ?? []).filter({ graph[$0] != nil }).sorted() {
+                if indices[w] == nil {
+                    visit(w)
+                    lowlink[v] = min(lowlink[v] ?? 0, lowlink[w] ?? 0)
+                } else if onStack.contains(w) {
+                    lowlink[v] = min(lowlink[v] ?? 0, indices[w] ?? 0)
+                }
+            }
+            if lowlink[v] == indices[v] {
+                var component: [String] = []
+                while let w = stack.popLast() {
+                    onStack.remove(w)
+                    component.append(w)
+                    if w == v { break }
+                }
+                // Start from the smallest name and follow the dependency direction.
+                let members = Set(component)
+                var ordered: [String] = []
+                var current = component.min() ?? v
+                while !ordered.contains(current) {
+                    ordered.append(current)
+                    guard let next = (graph[current] ?? []).filter(members.contains).sorted().first(where: { !ordered.contains($0) })
+                        ?? (graph[current] ?? []).filter(members.contains).sorted().first
+                    else { break }
+                    current = next
+                }
+                components.append(ordered.count == members.count ? ordered : component.sorted())
+            }
         }
-        return Array(path[(path.firstIndex(of: current) ?? 0)...])
+        for v in graph.keys.sorted() where indices[v] == nil { visit(v) }
+        return components
     }
 }

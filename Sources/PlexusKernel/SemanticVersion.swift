@@ -33,6 +33,10 @@ public struct SemanticVersion: Comparable, Hashable, Sendable, CustomStringConve
             guard prerelease.allSatisfy({ !$0.isEmpty && $0.allSatisfy(Self.isIdentifierCharacter) }) else {
                 return nil
             }
+            // A numeric identifier has no leading zeros (SemVer 2.0.0, rule 9).
+            guard !prerelease.contains(where: { $0.count > 1 && $0.first == "0" && $0.allSatisfy(\.isASCIIDigit) }) else {
+                return nil
+            }
         }
         let parts = rest.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3 else { return nil }

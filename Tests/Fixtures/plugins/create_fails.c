@@ -3,8 +3,8 @@
  *
  * Embodies: on_create refuses: it returns PX_ERR_INVALID_ARGUMENT with the
  * text "fixture: create refused on purpose" and sets no instance.
- * The kernel must report the plugin failed in state "created" with that
- * status and text, must not call on_start, on_stop or on_destroy (there is
+ * The kernel must mark the plugin failed (from "loaded": it never became
+ * "created") with that status and text, must not call on_start, on_stop or on_destroy (there is
  * no instance), and must keep running the other plugins.
  *
  * Built at test time: cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include

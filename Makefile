@@ -1,0 +1,41 @@
+# Plexus: `make run` starts a single node with the default manifests; `make test` runs every test.
+SHELL := /bin/bash
+SWIFT ?= swift
+
+.PHONY: run test build release bootstrap abi-check lint format bench-abi clean
+
+bootstrap:
+	@scripts/bootstrap
+
+build: bootstrap
+	$(SWIFT) build
+
+release: bootstrap
+	$(SWIFT) build -c release
+
+## Builds the kernel and every plugin in release and starts a node with plugin-manifests/ (Ctrl-C stops it).
+run: release
+	.build/release/plexus serve --config plexus.yaml
+
+## The whole test suite: the ABI guard, then the Swift unit, fixture and end-to-end tests.
+test: bootstrap
+	scripts/abi-check
+	scripts/abi-check --self-test
+	$(SWIFT) build
+	$(SWIFT) test
+
+abi-check: bootstrap
+	scripts/abi-check
+
+lint:
+	scripts/lint
+
+format:
+	scripts/lint --fix
+
+## ABI call overhead against direct Swift calls, and load+start time of 1, 10 and 50 plugins.
+bench-abi: bootstrap
+	benchmarks/abi/run
+
+clean:
+	rm -rf .build .plexus

@@ -1,0 +1,275 @@
+import Foundation
+import PlexusKernel
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Why an end-to-end test could not even begin (a missing build, a fixture that does not compile).
+struct SetupError: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// The repository and the products `swift build` made from it.
+enum Repository {
+    /// `<root>/Tests/PlexusEndToEndTests/NodeProcess.swift` → `<root>`.
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    static let requiredProducts = ["plexus", "libHeartbeatSource.so", "libConsoleSink.so"]
+
+    /// The directory holding the `plexus` binary and the plugin libraries: the test bundle's own build
+    /// directory when it has them, else `<root>/.build/debug`.
+    static func products() throws -> URL {
+        var candidates: [URL] = []
+        if let executable = Bundle.main.executableURL {
+            candidates.append(executable.deletingLastPathComponent())
+        }
+        candidates.append(root.appendingPathComponent(".build/debug"))
+        for directory in candidates
+        where requiredProducts.allSatisfy({
+            FileManager.default.fileExists(atPath: directory.appendingPathComponent($0).path)
+        }) {
+            return directory
+        }
+        throw SetupError(
+            description: "the end-to-end tests need \(requiredProducts.joined(separator: ", ")) from `swift build` "
+                + "(all products, not only the tests); none of \(candidates.map(\.path)) has them all. "
+                + "Run `swift build && swift test` (or `make test`).")
+    }
+
+    static func plexus() throws -> URL { try products().appendingPathComponent("plexus") }
+
+    /// Compiles one fixture of `Tests/Fixtures/plugins` to `<directory>/lib<stem>.so`, as its header says.
+    static func compileFixture(_ stem: String, into directory: URL) async throws -> URL {
+        let output = directory.appendingPathComponent("lib\(stem).so")
+        let result = try await Command.run(
+            URL(fileURLWithPath: "/usr/bin/env"),
+            [
+                "cc", "-std=c99", "-shared", "-fPIC", "-I",
+                root.appendingPathComponent("Sources/PlexusABI/include").path,
+                root.appendingPathComponent("Tests/Fixtures/plugins/\(stem).c").path, "-o", output.path,
+            ], in: directory)
+        guard result.status == 0 else {
+            throw SetupError(description: "cc \(stem).c exited \(result.status): \(result.stderr)")
+        }
+        return output
+    }
+}
+
+/// A UUID-named temporary directory for one test.
+struct TestDirectory {
+    let url: URL
+
+    init() throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-e2e-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+
+    func remove() { try? FileManager.default.removeItem(at: url) }
+
+    func subdirectory(_ name: String) throws -> URL {
+        let directory = url.appendingPathComponent(name)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return directory
+    }
+
+    /// Copies the shipped `plugin-manifests/*.yaml` into `manifests/`, with the heartbeat interval set to
+    /// `intervalMs` (so that tests do not wait seconds for events).
+    func shippedManifests(intervalMs: Int = 100) throws -> URL {
+        let target = try subdirectory("manifests")
+        let source = Repository.root.appendingPathComponent("plugin-manifests")
+        let names = try FileManager.default.contentsOfDirectory(atPath: source.path).filter { $0.hasSuffix(".yaml") }
+        guard names.contains("heartbeat-source.yaml"), names.contains("console-sink.yaml") else {
+            throw SetupError(
+                description: "plugin-manifests/ lacks heartbeat-source.yaml or console-sink.yaml: \(names)")
+        }
+        for name in names {
+            var text = try String(contentsOf: source.appendingPathComponent(name), encoding: .utf8)
+            if name == "heartbeat-source.yaml" {
+                text = text.replacingOccurrences(
+                    of: #"(?m)^  values:\n(    .*\n?)*"#, with: "  values:\n    interval_ms: \(intervalMs)\n",
+                    options: .regularExpression)
+                let manifest = try ManifestParser.parse(text, path: name)
+                guard manifest.config["interval_ms"] == .int(intervalMs) else {
+                    throw SetupError(description: "could not set interval_ms in the copy of \(name):\n\(text)")
+                }
+            }
+            try text.write(to: target.appendingPathComponent(name), atomically: true, encoding: .utf8)
+        }
+        return target
+    }
+}
+
+/// What a finished subprocess said.
+struct CommandResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var output: String { stdout.trimmingCharacters(in: .whitespacesAndNewlines) }
+}
+
+enum Command {
+    /// Runs a program to completion (killing it after `timeout`), its output captured in files under `directory`.
+    static func run(_ executable: URL, _ arguments: [String], in directory: URL, timeout: Duration = .seconds(60))
+        async throws
+        -> CommandResult
+    {
+        let id = UUID().uuidString
+        let out = directory.appendingPathComponent("cmd-\(id).out")
+        let err = directory.appendingPathComponent("cmd-\(id).err")
+        let process = try launch(executable, arguments, in: directory, stdout: out, stderr: err)
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now > deadline {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+                throw SetupError(
+                    description:
+                        "\(executable.lastPathComponent) \(arguments.joined(separator: " ")) did not finish within \(timeout)"
+                )
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        process.waitUntilExit()
+        defer {
+            try? FileManager.default.removeItem(at: out)
+            try? FileManager.default.removeItem(at: err)
+        }
+        return CommandResult(
+            status: process.terminationStatus, stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "",
+            stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "")
+    }
+
+    /// Starts a program with stdout and stderr going to files (never pipes: a chatty node must not block).
+    static func launch(_ executable: URL, _ arguments: [String], in directory: URL, stdout: URL, stderr: URL) throws
+        -> Process
+    {
+        _ = FileManager.default.createFile(atPath: stdout.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderr.path, contents: nil)
+        let out = try FileHandle(forWritingTo: stdout)
+        let err = try FileHandle(forWritingTo: stderr)
+        defer {
+            try? out.close()
+            try? err.close()
+        }
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        return process
+    }
+}
+
+/// A running `plexus serve`, killed when the test lets go of it.
+final class NodeProcess {
+    let process: Process
+    let directory: URL
+    let stdoutFile: URL
+    let stderrFile: URL
+    let port: Int
+
+    var admin: String { "127.0.0.1:\(port)" }
+
+    private init(process: Process, directory: URL, stdoutFile: URL, stderrFile: URL, port: Int) {
+        self.process = process
+        self.directory = directory
+        self.stdoutFile = stdoutFile
+        self.stderrFile = stderrFile
+        self.port = port
+    }
+
+    deinit { kill() }
+
+    /// Starts a node on an ephemeral admin port and waits for its `plexus: admin endpoint …` line.
+    static func start(manifests: URL, pluginPaths: [URL] = [], data: URL, in directory: URL) async throws -> NodeProcess
+    {
+        let products = try Repository.products()
+        let stdoutFile = directory.appendingPathComponent("node.out")
+        let stderrFile = directory.appendingPathComponent("node.err")
+        var arguments = ["serve", "--manifests", manifests.path, "--plugin-path", products.path]
+        for path in pluginPaths { arguments += ["--plugin-path", path.path] }
+        arguments += ["--admin-port", "0", "--data-dir", data.path]
+        let process = try Command.launch(
+            products.appendingPathComponent("plexus"), arguments, in: directory, stdout: stdoutFile, stderr: stderrFile)
+        let prefix = "plexus: admin endpoint http://127.0.0.1:"
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            let text = (try? String(contentsOf: stdoutFile, encoding: .utf8)) ?? ""
+            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }),
+                let port = Int(line.dropFirst(prefix.count))
+            {
+                return NodeProcess(
+                    process: process, directory: directory, stdoutFile: stdoutFile, stderrFile: stderrFile, port: port)
+            }
+            if !process.isRunning {
+                let stderr = (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? ""
+                throw SetupError(
+                    description:
+                        "plexus serve exited with \(process.terminationStatus) before announcing its admin endpoint:\n\(stderr)"
+                )
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        throw SetupError(description: "plexus serve did not announce its admin endpoint within 30 s")
+    }
+
+    var stderr: String { (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "" }
+
+    /// Runs the `plexus` CLI against this node (`--admin` is appended).
+    func cli(_ arguments: [String]) async throws -> CommandResult {
+        try await Command.run(try Repository.plexus(), arguments + ["--admin", admin], in: directory)
+    }
+
+    /// `plexus plugin list --json`, decoded.
+    func list(sourceLocation: SourceLocation = #_sourceLocation) async throws -> [PluginStatus] {
+        let result = try await cli(["plugin", "list", "--json"])
+        try #require(result.status == 0, "plexus plugin list failed: \(result.stderr)", sourceLocation: sourceLocation)
+        return try JSONDecoder().decode([PluginStatus].self, from: Data(result.stdout.utf8))
+    }
+
+    /// `plexus plugin call PLUGIN OPERATION ARGS…`.
+    func call(_ plugin: String, _ operation: String, _ arguments: [String] = []) async throws -> CommandResult {
+        try await cli(["plugin", "call", plugin, operation] + arguments)
+    }
+
+    /// Calls a counting operation until it reports more than zero or `timeout` passes; returns the last count.
+    func count(_ plugin: String, _ operation: String, timeout: Duration = .seconds(10)) async throws -> UInt64 {
+        let deadline = ContinuousClock.now + timeout
+        var last: UInt64 = 0
+        repeat {
+            let result = try await call(plugin, operation)
+            try #require(result.status == 0, "plexus plugin call \(plugin) \(operation) failed: \(result.stderr)")
+            last = try #require(UInt64(result.output), "not a count: '\(result.stdout)'")
+            if last > 0 { return last }
+            try await Task.sleep(for: .milliseconds(200))
+        } while ContinuousClock.now < deadline
+        return last
+    }
+
+    /// Sends `signal` and waits up to `timeout` for the node to exit; false if it is still running.
+    func signal(_ signal: Int32, waitingUpTo timeout: Duration) async throws -> Bool {
+        Glibc.kill(process.processIdentifier, signal)
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now > deadline { return false }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        process.waitUntilExit()
+        return true
+    }
+
+    /// Kills the node if it still runs (SIGKILL) and reaps it.
+    func kill() {
+        guard process.isRunning else { return }
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}

@@ -1,0 +1,135 @@
+import Foundation
+import PlexusKernel
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The real `plexus` binary serving the real plugin libraries with real manifests.
+@Suite("plexus serve", .timeLimit(.minutes(2)))
+struct ServeTests {
+    @Test("the shipped plugins run: heartbeats are published and received, operations answer")
+    func shippedPlugins() async throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let node = try await NodeProcess.start(
+            manifests: try directory.shippedManifests(intervalMs: 100), data: try directory.subdirectory("data"),
+            in: directory.url)
+        defer { node.kill() }
+
+        let plugins = try await node.list()
+        #expect(Set(plugins.map(\.name)) == ["heartbeat-source", "console-sink"])
+        for plugin in plugins {
+            #expect(plugin.state == .active, "\(plugin.name): \(plugin.lastError ?? "")")
+            #expect(plugin.health == "healthy")
+            #expect(plugin.sha256?.count == 64)
+        }
+
+        let published = try await node.count("heartbeat-source", "published")
+        #expect(published > 0, "heartbeat-source published nothing within 10 s at a 100 ms interval")
+        let received = try await node.count("console-sink", "received")
+        #expect(received > 0, "console-sink received nothing within 10 s")
+
+        let table = try await node.cli(["plugin", "list"])
+        #expect(table.status == 0)
+        #expect(table.stdout.hasPrefix("NAME"))
+        #expect(
+            table.stdout.split(separator: "\n").contains { $0.hasPrefix("heartbeat-source") && $0.contains(" active ") }
+        )
+
+        let bad = try await node.call("heartbeat-source", "set-interval", ["abc"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("operations.set-interval: argument 1 'abc' is not a valid uint64"), "\(bad.stderr)")
+
+        let tooMany = try await node.call("heartbeat-source", "set-interval", ["1", "2"])
+        #expect(tooMany.status != 0)
+        #expect(tooMany.stderr.contains("takes 1 argument(s)"), "\(tooMany.stderr)")
+
+        let unknown = try await node.call("heartbeat-source", "reset")
+        #expect(unknown.status != 0)
+        #expect(unknown.stderr.contains("no operation 'reset'"), "\(unknown.stderr)")
+
+        let good = try await node.call("heartbeat-source", "set-interval", ["50"])
+        #expect(good.status == 0, "\(good.stderr)")
+        #expect(good.output == "0", "px_op_heartbeat_set_interval returns PX_OK")
+    }
+
+    @Test("a broken fixture fails on its own; the shipped plugins beside it stay active")
+    func brokenFixtureBesideShippedPlugins() async throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let manifests = try directory.shippedManifests(intervalMs: 100)
+        let libraries = try directory.subdirectory("fixtures")
+        _ = try await Repository.compileFixture("create_fails", into: libraries)
+        try """
+        manifest: 1
+        name: create-fails
+        version: 1.0.0
+        kind: connector
+        library: libcreate_fails.so
+        abi: {major: 1, minor: 0}
+        """.write(to: manifests.appendingPathComponent("create-fails.yaml"), atomically: true, encoding: .utf8)
+
+        let node = try await NodeProcess.start(
+            manifests: manifests, pluginPaths: [libraries], data: try directory.subdirectory("data"), in: directory.url)
+        defer { node.kill() }
+
+        let plugins = try await node.list()
+        #expect(plugins.count == 3)
+        let broken = try #require(plugins.first { $0.name == "create-fails" })
+        #expect(broken.state == .failed)
+        #expect(broken.errorCode == "hook-failed")
+        #expect(broken.lastError?.contains("fixture: create refused on purpose") == true, "\(broken.lastError ?? "")")
+        for plugin in plugins where plugin.name != "create-fails" {
+            #expect(plugin.state == .active, "\(plugin.name): \(plugin.lastError ?? "")")
+        }
+        #expect(try await node.count("heartbeat-source", "published") > 0)
+
+        let call = try await node.call("create-fails", "anything")
+        #expect(call.status != 0, "a failed plugin answers no operation")
+    }
+
+    @Test("SIGTERM stops every plugin in reverse start order and the node exits 0")
+    func sigterm() async throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let node = try await NodeProcess.start(
+            manifests: try directory.shippedManifests(intervalMs: 100), data: try directory.subdirectory("data"),
+            in: directory.url)
+        defer { node.kill() }
+        let plugins = try await node.list()
+        #expect(plugins.allSatisfy { $0.state == .active }, "\(plugins.map { "\($0.name)=\($0.state)" })")
+
+        let exited = try await node.signal(SIGTERM, waitingUpTo: .seconds(10))
+        try #require(exited, "the node did not exit within 10 s of SIGTERM")
+        #expect(node.process.terminationReason == .exit)
+        #expect(node.process.terminationStatus == 0)
+
+        let lines = node.stderr.split(separator: "\n").map(String.init)
+        func index(_ text: String) -> Int? { lines.firstIndex { $0.contains(text) } }
+        let startOrder = lines.compactMap { line -> String? in
+            guard let range = line.range(of: #"plugin [a-z0-9-]+: created -> active"#, options: .regularExpression)
+            else { return nil }
+            return String(line[range].dropFirst("plugin ".count).prefix { $0 != ":" })
+        }
+        #expect(
+            startOrder == ["heartbeat-source", "console-sink"],
+            "console-sink optionally requires heartbeat, so starts after it")
+
+        var previousStopped: Int?
+        for name in startOrder.reversed() {
+            let stopping = try #require(
+                index("plugin \(name): active -> stopping"), "no 'active -> stopping' for \(name)")
+            let stopped = try #require(
+                index("plugin \(name): stopping -> stopped"), "no 'stopping -> stopped' for \(name)")
+            #expect(stopping < stopped)
+            if let previousStopped {
+                #expect(previousStopped < stopping, "\(name) must be stopped after the plugin started after it")
+            }
+            previousStopped = stopped
+        }
+        let stoppedKernel = try #require(index("kernel stopped"))
+        #expect(stoppedKernel > (previousStopped ?? Int.max))
+    }
+}
