@@ -52,6 +52,7 @@ private final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
     let kernel: Kernel
     var head: HTTPRequestHead?
     var body = ByteBuffer()
+    var tooLarge = false
 
     init(kernel: Kernel) { self.kernel = kernel }
 
@@ -61,10 +62,19 @@ private final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
             head = h
             body.clear()
         case .body(var chunk):
-            if body.readableBytes + chunk.readableBytes <= 1 << 20 { body.writeBuffer(&chunk) }
+            if body.readableBytes + chunk.readableBytes <= 1 << 20 {
+                body.writeBuffer(&chunk)
+            } else {
+                tooLarge = true
+            }
         case .end:
             guard let head else { return }
             self.head = nil
+            if tooLarge {
+                tooLarge = false
+                write(context: context, status: .payloadTooLarge, contentType: "application/json", text: AdminRoutes.problem("the request body is over 1 MiB"), keepAlive: false)
+                return
+            }
             let request = (method: head.method, uri: head.uri, body: body.readString(length: body.readableBytes) ?? "", keepAlive: head.isKeepAlive)
             let kernel = self.kernel
             let loop = context.eventLoop
@@ -129,7 +139,13 @@ enum AdminRoutes {
                 let result = try kernel.callOperation(plugin: p[2], operation: p[4], arguments: arguments)
                 return (.ok, json, encode(OperationResponse(result: result)))
             } catch let error as KernelError {
-                let status: HTTPResponseStatus = error.code == .notFound ? .notFound : (error.code == .invalidState ? .conflict : .badRequest)
+                let status: HTTPResponseStatus
+                switch error.code {
+                case .notFound: status = .notFound
+                case .invalidState: status = .conflict
+                case .deadlineExceeded: status = .gatewayTimeout
+                default: status = .badRequest
+                }
                 return (status, json, problem(error.description, code: error.code.rawValue))
             } catch {
                 return (.internalServerError, json, problem("\(error)"))

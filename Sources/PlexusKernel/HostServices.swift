@@ -12,13 +12,65 @@ public final class HostServices: Sendable {
     let fanout = DirectFanout()
     /// The active registry plugin that registry calls are forwarded to.
     let registry = Mutex<RegistryBinding?>(nil)
+    /// Registry completions the kernel owes plugins, by token.
+    let owed = OwedCompletions.shared
+    /// Registry watches by id, with the plugin that made them (cancelled when it goes).
+    let watches = Mutex<[UInt64: ObjectIdentifier]>([:])
 
-    struct RegistryBinding: @unchecked Sendable {
-        // Safe: the vtable is a static table in a mapped image (never unmapped) and the instance pointer
-        // is only passed back to that plugin, whose registry hooks are thread-safe by contract.
+    /// The most events one publish may carry.
+    static let maxBatch = 1 << 20
+
+    final class RegistryBinding: @unchecked Sendable {
+        // Safe: the vtable is a static table in a mapped image (never unmapped), the instance pointer is
+        // only passed back to that plugin, whose registry hooks are thread-safe by contract, and `calls`
+        // is atomic.
         let vtable: UnsafePointer<px_registry_vtable>
         let instance: UnsafeMutableRawPointer?
         let name: String
+        /// Registry hooks running now; the kernel waits for none before stopping the plugin.
+        let calls = Atomic<Int>(0)
+
+        init(vtable: UnsafePointer<px_registry_vtable>, instance: UnsafeMutableRawPointer?, name: String) {
+            self.vtable = vtable
+            self.instance = instance
+            self.name = name
+        }
+    }
+
+    /// Runs `body` with the bound registry, counted as a call in flight; `nil` when none is bound.
+    func withRegistry<R>(_ body: (RegistryBinding) -> R) -> R? {
+        guard let binding = registry.withLock({ binding -> RegistryBinding? in
+            binding?.calls.add(1, ordering: .relaxed)
+            return binding
+        }) else { return nil }
+        defer { binding.calls.subtract(1, ordering: .releasing) }
+        return body(binding)
+    }
+
+    /// Unbinds the registry plugin `name` and waits (until `deadline`) for its hooks in flight.
+    func unbindRegistry(_ name: String, until deadline: ContinuousClock.Instant) -> Bool {
+        guard let binding = registry.withLock({ binding -> RegistryBinding? in
+            guard binding?.name == name else { return nil }
+            defer { binding = nil }
+            return binding
+        }) else { return true }
+        while binding.calls.load(ordering: .acquiring) > 0 {
+            if ContinuousClock.now >= deadline { return false }
+            Thread.sleep(forTimeInterval: 0.001)
+        }
+        return true
+    }
+
+    /// Cancels the registry watches an owner left.
+    func unwatchAll(owner: ObjectIdentifier) {
+        let ids = watches.withLock { all in
+            let mine = all.filter { $0.value == owner }.map(\.key)
+            for id in mine { all[id] = nil }
+            return mine
+        }
+        for id in ids {
+            _ = withRegistry { binding in binding.vtable.pointee.on_unwatch?(binding.instance, id) }
+        }
     }
 
     init(metrics: MetricsRegistry) {
@@ -61,13 +113,6 @@ public enum PlexusVersion {
 
 // MARK: - The host functions. Each recovers the calling plugin's context from its px_host handle.
 
-/// A completion the plugin passed, with its user pointer, carried to wherever it is called.
-private struct Completion<F>: @unchecked Sendable {
-    // Safe: the plugin promised (ABI rules) that `user` stays valid until its completion is called and that
-    // the function may be called on any thread.
-    let fn: F
-    let user: UnsafeMutableRawPointer?
-}
 
 func setError(_ err: UnsafeMutablePointer<px_error>?, _ text: String) {
     text.withCString { px_error_set(err, $0) }
@@ -103,6 +148,19 @@ private let hostHistogramRecord: px_host_histogram_record = { host, name, value 
     context.services.metrics.record(name.string, plugin: context.name, value)
 }
 
+
+/// Checks a struct a plugin passed: at least as large as ABI 1.0 made it, and no larger than this kernel
+/// knows. Returns the reason it is refused, or `nil`.
+func structSizeProblem(_ size: UInt32, known: Int, what: String) -> String? {
+    if Int(size) > known {
+        return "\(what) has struct_size \(size), larger than the \(known) bytes this kernel knows"
+    }
+    if Int(size) < known {
+        return "\(what) has struct_size \(size); ABI 1.0 made it \(known) bytes"
+    }
+    return nil
+}
+
 private let hostPublish: px_host_publish = { host, topic, events, count, done, user, err in
     guard let context = PluginContext.from(host), let done else {
         setError(err, "publish needs a host handle and a completion")
@@ -113,6 +171,10 @@ private let hostPublish: px_host_publish = { host, topic, events, count, done, u
         setError(err, "publish needs a topic")
         return PX_ERR_INVALID_ARGUMENT.status
     }
+    guard count >= 0, count <= HostServices.maxBatch, events != nil || count == 0 else {
+        setError(err, "a batch holds 0 to \(HostServices.maxBatch) events and needs an array unless empty; got count \(count)")
+        return PX_ERR_INVALID_ARGUMENT.status
+    }
     var copies: [CloudEvent] = []
     copies.reserveCapacity(count)
     for index in 0..<count {
@@ -120,8 +182,8 @@ private let hostPublish: px_host_publish = { host, topic, events, count, done, u
             setError(err, "event \(index) of the batch is NULL")
             return PX_ERR_INVALID_ARGUMENT.status
         }
-        guard event.pointee.struct_size >= UInt32(MemoryLayout<px_event>.size) else {
-            setError(err, "event \(index) has struct_size \(event.pointee.struct_size); ABI 1.0 events are at least \(MemoryLayout<px_event>.size) bytes")
+        if let problem = structSizeProblem(event.pointee.struct_size, known: MemoryLayout<px_event>.size, what: "event \(index)") {
+            setError(err, problem)
             return PX_ERR_INVALID_ARGUMENT.status
         }
         let copy = CloudEvent(copying: event)
@@ -131,15 +193,24 @@ private let hostPublish: px_host_publish = { host, topic, events, count, done, u
         }
         copies.append(copy)
     }
-    let first = context.services.fanout.publish(topic: topicName, events: copies)
+    let (first, dropped) = context.services.fanout.publish(topic: topicName, events: copies)
     context.services.metrics.add("events_published", plugin: context.name, UInt64(count))
+    if dropped > 0 { context.services.metrics.add("deliveries_dropped", plugin: context.name, UInt64(dropped)) }
     done(user, PX_OK.status, first, px_str(ptr: nil, len: 0))
     return PX_OK.status
 }
 
 private let hostSubscribe: px_host_subscribe = { host, spec, outID, err in
-    guard let context = PluginContext.from(host), let spec, let deliver = spec.pointee.deliver, let outID else {
-        setError(err, "subscribe needs a host handle, a spec with a deliver function, and an out id")
+    guard let context = PluginContext.from(host), let spec, let outID else {
+        setError(err, "subscribe needs a host handle, a spec and an out id")
+        return PX_ERR_INVALID_ARGUMENT.status
+    }
+    if let problem = structSizeProblem(spec.pointee.struct_size, known: MemoryLayout<px_subscription_spec>.size, what: "the subscription spec") {
+        setError(err, problem)
+        return PX_ERR_INVALID_ARGUMENT.status
+    }
+    guard let deliver = spec.pointee.deliver else {
+        setError(err, "the subscription spec has no deliver function")
         return PX_ERR_INVALID_ARGUMENT.status
     }
     let topic = spec.pointee.topic.string
@@ -147,25 +218,34 @@ private let hostSubscribe: px_host_subscribe = { host, spec, outID, err in
         setError(err, "subscribe needs a topic")
         return PX_ERR_INVALID_ARGUMENT.status
     }
+    let filterCount = spec.pointee.filter_count
+    guard filterCount >= 0, filterCount <= 64, spec.pointee.filters != nil || filterCount == 0 else {
+        setError(err, "a subscription has 0 to 64 filters; got filter_count \(filterCount)")
+        return PX_ERR_INVALID_ARGUMENT.status
+    }
     var filters: [(String, String)] = []
     if let kvs = spec.pointee.filters {
-        for i in 0..<spec.pointee.filter_count { filters.append((kvs[i].key.string, kvs[i].value.string)) }
+        for i in 0..<filterCount { filters.append((kvs[i].key.string, kvs[i].value.string)) }
     }
     let target = Completion(fn: deliver, user: spec.pointee.user)
-    outID.pointee = context.services.fanout.subscribe(owner: context.id, topic: topic, filters: filters) { delivery in
+    guard let id = context.services.fanout.subscribe(owner: context.id, topic: topic, filters: filters, deliver: { delivery in
         target.fn(target.user, delivery)
+    }) else {
+        setError(err, "the plugin is stopping; it may not subscribe")
+        return PX_ERR_FAILED_PRECONDITION.status
     }
+    outID.pointee = id
     return PX_OK.status
 }
 
 private let hostUnsubscribe: px_host_unsubscribe = { host, id in
     guard let context = PluginContext.from(host) else { return PX_ERR_INVALID_ARGUMENT.status }
-    return context.services.fanout.unsubscribe(id) ? PX_OK.status : PX_ERR_NOT_FOUND.status
+    return context.services.fanout.unsubscribe(id, owner: context.id) ? PX_OK.status : PX_ERR_NOT_FOUND.status
 }
 
 private let hostAck: px_host_ack = { host, deliveryID in
     guard let context = PluginContext.from(host) else { return PX_ERR_INVALID_ARGUMENT.status }
-    guard context.services.fanout.settle(deliveryID) else { return PX_ERR_NOT_FOUND.status }
+    guard context.services.fanout.settle(deliveryID, owner: context.id) else { return PX_ERR_NOT_FOUND.status }
     context.services.metrics.add("deliveries_acked", plugin: context.name, 1)
     return PX_OK.status
 }
@@ -173,7 +253,7 @@ private let hostAck: px_host_ack = { host, deliveryID in
 private let hostNack: px_host_nack = { host, deliveryID, action, reason in
     guard let context = PluginContext.from(host) else { return PX_ERR_INVALID_ARGUMENT.status }
     guard action <= PX_NACK_DEAD_LETTER.rawValue else { return PX_ERR_INVALID_ARGUMENT.status }
-    guard context.services.fanout.settle(deliveryID) else { return PX_ERR_NOT_FOUND.status }
+    guard context.services.fanout.settle(deliveryID, owner: context.id) else { return PX_ERR_NOT_FOUND.status }
     context.services.metrics.add("deliveries_nacked", plugin: context.name, 1)
     context.logger.debug("delivery \(deliveryID) rejected: \(reason.string)")
     return PX_OK.status
@@ -185,58 +265,99 @@ private let hostTimerStart: px_host_timer_start = { host, delay, interval, fn, u
         return PX_ERR_INVALID_ARGUMENT.status
     }
     let target = Completion(fn: fn, user: user)
-    outID.pointee = context.services.timers.start(owner: context.id, delay: delay, interval: interval) { id in
+    guard let id = context.services.timers.start(owner: context.id, delay: delay, interval: interval, fire: { id in
         target.fn(target.user, id)
+    }) else {
+        setError(err, "the plugin is stopping; it may not start timers")
+        return PX_ERR_FAILED_PRECONDITION.status
     }
+    outID.pointee = id
     return PX_OK.status
 }
 
 private let hostTimerCancel: px_host_timer_cancel = { host, id in
     guard let context = PluginContext.from(host) else { return PX_ERR_INVALID_ARGUMENT.status }
-    return context.services.timers.cancel(id) ? PX_OK.status : PX_ERR_NOT_FOUND.status
+    return context.services.timers.cancel(id, owner: context.id) ? PX_OK.status : PX_ERR_NOT_FOUND.status
 }
 
-/// The registry binding, or an error written to `err`.
-private func registryBinding(_ context: PluginContext, _ err: UnsafeMutablePointer<px_error>?) -> HostServices.RegistryBinding? {
-    guard let binding = context.services.registry.withLock({ $0 }) else {
-        setError(err, "no registry plugin is active on this node")
-        return nil
+// MARK: Registry forwarding
+
+/// Completions the kernel holds for plugins while a registry plugin works, by token. The token, not a
+/// pointer, is what the registry plugin gets as `user`: a completion called twice, or called although its
+/// hook returned an error, finds no entry and is ignored instead of freeing anything twice.
+final class OwedCompletions: Sendable {
+    enum Kind {
+        case done(Completion<px_done_fn>)
+        case lookup(Completion<px_lookup_done_fn>)
     }
-    return binding
-}
 
-/// Wraps a plugin's status completion so that the kernel knows it is owed until it runs.
-private func owedDone(_ context: PluginContext, _ done: px_done_fn, _ user: UnsafeMutableRawPointer?) -> (px_done_fn, UnsafeMutableRawPointer) {
-    context.owe()
-    let box = Unmanaged.passRetained(DoneBox(context: context, completion: Completion(fn: done, user: user)))
-    let trampoline: px_done_fn = { raw, status, error in
-        guard let raw else { return }
-        let box = Unmanaged<DoneBox>.fromOpaque(raw).takeRetainedValue()
-        box.completion.fn(box.completion.user, status, error)
-        box.context.paid()
+    struct Entry: @unchecked Sendable {
+        // Safe: see Completion.
+        let context: PluginContext
+        let kind: Kind
     }
-    return (trampoline, box.toOpaque())
-}
 
-private final class DoneBox: Sendable {
-    let context: PluginContext
-    let completion: Completion<px_done_fn>
-    init(context: PluginContext, completion: Completion<px_done_fn>) {
-        self.context = context
-        self.completion = completion
+    /// One table for the process: tokens must be unique across every kernel in it (tests run several).
+    static let shared = OwedCompletions()
+
+    private let entries = Mutex<[UInt64: Entry]>([:])
+    private let next = Atomic<UInt64>(1)
+
+    func add(_ entry: Entry) -> UnsafeMutableRawPointer? {
+        let token = next.wrappingAdd(1, ordering: .relaxed).oldValue
+        entry.context.owe()
+        entries.withLock { $0[token] = entry }
+        return UnsafeMutableRawPointer(bitPattern: UInt(token))
+    }
+
+    /// Takes the entry for a token once; `nil` when it was already taken.
+    func take(_ user: UnsafeMutableRawPointer?) -> Entry? {
+        let token = UInt64(UInt(bitPattern: user))
+        return entries.withLock { $0.removeValue(forKey: token) }
+    }
+
+    /// Undoes `add` when the hook refused synchronously (unless the completion already ran).
+    func cancel(_ user: UnsafeMutableRawPointer?) {
+        if let entry = take(user) { entry.context.paid() }
     }
 }
 
-/// Calls a registry hook with an owed completion; undoes the debt when the hook refuses synchronously.
-private func forwardDone(
-    _ context: PluginContext, _ done: px_done_fn, _ user: UnsafeMutableRawPointer?,
-    _ call: (px_done_fn, UnsafeMutableRawPointer) -> px_status
+/// A completion the plugin passed, with its user pointer, carried to wherever it is called.
+struct Completion<F>: @unchecked Sendable {
+    // Safe: the plugin promised (ABI rules) that `user` stays valid until its completion is called and that
+    // the function may be called on any thread.
+    let fn: F
+    let user: UnsafeMutableRawPointer?
+}
+
+private let registryDone: px_done_fn = { user, status, error in
+    guard let entry = OwedCompletions.shared.take(user), case .done(let c) = entry.kind else { return }
+    c.fn(c.user, status, error)
+    entry.context.paid()
+}
+
+private let registryLookupDone: px_lookup_done_fn = { user, status, instances, count, error in
+    guard let entry = OwedCompletions.shared.take(user), case .lookup(let c) = entry.kind else { return }
+    c.fn(c.user, status, instances, count, error)
+    entry.context.paid()
+}
+
+
+/// Forwards a registry call with a status completion, owed until it runs.
+private func forward(
+    _ context: PluginContext, _ kind: OwedCompletions.Kind, _ err: UnsafeMutablePointer<px_error>?,
+    _ call: (HostServices.RegistryBinding, UnsafeMutableRawPointer?) -> px_status
 ) -> px_status {
-    let (trampoline, box) = owedDone(context, done, user)
-    let status = call(trampoline, box)
-    if status != PX_OK.status {
-        Unmanaged<DoneBox>.fromOpaque(box).release()
-        context.paid()
+    let services = context.services
+    let status = services.withRegistry { binding -> px_status in
+        let token = services.owed.add(.init(context: context, kind: kind))
+        let status = call(binding, token)
+        if status != PX_OK.status { services.owed.cancel(token) }
+        return status
+    }
+    guard let status else {
+        setError(err, "no registry plugin is active on this node")
+        return PX_ERR_UNAVAILABLE.status
     }
     return status
 }
@@ -246,10 +367,13 @@ private let hostRegistryRegister: px_host_registry_register = { host, instance, 
         setError(err, "registry_register needs a host handle, an instance and a completion")
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    guard let binding = registryBinding(context, err), let hook = binding.vtable.pointee.on_register else {
-        return PX_ERR_UNAVAILABLE.status
+    if let problem = structSizeProblem(instance.pointee.struct_size, known: MemoryLayout<px_service_instance>.size, what: "the service instance") {
+        setError(err, problem)
+        return PX_ERR_INVALID_ARGUMENT.status
     }
-    return forwardDone(context, done, user) { hook(binding.instance, instance, $0, $1, err) }
+    return forward(context, .done(Completion(fn: done, user: user)), err) { binding, token in
+        binding.vtable.pointee.on_register?(binding.instance, instance, registryDone, token, err) ?? PX_ERR_UNSUPPORTED.status
+    }
 }
 
 private let hostRegistryDeregister: px_host_registry_deregister = { host, service, instanceID, done, user, err in
@@ -257,10 +381,9 @@ private let hostRegistryDeregister: px_host_registry_deregister = { host, servic
         setError(err, "registry_deregister needs a host handle and a completion")
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    guard let binding = registryBinding(context, err), let hook = binding.vtable.pointee.on_deregister else {
-        return PX_ERR_UNAVAILABLE.status
+    return forward(context, .done(Completion(fn: done, user: user)), err) { binding, token in
+        binding.vtable.pointee.on_deregister?(binding.instance, service, instanceID, registryDone, token, err) ?? PX_ERR_UNSUPPORTED.status
     }
-    return forwardDone(context, done, user) { hook(binding.instance, service, instanceID, $0, $1, err) }
 }
 
 private let hostRegistryLookup: px_host_registry_lookup = { host, service, done, user, err in
@@ -268,50 +391,42 @@ private let hostRegistryLookup: px_host_registry_lookup = { host, service, done,
         setError(err, "registry_lookup needs a host handle and a completion")
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    guard let binding = registryBinding(context, err), let hook = binding.vtable.pointee.on_lookup else {
-        return PX_ERR_UNAVAILABLE.status
-    }
-    context.owe()
-    let box = Unmanaged.passRetained(LookupBox(context: context, completion: Completion(fn: done, user: user)))
-    let status = hook(binding.instance, service, { raw, status, instances, count, error in
-        guard let raw else { return }
-        let box = Unmanaged<LookupBox>.fromOpaque(raw).takeRetainedValue()
-        box.completion.fn(box.completion.user, status, instances, count, error)
-        box.context.paid()
-    }, box.toOpaque(), err)
-    if status != PX_OK.status {
-        box.release()
-        context.paid()
-    }
-    return status
-}
-
-private final class LookupBox: Sendable {
-    let context: PluginContext
-    let completion: Completion<px_lookup_done_fn>
-    init(context: PluginContext, completion: Completion<px_lookup_done_fn>) {
-        self.context = context
-        self.completion = completion
+    return forward(context, .lookup(Completion(fn: done, user: user)), err) { binding, token in
+        binding.vtable.pointee.on_lookup?(binding.instance, service, registryLookupDone, token, err) ?? PX_ERR_UNSUPPORTED.status
     }
 }
 
 private let hostRegistryWatch: px_host_registry_watch = { host, service, fn, user, outID, err in
-    guard let context = PluginContext.from(host), fn != nil, outID != nil else {
+    guard let context = PluginContext.from(host), fn != nil, let outID else {
         setError(err, "registry_watch needs a host handle, a function and an out id")
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    guard let binding = registryBinding(context, err), let hook = binding.vtable.pointee.on_watch else {
+    let status = context.services.withRegistry { binding -> px_status in
+        let status = binding.vtable.pointee.on_watch?(binding.instance, service, fn, user, outID, err) ?? PX_ERR_UNSUPPORTED.status
+        if status == PX_OK.status {
+            let id = outID.pointee
+            context.services.watches.withLock { $0[id] = context.id }
+        }
+        return status
+    }
+    guard let status else {
+        setError(err, "no registry plugin is active on this node")
         return PX_ERR_UNAVAILABLE.status
     }
-    return hook(binding.instance, service, fn, user, outID, err)
+    return status
 }
 
 private let hostRegistryUnwatch: px_host_registry_unwatch = { host, id in
     guard let context = PluginContext.from(host) else { return PX_ERR_INVALID_ARGUMENT.status }
-    guard let binding = context.services.registry.withLock({ $0 }), let hook = binding.vtable.pointee.on_unwatch else {
-        return PX_ERR_UNAVAILABLE.status
+    let mine = context.services.watches.withLock { all -> Bool in
+        guard all[id] == context.id else { return false }
+        all[id] = nil
+        return true
     }
-    return hook(binding.instance, id)
+    guard mine else { return PX_ERR_NOT_FOUND.status }
+    return context.services.withRegistry { binding in
+        binding.vtable.pointee.on_unwatch?(binding.instance, id) ?? PX_ERR_UNSUPPORTED.status
+    } ?? PX_ERR_UNAVAILABLE.status
 }
 
 private let hostStorageRead: px_host_storage_read = { host, topic, _, _, _, _, _, err in

@@ -110,10 +110,14 @@ public final class Kernel: Sendable {
             // Load, create and start, in dependency order.
             for manifest in resolution.order {
                 guard let record = record(manifest.name), let library = libraries[manifest.name] else { continue }
-                if let failedDependency = resolution.dependencies[manifest.name]?.sorted().first(where: { self.record($0)?.state != .active }) {
+                // Each non-optional requirement needs at least one of its providers active.
+                if let unmet = resolution.dependencies[manifest.name]?.first(where: { providers in
+                    !providers.contains { self.record($0)?.state == .active }
+                }) {
+                    let states = unmet.sorted().map { "'\($0)' (\(self.record($0)?.state.rawValue ?? "missing"))" }
                     fail(record, KernelError(
                         .dependencyFailed, subject: manifest.path, field: "requires",
-                        "depends on plugin '\(failedDependency)', which is \(self.record(failedDependency)?.state.rawValue ?? "missing")"))
+                        "depends on plugin \(states.joined(separator: " or ")), which is not active"))
                     continue
                 }
                 guard manifest.enabled else {
@@ -145,7 +149,11 @@ public final class Kernel: Sendable {
             name: manifest.name, logger: Self.pluginLogger(logger, name: manifest.name), services: services)
         record.update { $0.context = context }
         let dataDirectory = config.dataDirectory + "/plugins/" + manifest.name
-        try? FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        do {
+            try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        } catch {
+            return fail(record, KernelError(.io, subject: manifest.name, "cannot create its data directory \(dataDirectory): \(error.localizedDescription)"))
+        }
 
         // Create.
         let create = PluginCall(descriptor: loaded.descriptor, instance: nil)
@@ -211,8 +219,13 @@ public final class Kernel: Sendable {
 
     private func stop(_ record: PluginRecord, manifest: Manifest) {
         guard let loaded = record.snapshot.loaded else { return }
-        services.registry.withLock { if $0?.name == manifest.name { $0 = nil } }
         transition(record, to: .stopping)
+        let deadline = ContinuousClock.now + manifest.stopTimeout
+        guard services.unbindRegistry(manifest.name, until: deadline), record.close(until: deadline) else {
+            record.update { $0.abandoned = true }
+            cleanUp(record, wait: false)
+            return fail(record, KernelError(.deadlineExceeded, subject: manifest.name, "calls into the plugin (registry hooks, health checks or operations) were still running after \(manifest.stopTimeout.milliseconds) ms; the instance is abandoned"))
+        }
         let call = PluginCall(descriptor: loaded.descriptor, instance: record.snapshot.instance?.raw)
         let timeout = manifest.stopTimeout
         let outcome = Deadline.run(timeout, name: "plexus.stop.\(manifest.name)") { () -> HookResult in
@@ -222,7 +235,7 @@ public final class Kernel: Sendable {
         }
         guard case .finished(let result) = outcome else {
             record.update { $0.abandoned = true }
-            cleanUp(record)
+            cleanUp(record, wait: false)
             return fail(record, KernelError(.deadlineExceeded, subject: manifest.name, "on_stop did not return within \(timeout.milliseconds) ms; the instance is abandoned"))
         }
         if result.status != PX_OK.status {
@@ -232,20 +245,24 @@ public final class Kernel: Sendable {
         destroy(record, manifest: manifest)
     }
 
-    /// Cancels what the plugin left behind (timers, subscriptions).
-    private func cleanUp(_ record: PluginRecord) {
+    /// Cancels what the plugin left behind (timers, subscriptions, registry watches) and refuses it new
+    /// ones. `wait: false` for an abandoned plugin, whose callbacks may never return.
+    private func cleanUp(_ record: PluginRecord, wait: Bool) {
         guard let context = record.snapshot.context else { return }
-        services.timers.cancelAll(owner: context.id)
-        services.fanout.unsubscribeAll(owner: context.id)
+        services.timers.cancelAll(owner: context.id, wait: wait)
+        services.fanout.unsubscribeAll(owner: context.id, wait: wait)
+        services.unwatchAll(owner: context.id)
     }
 
     /// Calls on_destroy once every completion owed to the instance has run.
     private func destroy(_ record: PluginRecord, manifest: Manifest) {
-        cleanUp(record)
+        cleanUp(record, wait: true)
         guard let loaded = record.snapshot.loaded, let instance = record.snapshot.instance else { return }
         if let context = record.snapshot.context, !context.drainCompletions(until: .now + manifest.stopTimeout) {
-            logger.warning("plugin \(manifest.name): completions still owed after \(manifest.stopTimeout); not destroying the instance")
-            return
+            record.update { $0.abandoned = true }
+            return fail(record, KernelError(
+                .deadlineExceeded, subject: manifest.name,
+                "completions the kernel owes the instance were still outstanding after \(manifest.stopTimeout.milliseconds) ms; on_destroy was not called and the instance is abandoned"))
         }
         let call = PluginCall(descriptor: loaded.descriptor, instance: instance.raw)
         let outcome = Deadline.run(manifest.stopTimeout, name: "plexus.destroy.\(manifest.name)") { () -> Bool in
@@ -277,22 +294,37 @@ public final class Kernel: Sendable {
         return record.status(health: health(of: record))
     }
 
-    /// Asks an active plugin for its health (`on_health`), within a short deadline.
+    /// Asks an active plugin for its health (`on_health`), within a short deadline. One check runs at a
+    /// time per plugin; while one is still running, the last answer is reported.
     private func health(of record: PluginRecord) -> String? {
-        let snapshot = record.snapshot
-        guard snapshot.state == .active, let loaded = snapshot.loaded, let instance = snapshot.instance else { return nil }
-        guard loaded.descriptor.on_health != nil else { return "healthy" }
+        guard record.state == .active else { return nil }
+        let admitted = record.snapshot.healthInFlight ? nil : record.beginCall()
+        guard let (loaded, instance) = admitted else {
+            return record.snapshot.lastHealth.map { "\($0) (a newer check is still running)" }
+        }
+        guard loaded.descriptor.on_health != nil else {
+            record.endCall()
+            return "healthy"
+        }
+        record.update { $0.healthInFlight = true }
         let call = PluginCall(descriptor: loaded.descriptor, instance: instance.raw)
         let outcome = Deadline.run(.seconds(1), name: "plexus.health.\(record.name)") { () -> HookResult in
-            ErrorBuffer.with { err in
+            defer {
+                record.update { $0.healthInFlight = false }
+                record.endCall()
+            }
+            return ErrorBuffer.with { err in
                 HookResult(status: call.descriptor.on_health?(call.instance, err) ?? PX_OK.status, message: ErrorBuffer.text(err), instance: nil)
             }
         }
+        let answer: String
         switch outcome {
-        case .timedOut: return "unknown: on_health did not answer within 1 s"
-        case .finished(let result) where result.status == PX_OK.status: return "healthy"
-        case .finished(let result): return "unhealthy (\(StatusText.name(result.status))): \(result.message)"
+        case .timedOut: answer = "unknown: on_health did not answer within 1 s"
+        case .finished(let result) where result.status == PX_OK.status: answer = "healthy"
+        case .finished(let result): answer = "unhealthy (\(StatusText.name(result.status))): \(result.message)"
         }
+        record.update { $0.lastHealth = answer }
+        return answer
     }
 
     // MARK: Operations
@@ -311,19 +343,29 @@ public final class Kernel: Sendable {
             let known = manifest.operations.map(\.name).joined(separator: ", ")
             throw KernelError(.notFound, subject: plugin, field: "operations", "no operation '\(operation)'; the manifest declares: \(known.isEmpty ? "none" : known)")
         }
-        guard snapshot.state == .active || snapshot.state == .created, let loaded = snapshot.loaded, let instance = snapshot.instance else {
-            throw KernelError(.invalidState, subject: plugin, "is \(snapshot.state.rawValue); operations run only on a created or active plugin")
+        guard let (loaded, instance) = record.beginCall() else {
+            throw KernelError(.invalidState, subject: plugin, "is \(record.state.rawValue); operations run only on a created or active plugin")
         }
-        let invocation = try OperationInvoker(declaration: declaration, handle: loaded.handle, plugin: plugin)
-        let values = try invocation.convert(arguments)
+        let invocation: OperationInvoker
+        let values: [OperationInvoker.Value]
+        do {
+            invocation = try OperationInvoker(declaration: declaration, handle: loaded.handle, plugin: plugin)
+            values = try invocation.convert(arguments)
+        } catch {
+            record.endCall()
+            throw error
+        }
         let target = instance
-        let outcome = Deadline.run(.seconds(30), name: "plexus.op.\(plugin).\(operation)") { () -> String in
-            invocation.call(instance: target.raw, arguments: values)
+        let outcome = Deadline.run(.seconds(30), name: "plexus.op.\(plugin).\(operation)") { () -> Result<String, KernelError> in
+            defer { record.endCall() }
+            return Result { try invocation.call(instance: target.raw, arguments: values) }.mapError {
+                $0 as? KernelError ?? KernelError(.operationInvalid, subject: plugin, "\($0)")
+            }
         }
         guard case .finished(let result) = outcome else {
             throw KernelError(.deadlineExceeded, subject: plugin, "operation '\(operation)' did not return within 30 s")
         }
-        return result
+        return try result.get()
     }
 
     // MARK: Records
@@ -407,6 +449,12 @@ final class PluginRecord: Sendable {
         var instance: InstancePointer?
         var context: PluginContext?
         var abandoned = false
+        /// Health checks and operations running in the instance now.
+        var calls = 0
+        /// Set when the kernel begins to stop the instance: no new call starts.
+        var closing = false
+        var healthInFlight = false
+        var lastHealth: String?
     }
 
     let manifestPath: String
@@ -422,6 +470,30 @@ final class PluginRecord: Sendable {
     var state: PluginState { guarded.withLock { $0.state } }
 
     func update(_ body: (inout State) -> Void) { guarded.withLock { body(&$0) } }
+
+    /// Admits a call into the instance (a health check or an operation) unless it is closing or not
+    /// created/active; returns the instance to call. Pair with `endCall`.
+    func beginCall() -> (LoadedPlugin, InstancePointer)? {
+        guarded.withLock { s in
+            guard !s.closing, s.state == .active || s.state == .created, let loaded = s.loaded, let instance = s.instance else {
+                return nil
+            }
+            s.calls += 1
+            return (loaded, instance)
+        }
+    }
+
+    func endCall() { guarded.withLock { $0.calls -= 1 } }
+
+    /// Stops admitting calls and waits until none runs, or the deadline passes; true when none runs.
+    func close(until deadline: ContinuousClock.Instant) -> Bool {
+        guarded.withLock { $0.closing = true }
+        while guarded.withLock({ $0.calls }) > 0 {
+            if ContinuousClock.now >= deadline { return false }
+            Thread.sleep(forTimeInterval: 0.002)
+        }
+        return true
+    }
 
     func status(health: String?) -> PluginStatus {
         let s = snapshot

@@ -15,9 +15,10 @@ public struct KernelService: Service {
 
     public func run() async throws {
         let kernel = self.kernel
+        // Bound first: if the port is taken, no plugin has started yet.
+        let admin = try AdminServer(kernel: kernel, host: kernel.config.adminHost, port: kernel.config.adminPort)
         // Plugin hooks block (under deadlines); keep them off the cooperative thread pool.
         await Self.onThread { kernel.start() }
-        let admin = try AdminServer(kernel: kernel, host: kernel.config.adminHost, port: kernel.config.adminPort)
         kernel.logger.notice("admin endpoint listening on \(kernel.config.adminHost):\(admin.port)")
         onReady(admin)
         try? await gracefulShutdown()

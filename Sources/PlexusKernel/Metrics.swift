@@ -9,10 +9,16 @@ public final class MetricsRegistry: Sendable {
         var sum: Double = 0
     }
 
+    /// A metric's identity; its exposition name is built only when exported.
+    private struct Key: Hashable {
+        var name: String
+        var plugin: String
+    }
+
     private struct State {
-        var counters: [String: UInt64] = [:]
-        var gauges: [String: Double] = [:]
-        var summaries: [String: Summary] = [:]
+        var counters: [Key: UInt64] = [:]
+        var gauges: [Key: Double] = [:]
+        var summaries: [Key: Summary] = [:]
     }
 
     private let state = Mutex(State())
@@ -21,17 +27,17 @@ public final class MetricsRegistry: Sendable {
 
     /// Adds to a counter. `plugin` becomes a label.
     public func add(_ name: String, plugin: String, _ delta: UInt64) {
-        let key = Self.key(name, plugin)
+        let key = Key(name: name, plugin: plugin)
         state.withLock { $0.counters[key, default: 0] &+= delta }
     }
 
     public func set(_ name: String, plugin: String, _ value: Double) {
-        let key = Self.key(name, plugin)
+        let key = Key(name: name, plugin: plugin)
         state.withLock { $0.gauges[key] = value }
     }
 
     public func record(_ name: String, plugin: String, _ value: Double) {
-        let key = Self.key(name, plugin)
+        let key = Key(name: name, plugin: plugin)
         state.withLock {
             $0.summaries[key, default: Summary()].count += 1
             $0.summaries[key, default: Summary()].sum += value
@@ -40,31 +46,25 @@ public final class MetricsRegistry: Sendable {
 
     /// The current value of a counter (tests, tools).
     public func counter(_ name: String, plugin: String) -> UInt64 {
-        state.withLock { $0.counters[Self.key(name, plugin)] ?? 0 }
+        state.withLock { $0.counters[Key(name: name, plugin: plugin)] ?? 0 }
     }
 
     /// All metrics in the Prometheus text exposition format.
     public func prometheusText() -> String {
-        state.withLock { s in
-            var lines: [String] = []
-            for (key, value) in s.counters.sorted(by: { $0.key < $1.key }) { lines.append("\(key) \(value)") }
-            for (key, value) in s.gauges.sorted(by: { $0.key < $1.key }) { lines.append("\(key) \(value)") }
-            for (key, value) in s.summaries.sorted(by: { $0.key < $1.key }) {
-                let (name, labels) = Self.split(key)
-                lines.append("\(name)_count\(labels) \(value.count)")
-                lines.append("\(name)_sum\(labels) \(value.sum)")
-            }
-            return lines.joined(separator: "\n") + "\n"
+        let s = state.withLock { $0 }
+        var lines: [String] = []
+        for (key, value) in s.counters { lines.append("\(Self.name(key))\(Self.labels(key)) \(value)") }
+        for (key, value) in s.gauges { lines.append("\(Self.name(key))\(Self.labels(key)) \(value)") }
+        for (key, value) in s.summaries {
+            lines.append("\(Self.name(key))_count\(Self.labels(key)) \(value.count)")
+            lines.append("\(Self.name(key))_sum\(Self.labels(key)) \(value.sum)")
         }
+        return lines.sorted().joined(separator: "\n") + "\n"
     }
 
-    private static func key(_ name: String, _ plugin: String) -> String {
-        let clean = String(name.map { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") ? $0 : "_" })
-        return "plexus_\(clean){plugin=\(ConfigValue.quote(plugin))}"
+    private static func name(_ key: Key) -> String {
+        "plexus_" + String(key.name.map { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") ? $0 : "_" })
     }
 
-    private static func split(_ key: String) -> (String, String) {
-        guard let brace = key.firstIndex(of: "{") else { return (key, "") }
-        return (String(key[..<brace]), String(key[brace...]))
-    }
+    private static func labels(_ key: Key) -> String { "{plugin=\(ConfigValue.quote(key.plugin))}" }
 }

@@ -124,7 +124,7 @@ struct OperationInvoker: @unchecked Sendable {
     }
 
     /// Makes the call. Arguments must come from `convert`.
-    func call(instance: UnsafeMutableRawPointer?, arguments: [Value]) -> String {
+    func call(instance: UnsafeMutableRawPointer?, arguments: [Value]) throws -> String {
         let signature = declaration.signature
         let count = signature.parameters.count
         let argTypes = UnsafeMutablePointer<UnsafeMutablePointer<ffi_type>?>.allocate(capacity: max(count, 1))
@@ -168,7 +168,11 @@ struct OperationInvoker: @unchecked Sendable {
         }
         var cif = ffi_cif()
         let prepared = ffi_prep_cif(&cif, px_ffi_default_abi(), UInt32(count), Self.ffiType(signature.returnType), argTypes)
-        guard prepared == FFI_OK else { return "error: libffi could not prepare the call (status \(prepared.rawValue))" }
+        guard prepared == FFI_OK else {
+            throw KernelError(
+                .operationInvalid, subject: plugin, field: "operations.\(declaration.name)",
+                "libffi could not prepare a call with signature \(signature) (ffi status \(prepared.rawValue))")
+        }
         // Integer returns narrower than a register come back widened to ffi_arg (8 bytes here).
         var result = (UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &result) { raw in

@@ -66,6 +66,11 @@ struct PluginLoader: Sendable {
                 .manifestInvalid, subject: manifest.path, field: "sha256",
                 "is missing, and this node requires every library to be pinned (plugins.requireSha256); its sha256 is \(digest)")
         }
+        if manifest.toolchain != nil, Toolchain.current.hasSuffix("+") {
+            throw KernelError(
+                .toolchainMismatch, subject: manifest.path, field: "toolchain",
+                "this kernel was built with a Swift toolchain newer than it can name (\(Toolchain.current)), so it cannot check that a Swift plugin matches it; extend Toolchain.current")
+        }
         if let toolchain = manifest.toolchain, !Toolchain.same(toolchain, Toolchain.current) {
             throw KernelError(
                 .toolchainMismatch, subject: manifest.path, field: "toolchain",
@@ -85,6 +90,13 @@ struct PluginLoader: Sendable {
             let temporary = target + ".tmp-\(getpid())"
             try? fm.removeItem(atPath: temporary)
             try fm.copyItem(atPath: library, toPath: temporary)
+            let copied = try Self.sha256(ofFile: temporary)
+            guard copied == sha256 else {
+                try? fm.removeItem(atPath: temporary)
+                throw KernelError(
+                    .checksumMismatch, subject: subject, field: "library",
+                    "\(library) changed while it was being verified (sha256 \(sha256), then \(copied)); deploy the file atomically (write elsewhere, then rename)")
+            }
             guard rename(temporary, target) == 0 else {
                 throw KernelError(.io, subject: subject, "cannot move \(temporary) to \(target): \(String(cString: strerror(errno)))")
             }
@@ -216,16 +228,22 @@ struct PluginLoader: Sendable {
         guard d.on_create != nil, d.on_start != nil, d.on_stop != nil, d.on_destroy != nil else {
             throw KernelError(.descriptorInvalid, subject: subject, "the descriptor lacks a lifecycle hook (on_create, on_start, on_stop and on_destroy are required)")
         }
-        if kinds.contains(.storage) {
-            guard let storage = d.storage, storage.pointee.struct_size >= UInt32(MemoryLayout<px_storage_vtable>.size) else {
-                throw KernelError(.descriptorInvalid, subject: subject, "a storage plugin must provide a complete storage vtable")
+        // The kernel reads vtables in place, so they must be exactly as large as ABI 1.0 defines them
+        // (a newer minor's larger table is refused with the plugin's newer ABI above).
+        func checkTable(_ kind: Manifest.Kind, _ size: UInt32?, known: Int) throws {
+            switch (kinds.contains(kind), size) {
+            case (true, nil):
+                throw KernelError(.descriptorInvalid, subject: subject, "a \(kind.rawValue) plugin must provide a \(kind.rawValue) vtable")
+            case (false, .some):
+                throw KernelError(.descriptorInvalid, subject: subject, "the descriptor has a \(kind.rawValue) vtable but does not declare the \(kind.rawValue) kind")
+            case (true, let size?) where Int(size) != known:
+                throw KernelError(.descriptorInvalid, subject: subject, "the \(kind.rawValue) vtable has struct_size \(size); ABI 1.0 tables are \(known) bytes")
+            default:
+                break
             }
         }
-        if kinds.contains(.registry) {
-            guard let registry = d.registry, registry.pointee.struct_size >= UInt32(MemoryLayout<px_registry_vtable>.size) else {
-                throw KernelError(.descriptorInvalid, subject: subject, "a registry plugin must provide a complete registry vtable")
-            }
-        }
+        try checkTable(.storage, d.storage?.pointee.struct_size, known: MemoryLayout<px_storage_vtable>.size)
+        try checkTable(.registry, d.registry?.pointee.struct_size, known: MemoryLayout<px_registry_vtable>.size)
     }
 }
 
@@ -242,8 +260,10 @@ enum ErrorBuffer {
         return withUnsafeMutablePointer(to: &err) { body($0) }
     }
 
+    /// The text a plugin wrote, read within the buffer even if the plugin left no terminating NUL.
     static func text(_ err: UnsafeMutablePointer<px_error>) -> String {
-        guard let message = err.pointee.message else { return "" }
+        guard let message = err.pointee.message, err.pointee.capacity > 0 else { return "" }
+        message[err.pointee.capacity - 1] = 0
         return String(cString: message)
     }
 }

@@ -8,9 +8,9 @@ public enum Resolver {
     public struct Resolution: Sendable {
         public var order: [Manifest]
         public var failures: [(manifest: Manifest, error: KernelError)]
-        /// For each plugin, the plugins that provide what it requires (optional requirements excluded):
-        /// if one of them cannot start, neither can it.
-        public var dependencies: [String: Set<String>]
+        /// For each plugin, one set per non-optional requirement: the plugins that provide it. The plugin
+        /// can start only if every set has a member that started.
+        public var dependencies: [String: [Set<String>]]
     }
 
     public static func resolve(_ manifests: [Manifest]) -> Resolution {
@@ -28,7 +28,7 @@ public enum Resolver {
 
         // Edges: plugin -> the plugins it depends on. Missing capabilities fail the requirer.
         var dependencies: [String: Set<String>] = [:]
-        var required: [String: Set<String>] = [:]
+        var required: [String: [Set<String>]] = [:]
         var missing: [String: KernelError] = [:]
         for manifest in byName.values {
             var deps = Set<String>()
@@ -49,7 +49,7 @@ public enum Resolver {
                     break
                 }
                 deps.formUnion(providers.map(\.name))
-                if !requirement.optional { required[manifest.name, default: []].formUnion(providers.map(\.name)) }
+                if !requirement.optional { required[manifest.name, default: []].append(Set(providers.map(\.name))) }
             }
             dependencies[manifest.name] = deps
         }
@@ -97,10 +97,10 @@ public enum Resolver {
                 failed.insert(manifest.name)
                 continue
             }
-            if let bad = required[manifest.name]?.sorted().first(where: failed.contains) {
+            if let unmet = required[manifest.name]?.first(where: { $0.isSubset(of: failed) }) {
                 failures.append((manifest, KernelError(
                     .dependencyFailed, subject: manifest.path, field: "requires",
-                    "depends on plugin '\(bad)', which cannot start")))
+                    "depends on plugin \(unmet.sorted().map { "'\($0)'" }.joined(separator: " or ")), which cannot start")))
                 failed.insert(manifest.name)
                 continue
             }

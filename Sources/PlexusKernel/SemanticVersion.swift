@@ -151,14 +151,21 @@ public struct VersionRange: Sendable, CustomStringConvertible, Equatable {
         }
         if token.hasPrefix("^") {
             guard let v = SemanticVersion(String(token.dropFirst())) else { return nil }
-            let upper =
-                v.major > 0
-                ? SemanticVersion(v.major + 1, 0, 0)
-                : (v.minor > 0 ? SemanticVersion(0, v.minor + 1, 0) : SemanticVersion(0, 0, v.patch + 1))
+            let upper: SemanticVersion
+            if v.major > 0 {
+                guard v.major < Int.max else { return nil }
+                upper = SemanticVersion(v.major + 1, 0, 0)
+            } else if v.minor > 0 {
+                guard v.minor < Int.max else { return nil }
+                upper = SemanticVersion(0, v.minor + 1, 0)
+            } else {
+                guard v.patch < Int.max else { return nil }
+                upper = SemanticVersion(0, 0, v.patch + 1)
+            }
             return [.greaterOrEqual(v), .less(upper)]
         }
         if token.hasPrefix("~") {
-            guard let v = SemanticVersion(String(token.dropFirst())) else { return nil }
+            guard let v = SemanticVersion(String(token.dropFirst())), v.minor < Int.max else { return nil }
             return [.greaterOrEqual(v), .less(SemanticVersion(v.major, v.minor + 1, 0))]
         }
         guard let v = SemanticVersion(token) else { return nil }

@@ -20,10 +20,13 @@ final class TimerService: Sendable {
 
     private static let currentTimer = DispatchSpecificKey<UInt64>()
     private let timers = Mutex<[UInt64: Entry]>([:])
+    /// Owners that are being torn down: they may start no new timer.
+    private let closed = Mutex<Set<ObjectIdentifier>>([])
     private let nextID = Atomic<UInt64>(1)
 
-    /// Starts a timer; `fire` gets the timer's id.
-    func start(owner: ObjectIdentifier, delay: UInt64, interval: UInt64, fire: @escaping @Sendable (UInt64) -> Void) -> UInt64 {
+    /// Starts a timer; `fire` gets the timer's id. `nil` when the owner is being torn down.
+    func start(owner: ObjectIdentifier, delay: UInt64, interval: UInt64, fire: @escaping @Sendable (UInt64) -> Void) -> UInt64? {
+        guard !closed.withLock({ $0.contains(owner) }) else { return nil }
         let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
         let queue = DispatchQueue(label: "plexus.timer.\(id)")
         queue.setSpecific(key: Self.currentTimer, value: id)
@@ -45,20 +48,27 @@ final class TimerService: Sendable {
         return id
     }
 
-    /// Cancels a timer; false when there is no such timer (already fired once, or cancelled).
+    /// Cancels one of `owner`'s timers; false when it has no such timer (already fired once, or cancelled).
+    /// Waits for a running callback unless called from it, or unless `wait` is false.
     @discardableResult
-    func cancel(_ id: UInt64) -> Bool {
-        guard let entry = timers.withLock({ $0.removeValue(forKey: id) }) else { return false }
+    func cancel(_ id: UInt64, owner: ObjectIdentifier, wait: Bool = true) -> Bool {
+        let entry = timers.withLock { timers -> Entry? in
+            guard timers[id]?.owner == owner else { return nil }
+            return timers.removeValue(forKey: id)
+        }
+        guard let entry else { return false }
         entry.source.cancel()
-        if DispatchQueue.getSpecific(key: Self.currentTimer) != id {
+        if wait && DispatchQueue.getSpecific(key: Self.currentTimer) != id {
             entry.queue.sync {}
         }
         return true
     }
 
-    /// Cancels every timer an owner (a plugin instance) left running.
-    func cancelAll(owner: ObjectIdentifier) {
+    /// Cancels every timer an owner (a plugin instance) left running, and refuses it new ones.
+    /// `wait: false` for an abandoned plugin, whose callbacks may never return.
+    func cancelAll(owner: ObjectIdentifier, wait: Bool) {
+        closed.withLock { _ = $0.insert(owner) }
         let ids = timers.withLock { $0.filter { $0.value.owner == owner }.map(\.key) }
-        for id in ids { cancel(id) }
+        for id in ids { cancel(id, owner: owner, wait: wait) }
     }
 }

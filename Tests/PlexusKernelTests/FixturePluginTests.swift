@@ -374,7 +374,7 @@ struct FixturePluginTests {
             #expect(dependent.state == .failed)
             #expect(dependent.errorCode == "dependency-failed")
             #expect(
-                dependent.lastError?.contains("depends on plugin 'start-fails', which is failed") == true,
+                dependent.lastError?.contains("depends on plugin 'start-fails' (failed), which is not active") == true,
                 "\(dependent.lastError ?? "")")
             #expect(!dependent.states.contains(.loaded), "it is never loaded")
             #expect(try kernel.requireStatus("stop-hangs").state == .active, "an optional requirement does not fail it")

@@ -26,8 +26,8 @@ struct ResolverTests {
             #expect(resolution.order.map(\.name) == expected, "the order must not depend on discovery order")
         }
         let resolution = Resolver.resolve(manifests)
-        #expect(resolution.dependencies["app"] == ["zstore", "memcache"])
-        #expect(resolution.dependencies["zstore"] == ["etcd"])
+        #expect(resolution.dependencies["app"] == [["zstore"], ["memcache"]])
+        #expect(resolution.dependencies["zstore"] == [["etcd"]])
         #expect(resolution.dependencies["lonely", default: []].isEmpty)
     }
 
@@ -151,7 +151,20 @@ struct ResolverTests {
         let top = try #require(Self.failure(resolution, "top"))
         #expect(top.code == .dependencyFailed)
         #expect(top.message.contains("'middle'"))
-        #expect(resolution.dependencies["top"] == ["middle"])
+        #expect(resolution.dependencies["top"] == [["middle"]])
+    }
+
+    @Test("a requirement with two providers is met while one of them can start")
+    func alternativeProviders() throws {
+        let resolution = Resolver.resolve([
+            try P.plugin("app", requires: [("db", "^1.0.0", false)]),
+            try P.plugin("db-good", provides: ["db": "1.0.0"]),
+            try P.plugin("db-bad", provides: ["db": "1.1.0"], requires: [("nothing", "*", false)]),
+        ])
+        #expect(Self.failure(resolution, "db-bad")?.code == .dependencyMissing)
+        #expect(Self.failure(resolution, "app") == nil, "db-good still provides db")
+        #expect(resolution.order.map(\.name).contains("app"))
+        #expect(resolution.dependencies["app"] == [["db-bad", "db-good"]])
     }
 
     @Test("a duplicate name fails the later file, naming the first")
