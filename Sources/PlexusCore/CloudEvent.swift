@@ -35,9 +35,27 @@ public struct CloudEvent: Sendable, Equatable {
         self.data = data
     }
 
-    /// Copies a borrowed C event. Fields past the struct's `struct_size` are treated as absent.
+    /// Copies a borrowed C event.
+    ///
+    /// Only the first `struct_size` bytes of `event` are read. A field that does not fit entirely within them
+    /// (an older, smaller `px_event`) is treated as absent: `""` for a required attribute, `nil` for an
+    /// optional one, no extensions, empty data. A string or byte span whose pointer is NULL or whose length
+    /// is not positive (a `size_t` above `Int.max` arrives negative) is never read; see `px_str.string`.
+    /// - Parameter event: a `px_event` with at least `struct_size` readable bytes.
     public init(copying event: UnsafePointer<px_event>) {
-        let e = event.pointee
+        let size = Int(UnsafeRawPointer(event).load(as: UInt32.self))
+        let e: px_event
+        if size >= MemoryLayout<px_event>.size {
+            e = event.pointee
+        } else {
+            // Copy the fields that fit whole; the rest stay zero, which the ABI reads as absent.
+            let usable = Self.eventFieldEnds.last { $0 <= size } ?? 0
+            var partial = px_event()
+            withUnsafeMutableBytes(of: &partial) {
+                $0.copyMemory(from: UnsafeRawBufferPointer(start: event, count: usable))
+            }
+            e = partial
+        }
         id = e.id.string
         source = e.source.string
         specversion = e.specversion.string
@@ -51,8 +69,21 @@ public struct CloudEvent: Sendable, Equatable {
         } else {
             extensions = []
         }
-        data = e.data.ptr.map { Array(UnsafeBufferPointer(start: $0, count: e.data.len)) } ?? []
+        data = e.data.bytes
     }
+
+    /// Where each field of `px_event` ends, in bytes from the start, ascending.
+    private static let eventFieldEnds: [Int] = {
+        func end<T>(_ path: KeyPath<px_event, T>) -> Int? {
+            MemoryLayout<px_event>.offset(of: path).map { $0 + MemoryLayout<T>.size }
+        }
+        let ends = [
+            end(\.struct_size), end(\.reserved), end(\.id), end(\.source), end(\.specversion), end(\.type),
+            end(\.datacontenttype), end(\.dataschema), end(\.subject), end(\.time), end(\.extensions),
+            end(\.extension_count), end(\.data),
+        ]
+        return ends.compactMap { $0 }.sorted()
+    }()
 
     /// The value of an attribute or extension by its CloudEvents name.
     public func attribute(_ name: String) -> String? {
@@ -84,49 +115,12 @@ public struct CloudEvent: Sendable, Equatable {
     }
 
     /// Lends the event as a `px_event` for the duration of `body`.
+    ///
+    /// The layout is `CEventBatch`'s: absent attributes are `{NULL, 0}`, present strings (even empty) are not.
+    /// - Important: The pointer and everything it reaches are valid only inside `body`.
     public func withCEvent<R>(_ body: (UnsafePointer<px_event>) throws -> R) rethrows -> R {
-        // Every string is laid out in one buffer so that all the borrowed pointers live together.
-        var arena: [UInt8] = []
-        var spans: [(Int, Int)] = []
-        func add(_ s: String?) {
-            guard let s else {
-                spans.append((-1, 0))
-                return
-            }
-            spans.append((arena.count, s.utf8.count))
-            arena.append(contentsOf: s.utf8)
-        }
-        for s in [id, source, specversion, type, datacontenttype, dataschema, subject, time] { add(s) }
-        for (k, v) in extensions {
-            add(k)
-            add(v)
-        }
-        return try arena.withUnsafeBufferPointer { bytes in
-            func str(_ i: Int) -> px_str {
-                let (offset, length) = spans[i]
-                guard offset >= 0, let base = bytes.baseAddress else { return px_str(ptr: nil, len: 0) }
-                return px_str(ptr: UnsafeRawPointer(base + offset).assumingMemoryBound(to: CChar.self), len: length)
-            }
-            let kvs = (0..<extensions.count).map { px_kv(key: str(8 + 2 * $0), value: str(9 + 2 * $0)) }
-            return try kvs.withUnsafeBufferPointer { kvBuffer in
-                try data.withUnsafeBufferPointer { dataBuffer in
-                    var e = px_event()
-                    e.struct_size = UInt32(MemoryLayout<px_event>.size)
-                    e.id = str(0)
-                    e.source = str(1)
-                    e.specversion = str(2)
-                    e.type = str(3)
-                    e.datacontenttype = str(4)
-                    e.dataschema = str(5)
-                    e.subject = str(6)
-                    e.time = str(7)
-                    e.extensions = kvBuffer.baseAddress
-                    e.extension_count = kvBuffer.count
-                    e.data = px_bytes(ptr: dataBuffer.baseAddress, len: dataBuffer.count)
-                    return try withUnsafePointer(to: &e) { try body($0) }
-                }
-            }
-        }
+        let batch = CEventBatch([self])
+        return try withExtendedLifetime(batch) { try body(batch.event(at: 0)) }
     }
 
     public static func == (lhs: CloudEvent, rhs: CloudEvent) -> Bool {
@@ -139,14 +133,25 @@ public struct CloudEvent: Sendable, Equatable {
 }
 
 extension px_str {
-    /// The text, decoded as UTF-8 (invalid sequences replaced); "" when absent.
+    /// The text, decoded as UTF-8 (invalid sequences replaced); "" when absent, when `len` is not positive
+    /// (a `size_t` above `Int.max` arrives negative), or when `ptr` is NULL whatever `len` says.
     public var string: String {
         guard let ptr, len > 0 else { return "" }
         return String(decoding: UnsafeRawBufferPointer(start: ptr, count: len), as: UTF8.self)
     }
 
-    /// The text, or `nil` when absent (`{NULL, 0}`).
+    /// The text, or `nil` when absent: `ptr` is NULL (whatever `len` says). A non-NULL `ptr` with a length
+    /// that is not positive is present and empty.
     public var optionalString: String? { ptr == nil ? nil : string }
+}
+
+extension px_bytes {
+    /// A copy of the bytes; empty when `ptr` is NULL or `len` is not positive (a `size_t` above `Int.max`
+    /// arrives negative).
+    public var bytes: [UInt8] {
+        guard let ptr, len > 0 else { return [] }
+        return Array(UnsafeBufferPointer(start: ptr, count: len))
+    }
 }
 
 /// Lends `s` as a `px_str` for the duration of `body`.

@@ -1,4 +1,5 @@
 import PlexusABI
+import Synchronization
 
 /// The kernel's services as seen from a Swift plugin: logging, metrics, publish, subscribe, ack/nack, timers.
 ///
@@ -35,20 +36,29 @@ public final class Host: @unchecked Sendable {
     public func publish(
         topic: String, _ events: [CloudEvent], completion: @escaping @Sendable (Result<UInt64, PluginError>) -> Void
     ) throws {
-        let box = Unmanaged.passRetained(Box(completion)).toOpaque()
-        let (status, message) = withPXStr(topic) { topicStr in
-            withCEvents(events) { pointers in
+        typealias Completion = Box<@Sendable (Result<UInt64, PluginError>) -> Void>
+        let box = Unmanaged.passRetained(Completion(completion)).toOpaque()
+        // The kernel copies the events during the call; the batch only has to outlive it.
+        let batch = CEventBatch(events)
+        let (status, message) = withExtendedLifetime(batch) {
+            withPXStr(topic) { topicStr in
                 Self.errorBuffer { err in
-                    api.pointee.publish(handle, topicStr, pointers.baseAddress, pointers.count, { user, status, offset, error in
-                        guard let user else { return }
-                        let box = Unmanaged<Box<@Sendable (Result<UInt64, PluginError>) -> Void>>.fromOpaque(user).takeRetainedValue()
-                        box.value(status == PX_OK.status ? .success(offset) : .failure(PluginError(status: status, error.string)))
-                    }, box, err)
+                    api.pointee.publish(
+                        handle, topicStr, batch.pointers.baseAddress, batch.pointers.count,
+                        { user, status, offset, error in
+                            guard let user else { return }
+                            let box = Unmanaged<Completion>.fromOpaque(user).takeRetainedValue()
+                            if status == PX_OK.status {
+                                box.value(.success(offset))
+                            } else {
+                                box.value(.failure(PluginError(status: status, error.string)))
+                            }
+                        }, box, err)
                 }
             }
         }
         if status != PX_OK.status {
-            Unmanaged<Box<@Sendable (Result<UInt64, PluginError>) -> Void>>.fromOpaque(box).release()
+            Unmanaged<Completion>.fromOpaque(box).release()
             throw PluginError(status: status, message)
         }
     }
@@ -89,7 +99,11 @@ public final class Host: @unchecked Sendable {
     }
 
     /// Ends a subscription and releases its handler.
+    ///
+    /// Only the first call for a subscription does anything; later calls, from any thread, are no-ops.
+    /// - Important: Not from inside that subscription's own handler (the kernel waits for it to return).
     public func unsubscribe(_ subscription: Subscription) {
+        guard subscription.claim() else { return }
         _ = api.pointee.unsubscribe(handle, subscription.id)
         Unmanaged<Box<@Sendable (Delivery) -> Void>>.fromOpaque(subscription.box).release()
     }
@@ -116,11 +130,27 @@ public final class Host: @unchecked Sendable {
     }
 }
 
-/// A subscription made through `Host.subscribe`.
-public struct Subscription: @unchecked Sendable {
-    // Safe: `box` is an opaque retained reference released exactly once by `Host.unsubscribe`.
+/// A subscription made through `Host.subscribe`; pass it to `Host.unsubscribe` to end it.
+///
+/// A reference: copies share one subscription, and only the first `unsubscribe` of any of them acts.
+/// Dropping it without unsubscribing leaves the subscription running until the kernel ends it when the
+/// instance is destroyed, and its handler is then never released.
+public final class Subscription: @unchecked Sendable {
+    // Safe: `id` and `box` are immutable; `box` is an opaque retained reference that `Host.unsubscribe`
+    // releases only after winning `ended`, so at most once.
     public let id: UInt64
     let box: UnsafeMutableRawPointer
+    private let ended = Atomic<Bool>(false)
+
+    init(id: UInt64, box: UnsafeMutableRawPointer) {
+        self.id = id
+        self.box = box
+    }
+
+    /// Marks the subscription ended; `true` only for the first caller.
+    func claim() -> Bool {
+        ended.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
+    }
 }
 
 /// One event handed to a subscriber, copied out of the kernel's borrowed `px_delivery`.
@@ -153,34 +183,25 @@ final class Box<T>: @unchecked Sendable {
     init(_ value: T) { self.value = value }
 }
 
-/// Lends `pairs` as a `px_kv` array.
+/// Lends `pairs` as a `px_kv` array for the duration of `body`; every string points into one byte arena.
 func withKVs<R>(_ pairs: [(key: String, value: String)], _ body: (UnsafeBufferPointer<px_kv>) -> R) -> R {
-    var storage: [[UInt8]] = []
-    for (k, v) in pairs {
-        storage.append(Array(k.utf8))
-        storage.append(Array(v.utf8))
-    }
-    return withPinned(storage, index: 0, pinned: []) { pointers in
-        let kvs = (0..<pairs.count).map { i in
-            px_kv(key: pointers[2 * i], value: pointers[2 * i + 1])
+    var arena: [UInt8] = []
+    var spans: [(offset: Int, length: Int)] = []
+    spans.reserveCapacity(2 * pairs.count)
+    for (key, value) in pairs {
+        for s in [key, value] {
+            spans.append((arena.count, s.utf8.count))
+            arena.append(contentsOf: s.utf8)
         }
+    }
+    // One spare byte, so that an empty string still gets a non-NULL pointer (present, not absent).
+    arena.append(0)
+    return arena.withUnsafeBufferPointer { bytes in
+        let base = UnsafeRawPointer(bytes.baseAddress)
+        func str(_ i: Int) -> px_str {
+            px_str(ptr: base.map { ($0 + spans[i].offset).assumingMemoryBound(to: CChar.self) }, len: spans[i].length)
+        }
+        let kvs = (0..<pairs.count).map { px_kv(key: str(2 * $0), value: str(2 * $0 + 1)) }
         return kvs.withUnsafeBufferPointer(body)
     }
-}
-
-private func withPinned<R>(_ arrays: [[UInt8]], index: Int, pinned: [px_str], _ body: ([px_str]) -> R) -> R {
-    guard index < arrays.count else { return body(pinned) }
-    return arrays[index].withUnsafeBufferPointer { buffer in
-        let str = px_str(ptr: UnsafeRawPointer(buffer.baseAddress)?.assumingMemoryBound(to: CChar.self), len: buffer.count)
-        return withPinned(arrays, index: index + 1, pinned: pinned + [str], body)
-    }
-}
-
-/// Lends events as an array of `px_event` pointers.
-func withCEvents<R>(_ events: [CloudEvent], _ body: (UnsafeBufferPointer<UnsafePointer<px_event>?>) -> R) -> R {
-    func step(_ index: Int, _ pointers: [UnsafePointer<px_event>?]) -> R {
-        guard index < events.count else { return pointers.withUnsafeBufferPointer(body) }
-        return events[index].withCEvent { step(index + 1, pointers + [$0]) }
-    }
-    return step(0, [])
 }

@@ -28,20 +28,30 @@ public final class ConsoleSink: Plugin {
     }
 
     public func start() throws {
-        for topic in settings.topics {
-            let subscription = try host.subscribe(topic: topic, group: settings.group) { [self] delivery in
-                let event = delivery.event
-                var line = "\(delivery.topic)@\(delivery.offset) id=\(event.id) type=\(event.type) source=\(event.source)"
-                if settings.showData {
-                    line += " data=\(String(decoding: event.data.prefix(512), as: UTF8.self))"
-                }
-                host.log(.info, line)
-                received.add(1, ordering: .relaxed)
-                host.count("events_received")
-                host.ack(delivery)
+        var made: [Subscription] = []
+        do {
+            for topic in settings.topics {
+                made.append(try host.subscribe(topic: topic, group: settings.group) { [self] in log($0) })
             }
-            subscriptions.withLock { $0.append(subscription) }
+        } catch {
+            // on_start undoes its partial work: end the subscriptions made before the failure.
+            for subscription in made { host.unsubscribe(subscription) }
+            throw error
         }
+        subscriptions.withLock { $0.append(contentsOf: made) }
+    }
+
+    /// Logs one delivery and acknowledges it.
+    private func log(_ delivery: Delivery) {
+        let event = delivery.event
+        var line = "\(delivery.topic)@\(delivery.offset) id=\(event.id) type=\(event.type) source=\(event.source)"
+        if settings.showData {
+            line += " data=\(String(decoding: event.data.prefix(512), as: UTF8.self))"
+        }
+        host.log(.info, line)
+        received.add(1, ordering: .relaxed)
+        host.count("events_received")
+        host.ack(delivery)
     }
 
     public func stop(timeout: Duration) throws {
