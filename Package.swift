@@ -97,7 +97,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PlexusKernelTests",
-            dependencies: ["PlexusKernel", "PlexusABI", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["PlexusKernel", "PlexusABI", "PlexusCore", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "PlexusEndToEndTests",
