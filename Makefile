@@ -17,8 +17,9 @@ release: bootstrap
 run: release
 	.build/release/plexus serve --config plexus.yaml
 
-## The whole test suite: the ABI guard, then the Swift unit, fixture and end-to-end tests.
+## The whole test suite: formatting, the ABI guard, then the Swift unit, fixture and end-to-end tests.
 test: bootstrap
+	scripts/lint
 	scripts/abi-check
 	scripts/abi-check --self-test
 	$(SWIFT) build

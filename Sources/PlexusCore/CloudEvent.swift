@@ -107,7 +107,8 @@ public struct CloudEvent: Sendable, Equatable {
         if specversion != "1.0" { return "attribute 'specversion' must be \"1.0\", found \"\(specversion)\"" }
         if type.isEmpty { return "attribute 'type' is required and must not be empty" }
         for (key, _) in extensions {
-            guard !key.isEmpty, key.count <= 20, key.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber) }) else {
+            guard !key.isEmpty, key.count <= 20, key.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber) })
+            else {
                 return "extension name '\(key)' must be 1 to 20 lowercase letters or digits"
             }
         }
@@ -158,6 +159,7 @@ extension px_bytes {
 public func withPXStr<R>(_ s: String, _ body: (px_str) throws -> R) rethrows -> R {
     var copy = s
     return try copy.withUTF8 { buffer in
-        try body(px_str(ptr: UnsafeRawPointer(buffer.baseAddress)?.assumingMemoryBound(to: CChar.self), len: buffer.count))
+        try body(
+            px_str(ptr: UnsafeRawPointer(buffer.baseAddress)?.assumingMemoryBound(to: CChar.self), len: buffer.count))
     }
 }

@@ -7,23 +7,23 @@
 public enum Toolchain {
     public static let current: String = {
         #if compiler(>=6.4)
-        return "swift-6.4+"
+            return "swift-6.4+"
         #elseif compiler(>=6.3.2)
-        return "swift-6.3.2+"
+            return "swift-6.3.2+"
         #elseif compiler(>=6.3.1)
-        return "swift-6.3.1"
+            return "swift-6.3.1"
         #elseif compiler(>=6.3)
-        return "swift-6.3.0"
+            return "swift-6.3.0"
         #elseif compiler(>=6.2.3)
-        return "swift-6.2.3"
+            return "swift-6.2.3"
         #elseif compiler(>=6.2.2)
-        return "swift-6.2.2"
+            return "swift-6.2.2"
         #elseif compiler(>=6.2.1)
-        return "swift-6.2.1"
+            return "swift-6.2.1"
         #elseif compiler(>=6.2)
-        return "swift-6.2.0"
+            return "swift-6.2.0"
         #else
-        return "swift-older-than-6.2"
+            return "swift-older-than-6.2"
         #endif
     }()
 

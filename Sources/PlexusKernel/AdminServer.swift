@@ -72,32 +72,43 @@ private final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
             self.head = nil
             if tooLarge {
                 tooLarge = false
-                write(context: context, status: .payloadTooLarge, contentType: "application/json", text: AdminRoutes.problem("the request body is over 1 MiB"), keepAlive: false)
+                write(
+                    context: context, status: .payloadTooLarge, contentType: "application/json",
+                    text: AdminRoutes.problem("the request body is over 1 MiB"), keepAlive: false)
                 return
             }
-            let request = (method: head.method, uri: head.uri, body: body.readString(length: body.readableBytes) ?? "", keepAlive: head.isKeepAlive)
+            let request = (
+                method: head.method, uri: head.uri, body: body.readString(length: body.readableBytes) ?? "",
+                keepAlive: head.isKeepAlive
+            )
             let kernel = self.kernel
             let loop = context.eventLoop
             let boundContext = NIOLoopBound(context, eventLoop: loop)
             let handler = NIOLoopBound(self, eventLoop: loop)
             // Plugin code (health checks, operations) may block: answer from a background queue.
             DispatchQueue.global().async {
-                let (status, contentType, text) = AdminRoutes.respond(kernel: kernel, method: request.method, uri: request.uri, body: request.body)
+                let (status, contentType, text) = AdminRoutes.respond(
+                    kernel: kernel, method: request.method, uri: request.uri, body: request.body)
                 loop.execute {
-                    handler.value.write(context: boundContext.value, status: status, contentType: contentType, text: text, keepAlive: request.keepAlive)
+                    handler.value.write(
+                        context: boundContext.value, status: status, contentType: contentType, text: text,
+                        keepAlive: request.keepAlive)
                 }
             }
         }
     }
 
-    func write(context: ChannelHandlerContext, status: HTTPResponseStatus, contentType: String, text: String, keepAlive: Bool) {
+    func write(
+        context: ChannelHandlerContext, status: HTTPResponseStatus, contentType: String, text: String, keepAlive: Bool
+    ) {
         var buffer = context.channel.allocator.buffer(capacity: text.utf8.count)
         buffer.writeString(text)
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Content-Length", value: String(buffer.readableBytes))
         headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         if !keepAlive {
@@ -109,7 +120,9 @@ private final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
 
 /// The admin API's routes, separate from the transport so that tests can call them directly.
 enum AdminRoutes {
-    static func respond(kernel: Kernel, method: HTTPMethod, uri: String, body: String) -> (HTTPResponseStatus, String, String) {
+    static func respond(kernel: Kernel, method: HTTPMethod, uri: String, body: String) -> (
+        HTTPResponseStatus, String, String
+    ) {
         let path = uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? uri
         let parts = path.split(separator: "/").map { $0.removingPercentEncoding ?? String($0) }
         let json = "application/json"
@@ -150,7 +163,8 @@ enum AdminRoutes {
             } catch {
                 return (.internalServerError, json, problem("\(error)"))
             }
-        case (_, let p) where p == ["v1", "health"] || p == ["metrics"] || (p.count <= 3 && p.starts(with: ["v1", "plugins"])):
+        case (_, let p)
+        where p == ["v1", "health"] || p == ["metrics"] || (p.count <= 3 && p.starts(with: ["v1", "plugins"])):
             return (.methodNotAllowed, json, problem("method \(method) is not allowed on \(path)"))
         default:
             return (.notFound, json, problem("no such endpoint: \(method) \(path)"))

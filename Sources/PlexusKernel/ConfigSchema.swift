@@ -1,5 +1,5 @@
-import PlexusCore
 import Foundation
+import PlexusCore
 
 /// A configuration value: what YAML and JSON can both say.
 public enum ConfigValue: Sendable, Equatable, CustomStringConvertible {
@@ -19,7 +19,8 @@ public enum ConfigValue: Sendable, Equatable, CustomStringConvertible {
         case let (.double(a), .double(b)): return a == b
         case let (.string(a), .string(b)): return a == b
         case let (.array(a), .array(b)): return a == b
-        case let (.object(a), .object(b)): return a.count == b.count && zip(a, b).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+        case let (.object(a), .object(b)):
+            return a.count == b.count && zip(a, b).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
         default: return false
         }
     }
@@ -39,7 +40,8 @@ public enum ConfigValue: Sendable, Equatable, CustomStringConvertible {
         case .double(let d): return d.isFinite ? String(d) : "null"
         case .string(let s): return Self.quote(s)
         case .array(let items): return "[" + items.map(\.json).joined(separator: ",") + "]"
-        case .object(let pairs): return "{" + pairs.map { Self.quote($0.0) + ":" + $0.1.json }.joined(separator: ",") + "}"
+        case .object(let pairs):
+            return "{" + pairs.map { Self.quote($0.0) + ":" + $0.1.json }.joined(separator: ",") + "}"
         }
     }
 

@@ -64,7 +64,9 @@ final class DirectFanout: Sendable {
         }
     }
 
-    private static func deliver(_ event: CloudEvent, topic: String, offset: UInt64, deliveryID: UInt64, to subscription: Subscription) {
+    private static func deliver(
+        _ event: CloudEvent, topic: String, offset: UInt64, deliveryID: UInt64, to subscription: Subscription
+    ) {
         event.withCEvent { cEvent in
             var record = px_record(
                 struct_size: UInt32(MemoryLayout<px_record>.size), reserved: 0, offset: offset, append_time_ns: 0,
@@ -91,7 +93,8 @@ final class DirectFanout: Sendable {
             s.nextID += 1
             let queue = DispatchQueue(label: "plexus.subscription.\(id)")
             queue.setSpecific(key: Self.currentSubscription, value: id)
-            s.subscriptions[id] = Subscription(id: id, owner: owner, topic: topic, filters: filters, queue: queue, deliver: deliver)
+            s.subscriptions[id] = Subscription(
+                id: id, owner: owner, topic: topic, filters: filters, queue: queue, deliver: deliver)
             return id
         }
     }

@@ -1,7 +1,7 @@
-import PlexusCore
 import Foundation
 import Logging
 import PlexusABI
+import PlexusCore
 import Synchronization
 
 /// What the kernel offers every plugin through `px_host_api`: logging, metrics, the event path, timers,
@@ -39,21 +39,25 @@ public final class HostServices: Sendable {
 
     /// Runs `body` with the bound registry, counted as a call in flight; `nil` when none is bound.
     func withRegistry<R>(_ body: (RegistryBinding) -> R) -> R? {
-        guard let binding = registry.withLock({ binding -> RegistryBinding? in
-            binding?.calls.add(1, ordering: .relaxed)
-            return binding
-        }) else { return nil }
+        guard
+            let binding = registry.withLock({ binding -> RegistryBinding? in
+                binding?.calls.add(1, ordering: .relaxed)
+                return binding
+            })
+        else { return nil }
         defer { binding.calls.subtract(1, ordering: .releasing) }
         return body(binding)
     }
 
     /// Unbinds the registry plugin `name` and waits (until `deadline`) for its hooks in flight.
     func unbindRegistry(_ name: String, until deadline: ContinuousClock.Instant) -> Bool {
-        guard let binding = registry.withLock({ binding -> RegistryBinding? in
-            guard binding?.name == name else { return nil }
-            defer { binding = nil }
-            return binding
-        }) else { return true }
+        guard
+            let binding = registry.withLock({ binding -> RegistryBinding? in
+                guard binding?.name == name else { return nil }
+                defer { binding = nil }
+                return binding
+            })
+        else { return true }
         while binding.calls.load(ordering: .acquiring) > 0 {
             if ContinuousClock.now >= deadline { return false }
             Thread.sleep(forTimeInterval: 0.001)
@@ -113,7 +117,6 @@ public enum PlexusVersion {
 
 // MARK: - The host functions. Each recovers the calling plugin's context from its px_host handle.
 
-
 func setError(_ err: UnsafeMutablePointer<px_error>?, _ text: String) {
     text.withCString { px_error_set(err, $0) }
 }
@@ -148,7 +151,6 @@ private let hostHistogramRecord: px_host_histogram_record = { host, name, value 
     context.services.metrics.record(name.string, plugin: context.name, value)
 }
 
-
 /// Checks a struct a plugin passed: at least as large as ABI 1.0 made it, and no larger than this kernel
 /// knows. Returns the reason it is refused, or `nil`.
 func structSizeProblem(_ size: UInt32, known: Int, what: String) -> String? {
@@ -172,7 +174,9 @@ private let hostPublish: px_host_publish = { host, topic, events, count, done, u
         return PX_ERR_INVALID_ARGUMENT.status
     }
     guard count >= 0, count <= HostServices.maxBatch, events != nil || count == 0 else {
-        setError(err, "a batch holds 0 to \(HostServices.maxBatch) events and needs an array unless empty; got count \(count)")
+        setError(
+            err,
+            "a batch holds 0 to \(HostServices.maxBatch) events and needs an array unless empty; got count \(count)")
         return PX_ERR_INVALID_ARGUMENT.status
     }
     var copies: [CloudEvent] = []
@@ -182,7 +186,9 @@ private let hostPublish: px_host_publish = { host, topic, events, count, done, u
             setError(err, "event \(index) of the batch is NULL")
             return PX_ERR_INVALID_ARGUMENT.status
         }
-        if let problem = structSizeProblem(event.pointee.struct_size, known: MemoryLayout<px_event>.size, what: "event \(index)") {
+        if let problem = structSizeProblem(
+            event.pointee.struct_size, known: MemoryLayout<px_event>.size, what: "event \(index)")
+        {
             setError(err, problem)
             return PX_ERR_INVALID_ARGUMENT.status
         }
@@ -205,7 +211,9 @@ private let hostSubscribe: px_host_subscribe = { host, spec, outID, err in
         setError(err, "subscribe needs a host handle, a spec and an out id")
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    if let problem = structSizeProblem(spec.pointee.struct_size, known: MemoryLayout<px_subscription_spec>.size, what: "the subscription spec") {
+    if let problem = structSizeProblem(
+        spec.pointee.struct_size, known: MemoryLayout<px_subscription_spec>.size, what: "the subscription spec")
+    {
         setError(err, problem)
         return PX_ERR_INVALID_ARGUMENT.status
     }
@@ -228,9 +236,13 @@ private let hostSubscribe: px_host_subscribe = { host, spec, outID, err in
         for i in 0..<filterCount { filters.append((kvs[i].key.string, kvs[i].value.string)) }
     }
     let target = Completion(fn: deliver, user: spec.pointee.user)
-    guard let id = context.services.fanout.subscribe(owner: context.id, topic: topic, filters: filters, deliver: { delivery in
-        target.fn(target.user, delivery)
-    }) else {
+    guard
+        let id = context.services.fanout.subscribe(
+            owner: context.id, topic: topic, filters: filters,
+            deliver: { delivery in
+                target.fn(target.user, delivery)
+            })
+    else {
         setError(err, "the plugin is stopping; it may not subscribe")
         return PX_ERR_FAILED_PRECONDITION.status
     }
@@ -265,9 +277,13 @@ private let hostTimerStart: px_host_timer_start = { host, delay, interval, fn, u
         return PX_ERR_INVALID_ARGUMENT.status
     }
     let target = Completion(fn: fn, user: user)
-    guard let id = context.services.timers.start(owner: context.id, delay: delay, interval: interval, fire: { id in
-        target.fn(target.user, id)
-    }) else {
+    guard
+        let id = context.services.timers.start(
+            owner: context.id, delay: delay, interval: interval,
+            fire: { id in
+                target.fn(target.user, id)
+            })
+    else {
         setError(err, "the plugin is stopping; it may not start timers")
         return PX_ERR_FAILED_PRECONDITION.status
     }
@@ -342,7 +358,6 @@ private let registryLookupDone: px_lookup_done_fn = { user, status, instances, c
     entry.context.paid()
 }
 
-
 /// Forwards a registry call with a status completion, owed until it runs.
 private func forward(
     _ context: PluginContext, _ kind: OwedCompletions.Kind, _ err: UnsafeMutablePointer<px_error>?,
@@ -367,12 +382,15 @@ private let hostRegistryRegister: px_host_registry_register = { host, instance, 
         setError(err, "registry_register needs a host handle, an instance and a completion")
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    if let problem = structSizeProblem(instance.pointee.struct_size, known: MemoryLayout<px_service_instance>.size, what: "the service instance") {
+    if let problem = structSizeProblem(
+        instance.pointee.struct_size, known: MemoryLayout<px_service_instance>.size, what: "the service instance")
+    {
         setError(err, problem)
         return PX_ERR_INVALID_ARGUMENT.status
     }
     return forward(context, .done(Completion(fn: done, user: user)), err) { binding, token in
-        binding.vtable.pointee.on_register?(binding.instance, instance, registryDone, token, err) ?? PX_ERR_UNSUPPORTED.status
+        binding.vtable.pointee.on_register?(binding.instance, instance, registryDone, token, err)
+            ?? PX_ERR_UNSUPPORTED.status
     }
 }
 
@@ -382,7 +400,8 @@ private let hostRegistryDeregister: px_host_registry_deregister = { host, servic
         return PX_ERR_INVALID_ARGUMENT.status
     }
     return forward(context, .done(Completion(fn: done, user: user)), err) { binding, token in
-        binding.vtable.pointee.on_deregister?(binding.instance, service, instanceID, registryDone, token, err) ?? PX_ERR_UNSUPPORTED.status
+        binding.vtable.pointee.on_deregister?(binding.instance, service, instanceID, registryDone, token, err)
+            ?? PX_ERR_UNSUPPORTED.status
     }
 }
 
@@ -392,7 +411,8 @@ private let hostRegistryLookup: px_host_registry_lookup = { host, service, done,
         return PX_ERR_INVALID_ARGUMENT.status
     }
     return forward(context, .lookup(Completion(fn: done, user: user)), err) { binding, token in
-        binding.vtable.pointee.on_lookup?(binding.instance, service, registryLookupDone, token, err) ?? PX_ERR_UNSUPPORTED.status
+        binding.vtable.pointee.on_lookup?(binding.instance, service, registryLookupDone, token, err)
+            ?? PX_ERR_UNSUPPORTED.status
     }
 }
 
@@ -402,7 +422,9 @@ private let hostRegistryWatch: px_host_registry_watch = { host, service, fn, use
         return PX_ERR_INVALID_ARGUMENT.status
     }
     let status = context.services.withRegistry { binding -> px_status in
-        let status = binding.vtable.pointee.on_watch?(binding.instance, service, fn, user, outID, err) ?? PX_ERR_UNSUPPORTED.status
+        let status =
+            binding.vtable.pointee.on_watch?(binding.instance, service, fn, user, outID, err)
+            ?? PX_ERR_UNSUPPORTED.status
         if status == PX_OK.status {
             let id = outID.pointee
             context.services.watches.withLock { $0[id] = context.id }

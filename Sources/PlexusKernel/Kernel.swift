@@ -1,7 +1,7 @@
-import PlexusCore
 import Foundation
 import Logging
 import PlexusABI
+import PlexusCore
 import Synchronization
 
 /// The microkernel: reads manifests, verifies, resolves, loads and starts plugins, keeps their states, and
@@ -50,21 +50,26 @@ public final class Kernel: Sendable {
                 do {
                     let manifest = try ManifestParser.load(path: path)
                     if let first = record(manifest.name) {
-                        let duplicate = PluginRecord(name: URL(fileURLWithPath: path).lastPathComponent, manifestPath: path, manifest: manifest)
+                        let duplicate = PluginRecord(
+                            name: URL(fileURLWithPath: path).lastPathComponent, manifestPath: path, manifest: manifest)
                         register(duplicate)
-                        fail(duplicate, KernelError(
-                            .duplicatePlugin, subject: path, field: "name",
-                            "plugin '\(manifest.name)' is already declared by \(first.manifestPath)"))
+                        fail(
+                            duplicate,
+                            KernelError(
+                                .duplicatePlugin, subject: path, field: "name",
+                                "plugin '\(manifest.name)' is already declared by \(first.manifestPath)"))
                         continue
                     }
                     register(PluginRecord(name: manifest.name, manifestPath: path, manifest: manifest))
                     manifests.append(manifest)
                 } catch let error as KernelError {
-                    let record = PluginRecord(name: URL(fileURLWithPath: path).lastPathComponent, manifestPath: path, manifest: nil)
+                    let record = PluginRecord(
+                        name: URL(fileURLWithPath: path).lastPathComponent, manifestPath: path, manifest: nil)
                     register(record)
                     fail(record, error)
                 } catch {
-                    let record = PluginRecord(name: URL(fileURLWithPath: path).lastPathComponent, manifestPath: path, manifest: nil)
+                    let record = PluginRecord(
+                        name: URL(fileURLWithPath: path).lastPathComponent, manifestPath: path, manifest: nil)
                     register(record)
                     fail(record, KernelError(.manifestInvalid, subject: path, "\(error)"))
                 }
@@ -79,7 +84,9 @@ public final class Kernel: Sendable {
                     let library = try loader.locate(manifest)
                     let digest = try loader.verify(manifest, library: library)
                     libraries[manifest.name] = (library, digest)
-                    record.update { $0.library = library; $0.sha256 = digest }
+                    record.update {
+                        $0.library = library; $0.sha256 = digest
+                    }
                     transition(record, to: .verified)
                     verified.append(manifest)
                 } catch let error as KernelError {
@@ -96,7 +103,9 @@ public final class Kernel: Sendable {
                     fail(record, error)
                 } else {
                     // A duplicate name: report it under its file.
-                    let record = PluginRecord(name: URL(fileURLWithPath: manifest.path).lastPathComponent, manifestPath: manifest.path, manifest: manifest)
+                    let record = PluginRecord(
+                        name: URL(fileURLWithPath: manifest.path).lastPathComponent, manifestPath: manifest.path,
+                        manifest: manifest)
                     register(record)
                     fail(record, error)
                 }
@@ -115,9 +124,11 @@ public final class Kernel: Sendable {
                     !providers.contains { self.record($0)?.state == .active }
                 }) {
                     let states = unmet.sorted().map { "'\($0)' (\(self.record($0)?.state.rawValue ?? "missing"))" }
-                    fail(record, KernelError(
-                        .dependencyFailed, subject: manifest.path, field: "requires",
-                        "depends on plugin \(states.joined(separator: " or ")), which is not active"))
+                    fail(
+                        record,
+                        KernelError(
+                            .dependencyFailed, subject: manifest.path, field: "requires",
+                            "depends on plugin \(states.joined(separator: " or ")), which is not active"))
                     continue
                 }
                 guard manifest.enabled else {
@@ -152,14 +163,19 @@ public final class Kernel: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         } catch {
-            return fail(record, KernelError(.io, subject: manifest.name, "cannot create its data directory \(dataDirectory): \(error.localizedDescription)"))
+            return fail(
+                record,
+                KernelError(
+                    .io, subject: manifest.name,
+                    "cannot create its data directory \(dataDirectory): \(error.localizedDescription)"))
         }
 
         // Create.
         let create = PluginCall(descriptor: loaded.descriptor, instance: nil)
         let config = self.config
         let outcome = Deadline.run(manifest.startTimeout, name: "plexus.create.\(manifest.name)") { () -> HookResult in
-            PluginConfigBuffer.with(manifest: manifest, nodeID: config.nodeID, dataDirectory: dataDirectory) { cConfig in
+            PluginConfigBuffer.with(manifest: manifest, nodeID: config.nodeID, dataDirectory: dataDirectory) {
+                cConfig in
                 ErrorBuffer.with { err in
                     var instance: UnsafeMutableRawPointer?
                     let status = create.descriptor.on_create(HostServices.api, context.handle, cConfig, &instance, err)
@@ -169,10 +185,19 @@ public final class Kernel: Sendable {
         }
         guard case .finished(let created) = outcome else {
             record.update { $0.abandoned = true }
-            return fail(record, KernelError(.deadlineExceeded, subject: manifest.name, "on_create did not return within \(manifest.startTimeout.milliseconds) ms; the instance is abandoned"))
+            return fail(
+                record,
+                KernelError(
+                    .deadlineExceeded, subject: manifest.name,
+                    "on_create did not return within \(manifest.startTimeout.milliseconds) ms; the instance is abandoned"
+                ))
         }
         guard created.status == PX_OK.status else {
-            return fail(record, KernelError(.hookFailed, subject: manifest.name, "on_create failed with \(StatusText.name(created.status)): \(created.message)"))
+            return fail(
+                record,
+                KernelError(
+                    .hookFailed, subject: manifest.name,
+                    "on_create failed with \(StatusText.name(created.status)): \(created.message)"))
         }
         record.update { $0.instance = InstancePointer(created.instance) }
         transition(record, to: .created)
@@ -181,15 +206,26 @@ public final class Kernel: Sendable {
         let start = PluginCall(descriptor: loaded.descriptor, instance: created.instance)
         let started = Deadline.run(manifest.startTimeout, name: "plexus.start.\(manifest.name)") { () -> HookResult in
             ErrorBuffer.with { err in
-                HookResult(status: start.descriptor.on_start(start.instance, err), message: ErrorBuffer.text(err), instance: nil)
+                HookResult(
+                    status: start.descriptor.on_start(start.instance, err), message: ErrorBuffer.text(err),
+                    instance: nil)
             }
         }
         guard case .finished(let result) = started else {
             record.update { $0.abandoned = true }
-            return fail(record, KernelError(.deadlineExceeded, subject: manifest.name, "on_start did not return within \(manifest.startTimeout.milliseconds) ms; the instance is abandoned"))
+            return fail(
+                record,
+                KernelError(
+                    .deadlineExceeded, subject: manifest.name,
+                    "on_start did not return within \(manifest.startTimeout.milliseconds) ms; the instance is abandoned"
+                ))
         }
         guard result.status == PX_OK.status else {
-            fail(record, KernelError(.hookFailed, subject: manifest.name, "on_start failed with \(StatusText.name(result.status)): \(result.message)"))
+            fail(
+                record,
+                KernelError(
+                    .hookFailed, subject: manifest.name,
+                    "on_start failed with \(StatusText.name(result.status)): \(result.message)"))
             destroy(record, manifest: manifest)
             return
         }
@@ -224,22 +260,34 @@ public final class Kernel: Sendable {
         guard services.unbindRegistry(manifest.name, until: deadline), record.close(until: deadline) else {
             record.update { $0.abandoned = true }
             cleanUp(record, wait: false)
-            return fail(record, KernelError(.deadlineExceeded, subject: manifest.name, "calls into the plugin (registry hooks, health checks or operations) were still running after \(manifest.stopTimeout.milliseconds) ms; the instance is abandoned"))
+            return fail(
+                record,
+                KernelError(
+                    .deadlineExceeded, subject: manifest.name,
+                    "calls into the plugin (registry hooks, health checks or operations) were still running after \(manifest.stopTimeout.milliseconds) ms; the instance is abandoned"
+                ))
         }
         let call = PluginCall(descriptor: loaded.descriptor, instance: record.snapshot.instance?.raw)
         let timeout = manifest.stopTimeout
         let outcome = Deadline.run(timeout, name: "plexus.stop.\(manifest.name)") { () -> HookResult in
             ErrorBuffer.with { err in
-                HookResult(status: call.descriptor.on_stop(call.instance, timeout.milliseconds, err), message: ErrorBuffer.text(err), instance: nil)
+                HookResult(
+                    status: call.descriptor.on_stop(call.instance, timeout.milliseconds, err),
+                    message: ErrorBuffer.text(err), instance: nil)
             }
         }
         guard case .finished(let result) = outcome else {
             record.update { $0.abandoned = true }
             cleanUp(record, wait: false)
-            return fail(record, KernelError(.deadlineExceeded, subject: manifest.name, "on_stop did not return within \(timeout.milliseconds) ms; the instance is abandoned"))
+            return fail(
+                record,
+                KernelError(
+                    .deadlineExceeded, subject: manifest.name,
+                    "on_stop did not return within \(timeout.milliseconds) ms; the instance is abandoned"))
         }
         if result.status != PX_OK.status {
-            logger.warning("plugin \(manifest.name): on_stop reported \(StatusText.name(result.status)): \(result.message)")
+            logger.warning(
+                "plugin \(manifest.name): on_stop reported \(StatusText.name(result.status)): \(result.message)")
         }
         transition(record, to: .stopped)
         destroy(record, manifest: manifest)
@@ -260,9 +308,12 @@ public final class Kernel: Sendable {
         guard let loaded = record.snapshot.loaded, let instance = record.snapshot.instance else { return }
         if let context = record.snapshot.context, !context.drainCompletions(until: .now + manifest.stopTimeout) {
             record.update { $0.abandoned = true }
-            return fail(record, KernelError(
-                .deadlineExceeded, subject: manifest.name,
-                "completions the kernel owes the instance were still outstanding after \(manifest.stopTimeout.milliseconds) ms; on_destroy was not called and the instance is abandoned"))
+            return fail(
+                record,
+                KernelError(
+                    .deadlineExceeded, subject: manifest.name,
+                    "completions the kernel owes the instance were still outstanding after \(manifest.stopTimeout.milliseconds) ms; on_destroy was not called and the instance is abandoned"
+                ))
         }
         let call = PluginCall(descriptor: loaded.descriptor, instance: instance.raw)
         let outcome = Deadline.run(manifest.stopTimeout, name: "plexus.destroy.\(manifest.name)") { () -> Bool in
@@ -271,7 +322,11 @@ public final class Kernel: Sendable {
         }
         record.update { $0.instance = nil }
         if case .timedOut = outcome {
-            fail(record, KernelError(.deadlineExceeded, subject: manifest.name, "on_destroy did not return within \(manifest.stopTimeout.milliseconds) ms"))
+            fail(
+                record,
+                KernelError(
+                    .deadlineExceeded, subject: manifest.name,
+                    "on_destroy did not return within \(manifest.stopTimeout.milliseconds) ms"))
         }
     }
 
@@ -314,7 +369,9 @@ public final class Kernel: Sendable {
                 record.endCall()
             }
             return ErrorBuffer.with { err in
-                HookResult(status: call.descriptor.on_health?(call.instance, err) ?? PX_OK.status, message: ErrorBuffer.text(err), instance: nil)
+                HookResult(
+                    status: call.descriptor.on_health?(call.instance, err) ?? PX_OK.status,
+                    message: ErrorBuffer.text(err), instance: nil)
             }
         }
         let answer: String
@@ -333,7 +390,8 @@ public final class Kernel: Sendable {
     /// - Throws: `KernelError` naming the plugin, the operation and the argument that is wrong.
     public func callOperation(plugin: String, operation: String, arguments: [String]) throws -> String {
         guard let record = record(plugin) else {
-            throw KernelError(.notFound, subject: plugin, "no plugin of that name on this node; see `plexus plugin list`")
+            throw KernelError(
+                .notFound, subject: plugin, "no plugin of that name on this node; see `plexus plugin list`")
         }
         let snapshot = record.snapshot
         guard let manifest = snapshot.manifest else {
@@ -341,10 +399,14 @@ public final class Kernel: Sendable {
         }
         guard let declaration = manifest.operations.first(where: { $0.name == operation }) else {
             let known = manifest.operations.map(\.name).joined(separator: ", ")
-            throw KernelError(.notFound, subject: plugin, field: "operations", "no operation '\(operation)'; the manifest declares: \(known.isEmpty ? "none" : known)")
+            throw KernelError(
+                .notFound, subject: plugin, field: "operations",
+                "no operation '\(operation)'; the manifest declares: \(known.isEmpty ? "none" : known)")
         }
         guard let (loaded, instance) = record.beginCall() else {
-            throw KernelError(.invalidState, subject: plugin, "is \(record.state.rawValue); operations run only on a created or active plugin")
+            throw KernelError(
+                .invalidState, subject: plugin,
+                "is \(record.state.rawValue); operations run only on a created or active plugin")
         }
         let invocation: OperationInvoker
         let values: [OperationInvoker.Value]
@@ -356,7 +418,8 @@ public final class Kernel: Sendable {
             throw error
         }
         let target = instance
-        let outcome = Deadline.run(.seconds(30), name: "plexus.op.\(plugin).\(operation)") { () -> Result<String, KernelError> in
+        let outcome = Deadline.run(.seconds(30), name: "plexus.op.\(plugin).\(operation)") {
+            () -> Result<String, KernelError> in
             defer { record.endCall() }
             return Result { try invocation.call(instance: target.raw, arguments: values) }.mapError {
                 $0 as? KernelError ?? KernelError(.operationInvalid, subject: plugin, "\($0)")
@@ -475,7 +538,9 @@ final class PluginRecord: Sendable {
     /// created/active; returns the instance to call. Pair with `endCall`.
     func beginCall() -> (LoadedPlugin, InstancePointer)? {
         guarded.withLock { s in
-            guard !s.closing, s.state == .active || s.state == .created, let loaded = s.loaded, let instance = s.instance else {
+            guard !s.closing, s.state == .active || s.state == .created, let loaded = s.loaded,
+                let instance = s.instance
+            else {
                 return nil
             }
             s.calls += 1
@@ -502,7 +567,9 @@ final class PluginRecord: Sendable {
             kinds: s.manifest?.kinds.map(\.rawValue) ?? [], state: s.state, lastError: s.lastError?.description,
             errorCode: s.lastError?.code.rawValue, manifest: manifestPath, library: s.library, sha256: s.sha256,
             health: health,
-            operations: s.manifest?.operations.map { .init(name: $0.name, signature: $0.signature.description, description: $0.description) } ?? [],
+            operations: s.manifest?.operations.map {
+                .init(name: $0.name, signature: $0.signature.description, description: $0.description)
+            } ?? [],
             history: s.history)
     }
 }

@@ -1,5 +1,5 @@
-import PlexusCore
 import Foundation
+import PlexusCore
 
 /// Reads manifest files into `Manifest` values, with an error naming the file, the field and what was
 /// expected for anything wrong.
@@ -28,22 +28,28 @@ public enum ManifestParser {
         let format = try root.required("manifest", "the manifest format version (\(Manifest.formatVersion))")
         let formatVersion = try format.int("the manifest format version, an integer")
         guard formatVersion == Manifest.formatVersion else {
-            throw format.fail("unknown manifest format version \(formatVersion); this kernel reads version \(Manifest.formatVersion)")
+            throw format.fail(
+                "unknown manifest format version \(formatVersion); this kernel reads version \(Manifest.formatVersion)")
         }
 
         let nameField = try root.required("name", "the plugin's name")
         let name = try nameField.string()
         guard Self.isValidName(name) else {
-            throw nameField.fail("'\(name)' is not a valid plugin name; expected lowercase letters, digits and '-', starting with a letter, at most 64 characters")
+            throw nameField.fail(
+                "'\(name)' is not a valid plugin name; expected lowercase letters, digits and '-', starting with a letter, at most 64 characters"
+            )
         }
 
         let versionField = try root.required("version", "a SemVer version such as 1.0.0")
         let versionText = try versionField.string()
         guard let version = SemanticVersion(versionText) else {
-            throw versionField.fail("'\(versionText)' is not a SemVer version; expected MAJOR.MINOR.PATCH such as 1.0.0")
+            throw versionField.fail(
+                "'\(versionText)' is not a SemVer version; expected MAJOR.MINOR.PATCH such as 1.0.0")
         }
 
-        let kinds = try parseKinds(try root.required("kind", "one of \(Manifest.Kind.allCases.map(\.rawValue).joined(separator: ", ")) or a list of them"))
+        let kinds = try parseKinds(
+            try root.required(
+                "kind", "one of \(Manifest.Kind.allCases.map(\.rawValue).joined(separator: ", ")) or a list of them"))
 
         let libraryField = try root.required("library", "the plugin's shared library file, e.g. libName.so")
         let library = try libraryField.string()
@@ -69,8 +75,10 @@ public enum ManifestParser {
         var toolchain: String?
         if let field = root.optional("toolchain") {
             let text = try field.string()
-            guard text.hasPrefix("swift-"), SemanticVersion(Toolchain.normalized(String(text.dropFirst(6)))) != nil else {
-                throw field.fail("'\(text)' is not a toolchain; expected swift-MAJOR.MINOR[.PATCH] such as \(Toolchain.current)")
+            guard text.hasPrefix("swift-"), SemanticVersion(Toolchain.normalized(String(text.dropFirst(6)))) != nil
+            else {
+                throw field.fail(
+                    "'\(text)' is not a toolchain; expected swift-MAJOR.MINOR[.PATCH] such as \(Toolchain.current)")
             }
             toolchain = text
         }
@@ -106,7 +114,8 @@ public enum ManifestParser {
         let operations = try root.optional("operations")?.items("operations").map(parseOperation) ?? []
         var seen = Set<String>()
         for (index, op) in operations.enumerated() where !seen.insert(op.name).inserted {
-            throw KernelError(.manifestInvalid, subject: path, field: "operations[\(index)].name", "duplicate operation '\(op.name)'")
+            throw KernelError(
+                .manifestInvalid, subject: path, field: "operations[\(index)].name", "duplicate operation '\(op.name)'")
         }
 
         var startTimeout = Duration.seconds(10)
@@ -147,7 +156,9 @@ public enum ManifestParser {
         guard !texts.isEmpty else { throw field.fail("expected at least one kind") }
         return try texts.map { text, at in
             guard let kind = Manifest.Kind(rawValue: text) else {
-                throw at.fail("unknown kind '\(text)'; expected one of \(Manifest.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw at.fail(
+                    "unknown kind '\(text)'; expected one of \(Manifest.Kind.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
             }
             return kind
         }.sorted()
@@ -159,7 +170,8 @@ public enum ManifestParser {
         let rangeField = field.optional("version")
         let rangeText = try rangeField?.string() ?? "*"
         guard let range = VersionRange(rangeText) else {
-            throw (rangeField ?? field).fail("'\(rangeText)' is not a version range; expected e.g. >=1.0.0 <2.0.0, ^1.2.0, ~1.2.0, 1.2.3 or *")
+            throw (rangeField ?? field).fail(
+                "'\(rangeText)' is not a version range; expected e.g. >=1.0.0 <2.0.0, ^1.2.0, ~1.2.0, 1.2.3 or *")
         }
         return .init(capability: capability, range: range, optional: try field.optional("optional")?.bool() ?? false)
     }
@@ -178,10 +190,13 @@ public enum ManifestParser {
     private static func parseSchemaKey(_ entry: (key: String, value: YAMLField)) throws -> ConfigSchema.Key {
         let field = entry.value
         try field.onlyKeys(["type", "description", "default", "required", "minimum", "maximum", "enum"])
-        let typeField = try field.required("type", "one of \(ConfigSchema.ValueType.allCases.map(\.rawValue).joined(separator: ", "))")
+        let typeField = try field.required(
+            "type", "one of \(ConfigSchema.ValueType.allCases.map(\.rawValue).joined(separator: ", "))")
         let typeText = try typeField.string()
         guard let type = ConfigSchema.ValueType(rawValue: typeText) else {
-            throw typeField.fail("unknown type '\(typeText)'; expected one of \(ConfigSchema.ValueType.allCases.map(\.rawValue).joined(separator: ", "))")
+            throw typeField.fail(
+                "unknown type '\(typeText)'; expected one of \(ConfigSchema.ValueType.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
         }
         let description = try field.required("description", "a sentence saying what the key does").string()
         func number(_ key: String) throws -> Double? {
@@ -210,8 +225,11 @@ public enum ManifestParser {
         }
         let symbolField = try field.required("symbol", "the exported C symbol, px_op_…")
         let symbol = try symbolField.string()
-        guard symbol.hasPrefix("px_op_"), symbol.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) else {
-            throw symbolField.fail("'\(symbol)' must be a C identifier starting with px_op_ (only px_op_* symbols are exported from plugin images)")
+        guard symbol.hasPrefix("px_op_"), symbol.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") })
+        else {
+            throw symbolField.fail(
+                "'\(symbol)' must be a C identifier starting with px_op_ (only px_op_* symbols are exported from plugin images)"
+            )
         }
         let signatureField = try field.required("signature", "a C signature such as 'int32 (instance, uint64)'")
         let signature: OperationSignature

@@ -1,5 +1,5 @@
-import PlexusCore
 import Foundation
+import PlexusCore
 
 /// The node file (`plexus.yaml`): who this node is, where its data lives, where the admin endpoint listens,
 /// and where plugins come from. Relative paths are resolved against the node file's directory.
@@ -45,7 +45,8 @@ public struct NodeConfig: Sendable {
             if let id = node.optional("id") {
                 config.nodeID = try id.string()
                 guard ManifestParser.isValidName(config.nodeID) else {
-                    throw id.fail("'\(config.nodeID)' is not a valid node id; expected lowercase letters, digits and '-'")
+                    throw id.fail(
+                        "'\(config.nodeID)' is not a valid node id; expected lowercase letters, digits and '-'")
                 }
             }
             if let dir = node.optional("dataDirectory") { config.dataDirectory = resolve(try dir.string()) }

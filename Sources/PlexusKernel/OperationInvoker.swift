@@ -1,6 +1,6 @@
-import PlexusCore
 import CFFI
 import Foundation
+import PlexusCore
 
 /// Calls a manifest operation through libffi: resolves the `px_op_*` symbol, checks the caller's text
 /// arguments against the declared C signature, and formats the return value.
@@ -26,7 +26,8 @@ struct OperationInvoker: @unchecked Sendable {
             let reason = dlerror().map { String(cString: $0) } ?? ""
             throw KernelError(
                 .operationInvalid, subject: plugin, field: "operations.\(declaration.name)",
-                "the library does not export \(declaration.symbol) (\(reason)); operation symbols must be exported and named px_op_*")
+                "the library does not export \(declaration.symbol) (\(reason)); operation symbols must be exported and named px_op_*"
+            )
         }
         self.function = symbol
     }
@@ -38,7 +39,8 @@ struct OperationInvoker: @unchecked Sendable {
         guard arguments.count == expected.count else {
             throw KernelError(
                 .operationInvalid, subject: plugin, field: "operations.\(declaration.name)",
-                "takes \(expected.count) argument(s) (\(expected.map(\.rawValue).joined(separator: ", "))), \(arguments.count) given; signature \(declaration.signature)")
+                "takes \(expected.count) argument(s) (\(expected.map(\.rawValue).joined(separator: ", "))), \(arguments.count) given; signature \(declaration.signature)"
+            )
         }
         return try zip(arguments, expected).enumerated().map { index, pair in
             let (text, type) = pair
@@ -152,7 +154,8 @@ struct OperationInvoker: @unchecked Sendable {
             case (.int16, .signed(let v)?): slot.storeBytes(of: Int16(truncatingIfNeeded: v), as: Int16.self)
             case (.int32, .signed(let v)?): slot.storeBytes(of: Int32(truncatingIfNeeded: v), as: Int32.self)
             case (.int64, .signed(let v)?): slot.storeBytes(of: v, as: Int64.self)
-            case (.bool, .unsigned(let v)?), (.uint8, .unsigned(let v)?): slot.storeBytes(of: UInt8(truncatingIfNeeded: v), as: UInt8.self)
+            case (.bool, .unsigned(let v)?), (.uint8, .unsigned(let v)?):
+                slot.storeBytes(of: UInt8(truncatingIfNeeded: v), as: UInt8.self)
             case (.uint16, .unsigned(let v)?): slot.storeBytes(of: UInt16(truncatingIfNeeded: v), as: UInt16.self)
             case (.uint32, .unsigned(let v)?): slot.storeBytes(of: UInt32(truncatingIfNeeded: v), as: UInt32.self)
             case (.uint64, .unsigned(let v)?): slot.storeBytes(of: v, as: UInt64.self)
@@ -167,7 +170,8 @@ struct OperationInvoker: @unchecked Sendable {
             }
         }
         var cif = ffi_cif()
-        let prepared = ffi_prep_cif(&cif, px_ffi_default_abi(), UInt32(count), Self.ffiType(signature.returnType), argTypes)
+        let prepared = ffi_prep_cif(
+            &cif, px_ffi_default_abi(), UInt32(count), Self.ffiType(signature.returnType), argTypes)
         guard prepared == FFI_OK else {
             throw KernelError(
                 .operationInvalid, subject: plugin, field: "operations.\(declaration.name)",

@@ -1,5 +1,5 @@
-import PlexusCore
 import Foundation
+import PlexusCore
 
 /// An administrative operation a manifest declares: an exported `px_op_*` symbol with a C signature,
 /// called by the kernel through libffi (`plexus plugin call NAME OPERATION ARGS…`).
@@ -30,15 +30,18 @@ public struct OperationSignature: Sendable, Equatable, CustomStringConvertible {
 
     public init(parsing text: String) throws {
         guard let open = text.firstIndex(of: "("), text.hasSuffix(")") else {
-            throw ParseError(message: "'\(text)' is not a signature; expected RETURN (ARG, ...) such as 'int32 (instance, uint64)'")
+            throw ParseError(
+                message: "'\(text)' is not a signature; expected RETURN (ARG, ...) such as 'int32 (instance, uint64)'")
         }
         let head = text[..<open].split(separator: " ", omittingEmptySubsequences: true)
         guard (1...2).contains(head.count) else {
-            throw ParseError(message: "'\(text)': expected a return type, optionally followed by the function's name, before '('")
+            throw ParseError(
+                message: "'\(text)': expected a return type, optionally followed by the function's name, before '('")
         }
         returnType = try Self.type(String(head[0]), in: text)
         guard returnType != .instance, returnType != .string else {
-            throw ParseError(message: "'\(text)': an operation may not return \(returnType.rawValue); return a status or a number")
+            throw ParseError(
+                message: "'\(text)': an operation may not return \(returnType.rawValue); return a status or a number")
         }
         let inner = text[text.index(after: open)..<text.index(before: text.endIndex)]
             .trimmingCharacters(in: .whitespaces)
@@ -59,7 +62,10 @@ public struct OperationSignature: Sendable, Equatable, CustomStringConvertible {
     private static func type(_ name: String, in text: String) throws -> CType {
         if name == "pointer" { return .instance }
         guard let type = CType(rawValue: name) else {
-            throw ParseError(message: "'\(text)': unknown type '\(name)'; expected one of \(CType.allCases.map(\.rawValue).joined(separator: ", ")), pointer")
+            throw ParseError(
+                message:
+                    "'\(text)': unknown type '\(name)'; expected one of \(CType.allCases.map(\.rawValue).joined(separator: ", ")), pointer"
+            )
         }
         return type
     }

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import PlexusABI
 import Synchronization
@@ -41,5 +42,3 @@ final class PluginContext: Sendable {
         return true
     }
 }
-
-import Foundation

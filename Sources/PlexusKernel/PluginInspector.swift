@@ -9,30 +9,53 @@ public enum PluginInspector {
     public typealias Report = [(String, String)]
 
     /// Inspects a manifest: parses and validates it, finds and verifies its library, and negotiates with it.
-    public static func inspectManifest(path: String, searchPath: [String], cacheDirectory: String) -> (Report, KernelError?) {
+    public static func inspectManifest(path: String, searchPath: [String], cacheDirectory: String) -> (
+        Report, KernelError?
+    ) {
         var report: Report = [("manifest", path)]
         do {
             let manifest = try ManifestParser.load(path: path)
             report += [
                 ("name", manifest.name), ("version", "\(manifest.version)"),
                 ("kinds", manifest.kinds.map(\.rawValue).joined(separator: ", ")),
-                ("abi", "\(manifest.abiMajor).\(manifest.abiMinor) (kernel speaks \(PX_ABI_VERSION_MAJOR).\(PX_ABI_VERSION_MINOR))"),
+                (
+                    "abi",
+                    "\(manifest.abiMajor).\(manifest.abiMinor) (kernel speaks \(PX_ABI_VERSION_MAJOR).\(PX_ABI_VERSION_MINOR))"
+                ),
                 ("toolchain", manifest.toolchain ?? "none (C plugin)"),
-                ("requires", manifest.requires.map { "\($0.capability) \($0.range)\($0.optional ? " (optional)" : "")" }.joined(separator: "; ")),
+                (
+                    "requires",
+                    manifest.requires.map { "\($0.capability) \($0.range)\($0.optional ? " (optional)" : "")" }.joined(
+                        separator: "; ")
+                ),
                 ("provides", manifest.provides.map { "\($0.capability) \($0.version)" }.joined(separator: "; ")),
                 ("config", manifest.config.json),
             ]
             for key in manifest.configSchema.keys {
-                report.append(("config key \(key.name)", "\(key.type.rawValue)\(key.defaultValue.map { ", default \($0.json)" } ?? ""): \(key.description)"))
+                report.append(
+                    (
+                        "config key \(key.name)",
+                        "\(key.type.rawValue)\(key.defaultValue.map { ", default \($0.json)" } ?? ""): \(key.description)"
+                    ))
             }
             for op in manifest.operations {
-                report.append(("operation \(op.name)", "\(op.symbol): \(op.signature)\(op.description.isEmpty ? "" : " — \(op.description)")"))
+                report.append(
+                    (
+                        "operation \(op.name)",
+                        "\(op.symbol): \(op.signature)\(op.description.isEmpty ? "" : " — \(op.description)")"
+                    ))
             }
             let loader = PluginLoader(searchPath: searchPath, cacheDirectory: cacheDirectory, requireSHA256: false)
             let library = try loader.locate(manifest)
             report.append(("library", library))
             let digest = try loader.verify(manifest, library: library)
-            report.append(("sha256", digest + (manifest.sha256 == nil ? " (not pinned: add `sha256: \(digest)` to pin it)" : " (matches the pin)")))
+            report.append(
+                (
+                    "sha256",
+                    digest
+                        + (manifest.sha256 == nil
+                            ? " (not pinned: add `sha256: \(digest)` to pin it)" : " (matches the pin)")
+                ))
             let mapped = try loader.cache(library, sha256: digest, subject: manifest.path)
             let loaded = try loader.load(manifest, path: mapped, sha256: digest, deadline: manifest.startTimeout)
             report += describe(loaded.descriptor)
@@ -60,19 +83,23 @@ public enum PluginInspector {
             let loader = PluginLoader(searchPath: [], cacheDirectory: cacheDirectory, requireSHA256: false)
             let mapped = try loader.cache(path, sha256: digest, subject: path)
             guard let handle = dlopen(mapped, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
-                throw KernelError(.loadFailed, subject: path, "dlopen failed: \(dlerror().map { String(cString: $0) } ?? "")")
+                throw KernelError(
+                    .loadFailed, subject: path, "dlopen failed: \(dlerror().map { String(cString: $0) } ?? "")")
             }
             guard let symbol = dlsym(handle, PX_PLUGIN_ENTRY_SYMBOL) else {
-                throw KernelError(.entryMissing, subject: path, "does not export the entry symbol \(PX_PLUGIN_ENTRY_SYMBOL)")
+                throw KernelError(
+                    .entryMissing, subject: path, "does not export the entry symbol \(PX_PLUGIN_ENTRY_SYMBOL)")
             }
             let entry = unsafeBitCast(symbol, to: px_plugin_entry_fn.self)
-            let (status, raw, message) = ErrorBuffer.with { err -> (px_status, UnsafePointer<px_plugin_descriptor>?, String) in
+            let (status, raw, message) = ErrorBuffer.with {
+                err -> (px_status, UnsafePointer<px_plugin_descriptor>?, String) in
                 var descriptor: UnsafePointer<px_plugin_descriptor>?
                 let status = entry(HostServices.api, &descriptor, err)
                 return (status, descriptor, ErrorBuffer.text(err))
             }
             guard status == PX_OK.status, let raw else {
-                throw KernelError(.abiMismatch, subject: path, "the plugin refused to load (\(StatusText.name(status))): \(message)")
+                throw KernelError(
+                    .abiMismatch, subject: path, "the plugin refused to load (\(StatusText.name(status))): \(message)")
             }
             let descriptor = try PluginLoader.copyDescriptor(raw, subject: path)
             report += describe(descriptor)

@@ -1,7 +1,7 @@
-import PlexusCore
 import Crypto
 import Foundation
 import PlexusABI
+import PlexusCore
 
 /// A plugin image that has been verified, mapped and negotiated with.
 struct LoadedPlugin: @unchecked Sendable {
@@ -30,7 +30,9 @@ struct PluginLoader: Sendable {
         let manifestDirectory = URL(fileURLWithPath: manifest.path).deletingLastPathComponent().path
         if manifest.library.hasPrefix("/") {
             if FileManager.default.isReadableFile(atPath: manifest.library) { return manifest.library }
-            throw KernelError(.libraryNotFound, subject: manifest.path, field: "library", "'\(manifest.library)' does not exist or is not readable")
+            throw KernelError(
+                .libraryNotFound, subject: manifest.path, field: "library",
+                "'\(manifest.library)' does not exist or is not readable")
         }
         let candidates = ([manifestDirectory] + searchPath).map { $0 + "/" + manifest.library }
         if let found = candidates.first(where: FileManager.default.isReadableFile(atPath:)) {
@@ -38,7 +40,8 @@ struct PluginLoader: Sendable {
         }
         throw KernelError(
             .libraryNotFound, subject: manifest.path, field: "library",
-            "'\(manifest.library)' was not found; looked in \(([manifestDirectory] + searchPath).joined(separator: ", ")) (build the plugin, or add its directory to plugins.searchPath)")
+            "'\(manifest.library)' was not found; looked in \(([manifestDirectory] + searchPath).joined(separator: ", ")) (build the plugin, or add its directory to plugins.searchPath)"
+        )
     }
 
     /// SHA-256 of a file, lowercase hex.
@@ -59,22 +62,26 @@ struct PluginLoader: Sendable {
             guard pinned == digest else {
                 throw KernelError(
                     .checksumMismatch, subject: manifest.path, field: "sha256",
-                    "library \(library) has sha256 \(digest), but the manifest pins \(pinned); the file changed after the manifest was written (re-pin with `plexus plugin inspect`)")
+                    "library \(library) has sha256 \(digest), but the manifest pins \(pinned); the file changed after the manifest was written (re-pin with `plexus plugin inspect`)"
+                )
             }
         } else if requireSHA256 {
             throw KernelError(
                 .manifestInvalid, subject: manifest.path, field: "sha256",
-                "is missing, and this node requires every library to be pinned (plugins.requireSha256); its sha256 is \(digest)")
+                "is missing, and this node requires every library to be pinned (plugins.requireSha256); its sha256 is \(digest)"
+            )
         }
         if manifest.toolchain != nil, Toolchain.current.hasSuffix("+") {
             throw KernelError(
                 .toolchainMismatch, subject: manifest.path, field: "toolchain",
-                "this kernel was built with a Swift toolchain newer than it can name (\(Toolchain.current)), so it cannot check that a Swift plugin matches it; extend Toolchain.current")
+                "this kernel was built with a Swift toolchain newer than it can name (\(Toolchain.current)), so it cannot check that a Swift plugin matches it; extend Toolchain.current"
+            )
         }
         if let toolchain = manifest.toolchain, !Toolchain.same(toolchain, Toolchain.current) {
             throw KernelError(
                 .toolchainMismatch, subject: manifest.path, field: "toolchain",
-                "the plugin was built with \(toolchain) but this kernel with \(Toolchain.current); Swift's ABI is not stable on Linux, so rebuild the plugin with \(Toolchain.current)")
+                "the plugin was built with \(toolchain) but this kernel with \(Toolchain.current); Swift's ABI is not stable on Linux, so rebuild the plugin with \(Toolchain.current)"
+            )
         }
         return digest
     }
@@ -95,15 +102,19 @@ struct PluginLoader: Sendable {
                 try? fm.removeItem(atPath: temporary)
                 throw KernelError(
                     .checksumMismatch, subject: subject, field: "library",
-                    "\(library) changed while it was being verified (sha256 \(sha256), then \(copied)); deploy the file atomically (write elsewhere, then rename)")
+                    "\(library) changed while it was being verified (sha256 \(sha256), then \(copied)); deploy the file atomically (write elsewhere, then rename)"
+                )
             }
             guard rename(temporary, target) == 0 else {
-                throw KernelError(.io, subject: subject, "cannot move \(temporary) to \(target): \(String(cString: strerror(errno)))")
+                throw KernelError(
+                    .io, subject: subject, "cannot move \(temporary) to \(target): \(String(cString: strerror(errno)))")
             }
         } catch let error as KernelError {
             throw error
         } catch {
-            throw KernelError(.io, subject: subject, "cannot copy \(library) to the plugin cache \(directory): \(error.localizedDescription)")
+            throw KernelError(
+                .io, subject: subject,
+                "cannot copy \(library) to the plugin cache \(directory): \(error.localizedDescription)")
         }
         return target
     }
@@ -123,7 +134,8 @@ struct PluginLoader: Sendable {
             let reason = dlerror().map { String(cString: $0) } ?? ""
             throw KernelError(
                 .entryMissing, subject: subject, field: "library",
-                "\(manifest.library) does not export the entry symbol \(PX_PLUGIN_ENTRY_SYMBOL) (\(reason)); is it a Plexus plugin built against plexus.h?")
+                "\(manifest.library) does not export the entry symbol \(PX_PLUGIN_ENTRY_SYMBOL) (\(reason)); is it a Plexus plugin built against plexus.h?"
+            )
         }
         let entry = unsafeBitCast(symbol, to: px_plugin_entry_fn.self)
         let call = Deadline.run(deadline, name: "plexus.entry.\(manifest.name)") { () -> EntryResult in
@@ -134,13 +146,17 @@ struct PluginLoader: Sendable {
             }
         }
         guard case .finished(let result) = call else {
-            throw KernelError(.deadlineExceeded, subject: subject, "the entry \(PX_PLUGIN_ENTRY_SYMBOL) did not return within \(deadline)")
+            throw KernelError(
+                .deadlineExceeded, subject: subject,
+                "the entry \(PX_PLUGIN_ENTRY_SYMBOL) did not return within \(deadline)")
         }
         guard result.status == PX_OK.status else {
-            let code: KernelError.Code = result.status == PX_ERR_VERSION_MISMATCH.status ? .abiMismatch : .descriptorInvalid
+            let code: KernelError.Code =
+                result.status == PX_ERR_VERSION_MISMATCH.status ? .abiMismatch : .descriptorInvalid
             throw KernelError(
                 code, subject: subject,
-                "the plugin refused to load (\(StatusText.name(result.status))): \(result.message.isEmpty ? "no reason given" : result.message)")
+                "the plugin refused to load (\(StatusText.name(result.status))): \(result.message.isEmpty ? "no reason given" : result.message)"
+            )
         }
         guard let raw = result.descriptor else {
             throw KernelError(.descriptorInvalid, subject: subject, "the entry returned PX_OK but no descriptor")
@@ -159,17 +175,22 @@ struct PluginLoader: Sendable {
 
     /// Copies a descriptor of any size the kernel accepts: larger than the kernel knows is refused, smaller
     /// (an older minor) leaves the missing trailing fields zero.
-    static func copyDescriptor(_ raw: UnsafePointer<px_plugin_descriptor>, subject: String) throws -> px_plugin_descriptor {
+    static func copyDescriptor(_ raw: UnsafePointer<px_plugin_descriptor>, subject: String) throws
+        -> px_plugin_descriptor
+    {
         let known = MemoryLayout<px_plugin_descriptor>.size
         let size = Int(UnsafeRawPointer(raw).load(as: UInt32.self))
         let minimum = descriptorSizeABI1_0
         guard size <= known else {
             throw KernelError(
                 .abiMismatch, subject: subject,
-                "the plugin's descriptor has struct_size \(size), larger than the \(known) bytes this kernel knows (ABI \(PX_ABI_VERSION_MAJOR).\(PX_ABI_VERSION_MINOR)); the plugin was built against a newer ABI")
+                "the plugin's descriptor has struct_size \(size), larger than the \(known) bytes this kernel knows (ABI \(PX_ABI_VERSION_MAJOR).\(PX_ABI_VERSION_MINOR)); the plugin was built against a newer ABI"
+            )
         }
         guard size >= minimum else {
-            throw KernelError(.descriptorInvalid, subject: subject, "the plugin's descriptor has struct_size \(size); ABI 1.0 descriptors are \(minimum) bytes")
+            throw KernelError(
+                .descriptorInvalid, subject: subject,
+                "the plugin's descriptor has struct_size \(size); ABI 1.0 descriptors are \(minimum) bytes")
         }
         var copy = px_plugin_descriptor()
         withUnsafeMutableBytes(of: &copy) { target in
@@ -186,58 +207,76 @@ struct PluginLoader: Sendable {
         guard d.abi_major == hostMajor else {
             throw KernelError(
                 .abiMismatch, subject: subject,
-                "the plugin was built against ABI \(d.abi_major).\(d.abi_minor); this kernel speaks ABI \(hostMajor).\(hostMinor) and the major versions must match")
+                "the plugin was built against ABI \(d.abi_major).\(d.abi_minor); this kernel speaks ABI \(hostMajor).\(hostMinor) and the major versions must match"
+            )
         }
         guard d.abi_minor <= hostMinor else {
             throw KernelError(
                 .abiMismatch, subject: subject,
-                "the plugin was built against ABI \(d.abi_major).\(d.abi_minor), newer than this kernel's \(hostMajor).\(hostMinor); upgrade the kernel or rebuild the plugin against ABI \(hostMajor).\(hostMinor)")
+                "the plugin was built against ABI \(d.abi_major).\(d.abi_minor), newer than this kernel's \(hostMajor).\(hostMinor); upgrade the kernel or rebuild the plugin against ABI \(hostMajor).\(hostMinor)"
+            )
         }
         guard Int(d.abi_major) == manifest.abiMajor, Int(d.abi_minor) == manifest.abiMinor else {
             throw KernelError(
                 .descriptorInvalid, subject: subject, field: "abi",
-                "the manifest says ABI \(manifest.abiMajor).\(manifest.abiMinor) but the library was built against \(d.abi_major).\(d.abi_minor)")
+                "the manifest says ABI \(manifest.abiMajor).\(manifest.abiMinor) but the library was built against \(d.abi_major).\(d.abi_minor)"
+            )
         }
         let name = d.name.map { String(cString: $0) } ?? ""
         guard name == manifest.name else {
-            throw KernelError(.descriptorInvalid, subject: subject, field: "name", "the manifest says '\(manifest.name)' but the library calls itself '\(name)'")
+            throw KernelError(
+                .descriptorInvalid, subject: subject, field: "name",
+                "the manifest says '\(manifest.name)' but the library calls itself '\(name)'")
         }
         let version = d.version.map { String(cString: $0) } ?? ""
         guard SemanticVersion(version) == manifest.version else {
-            throw KernelError(.descriptorInvalid, subject: subject, field: "version", "the manifest says \(manifest.version) but the library is version '\(version)'")
+            throw KernelError(
+                .descriptorInvalid, subject: subject, field: "version",
+                "the manifest says \(manifest.version) but the library is version '\(version)'")
         }
         let kinds = Manifest.Kind.kinds(in: d.kinds)
         guard kinds == manifest.kinds, d.kinds & ~Manifest.Kind.allCases.reduce(0, { $0 | $1.bit }) == 0 else {
             throw KernelError(
                 .descriptorInvalid, subject: subject, field: "kind",
-                "the manifest says \(manifest.kinds.map(\.rawValue)) but the library declares \(kinds.map(\.rawValue)) (bits 0x\(String(d.kinds, radix: 16)))")
+                "the manifest says \(manifest.kinds.map(\.rawValue)) but the library declares \(kinds.map(\.rawValue)) (bits 0x\(String(d.kinds, radix: 16)))"
+            )
         }
         let toolchain = d.toolchain.map { String(cString: $0) }
         if let toolchain, !toolchain.isEmpty {
             guard Toolchain.same(toolchain, Toolchain.current) else {
                 throw KernelError(
                     .toolchainMismatch, subject: subject,
-                    "the library was built with \(toolchain) but this kernel with \(Toolchain.current); rebuild the plugin with the kernel's toolchain")
+                    "the library was built with \(toolchain) but this kernel with \(Toolchain.current); rebuild the plugin with the kernel's toolchain"
+                )
             }
             guard let declared = manifest.toolchain, Toolchain.same(declared, toolchain) else {
                 throw KernelError(
                     .toolchainMismatch, subject: subject, field: "toolchain",
-                    "the library is a Swift plugin built with \(toolchain); the manifest must declare toolchain: \(toolchain)")
+                    "the library is a Swift plugin built with \(toolchain); the manifest must declare toolchain: \(toolchain)"
+                )
             }
         }
         guard d.on_create != nil, d.on_start != nil, d.on_stop != nil, d.on_destroy != nil else {
-            throw KernelError(.descriptorInvalid, subject: subject, "the descriptor lacks a lifecycle hook (on_create, on_start, on_stop and on_destroy are required)")
+            throw KernelError(
+                .descriptorInvalid, subject: subject,
+                "the descriptor lacks a lifecycle hook (on_create, on_start, on_stop and on_destroy are required)")
         }
         // The kernel reads vtables in place, so they must be exactly as large as ABI 1.0 defines them
         // (a newer minor's larger table is refused with the plugin's newer ABI above).
         func checkTable(_ kind: Manifest.Kind, _ size: UInt32?, known: Int) throws {
             switch (kinds.contains(kind), size) {
             case (true, nil):
-                throw KernelError(.descriptorInvalid, subject: subject, "a \(kind.rawValue) plugin must provide a \(kind.rawValue) vtable")
+                throw KernelError(
+                    .descriptorInvalid, subject: subject,
+                    "a \(kind.rawValue) plugin must provide a \(kind.rawValue) vtable")
             case (false, .some):
-                throw KernelError(.descriptorInvalid, subject: subject, "the descriptor has a \(kind.rawValue) vtable but does not declare the \(kind.rawValue) kind")
+                throw KernelError(
+                    .descriptorInvalid, subject: subject,
+                    "the descriptor has a \(kind.rawValue) vtable but does not declare the \(kind.rawValue) kind")
             case (true, let size?) where Int(size) != known:
-                throw KernelError(.descriptorInvalid, subject: subject, "the \(kind.rawValue) vtable has struct_size \(size); ABI 1.0 tables are \(known) bytes")
+                throw KernelError(
+                    .descriptorInvalid, subject: subject,
+                    "the \(kind.rawValue) vtable has struct_size \(size); ABI 1.0 tables are \(known) bytes")
             default:
                 break
             }
@@ -256,7 +295,9 @@ enum ErrorBuffer {
         let storage = UnsafeMutablePointer<CChar>.allocate(capacity: Int(PX_ERROR_CAPACITY))
         storage.initialize(repeating: 0, count: Int(PX_ERROR_CAPACITY))
         defer { storage.deallocate() }
-        var err = px_error(struct_size: UInt32(MemoryLayout<px_error>.size), reserved: 0, message: storage, capacity: Int(PX_ERROR_CAPACITY))
+        var err = px_error(
+            struct_size: UInt32(MemoryLayout<px_error>.size), reserved: 0, message: storage,
+            capacity: Int(PX_ERROR_CAPACITY))
         return withUnsafeMutablePointer(to: &err) { body($0) }
     }
 

@@ -18,9 +18,13 @@ public enum Resolver {
         var byName: [String: Manifest] = [:]
         for manifest in manifests.sorted(by: { $0.path < $1.path }) {
             if let first = byName[manifest.name] {
-                failures.append((manifest, KernelError(
-                    .duplicatePlugin, subject: manifest.path, field: "name",
-                    "plugin '\(manifest.name)' is already declared by \(first.path)")))
+                failures.append(
+                    (
+                        manifest,
+                        KernelError(
+                            .duplicatePlugin, subject: manifest.path, field: "name",
+                            "plugin '\(manifest.name)' is already declared by \(first.path)")
+                    ))
             } else {
                 byName[manifest.name] = manifest
             }
@@ -35,12 +39,16 @@ public enum Resolver {
             for requirement in manifest.requires {
                 let providers = byName.values.filter { other in
                     other.name != manifest.name
-                        && other.provides.contains { $0.capability == requirement.capability && requirement.range.contains($0.version) }
+                        && other.provides.contains {
+                            $0.capability == requirement.capability && requirement.range.contains($0.version)
+                        }
                 }
                 if providers.isEmpty {
                     if requirement.optional { continue }
                     let offered = byName.values.flatMap { other in
-                        other.provides.filter { $0.capability == requirement.capability }.map { "\(other.name) (\(other.path)) provides \($0.version)" }
+                        other.provides.filter { $0.capability == requirement.capability }.map {
+                            "\(other.name) (\(other.path)) provides \($0.version)"
+                        }
                     }.sorted()
                     let detail = offered.isEmpty ? "no manifest provides it" : offered.joined(separator: "; ")
                     missing[manifest.name] = KernelError(
@@ -77,13 +85,23 @@ public enum Resolver {
             for name in remaining.keys.sorted() {
                 guard let manifest = byName[name] else { continue }
                 if let cycle = cycles.first(where: { $0.contains(name) }) {
-                    failures.append((manifest, KernelError(
-                        .dependencyCycle, subject: manifest.path, field: "requires", "dependency cycle: \(describe(cycle))")))
+                    failures.append(
+                        (
+                            manifest,
+                            KernelError(
+                                .dependencyCycle, subject: manifest.path, field: "requires",
+                                "dependency cycle: \(describe(cycle))")
+                        ))
                 } else {
                     let blocked = remaining[name, default: []].filter { remaining[$0] != nil }.sorted()
-                    failures.append((manifest, KernelError(
-                        .dependencyFailed, subject: manifest.path, field: "requires",
-                        "depends on \(blocked.joined(separator: ", ")), which cannot start: a dependency cycle lies beneath")))
+                    failures.append(
+                        (
+                            manifest,
+                            KernelError(
+                                .dependencyFailed, subject: manifest.path, field: "requires",
+                                "depends on \(blocked.joined(separator: ", ")), which cannot start: a dependency cycle lies beneath"
+                            )
+                        ))
                 }
             }
         }
@@ -98,9 +116,14 @@ public enum Resolver {
                 continue
             }
             if let unmet = required[manifest.name]?.first(where: { $0.isSubset(of: failed) }) {
-                failures.append((manifest, KernelError(
-                    .dependencyFailed, subject: manifest.path, field: "requires",
-                    "depends on plugin \(unmet.sorted().map { "'\($0)'" }.joined(separator: " or ")), which cannot start")))
+                failures.append(
+                    (
+                        manifest,
+                        KernelError(
+                            .dependencyFailed, subject: manifest.path, field: "requires",
+                            "depends on plugin \(unmet.sorted().map { "'\($0)'" }.joined(separator: " or ")), which cannot start"
+                        )
+                    ))
                 failed.insert(manifest.name)
                 continue
             }
@@ -145,8 +168,11 @@ public enum Resolver {
                 var current = component.min() ?? v
                 while !ordered.contains(current) {
                     ordered.append(current)
-                    guard let next = (graph[current] ?? []).filter(members.contains).sorted().first(where: { !ordered.contains($0) })
-                        ?? (graph[current] ?? []).filter(members.contains).sorted().first
+                    guard
+                        let next = (graph[current] ?? []).filter(members.contains).sorted().first(where: {
+                            !ordered.contains($0)
+                        })
+                            ?? (graph[current] ?? []).filter(members.contains).sorted().first
                     else { break }
                     current = next
                 }

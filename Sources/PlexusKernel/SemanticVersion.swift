@@ -21,7 +21,8 @@ public struct SemanticVersion: Comparable, Hashable, Sendable, CustomStringConve
         var rest = Substring(text)
         var build: [String] = []
         if let plus = rest.firstIndex(of: "+") {
-            build = rest[rest.index(after: plus)...].split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+            build = rest[rest.index(after: plus)...].split(separator: ".", omittingEmptySubsequences: false).map(
+                String.init)
             rest = rest[..<plus]
             guard build.allSatisfy({ !$0.isEmpty && $0.allSatisfy(Self.isIdentifierCharacter) }) else { return nil }
         }
@@ -34,7 +35,8 @@ public struct SemanticVersion: Comparable, Hashable, Sendable, CustomStringConve
                 return nil
             }
             // A numeric identifier has no leading zeros (SemVer 2.0.0, rule 9).
-            guard !prerelease.contains(where: { $0.count > 1 && $0.first == "0" && $0.allSatisfy(\.isASCIIDigit) }) else {
+            guard !prerelease.contains(where: { $0.count > 1 && $0.first == "0" && $0.allSatisfy(\.isASCIIDigit) })
+            else {
                 return nil
             }
         }

@@ -25,7 +25,9 @@ final class TimerService: Sendable {
     private let nextID = Atomic<UInt64>(1)
 
     /// Starts a timer; `fire` gets the timer's id. `nil` when the owner is being torn down.
-    func start(owner: ObjectIdentifier, delay: UInt64, interval: UInt64, fire: @escaping @Sendable (UInt64) -> Void) -> UInt64? {
+    func start(owner: ObjectIdentifier, delay: UInt64, interval: UInt64, fire: @escaping @Sendable (UInt64) -> Void)
+        -> UInt64?
+    {
         guard !closed.withLock({ $0.contains(owner) }) else { return nil }
         let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
         let queue = DispatchQueue(label: "plexus.timer.\(id)")

@@ -57,7 +57,9 @@ struct YAMLField {
     /// Refuses keys other than `allowed`, so that a misspelt key is an error, not silently ignored.
     func onlyKeys(_ allowed: Set<String>) throws {
         for key in keys where !allowed.contains(key) {
-            throw reader.fail(childPath(key), node.mapping?[key], "is not a known field; expected one of \(allowed.sorted().joined(separator: ", "))")
+            throw reader.fail(
+                childPath(key), node.mapping?[key],
+                "is not a known field; expected one of \(allowed.sorted().joined(separator: ", "))")
         }
     }
 

@@ -84,7 +84,8 @@ public final class Host: @unchecked Sendable {
                     spec.user = box.toOpaque()
                     spec.deliver = { user, delivery in
                         guard let user, let delivery else { return }
-                        let handler = Unmanaged<Box<@Sendable (Delivery) -> Void>>.fromOpaque(user).takeUnretainedValue()
+                        let handler = Unmanaged<Box<@Sendable (Delivery) -> Void>>.fromOpaque(user)
+                            .takeUnretainedValue()
                         handler.value(Delivery(copying: delivery))
                     }
                     return Self.errorBuffer { err in api.pointee.subscribe(handle, &spec, &id, err) }
@@ -114,7 +115,8 @@ public final class Host: @unchecked Sendable {
     @discardableResult
     public func nack(_ delivery: Delivery, deadLetter: Bool = false, reason: String) -> px_status {
         withPXStr(reason) {
-            api.pointee.nack(handle, delivery.deliveryID, deadLetter ? PX_NACK_DEAD_LETTER.rawValue : PX_NACK_RETRY.rawValue, $0)
+            api.pointee.nack(
+                handle, delivery.deliveryID, deadLetter ? PX_NACK_DEAD_LETTER.rawValue : PX_NACK_RETRY.rawValue, $0)
         }
     }
 
@@ -124,7 +126,8 @@ public final class Host: @unchecked Sendable {
         let message = UnsafeMutablePointer<CChar>.allocate(capacity: capacity)
         message.initialize(repeating: 0, count: capacity)
         defer { message.deallocate() }
-        var err = px_error(struct_size: UInt32(MemoryLayout<px_error>.size), reserved: 0, message: message, capacity: capacity)
+        var err = px_error(
+            struct_size: UInt32(MemoryLayout<px_error>.size), reserved: 0, message: message, capacity: capacity)
         let status = body(&err)
         return (status, status == PX_OK.status ? "" : String(cString: message))
     }

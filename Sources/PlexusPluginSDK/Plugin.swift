@@ -69,5 +69,7 @@ public struct PluginError: Error, CustomStringConvertible, Sendable {
 
     public var description: String { message }
 
-    public static func invalidArgument(_ message: String) -> PluginError { PluginError(PX_ERR_INVALID_ARGUMENT, message) }
+    public static func invalidArgument(_ message: String) -> PluginError {
+        PluginError(PX_ERR_INVALID_ARGUMENT, message)
+    }
 }

@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A minimal blocking HTTP/1.1 client for the node's admin endpoint on loopback.
@@ -32,7 +32,8 @@ struct AdminClient {
     }
 
     static func escape(_ s: String) -> String {
-        s.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))) ?? s
+        s.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/")))
+            ?? s
     }
 
     /// Sends one request and returns the status and body.
@@ -51,9 +52,13 @@ struct AdminClient {
         var timeout = timeval(tv_sec: 60, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         guard connect(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0 else {
-            throw ConnectionError(description: "no node answers at \(host):\(port) (\(String(cString: strerror(errno)))); is `plexus serve` running, and is --admin right?")
+            throw ConnectionError(
+                description:
+                    "no node answers at \(host):\(port) (\(String(cString: strerror(errno)))); is `plexus serve` running, and is --admin right?"
+            )
         }
-        let request = "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        let request =
+            "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
         var bytes = Array(request.utf8)
         var sent = 0
         while sent < bytes.count {

@@ -66,7 +66,8 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data("plexus: admin endpoint http://\(adminHost):\(admin.port)\n".utf8))
         }
         let group = ServiceGroup(
-            configuration: .init(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(
+                services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }
@@ -83,7 +84,8 @@ struct PluginCommand: AsyncParsableCommand {
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show each plugin's state, version, kinds and last error on a running node.")
+        static let configuration = CommandConfiguration(
+            abstract: "Show each plugin's state, version, kinds and last error on a running node.")
 
         @OptionGroup var options: AdminOptions
         @Flag(name: .long, help: "Print the node's JSON answer as it is.")
@@ -98,7 +100,10 @@ struct PluginCommand: AsyncParsableCommand {
             }
             let plugins = try JSONDecoder().decode([PluginStatus].self, from: Data(body.utf8))
             let rows = plugins.map { p in
-                [p.name, p.state.rawValue, p.version, p.kinds.joined(separator: ","), p.health ?? "-", p.lastError ?? ""]
+                [
+                    p.name, p.state.rawValue, p.version, p.kinds.joined(separator: ","), p.health ?? "-",
+                    p.lastError ?? "",
+                ]
             }
             print(Table.render(header: ["NAME", "STATE", "VERSION", "KINDS", "HEALTH", "LAST ERROR"], rows: rows))
         }
@@ -106,7 +111,9 @@ struct PluginCommand: AsyncParsableCommand {
 
     struct Inspect: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Read a manifest (.yaml) or a plugin library (.so) and print what the kernel would do with it, without starting it.")
+            abstract:
+                "Read a manifest (.yaml) or a plugin library (.so) and print what the kernel would do with it, without starting it."
+        )
 
         @Argument(help: "A manifest file or a plugin .so.")
         var file: String
@@ -131,7 +138,8 @@ struct PluginCommand: AsyncParsableCommand {
     struct Call: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Invoke a manifest operation of a plugin on a running node.",
-            discussion: "Arguments are checked against the operation's declared C signature (see `plexus plugin inspect`).")
+            discussion:
+                "Arguments are checked against the operation's declared C signature (see `plexus plugin inspect`).")
 
         @OptionGroup var options: AdminOptions
         @Argument(help: "The plugin's name.") var name: String

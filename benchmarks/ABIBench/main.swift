@@ -30,13 +30,15 @@ struct Options {
 
 let options = Options(CommandLine.arguments)
 guard !options.pluginDirectory.isEmpty else {
-    FileHandle.standardError.write(Data("usage: plexus-bench-abi --plugins DIR [--runs N] [--calls N] [--json FILE]\n".utf8))
+    FileHandle.standardError.write(
+        Data("usage: plexus-bench-abi --plugins DIR [--runs N] [--calls N] [--json FILE]\n".utf8))
     exit(2)
 }
 
 func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
-    return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    return sorted.count % 2 == 1
+        ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
 }
 
 func seconds(_ body: () -> Void) -> Double {
@@ -82,7 +84,9 @@ func directCounterAdd(_ metrics: MetricsRegistry, _ name: String, _ plugin: Stri
 // MARK: Kernel → plugin: a call through the plugin's exported C function pointer.
 
 let library = options.pluginDirectory + "/libbench0.so"
-guard let handle = dlopen(library, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE), let symbol = dlsym(handle, "px_op_bench_noop") else {
+guard let handle = dlopen(library, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE),
+    let symbol = dlsym(handle, "px_op_bench_noop")
+else {
     fatalError("cannot load \(library)")
 }
 typealias NoopFunction = @convention(c) (UnsafeMutableRawPointer?, UInt64) -> UInt64
@@ -93,21 +97,24 @@ var abiTimes: [Double] = []
 var directTimes: [Double] = []
 for run in 0..<options.runs {
     let seed = UInt64(run)
-    abiTimes.append(seconds {
-        var x = seed
-        for _ in 0..<options.calls { x = pluginNoop(nil, x) }
-        sink &+= x
-    })
-    directTimes.append(seconds {
-        var x = seed
-        for _ in 0..<options.calls { x = directNoop(x) }
-        sink &+= x
-    })
+    abiTimes.append(
+        seconds {
+            var x = seed
+            for _ in 0..<options.calls { x = pluginNoop(nil, x) }
+            sink &+= x
+        })
+    directTimes.append(
+        seconds {
+            var x = seed
+            for _ in 0..<options.calls { x = directNoop(x) }
+            sink &+= x
+        })
 }
-rows.append(Row(
-    name: "kernel -> plugin call", plexus: median(abiTimes) / Double(options.calls) * 1e9,
-    baseline: median(directTimes) / Double(options.calls) * 1e9, unit: "ns/call",
-    baselineName: "direct non-inlined Swift call"))
+rows.append(
+    Row(
+        name: "kernel -> plugin call", plexus: median(abiTimes) / Double(options.calls) * 1e9,
+        baseline: median(directTimes) / Double(options.calls) * 1e9, unit: "ns/call",
+        baselineName: "direct non-inlined Swift call"))
 
 // MARK: Plugin → host: the plugin calls host->counter_add in a loop; baseline: the same work from Swift.
 
@@ -148,21 +155,24 @@ let hostCalls = options.calls / 4
 var hostABI: [Double] = []
 var hostDirect: [Double] = []
 for _ in 0..<options.runs {
-    hostABI.append(seconds {
-        _ = try? hostKernel.callOperation(plugin: "bench-0", operation: "host-loop", arguments: [String(hostCalls)])
-    })
+    hostABI.append(
+        seconds {
+            _ = try? hostKernel.callOperation(plugin: "bench-0", operation: "host-loop", arguments: [String(hostCalls)])
+        })
     let metrics = hostKernel.services.metrics
-    hostDirect.append(seconds {
-        for _ in 0..<hostCalls { directCounterAdd(metrics, "bench_calls", "bench-0") }
-    })
+    hostDirect.append(
+        seconds {
+            for _ in 0..<hostCalls { directCounterAdd(metrics, "bench_calls", "bench-0") }
+        })
 }
 let counted = hostKernel.services.metrics.counter("bench_calls", plugin: "bench-0")
 precondition(counted == UInt64(hostCalls * options.runs * 2), "the host calls did not all arrive (\(counted))")
 hostKernel.stop()
-rows.append(Row(
-    name: "plugin -> host call (counter_add)", plexus: median(hostABI) / Double(hostCalls) * 1e9,
-    baseline: median(hostDirect) / Double(hostCalls) * 1e9, unit: "ns/call",
-    baselineName: "the same host work called from Swift"))
+rows.append(
+    Row(
+        name: "plugin -> host call (counter_add)", plexus: median(hostABI) / Double(hostCalls) * 1e9,
+        baseline: median(hostDirect) / Double(hostCalls) * 1e9, unit: "ns/call",
+        baselineName: "the same host work called from Swift"))
 
 // MARK: Verify + load + create + start N plugins, against raw dlopen+dlsym+entry of the same files.
 
@@ -174,17 +184,19 @@ for count in [1, 10, 50] {
         let runDirectory = dataDirectory + "/raw-\(count)-\(run)"
         try? FileManager.default.createDirectory(atPath: runDirectory, withIntermediateDirectories: true)
         for i in 0..<count {
-            try? FileManager.default.copyItem(atPath: "\(options.pluginDirectory)/libbench\(i).so", toPath: "\(runDirectory)/libbench\(i).so")
+            try? FileManager.default.copyItem(
+                atPath: "\(options.pluginDirectory)/libbench\(i).so", toPath: "\(runDirectory)/libbench\(i).so")
         }
-        rawTimes.append(seconds {
-            for i in 0..<count {
-                guard let h = dlopen("\(runDirectory)/libbench\(i).so", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE),
-                    let entry = dlsym(h, PX_PLUGIN_ENTRY_SYMBOL)
-                else { fatalError("raw dlopen failed") }
-                var descriptor: UnsafePointer<px_plugin_descriptor>?
-                _ = unsafeBitCast(entry, to: px_plugin_entry_fn.self)(nil, &descriptor, nil)
-            }
-        })
+        rawTimes.append(
+            seconds {
+                for i in 0..<count {
+                    guard let h = dlopen("\(runDirectory)/libbench\(i).so", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE),
+                        let entry = dlsym(h, PX_PLUGIN_ENTRY_SYMBOL)
+                    else { fatalError("raw dlopen failed") }
+                    var descriptor: UnsafePointer<px_plugin_descriptor>?
+                    _ = unsafeBitCast(entry, to: px_plugin_entry_fn.self)(nil, &descriptor, nil)
+                }
+            })
         var config = NodeConfig()
         config.dataDirectory = dataDirectory + "/load-\(count)-\(run)"
         config.manifestDirectories = [manifestDirectory(count: count)]
@@ -194,21 +206,28 @@ for count in [1, 10, 50] {
         precondition(active == count, "only \(active) of \(count) plugins became active")
         kernel.stop()
     }
-    rows.append(Row(
-        name: "verify+load+start \(count) plugin(s)", plexus: median(kernelTimes) * 1e3, baseline: median(rawTimes) * 1e3,
-        unit: "ms", baselineName: "raw dlopen+dlsym+entry"))
+    rows.append(
+        Row(
+            name: "verify+load+start \(count) plugin(s)", plexus: median(kernelTimes) * 1e3,
+            baseline: median(rawTimes) * 1e3,
+            unit: "ms", baselineName: "raw dlopen+dlsym+entry"))
 }
 
 // MARK: Report.
 
 func format(_ v: Double) -> String { String(format: v < 10 ? "%.2f" : "%.1f", v) }
 print("Plexus ABI benchmark: median of \(options.runs) runs; \(options.calls) calls per call run")
-print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
+print(
+    "machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB"
+)
 let header = ["measurement", "plexus", "baseline", "unit", "ratio", "baseline is"]
-let table = rows.map { [$0.name, format($0.plexus), format($0.baseline), $0.unit, String(format: "%.2fx", $0.ratio), $0.baselineName] }
+let table = rows.map {
+    [$0.name, format($0.plexus), format($0.baseline), $0.unit, String(format: "%.2fx", $0.ratio), $0.baselineName]
+}
 let widths = header.indices.map { c in ([header] + table).map { $0[c].count }.max() ?? 0 }
 for line in [header] + table {
-    print(line.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+    print(
+        line.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
 }
 if let jsonPath = options.jsonPath {
     let encoder = JSONEncoder()
