@@ -77,8 +77,15 @@ public final class HostServices: Sendable {
         }
     }
 
-    init(metrics: MetricsRegistry) {
+    /// The router and delivery engine, when the node stores topics (`topics` in the node file); without it,
+    /// publishes go straight to subscribers through `fanout`.
+    let router: Router?
+
+    init(
+        metrics: MetricsRegistry, topics: TopicConfig = TopicConfig(), clock: any DeliveryClock = SystemDeliveryClock()
+    ) {
         self.metrics = metrics
+        self.router = topics.isEnabled ? Router(config: topics, clock: clock, metrics: metrics) : nil
     }
 
     /// The table handed to every plugin; built once per process and never freed.
@@ -199,6 +206,23 @@ private let hostPublish: px_host_publish = { host, topic, events, count, done, u
         }
         copies.append(copy)
     }
+    if let router = context.services.router {
+        context.owe()
+        let target = Completion(fn: done, user: user)
+        let metrics = context.services.metrics
+        let name = context.name
+        router.publish(topic: topicName, events: copies) { result in
+            switch result {
+            case .success(let first):
+                metrics.add("events_published", plugin: name, UInt64(count))
+                target.fn(target.user, PX_OK.status, first, px_str(ptr: nil, len: 0))
+            case .failure(let refusal):
+                withPXStr(refusal.message) { target.fn(target.user, refusal.status, 0, $0) }
+            }
+            context.paid()
+        }
+        return PX_OK.status
+    }
     let (first, dropped) = context.services.fanout.publish(topic: topicName, events: copies)
     context.services.metrics.add("events_published", plugin: context.name, UInt64(count))
     if dropped > 0 { context.services.metrics.add("deliveries_dropped", plugin: context.name, UInt64(dropped)) }
@@ -236,6 +260,23 @@ private let hostSubscribe: px_host_subscribe = { host, spec, outID, err in
         for i in 0..<filterCount { filters.append((kvs[i].key.string, kvs[i].value.string)) }
     }
     let target = Completion(fn: deliver, user: spec.pointee.user)
+    if let router = context.services.router {
+        do {
+            let policy = try DeliveryPolicy(spec: spec.pointee)
+            outID.pointee = try router.engine.subscribe(
+                owner: context.id, ownerName: context.name, spec: spec.pointee, policy: policy, filters: filters
+            ) { delivery in
+                target.fn(target.user, delivery)
+            }
+            return PX_OK.status
+        } catch let refusal as Router.Refusal {
+            setError(err, refusal.message)
+            return refusal.status
+        } catch {
+            setError(err, "\(error)")
+            return PX_ERR_INVALID_ARGUMENT.status
+        }
+    }
     guard
         let id = context.services.fanout.subscribe(
             owner: context.id, topic: topic, filters: filters,
@@ -252,11 +293,17 @@ private let hostSubscribe: px_host_subscribe = { host, spec, outID, err in
 
 private let hostUnsubscribe: px_host_unsubscribe = { host, id in
     guard let context = PluginContext.from(host) else { return PX_ERR_INVALID_ARGUMENT.status }
+    if let router = context.services.router {
+        return router.engine.unsubscribe(id, owner: context.id) ? PX_OK.status : PX_ERR_NOT_FOUND.status
+    }
     return context.services.fanout.unsubscribe(id, owner: context.id) ? PX_OK.status : PX_ERR_NOT_FOUND.status
 }
 
 private let hostAck: px_host_ack = { host, deliveryID in
     guard let context = PluginContext.from(host) else { return PX_ERR_INVALID_ARGUMENT.status }
+    if let router = context.services.router, DeliveryEngine.owns(deliveryID) {
+        return router.engine.ack(deliveryID, owner: context.id) ? PX_OK.status : PX_ERR_NOT_FOUND.status
+    }
     guard context.services.fanout.settle(deliveryID, owner: context.id) else { return PX_ERR_NOT_FOUND.status }
     context.services.metrics.add("deliveries_acked", plugin: context.name, 1)
     return PX_OK.status
@@ -265,6 +312,11 @@ private let hostAck: px_host_ack = { host, deliveryID in
 private let hostNack: px_host_nack = { host, deliveryID, action, reason in
     guard let context = PluginContext.from(host) else { return PX_ERR_INVALID_ARGUMENT.status }
     guard action <= PX_NACK_DEAD_LETTER.rawValue else { return PX_ERR_INVALID_ARGUMENT.status }
+    if let router = context.services.router, DeliveryEngine.owns(deliveryID) {
+        let settled = router.engine.nack(
+            deliveryID, owner: context.id, deadLetter: action == PX_NACK_DEAD_LETTER.rawValue, reason: reason.string)
+        return settled ? PX_OK.status : PX_ERR_NOT_FOUND.status
+    }
     guard context.services.fanout.settle(deliveryID, owner: context.id) else { return PX_ERR_NOT_FOUND.status }
     context.services.metrics.add("deliveries_nacked", plugin: context.name, 1)
     context.logger.debug("delivery \(deliveryID) rejected: \(reason.string)")
@@ -451,7 +503,56 @@ private let hostRegistryUnwatch: px_host_registry_unwatch = { host, id in
     } ?? PX_ERR_UNAVAILABLE.status
 }
 
-private let hostStorageRead: px_host_storage_read = { host, topic, _, _, _, _, _, err in
-    setError(err, "topic '\(topic.string)' has no storage bound on this node; reads need a storage binding")
-    return PX_ERR_UNAVAILABLE.status
+private let hostStorageRead: px_host_storage_read = { host, topic, from, maxRecords, maxBytes, done, user, err in
+    guard let context = PluginContext.from(host), let done else {
+        setError(err, "storage_read needs a host handle and a completion")
+        return PX_ERR_INVALID_ARGUMENT.status
+    }
+    guard maxRecords > 0 else {
+        setError(err, "storage_read needs max_records of at least 1")
+        return PX_ERR_INVALID_ARGUMENT.status
+    }
+    guard let router = context.services.router else {
+        setError(err, "topic '\(topic.string)' has no storage bound on this node; reads need a storage binding")
+        return PX_ERR_UNAVAILABLE.status
+    }
+    let target: (binding: StorageBinding, stream: StorageBinding.Stream)
+    do {
+        target = try router.stream(for: topic.string, create: false)
+    } catch let refusal as Router.Refusal {
+        setError(err, refusal.message)
+        return refusal.status
+    } catch {
+        setError(err, "\(error)")
+        return PX_ERR_INTERNAL.status
+    }
+    context.owe()
+    let completion = Completion(fn: done, user: user)
+    target.binding.read(target.stream, from: from, maxRecords: min(maxRecords, 10_000), maxBytes: max(maxBytes, 1)) {
+        result in
+        defer { context.paid() }
+        switch result {
+        case .success(let (records, next)):
+            let batch = CEventBatch(records.map(\.event))
+            withExtendedLifetime(batch) {
+                let cRecords = UnsafeMutablePointer<px_record>.allocate(capacity: max(records.count, 1))
+                let pointers = UnsafeMutablePointer<UnsafePointer<px_record>?>.allocate(capacity: max(records.count, 1))
+                defer {
+                    cRecords.deallocate()
+                    pointers.deallocate()
+                }
+                for (index, record) in records.enumerated() {
+                    (cRecords + index).initialize(
+                        to: px_record(
+                            struct_size: UInt32(MemoryLayout<px_record>.size), reserved: 0, offset: record.offset,
+                            append_time_ns: 0, event: batch.pointers[index]))
+                    pointers[index] = UnsafePointer(cRecords + index)
+                }
+                completion.fn(completion.user, PX_OK.status, pointers, records.count, next, px_str(ptr: nil, len: 0))
+            }
+        case .failure(let failure):
+            withPXStr(failure.message) { completion.fn(completion.user, failure.status, nil, 0, from, $0) }
+        }
+    }
+    return PX_OK.status
 }

@@ -17,10 +17,13 @@ public final class Kernel: Sendable {
     /// Serialises start and stop.
     private let lifecycleLock = Mutex<Void>(())
 
-    public init(config: NodeConfig, logger: Logger, metrics: MetricsRegistry = MetricsRegistry()) {
+    public init(
+        config: NodeConfig, logger: Logger, metrics: MetricsRegistry = MetricsRegistry(),
+        clock: any DeliveryClock = SystemDeliveryClock()
+    ) {
         self.config = config
         self.logger = logger
-        self.services = HostServices(metrics: metrics)
+        self.services = HostServices(metrics: metrics, topics: config.topics, clock: clock)
         self.loader = PluginLoader(
             searchPath: config.pluginSearchPath, cacheDirectory: config.resolvedCacheDirectory,
             requireSHA256: config.requireSHA256)
@@ -229,6 +232,9 @@ public final class Kernel: Sendable {
             destroy(record, manifest: manifest)
             return
         }
+        if manifest.kinds.contains(.storage), let storage = loaded.descriptor.storage, let router = services.router {
+            router.bind(StorageBinding(name: manifest.name, vtable: storage, instance: created.instance))
+        }
         if manifest.kinds.contains(.registry), let registry = loaded.descriptor.registry {
             services.registry.withLock { binding in
                 if binding == nil {
@@ -257,7 +263,9 @@ public final class Kernel: Sendable {
         guard let loaded = record.snapshot.loaded else { return }
         transition(record, to: .stopping)
         let deadline = ContinuousClock.now + manifest.stopTimeout
-        guard services.unbindRegistry(manifest.name, until: deadline), record.close(until: deadline) else {
+        let storageUnbound = services.router?.unbind(manifest.name, until: deadline) ?? true
+        guard storageUnbound, services.unbindRegistry(manifest.name, until: deadline), record.close(until: deadline)
+        else {
             record.update { $0.abandoned = true }
             cleanUp(record, wait: false)
             return fail(
@@ -299,6 +307,7 @@ public final class Kernel: Sendable {
         guard let context = record.snapshot.context else { return }
         services.timers.cancelAll(owner: context.id, wait: wait)
         services.fanout.unsubscribeAll(owner: context.id, wait: wait)
+        services.router?.engine.unsubscribeAll(owner: context.id, wait: wait)
         services.unwatchAll(owner: context.id)
     }
 

@@ -16,6 +16,8 @@ public struct NodeConfig: Sendable {
     public var pluginCacheDirectory: String?
     /// Refuse manifests that do not pin their library's sha256.
     public var requireSHA256 = false
+    /// Which storage plugin each topic lives in. Without any, the node moves events without storing them.
+    public var topics = TopicConfig()
 
     public init() {}
 
@@ -72,6 +74,32 @@ public struct NodeConfig: Sendable {
             }
             if let dir = plugins.optional("cacheDirectory") { config.pluginCacheDirectory = resolve(try dir.string()) }
             if let flag = plugins.optional("requireSha256") { config.requireSHA256 = try flag.bool() }
+        }
+        if let topics = root.optional("topics") {
+            try topics.onlyKeys(["defaultStorage", "autoCreate", "bindings"])
+            if let storage = topics.optional("defaultStorage") { config.topics.defaultStorage = try storage.string() }
+            if let flag = topics.optional("autoCreate") { config.topics.autoCreate = try flag.bool() }
+            if let bindings = topics.optional("bindings") {
+                config.topics.bindings = try bindings.items("topic bindings").map { item in
+                    try item.onlyKeys(["topic", "storage", "retentionBytes", "retentionMs"])
+                    var binding = TopicConfig.Binding(
+                        topic: try item.required("topic", "the topic's name").string(),
+                        storage: try item.required("storage", "the name of a storage plugin").string())
+                    if let field = item.optional("retentionBytes") {
+                        binding.retentionBytes = UInt64(max(0, try field.int("a number of bytes")))
+                    }
+                    if let field = item.optional("retentionMs") {
+                        binding.retentionMs = UInt64(max(0, try field.int("a number of milliseconds")))
+                    }
+                    return binding
+                }
+                var seen = Set<String>()
+                for (index, binding) in config.topics.bindings.enumerated() where !seen.insert(binding.topic).inserted {
+                    throw KernelError(
+                        .nodeConfigInvalid, subject: path, field: "topics.bindings[\(index)].topic",
+                        "topic '\(binding.topic)' is bound twice")
+                }
+            }
         }
         return config
     }

@@ -1,0 +1,431 @@
+import Dispatch
+import Foundation
+import PlexusABI
+import PlexusCore
+import Synchronization
+
+/// One consumer group on one topic: reads the topic's stream from the group's committed offset, hands each
+/// event to one member (clustering; a broadcast member is a group of its own), and carries out the delivery
+/// contract (docs/delivery.md): acknowledgements, retries with backoff, timeouts, dead letters, ordering
+/// per partition key, and a bound on unacknowledged events per member.
+///
+/// State lives under one lock. Plugin code (deliveries) and storage calls run outside it: `plan` decides
+/// under the lock, `run` acts after it is released, so a storage completion or an ack that arrives on the
+/// same thread cannot deadlock.
+final class ConsumerGroup: Sendable {
+    struct Member: Sendable {
+        let id: UInt64
+        let owner: ObjectIdentifier
+        let queue: DispatchQueue
+        let deliver: @Sendable (UnsafePointer<px_delivery>) -> Void
+        var inFlight = 0
+    }
+
+    struct Pending: Sendable {
+        var offset: UInt64
+        var event: CloudEvent
+        var attempt: UInt32
+        var key: String?
+        var lastError = ""
+    }
+
+    struct Flight: Sendable {
+        var pending: Pending
+        var member: UInt64
+    }
+
+    enum Action: Sendable {
+        case read(from: UInt64, max: Int)
+        case deliver(member: Member, deliveryID: UInt64, pending: Pending)
+        case commit(UInt64)
+        case deadLetter(Pending, reason: String)
+        case timeout(deliveryID: UInt64, at: UInt64)
+    }
+
+    struct State: Sendable {
+        var initialized = false
+        var readOffset: UInt64 = 0
+        var reading = false
+        var ready: [Pending] = []
+        var inFlight: [UInt64: Flight] = [:]
+        var retrying: [UInt64: Pending] = [:]
+        var deadLettering = 0
+        var done = Set<UInt64>()
+        var committed: UInt64 = 0
+        var lastCommitted: UInt64 = 0
+        var committing = false
+        var keyHolder: [String: UInt64] = [:]
+        var members: [UInt64: Member] = [:]
+        var rotation: [UInt64] = []
+        var nextMember = 0
+        var nextSequence: UInt64 = 1
+        var closed = false
+    }
+
+    /// Events a group holds in memory at most (read but not yet done).
+    static let maxBuffered = 1024
+    static let readBatch = 256
+
+    let id: UInt64
+    let topic: String
+    let name: String
+    let policy: DeliveryPolicy
+    let filters: [(String, String)]
+    let storage: StorageBinding
+    let stream: StorageBinding.Stream
+    let clock: any DeliveryClock
+    let metrics: MetricsRegistry
+    /// Publishes dead letters (through the router).
+    let publish:
+        @Sendable (String, [CloudEvent], @escaping @Sendable (Result<UInt64, StorageBinding.Failure>) -> Void) -> Void
+    let state = Mutex(State())
+
+    init(
+        id: UInt64, topic: String, name: String, policy: DeliveryPolicy, filters: [(String, String)],
+        storage: StorageBinding, stream: StorageBinding.Stream, clock: any DeliveryClock, metrics: MetricsRegistry,
+        publish:
+            @escaping @Sendable (
+                String, [CloudEvent], @escaping @Sendable (Result<UInt64, StorageBinding.Failure>) -> Void
+            ) -> Void
+    ) {
+        self.id = id
+        self.topic = topic
+        self.name = name
+        self.policy = policy
+        self.filters = filters
+        self.storage = storage
+        self.stream = stream
+        self.clock = clock
+        self.metrics = metrics
+        self.publish = publish
+    }
+
+    // MARK: Starting
+
+    /// Finds where the group starts: its committed offset, or else the subscription's start position.
+    func initialize(start: UInt32, startOffset: UInt64) {
+        storage.fetchOffset(stream, group: name) { result in
+            var position: UInt64 = 0
+            switch result {
+            case .success(let committed?):
+                position = committed
+            case .success(nil), .failure:
+                let extent = (try? self.storage.info(self.stream)) ?? (first: 0, next: 0)
+                switch start {
+                case UInt32(PX_START_EARLIEST.rawValue): position = extent.first
+                case UInt32(PX_START_OFFSET.rawValue): position = max(startOffset, extent.first)
+                default: position = extent.next
+                }
+            }
+            self.state.withLock { s in
+                s.initialized = true
+                s.readOffset = position
+                s.committed = position
+                s.lastCommitted = position
+            }
+            self.pump()
+        }
+    }
+
+    // MARK: Members
+
+    func join(_ member: Member) {
+        state.withLock { s in
+            s.members[member.id] = member
+            s.rotation.append(member.id)
+        }
+        pump()
+    }
+
+    /// Removes a member; its unacknowledged events go back to be delivered to others.
+    func leave(_ memberID: UInt64) -> Member? {
+        let member = state.withLock { s -> Member? in
+            guard let member = s.members.removeValue(forKey: memberID) else { return nil }
+            s.rotation.removeAll { $0 == memberID }
+            for (deliveryID, flight) in s.inFlight where flight.member == memberID {
+                s.inFlight[deliveryID] = nil
+                var pending = flight.pending
+                pending.attempt += 1
+                Self.requeue(&s, pending)
+            }
+            return member
+        }
+        pump()
+        return member
+    }
+
+    var isEmpty: Bool { state.withLock { $0.members.isEmpty } }
+
+    // MARK: Acknowledgements
+
+    /// Settles a delivery positively; false when the id is unknown (already settled, timed out) or the
+    /// delivery was made to another plugin.
+    func ack(_ deliveryID: UInt64, owner: ObjectIdentifier) -> Bool {
+        let settled = state.withLock { s -> Bool in
+            guard let flight = s.inFlight[deliveryID], s.members[flight.member]?.owner == owner else { return false }
+            s.inFlight[deliveryID] = nil
+            s.members[flight.member]?.inFlight -= 1
+            Self.finish(&s, flight.pending)
+            return true
+        }
+        if settled {
+            metrics.add("deliveries_acked", plugin: name, 1)
+            pump()
+        }
+        return settled
+    }
+
+    /// Settles a delivery negatively: a retry after backoff, or dead-lettering.
+    func nack(_ deliveryID: UInt64, owner: ObjectIdentifier?, deadLetter: Bool, reason: String) -> Bool {
+        var actions: [Action] = []
+        let settled = state.withLock { s -> Bool in
+            guard let flight = s.inFlight[deliveryID] else { return false }
+            if let owner, s.members[flight.member]?.owner != owner { return false }
+            s.inFlight[deliveryID] = nil
+            s.members[flight.member]?.inFlight -= 1
+            var pending = flight.pending
+            pending.lastError = reason
+            if deadLetter || pending.attempt > policy.retry {
+                s.deadLettering += 1
+                actions.append(
+                    .deadLetter(
+                        pending,
+                        reason: deadLetter
+                            ? "rejected: \(reason)" : "gave up after \(pending.attempt) attempts: \(reason)"))
+            } else {
+                let due = clock.now() &+ policy.delay(afterAttempt: pending.attempt)
+                pending.attempt += 1
+                s.retrying[pending.offset] = pending
+                let offset = pending.offset
+                clock.schedule(at: due) { [weak self] in self?.retryDue(offset) }
+            }
+            return true
+        }
+        if settled { metrics.add(deadLetter ? "deliveries_rejected" : "deliveries_nacked", plugin: name, 1) }
+        run(actions)
+        if settled { pump() }
+        return settled
+    }
+
+    private func retryDue(_ offset: UInt64) {
+        state.withLock { s in
+            guard let pending = s.retrying.removeValue(forKey: offset) else { return }
+            Self.requeue(&s, pending)
+        }
+        metrics.add("redeliveries", plugin: name, 1)
+        pump()
+    }
+
+    private func timedOut(_ deliveryID: UInt64) {
+        let seconds = Double(policy.timeout) / 1e9
+        if nack(deliveryID, owner: nil, deadLetter: false, reason: "not acknowledged within \(seconds) s") {
+            metrics.add("delivery_timeouts", plugin: name, 1)
+        }
+    }
+
+    // MARK: The loop
+
+    /// New events may be in the stream.
+    func notify() { pump() }
+
+    func close() { state.withLock { $0.closed = true } }
+
+    func pump() {
+        let actions = state.withLock { plan(&$0) }
+        run(actions)
+    }
+
+    private func plan(_ s: inout State) -> [Action] {
+        guard s.initialized, !s.closed else { return [] }
+        var actions: [Action] = []
+        let buffered = s.ready.count + s.inFlight.count + s.retrying.count + s.deadLettering
+        if !s.reading && buffered < Self.maxBuffered {
+            s.reading = true
+            actions.append(.read(from: s.readOffset, max: min(Self.readBatch, Self.maxBuffered - buffered)))
+        }
+        var index = 0
+        while index < s.ready.count, !s.rotation.isEmpty {
+            let pending = s.ready[index]
+            if policy.ordered, let key = pending.key, let holder = s.keyHolder[key], holder != pending.offset {
+                index += 1
+                continue
+            }
+            guard let member = nextMember(&s) else { break }
+            s.ready.remove(at: index)
+            if policy.ordered, let key = pending.key { s.keyHolder[key] = pending.offset }
+            let deliveryID = (id << 40) | (s.nextSequence & 0xFF_FFFF_FFFF)
+            s.nextSequence += 1
+            s.inFlight[deliveryID] = Flight(pending: pending, member: member.id)
+            s.members[member.id]?.inFlight += 1
+            actions.append(.deliver(member: member, deliveryID: deliveryID, pending: pending))
+            actions.append(.timeout(deliveryID: deliveryID, at: clock.now() &+ policy.timeout))
+        }
+        if s.committed > s.lastCommitted && !s.committing {
+            s.committing = true
+            actions.append(.commit(s.committed))
+        }
+        return actions
+    }
+
+    /// The next member with room for another unacknowledged event, round robin.
+    private func nextMember(_ s: inout State) -> Member? {
+        for _ in 0..<s.rotation.count {
+            let candidate = s.rotation[s.nextMember % s.rotation.count]
+            s.nextMember = (s.nextMember + 1) % s.rotation.count
+            if let member = s.members[candidate], member.inFlight < policy.maxInFlight { return member }
+        }
+        return nil
+    }
+
+    private func run(_ actions: [Action]) {
+        for action in actions {
+            switch action {
+            case .read(let from, let max):
+                storage.read(stream, from: from, maxRecords: max, maxBytes: 4 << 20) { [self] result in
+                    received(result, from: from)
+                }
+            case .deliver(let member, let deliveryID, let pending):
+                member.queue.async { [self] in
+                    // The member may have left, or the delivery timed out, while this waited.
+                    guard state.withLock({ $0.inFlight[deliveryID]?.member == member.id }) else { return }
+                    deliver(pending, deliveryID: deliveryID, to: member)
+                }
+            case .commit(let offset):
+                storage.commitOffset(stream, group: name, offset: offset) { [self] result in
+                    state.withLock { s in
+                        s.committing = false
+                        if case .success = result { s.lastCommitted = max(s.lastCommitted, offset) }
+                    }
+                    if case .failure(let failure) = result {
+                        metrics.add("offset_commit_failures", plugin: name, 1)
+                        clock.schedule(at: clock.now() &+ 100_000_000) { [weak self] in self?.pump() }
+                        _ = failure
+                    } else {
+                        pump()
+                    }
+                }
+            case .deadLetter(let pending, let reason):
+                deadLetter(pending, reason: reason)
+            case .timeout(let deliveryID, let at):
+                clock.schedule(at: at) { [weak self] in self?.timedOut(deliveryID) }
+            }
+        }
+    }
+
+    private func received(_ result: Result<([StorageBinding.Record], UInt64), StorageBinding.Failure>, from: UInt64) {
+        switch result {
+        case .success(let (records, next)):
+            state.withLock { s in
+                s.reading = false
+                for record in records where record.offset >= s.readOffset {
+                    let pending = Pending(
+                        offset: record.offset, event: record.event, attempt: 1,
+                        key: record.event.attribute(PX_EXTENSION_PARTITION_KEY))
+                    if filters.allSatisfy({ record.event.attribute($0.0) == $0.1 }) {
+                        s.ready.append(pending)
+                    } else {
+                        Self.finish(&s, pending)
+                    }
+                }
+                s.readOffset = max(s.readOffset, next)
+            }
+            if !records.isEmpty { pump() }
+        case .failure(let failure):
+            if failure.status == PX_ERR_OUT_OF_RANGE.status, let extent = try? storage.info(stream), from < extent.first
+            {
+                // Trimmed away under us: what is gone cannot be delivered; go on from the first retained.
+                metrics.add("events_skipped_trimmed", plugin: name, extent.first - from)
+                state.withLock { s in
+                    s.reading = false
+                    s.readOffset = extent.first
+                    if s.committed < extent.first {
+                        s.committed = extent.first
+                        s.done = s.done.filter { $0 >= extent.first }
+                    }
+                }
+                pump()
+            } else {
+                metrics.add("storage_read_failures", plugin: name, 1)
+                state.withLock { $0.reading = false }
+                clock.schedule(at: clock.now() &+ 100_000_000) { [weak self] in self?.pump() }
+            }
+        }
+    }
+
+    private func deliver(_ pending: Pending, deliveryID: UInt64, to member: Member) {
+        let subscription = member.id
+        pending.event.withCEvent { cEvent in
+            var record = px_record(
+                struct_size: UInt32(MemoryLayout<px_record>.size), reserved: 0, offset: pending.offset,
+                append_time_ns: 0,
+                event: cEvent)
+            withUnsafePointer(to: &record) { recordPointer in
+                withPXStr(topic) { topicStr in
+                    var delivery = px_delivery(
+                        struct_size: UInt32(MemoryLayout<px_delivery>.size), attempt: pending.attempt,
+                        delivery_id: deliveryID, subscription_id: subscription, topic: topicStr, record: recordPointer)
+                    withUnsafePointer(to: &delivery) { member.deliver($0) }
+                }
+            }
+        }
+    }
+
+    private func deadLetter(_ pending: Pending, reason: String) {
+        guard let target = policy.deadLetterTopic else {
+            metrics.add("events_dropped_after_retries", plugin: name, 1)
+            state.withLock { s in
+                s.deadLettering -= 1
+                Self.finish(&s, pending)
+            }
+            pump()
+            return
+        }
+        var event = pending.event
+        event.extensions.removeAll { Self.deadLetterExtensions.contains($0.key) }
+        event.extensions += [
+            ("deadletterreason", reason), ("deadletterattempts", String(pending.attempt)),
+            ("deadlettertopic", topic), ("deadlettergroup", name), ("deadletteroffset", String(pending.offset)),
+        ]
+        publish(target, [event]) { [self] result in
+            switch result {
+            case .success:
+                metrics.add("events_dead_lettered", plugin: name, 1)
+                state.withLock { s in
+                    s.deadLettering -= 1
+                    Self.finish(&s, pending)
+                }
+                pump()
+            case .failure:
+                // The event is not lost: try the dead-letter topic again later.
+                metrics.add("dead_letter_failures", plugin: name, 1)
+                clock.schedule(at: clock.now() &+ policy.backoffDelay) { [weak self] in
+                    self?.deadLetter(pending, reason: reason)
+                }
+            }
+        }
+    }
+
+    static let deadLetterExtensions: Set<String> = [
+        "deadletterreason", "deadletterattempts", "deadlettertopic", "deadlettergroup", "deadletteroffset",
+    ]
+
+    // MARK: Bookkeeping
+
+    /// Puts an event back to be delivered, in offset order.
+    private static func requeue(_ s: inout State, _ pending: Pending) {
+        let index = s.ready.firstIndex { $0.offset > pending.offset } ?? s.ready.endIndex
+        s.ready.insert(pending, at: index)
+    }
+
+    /// An event is done (acknowledged, filtered out or dead-lettered): release its key and advance the
+    /// committed offset over every done offset in a row.
+    private static func finish(_ s: inout State, _ pending: Pending) {
+        if let key = pending.key, s.keyHolder[key] == pending.offset { s.keyHolder[key] = nil }
+        if pending.offset == s.committed {
+            s.committed += 1
+            while s.done.remove(s.committed) != nil { s.committed += 1 }
+        } else if pending.offset > s.committed {
+            s.done.insert(pending.offset)
+        }
+    }
+}

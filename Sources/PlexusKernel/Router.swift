@@ -1,0 +1,278 @@
+import Dispatch
+import Foundation
+import PlexusABI
+import PlexusCore
+import Synchronization
+
+/// Where each topic is stored (`topics` in the node file).
+public struct TopicConfig: Sendable, Equatable {
+    public struct Binding: Sendable, Equatable {
+        public var topic: String
+        public var storage: String
+        public var retentionBytes: UInt64 = 0
+        public var retentionMs: UInt64 = 0
+    }
+
+    /// The storage plugin for topics without a binding; `nil`: such topics are refused.
+    public var defaultStorage: String?
+    /// Whether a publish to a topic without a binding creates it in the default storage.
+    public var autoCreate = true
+    public var bindings: [Binding] = []
+
+    public init() {}
+
+    /// Whether any topic can be stored at all (otherwise the node runs without storage).
+    public var isEnabled: Bool { defaultStorage != nil || !bindings.isEmpty }
+}
+
+/// Routes publishes to the storage plugin bound to each topic, acknowledges them once stored, and feeds the
+/// delivery engine. The data path of docs/delivery.md.
+public final class Router: Sendable {
+    let config: TopicConfig
+    let engine: DeliveryEngine
+    private let storages = Mutex<[String: StorageBinding]>([:])
+    private let streams = Mutex<[String: (binding: StorageBinding, stream: StorageBinding.Stream)]>([:])
+    /// Serialises opening streams, so one topic gets one stream handle.
+    private let opening = Mutex<Void>(())
+
+    /// A publish or subscribe the router refuses, with the status to report.
+    public struct Refusal: Error, CustomStringConvertible {
+        public var status: px_status
+        public var message: String
+        public var description: String { message }
+    }
+
+    init(config: TopicConfig, clock: any DeliveryClock, metrics: MetricsRegistry) {
+        self.config = config
+        self.engine = DeliveryEngine(clock: clock, metrics: metrics)
+        engine.router = WeakRouter(self)
+    }
+
+    /// Makes a started storage plugin available to topics.
+    func bind(_ binding: StorageBinding) {
+        storages.withLock { $0[binding.name] = binding }
+    }
+
+    /// Withdraws a storage plugin: its groups stop, its streams close; waits (until `deadline`) for calls
+    /// into it to finish. True when none runs any more.
+    func unbind(_ name: String, until deadline: ContinuousClock.Instant) -> Bool {
+        guard let binding = storages.withLock({ $0.removeValue(forKey: name) }) else { return true }
+        engine.closeGroups(on: binding)
+        let closing = streams.withLock { all -> [StorageBinding.Stream] in
+            let mine = all.filter { $0.value.binding === binding }
+            for topic in mine.keys { all[topic] = nil }
+            return mine.values.map(\.stream)
+        }
+        while binding.calls.load(ordering: .acquiring) > 0 {
+            if ContinuousClock.now >= deadline { return false }
+            Thread.sleep(forTimeInterval: 0.001)
+        }
+        for stream in closing { binding.closeStream(stream) }
+        return true
+    }
+
+    /// The stream a topic is stored in, opened on first use.
+    func stream(for topic: String, create: Bool) throws -> (binding: StorageBinding, stream: StorageBinding.Stream) {
+        if let open = streams.withLock({ $0[topic] }) { return open }
+        return try opening.withLock { _ in
+            if let open = streams.withLock({ $0[topic] }) { return open }
+            let explicit = config.bindings.first { $0.topic == topic }
+            guard explicit != nil || (create && config.autoCreate) else {
+                throw Refusal(
+                    status: PX_ERR_NOT_FOUND.status,
+                    message: "topic '\(topic)' is not bound to a storage and topics.autoCreate is off")
+            }
+            guard let storageName = explicit?.storage ?? config.defaultStorage else {
+                throw Refusal(
+                    status: PX_ERR_NOT_FOUND.status,
+                    message: "topic '\(topic)' has no storage: no binding and no topics.defaultStorage")
+            }
+            guard let binding = storages.withLock({ $0[storageName] }) else {
+                throw Refusal(
+                    status: PX_ERR_UNAVAILABLE.status,
+                    message: "topic '\(topic)' is stored in '\(storageName)', which is not active")
+            }
+            do {
+                let stream = try binding.openStream(
+                    topic, retentionBytes: explicit?.retentionBytes ?? 0, retentionMs: explicit?.retentionMs ?? 0)
+                streams.withLock { $0[topic] = (binding, stream) }
+                return (binding, stream)
+            } catch let failure as StorageBinding.Failure {
+                throw Refusal(
+                    status: failure.status,
+                    message: "storage '\(storageName)' cannot open topic '\(topic)': \(failure.message)")
+            }
+        }
+    }
+
+    /// Stores a batch; `completion` gets the first offset once the storage reports it durable, and the
+    /// topic's groups are told there is more to read.
+    func publish(topic: String, events: [CloudEvent], completion: @escaping @Sendable (Result<UInt64, Refusal>) -> Void)
+    {
+        let target: (binding: StorageBinding, stream: StorageBinding.Stream)
+        do {
+            target = try stream(for: topic, create: true)
+        } catch let refusal as Refusal {
+            return completion(.failure(refusal))
+        } catch {
+            return completion(.failure(Refusal(status: PX_ERR_INTERNAL.status, message: "\(error)")))
+        }
+        target.binding.append(target.stream, events) { [engine] result in
+            switch result {
+            case .success(let first):
+                completion(.success(first))
+                engine.notify(topic: topic)
+            case .failure(let failure):
+                completion(
+                    .failure(
+                        Refusal(status: failure.status, message: "storage '\(target.binding.name)': \(failure.message)")
+                    ))
+            }
+        }
+    }
+}
+
+/// The engine's way back to the router (for dead letters) without a reference cycle.
+struct WeakRouter: Sendable {
+    weak var router: Router?
+    init(_ router: Router) { self.router = router }
+}
+
+/// The delivery engine: every consumer group of the node, and which plugin's subscription is which member.
+final class DeliveryEngine: Sendable {
+    struct GroupKey: Hashable, Sendable {
+        var topic: String
+        var group: String
+    }
+
+    private struct State {
+        var groups: [GroupKey: ConsumerGroup] = [:]
+        var byID: [UInt64: ConsumerGroup] = [:]
+        /// subscription id -> (group, owner)
+        var subscriptions: [UInt64: (group: ConsumerGroup, owner: ObjectIdentifier)] = [:]
+        var closedOwners: Set<ObjectIdentifier> = []
+        var nextGroupID: UInt64 = 1
+        var nextSubscriptionID: UInt64 = 1
+    }
+
+    let clock: any DeliveryClock
+    let metrics: MetricsRegistry
+    private let state = Mutex(State())
+    private let routerSlot = Mutex<WeakRouter?>(nil)
+    private static let currentMember = DispatchSpecificKey<UInt64>()
+
+    var router: WeakRouter? {
+        get { routerSlot.withLock { $0 } }
+        set { routerSlot.withLock { $0 = newValue } }
+    }
+
+    init(clock: any DeliveryClock, metrics: MetricsRegistry) {
+        self.clock = clock
+        self.metrics = metrics
+    }
+
+    /// Joins (creating if needed) the consumer group a subscription names.
+    /// - Parameters:
+    ///   - ownerName: the subscribing plugin's name; a broadcast subscription is a group of its own per plugin.
+    func subscribe(
+        owner: ObjectIdentifier, ownerName: String, spec: px_subscription_spec, policy: DeliveryPolicy,
+        filters: [(String, String)], deliver: @escaping @Sendable (UnsafePointer<px_delivery>) -> Void
+    ) throws -> UInt64 {
+        guard let router = router?.router else {
+            throw Router.Refusal(status: PX_ERR_UNAVAILABLE.status, message: "the node is shutting down")
+        }
+        let topic = spec.topic.string
+        var group = spec.group.string
+        if group.isEmpty { group = "\(ownerName)" }
+        if spec.group_mode == UInt32(PX_GROUP_BROADCAST.rawValue) { group += "#\(ownerName)" }
+        let target = try router.stream(for: topic, create: true)
+        let publish:
+            @Sendable (String, [CloudEvent], @escaping @Sendable (Result<UInt64, StorageBinding.Failure>) -> Void) ->
+                Void = {
+                    [weak router] topic, events, done in
+                    guard let router else {
+                        return done(
+                            .failure(.init(status: PX_ERR_UNAVAILABLE.status, message: "the node is shutting down")))
+                    }
+                    router.publish(topic: topic, events: events) { result in
+                        done(result.mapError { StorageBinding.Failure(status: $0.status, message: $0.message) })
+                    }
+                }
+        let (consumerGroup, created, id) = try state.withLock { s -> (ConsumerGroup, Bool, UInt64) in
+            guard !s.closedOwners.contains(owner) else {
+                throw Router.Refusal(
+                    status: PX_ERR_FAILED_PRECONDITION.status, message: "the plugin is stopping; it may not subscribe")
+            }
+            let key = GroupKey(topic: topic, group: group)
+            let id = s.nextSubscriptionID
+            s.nextSubscriptionID += 1
+            if let existing = s.groups[key], existing.storage === target.binding {
+                s.subscriptions[id] = (existing, owner)
+                return (existing, false, id)
+            }
+            let made = ConsumerGroup(
+                id: s.nextGroupID, topic: topic, name: group, policy: policy, filters: filters, storage: target.binding,
+                stream: target.stream, clock: clock, metrics: metrics, publish: publish)
+            s.nextGroupID += 1
+            s.groups[key] = made
+            s.byID[made.id] = made
+            s.subscriptions[id] = (made, owner)
+            return (made, true, id)
+        }
+        let queue = DispatchQueue(label: "plexus.delivery.\(id)")
+        queue.setSpecific(key: Self.currentMember, value: id)
+        consumerGroup.join(ConsumerGroup.Member(id: id, owner: owner, queue: queue, deliver: deliver))
+        if created { consumerGroup.initialize(start: spec.start_position, startOffset: spec.start_offset) }
+        return id
+    }
+
+    /// Ends a subscription: no delivery to it runs or starts after this returns (unless called from one);
+    /// its unacknowledged events go to the group's other members.
+    func unsubscribe(_ id: UInt64, owner: ObjectIdentifier, wait: Bool = true) -> Bool {
+        guard
+            let entry = state.withLock({ s -> (group: ConsumerGroup, owner: ObjectIdentifier)? in
+                guard s.subscriptions[id]?.owner == owner else { return nil }
+                return s.subscriptions.removeValue(forKey: id)
+            })
+        else { return false }
+        if let member = entry.group.leave(id), wait, DispatchQueue.getSpecific(key: Self.currentMember) != id {
+            member.queue.sync {}
+        }
+        return true
+    }
+
+    func unsubscribeAll(owner: ObjectIdentifier, wait: Bool) {
+        let ids = state.withLock { s in
+            s.closedOwners.insert(owner)
+            return s.subscriptions.filter { $0.value.owner == owner }.map(\.key)
+        }
+        for id in ids { _ = unsubscribe(id, owner: owner, wait: wait) }
+    }
+
+    /// Whether a delivery id was made by this engine (the group id sits in its top bits).
+    static func owns(_ deliveryID: UInt64) -> Bool { deliveryID >> 40 != 0 }
+
+    func ack(_ deliveryID: UInt64, owner: ObjectIdentifier) -> Bool {
+        state.withLock { $0.byID[deliveryID >> 40] }?.ack(deliveryID, owner: owner) ?? false
+    }
+
+    func nack(_ deliveryID: UInt64, owner: ObjectIdentifier, deadLetter: Bool, reason: String) -> Bool {
+        state.withLock { $0.byID[deliveryID >> 40] }?.nack(
+            deliveryID, owner: owner, deadLetter: deadLetter, reason: reason) ?? false
+    }
+
+    func notify(topic: String) {
+        let groups = state.withLock { $0.groups.filter { $0.key.topic == topic }.map(\.value) }
+        for group in groups { group.notify() }
+    }
+
+    /// Stops every group reading from a storage plugin that is going away.
+    func closeGroups(on binding: StorageBinding) {
+        let closing = state.withLock { s -> [ConsumerGroup] in
+            let mine = s.groups.filter { $0.value.storage === binding }
+            for key in mine.keys { s.groups[key] = nil }
+            return Array(mine.values)
+        }
+        for group in closing { group.close() }
+    }
+}
