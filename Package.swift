@@ -43,6 +43,8 @@ enum PluginLanguage { case c, swift }
 let plugins = [
     plugin("HeartbeatSource", language: .c),
     plugin("ConsoleSink", language: .swift),
+    plugin("MemoryStorage", language: .swift),
+    plugin("StandaloneRegistry", language: .swift),
 ]
 
 let package = Package(

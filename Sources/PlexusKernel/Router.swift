@@ -184,7 +184,7 @@ final class DeliveryEngine: Sendable {
         let topic = spec.topic.string
         var group = spec.group.string
         if group.isEmpty { group = "\(ownerName)" }
-        if spec.group_mode == UInt32(PX_GROUP_BROADCAST.rawValue) { group += "#\(ownerName)" }
+        let broadcast = spec.group_mode == UInt32(PX_GROUP_BROADCAST.rawValue)
         let target = try router.stream(for: topic, create: true)
         let publish:
             @Sendable (String, [CloudEvent], @escaping @Sendable (Result<UInt64, StorageBinding.Failure>) -> Void) ->
@@ -203,7 +203,19 @@ final class DeliveryEngine: Sendable {
                 throw Router.Refusal(
                     status: PX_ERR_FAILED_PRECONDITION.status, message: "the plugin is stopping; it may not subscribe")
             }
-            let key = GroupKey(topic: topic, group: group)
+            // A broadcast member is a group of its own, named for its plugin and its rank among that
+            // plugin's members, so that it resumes its own offsets after a restart.
+            var groupName = group
+            if broadcast {
+                var rank = 1
+                while s.groups[GroupKey(topic: topic, group: "\(group)#\(ownerName)#\(rank)")].map({ !$0.isEmpty })
+                    == true
+                {
+                    rank += 1
+                }
+                groupName = "\(group)#\(ownerName)#\(rank)"
+            }
+            let key = GroupKey(topic: topic, group: groupName)
             let id = s.nextSubscriptionID
             s.nextSubscriptionID += 1
             if let existing = s.groups[key], existing.storage === target.binding {
@@ -211,7 +223,8 @@ final class DeliveryEngine: Sendable {
                 return (existing, false, id)
             }
             let made = ConsumerGroup(
-                id: s.nextGroupID, topic: topic, name: group, policy: policy, filters: filters, storage: target.binding,
+                id: s.nextGroupID, topic: topic, name: groupName, policy: policy, filters: filters,
+                storage: target.binding,
                 stream: target.stream, clock: clock, metrics: metrics, publish: publish)
             s.nextGroupID += 1
             s.groups[key] = made

@@ -20,6 +20,16 @@ public enum PluginExport {
             return PX_ERR_INVALID_ARGUMENT.status
         }
         if descriptor == nil {
+            let storage = type as? any StoragePlugin.Type
+            let registry = type as? any RegistryPlugin.Type
+            for (kind, word, conforms) in [
+                (PluginKinds.storage, "Storage", storage != nil), (PluginKinds.registry, "Registry", registry != nil),
+            ] where type.kinds.contains(kind) && !conforms {
+                write(
+                    err,
+                    "\(type.name) declares the \(word.lowercased()) kind but \(type) does not conform to \(word)Plugin")
+                return PX_ERR_INVALID_ARGUMENT.status
+            }
             pluginType = type
             let d = UnsafeMutablePointer<px_plugin_descriptor>.allocate(capacity: 1)
             d.initialize(to: px_plugin_descriptor())
@@ -28,7 +38,17 @@ public enum PluginExport {
             d.pointee.abi_minor = UInt16(PX_ABI_VERSION_MINOR)
             d.pointee.name = UnsafePointer(strdup(type.name))
             d.pointee.version = UnsafePointer(strdup(type.version))
-            d.pointee.kinds = type.kinds.rawValue
+            var kinds = type.kinds
+            // A kind's vtable is filled in exactly when the type adopts that kind's protocol.
+            if let storage {
+                kinds.insert(.storage)
+                d.pointee.storage = StorageExport.install(storage)
+            }
+            if let registry {
+                kinds.insert(.registry)
+                d.pointee.registry = RegistryExport.install(registry)
+            }
+            d.pointee.kinds = kinds.rawValue
             d.pointee.toolchain = UnsafePointer(strdup(Toolchain.current))
             d.pointee.on_create = onCreate
             d.pointee.on_start = onStart
@@ -58,7 +78,7 @@ public enum PluginExport {
             return PX_OK.status
         } catch let error as PluginError {
             write(err, error.message)
-            return error.status
+            return error.failureStatus
         } catch {
             write(err, "\(error)")
             return PX_ERR_INTERNAL.status

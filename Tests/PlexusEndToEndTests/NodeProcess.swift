@@ -17,7 +17,9 @@ enum Repository {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
 
-    static let requiredProducts = ["plexus", "libHeartbeatSource.so", "libConsoleSink.so"]
+    static let requiredProducts = [
+        "plexus", "libHeartbeatSource.so", "libConsoleSink.so", "libMemoryStorage.so", "libStandaloneRegistry.so",
+    ]
 
     /// The directory holding the `plexus` binary and the plugin libraries: the test bundle's own build
     /// directory when it has them, else `<root>/.build/debug`.

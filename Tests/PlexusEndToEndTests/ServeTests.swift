@@ -19,7 +19,8 @@ struct ServeTests {
         defer { node.kill() }
 
         let plugins = try await node.list()
-        #expect(Set(plugins.map(\.name)) == ["heartbeat-source", "console-sink"])
+        #expect(
+            Set(plugins.map(\.name)) == ["heartbeat-source", "console-sink", "memory-storage", "standalone-registry"])
         for plugin in plugins {
             #expect(plugin.state == .active, "\(plugin.name): \(plugin.lastError ?? "")")
             #expect(plugin.health == "healthy")
@@ -76,7 +77,7 @@ struct ServeTests {
         defer { node.kill() }
 
         let plugins = try await node.list()
-        #expect(plugins.count == 3)
+        #expect(plugins.count == 5, "the four shipped plugins and the broken fixture")
         let broken = try #require(plugins.first { $0.name == "create-fails" })
         #expect(broken.state == .failed)
         #expect(broken.errorCode == "hook-failed")
@@ -114,7 +115,11 @@ struct ServeTests {
             return String(line[range].dropFirst("plugin ".count).prefix { $0 != ":" })
         }
         #expect(
-            startOrder == ["heartbeat-source", "console-sink"],
+            Set(startOrder) == ["heartbeat-source", "console-sink", "memory-storage", "standalone-registry"],
+            "every shipped plugin started: \(startOrder)")
+        #expect(
+            (startOrder.firstIndex(of: "heartbeat-source") ?? .max)
+                < (startOrder.firstIndex(of: "console-sink") ?? .min),
             "console-sink optionally requires heartbeat, so starts after it")
 
         var previousStopped: Int?

@@ -1,0 +1,164 @@
+import PlexusPluginSDK
+import Synchronization
+
+/// One stream of `MemoryStorage`: its records, offsets and committed group offsets under one lock.
+public final class MemoryStream: Sendable {
+    struct Entry {
+        var event: CloudEvent
+        var appendTime: UInt64
+        var size: Int
+    }
+
+    struct State {
+        var options: StreamOptions
+        /// Retained records; `entries[head...]` hold offsets `firstOffset ..< nextOffset`.
+        var entries: [Entry] = []
+        var head = 0
+        var firstOffset: UInt64 = 0
+        var sizeBytes = 0
+        var committed: [String: UInt64] = [:]
+
+        var count: Int { entries.count - head }
+        var nextOffset: UInt64 { firstOffset + UInt64(count) }
+
+        /// Drops the oldest `n` records.
+        mutating func dropFirst(_ n: Int) {
+            guard n > 0 else { return }
+            for index in head..<(head + n) { sizeBytes -= entries[index].size }
+            head += n
+            firstOffset += UInt64(n)
+            // Reclaim the dropped prefix once it is most of the array: amortised O(1) per record.
+            if head >= 1024 && head * 2 >= entries.count {
+                entries.removeFirst(head)
+                head = 0
+            }
+        }
+    }
+
+    let name: String
+    private let state: Mutex<State>
+
+    init(name: String, options: StreamOptions) {
+        self.name = name
+        self.state = Mutex(State(options: options))
+    }
+
+    func setOptions(_ options: StreamOptions) { state.withLock { $0.options = options } }
+
+    /// Appends a batch after enforcing retention; returns the first offset.
+    /// - Throws: `PX_ERR_RESOURCE_EXHAUSTED` when the stream would exceed `maxStreamBytes` even after retention.
+    func append(_ events: [CloudEvent], sizes: [Int], now: UInt64, maxStreamBytes: Int) throws -> UInt64 {
+        let batchBytes = sizes.reduce(0, +)
+        return try state.withLock { s in
+            let first = s.nextOffset
+            guard !events.isEmpty else { return first }
+            // Time retention: records older than retentionMs go now.
+            var expired = 0
+            if s.options.retentionMilliseconds > 0 {
+                let (window, overflow) = s.options.retentionMilliseconds.multipliedReportingOverflow(by: 1_000_000)
+                let cutoff = overflow || window > now ? 0 : now - window
+                while expired < s.count && s.entries[s.head + expired].appendTime < cutoff { expired += 1 }
+            }
+            // Byte retention, counting the new batch: oldest first, always keeping the newest record.
+            var projected = s.sizeBytes + batchBytes
+            for index in (s.head)..<(s.head + expired) { projected -= s.entries[index].size }
+            var evicted = expired
+            let limit = s.options.retentionBytes
+            if limit > 0 {
+                // The new records may be evicted too, except the last one.
+                var newIndex = 0
+                while projected > limit {
+                    if evicted < s.count {
+                        projected -= s.entries[s.head + evicted].size
+                        evicted += 1
+                    } else if newIndex < sizes.count - 1 {
+                        projected -= sizes[newIndex]
+                        newIndex += 1
+                        evicted += 1
+                    } else {
+                        break
+                    }
+                }
+            }
+            guard projected <= maxStreamBytes else {
+                throw PluginError(
+                    PX_ERR_RESOURCE_EXHAUSTED,
+                    "memory-storage: stream '\(name)' holds \(s.sizeBytes) bytes; \(batchBytes) more would exceed "
+                        + "maxStreamBytes (\(maxStreamBytes))")
+            }
+            s.entries.reserveCapacity(s.entries.count + events.count)
+            for (event, size) in zip(events, sizes) {
+                s.entries.append(Entry(event: event, appendTime: now, size: size))
+            }
+            s.sizeBytes += batchBytes
+            s.dropFirst(evicted)
+            return first
+        }
+    }
+
+    /// Up to `maxRecords` records from `offset`, about `maxBytes` (0: no limit) but at least one.
+    func read(from offset: UInt64, maxRecords: Int, maxBytes: Int) throws -> ReadResult {
+        try state.withLock { s in
+            guard offset >= s.firstOffset else {
+                throw PluginError(
+                    PX_ERR_OUT_OF_RANGE,
+                    "memory-storage: offset \(offset) of stream '\(name)' is before its first retained offset "
+                        + "\(s.firstOffset)")
+            }
+            guard offset <= s.nextOffset else {
+                throw PluginError(
+                    PX_ERR_OUT_OF_RANGE,
+                    "memory-storage: offset \(offset) of stream '\(name)' is past its end (next offset \(s.nextOffset))"
+                )
+            }
+            var records: [StoredRecord] = []
+            var bytes = 0
+            var index = s.head + Int(offset - s.firstOffset)
+            while index < s.entries.count && records.count < maxRecords {
+                let entry = s.entries[index]
+                if maxBytes > 0 && !records.isEmpty && bytes + entry.size > maxBytes { break }
+                records.append(
+                    StoredRecord(
+                        offset: s.firstOffset + UInt64(index - s.head), appendTimeNanoseconds: entry.appendTime,
+                        event: entry.event))
+                bytes += entry.size
+                index += 1
+            }
+            return (records, offset + UInt64(records.count))
+        }
+    }
+
+    func commit(group: String, offset: UInt64) { state.withLock { $0.committed[group] = offset } }
+
+    func committed(group: String) -> UInt64? { state.withLock { $0.committed[group] } }
+
+    /// Discards records below `offset`.
+    /// - Throws: `PX_ERR_OUT_OF_RANGE` past the end of the stream.
+    func trim(before offset: UInt64) throws {
+        try state.withLock { s in
+            guard offset <= s.nextOffset else {
+                throw PluginError(
+                    PX_ERR_OUT_OF_RANGE,
+                    "memory-storage: cannot trim stream '\(name)' before \(offset), past its end (next offset "
+                        + "\(s.nextOffset))")
+            }
+            if offset > s.firstOffset { s.dropFirst(Int(offset - s.firstOffset)) }
+        }
+    }
+
+    func info() -> StreamInfo {
+        state.withLock {
+            StreamInfo(firstOffset: $0.firstOffset, nextOffset: $0.nextOffset, sizeBytes: UInt64($0.sizeBytes))
+        }
+    }
+
+    /// The bytes an event counts for: its attributes, extensions and data.
+    static func size(of event: CloudEvent) -> Int {
+        var size = event.id.utf8.count + event.source.utf8.count + event.specversion.utf8.count
+        size += event.type.utf8.count + event.data.count
+        size += (event.datacontenttype?.utf8.count ?? 0) + (event.dataschema?.utf8.count ?? 0)
+        size += (event.subject?.utf8.count ?? 0) + (event.time?.utf8.count ?? 0)
+        for (key, value) in event.extensions { size += key.utf8.count + value.utf8.count }
+        return size
+    }
+}

@@ -1,0 +1,268 @@
+import Dispatch
+import Foundation
+import PlexusPluginSDK
+import Synchronization
+
+/// The embedded service registry: instances in memory, persisted to `<data_dir>/registry.json` on every
+/// change, expired by TTL on a host timer, and watched through one serial queue per watch.
+///
+/// Changes are applied and their watch events queued under one lock, so every watch sees them in the order
+/// they happened. The file is written (temporary file, fsync, rename, fsync of the directory) on a serial
+/// I/O queue; a change's completion runs once a write covering it is on disk.
+public final class StandaloneRegistry: RegistryPlugin {
+    public static let name = "standalone-registry"
+    public static let version = "1.0.0"
+
+    struct Settings: Decodable {
+        var sweepIntervalMs: Int = 1000
+
+        enum CodingKeys: String, CodingKey { case sweepIntervalMs }
+
+        init() {}
+
+        init(from decoder: any Decoder) throws {
+            let keys = try decoder.container(keyedBy: CodingKeys.self)
+            sweepIntervalMs = try keys.decodeIfPresent(Int.self, forKey: .sweepIntervalMs) ?? sweepIntervalMs
+        }
+    }
+
+    struct Entry: Equatable {
+        var instance: ServiceInstance
+        /// Unix time in milliseconds when the instance expires; `nil` without a TTL.
+        var expiresAt: UInt64?
+    }
+
+    struct State {
+        /// Live instances by service, then instance id.
+        var services: [String: [String: Entry]] = [:]
+        var watches: [UInt64: Watch] = [:]
+        /// Bumped by every change that must reach the file.
+        var generation: UInt64 = 0
+
+        /// Queues `event` to every watch of its service. Call under the lock, in the order of the changes.
+        func notify(_ event: WatchEvent) {
+            for watch in watches.values where watch.service == event.instance.service { watch.send(event) }
+        }
+
+        /// Removes every instance expired at `now`, notifying watches; true when one was removed.
+        mutating func expire(now: UInt64) -> Bool {
+            var removed = false
+            for (service, entries) in services {
+                for (id, entry) in entries.sorted(by: { $0.key < $1.key }) {
+                    guard let expiresAt = entry.expiresAt, expiresAt <= now else { continue }
+                    services[service]?[id] = nil
+                    notify(.delete(entry.instance))
+                    removed = true
+                }
+                if services[service]?.isEmpty == true { services[service] = nil }
+            }
+            if removed { generation += 1 }
+            return removed
+        }
+    }
+
+    let host: PlexusPluginSDK.Host
+    let settings: Settings
+    let store: RegistryFile
+    private let state: Mutex<State>
+    private let io = DispatchQueue(label: "plexus.standalone-registry.io")
+    /// The generation last written to the file; touched only on `io`.
+    private let written = Mutex<UInt64>(0)
+    private let sweeper = Mutex<HostTimer?>(nil)
+    private let nextWatchID = Atomic<UInt64>(1)
+
+    public init(host: PlexusPluginSDK.Host, config: PluginConfig) throws {
+        self.host = host
+        settings = config.json.isEmpty ? Settings() : try config.decode(Settings.self)
+        guard settings.sweepIntervalMs > 0 else {
+            throw PluginError.invalidArgument("standalone-registry: sweepIntervalMs must be positive")
+        }
+        guard !config.dataDirectory.isEmpty else {
+            throw PluginError.invalidArgument("standalone-registry: the kernel gave no data directory")
+        }
+        store = RegistryFile(directory: config.dataDirectory)
+        var restored = State()
+        let now = Self.now()
+        for entry in try store.load() where entry.expiresAt.map({ $0 > now }) ?? true {
+            restored.services[entry.instance.service, default: [:]][entry.instance.instanceID] = entry
+        }
+        state = Mutex(restored)
+    }
+
+    public func start() throws {
+        let timer = try host.startTimer(
+            after: .milliseconds(settings.sweepIntervalMs), every: .milliseconds(settings.sweepIntervalMs)
+        ) { [weak self] in
+            self?.sweep()
+        }
+        sweeper.withLock { $0 = timer }
+    }
+
+    public func stop(timeout: Duration) throws {
+        if let timer = sweeper.withLock({ slot in
+            defer { slot = nil }; return slot
+        }) {
+            host.cancel(timer)
+        }
+        let watches = state.withLock { s in
+            defer { s.watches.removeAll() }
+            return Array(s.watches.values)
+        }
+        for watch in watches { watch.end() }
+        // Every completion owed runs before on_destroy: wait for the writes queued so far.
+        io.sync {}
+    }
+
+    public func register(
+        _ instance: ServiceInstance, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        try Self.check(service: instance.service, instanceID: instance.instanceID)
+        let now = Self.now()
+        let entry = Entry(
+            instance: instance, expiresAt: instance.ttlMilliseconds > 0 ? now &+ instance.ttlMilliseconds : nil)
+        state.withLock { s in
+            _ = s.expire(now: now)
+            let previous = s.services[instance.service]?[instance.instanceID]
+            guard previous != entry else { return }
+            s.services[instance.service, default: [:]][instance.instanceID] = entry
+            s.generation += 1
+            // Only a change is news to watchers: a registration that merely renews the TTL is not.
+            if previous?.instance != instance { s.notify(.put(instance)) }
+        }
+        persist(completion)
+    }
+
+    public func deregister(
+        service: String, instanceID: String, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        try Self.check(service: service, instanceID: instanceID)
+        let now = Self.now()
+        try state.withLock { s in
+            _ = s.expire(now: now)
+            guard let entry = s.services[service]?[instanceID] else {
+                throw PluginError(
+                    PX_ERR_NOT_FOUND,
+                    "standalone-registry: service '\(service)' has no instance '\(instanceID)' registered")
+            }
+            s.services[service]?[instanceID] = nil
+            if s.services[service]?.isEmpty == true { s.services[service] = nil }
+            s.generation += 1
+            s.notify(.delete(entry.instance))
+        }
+        persist(completion)
+    }
+
+    public func lookup(
+        service: String, completion: @escaping @Sendable (Result<[ServiceInstance], PluginError>) -> Void
+    ) throws {
+        try Self.check(service: service)
+        let now = Self.now()
+        let (found, expired) = state.withLock { s in
+            let expired = s.expire(now: now)
+            let found = (s.services[service] ?? [:]).values.map(\.instance).sorted { $0.instanceID < $1.instanceID }
+            return (found, expired)
+        }
+        if expired { persist { _ in } }
+        completion(.success(found))
+    }
+
+    public func watch(service: String, handler: @escaping @Sendable (WatchEvent) -> Void) throws -> UInt64 {
+        try Self.check(service: service)
+        let id = nextWatchID.wrappingAdd(1, ordering: .relaxed).oldValue
+        let watch = Watch(id: id, service: service, handler: handler)
+        let now = Self.now()
+        let expired = state.withLock { s in
+            let expired = s.expire(now: now)
+            s.watches[id] = watch
+            for entry in (s.services[service] ?? [:]).values.sorted(by: {
+                $0.instance.instanceID < $1.instance.instanceID
+            }) {
+                watch.send(.put(entry.instance))
+            }
+            return expired
+        }
+        if expired { persist { _ in } }
+        return id
+    }
+
+    public func unwatch(_ id: UInt64) throws {
+        guard let watch = state.withLock({ $0.watches.removeValue(forKey: id) }) else {
+            throw PluginError(PX_ERR_NOT_FOUND, "standalone-registry: no watch \(id)")
+        }
+        watch.end()
+    }
+
+    /// The timer's work: expire instances whose TTL passed.
+    func sweep() {
+        let now = Self.now()
+        if state.withLock({ $0.expire(now: now) }) { persist { _ in } }
+    }
+
+    /// Writes the registry to its file, unless a later write already covered this change, then completes.
+    private func persist(_ completion: @escaping @Sendable (Result<Void, PluginError>) -> Void) {
+        io.async { [self] in
+            let (generation, services) = state.withLock { ($0.generation, $0.services) }
+            guard generation > written.withLock({ $0 }) else { return completion(.success(())) }
+            do {
+                try store.save(services.values.flatMap(\.values))
+                written.withLock { $0 = max($0, generation) }
+                completion(.success(()))
+            } catch let error as PluginError {
+                completion(.failure(error))
+            } catch {
+                completion(.failure(PluginError(PX_ERR_IO, "standalone-registry: \(error)")))
+            }
+        }
+    }
+
+    static func check(service: String, instanceID: String? = nil) throws {
+        guard !service.isEmpty else { throw PluginError.invalidArgument("standalone-registry: the service is empty") }
+        if let instanceID, instanceID.isEmpty {
+            throw PluginError.invalidArgument("standalone-registry: the instance id of service '\(service)' is empty")
+        }
+    }
+
+    /// Unix time in milliseconds.
+    static func now() -> UInt64 { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) }
+}
+
+/// One watch: its handler runs on its own serial queue, so calls never overlap and keep their order.
+final class Watch: Sendable {
+    let id: UInt64
+    let service: String
+    private let handler: @Sendable (WatchEvent) -> Void
+    private let queue: DispatchQueue
+    private let active = Atomic<Bool>(true)
+    private static let current = DispatchSpecificKey<UInt64>()
+
+    init(id: UInt64, service: String, handler: @escaping @Sendable (WatchEvent) -> Void) {
+        self.id = id
+        self.service = service
+        self.handler = handler
+        queue = DispatchQueue(label: "plexus.standalone-registry.watch.\(id)")
+        queue.setSpecific(key: Self.current, value: id)
+    }
+
+    /// Queues an event for the handler.
+    func send(_ event: WatchEvent) {
+        queue.async { [self] in
+            guard active.load(ordering: .acquiring) else { return }
+            handler(event)
+        }
+    }
+
+    /// Stops the watch; when it returns the handler is not running (unless called from the handler itself)
+    /// and will not run again.
+    func end() {
+        active.store(false, ordering: .releasing)
+        if DispatchQueue.getSpecific(key: Self.current) != id { queue.sync {} }
+    }
+}
+
+@_cdecl("px_plugin_entry_v1")
+public func standaloneRegistryEntry(
+    _ api: UnsafePointer<px_host_api>?, _ out: UnsafeMutablePointer<UnsafePointer<px_plugin_descriptor>?>?,
+    _ err: UnsafeMutablePointer<px_error>?
+) -> px_status {
+    PluginExport.entry(StandaloneRegistry.self, api, out, err)
+}

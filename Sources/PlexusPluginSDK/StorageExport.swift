@@ -1,0 +1,330 @@
+import PlexusABI
+
+/// The storage vtable of a `StoragePlugin` image: C thunks that check their arguments, convert them, and call
+/// the plugin through a dispatcher specialised for its type.
+///
+/// C function pointers cannot capture the plugin type, so the image's one dispatcher lives in a slot that
+/// `install` fills before the entry hands out its descriptor and that nothing changes afterwards.
+enum StorageExport {
+    nonisolated(unsafe) private static var dispatcher: (any StorageDispatch)?
+    nonisolated(unsafe) private static var vtable: UnsafeMutablePointer<px_storage_vtable>?
+
+    /// The vtable for `type`, built on first use.
+    static func install<S: StoragePlugin>(_ type: S.Type) -> UnsafePointer<px_storage_vtable> {
+        if let vtable { return UnsafePointer(vtable) }
+        dispatcher = StorageDispatcher<S>()
+        let table = UnsafeMutablePointer<px_storage_vtable>.allocate(capacity: 1)
+        table.initialize(to: px_storage_vtable())
+        table.pointee.struct_size = UInt32(MemoryLayout<px_storage_vtable>.size)
+        table.pointee.durability = type.durability.rawValue
+        table.pointee.on_open_stream = onOpenStream
+        table.pointee.on_close_stream = onCloseStream
+        table.pointee.on_append = onAppend
+        table.pointee.on_read = onRead
+        table.pointee.on_commit_offset = onCommitOffset
+        table.pointee.on_fetch_offset = onFetchOffset
+        table.pointee.on_trim = onTrim
+        table.pointee.on_stream_info = onStreamInfo
+        vtable = table
+        return UnsafePointer(table)
+    }
+
+    /// The dispatcher and the checked instance and stream pointers, or a status with the reason written.
+    private static func target(
+        _ instance: UnsafeMutableRawPointer?, _ stream: OpaquePointer?, _ hook: String,
+        _ err: UnsafeMutablePointer<px_error>?
+    ) -> (any StorageDispatch, UnsafeMutableRawPointer, UnsafeMutableRawPointer)? {
+        guard let dispatcher, let instance else {
+            PluginExport.write(err, "\(hook): no plugin instance")
+            return nil
+        }
+        guard let stream else {
+            PluginExport.write(err, "\(hook): the stream handle is NULL")
+            return nil
+        }
+        return (dispatcher, instance, UnsafeMutableRawPointer(stream))
+    }
+
+    private static let invalid = PX_ERR_INVALID_ARGUMENT.status
+
+    private static let onOpenStream: px_storage_on_open_stream = { instance, name, options, out, err in
+        guard let dispatcher = StorageExport.dispatcher, let instance, let out else {
+            PluginExport.write(err, "on_open_stream needs an instance and an out pointer")
+            return StorageExport.invalid
+        }
+        return PluginExport.guarded(err) {
+            let stream = try dispatcher.openStream(
+                instance, name: name.string, options: StreamOptions(copying: options))
+            out.pointee = OpaquePointer(stream)
+        }
+    }
+
+    private static let onCloseStream: px_storage_on_close_stream = { instance, stream in
+        guard let dispatcher = StorageExport.dispatcher, let instance, let stream else { return }
+        dispatcher.closeStream(instance, UnsafeMutableRawPointer(stream))
+    }
+
+    private static let onAppend: px_storage_on_append = { instance, stream, events, count, done, user, err in
+        guard case let (dispatcher, instance, stream)? = StorageExport.target(instance, stream, "on_append", err) else {
+            return StorageExport.invalid
+        }
+        guard let done else {
+            PluginExport.write(err, "on_append: the completion is NULL")
+            return StorageExport.invalid
+        }
+        guard count >= 0, count == 0 || events != nil else {
+            PluginExport.write(err, "on_append: \(count) events but no event array")
+            return StorageExport.invalid
+        }
+        var copied: [CloudEvent] = []
+        copied.reserveCapacity(count)
+        for index in 0..<count {
+            guard let event = events?[index] else {
+                PluginExport.write(err, "on_append: event \(index) of \(count) is NULL")
+                return StorageExport.invalid
+            }
+            copied.append(CloudEvent(copying: event))
+        }
+        let completion = CCompletion(fn: done, user: user)
+        return CompletionGate<UInt64>.run(
+            err,
+            deliver: { result in
+                switch result {
+                case .success(let first):
+                    completion.fn(completion.user, PX_OK.status, first, px_str(ptr: nil, len: 0))
+                case .failure(let error):
+                    withPXStr(error.message) { completion.fn(completion.user, error.failureStatus, 0, $0) }
+                }
+            }
+        ) { done in
+            try dispatcher.append(instance, stream, copied, completion: done)
+        }
+    }
+
+    private static let onRead: px_storage_on_read = {
+        instance, stream, from, maxRecords, maxBytes, done, user, err in
+        guard case let (dispatcher, instance, stream)? = StorageExport.target(instance, stream, "on_read", err) else {
+            return StorageExport.invalid
+        }
+        guard let done else {
+            PluginExport.write(err, "on_read: the completion is NULL")
+            return StorageExport.invalid
+        }
+        guard maxRecords != 0 else {
+            PluginExport.write(err, "on_read: max_records must be at least 1")
+            return StorageExport.invalid
+        }
+        let completion = CCompletion(fn: done, user: user)
+        // A size_t above Int.max arrives negative: it means "as many as there are".
+        let records = maxRecords < 0 ? Int.max : maxRecords
+        let bytes = maxBytes < 0 ? Int.max : maxBytes
+        return CompletionGate<ReadResult>.run(
+            err,
+            deliver: { result in
+                switch result {
+                case .success(let (stored, next)):
+                    let batch = CRecordBatch(stored)
+                    withExtendedLifetime(batch) {
+                        completion.fn(
+                            completion.user, PX_OK.status, batch.pointers.baseAddress, batch.count, next,
+                            px_str(ptr: nil, len: 0))
+                    }
+                case .failure(let error):
+                    withPXStr(error.message) { completion.fn(completion.user, error.failureStatus, nil, 0, 0, $0) }
+                }
+            }
+        ) { done in
+            try dispatcher.read(instance, stream, from: from, maxRecords: records, maxBytes: bytes, completion: done)
+        }
+    }
+
+    private static let onCommitOffset: px_storage_on_commit_offset = {
+        instance, stream, group, offset, done, user, err in
+        guard case let (dispatcher, instance, stream)? = StorageExport.target(instance, stream, "on_commit_offset", err)
+        else {
+            return StorageExport.invalid
+        }
+        guard let done else {
+            PluginExport.write(err, "on_commit_offset: the completion is NULL")
+            return StorageExport.invalid
+        }
+        let name = group.string
+        return CompletionGate<Void>.run(err, deliver: CCompletion(fn: done, user: user).deliverStatus) { done in
+            try dispatcher.commitOffset(instance, stream, group: name, offset: offset, completion: done)
+        }
+    }
+
+    private static let onFetchOffset: px_storage_on_fetch_offset = { instance, stream, group, done, user, err in
+        guard case let (dispatcher, instance, stream)? = StorageExport.target(instance, stream, "on_fetch_offset", err)
+        else {
+            return StorageExport.invalid
+        }
+        guard let done else {
+            PluginExport.write(err, "on_fetch_offset: the completion is NULL")
+            return StorageExport.invalid
+        }
+        let completion = CCompletion(fn: done, user: user)
+        let name = group.string
+        return CompletionGate<UInt64?>.run(
+            err,
+            deliver: { result in
+                switch result {
+                case .success(let offset):
+                    completion.fn(completion.user, PX_OK.status, offset ?? UInt64.max, px_str(ptr: nil, len: 0))
+                case .failure(let error):
+                    withPXStr(error.message) {
+                        completion.fn(completion.user, error.failureStatus, UInt64.max, $0)
+                    }
+                }
+            }
+        ) { done in
+            try dispatcher.fetchOffset(instance, stream, group: name, completion: done)
+        }
+    }
+
+    private static let onTrim: px_storage_on_trim = { instance, stream, before, done, user, err in
+        guard case let (dispatcher, instance, stream)? = StorageExport.target(instance, stream, "on_trim", err) else {
+            return StorageExport.invalid
+        }
+        guard let done else {
+            PluginExport.write(err, "on_trim: the completion is NULL")
+            return StorageExport.invalid
+        }
+        return CompletionGate<Void>.run(err, deliver: CCompletion(fn: done, user: user).deliverStatus) { done in
+            try dispatcher.trim(instance, stream, before: before, completion: done)
+        }
+    }
+
+    private static let onStreamInfo: px_storage_on_stream_info = { instance, stream, out, err in
+        guard case let (dispatcher, instance, stream)? = StorageExport.target(instance, stream, "on_stream_info", err)
+        else {
+            return StorageExport.invalid
+        }
+        guard let out else {
+            PluginExport.write(err, "on_stream_info: the out pointer is NULL")
+            return StorageExport.invalid
+        }
+        return PluginExport.guarded(err) {
+            let info = try dispatcher.streamInfo(instance, stream)
+            var full = px_stream_info(
+                struct_size: UInt32(MemoryLayout<px_stream_info>.size), reserved: 0, first_offset: info.firstOffset,
+                next_offset: info.nextOffset, size_bytes: info.sizeBytes)
+            // Fill only what the caller's struct holds, and leave its struct_size as it set it.
+            let callerSize = Int(UnsafeRawPointer(out).load(as: UInt32.self))
+            let header = MemoryLayout<UInt32>.size
+            let length = min(callerSize, MemoryLayout<px_stream_info>.size) - header
+            if length > 0 {
+                withUnsafeBytes(of: &full) { bytes in
+                    UnsafeMutableRawPointer(out).advanced(by: header).copyMemory(
+                        from: bytes.baseAddress! + header, byteCount: length)
+                }
+            }
+        }
+    }
+}
+
+/// A C completion and its `user` pointer, carried to whichever thread completes.
+struct CCompletion<F>: @unchecked Sendable {
+    // Safe: the ABI lets a completion run on any thread, and the caller keeps `user` valid until it runs.
+    let fn: F
+    let user: UnsafeMutableRawPointer?
+}
+
+extension CCompletion where F == px_done_fn {
+    /// Calls a status-only completion with a result.
+    func deliverStatus(_ result: Result<Void, PluginError>) {
+        switch result {
+        case .success:
+            fn(user, PX_OK.status, px_str(ptr: nil, len: 0))
+        case .failure(let error):
+            withPXStr(error.message) { fn(user, error.failureStatus, $0) }
+        }
+    }
+}
+
+/// The storage calls of one plugin type, on raw instance and stream pointers.
+protocol StorageDispatch: Sendable {
+    func openStream(_ instance: UnsafeMutableRawPointer, name: String, options: StreamOptions) throws
+        -> UnsafeMutableRawPointer
+    func closeStream(_ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer)
+    func append(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, _ events: [CloudEvent],
+        completion: @escaping @Sendable (Result<UInt64, PluginError>) -> Void) throws
+    func read(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, from offset: UInt64,
+        maxRecords: Int, maxBytes: Int, completion: @escaping @Sendable (Result<ReadResult, PluginError>) -> Void
+    ) throws
+    func commitOffset(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, group: String, offset: UInt64,
+        completion: @escaping @Sendable (Result<Void, PluginError>) -> Void) throws
+    func fetchOffset(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, group: String,
+        completion: @escaping @Sendable (Result<UInt64?, PluginError>) -> Void) throws
+    func trim(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, before offset: UInt64,
+        completion: @escaping @Sendable (Result<Void, PluginError>) -> Void) throws
+    func streamInfo(_ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer) throws -> StreamInfo
+}
+
+/// `StorageDispatch` for `S`: the instance pointer is the retained plugin (see `PluginExport`), the stream
+/// pointer a retained `S.StreamHandle`.
+struct StorageDispatcher<S: StoragePlugin>: StorageDispatch {
+    private func plugin(_ instance: UnsafeMutableRawPointer) -> S {
+        Unmanaged<S>.fromOpaque(instance).takeUnretainedValue()
+    }
+
+    private func handle(_ stream: UnsafeMutableRawPointer) -> S.StreamHandle {
+        Unmanaged<S.StreamHandle>.fromOpaque(stream).takeUnretainedValue()
+    }
+
+    func openStream(_ instance: UnsafeMutableRawPointer, name: String, options: StreamOptions) throws
+        -> UnsafeMutableRawPointer
+    {
+        Unmanaged.passRetained(try plugin(instance).openStream(name: name, options: options)).toOpaque()
+    }
+
+    func closeStream(_ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer) {
+        let handle = Unmanaged<S.StreamHandle>.fromOpaque(stream).takeRetainedValue()
+        plugin(instance).closeStream(handle)
+    }
+
+    func append(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, _ events: [CloudEvent],
+        completion: @escaping @Sendable (Result<UInt64, PluginError>) -> Void
+    ) throws {
+        try plugin(instance).append(handle(stream), events, completion: completion)
+    }
+
+    func read(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, from offset: UInt64,
+        maxRecords: Int, maxBytes: Int, completion: @escaping @Sendable (Result<ReadResult, PluginError>) -> Void
+    ) throws {
+        try plugin(instance).read(
+            handle(stream), from: offset, maxRecords: maxRecords, maxBytes: maxBytes, completion: completion)
+    }
+
+    func commitOffset(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, group: String, offset: UInt64,
+        completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        try plugin(instance).commitOffset(handle(stream), group: group, offset: offset, completion: completion)
+    }
+
+    func fetchOffset(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, group: String,
+        completion: @escaping @Sendable (Result<UInt64?, PluginError>) -> Void
+    ) throws {
+        try plugin(instance).fetchOffset(handle(stream), group: group, completion: completion)
+    }
+
+    func trim(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, before offset: UInt64,
+        completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        try plugin(instance).trim(handle(stream), before: offset, completion: completion)
+    }
+
+    func streamInfo(_ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer) throws -> StreamInfo {
+        try plugin(instance).streamInfo(handle(stream))
+    }
+}
