@@ -32,6 +32,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "The node's data directory.")
     var dataDir: String?
 
+    @Option(name: .long, help: "The storage plugin for topics without a binding; replaces topics.defaultStorage.")
+    var defaultStorage: String?
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -50,6 +53,7 @@ struct Serve: AsyncParsableCommand {
         node.pluginSearchPath += pluginPath.map(absolute)
         if let adminPort { node.adminPort = adminPort }
         if let dataDir { node.dataDirectory = absolute(dataDir) }
+        if let defaultStorage { node.topics.defaultStorage = defaultStorage }
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("unknown log level '\(logLevel)'")
         }

@@ -189,14 +189,15 @@ final class NodeProcess {
     deinit { kill() }
 
     /// Starts a node on an ephemeral admin port and waits for its `plexus: admin endpoint …` line.
-    static func start(manifests: URL, pluginPaths: [URL] = [], data: URL, in directory: URL) async throws -> NodeProcess
-    {
+    static func start(
+        manifests: URL, pluginPaths: [URL] = [], data: URL, in directory: URL, extraArguments: [String] = []
+    ) async throws -> NodeProcess {
         let products = try Repository.products()
         let stdoutFile = directory.appendingPathComponent("node.out")
         let stderrFile = directory.appendingPathComponent("node.err")
         var arguments = ["serve", "--manifests", manifests.path, "--plugin-path", products.path]
         for path in pluginPaths { arguments += ["--plugin-path", path.path] }
-        arguments += ["--admin-port", "0", "--data-dir", data.path]
+        arguments += ["--admin-port", "0", "--data-dir", data.path] + extraArguments
         let process = try Command.launch(
             products.appendingPathComponent("plexus"), arguments, in: directory, stdout: stdoutFile, stderr: stderrFile)
         let prefix = "plexus: admin endpoint http://127.0.0.1:"

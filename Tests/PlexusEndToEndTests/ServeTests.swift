@@ -9,13 +9,15 @@ import Testing
 /// The real `plexus` binary serving the real plugin libraries with real manifests.
 @Suite("plexus serve", .timeLimit(.minutes(2)))
 struct ServeTests {
-    @Test("the shipped plugins run: heartbeats are published and received, operations answer")
-    func shippedPlugins() async throws {
+    @Test(
+        "the shipped plugins run: heartbeats are stored, delivered and received, operations answer",
+        arguments: [[], ["--default-storage", "memory-storage"]])
+    func shippedPlugins(storage: [String]) async throws {
         let directory = try TestDirectory()
         defer { directory.remove() }
         let node = try await NodeProcess.start(
             manifests: try directory.shippedManifests(intervalMs: 100), data: try directory.subdirectory("data"),
-            in: directory.url)
+            in: directory.url, extraArguments: storage)
         defer { node.kill() }
 
         let plugins = try await node.list()
@@ -121,6 +123,10 @@ struct ServeTests {
             (startOrder.firstIndex(of: "heartbeat-source") ?? .max)
                 < (startOrder.firstIndex(of: "console-sink") ?? .min),
             "console-sink optionally requires heartbeat, so starts after it")
+        #expect(
+            (startOrder.firstIndex(of: "memory-storage") ?? .max)
+                < (startOrder.firstIndex(of: "heartbeat-source") ?? .min),
+            "heartbeat-source optionally requires storage, so starts after it")
 
         var previousStopped: Int?
         for name in startOrder.reversed() {
