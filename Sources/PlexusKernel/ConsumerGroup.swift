@@ -32,6 +32,8 @@ final class ConsumerGroup: Sendable {
     struct Flight: Sendable {
         var pending: Pending
         var member: UInt64
+        /// When the attempt times out (clock nanoseconds).
+        var deadline: UInt64
     }
 
     enum Action: Sendable {
@@ -39,7 +41,8 @@ final class ConsumerGroup: Sendable {
         case deliver(member: Member, deliveryID: UInt64, pending: Pending)
         case commit(UInt64)
         case deadLetter(Pending, reason: String)
-        case timeout(deliveryID: UInt64, at: UInt64)
+        /// Wake up at this time to time out unanswered deliveries (one timer per group, not per delivery).
+        case sweep(at: UInt64)
     }
 
     struct State: Sendable {
@@ -60,6 +63,8 @@ final class ConsumerGroup: Sendable {
         var nextMember = 0
         var nextSequence: UInt64 = 1
         var closed = false
+        /// The earliest time a timeout sweep is scheduled for, if any.
+        var sweepAt: UInt64?
     }
 
     /// Events a group holds in memory at most (read but not yet done).
@@ -216,6 +221,22 @@ final class ConsumerGroup: Sendable {
         pump()
     }
 
+    /// Times out every delivery whose deadline passed, then schedules the next sweep for the earliest one
+    /// left. A sweep that was superseded by an earlier one still runs; it only finds less to do.
+    private func sweep(scheduledAt: UInt64) {
+        let now = clock.now()
+        let (expired, next) = state.withLock { s -> ([UInt64], UInt64?) in
+            if s.sweepAt == scheduledAt { s.sweepAt = nil }
+            let expired = s.inFlight.filter { $0.value.deadline <= now }.map(\.key)
+            let remaining = s.inFlight.values.filter { $0.deadline > now }.map(\.deadline).min()
+            guard let remaining, s.sweepAt.map({ remaining < $0 }) ?? true else { return (expired, nil) }
+            s.sweepAt = remaining
+            return (expired, remaining)
+        }
+        for deliveryID in expired.sorted() { timedOut(deliveryID) }
+        if let next { clock.schedule(at: next) { [weak self] in self?.sweep(scheduledAt: next) } }
+    }
+
     private func timedOut(_ deliveryID: UInt64) {
         let seconds = Double(policy.timeout) / 1e9
         if nack(deliveryID, owner: nil, deadLetter: false, reason: "not acknowledged within \(seconds) s") {
@@ -255,10 +276,14 @@ final class ConsumerGroup: Sendable {
             if policy.ordered, let key = pending.key { s.keyHolder[key] = pending.offset }
             let deliveryID = (id << 40) | (s.nextSequence & 0xFF_FFFF_FFFF)
             s.nextSequence += 1
-            s.inFlight[deliveryID] = Flight(pending: pending, member: member.id)
+            let deadline = clock.now() &+ policy.timeout
+            s.inFlight[deliveryID] = Flight(pending: pending, member: member.id, deadline: deadline)
             s.members[member.id]?.inFlight += 1
             actions.append(.deliver(member: member, deliveryID: deliveryID, pending: pending))
-            actions.append(.timeout(deliveryID: deliveryID, at: clock.now() &+ policy.timeout))
+            if s.sweepAt.map({ deadline < $0 }) ?? true {
+                s.sweepAt = deadline
+                actions.append(.sweep(at: deadline))
+            }
         }
         if s.committed > s.lastCommitted && !s.committing {
             s.committing = true
@@ -306,8 +331,8 @@ final class ConsumerGroup: Sendable {
                 }
             case .deadLetter(let pending, let reason):
                 deadLetter(pending, reason: reason)
-            case .timeout(let deliveryID, let at):
-                clock.schedule(at: at) { [weak self] in self?.timedOut(deliveryID) }
+            case .sweep(let at):
+                clock.schedule(at: at) { [weak self] in self?.sweep(scheduledAt: at) }
             }
         }
     }

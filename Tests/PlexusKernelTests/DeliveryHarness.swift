@@ -17,7 +17,7 @@ final class DeliveryHarness: Sendable {
     let root: URL
     let kernel: Kernel
     let clock = ManualDeliveryClock()
-    let client: PluginContext
+    let client: LocalClient
     private let subscribers = Mutex<[Subscriber]>([])
 
     init() throws {
@@ -46,7 +46,7 @@ final class DeliveryHarness: Sendable {
             throw Failure(
                 description: "memory-storage did not start: \(kernel.status(of: "memory-storage")?.lastError ?? "?")")
         }
-        client = PluginContext(name: "test-client", logger: logger, services: kernel.services)
+        client = LocalClient(kernel: kernel, name: "test-client")
     }
 
     deinit {
@@ -67,116 +67,40 @@ final class DeliveryHarness: Sendable {
     /// Publishes through `px_host_api.publish` and waits for the acknowledgement.
     @discardableResult
     func publish(_ topic: String, _ events: [CloudEvent]) throws -> UInt64 {
-        let box = PublishBox()
-        let batch = CEventBatch(events)
-        let status = withExtendedLifetime(batch) {
-            withPXStr(topic) { topicStr in
-                ErrorBuffer.with { err in
-                    HostServices.api.pointee.publish(
-                        client.handle, topicStr, batch.pointers.baseAddress, batch.pointers.count,
-                        { user, status, first, error in
-                            guard let user else { return }
-                            let box = Unmanaged<PublishBox>.fromOpaque(user).takeRetainedValue()
-                            box.result.withLock { $0 = (status, first, error.string) }
-                            box.done.signal()
-                        }, Unmanaged.passRetained(box).toOpaque(), err)
-                }
-            }
-        }
-        guard status == PX_OK.status else { throw Failure(description: "publish refused: \(StatusText.name(status))") }
-        guard box.done.wait(timeout: .now() + 5) == .success, let (code, first, message) = box.result.withLock({ $0 })
-        else {
-            throw Failure(description: "publish was never acknowledged")
-        }
-        guard code == PX_OK.status else {
-            throw Failure(description: "publish failed: \(StatusText.name(code)) \(message)")
-        }
-        return first
+        try client.publishAndWait(topic, events)
     }
 
-    final class PublishBox: Sendable {
-        let done = DispatchSemaphore(value: 0)
-        let result = Mutex<(px_status, UInt64, String)?>(nil)
-    }
-
-    /// Subscribes through `px_host_api.subscribe`; `configure` sets delivery options on the spec.
+    /// Subscribes through `px_host_api.subscribe`, from the earliest offset; `configure` sets options.
     func subscribe(
         _ topic: String, group: String, broadcast: Bool = false, filters: [(String, String)] = [],
-        configure: (inout px_subscription_spec) -> Void = { _ in }
+        configure: (inout LocalClient.Options) -> Void = { _ in }
     ) throws -> Subscriber {
-        let subscriber = Subscriber(harness: self)
-        let pairs = filters.map { (key: $0.0, value: $0.1) }
-        let status: (px_status, String) = withPXStr(topic) { topicStr in
-            withPXStr(group) { groupStr in
-                withKVArray(pairs) { kvs in
-                    var spec = px_subscription_spec()
-                    spec.struct_size = UInt32(MemoryLayout<px_subscription_spec>.size)
-                    spec.topic = topicStr
-                    spec.group = groupStr
-                    spec.group_mode =
-                        broadcast ? UInt32(PX_GROUP_BROADCAST.rawValue) : UInt32(PX_GROUP_CLUSTERING.rawValue)
-                    spec.filters = kvs.baseAddress
-                    spec.filter_count = kvs.count
-                    spec.start_position = UInt32(PX_START_EARLIEST.rawValue)
-                    spec.deliver = { user, delivery in
-                        guard let user, let delivery else { return }
-                        Unmanaged<Subscriber>.fromOpaque(user).takeUnretainedValue().received(delivery)
-                    }
-                    spec.user = Unmanaged.passUnretained(subscriber).toOpaque()
-                    configure(&spec)
-                    return ErrorBuffer.with { err in
-                        var id: UInt64 = 0
-                        let status = HostServices.api.pointee.subscribe(client.handle, &spec, &id, err)
-                        subscriber.id.store(id, ordering: .relaxed)
-                        return (status, ErrorBuffer.text(err))
-                    }
-                }
-            }
-        }
-        guard status.0 == PX_OK.status else {
-            throw Failure(description: "subscribe refused: \(StatusText.name(status.0)) \(status.1)")
-        }
+        var options = LocalClient.Options()
+        options.broadcast = broadcast
+        options.filters = filters.map { (key: $0.0, value: $0.1) }
+        configure(&options)
+        let subscriber = Subscriber(client: client)
+        let id = try client.subscribe(topic: topic, group: group, options: options) { subscriber.received($0) }
+        subscriber.id.store(id, ordering: .relaxed)
         subscribers.withLock { $0.append(subscriber) }
         return subscriber
     }
 }
 
-/// Lends key/value pairs as a `px_kv` array.
-func withKVArray<R>(_ pairs: [(key: String, value: String)], _ body: (UnsafeBufferPointer<px_kv>) -> R) -> R {
-    let strings = pairs.flatMap { [strdup($0.key), strdup($0.value)] }
-    defer { strings.forEach { free($0) } }
-    let kvs = (0..<pairs.count).map { i in
-        px_kv(
-            key: px_str(ptr: strings[2 * i], len: pairs[i].key.utf8.count),
-            value: px_str(ptr: strings[2 * i + 1], len: pairs[i].value.utf8.count))
-    }
-    return kvs.withUnsafeBufferPointer(body)
-}
-
 /// One subscription of the test client: records every delivery.
 final class Subscriber: Sendable {
-    struct Received: Sendable {
-        var deliveryID: UInt64
-        var attempt: UInt32
-        var offset: UInt64
-        var event: CloudEvent
-        var topic: String
-    }
+    typealias Received = LocalClient.Delivery
 
     let id = Atomic<UInt64>(0)
     let deliveries = Mutex<[Received]>([])
     let unsubscribed = Atomic<Bool>(false)
     /// Acknowledge every delivery as it arrives.
     let autoAck = Atomic<Bool>(false)
-    private let harness: DeliveryHarness
+    private let client: LocalClient
 
-    init(harness: DeliveryHarness) { self.harness = harness }
+    init(client: LocalClient) { self.client = client }
 
-    func received(_ d: UnsafePointer<px_delivery>) {
-        guard let record = d.pointee.record, let event = record.pointee.event else { return }
-        let item = Received(
-            deliveryID: d.pointee.delivery_id, attempt: d.pointee.attempt, offset: record.pointee.offset,
-            event: CloudEvent(copying: event), topic: d.pointee.topic.string)
+    func received(_ item: Received) {
         deliveries.withLock { $0.append(item) }
         if autoAck.load(ordering: .relaxed) { _ = ack(item) }
     }
@@ -199,21 +123,15 @@ final class Subscriber: Sendable {
     }
 
     @discardableResult
-    func ack(_ item: Received) -> px_status {
-        HostServices.api.pointee.ack(harness.client.handle, item.deliveryID)
-    }
+    func ack(_ item: Received) -> px_status { client.ack(item) }
 
     @discardableResult
     func nack(_ item: Received, deadLetter: Bool = false, reason: String = "test") -> px_status {
-        withPXStr(reason) {
-            HostServices.api.pointee.nack(
-                harness.client.handle, item.deliveryID,
-                deadLetter ? PX_NACK_DEAD_LETTER.rawValue : PX_NACK_RETRY.rawValue, $0)
-        }
+        client.nack(item, deadLetter: deadLetter, reason: reason)
     }
 
     func unsubscribe() {
         guard !unsubscribed.exchange(true, ordering: .relaxed) else { return }
-        _ = HostServices.api.pointee.unsubscribe(harness.client.handle, id.load(ordering: .relaxed))
+        client.unsubscribe(id.load(ordering: .relaxed))
     }
 }
