@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: run test build release bootstrap abi-check lint format bench-abi clean
+.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -37,6 +37,10 @@ format:
 ## ABI call overhead against direct Swift calls, and load+start time of 1, 10 and 50 plugins.
 bench-abi: bootstrap
 	benchmarks/abi/run
+
+## In-process publish → memory storage → subscriber → ack against raw ABI calls; memory over a long run.
+bench-core: bootstrap
+	benchmarks/core/run
 
 clean:
 	rm -rf .build .plexus

@@ -53,7 +53,9 @@ let package = Package(
     products: [
         .executable(name: "plexus", targets: ["plexus"]),
         .library(name: "PlexusPluginSDK", targets: ["PlexusPluginSDK"]),
+        .library(name: "PlexusConformance", targets: ["PlexusConformance"]),
         .executable(name: "plexus-bench-abi", targets: ["PlexusBenchABI"]),
+        .executable(name: "plexus-bench-core", targets: ["PlexusBenchCore"]),
     ] + plugins.map(\.product),
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -83,10 +85,17 @@ let package = Package(
             ]
         ),
         .target(name: "PlexusPluginSDK", dependencies: ["PlexusABI", "PlexusCore"]),
+        .target(
+            name: "PlexusConformance",
+            dependencies: [
+                "PlexusKernel", "PlexusABI", "PlexusCore", .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "plexus",
             dependencies: [
                 "PlexusKernel",
+                "PlexusConformance",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -97,9 +106,19 @@ let package = Package(
             dependencies: ["PlexusKernel", "PlexusABI", .product(name: "Logging", package: "swift-log")],
             path: "benchmarks/ABIBench"
         ),
+        .executableTarget(
+            name: "PlexusBenchCore",
+            dependencies: [
+                "PlexusKernel", "PlexusABI", "PlexusCore", .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "benchmarks/CoreBench"
+        ),
         .testTarget(
             name: "PlexusKernelTests",
-            dependencies: ["PlexusKernel", "PlexusABI", "PlexusCore", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "PlexusKernel", "PlexusABI", "PlexusCore", "PlexusConformance",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(
             name: "PlexusEndToEndTests",

@@ -65,6 +65,15 @@ public final class HostServices: Sendable {
         return true
     }
 
+    /// Releases what a stopping plugin instance left with the host (timers, subscriptions, registry watches)
+    /// and refuses it new ones. `wait: false` for an abandoned instance, whose callbacks may never return.
+    func release(owner: ObjectIdentifier, wait: Bool) {
+        timers.cancelAll(owner: owner, wait: wait)
+        fanout.unsubscribeAll(owner: owner, wait: wait)
+        router?.engine.unsubscribeAll(owner: owner, wait: wait)
+        unwatchAll(owner: owner)
+    }
+
     /// Cancels the registry watches an owner left.
     func unwatchAll(owner: ObjectIdentifier) {
         let ids = watches.withLock { all in

@@ -305,10 +305,7 @@ public final class Kernel: Sendable {
     /// ones. `wait: false` for an abandoned plugin, whose callbacks may never return.
     private func cleanUp(_ record: PluginRecord, wait: Bool) {
         guard let context = record.snapshot.context else { return }
-        services.timers.cancelAll(owner: context.id, wait: wait)
-        services.fanout.unsubscribeAll(owner: context.id, wait: wait)
-        services.router?.engine.unsubscribeAll(owner: context.id, wait: wait)
-        services.unwatchAll(owner: context.id)
+        services.release(owner: context.id, wait: wait)
     }
 
     /// Calls on_destroy once every completion owed to the instance has run.

@@ -12,6 +12,11 @@ public final class LocalClient: Sendable {
         public var status: px_status
         public var message: String
         public var description: String { "\(StatusText.name(status)): \(message)" }
+
+        public init(status: px_status, message: String) {
+            self.status = status
+            self.message = message
+        }
     }
 
     /// One delivery, copied out of the kernel's borrowed `px_delivery`.

@@ -11,6 +11,13 @@ public struct TopicConfig: Sendable, Equatable {
         public var storage: String
         public var retentionBytes: UInt64 = 0
         public var retentionMs: UInt64 = 0
+
+        public init(topic: String, storage: String, retentionBytes: UInt64 = 0, retentionMs: UInt64 = 0) {
+            self.topic = topic
+            self.storage = storage
+            self.retentionBytes = retentionBytes
+            self.retentionMs = retentionMs
+        }
     }
 
     /// The storage plugin for topics without a binding; `nil`: such topics are refused.

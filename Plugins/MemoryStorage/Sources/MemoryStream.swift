@@ -86,7 +86,6 @@ public final class MemoryStream: Sendable {
                     "memory-storage: stream '\(name)' holds \(s.sizeBytes) bytes; \(batchBytes) more would exceed "
                         + "maxStreamBytes (\(maxStreamBytes))")
             }
-            s.entries.reserveCapacity(s.entries.count + events.count)
             for (event, size) in zip(events, sizes) {
                 s.entries.append(Entry(event: event, appendTime: now, size: size))
             }

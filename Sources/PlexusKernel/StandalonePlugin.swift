@@ -1,0 +1,378 @@
+import Foundation
+import Logging
+import PlexusABI
+import PlexusCore
+import Synchronization
+
+/// One plugin library loaded outside a node, through the kernel's own loader, so that a single instance of
+/// it can be created, started, stopped and destroyed on its own: what the conformance kit and plugin
+/// authors' tests drive.
+///
+/// The library is verified, copied to its content-addressed path and mapped exactly as a node would
+/// (`PluginLoader`), and the descriptor is checked against a manifest. That manifest is either a real one
+/// (`manifest:`), or one derived from the descriptor itself (name, version, kinds, ABI and toolchain), so a
+/// bare `.so` can be exercised without writing a manifest first. Each instance gets the same
+/// `px_plugin_config`, host table and deadlines a node gives it.
+///
+/// ```swift
+/// let plugin = try StandalonePlugin(library: "libMemoryStorage.so", cacheDirectory: cache)
+/// let instance = try plugin.start(dataDirectory: data)
+/// defer { try? instance.stop() }
+/// let storage = plugin.storage  // call its hooks with instance.pointer
+/// ```
+///
+/// - Important: Like a node, this never unmaps the image (`dlclose` is never called).
+public final class StandalonePlugin: Sendable {
+    /// The manifest the plugin is run with: the one given, or the one derived from its descriptor.
+    public let manifest: Manifest
+    /// Whether `manifest` was derived from the descriptor rather than read from a file.
+    public let manifestIsSynthetic: Bool
+    /// The library as given.
+    public let library: String
+    /// The library's SHA-256, lowercase hex.
+    public let sha256: String
+    let loaded: LoadedPlugin
+    let services: HostServices
+    let logger: Logger
+
+    /// Loads a plugin library through the kernel's loader.
+    ///
+    /// - Parameters:
+    ///   - library: the plugin's `.so`.
+    ///   - manifestPath: a manifest to check the library against (its `sha256` pin, `toolchain`, name,
+    ///     version, kinds and ABI) and to take the configuration schema, values and deadlines from. Without
+    ///     it, a manifest is derived from the descriptor: same name, version, kinds, ABI and toolchain, no
+    ///     configuration schema, 10 s deadlines.
+    ///   - configJSON: the configuration as one JSON object. With a manifest it replaces the manifest's
+    ///     `config.values` and is validated against its schema (defaults filled in); without one it is
+    ///     passed to the plugin as it is.
+    ///   - cacheDirectory: where the content-addressed copy of the library is mapped from.
+    ///   - logger: where the plugin's log lines go.
+    /// - Throws: `KernelError` naming what the kernel would refuse, exactly as a node would report it.
+    public init(
+        library: String, manifest manifestPath: String? = nil, configJSON: String? = nil, cacheDirectory: String,
+        logger: Logger = Logger(label: "plexus.standalone", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) throws {
+        guard FileManager.default.isReadableFile(atPath: library) else {
+            throw KernelError(.libraryNotFound, subject: library, "does not exist or is not readable")
+        }
+        let config = try configJSON.map(Self.parseConfig)
+        let loader = PluginLoader(searchPath: [], cacheDirectory: cacheDirectory, requireSHA256: false)
+        let loaded: LoadedPlugin
+        var manifest: Manifest
+        if let manifestPath {
+            manifest = try ManifestParser.load(path: manifestPath)
+            if let config {
+                manifest.config = try manifest.configSchema.validate(
+                    config, subject: manifestPath, field: "config.values")
+            }
+            let digest = try loader.verify(manifest, library: library)
+            let mapped = try loader.cache(library, sha256: digest, subject: manifest.path)
+            loaded = try loader.load(manifest, path: mapped, sha256: digest, deadline: manifest.startTimeout)
+        } else {
+            let digest = try PluginLoader.sha256(ofFile: library)
+            let mapped = try loader.cache(library, sha256: digest, subject: library)
+            let (handle, descriptor) = try Self.open(mapped, subject: library)
+            manifest = try Self.manifest(describing: descriptor, library: library, config: config ?? .object([]))
+            _ = try loader.verify(manifest, library: mapped)
+            try PluginLoader.check(descriptor, against: manifest)
+            loaded = LoadedPlugin(descriptor: descriptor, mappedPath: mapped, sha256: digest, handle: handle)
+        }
+        self.manifest = manifest
+        self.manifestIsSynthetic = manifestPath == nil
+        self.library = library
+        self.sha256 = loaded.sha256
+        self.loaded = loaded
+        self.services = HostServices(metrics: MetricsRegistry())
+        self.logger = logger
+    }
+
+    /// The descriptor the plugin returned, as the kernel copied it.
+    public var descriptor: px_plugin_descriptor { loaded.descriptor }
+
+    /// The plugin's storage vtable, when it is a storage plugin (a static table in the mapped image).
+    public var storage: UnsafePointer<px_storage_vtable>? { loaded.descriptor.storage }
+
+    /// The plugin's registry vtable, when it is a registry plugin (a static table in the mapped image).
+    public var registry: UnsafePointer<px_registry_vtable>? { loaded.descriptor.registry }
+
+    /// Creates and starts an instance, as a node does: `on_create` with the manifest's configuration, then
+    /// `on_start`, each within the manifest's start deadline. When `on_start` fails, the instance is
+    /// destroyed before this throws.
+    ///
+    /// - Parameters:
+    ///   - dataDirectory: the instance's `data_dir`; created if missing. Start a second instance on the same
+    ///     directory (after stopping the first) to test what survives a restart.
+    ///   - nodeID: the `node_id` the instance is told.
+    /// - Throws: `KernelError` (`hookFailed`, `deadlineExceeded`, `io`) with the plugin's own reason.
+    public func start(dataDirectory: String, nodeID: String = "standalone") throws -> Instance {
+        let name = manifest.name
+        do {
+            try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw KernelError(
+                .io, subject: name, "cannot create its data directory \(dataDirectory): \(error.localizedDescription)")
+        }
+        let context = PluginContext(
+            name: name, logger: Kernel.pluginLogger(logger, name: name), services: services)
+        let loaded = loaded
+        let manifest = manifest
+        let created = Deadline.run(manifest.startTimeout, name: "plexus.create.\(name)") { () -> HookOutcome in
+            PluginConfigBuffer.with(manifest: manifest, nodeID: nodeID, dataDirectory: dataDirectory) { config in
+                ErrorBuffer.with { err in
+                    var instance: UnsafeMutableRawPointer?
+                    let status = loaded.descriptor.on_create(HostServices.api, context.handle, config, &instance, err)
+                    return HookOutcome(status: status, message: ErrorBuffer.text(err), instance: instance)
+                }
+            }
+        }
+        guard case .finished(let create) = created else {
+            throw KernelError(
+                .deadlineExceeded, subject: name,
+                "on_create did not return within \(manifest.startTimeout.milliseconds) ms; the instance is abandoned")
+        }
+        guard create.status == PX_OK.status else {
+            throw KernelError(
+                .hookFailed, subject: name,
+                "on_create failed with \(StatusText.name(create.status)): \(create.message)")
+        }
+        let instance = Instance(
+            plugin: self, context: context, pointer: InstancePointer(create.instance), dataDirectory: dataDirectory)
+        let started = Deadline.run(manifest.startTimeout, name: "plexus.start.\(name)") { () -> HookOutcome in
+            ErrorBuffer.with { err in
+                HookOutcome(
+                    status: loaded.descriptor.on_start(instance.pointer, err), message: ErrorBuffer.text(err),
+                    instance: nil)
+            }
+        }
+        guard case .finished(let start) = started else {
+            instance.abandon()
+            throw KernelError(
+                .deadlineExceeded, subject: name,
+                "on_start did not return within \(manifest.startTimeout.milliseconds) ms; the instance is abandoned")
+        }
+        guard start.status == PX_OK.status else {
+            // As a node does: a failed start is followed by on_destroy, without on_stop.
+            try? instance.destroy()
+            throw KernelError(
+                .hookFailed, subject: name, "on_start failed with \(StatusText.name(start.status)): \(start.message)")
+        }
+        return instance
+    }
+
+    /// Runs `body` with a `px_error` of the kernel's standard capacity (`PX_ERROR_CAPACITY`) and returns its
+    /// result with the text the callee wrote (read within the buffer, even without a terminating NUL).
+    ///
+    /// For callers that drive a plugin's hooks themselves, as the kernel does.
+    public static func withErrorBuffer<R>(_ body: (UnsafeMutablePointer<px_error>) -> R) -> (result: R, message: String)
+    {
+        ErrorBuffer.with { err in
+            let result = body(err)
+            return (result, ErrorBuffer.text(err))
+        }
+    }
+
+    // MARK: Loading without a manifest
+
+    /// Maps the (already cached) image and asks its entry for the descriptor, under the same deadline and
+    /// error buffer as `PluginLoader.load`, then copies the descriptor as the loader does.
+    private static func open(_ path: String, subject: String) throws -> (UnsafeMutableRawPointer, px_plugin_descriptor)
+    {
+        dlerror()
+        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
+            let reason = dlerror().map { String(cString: $0) } ?? "unknown reason"
+            throw KernelError(.loadFailed, subject: subject, "dlopen failed: \(reason)")
+        }
+        dlerror()
+        guard let symbol = dlsym(handle, PX_PLUGIN_ENTRY_SYMBOL) else {
+            throw KernelError(
+                .entryMissing, subject: subject,
+                "does not export the entry symbol \(PX_PLUGIN_ENTRY_SYMBOL); is it a Plexus plugin built against plexus.h?"
+            )
+        }
+        let entry = unsafeBitCast(symbol, to: px_plugin_entry_fn.self)
+        let call = Deadline.run(.seconds(10), name: "plexus.entry.standalone") { () -> EntryOutcome in
+            ErrorBuffer.with { err in
+                var descriptor: UnsafePointer<px_plugin_descriptor>?
+                let status = entry(HostServices.api, &descriptor, err)
+                return EntryOutcome(status: status, descriptor: descriptor, message: ErrorBuffer.text(err))
+            }
+        }
+        guard case .finished(let result) = call else {
+            throw KernelError(
+                .deadlineExceeded, subject: subject, "the entry \(PX_PLUGIN_ENTRY_SYMBOL) did not return within 10 s")
+        }
+        guard result.status == PX_OK.status else {
+            let code: KernelError.Code =
+                result.status == PX_ERR_VERSION_MISMATCH.status ? .abiMismatch : .descriptorInvalid
+            throw KernelError(
+                code, subject: subject,
+                "the plugin refused to load (\(StatusText.name(result.status))): \(result.message.isEmpty ? "no reason given" : result.message)"
+            )
+        }
+        guard let raw = result.descriptor else {
+            throw KernelError(.descriptorInvalid, subject: subject, "the entry returned PX_OK but no descriptor")
+        }
+        return (handle, try PluginLoader.copyDescriptor(raw, subject: subject))
+    }
+
+    /// The manifest a descriptor implies: its name, version, kinds, ABI and toolchain.
+    static func manifest(describing d: px_plugin_descriptor, library: String, config: ConfigValue) throws -> Manifest {
+        let name = d.name.map { String(cString: $0) } ?? ""
+        guard ManifestParser.isValidName(name) else {
+            throw KernelError(
+                .descriptorInvalid, subject: library, field: "name",
+                "the library calls itself '\(name)', which no manifest can name; expected lowercase letters, digits and '-', starting with a letter, at most 64 characters"
+            )
+        }
+        let versionText = d.version.map { String(cString: $0) } ?? ""
+        guard let version = SemanticVersion(versionText) else {
+            throw KernelError(
+                .descriptorInvalid, subject: library, field: "version",
+                "the library's version '\(versionText)' is not a SemVer version")
+        }
+        let kinds = Manifest.Kind.kinds(in: d.kinds)
+        guard !kinds.isEmpty else {
+            throw KernelError(
+                .descriptorInvalid, subject: library, field: "kind",
+                "the library declares no kind (bits 0x\(String(d.kinds, radix: 16)))")
+        }
+        let toolchain = d.toolchain.map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+        return Manifest(
+            path: library, name: name, version: version, description: "derived from the library's descriptor",
+            kinds: kinds, library: library, sha256: nil, abiMajor: Int(d.abi_major), abiMinor: Int(d.abi_minor),
+            toolchain: toolchain, requires: [], provides: [], configSchema: ConfigSchema(), config: config,
+            isolation: .inProcess, operations: [], startTimeout: .seconds(10), stopTimeout: .seconds(10),
+            enabled: true)
+    }
+
+    /// Parses configuration given as JSON text (which YAML reads as it is) into a configuration value.
+    static func parseConfig(_ text: String) throws -> ConfigValue {
+        do {
+            return try YAMLReader(subject: "config", code: .configInvalid).document(text).configValue()
+        } catch let error as KernelError {
+            throw KernelError(
+                .configInvalid, subject: "config", "expected one JSON object such as {\"key\": 1}: \(error.message)")
+        }
+    }
+
+    // MARK: Instances
+
+    /// One created and started instance of a `StandalonePlugin`.
+    public final class Instance: Sendable {
+        public let plugin: StandalonePlugin
+        /// The instance's `data_dir`.
+        public let dataDirectory: String
+        let context: PluginContext
+        private let raw: InstancePointer?
+        private let state = Mutex<Phase>(.running)
+
+        private enum Phase { case running, stopping, gone }
+
+        init(plugin: StandalonePlugin, context: PluginContext, pointer: InstancePointer?, dataDirectory: String) {
+            self.plugin = plugin
+            self.context = context
+            self.raw = pointer
+            self.dataDirectory = dataDirectory
+        }
+
+        /// The `void *` the plugin returned from `on_create`: the first argument of its storage and registry
+        /// hooks.
+        ///
+        /// - Important: Valid until `stop()` begins. Hooks may be called from any thread, concurrently, but
+        ///   none may be running when `stop()` is called.
+        public var pointer: UnsafeMutableRawPointer? { raw?.raw }
+
+        /// Stops the instance as a node does: `on_stop` within the manifest's stop deadline; then what the
+        /// plugin left behind with the host (timers, subscriptions, watches) is cancelled, every completion
+        /// the host owes it runs, and `on_destroy` frees it. Calling it again does nothing.
+        ///
+        /// - Throws: `KernelError` when a hook overran its deadline (the instance is then abandoned, as a
+        ///   node abandons it) or `on_stop` reported an error (the instance is destroyed all the same).
+        public func stop() throws {
+            let proceed = state.withLock { phase -> Bool in
+                guard phase == .running else { return false }
+                phase = .stopping
+                return true
+            }
+            guard proceed else { return }
+            let manifest = plugin.manifest
+            let loaded = plugin.loaded
+            let pointer = raw
+            let timeout = manifest.stopTimeout
+            let stopped = Deadline.run(timeout, name: "plexus.stop.\(manifest.name)") { () -> HookOutcome in
+                ErrorBuffer.with { err in
+                    HookOutcome(
+                        status: loaded.descriptor.on_stop(pointer?.raw, timeout.milliseconds, err),
+                        message: ErrorBuffer.text(err), instance: nil)
+                }
+            }
+            guard case .finished(let result) = stopped else {
+                abandon()
+                throw KernelError(
+                    .deadlineExceeded, subject: manifest.name,
+                    "on_stop did not return within \(timeout.milliseconds) ms; the instance is abandoned")
+            }
+            try destroy()
+            guard result.status == PX_OK.status else {
+                throw KernelError(
+                    .hookFailed, subject: manifest.name,
+                    "on_stop reported \(StatusText.name(result.status)): \(result.message); the instance was destroyed all the same"
+                )
+            }
+        }
+
+        /// Cancels what the instance left with the host, waits for the completions owed to it, then calls
+        /// `on_destroy`.
+        func destroy() throws {
+            state.withLock { $0 = .gone }
+            let manifest = plugin.manifest
+            releaseHostResources(wait: true)
+            guard context.drainCompletions(until: .now + manifest.stopTimeout) else {
+                throw KernelError(
+                    .deadlineExceeded, subject: manifest.name,
+                    "completions the host owes the instance were still outstanding after \(manifest.stopTimeout.milliseconds) ms; on_destroy was not called and the instance is abandoned"
+                )
+            }
+            let loaded = plugin.loaded
+            let pointer = raw
+            let outcome = Deadline.run(manifest.stopTimeout, name: "plexus.destroy.\(manifest.name)") { () -> Bool in
+                loaded.descriptor.on_destroy(pointer?.raw)
+                return true
+            }
+            if case .timedOut = outcome {
+                throw KernelError(
+                    .deadlineExceeded, subject: manifest.name,
+                    "on_destroy did not return within \(manifest.stopTimeout.milliseconds) ms")
+            }
+        }
+
+        /// Gives the instance up without calling another hook, as a node does with one that overran a deadline.
+        func abandon() {
+            state.withLock { $0 = .gone }
+            releaseHostResources(wait: false)
+        }
+
+        /// What `Kernel` does for a stopping plugin: timers, subscriptions and watches it left are cancelled,
+        /// and it may start no new ones.
+        private func releaseHostResources(wait: Bool) {
+            plugin.services.release(owner: context.id, wait: wait)
+        }
+    }
+}
+
+/// What a lifecycle hook said.
+private struct HookOutcome: @unchecked Sendable {
+    // Safe: `instance` is only handed back to the plugin that returned it.
+    var status: px_status
+    var message: String
+    var instance: UnsafeMutableRawPointer?
+}
+
+/// What the entry said.
+private struct EntryOutcome: @unchecked Sendable {
+    // Safe: the descriptor points at static data in a never-unmapped image.
+    var status: px_status
+    var descriptor: UnsafePointer<px_plugin_descriptor>?
+    var message: String
+}
