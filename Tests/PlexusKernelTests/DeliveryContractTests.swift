@@ -51,6 +51,39 @@ struct DeliveryContractTests {
         #expect(sub.settle() == 20, "nothing is redelivered after acknowledgement")
     }
 
+    @Test("with autoCreate off, a publish to an unbound topic is refused with PX_ERR_NOT_FOUND, naming the topic")
+    func unknownTopicRejected() throws {
+        let h = try DeliveryHarness {
+            $0.autoCreate = false
+            $0.bindings = [.init(topic: "known", storage: "memory-storage")]
+        }
+        defer { h.shutDown() }
+        #expect(try h.publish("known", [DeliveryHarness.event("1")]) == 0)
+        #expect {
+            try h.publish("unknown", [DeliveryHarness.event("2")])
+        } throws: { error in
+            guard let failure = error as? LocalClient.Failure else { return false }
+            return failure.status == PX_ERR_NOT_FOUND.status && failure.message.contains("'unknown'")
+                && failure.message.contains("autoCreate")
+        }
+    }
+
+    @Test("a publish is acknowledged only once stored: the offset it carries reads back the same event")
+    func acknowledgedMeansStored() throws {
+        let h = try DeliveryHarness()
+        defer { h.shutDown() }
+        let first = try h.publish("t", [DeliveryHarness.event("a"), DeliveryHarness.event("b")])
+        let target = try #require(h.kernel.services.router).stream(for: "t", create: false)
+        let read = Mutex<[StorageBinding.Record]?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        target.binding.read(target.stream, from: first, maxRecords: 10, maxBytes: 1 << 20) { result in
+            read.withLock { $0 = (try? result.get())?.0 }
+            done.signal()
+        }
+        #expect(done.wait(timeout: .now() + 5) == .success)
+        #expect(read.withLock { $0 }?.map(\.event.id) == ["a", "b"])
+    }
+
     @Test("a nack redelivers after the linear backoff, not before")
     func nackLinearBackoff() throws {
         let h = try DeliveryHarness()

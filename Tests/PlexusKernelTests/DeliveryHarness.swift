@@ -20,7 +20,7 @@ final class DeliveryHarness: Sendable {
     let client: LocalClient
     private let subscribers = Mutex<[Subscriber]>([])
 
-    init() throws {
+    init(topics configure: (inout TopicConfig) -> Void = { _ in }) throws {
         let repository = ManifestSamples.repositoryRoot()
         let pluginDirectory = repository.appendingPathComponent(".build/debug").path
         guard FileManager.default.fileExists(atPath: pluginDirectory + "/libMemoryStorage.so") else {
@@ -39,6 +39,7 @@ final class DeliveryHarness: Sendable {
         config.manifestDirectories = [manifests.path]
         config.pluginSearchPath = [pluginDirectory]
         config.topics.defaultStorage = "memory-storage"
+        configure(&config.topics)
         let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
         kernel = Kernel(config: config, logger: logger, clock: clock)
         kernel.start()
