@@ -82,26 +82,8 @@ public enum PluginInspector {
             report.append(("sha256", digest))
             let loader = PluginLoader(searchPath: [], cacheDirectory: cacheDirectory, requireSHA256: false)
             let mapped = try loader.cache(path, sha256: digest, subject: path)
-            guard let handle = dlopen(mapped, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
-                throw KernelError(
-                    .loadFailed, subject: path, "dlopen failed: \(dlerror().map { String(cString: $0) } ?? "")")
-            }
-            guard let symbol = dlsym(handle, PX_PLUGIN_ENTRY_SYMBOL) else {
-                throw KernelError(
-                    .entryMissing, subject: path, "does not export the entry symbol \(PX_PLUGIN_ENTRY_SYMBOL)")
-            }
-            let entry = unsafeBitCast(symbol, to: px_plugin_entry_fn.self)
-            let (status, raw, message) = ErrorBuffer.with {
-                err -> (px_status, UnsafePointer<px_plugin_descriptor>?, String) in
-                var descriptor: UnsafePointer<px_plugin_descriptor>?
-                let status = entry(HostServices.api, &descriptor, err)
-                return (status, descriptor, ErrorBuffer.text(err))
-            }
-            guard status == PX_OK.status, let raw else {
-                throw KernelError(
-                    .abiMismatch, subject: path, "the plugin refused to load (\(StatusText.name(status))): \(message)")
-            }
-            let descriptor = try PluginLoader.copyDescriptor(raw, subject: path)
+            let (_, descriptor) = try PluginLoader.open(
+                mapped, subject: path, library: path, entryName: "inspect", deadline: .seconds(10))
             report += describe(descriptor)
             report.append(("verdict", "a Plexus plugin; write a manifest naming it (see docs/manifest.md)"))
             return (report, nil)

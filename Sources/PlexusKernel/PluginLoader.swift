@@ -123,7 +123,20 @@ struct PluginLoader: Sendable {
     ///
     /// The entry runs under `deadline`: it must do nothing but fill in its descriptor.
     func load(_ manifest: Manifest, path: String, sha256: String, deadline: Duration) throws -> LoadedPlugin {
-        let subject = manifest.path
+        let (handle, descriptor) = try Self.open(
+            path, subject: manifest.path, library: manifest.library, entryName: manifest.name, deadline: deadline)
+        try Self.check(descriptor, against: manifest)
+        return LoadedPlugin(descriptor: descriptor, mappedPath: path, sha256: sha256, handle: handle)
+    }
+
+    /// Maps an image, calls its entry under `deadline` and copies the descriptor it returns (refusing one
+    /// larger than this kernel knows). Checks nothing against a manifest.
+    /// - Parameters:
+    ///   - subject: what errors are about (the manifest's path, or the library's).
+    ///   - library: the library as the user named it, for messages.
+    static func open(
+        _ path: String, subject: String, library: String, entryName: String, deadline: Duration
+    ) throws -> (UnsafeMutableRawPointer, px_plugin_descriptor) {
         dlerror()
         guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
             let reason = dlerror().map { String(cString: $0) } ?? "unknown reason"
@@ -134,11 +147,11 @@ struct PluginLoader: Sendable {
             let reason = dlerror().map { String(cString: $0) } ?? ""
             throw KernelError(
                 .entryMissing, subject: subject, field: "library",
-                "\(manifest.library) does not export the entry symbol \(PX_PLUGIN_ENTRY_SYMBOL) (\(reason)); is it a Plexus plugin built against plexus.h?"
+                "\(library) does not export the entry symbol \(PX_PLUGIN_ENTRY_SYMBOL) (\(reason)); is it a Plexus plugin built against plexus.h?"
             )
         }
         let entry = unsafeBitCast(symbol, to: px_plugin_entry_fn.self)
-        let call = Deadline.run(deadline, name: "plexus.entry.\(manifest.name)") { () -> EntryResult in
+        let call = Deadline.run(deadline, name: "plexus.entry.\(entryName)") { () -> EntryResult in
             ErrorBuffer.with { err in
                 var descriptor: UnsafePointer<px_plugin_descriptor>?
                 let status = entry(HostServices.api, &descriptor, err)
@@ -161,9 +174,7 @@ struct PluginLoader: Sendable {
         guard let raw = result.descriptor else {
             throw KernelError(.descriptorInvalid, subject: subject, "the entry returned PX_OK but no descriptor")
         }
-        let descriptor = try Self.copyDescriptor(raw, subject: subject)
-        try Self.check(descriptor, against: manifest)
-        return LoadedPlugin(descriptor: descriptor, mappedPath: path, sha256: sha256, handle: handle)
+        return (handle, try copyDescriptor(raw, subject: subject))
     }
 
     private struct EntryResult: @unchecked Sendable {

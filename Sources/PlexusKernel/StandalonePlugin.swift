@@ -174,46 +174,10 @@ public final class StandalonePlugin: Sendable {
 
     // MARK: Loading without a manifest
 
-    /// Maps the (already cached) image and asks its entry for the descriptor, under the same deadline and
-    /// error buffer as `PluginLoader.load`, then copies the descriptor as the loader does.
+    /// Maps the (already cached) image and asks its entry for the descriptor, as the kernel's loader does.
     private static func open(_ path: String, subject: String) throws -> (UnsafeMutableRawPointer, px_plugin_descriptor)
     {
-        dlerror()
-        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
-            let reason = dlerror().map { String(cString: $0) } ?? "unknown reason"
-            throw KernelError(.loadFailed, subject: subject, "dlopen failed: \(reason)")
-        }
-        dlerror()
-        guard let symbol = dlsym(handle, PX_PLUGIN_ENTRY_SYMBOL) else {
-            throw KernelError(
-                .entryMissing, subject: subject,
-                "does not export the entry symbol \(PX_PLUGIN_ENTRY_SYMBOL); is it a Plexus plugin built against plexus.h?"
-            )
-        }
-        let entry = unsafeBitCast(symbol, to: px_plugin_entry_fn.self)
-        let call = Deadline.run(.seconds(10), name: "plexus.entry.standalone") { () -> EntryOutcome in
-            ErrorBuffer.with { err in
-                var descriptor: UnsafePointer<px_plugin_descriptor>?
-                let status = entry(HostServices.api, &descriptor, err)
-                return EntryOutcome(status: status, descriptor: descriptor, message: ErrorBuffer.text(err))
-            }
-        }
-        guard case .finished(let result) = call else {
-            throw KernelError(
-                .deadlineExceeded, subject: subject, "the entry \(PX_PLUGIN_ENTRY_SYMBOL) did not return within 10 s")
-        }
-        guard result.status == PX_OK.status else {
-            let code: KernelError.Code =
-                result.status == PX_ERR_VERSION_MISMATCH.status ? .abiMismatch : .descriptorInvalid
-            throw KernelError(
-                code, subject: subject,
-                "the plugin refused to load (\(StatusText.name(result.status))): \(result.message.isEmpty ? "no reason given" : result.message)"
-            )
-        }
-        guard let raw = result.descriptor else {
-            throw KernelError(.descriptorInvalid, subject: subject, "the entry returned PX_OK but no descriptor")
-        }
-        return (handle, try PluginLoader.copyDescriptor(raw, subject: subject))
+        try PluginLoader.open(path, subject: subject, library: subject, entryName: "standalone", deadline: .seconds(10))
     }
 
     /// The manifest a descriptor implies: its name, version, kinds, ABI and toolchain.
@@ -367,12 +331,4 @@ private struct HookOutcome: @unchecked Sendable {
     var status: px_status
     var message: String
     var instance: UnsafeMutableRawPointer?
-}
-
-/// What the entry said.
-private struct EntryOutcome: @unchecked Sendable {
-    // Safe: the descriptor points at static data in a never-unmapped image.
-    var status: px_status
-    var descriptor: UnsafePointer<px_plugin_descriptor>?
-    var message: String
 }
