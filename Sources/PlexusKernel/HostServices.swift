@@ -377,21 +377,15 @@ final class OwedCompletions: Sendable {
     /// One table for the process: tokens must be unique across every kernel in it (tests run several).
     static let shared = OwedCompletions()
 
-    private let entries = Mutex<[UInt64: Entry]>([:])
-    private let next = Atomic<UInt64>(1)
+    private let table = TokenTable<Entry>()
 
     func add(_ entry: Entry) -> UnsafeMutableRawPointer? {
-        let token = next.wrappingAdd(1, ordering: .relaxed).oldValue
         entry.context.owe()
-        entries.withLock { $0[token] = entry }
-        return UnsafeMutableRawPointer(bitPattern: UInt(token))
+        return table.add(entry)
     }
 
     /// Takes the entry for a token once; `nil` when it was already taken.
-    func take(_ user: UnsafeMutableRawPointer?) -> Entry? {
-        let token = UInt64(UInt(bitPattern: user))
-        return entries.withLock { $0.removeValue(forKey: token) }
-    }
+    func take(_ user: UnsafeMutableRawPointer?) -> Entry? { table.take(user) }
 
     /// Undoes `add` when the hook refused synchronously (unless the completion already ran).
     func cancel(_ user: UnsafeMutableRawPointer?) {
