@@ -128,6 +128,30 @@ public enum Conformance {
     }
 
     /// Runs a suite's rules against `instance`, then stops it (the lifecycle rule) unless a rule hung.
+    /// Starts the plugin, builds a suite's harness on the instance (stopping it again if that fails), and runs
+    /// the rules: the part every suite's `run` shares.
+    static func runSuite<H: Sendable>(
+        _ rules: [Rule<H>], plugin: StandalonePlugin, dataDirectory: String, lifecycleRule: String,
+        options: ConformanceOptions,
+        makeHarness: (StandalonePlugin.Instance, CallLedger) throws -> H,
+        currentInstance: @escaping (H, StandalonePlugin.Instance) -> StandalonePlugin.Instance?,
+        beforeStop: @escaping (H) -> Void, progress: (RuleResult) -> Void
+    ) throws -> [RuleResult] {
+        let instance = try plugin.start(dataDirectory: dataDirectory)
+        let ledger = CallLedger()
+        let harness: H
+        do {
+            harness = try makeHarness(instance, ledger)
+        } catch {
+            try? instance.stop()
+            throw error
+        }
+        return runRules(
+            rules, harness: harness, ledger: ledger, lifecycleRule: lifecycleRule, options: options,
+            currentInstance: { currentInstance(harness, instance) }, beforeStop: { beforeStop(harness) },
+            progress: progress)
+    }
+
     static func runRules<H: Sendable>(
         _ rules: [Rule<H>], harness: H, ledger: CallLedger, lifecycleRule: String, options: ConformanceOptions,
         currentInstance: () -> StandalonePlugin.Instance?, beforeStop: () -> Void, progress: (RuleResult) -> Void

@@ -120,18 +120,12 @@ enum RegistrySuite {
     static func run(
         _ plugin: StandalonePlugin, dataDirectory: String, options: ConformanceOptions, progress: (RuleResult) -> Void
     ) throws -> [RuleResult] {
-        let instance = try plugin.start(dataDirectory: dataDirectory)
-        let ledger = CallLedger()
-        let harness: RegistryHarness
-        do {
-            harness = try RegistryHarness(plugin: plugin, instance: instance, options: options, ledger: ledger)
-        } catch {
-            try? instance.stop()
-            throw error
-        }
-        return Conformance.runRules(
-            rules, harness: harness, ledger: ledger, lifecycleRule: lifecycleRule, options: options,
-            currentInstance: { instance }, beforeStop: { harness.unwatchAll() }, progress: progress)
+        try Conformance.runSuite(
+            rules, plugin: plugin, dataDirectory: dataDirectory, lifecycleRule: lifecycleRule, options: options,
+            makeHarness: { instance, ledger in
+                try RegistryHarness(plugin: plugin, instance: instance, options: options, ledger: ledger)
+            },
+            currentInstance: { _, instance in instance }, beforeStop: { $0.unwatchAll() }, progress: progress)
     }
 
     static func instance(

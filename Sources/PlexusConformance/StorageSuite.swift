@@ -101,18 +101,12 @@ enum StorageSuite {
     static func run(
         _ plugin: StandalonePlugin, dataDirectory: String, options: ConformanceOptions, progress: (RuleResult) -> Void
     ) throws -> [RuleResult] {
-        let instance = try plugin.start(dataDirectory: dataDirectory)
-        let ledger = CallLedger()
-        let harness: StorageHarness
-        do {
-            harness = try StorageHarness(plugin: plugin, instance: instance, options: options, ledger: ledger)
-        } catch {
-            try? instance.stop()
-            throw error
-        }
-        return Conformance.runRules(
-            rules, harness: harness, ledger: ledger, lifecycleRule: lifecycleRule, options: options,
-            currentInstance: { harness.instance }, beforeStop: { harness.closeAll() }, progress: progress)
+        try Conformance.runSuite(
+            rules, plugin: plugin, dataDirectory: dataDirectory, lifecycleRule: lifecycleRule, options: options,
+            makeHarness: { instance, ledger in
+                try StorageHarness(plugin: plugin, instance: instance, options: options, ledger: ledger)
+            },
+            currentInstance: { harness, _ in harness.instance }, beforeStop: { $0.closeAll() }, progress: progress)
     }
 
     static func durabilityName(_ durability: UInt32) -> String {
