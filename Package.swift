@@ -86,6 +86,10 @@ let package = Package(
         ),
         .target(name: "PlexusPluginSDK", dependencies: ["PlexusABI", "PlexusCore"]),
         .target(
+            name: "PlexusWire",
+            dependencies: ["PlexusABI", "PlexusCore", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .target(
             name: "PlexusConformance",
             dependencies: [
                 "PlexusKernel", "PlexusABI", "PlexusCore", .product(name: "Logging", package: "swift-log"),
