@@ -45,6 +45,12 @@ let plugins = [
     plugin("ConsoleSink", language: .swift),
     plugin("MemoryStorage", language: .swift),
     plugin("StandaloneRegistry", language: .swift),
+    plugin(
+        "TCPProtocol", language: .swift,
+        dependencies: [
+            "PlexusWire", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
 ]
 
 let package = Package(
@@ -54,6 +60,7 @@ let package = Package(
         .executable(name: "plexus", targets: ["plexus"]),
         .library(name: "PlexusPluginSDK", targets: ["PlexusPluginSDK"]),
         .library(name: "PlexusConformance", targets: ["PlexusConformance"]),
+        .library(name: "PlexusClient", targets: ["PlexusClient"]),
         .executable(name: "plexus-bench-abi", targets: ["PlexusBenchABI"]),
         .executable(name: "plexus-bench-core", targets: ["PlexusBenchCore"]),
     ] + plugins.map(\.product),
@@ -86,6 +93,13 @@ let package = Package(
         ),
         .target(name: "PlexusPluginSDK", dependencies: ["PlexusABI", "PlexusCore"]),
         .target(
+            name: "PlexusClient",
+            dependencies: [
+                "PlexusWire", "PlexusCore", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .target(
             name: "PlexusWire",
             dependencies: ["PlexusABI", "PlexusCore", .product(name: "NIOCore", package: "swift-nio")]
         ),
@@ -99,6 +113,7 @@ let package = Package(
             name: "plexus",
             dependencies: [
                 "PlexusKernel",
+                "PlexusClient",
                 "PlexusConformance",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -120,7 +135,7 @@ let package = Package(
         .testTarget(
             name: "PlexusKernelTests",
             dependencies: [
-                "PlexusKernel", "PlexusABI", "PlexusCore", "PlexusConformance",
+                "PlexusKernel", "PlexusABI", "PlexusCore", "PlexusConformance", "PlexusWire",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

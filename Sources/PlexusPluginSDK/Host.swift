@@ -36,25 +36,38 @@ public final class Host: @unchecked Sendable {
     public func publish(
         topic: String, _ events: [CloudEvent], completion: @escaping @Sendable (Result<UInt64, PluginError>) -> Void
     ) throws {
-        typealias Completion = Box<@Sendable (Result<UInt64, PluginError>) -> Void>
-        let box = Unmanaged.passRetained(Completion(completion)).toOpaque()
         // The kernel copies the events during the call; the batch only has to outlive it.
         let batch = CEventBatch(events)
-        let (status, message) = withExtendedLifetime(batch) {
-            withPXStr(topic) { topicStr in
-                Self.errorBuffer { err in
-                    api.pointee.publish(
-                        handle, topicStr, batch.pointers.baseAddress, batch.pointers.count,
-                        { user, status, offset, error in
-                            guard let user else { return }
-                            let box = Unmanaged<Completion>.fromOpaque(user).takeRetainedValue()
-                            if status == PX_OK.status {
-                                box.value(.success(offset))
-                            } else {
-                                box.value(.failure(PluginError(status: status, error.string)))
-                            }
-                        }, box, err)
-                }
+        try withExtendedLifetime(batch) {
+            try publish(
+                topic: topic, events: batch.pointers.baseAddress, count: batch.pointers.count, completion: completion)
+        }
+    }
+
+    /// Publishes borrowed C events (for plugins that lay `px_event`s over their own buffers, such as a
+    /// protocol plugin over its receive buffer); `completion` gets the first offset once the batch is durable.
+    /// - Parameters:
+    ///   - events: `count` event pointers, borrowed for this call only: the kernel copies them.
+    /// - Throws: `PluginError` when the kernel refuses the batch outright; `completion` is then not called.
+    public func publish(
+        topic: String, events: UnsafePointer<UnsafePointer<px_event>?>?, count: Int,
+        completion: @escaping @Sendable (Result<UInt64, PluginError>) -> Void
+    ) throws {
+        typealias Completion = Box<@Sendable (Result<UInt64, PluginError>) -> Void>
+        let box = Unmanaged.passRetained(Completion(completion)).toOpaque()
+        let (status, message) = withPXStr(topic) { topicStr in
+            Self.errorBuffer { err in
+                api.pointee.publish(
+                    handle, topicStr, events, count,
+                    { user, status, offset, error in
+                        guard let user else { return }
+                        let box = Unmanaged<Completion>.fromOpaque(user).takeRetainedValue()
+                        if status == PX_OK.status {
+                            box.value(.success(offset))
+                        } else {
+                            box.value(.failure(PluginError(status: status, error.string)))
+                        }
+                    }, box, err)
             }
         }
         if status != PX_OK.status {
@@ -69,26 +82,57 @@ public final class Host: @unchecked Sendable {
         topic: String, group: String = "", filters: [String: String] = [:],
         handler: @escaping @Sendable (Delivery) -> Void
     ) throws -> Subscription {
+        var options = SubscriptionOptions()
+        options.group = group
+        options.filters = filters.sorted { $0.key < $1.key }
+        return try subscribe(topic: topic, options: options) { handler(Delivery(copying: $0)) }
+    }
+
+    /// Subscribes with every delivery option; `handler` gets each delivery as the kernel's borrowed
+    /// `px_delivery` (valid for the call only: copy what you keep) and must acknowledge it by id.
+    /// - Returns: the subscription, to pass to `unsubscribe`.
+    /// - Important: `handler` runs on kernel threads, possibly concurrently, and must not block.
+    public func subscribe(
+        topic: String, options: SubscriptionOptions, handler: @escaping @Sendable (UnsafePointer<px_delivery>) -> Void
+    ) throws -> Subscription {
         let box = Unmanaged.passRetained(Box(handler))
         var id: UInt64 = 0
-        let pairs = filters.sorted { $0.key < $1.key }
         let (status, message) = withPXStr(topic) { topicStr in
-            withPXStr(group) { groupStr in
-                withKVs(pairs) { kvs in
-                    var spec = px_subscription_spec()
-                    spec.struct_size = UInt32(MemoryLayout<px_subscription_spec>.size)
-                    spec.topic = topicStr
-                    spec.group = groupStr
-                    spec.filters = kvs.baseAddress
-                    spec.filter_count = kvs.count
-                    spec.user = box.toOpaque()
-                    spec.deliver = { user, delivery in
-                        guard let user, let delivery else { return }
-                        let handler = Unmanaged<Box<@Sendable (Delivery) -> Void>>.fromOpaque(user)
-                            .takeUnretainedValue()
-                        handler.value(Delivery(copying: delivery))
+            withPXStr(options.group) { groupStr in
+                withPXStr(options.deadLetterTopic) { deadLetterStr in
+                    withKVs(options.filters) { kvs in
+                        var spec = px_subscription_spec()
+                        spec.struct_size = UInt32(MemoryLayout<px_subscription_spec>.size)
+                        spec.topic = topicStr
+                        spec.group = groupStr
+                        spec.group_mode = options.broadcast ? PX_GROUP_BROADCAST.rawValue : PX_GROUP_CLUSTERING.rawValue
+                        spec.filters = kvs.baseAddress
+                        spec.filter_count = kvs.count
+                        spec.retry = options.retry
+                        spec.backoff_policy =
+                            options.linearBackoff ? PX_BACKOFF_LINEAR.rawValue : PX_BACKOFF_EXPONENTIAL.rawValue
+                        spec.backoff_delay_ms = options.backoffDelayMs
+                        spec.backoff_max_ms = options.backoffMaxMs
+                        spec.timeout_ms = options.timeoutMs
+                        spec.dead_letter_topic =
+                            options.deadLetterTopic.isEmpty ? px_str(ptr: nil, len: 0) : deadLetterStr
+                        spec.ordered = options.ordered ? 1 : 0
+                        spec.max_in_flight = options.maxInFlight
+                        switch options.start {
+                        case .latest: spec.start_position = PX_START_LATEST.rawValue
+                        case .earliest: spec.start_position = PX_START_EARLIEST.rawValue
+                        case .offset(let offset):
+                            spec.start_position = PX_START_OFFSET.rawValue
+                            spec.start_offset = offset
+                        }
+                        spec.user = box.toOpaque()
+                        spec.deliver = { user, delivery in
+                            guard let user, let delivery else { return }
+                            Unmanaged<Box<@Sendable (UnsafePointer<px_delivery>) -> Void>>.fromOpaque(user)
+                                .takeUnretainedValue().value(delivery)
+                        }
+                        return Self.errorBuffer { err in api.pointee.subscribe(handle, &spec, &id, err) }
                     }
-                    return Self.errorBuffer { err in api.pointee.subscribe(handle, &spec, &id, err) }
                 }
             }
         }
@@ -106,17 +150,24 @@ public final class Host: @unchecked Sendable {
     public func unsubscribe(_ subscription: Subscription) {
         guard subscription.claim() else { return }
         _ = api.pointee.unsubscribe(handle, subscription.id)
-        Unmanaged<Box<@Sendable (Delivery) -> Void>>.fromOpaque(subscription.box).release()
+        Unmanaged<Box<@Sendable (UnsafePointer<px_delivery>) -> Void>>.fromOpaque(subscription.box).release()
     }
 
     @discardableResult
-    public func ack(_ delivery: Delivery) -> px_status { api.pointee.ack(handle, delivery.deliveryID) }
+    public func ack(_ delivery: Delivery) -> px_status { ack(deliveryID: delivery.deliveryID) }
+
+    @discardableResult
+    public func ack(deliveryID: UInt64) -> px_status { api.pointee.ack(handle, deliveryID) }
 
     @discardableResult
     public func nack(_ delivery: Delivery, deadLetter: Bool = false, reason: String) -> px_status {
+        nack(deliveryID: delivery.deliveryID, deadLetter: deadLetter, reason: reason)
+    }
+
+    @discardableResult
+    public func nack(deliveryID: UInt64, deadLetter: Bool = false, reason: String) -> px_status {
         withPXStr(reason) {
-            api.pointee.nack(
-                handle, delivery.deliveryID, deadLetter ? PX_NACK_DEAD_LETTER.rawValue : PX_NACK_RETRY.rawValue, $0)
+            api.pointee.nack(handle, deliveryID, deadLetter ? PX_NACK_DEAD_LETTER.rawValue : PX_NACK_RETRY.rawValue, $0)
         }
     }
 
@@ -131,6 +182,37 @@ public final class Host: @unchecked Sendable {
         let status = body(&err)
         return (status, status == PX_OK.status ? "" : String(cString: message))
     }
+}
+
+/// Every option of a subscription (`px_subscription_spec`); zero means the kernel's default for each
+/// numeric option.
+public struct SubscriptionOptions: Sendable {
+    public enum Start: Sendable, Equatable {
+        case latest, earliest
+        case offset(UInt64)
+    }
+
+    /// The consumer group; empty: the kernel names one for the plugin.
+    public var group = ""
+    /// Every member gets every event, instead of one member each.
+    public var broadcast = false
+    /// Exact matches on attributes or extensions; all must match.
+    public var filters: [(key: String, value: String)] = []
+    public var retry: UInt32 = 0
+    public var linearBackoff = false
+    public var backoffDelayMs: UInt64 = 0
+    public var backoffMaxMs: UInt64 = 0
+    public var timeoutMs: UInt64 = 0
+    /// Empty: drop and count after the last attempt.
+    public var deadLetterTopic = ""
+    /// One delivery in flight per partition key.
+    public var ordered = false
+    /// The most unacknowledged deliveries to this member.
+    public var maxInFlight: UInt32 = 0
+    /// Where a new group starts.
+    public var start = Start.latest
+
+    public init() {}
 }
 
 /// A subscription made through `Host.subscribe`; pass it to `Host.unsubscribe` to end it.

@@ -32,6 +32,29 @@ public enum FrameCodec {
         }
     }
 
+    /// Appends a `PUBLISH` frame whose events are already encoded back to back in `events` (as
+    /// `ByteBuffer.writeWireEvent` writes them), without parsing them again.
+    /// - Throws: `WireError` (invalid argument) when the topic is longer than the wire allows.
+    public static func encodePublish(
+        id: UInt64, topic: String, noAck: Bool, count: Int, events: inout ByteBuffer, into buffer: inout ByteBuffer
+    ) throws {
+        let start = buffer.writerIndex
+        buffer.writeInteger(UInt32(0))
+        buffer.writeInteger(Frame.Kind.publish.rawValue)
+        buffer.writeInteger(noAck ? flagNoAck : 0)
+        buffer.writeInteger(UInt16(0))
+        buffer.writeInteger(id)
+        do {
+            try buffer.writeWireString(topic)
+        } catch {
+            buffer.moveWriterIndex(to: start)
+            throw error
+        }
+        buffer.writeInteger(UInt32(count))
+        buffer.writeBuffer(&events)
+        buffer.setInteger(UInt32(buffer.writerIndex - start - 4), at: start)
+    }
+
     /// Writes the body; returns the flags byte.
     private static func writeBody(_ body: Frame.Body, into buffer: inout ByteBuffer) throws -> UInt8 {
         switch body {

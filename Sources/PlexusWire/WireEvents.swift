@@ -54,7 +54,6 @@ public struct WireEvents: Sendable, Equatable {
     /// past them.
     /// - Throws: `WireError` (malformed frame, not fatal) when the bytes are not `count` well-formed events.
     public init(parsing buffer: inout ByteBuffer, count: Int) throws {
-        let start = buffer.readerIndex
         var layouts: [EventLayout] = []
         layouts.reserveCapacity(min(count, 4096))
         var extensionSpans: [Span] = []
@@ -71,8 +70,8 @@ public struct WireEvents: Sendable, Equatable {
             }
             return cursor.position
         }
-        buffer.moveReaderIndex(forwardBy: consumed)
-        self.bytes = buffer.getSlice(at: start, length: consumed) ?? ByteBuffer()
+        // `consumed` never exceeds the readable bytes the cursor walked over.
+        self.bytes = buffer.readSlice(length: consumed) ?? ByteBuffer()
         self.layouts = layouts
         self.extensionSpans = extensionSpans
     }
@@ -82,7 +81,9 @@ public struct WireEvents: Sendable, Equatable {
         let layout = layouts[index]
         return bytes.withUnsafeReadableBytes { raw in
             func string(_ span: Span) -> String {
-                String(decoding: UnsafeRawBufferPointer(rebasing: raw[span.offset..<span.offset + span.length]), as: UTF8.self)
+                String(
+                    decoding: UnsafeRawBufferPointer(rebasing: raw[span.offset..<span.offset + span.length]),
+                    as: UTF8.self)
             }
             func optional(_ span: Span) -> String? { span.isPresent ? string(span) : nil }
             var extensions: [(key: String, value: String)] = []
@@ -141,7 +142,8 @@ public struct WireEvents: Sendable, Equatable {
                 event.extension_count = layout.extensionCount
                 event.data =
                     layout.data.length > 0
-                    ? px_bytes(ptr: (base + layout.data.offset).assumingMemoryBound(to: UInt8.self), len: layout.data.length)
+                    ? px_bytes(
+                        ptr: (base + layout.data.offset).assumingMemoryBound(to: UInt8.self), len: layout.data.length)
                     : px_bytes(ptr: nil, len: 0)
                 events[index] = event
                 pointers[index] = UnsafePointer(events + index)

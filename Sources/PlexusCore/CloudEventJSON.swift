@@ -1,0 +1,222 @@
+/// The CloudEvents JSON event format (CloudEvents 1.0, "JSON Event Format"), written without a JSON library
+/// so that the event's bytes go out exactly as stored.
+public enum CloudEventJSON {
+    /// One event as one line of JSON (no newline).
+    ///
+    /// `data` is embedded as JSON when `datacontenttype` is JSON (`application/json` or `…+json`) and the
+    /// bytes are valid JSON, as a string when the type is textual (or absent) and the bytes are valid UTF-8,
+    /// and as `data_base64` otherwise. Extensions are written as strings.
+    /// - Parameter fields: extra members written first (the CLI adds the topic and offset), as raw JSON values.
+    public static func encode(_ event: CloudEvent, fields: [(String, String)] = []) -> String {
+        var out = "{"
+        var first = true
+        func member(_ name: String, raw: String) {
+            if !first { out += "," }
+            first = false
+            out += quote(name) + ":" + raw
+        }
+        for (name, raw) in fields { member(name, raw: raw) }
+        member("specversion", raw: quote(event.specversion))
+        member("id", raw: quote(event.id))
+        member("source", raw: quote(event.source))
+        member("type", raw: quote(event.type))
+        if let v = event.datacontenttype { member("datacontenttype", raw: quote(v)) }
+        if let v = event.dataschema { member("dataschema", raw: quote(v)) }
+        if let v = event.subject { member("subject", raw: quote(v)) }
+        if let v = event.time { member("time", raw: quote(v)) }
+        for (key, value) in event.extensions { member(key, raw: quote(value)) }
+        if !event.data.isEmpty || event.datacontenttype != nil {
+            let text = String(validating: event.data, as: UTF8.self)
+            if isJSONType(event.datacontenttype), let text, JSONSyntax.isValid(event.data) {
+                member("data", raw: text.trimmingWhitespace)
+            } else if isTextType(event.datacontenttype), let text {
+                member("data", raw: quote(text))
+            } else {
+                member("data_base64", raw: quote(base64(event.data)))
+            }
+        }
+        return out + "}"
+    }
+
+    /// The media type without parameters, lowercased: `Application/JSON; charset=utf-8` → `application/json`.
+    static func mediaType(_ type: String) -> String {
+        String(type.split(separator: ";", omittingEmptySubsequences: false).first ?? "").trimmingWhitespace
+            .lowercased()
+    }
+
+    static func isJSONType(_ type: String?) -> Bool {
+        guard let type else { return false }
+        let media = mediaType(type)
+        return media == "application/json" || media == "text/json" || media.hasSuffix("+json")
+    }
+
+    static func isTextType(_ type: String?) -> Bool {
+        guard let type else { return true }
+        let media = mediaType(type)
+        return media.hasPrefix("text/") || isJSONType(type) || media == "application/xml" || media.hasSuffix("+xml")
+    }
+
+    /// A JSON string literal.
+    public static func quote(_ s: String) -> String {
+        var out = "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case let c where c.value < 0x20:
+                let hex = String(c.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+
+    /// Standard base64 with padding.
+    public static func base64(_ bytes: [UInt8]) -> String {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity((bytes.count + 2) / 3 * 4)
+        var i = 0
+        while i < bytes.count {
+            let b0 = UInt32(bytes[i])
+            let b1 = i + 1 < bytes.count ? UInt32(bytes[i + 1]) : 0
+            let b2 = i + 2 < bytes.count ? UInt32(bytes[i + 2]) : 0
+            let n = b0 << 16 | b1 << 8 | b2
+            out.append(alphabet[Int(n >> 18 & 63)])
+            out.append(alphabet[Int(n >> 12 & 63)])
+            out.append(i + 1 < bytes.count ? alphabet[Int(n >> 6 & 63)] : UInt8(ascii: "="))
+            out.append(i + 2 < bytes.count ? alphabet[Int(n & 63)] : UInt8(ascii: "="))
+            i += 3
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+extension String {
+    fileprivate var trimmingWhitespace: String {
+        var s = Substring(self)
+        while let c = s.first, c.isWhitespace { s.removeFirst() }
+        while let c = s.last, c.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+
+}
+
+/// A strict check of JSON syntax (RFC 8259), enough to decide whether bytes can be embedded as JSON.
+enum JSONSyntax {
+    static func isValid(_ bytes: [UInt8]) -> Bool {
+        var parser = Parser(bytes: bytes)
+        parser.skipSpace()
+        guard parser.value(depth: 0) else { return false }
+        parser.skipSpace()
+        return parser.i == bytes.count
+    }
+
+    struct Parser {
+        let bytes: [UInt8]
+        var i = 0
+
+        var peek: UInt8? { i < bytes.count ? bytes[i] : nil }
+
+        mutating func skipSpace() {
+            while let c = peek, c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 { i += 1 }
+        }
+
+        mutating func literal(_ word: String) -> Bool {
+            for c in word.utf8 {
+                guard peek == c else { return false }
+                i += 1
+            }
+            return true
+        }
+
+        mutating func value(depth: Int) -> Bool {
+            guard depth < 512, let c = peek else { return false }
+            switch c {
+            case UInt8(ascii: "{"): return container(close: UInt8(ascii: "}"), keyed: true, depth: depth)
+            case UInt8(ascii: "["): return container(close: UInt8(ascii: "]"), keyed: false, depth: depth)
+            case UInt8(ascii: "\""): return string()
+            case UInt8(ascii: "t"): return literal("true")
+            case UInt8(ascii: "f"): return literal("false")
+            case UInt8(ascii: "n"): return literal("null")
+            default: return number()
+            }
+        }
+
+        mutating func container(close: UInt8, keyed: Bool, depth: Int) -> Bool {
+            i += 1
+            skipSpace()
+            if peek == close {
+                i += 1
+                return true
+            }
+            while true {
+                if keyed {
+                    guard string() else { return false }
+                    skipSpace()
+                    guard peek == UInt8(ascii: ":") else { return false }
+                    i += 1
+                    skipSpace()
+                }
+                guard value(depth: depth + 1) else { return false }
+                skipSpace()
+                guard let c = peek else { return false }
+                i += 1
+                if c == close { return true }
+                guard c == UInt8(ascii: ",") else { return false }
+                skipSpace()
+            }
+        }
+
+        mutating func string() -> Bool {
+            guard peek == UInt8(ascii: "\"") else { return false }
+            i += 1
+            while let c = peek {
+                i += 1
+                switch c {
+                case UInt8(ascii: "\""): return true
+                case UInt8(ascii: "\\"):
+                    guard let e = peek else { return false }
+                    i += 1
+                    if e == UInt8(ascii: "u") {
+                        for _ in 0..<4 {
+                            guard let h = peek, (h >= 0x30 && h <= 0x39) || (h | 0x20 >= 0x61 && h | 0x20 <= 0x66)
+                            else { return false }
+                            i += 1
+                        }
+                    } else if !"\"\\/bfnrt".utf8.contains(e) {
+                        return false
+                    }
+                case 0..<0x20: return false
+                default: continue
+                }
+            }
+            return false
+        }
+
+        mutating func number() -> Bool {
+            let start = i
+            if peek == UInt8(ascii: "-") { i += 1 }
+            func digits() -> Int {
+                let from = i
+                while let c = peek, c >= 0x30, c <= 0x39 { i += 1 }
+                return i - from
+            }
+            if peek == UInt8(ascii: "0") { i += 1 } else if digits() == 0 { return false }
+            if peek == UInt8(ascii: ".") {
+                i += 1
+                guard digits() > 0 else { return false }
+            }
+            if let e = peek, e | 0x20 == UInt8(ascii: "e") {
+                i += 1
+                if peek == UInt8(ascii: "+") || peek == UInt8(ascii: "-") { i += 1 }
+                guard digits() > 0 else { return false }
+            }
+            return i > start
+        }
+    }
+}
