@@ -141,7 +141,10 @@ let package = Package(
         ),
         .testTarget(
             name: "PlexusEndToEndTests",
-            dependencies: ["PlexusKernel"]
+            dependencies: [
+                "PlexusKernel", "PlexusClient", "PlexusWire", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
     ] + plugins.map(\.target)
 )

@@ -125,7 +125,8 @@ final class ClientCore: @unchecked Sendable {
             return promise.futureResult
         }.flatMapErrorThrowing { error in
             if let error = error as? PlexusClientError { throw error }
-            throw PlexusClientError(.notConnected, "cannot connect to \(self.config.host):\(self.config.port): \(error)")
+            throw PlexusClientError(
+                .notConnected, "cannot connect to \(self.config.host):\(self.config.port): \(error)")
         }
     }
 
@@ -302,7 +303,8 @@ final class ClientCore: @unchecked Sendable {
                 (noAck ? s.openNoAck.removeValue(forKey: topic) : s.open.removeValue(forKey: topic))
                 ?? Batch(topic: topic, noAck: noAck, events: ByteBufferAllocator().buffer(capacity: 0))
             if batch.count > 0,
-                batch.count + events.count > limitEvents || batch.events.readableBytes + encoded.readableBytes > limitBytes
+                batch.count + events.count > limitEvents
+                    || batch.events.readableBytes + encoded.readableBytes > limitBytes
             {
                 s.sealed.append(batch)
                 batch = Batch(topic: topic, noAck: noAck, events: ByteBufferAllocator().buffer(capacity: 0))

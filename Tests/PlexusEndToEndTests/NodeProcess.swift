@@ -19,6 +19,7 @@ enum Repository {
 
     static let requiredProducts = [
         "plexus", "libHeartbeatSource.so", "libConsoleSink.so", "libMemoryStorage.so", "libStandaloneRegistry.so",
+        "libTCPProtocol.so",
     ]
 
     /// The directory holding the `plexus` binary and the plugin libraries: the test bundle's own build
@@ -78,8 +79,9 @@ struct TestDirectory {
     }
 
     /// Copies the shipped `plugin-manifests/*.yaml` into `manifests/`, with the heartbeat interval set to
-    /// `intervalMs` (so that tests do not wait seconds for events).
-    func shippedManifests(intervalMs: Int = 100) throws -> URL {
+    /// `intervalMs` (so that tests do not wait seconds for events) and the TCP protocol on a free port with
+    /// `tcpValues` as further config values.
+    func shippedManifests(intervalMs: Int = 100, tcpValues: [String: String] = [:]) throws -> URL {
         let target = try subdirectory("manifests")
         let source = Repository.root.appendingPathComponent("plugin-manifests")
         let names = try FileManager.default.contentsOfDirectory(atPath: source.path).filter { $0.hasSuffix(".yaml") }
@@ -96,6 +98,16 @@ struct TestDirectory {
                 let manifest = try ManifestParser.parse(text, path: name)
                 guard manifest.config["interval_ms"] == .int(intervalMs) else {
                     throw SetupError(description: "could not set interval_ms in the copy of \(name):\n\(text)")
+                }
+            }
+            if name == "tcp-protocol.yaml" {
+                let values = (["port": "0"].merging(tcpValues) { $1 }).sorted { $0.key < $1.key }
+                text = text.replacingOccurrences(
+                    of: "\noperations:",
+                    with: "\n  values:\n" + values.map { "    \($0.key): \($0.value)\n" }.joined() + "operations:")
+                let manifest = try ManifestParser.parse(text, path: name)
+                guard manifest.config["port"] == .int(0) else {
+                    throw SetupError(description: "could not set port in the copy of \(name):\n\(text)")
                 }
             }
             try text.write(to: target.appendingPathComponent(name), atomically: true, encoding: .utf8)
@@ -241,6 +253,14 @@ final class NodeProcess {
     /// `plexus plugin call PLUGIN OPERATION ARGS…`.
     func call(_ plugin: String, _ operation: String, _ arguments: [String] = []) async throws -> CommandResult {
         try await cli(["plugin", "call", plugin, operation] + arguments)
+    }
+
+    /// The port the node's TCP protocol plugin listens on.
+    func tcpPort() async throws -> Int {
+        let result = try await call("tcp-protocol", "port")
+        let port = try #require(Int(result.output), "tcp-protocol port: '\(result.stdout)' \(result.stderr)")
+        try #require(port > 0, "tcp-protocol is not listening")
+        return port
     }
 
     /// Calls a counting operation until it reports more than zero or `timeout` passes; returns the last count.

@@ -22,7 +22,9 @@ struct ServeTests {
 
         let plugins = try await node.list()
         #expect(
-            Set(plugins.map(\.name)) == ["heartbeat-source", "console-sink", "memory-storage", "standalone-registry"])
+            Set(plugins.map(\.name)) == [
+                "heartbeat-source", "console-sink", "memory-storage", "standalone-registry", "tcp-protocol",
+            ])
         for plugin in plugins {
             #expect(plugin.state == .active, "\(plugin.name): \(plugin.lastError ?? "")")
             #expect(plugin.health == "healthy")
@@ -79,7 +81,7 @@ struct ServeTests {
         defer { node.kill() }
 
         let plugins = try await node.list()
-        #expect(plugins.count == 5, "the four shipped plugins and the broken fixture")
+        #expect(plugins.count == 6, "the five shipped plugins and the broken fixture")
         let broken = try #require(plugins.first { $0.name == "create-fails" })
         #expect(broken.state == .failed)
         #expect(broken.errorCode == "hook-failed")
@@ -117,7 +119,9 @@ struct ServeTests {
             return String(line[range].dropFirst("plugin ".count).prefix { $0 != ":" })
         }
         #expect(
-            Set(startOrder) == ["heartbeat-source", "console-sink", "memory-storage", "standalone-registry"],
+            Set(startOrder) == [
+                "heartbeat-source", "console-sink", "memory-storage", "standalone-registry", "tcp-protocol",
+            ],
             "every shipped plugin started: \(startOrder)")
         #expect(
             (startOrder.firstIndex(of: "heartbeat-source") ?? .max)

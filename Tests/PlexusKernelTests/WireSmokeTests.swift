@@ -5,7 +5,8 @@ import Testing
 
 @Suite struct WireSmokeTests {
     @Test func cEventsOverPublishFrame() throws {
-        let event = CloudEvent(id: "abc", source: "/s", type: "t", datacontenttype: "text/plain", data: Array("hello".utf8))
+        let event = CloudEvent(
+            id: "abc", source: "/s", type: "t", datacontenttype: "text/plain", data: Array("hello".utf8))
         var events = ByteBuffer()
         try events.writeWireEvent(event)
         var out = ByteBuffer()
@@ -16,7 +17,9 @@ import Testing
             return
         }
         #expect(publish.events.cloudEvents == [event])
-        let copies = publish.events.withCEvents { pointers, count in (0..<count).map { CloudEvent(copying: pointers[$0]!) } }
+        let copies = publish.events.withCEvents { pointers, count in
+            (0..<count).map { CloudEvent(copying: pointers[$0]!) }
+        }
         #expect(copies == [event])
     }
 }

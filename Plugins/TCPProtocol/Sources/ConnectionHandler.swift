@@ -74,7 +74,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func fail(_ status: WireStatus, _ message: String, frameType: UInt8 = 0, id: UInt64 = 0) {
         guard phase != .closing else { return }
         phase = .closing
-        session.send(Frame(id: id, .error(ErrorBody(status: status, frameType: frameType, fatal: true, message: message))))
+        session.send(
+            Frame(id: id, .error(ErrorBody(status: status, frameType: frameType, fatal: true, message: message))))
         session.close()
         session.flushThenClose()
     }
@@ -82,7 +83,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func handle(_ frame: Frame) {
         if case .awaitingHello = phase {
             guard case .hello(let hello) = frame.body else {
-                return fail(.protocolViolation, "the first frame must be HELLO, got \(frame.kind)", frameType: frame.kind.rawValue, id: frame.id)
+                return fail(
+                    .protocolViolation, "the first frame must be HELLO, got \(frame.kind)",
+                    frameType: frame.kind.rawValue, id: frame.id)
             }
             return handshake(hello, id: frame.id)
         }
@@ -104,22 +107,30 @@ final class ConnectionHandler: ChannelInboundHandler {
         case .hello:
             fail(.protocolViolation, "a second HELLO", frameType: frame.kind.rawValue, id: frame.id)
         case .welcome, .publishAck, .subscribed, .unsubscribed, .deliver:
-            fail(.protocolViolation, "\(frame.kind) is sent by servers only", frameType: frame.kind.rawValue, id: frame.id)
+            fail(
+                .protocolViolation, "\(frame.kind) is sent by servers only", frameType: frame.kind.rawValue,
+                id: frame.id)
         }
     }
 
     private func handshake(_ hello: Hello, id: UInt64) {
         guard hello.version == Frame.version else {
-            return fail(.unsupportedVersion, "protocol version \(hello.version) is not supported; this server speaks \(Frame.version)", frameType: Frame.Kind.hello.rawValue, id: id)
+            return fail(
+                .unsupportedVersion,
+                "protocol version \(hello.version) is not supported; this server speaks \(Frame.version)",
+                frameType: Frame.Kind.hello.rawValue, id: id)
         }
         guard server.accepts(token: hello.token) else {
             return fail(.unauthenticated, "the token is not accepted", frameType: Frame.Kind.hello.rawValue, id: id)
         }
         guard hello.maxFrameSize >= UInt32(Frame.minimumMaxFrameSize) else {
-            return fail(.invalidArgument, "max frame size \(hello.maxFrameSize) is below \(Frame.minimumMaxFrameSize)", frameType: Frame.Kind.hello.rawValue, id: id)
+            return fail(
+                .invalidArgument, "max frame size \(hello.maxFrameSize) is below \(Frame.minimumMaxFrameSize)",
+                frameType: Frame.Kind.hello.rawValue, id: id)
         }
         session.clientMaxFrame.store(Int(hello.maxFrameSize), ordering: .relaxed)
-        let agreed = hello.heartbeatMs == 0 ? settings.heartbeatMs : min(max(hello.heartbeatMs, 100), settings.heartbeatMs)
+        let agreed =
+            hello.heartbeatMs == 0 ? settings.heartbeatMs : min(max(hello.heartbeatMs, 100), settings.heartbeatMs)
         heartbeatNs = Int64(agreed) * 1_000_000
         phase = .open
         session.send(
@@ -137,7 +148,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func publish(_ publish: Publish, id: UInt64) {
         let count = publish.events.count
         guard !publish.topic.isEmpty, count > 0 else {
-            return refusePublish(publish, id: id, .invalidArgument, publish.topic.isEmpty ? "the topic is empty" : "a publish needs at least one event")
+            return refusePublish(
+                publish, id: id, .invalidArgument,
+                publish.topic.isEmpty ? "the topic is empty" : "a publish needs at least one event")
         }
         let pending = session.pendingEvents.add(count, ordering: .relaxed).newValue
         if pending >= settings.maxPendingEvents, !session.readPaused.exchange(true, ordering: .relaxed) {
@@ -161,9 +174,17 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func refusePublish(_ publish: Publish, id: UInt64, _ status: WireStatus, _ message: String) {
         if publish.noAck {
-            session.send(Frame(id: id, .error(ErrorBody(status: status, frameType: Frame.Kind.publish.rawValue, message: message))))
+            session.send(
+                Frame(
+                    id: id, .error(ErrorBody(status: status, frameType: Frame.Kind.publish.rawValue, message: message)))
+            )
         } else {
-            session.send(Frame(id: id, .publishAck(PublishAck(status: status, count: UInt32(publish.events.count), firstOffset: 0, message: message))))
+            session.send(
+                Frame(
+                    id: id,
+                    .publishAck(
+                        PublishAck(
+                            status: status, count: UInt32(publish.events.count), firstOffset: 0, message: message))))
         }
     }
 
@@ -174,14 +195,23 @@ final class ConnectionHandler: ChannelInboundHandler {
         switch result {
         case .success(let first):
             if !noAck {
-                session.send(Frame(id: id, .publishAck(PublishAck(status: .ok, count: UInt32(count), firstOffset: first))))
+                session.send(
+                    Frame(id: id, .publishAck(PublishAck(status: .ok, count: UInt32(count), firstOffset: first))))
             }
         case .failure(let error):
             let status = WireStatus(rawValue: UInt16(clamping: max(0, Int(error.status))))
             if noAck {
-                session.send(Frame(id: id, .error(ErrorBody(status: status, frameType: Frame.Kind.publish.rawValue, message: error.message))))
+                session.send(
+                    Frame(
+                        id: id,
+                        .error(
+                            ErrorBody(status: status, frameType: Frame.Kind.publish.rawValue, message: error.message))))
             } else {
-                session.send(Frame(id: id, .publishAck(PublishAck(status: status, count: UInt32(count), firstOffset: 0, message: error.message))))
+                session.send(
+                    Frame(
+                        id: id,
+                        .publishAck(
+                            PublishAck(status: status, count: UInt32(count), firstOffset: 0, message: error.message))))
             }
         }
         let pending = session.pendingEvents.subtract(count, ordering: .relaxed).newValue
@@ -198,7 +228,13 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func subscribe(_ request: Subscribe, id: UInt64) {
         guard !request.topic.isEmpty else {
-            return session.send(Frame(id: id, .error(ErrorBody(status: .invalidArgument, frameType: Frame.Kind.subscribe.rawValue, message: "the topic is empty"))))
+            return session.send(
+                Frame(
+                    id: id,
+                    .error(
+                        ErrorBody(
+                            status: .invalidArgument, frameType: Frame.Kind.subscribe.rawValue,
+                            message: "the topic is empty"))))
         }
         var options = SubscriptionOptions()
         // An empty group is a group of its own: every such subscription gets every event.
@@ -230,7 +266,9 @@ final class ConnectionHandler: ChannelInboundHandler {
                     break
                 case .unsendable(let reason):
                     host.count("deliveries_unsendable")
-                    host.nack(deliveryID: delivery.pointee.delivery_id, deadLetter: true, reason: "tcp-protocol cannot send it: \(reason)")
+                    host.nack(
+                        deliveryID: delivery.pointee.delivery_id, deadLetter: true,
+                        reason: "tcp-protocol cannot send it: \(reason)")
                 }
             }
             subscriptions[subscription.id] = subscription
@@ -238,13 +276,25 @@ final class ConnectionHandler: ChannelInboundHandler {
         } catch {
             session.dropGate(gate)
             let failure = error as? PluginError ?? PluginError(PX_ERR_INTERNAL, "\(error)")
-            session.send(Frame(id: id, .error(ErrorBody(status: WireStatus(rawValue: UInt16(clamping: max(0, Int(failure.status)))), frameType: Frame.Kind.subscribe.rawValue, message: failure.message))))
+            session.send(
+                Frame(
+                    id: id,
+                    .error(
+                        ErrorBody(
+                            status: WireStatus(rawValue: UInt16(clamping: max(0, Int(failure.status)))),
+                            frameType: Frame.Kind.subscribe.rawValue, message: failure.message))))
         }
     }
 
     private func unsubscribe(_ id: UInt64, id frameID: UInt64) {
         guard let subscription = subscriptions.removeValue(forKey: id) else {
-            return session.send(Frame(id: frameID, .error(ErrorBody(status: .notFound, frameType: Frame.Kind.unsubscribe.rawValue, message: "no subscription \(id) on this connection"))))
+            return session.send(
+                Frame(
+                    id: frameID,
+                    .error(
+                        ErrorBody(
+                            status: .notFound, frameType: Frame.Kind.unsubscribe.rawValue,
+                            message: "no subscription \(id) on this connection"))))
         }
         let session = self.session
         let host = server.host
@@ -257,7 +307,13 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func ack(_ deliveries: [UInt64]) {
         for unknown in session.settle(deliveries) {
-            session.send(Frame(id: unknown, .error(ErrorBody(status: .notFound, frameType: Frame.Kind.ack.rawValue, message: "delivery \(unknown) is not in flight on this connection"))))
+            session.send(
+                Frame(
+                    id: unknown,
+                    .error(
+                        ErrorBody(
+                            status: .notFound, frameType: Frame.Kind.ack.rawValue,
+                            message: "delivery \(unknown) is not in flight on this connection"))))
         }
         for delivery in deliveries where server.host.ack(deliveryID: delivery) != PX_OK.status {
             server.host.count("acks_late")
@@ -266,9 +322,16 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func nack(_ nack: Nack) {
         guard session.settle([nack.delivery]).isEmpty else {
-            return session.send(Frame(id: nack.delivery, .error(ErrorBody(status: .notFound, frameType: Frame.Kind.nack.rawValue, message: "delivery \(nack.delivery) is not in flight on this connection"))))
+            return session.send(
+                Frame(
+                    id: nack.delivery,
+                    .error(
+                        ErrorBody(
+                            status: .notFound, frameType: Frame.Kind.nack.rawValue,
+                            message: "delivery \(nack.delivery) is not in flight on this connection"))))
         }
-        if server.host.nack(deliveryID: nack.delivery, deadLetter: nack.deadLetter, reason: nack.reason) != PX_OK.status {
+        if server.host.nack(deliveryID: nack.delivery, deadLetter: nack.deadLetter, reason: nack.reason) != PX_OK.status
+        {
             server.host.count("acks_late")
         }
     }

@@ -126,28 +126,28 @@ final class Session: Sendable {
     ) -> String? {
         let start = buffer.writerIndex
         do {
-                buffer.writeInteger(UInt32(0))
-                buffer.writeInteger(Frame.Kind.deliver.rawValue)
-                buffer.writeInteger(UInt8(0))
-                buffer.writeInteger(UInt16(0))
-                buffer.writeInteger(UInt64(0))
-                buffer.writeInteger(delivery.pointee.subscription_id)
-                buffer.writeInteger(delivery.pointee.delivery_id)
-                buffer.writeInteger(delivery.pointee.attempt)
-                buffer.writeInteger(record.pointee.offset)
-                buffer.writeInteger(record.pointee.append_time_ns)
-                try buffer.writeWireEvent(event)
-                let total = buffer.writerIndex - start
-                guard total <= maxFrame else {
-                    throw WireError(
-                        .resourceExhausted, "the event needs a \(total)-byte frame, the client accepts \(maxFrame)",
-                        fatal: false)
-                }
-                buffer.setInteger(UInt32(total - 4), at: start)
-            } catch {
-                buffer.moveWriterIndex(to: start)
-                return "\(error)"
+            buffer.writeInteger(UInt32(0))
+            buffer.writeInteger(Frame.Kind.deliver.rawValue)
+            buffer.writeInteger(UInt8(0))
+            buffer.writeInteger(UInt16(0))
+            buffer.writeInteger(UInt64(0))
+            buffer.writeInteger(delivery.pointee.subscription_id)
+            buffer.writeInteger(delivery.pointee.delivery_id)
+            buffer.writeInteger(delivery.pointee.attempt)
+            buffer.writeInteger(record.pointee.offset)
+            buffer.writeInteger(record.pointee.append_time_ns)
+            try buffer.writeWireEvent(event)
+            let total = buffer.writerIndex - start
+            guard total <= maxFrame else {
+                throw WireError(
+                    .resourceExhausted, "the event needs a \(total)-byte frame, the client accepts \(maxFrame)",
+                    fatal: false)
             }
+            buffer.setInteger(UInt32(total - 4), at: start)
+        } catch {
+            buffer.moveWriterIndex(to: start)
+            return "\(error)"
+        }
         return nil
     }
 

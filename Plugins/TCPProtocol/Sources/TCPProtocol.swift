@@ -40,7 +40,8 @@ public final class TCPProtocol: Plugin {
             settings.maxPendingEvents >= 1, settings.defaultCredits >= 1
         else {
             throw PluginError.invalidArgument(
-                "tcp-protocol: threads, maxPendingEvents and defaultCredits must be at least 1, heartbeatMs at least 100")
+                "tcp-protocol: threads, maxPendingEvents and defaultCredits must be at least 1, heartbeatMs at least 100"
+            )
         }
         self.settings = settings
         server = TCPServer(host: host, settings: settings)

@@ -47,10 +47,12 @@ final class TCPServer: Sendable {
         do {
             let listener = try bootstrap.bind(host: settings.host, port: settings.port).wait()
             state.withLock { $0.listener = listener }
-            host.log(.info, "listening on \(listener.localAddress.map { "\($0)" } ?? "\(settings.host):\(settings.port)")")
+            host.log(
+                .info, "listening on \(listener.localAddress.map { "\($0)" } ?? "\(settings.host):\(settings.port)")")
         } catch {
             try? group.syncShutdownGracefully()
-            throw PluginError(PX_ERR_UNAVAILABLE, "tcp-protocol: cannot listen on \(settings.host):\(settings.port): \(error)")
+            throw PluginError(
+                PX_ERR_UNAVAILABLE, "tcp-protocol: cannot listen on \(settings.host):\(settings.port): \(error)")
         }
     }
 
