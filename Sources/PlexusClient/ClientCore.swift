@@ -280,48 +280,51 @@ final class ClientCore: @unchecked Sendable {
     /// Stages events for `topic`; they go out with the loop's next turn, in one frame with other events
     /// staged meanwhile. Any thread.
     func publish(topic: String, events: [CloudEvent], noAck: Bool, completion: PublishCompletion?) {
-        var encoded = ByteBufferAllocator().buffer(capacity: events.reduce(0) { $0 + 64 + $1.data.count })
-        do {
-            guard !topic.isEmpty else { throw PlexusClientError(.invalidArgument, "the topic is empty") }
-            guard !events.isEmpty else { throw PlexusClientError(.invalidArgument, "no events to publish") }
-            for event in events {
-                if let problem = event.invalidReason { throw PlexusClientError(.invalidArgument, problem) }
-                try encoded.writeWireEvent(event)
-            }
-        } catch let error as PlexusClientError {
-            completion?(.failure(error))
-            return
-        } catch {
-            completion?(.failure(PlexusClientError(.invalidArgument, "\(error)")))
+        var problem: String?
+        if topic.isEmpty {
+            problem = "the topic is empty"
+        } else if events.isEmpty {
+            problem = "no events to publish"
+        } else if topic.utf8.count > Int(UInt16.max) {
+            problem = "the topic is longer than 65535 bytes"
+        } else {
+            problem = events.lazy.compactMap(\.invalidReason).first
+        }
+        if let problem {
+            completion?(.failure(PlexusClientError(.invalidArgument, problem)))
             return
         }
         let limitEvents = config.maxBatchEvents
         let limitBytes = config.maxBatchBytes
-        let outcome = staging.withLock { s -> (scheduled: Bool, connected: Bool) in
-            guard s.session != 0 else { return (false, false) }
+        // Encoded straight into the topic's open batch: one copy from the caller's values to the wire bytes.
+        let outcome = staging.withLock { s -> (scheduled: Bool, failure: PlexusClientError?) in
+            guard s.session != 0 else {
+                return (false, PlexusClientError(.notConnected, "not connected to \(config.host):\(config.port)"))
+            }
             var batch =
                 (noAck ? s.openNoAck.removeValue(forKey: topic) : s.open.removeValue(forKey: topic))
-                ?? Batch(topic: topic, noAck: noAck, events: ByteBufferAllocator().buffer(capacity: 0))
-            if batch.count > 0,
-                batch.count + events.count > limitEvents
-                    || batch.events.readableBytes + encoded.readableBytes > limitBytes
-            {
+                ?? Batch(topic: topic, noAck: noAck, events: ByteBufferAllocator().buffer(capacity: 4096))
+            if batch.count > 0, batch.count + events.count > limitEvents || batch.events.readableBytes > limitBytes {
                 s.sealed.append(batch)
-                batch = Batch(topic: topic, noAck: noAck, events: ByteBufferAllocator().buffer(capacity: 0))
+                batch = Batch(topic: topic, noAck: noAck, events: ByteBufferAllocator().buffer(capacity: 4096))
             }
-            if let completion { batch.completions.append((batch.count, completion)) }
-            batch.count += events.count
-            if batch.events.readableBytes == 0 {
-                batch.events = encoded
-            } else {
-                batch.events.writeBuffer(&encoded)
+            let mark = batch.events.writerIndex
+            var failure: PlexusClientError?
+            do {
+                for event in events { try batch.events.writeWireEvent(event) }
+                if let completion { batch.completions.append((batch.count, completion)) }
+                batch.count += events.count
+            } catch {
+                batch.events.moveWriterIndex(to: mark)
+                failure = PlexusClientError(.invalidArgument, "\(error)")
             }
             if noAck { s.openNoAck[topic] = batch } else { s.open[topic] = batch }
+            guard failure == nil else { return (false, failure) }
             defer { s.flushScheduled = true }
-            return (!s.flushScheduled, true)
+            return (!s.flushScheduled, nil)
         }
-        guard outcome.connected else {
-            completion?(.failure(PlexusClientError(.notConnected, "not connected to \(config.host):\(config.port)")))
+        if let failure = outcome.failure {
+            completion?(.failure(failure))
             return
         }
         if outcome.scheduled { eventLoop.execute { self.flush() } }
@@ -365,7 +368,7 @@ final class ClientCore: @unchecked Sendable {
             return
         }
         var out = channel.allocator.buffer(capacity: batches.reduce(64) { $0 + 32 + $1.events.readableBytes })
-        for var batch in batches {
+        for var batch in batches where batch.count > 0 {
             let id = nextID
             nextID += 1
             do {

@@ -11,7 +11,8 @@ import Testing
 @Suite("TCP protocol", .serialized)
 struct TCPProtocolTests {
     /// A node with the shipped manifests (the TCP protocol on a free port) and its TCP port.
-    static func node(in directory: TestDirectory, tcpValues: [String: String] = [:]) async throws -> (NodeProcess, Int) {
+    static func node(in directory: TestDirectory, tcpValues: [String: String] = [:]) async throws -> (NodeProcess, Int)
+    {
         let node = try await NodeProcess.start(
             manifests: try directory.shippedManifests(intervalMs: 1000, tcpValues: tcpValues),
             data: try directory.subdirectory("data"), in: directory.url,
@@ -206,7 +207,8 @@ struct TCPProtocolTests {
 
         // A wrong magic.
         let stranger = try await RawConnection.connect(port: port)
-        try await stranger.send(bytes: [0, 0, 0, 0x16, 0x01, 0, 0, 0] + [UInt8](repeating: 0, count: 8) + Array("HTTP/1.1 200".utf8))
+        try await stranger.send(
+            bytes: [0, 0, 0, 0x16, 0x01, 0, 0, 0] + [UInt8](repeating: 0, count: 8) + Array("HTTP/1.1 200".utf8))
         #expect(try await fatalError(stranger)?.status == .unsupportedVersion)
 
         // A length beyond the maximum frame size, after a good handshake.
