@@ -10,7 +10,7 @@ struct Plexus: AsyncParsableCommand {
         commandName: "plexus",
         abstract: "Plexus: an event mesh built as a microkernel of C-ABI plugins.",
         version: PlexusVersion.kernel,
-        subcommands: [Serve.self, PluginCommand.self, ConformanceCommand.self])
+        subcommands: [Serve.self, PluginCommand.self, ConformanceCommand.self, BenchCommand.self])
 }
 
 struct Serve: AsyncParsableCommand {
