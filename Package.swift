@@ -67,6 +67,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"4.0.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
@@ -104,6 +105,16 @@ let package = Package(
             dependencies: ["PlexusABI", "PlexusCore", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .target(
+            name: "PlexusBench",
+            dependencies: [
+                "PlexusClient", "PlexusCore",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .target(
             name: "PlexusConformance",
             dependencies: [
                 "PlexusKernel", "PlexusABI", "PlexusCore", .product(name: "Logging", package: "swift-log"),
@@ -115,6 +126,7 @@ let package = Package(
                 "PlexusKernel",
                 "PlexusClient",
                 "PlexusConformance",
+                "PlexusBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -138,6 +150,10 @@ let package = Package(
                 "PlexusKernel", "PlexusABI", "PlexusCore", "PlexusConformance", "PlexusWire",
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        .testTarget(
+            name: "PlexusBenchTests",
+            dependencies: ["PlexusBench"]
         ),
         .testTarget(
             name: "PlexusEndToEndTests",

@@ -10,7 +10,9 @@ struct Plexus: AsyncParsableCommand {
         commandName: "plexus",
         abstract: "Plexus: an event mesh built as a microkernel of C-ABI plugins.",
         version: PlexusVersion.kernel,
-        subcommands: [Serve.self, PluginCommand.self, Pub.self, Sub.self, ConformanceCommand.self])
+        subcommands: [
+            Serve.self, PluginCommand.self, Pub.self, Sub.self, BenchCommand.self, ConformanceCommand.self,
+        ])
 }
 
 struct Serve: AsyncParsableCommand {
