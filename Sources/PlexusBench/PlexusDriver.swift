@@ -36,7 +36,7 @@ final class PlexusDriver: BenchDriver {
         let subscription = try await client.subscribe(
             topic: topic, options: SubscribeOptions(group: group, start: .latest, credits: credits)
         ) { received in
-            onMessage(received.event.data)
+            onMessage(received.data)
             received.ack()
         }
         return PlexusConsumer(client: client, subscription: subscription)

@@ -225,8 +225,8 @@ final class ClientCore: @unchecked Sendable {
             sub.handler(
                 ReceivedEvent(
                     topic: sub.topic, offset: deliver.offset, attempt: deliver.attempt,
-                    appendTimeNs: deliver.appendTimeNs, event: deliver.event.cloudEvent(at: 0),
-                    deliveryID: deliver.delivery, core: self, session: session))
+                    appendTimeNs: deliver.appendTimeNs, deliveryID: deliver.delivery, wire: deliver.event, core: self,
+                    session: session))
         case .heartbeat(let reply):
             if !reply { write([Frame(id: frame.id, .heartbeat(reply: true))]) }
         case .welcome, .subscribed, .unsubscribed:

@@ -72,8 +72,18 @@ public struct ReceivedEvent: Sendable {
     public var attempt: UInt32
     /// Unix time in ns when the node stored it; 0 if unknown.
     public var appendTimeNs: UInt64
-    public var event: CloudEvent
     public var deliveryID: UInt64
+    /// The event as it came off the wire; decoded on access.
+    let wire: WireEvents
+
+    /// The event, decoded from its wire bytes (each access decodes again: keep the value if you need it twice).
+    public var event: CloudEvent { wire.cloudEvent(at: 0) }
+
+    /// Only the event's data, without decoding its attributes.
+    public var data: [UInt8] {
+        let span = wire.layouts[0].data
+        return wire.bytes.getBytes(at: wire.bytes.readerIndex + span.offset, length: span.length) ?? []
+    }
     let core: ClientCore
     let session: UInt64
 

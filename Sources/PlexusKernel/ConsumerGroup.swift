@@ -303,18 +303,32 @@ final class ConsumerGroup: Sendable {
     }
 
     private func run(_ actions: [Action]) {
+        // Deliveries to one member go out in one hop to its queue, in plan order.
+        var batches: [(member: Member, deliveries: [(UInt64, Pending)])] = []
+        for case .deliver(let member, let deliveryID, let pending) in actions {
+            if let index = batches.firstIndex(where: { $0.member.id == member.id }) {
+                batches[index].deliveries.append((deliveryID, pending))
+            } else {
+                batches.append((member, [(deliveryID, pending)]))
+            }
+        }
+        for (member, deliveries) in batches {
+            member.queue.async { [self] in
+                for (deliveryID, pending) in deliveries {
+                    // The member may have left, or the delivery timed out, while this waited.
+                    guard state.withLock({ $0.inFlight[deliveryID]?.member == member.id }) else { continue }
+                    deliver(pending, deliveryID: deliveryID, to: member)
+                }
+            }
+        }
         for action in actions {
             switch action {
             case .read(let from, let max):
                 storage.read(stream, from: from, maxRecords: max, maxBytes: 4 << 20) { [self] result in
                     received(result, from: from)
                 }
-            case .deliver(let member, let deliveryID, let pending):
-                member.queue.async { [self] in
-                    // The member may have left, or the delivery timed out, while this waited.
-                    guard state.withLock({ $0.inFlight[deliveryID]?.member == member.id }) else { return }
-                    deliver(pending, deliveryID: deliveryID, to: member)
-                }
+            case .deliver:
+                break
             case .commit(let offset):
                 storage.commitOffset(stream, group: name, offset: offset) { [self] result in
                     state.withLock { s in

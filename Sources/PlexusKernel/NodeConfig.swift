@@ -76,8 +76,16 @@ public struct NodeConfig: Sendable {
             if let flag = plugins.optional("requireSha256") { config.requireSHA256 = try flag.bool() }
         }
         if let topics = root.optional("topics") {
-            try topics.onlyKeys(["defaultStorage", "autoCreate", "bindings"])
+            try topics.onlyKeys([
+                "defaultStorage", "autoCreate", "bindings", "defaultRetentionBytes", "defaultRetentionMs",
+            ])
             if let storage = topics.optional("defaultStorage") { config.topics.defaultStorage = try storage.string() }
+            if let field = topics.optional("defaultRetentionBytes") {
+                config.topics.defaultRetentionBytes = UInt64(max(0, try field.int("a number of bytes")))
+            }
+            if let field = topics.optional("defaultRetentionMs") {
+                config.topics.defaultRetentionMs = UInt64(max(0, try field.int("a number of milliseconds")))
+            }
             if let flag = topics.optional("autoCreate") { config.topics.autoCreate = try flag.bool() }
             if let bindings = topics.optional("bindings") {
                 config.topics.bindings = try bindings.items("topic bindings").map { item in

@@ -25,6 +25,9 @@ public struct TopicConfig: Sendable, Equatable {
     /// Whether a publish to a topic without a binding creates it in the default storage.
     public var autoCreate = true
     public var bindings: [Binding] = []
+    /// Retention of topics without a binding (0: unlimited).
+    public var defaultRetentionBytes: UInt64 = 0
+    public var defaultRetentionMs: UInt64 = 0
 
     public init() {}
 
@@ -101,7 +104,8 @@ public final class Router: Sendable {
             }
             do {
                 let stream = try binding.openStream(
-                    topic, retentionBytes: explicit?.retentionBytes ?? 0, retentionMs: explicit?.retentionMs ?? 0)
+                    topic, retentionBytes: explicit?.retentionBytes ?? config.defaultRetentionBytes,
+                    retentionMs: explicit?.retentionMs ?? config.defaultRetentionMs)
                 streams.withLock { $0[topic] = (binding, stream) }
                 return (binding, stream)
             } catch let failure as StorageBinding.Failure {
