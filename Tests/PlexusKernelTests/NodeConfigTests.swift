@@ -1,0 +1,33 @@
+import PlexusKernel
+import Testing
+
+@Suite("node file")
+struct NodeConfigTests {
+    @Test("topics: default storage, auto-create and the retention of unbound topics")
+    func topicDefaults() throws {
+        let config = try NodeConfig.parse(
+            """
+            topics:
+              defaultStorage: memory-storage
+              autoCreate: false
+              defaultRetentionBytes: 268435456
+              defaultRetentionMs: 60000
+              bindings:
+                - {topic: orders, storage: raft-log, retentionBytes: 1024}
+            """, path: "plexus.yaml", baseDirectory: "/srv")
+        #expect(config.topics.defaultStorage == "memory-storage")
+        #expect(!config.topics.autoCreate)
+        #expect(config.topics.defaultRetentionBytes == 268_435_456)
+        #expect(config.topics.defaultRetentionMs == 60000)
+        #expect(config.topics.bindings == [.init(topic: "orders", storage: "raft-log", retentionBytes: 1024)])
+    }
+
+    @Test("an unknown key under topics is named in the error")
+    func unknownTopicKey() {
+        #expect {
+            try NodeConfig.parse("topics:\n  defaultRetention: 5\n", path: "plexus.yaml", baseDirectory: "/srv")
+        } throws: { error in
+            "\(error)".contains("defaultRetention")
+        }
+    }
+}
