@@ -264,15 +264,20 @@ final class ConsumerGroup: Sendable {
             s.reading = true
             actions.append(.read(from: s.readOffset, max: min(Self.readBatch, Self.maxBuffered - buffered)))
         }
+        // Events taken from the front of `ready` are removed in one step at the end (not one shift per event);
+        // those skipped for a held key stay, in order.
         var index = 0
+        var skipped: [Pending] = []
+        defer { if index > 0 { s.ready.replaceSubrange(0..<index, with: skipped) } }
         while index < s.ready.count, !s.rotation.isEmpty {
             let pending = s.ready[index]
             if policy.ordered, let key = pending.key, let holder = s.keyHolder[key], holder != pending.offset {
+                skipped.append(pending)
                 index += 1
                 continue
             }
             guard let member = nextMember(&s) else { break }
-            s.ready.remove(at: index)
+            index += 1
             if policy.ordered, let key = pending.key { s.keyHolder[key] = pending.offset }
             let deliveryID = (id << 40) | (s.nextSequence & 0xFF_FFFF_FFFF)
             s.nextSequence += 1
