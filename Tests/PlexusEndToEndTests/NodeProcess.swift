@@ -106,7 +106,7 @@ struct TestDirectory {
                     of: "\noperations:",
                     with: "\n  values:\n" + values.map { "    \($0.key): \($0.value)\n" }.joined() + "operations:")
                 let manifest = try ManifestParser.parse(text, path: name)
-                guard manifest.config["port"] == .int(0) else {
+                guard manifest.config["port"] == .int(Int(tcpValues["port"] ?? "0") ?? -1) else {
                     throw SetupError(description: "could not set port in the copy of \(name):\n\(text)")
                 }
             }

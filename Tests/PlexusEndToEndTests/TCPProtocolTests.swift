@@ -6,6 +6,10 @@ import PlexusWire
 import Synchronization
 import Testing
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The TCP protocol plugin in a real node, driven by the `plexus` CLI, by `PlexusClient` and by a raw
 /// socket that misbehaves.
 @Suite("TCP protocol", .serialized)
@@ -270,5 +274,81 @@ struct TCPProtocolTests {
         #expect(offset == 0)
         await client.close()
         #expect(node.process.isRunning)
+    }
+}
+
+@Suite("TCP client reconnection", .serialized)
+struct TCPReconnectionTests {
+    /// A port that was free a moment ago.
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Bool in
+                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+            }
+        }
+        guard bound else { throw SetupError(description: "no free port: errno \(errno)") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    @Test("a client reconnects with backoff after the node dies and subscribes again")
+    func reconnects() async throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let port = try Self.freePort()
+        let manifests = try directory.shippedManifests(intervalMs: 1000, tcpValues: ["port": "\(port)"])
+        func start(_ name: String) async throws -> NodeProcess {
+            let run = try directory.subdirectory(name)
+            return try await NodeProcess.start(
+                manifests: manifests, data: try directory.subdirectory("\(name)-data"), in: run,
+                extraArguments: ["--default-storage", "memory-storage"])
+        }
+        let first = try await start("first")
+        let client = try await PlexusClient.connect(
+            ClientConfiguration(
+                port: port, name: "reconnecting", reconnectDelay: .milliseconds(50),
+                reconnectMaxDelay: .milliseconds(400)))
+        let received = Mutex<[String]>([])
+        _ = try await client.subscribe(topic: "r", options: SubscribeOptions(group: "g")) { delivery in
+            received.withLock { $0.append(delivery.event.id) }
+            delivery.ack()
+        }
+        _ = try await client.publish(topic: "r", CloudEvent(id: "before", source: "/t", type: "t"))
+
+        first.kill()
+        var failure: PlexusClientError?
+        do {
+            _ = try await client.publish(topic: "r", CloudEvent(id: "during", source: "/t", type: "t"))
+        } catch let error as PlexusClientError {
+            failure = error
+        }
+        #expect(
+            failure?.code == .notConnected || failure?.code == .connectionLost,
+            "a publish without a node fails at once: \(String(describing: failure))")
+
+        let second = try await start("second")
+        defer { second.kill() }
+        let deadline = ContinuousClock.now + .seconds(20)
+        var published = false
+        while !published, ContinuousClock.now < deadline {
+            do {
+                _ = try await client.publish(topic: "r", CloudEvent(id: "after", source: "/t", type: "t"))
+                published = true
+            } catch {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        #expect(published, "the client reconnected to the restarted node")
+        while !received.withLock({ $0.contains("after") }), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(received.withLock { $0 } == ["before", "after"], "the subscription was made again on the new node")
+        await client.close()
     }
 }
