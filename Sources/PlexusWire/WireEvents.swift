@@ -54,7 +54,6 @@ public struct WireEvents: Sendable, Equatable {
     /// past them.
     /// - Throws: `WireError` (malformed frame, not fatal) when the bytes are not `count` well-formed events.
     public init(parsing buffer: inout ByteBuffer, count: Int) throws {
-        let start = buffer.readerIndex
         var layouts: [EventLayout] = []
         layouts.reserveCapacity(min(count, 4096))
         var extensionSpans: [Span] = []
@@ -71,8 +70,9 @@ public struct WireEvents: Sendable, Equatable {
             }
             return cursor.position
         }
-        buffer.moveReaderIndex(forwardBy: consumed)
-        self.bytes = buffer.getSlice(at: start, length: consumed) ?? ByteBuffer()
+        // Slice before moving on: `getSlice` only reaches readable bytes, so it cannot look back behind the
+        // reader index.
+        self.bytes = buffer.readSlice(length: consumed) ?? ByteBuffer()
         self.layouts = layouts
         self.extensionSpans = extensionSpans
     }
