@@ -125,6 +125,15 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "PlexusWireTests",
+            dependencies: [
+                "PlexusWire", "PlexusABI", "PlexusCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
             name: "PlexusEndToEndTests",
             dependencies: ["PlexusKernel"]
         ),

@@ -82,7 +82,9 @@ public struct WireEvents: Sendable, Equatable {
         let layout = layouts[index]
         return bytes.withUnsafeReadableBytes { raw in
             func string(_ span: Span) -> String {
-                String(decoding: UnsafeRawBufferPointer(rebasing: raw[span.offset..<span.offset + span.length]), as: UTF8.self)
+                String(
+                    decoding: UnsafeRawBufferPointer(rebasing: raw[span.offset..<span.offset + span.length]),
+                    as: UTF8.self)
             }
             func optional(_ span: Span) -> String? { span.isPresent ? string(span) : nil }
             var extensions: [(key: String, value: String)] = []
@@ -141,7 +143,8 @@ public struct WireEvents: Sendable, Equatable {
                 event.extension_count = layout.extensionCount
                 event.data =
                     layout.data.length > 0
-                    ? px_bytes(ptr: (base + layout.data.offset).assumingMemoryBound(to: UInt8.self), len: layout.data.length)
+                    ? px_bytes(
+                        ptr: (base + layout.data.offset).assumingMemoryBound(to: UInt8.self), len: layout.data.length)
                     : px_bytes(ptr: nil, len: 0)
                 events[index] = event
                 pointers[index] = UnsafePointer(events + index)
