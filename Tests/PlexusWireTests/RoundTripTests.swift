@@ -94,6 +94,22 @@ struct RoundTripTests {
         #expect(wire.cloudEvent(at: 0).datacontenttype == event.datacontenttype)
     }
 
+    @Test("WireEvents(parsing:) keeps exactly the events' bytes and moves the reader index past them")
+    func parsingKeepsBytes() throws {
+        var events = ByteBuffer()
+        for event in [FrameSamples.typical, FrameSamples.binary] { try events.writeWireEvent(event) }
+        var buffer = ByteBuffer(bytes: [0xEE, 0xEE])
+        buffer.moveReaderIndex(forwardBy: 1)
+        buffer.writeImmutableBuffer(events)
+        buffer.writeBytes([0xDD])
+        buffer.moveReaderIndex(forwardBy: 1)
+
+        let parsed = try WireEvents(parsing: &buffer, count: 2)
+        #expect(parsed.bytes == events)
+        #expect(buffer.bytes == [0xDD])
+        #expect(parsed.cloudEvents == [FrameSamples.typical, FrameSamples.binary])
+    }
+
     @Test("a batch keeps every event, in order, through a PUBLISH frame")
     func batchThroughFrame() throws {
         let events = FrameSamples.events + FrameSamples.events.reversed()
