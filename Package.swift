@@ -147,13 +147,22 @@ let package = Package(
         .testTarget(
             name: "PlexusKernelTests",
             dependencies: [
-                "PlexusKernel", "PlexusABI", "PlexusCore", "PlexusConformance", "PlexusWire",
+                "PlexusKernel", "PlexusABI", "PlexusCore", "PlexusConformance",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(
             name: "PlexusBenchTests",
             dependencies: ["PlexusBench"]
+        ),
+        .testTarget(
+            name: "PlexusWireTests",
+            dependencies: [
+                "PlexusWire", "PlexusABI", "PlexusCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "PlexusEndToEndTests",

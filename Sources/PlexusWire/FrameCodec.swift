@@ -8,8 +8,8 @@ public enum FrameCodec {
     static let flagFatal: UInt8 = 1 << 0
 
     /// Appends one frame to `buffer`.
-    /// - Throws: `WireError` (invalid argument) when a string is longer than the wire allows; nothing is
-    ///   written then.
+    /// - Throws: `WireError` (invalid argument) when a string is longer than the wire allows, or a `PUBLISH`
+    ///   has no events or a `DELIVER` other than one; nothing is written then.
     public static func encode(_ frame: Frame, into buffer: inout ByteBuffer) throws {
         let start = buffer.writerIndex
         do {
@@ -74,6 +74,9 @@ public enum FrameCodec {
             buffer.writeInteger(welcome.heartbeatMs)
             buffer.writeInteger(welcome.maxFrameSize)
         case .publish(let publish):
+            guard publish.events.count >= 1 else {
+                throw WireError(.invalidArgument, "a PUBLISH carries 1 or more events, not 0", fatal: false)
+            }
             try buffer.writeWireString(publish.topic)
             buffer.writeInteger(UInt32(publish.events.count))
             var events = publish.events.bytes
@@ -109,6 +112,10 @@ public enum FrameCodec {
         case .subscribed(let id), .unsubscribe(let id), .unsubscribed(let id):
             buffer.writeInteger(id)
         case .deliver(let d):
+            guard d.event.count == 1 else {
+                throw WireError(
+                    .invalidArgument, "a DELIVER carries exactly 1 event, not \(d.event.count)", fatal: false)
+            }
             buffer.writeInteger(d.subscription)
             buffer.writeInteger(d.delivery)
             buffer.writeInteger(d.attempt)
@@ -168,6 +175,7 @@ public enum FrameCodec {
                 return (topic, try cursor.u32("the event count"), cursor.position)
             }
             body.moveReaderIndex(forwardBy: topic.2)
+            guard topic.1 >= 1 else { throw WireError(.malformedFrame, "count 0: no events", fatal: false) }
             // Every event takes at least 15 bytes, so the count cannot promise more than the body holds.
             guard Int(topic.1) <= body.readableBytes / 15 else {
                 throw WireError(.malformedFrame, "count \(topic.1) exceeds what the body can hold", fatal: false)

@@ -70,7 +70,8 @@ public struct WireEvents: Sendable, Equatable {
             }
             return cursor.position
         }
-        // `consumed` never exceeds the readable bytes the cursor walked over.
+        // Slice before moving on: `getSlice` only reaches readable bytes, so it cannot look back behind the
+        // reader index.
         self.bytes = buffer.readSlice(length: consumed) ?? ByteBuffer()
         self.layouts = layouts
         self.extensionSpans = extensionSpans
