@@ -299,7 +299,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         let session = self.session
         let host = server.host
         // The kernel's unsubscribe waits for running deliveries: never on the event loop.
-        DispatchQueue.global().async {
+        server.offLoop {
             host.unsubscribe(subscription)
             session.send(Frame(id: frameID, .unsubscribed(subscription: id)))
         }
@@ -346,7 +346,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         server.forget(session)
         guard !ended.isEmpty else { return }
         let host = server.host
-        DispatchQueue.global().async {
+        server.offLoop {
             for subscription in ended { host.unsubscribe(subscription) }
         }
     }

@@ -1,3 +1,4 @@
+import Dispatch
 import NIOCore
 import NIOPosix
 import PlexusPluginSDK
@@ -9,6 +10,9 @@ final class TCPServer: Sendable {
     let host: Host
     let settings: TCPProtocol.Settings
     private let group: MultiThreadedEventLoopGroup
+    /// Work taken off the event loops (the kernel's unsubscribe waits for running deliveries); `stop` waits
+    /// for it, so that nothing calls the host after the instance is stopped.
+    private let offLoopWork = DispatchGroup()
     private let state = Mutex<State>(State())
 
     private struct State {
@@ -68,6 +72,15 @@ final class TCPServer: Sendable {
         return session
     }
 
+    /// Runs `work` on a Dispatch worker, counted so that `stop` can wait for it.
+    func offLoop(_ work: @escaping @Sendable () -> Void) {
+        offLoopWork.enter()
+        DispatchQueue.global().async { [offLoopWork] in
+            work()
+            offLoopWork.leave()
+        }
+    }
+
     func forget(_ session: Session) {
         state.withLock { _ = $0.sessions.removeValue(forKey: session.id) }
         host.gauge("connections", Double(sessionCount))
@@ -105,6 +118,11 @@ final class TCPServer: Sendable {
         let deadline = ContinuousClock.now + timeout
         while sessionCount > 0, ContinuousClock.now < deadline {
             usleep(10_000)
+        }
+        let left = deadline - ContinuousClock.now
+        let nanos = max(0, left.components.seconds * 1_000_000_000 + left.components.attoseconds / 1_000_000_000)
+        if offLoopWork.wait(timeout: .now() + .nanoseconds(Int(nanos))) == .timedOut {
+            host.log(.warning, "stopping with subscriptions still being ended")
         }
         try? group.syncShutdownGracefully()
     }
