@@ -320,6 +320,10 @@ struct TCPReconnectionTests {
             delivery.ack()
         }
         _ = try await client.publish(topic: "r", CloudEvent(id: "before", source: "/t", type: "t"))
+        let delivered = ContinuousClock.now + .seconds(10)
+        while !received.withLock({ $0.contains("before") }), ContinuousClock.now < delivered {
+            try await Task.sleep(for: .milliseconds(10))
+        }
 
         first.kill()
         var failure: PlexusClientError?
