@@ -319,11 +319,11 @@ final class ConsumerGroup: Sendable {
         }
         for (member, deliveries) in batches {
             member.queue.async { [self] in
-                for (deliveryID, pending) in deliveries {
-                    // The member may have left, or the delivery timed out, while this waited.
-                    guard state.withLock({ $0.inFlight[deliveryID]?.member == member.id }) else { continue }
-                    deliver(pending, deliveryID: deliveryID, to: member)
+                // The member may have left, or a delivery timed out, while this waited.
+                let current = state.withLock { s in
+                    deliveries.filter { s.inFlight[$0.0]?.member == member.id }
                 }
+                deliver(current, to: member)
             }
         }
         for action in actions {
@@ -396,19 +396,24 @@ final class ConsumerGroup: Sendable {
         }
     }
 
-    private func deliver(_ pending: Pending, deliveryID: UInt64, to member: Member) {
+    /// Hands deliveries to a member, in order, laid out in C memory once for all of them.
+    private func deliver(_ deliveries: [(UInt64, Pending)], to member: Member) {
+        guard !deliveries.isEmpty else { return }
         let subscription = member.id
-        pending.event.withCEvent { cEvent in
-            var record = px_record(
-                struct_size: UInt32(MemoryLayout<px_record>.size), reserved: 0, offset: pending.offset,
-                append_time_ns: 0,
-                event: cEvent)
-            withUnsafePointer(to: &record) { recordPointer in
-                withPXStr(topic) { topicStr in
-                    var delivery = px_delivery(
-                        struct_size: UInt32(MemoryLayout<px_delivery>.size), attempt: pending.attempt,
-                        delivery_id: deliveryID, subscription_id: subscription, topic: topicStr, record: recordPointer)
-                    withUnsafePointer(to: &delivery) { member.deliver($0) }
+        let batch = CEventBatch(deliveries.map(\.1.event))
+        withExtendedLifetime(batch) {
+            withPXStr(topic) { topicStr in
+                for (index, (deliveryID, pending)) in deliveries.enumerated() {
+                    var record = px_record(
+                        struct_size: UInt32(MemoryLayout<px_record>.size), reserved: 0, offset: pending.offset,
+                        append_time_ns: 0, event: batch.event(at: index))
+                    withUnsafePointer(to: &record) { recordPointer in
+                        var delivery = px_delivery(
+                            struct_size: UInt32(MemoryLayout<px_delivery>.size), attempt: pending.attempt,
+                            delivery_id: deliveryID, subscription_id: subscription, topic: topicStr,
+                            record: recordPointer)
+                        withUnsafePointer(to: &delivery) { member.deliver($0) }
+                    }
                 }
             }
         }
