@@ -17,7 +17,10 @@ struct DecoderTests {
             subject: "_INBOX.x.1", sid: 0, replyTo: nil, headers: Array("NATS/1.0 503\r\n\r\n".utf8), payload: [])
         try ByteToMessageDecoderVerifier.verifyDecoder(
             stringInputOutputPairs: [
-                ("INFO {\"server_id\":\"x\",\"max_payload\":1048576}\r\n", [.info("{\"server_id\":\"x\",\"max_payload\":1048576}")]),
+                (
+                    "INFO {\"server_id\":\"x\",\"max_payload\":1048576}\r\n",
+                    [.info("{\"server_id\":\"x\",\"max_payload\":1048576}")]
+                ),
                 ("PING\r\n", [.ping]),
                 ("PONG\r\n", [.pong]),
                 ("+OK\r\n", [.ok]),
@@ -51,7 +54,10 @@ struct DecoderTests {
         try ByteToMessageDecoderVerifier.verifyDecoder(
             stringInputOutputPairs: [
                 ("+PONG\r\n", [.simpleString("PONG")]),
-                ("-BUSYGROUP Consumer Group name already exists\r\n", [.error("BUSYGROUP Consumer Group name already exists")]),
+                (
+                    "-BUSYGROUP Consumer Group name already exists\r\n",
+                    [.error("BUSYGROUP Consumer Group name already exists")]
+                ),
                 (":42\r\n", [.integer(42)]),
                 ("$5\r\nhello\r\n", [.bulkString(Array("hello".utf8))]),
                 ("$0\r\n\r\n", [.bulkString([])]),
@@ -66,9 +72,13 @@ struct DecoderTests {
     @Test("XREADGROUP replies hand each entry's payload over and return the ids to acknowledge")
     func xreadgroupDelivery() {
         let entry: (String, String) -> RESPValue = { id, payload in
-            .array([.bulkString(Array(id.utf8)), .array([.bulkString(Array("p".utf8)), .bulkString(Array(payload.utf8))])])
+            .array([
+                .bulkString(Array(id.utf8)), .array([.bulkString(Array("p".utf8)), .bulkString(Array(payload.utf8))]),
+            ])
         }
-        let reply = RESPValue.array([.array([.bulkString(Array("t".utf8)), .array([entry("1-0", "a"), entry("1-1", "b")])])])
+        let reply = RESPValue.array([
+            .array([.bulkString(Array("t".utf8)), .array([entry("1-0", "a"), entry("1-1", "b")])])
+        ])
         let received = ReceivedPayloads()
         let ids = RedisConsumer.deliver(reply) { received.append($0) }
         #expect(ids.map { String(decoding: $0, as: UTF8.self) } == ["1-0", "1-1"])

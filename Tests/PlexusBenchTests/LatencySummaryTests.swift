@@ -26,7 +26,10 @@ struct LatencySummaryTests {
         #expect(Self.near(summary.p99_99, 9999), "\(summary)")
         #expect(Self.near(summary.max, 10_000), "\(summary)")
         #expect(abs(summary.mean - 5000.5) < 5, "\(summary)")
-        #expect(summary.values == [summary.p50, summary.p75, summary.p95, summary.p99, summary.p99_9, summary.p99_99, summary.max])
+        #expect(
+            summary.values == [
+                summary.p50, summary.p75, summary.p95, summary.p99, summary.p99_9, summary.p99_99, summary.max,
+            ])
     }
 
     @Test("990 samples of 100 µs and 10 of 50 ms: p99 is 100 µs, p99.9 and max are 50 ms")
