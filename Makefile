@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core fuzz clean
+.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp fuzz clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -41,6 +41,10 @@ bench-abi: bootstrap
 ## In-process publish → memory storage → subscriber → ack against raw ABI calls; memory over a long run.
 bench-core: bootstrap
 	benchmarks/core/run
+
+## Plexus against NATS core, NATS JetStream and Redis Streams over TCP (plexus bench); table, ratios, plot.
+bench-tcp: bootstrap
+	benchmarks/tcp/run
 
 ## libFuzzer on the TCP frame decoder for FUZZ_SECONDS (default 60); findings go to .build/fuzz/crashes/.
 fuzz: bootstrap

@@ -153,7 +153,12 @@ let package = Package(
         ),
         .testTarget(
             name: "PlexusBenchTests",
-            dependencies: ["PlexusBench"]
+            dependencies: [
+                "PlexusBench",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "PlexusWireTests",

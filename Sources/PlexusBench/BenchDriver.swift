@@ -27,6 +27,9 @@ extension BenchDriver {
 /// Publishes messages to one topic.
 public protocol BenchProducer: Sendable {
     /// Sends one message. `completion` runs once the server acknowledged it (durable per the system's settings), or when it was written for fire-and-forget; with an error if it failed. Any thread.
+    ///
+    /// - Important: `completion` runs exactly once per send and must not block. `key` is `nil` when the
+    ///   workload has no keys.
     func send(key: String?, payload: [UInt8], completion: @escaping @Sendable ((any Error)?) -> Void)
     /// Closes the producer; sends still outstanding complete with an error.
     func close() async

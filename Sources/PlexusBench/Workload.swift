@@ -146,6 +146,11 @@ public struct Workload: Codable, Sendable, Equatable {
             error.source = source
             throw error
         } catch let error as DecodingError {
+            // Yams wraps what `init(from:)` throws in `dataCorrupted`.
+            if case .dataCorrupted(let context) = error, var underlying = context.underlyingError as? WorkloadError {
+                underlying.source = source
+                throw underlying
+            }
             throw Self.describe(error, source: source)
         } catch {
             throw WorkloadError(source: source, field: nil, "not a YAML mapping of workload keys: \(error)")
@@ -178,7 +183,8 @@ public struct Workload: Codable, Sendable, Equatable {
             return WorkloadError(
                 source: source, field: field(context.codingPath), "must be \(Self.typeName(type))")
         case .dataCorrupted(let context):
-            return WorkloadError(source: source, field: field(context.codingPath), context.debugDescription)
+            let cause = context.underlyingError.map { ": \($0)" } ?? ""
+            return WorkloadError(source: source, field: field(context.codingPath), context.debugDescription + cause)
         @unknown default:
             return WorkloadError(source: source, field: nil, "\(error)")
         }

@@ -116,6 +116,8 @@ public struct BenchRunner: Sendable {
         for producer in producers { await producer.producer.close() }
         for consumer in consumers { await consumer.close() }
         await driver.tearDown()
+        let repeated = recorders.repeatedCompletions.withLock { $0 }
+        if repeated > 0 { notes.append("the driver completed \(repeated) sends more than once (ignored)") }
         let consumerErrors = consumers.flatMap(\.errors)
 
         let measured = workload.durationSeconds
@@ -166,8 +168,14 @@ public struct BenchRunner: Sendable {
             let key = keys.isEmpty ? nil : keys[(sentCount &+ index) % keys.count]
             let sentAt = MonotonicClock.nanoseconds()
             recorders.sent.withLock { $0 += 1 }
+            let once = OneShot()
             producer.send(key: key, payload: PayloadStamp.make(nanoseconds: sentAt, size: size)) { error in
                 let now = MonotonicClock.nanoseconds()
+                // A driver that completes a send twice must not open the window wider or count it twice.
+                guard once.claim() else {
+                    recorders.repeatedCompletions.withLock { $0 += 1 }
+                    return
+                }
                 if let error {
                     recorders.published.recordFailure("\(error)")
                 } else {
@@ -217,6 +225,8 @@ final class Recorders: Sendable {
     let consumed: EventRecorder
     let sent = Mutex(0)
     let malformed = Mutex(0)
+    /// Completions a driver ran more than once for one send; ignored, and reported in the notes.
+    let repeatedCompletions = Mutex(0)
 
     init(start: UInt64, window: Range<UInt64>) {
         published = EventRecorder(start: start, window: window)

@@ -29,6 +29,8 @@ struct OutboundState<Pending: Sendable>: Sendable {
 final class OutboundQueue<Pending: Sendable>: Sendable {
     private let channel: any Channel
     private let state: Mutex<OutboundState<Pending>>
+    /// The protocol state of a fresh connection, put back on close so that nothing is completed twice.
+    private let emptyPending: Pending
     private let beforeFlush: @Sendable (inout OutboundState<Pending>) -> Void
 
     /// - Parameters:
@@ -37,11 +39,12 @@ final class OutboundQueue<Pending: Sendable>: Sendable {
     ///   - beforeFlush: Runs on the event loop, under the lock, before the queued bytes are written; may append
     ///     frames (NATS appends one PING for the publishes that wait for the server).
     init(
-        channel: any Channel, pending: sending Pending,
+        channel: any Channel, pending: Pending,
         beforeFlush: @escaping @Sendable (inout OutboundState<Pending>) -> Void = { _ in }
     ) {
         self.channel = channel
         self.state = Mutex(OutboundState(buffer: channel.allocator.buffer(capacity: 4096), pending: pending))
+        self.emptyPending = pending
         self.beforeFlush = beforeFlush
     }
 
@@ -72,7 +75,8 @@ final class OutboundQueue<Pending: Sendable>: Sendable {
         state.withLock { body(&$0.pending) }
     }
 
-    /// Marks the connection closed and hands back what was still queued, for the owner to fail.
+    /// Marks the connection closed and hands back what was still queued, for the owner to fail; the protocol
+    /// state starts over empty, so a reply that still arrives finds nothing to complete.
     ///
     /// - Returns: The write completions and the protocol state, or `nil` when it was already closed.
     func close(_ error: BenchError) -> (written: [BenchCompletion], pending: Pending)? {
@@ -80,8 +84,10 @@ final class OutboundQueue<Pending: Sendable>: Sendable {
             guard state.closed == nil else { return nil }
             state.closed = error
             let written = state.written
+            let pending = state.pending
             state.written = []
-            return (written, state.pending)
+            state.pending = emptyPending
+            return (written, pending)
         }
     }
 
