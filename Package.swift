@@ -44,6 +44,7 @@ let plugins = [
     plugin("HeartbeatSource", language: .c),
     plugin("ConsoleSink", language: .swift),
     plugin("MemoryStorage", language: .swift),
+    plugin("RaftLogStorage", language: .swift),
     plugin("StandaloneRegistry", language: .swift),
     plugin(
         "TCPProtocol", language: .swift,

@@ -18,8 +18,8 @@ enum Repository {
         .deletingLastPathComponent()
 
     static let requiredProducts = [
-        "plexus", "libHeartbeatSource.so", "libConsoleSink.so", "libMemoryStorage.so", "libStandaloneRegistry.so",
-        "libTCPProtocol.so",
+        "plexus", "libHeartbeatSource.so", "libConsoleSink.so", "libMemoryStorage.so", "libRaftLogStorage.so",
+        "libStandaloneRegistry.so", "libTCPProtocol.so",
     ]
 
     /// The directory holding the `plexus` binary and the plugin libraries: the test bundle's own build

@@ -23,7 +23,7 @@ struct ServeTests {
         let plugins = try await node.list()
         #expect(
             Set(plugins.map(\.name)) == [
-                "heartbeat-source", "console-sink", "memory-storage", "standalone-registry", "tcp-protocol",
+                "heartbeat-source", "console-sink", "memory-storage", "raft-log", "standalone-registry", "tcp-protocol",
             ])
         for plugin in plugins {
             #expect(plugin.state == .active, "\(plugin.name): \(plugin.lastError ?? "")")
@@ -81,7 +81,7 @@ struct ServeTests {
         defer { node.kill() }
 
         let plugins = try await node.list()
-        #expect(plugins.count == 6, "the five shipped plugins and the broken fixture")
+        #expect(plugins.count == 7, "the six shipped plugins and the broken fixture")
         let broken = try #require(plugins.first { $0.name == "create-fails" })
         #expect(broken.state == .failed)
         #expect(broken.errorCode == "hook-failed")
@@ -120,7 +120,7 @@ struct ServeTests {
         }
         #expect(
             Set(startOrder) == [
-                "heartbeat-source", "console-sink", "memory-storage", "standalone-registry", "tcp-protocol",
+                "heartbeat-source", "console-sink", "memory-storage", "raft-log", "standalone-registry", "tcp-protocol",
             ],
             "every shipped plugin started: \(startOrder)")
         #expect(

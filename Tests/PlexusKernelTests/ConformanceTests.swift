@@ -136,6 +136,21 @@ struct ConformanceTests {
         #expect(report.results.count == Conformance.rules(for: .storage).count)
     }
 
+    @Test(
+        "RaftLogStorage passes every rule of the storage suite under each fsync policy, with its shipped manifest",
+        arguments: ["always", "interval", "never"])
+    func raftLogStorage(fsync: String) throws {
+        let library = try Self.builtLibrary("libRaftLogStorage.so")
+        let manifest = FixtureLibraries.repositoryRoot.appendingPathComponent("plugin-manifests/raft-log.yaml").path
+        // Small segments, so that the rules also cross segment files.
+        let report = try Self.run(
+            .storage, library: library, manifest: manifest,
+            configJSON: #"{"fsync": "\#(fsync)", "segmentBytes": 8192}"#)
+        #expect(report.failed == 0, "\n\(report.text)")
+        #expect(report.durability == "LOCAL")
+        #expect(report.results.count == Conformance.rules(for: .storage).count)
+    }
+
     @Test("StandaloneRegistry passes every rule of the registry suite, with its shipped manifest")
     func standaloneRegistry() throws {
         let library = try Self.builtLibrary("libStandaloneRegistry.so")

@@ -104,7 +104,8 @@ struct ManifestParserTests {
         #expect(m.enabled)
     }
 
-    @Test("the manifests shipped in plugin-manifests/ parse", arguments: ["heartbeat-source", "console-sink"])
+    @Test(
+        "the manifests shipped in plugin-manifests/ parse", arguments: ["heartbeat-source", "console-sink", "raft-log"])
     func shippedManifests(_ name: String) throws {
         let path = ManifestSamples.repositoryRoot().appendingPathComponent("plugin-manifests/\(name).yaml").path
         let m = try ManifestParser.load(path: path)

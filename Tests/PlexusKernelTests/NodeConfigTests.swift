@@ -1,3 +1,4 @@
+import Foundation
 import PlexusKernel
 import Testing
 
@@ -29,5 +30,15 @@ struct NodeConfigTests {
         } throws: { error in
             "\(error)".contains("defaultRetention")
         }
+    }
+
+    @Test("the shipped plexus.yaml (what `make run` starts) stores every topic in raft-log, a shipped plugin")
+    func shippedNodeFile() throws {
+        let root = ManifestSamples.repositoryRoot()
+        let config = try NodeConfig.load(path: root.appendingPathComponent("plexus.yaml").path)
+        #expect(config.topics.defaultStorage == "raft-log")
+        #expect(config.topics.bindings.allSatisfy { $0.storage == "raft-log" })
+        #expect(
+            FileManager.default.fileExists(atPath: root.appendingPathComponent("plugin-manifests/raft-log.yaml").path))
     }
 }

@@ -1,0 +1,156 @@
+import PlexusPluginSDK
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// An I/O failure: the operation, the path and `strerror(errno)`.
+struct IOFailure: Error, CustomStringConvertible {
+    var operation: String
+    var path: String
+    var code: Int32
+    var description: String { "\(operation) \(path): \(String(cString: strerror(code))) (errno \(code))" }
+
+    init(_ operation: String, _ path: String, code: Int32 = errno) {
+        self.operation = operation
+        self.path = path
+        self.code = code
+    }
+}
+
+/// An open file: a descriptor closed when the last reference goes, so a reader holding a segment can finish
+/// its `pread` after the segment was deleted.
+final class OpenFile: Sendable {
+    let path: String
+    let fd: Int32
+
+    /// Opens `path` read-write, creating it when `create` (and failing if it exists then).
+    init(path: String, create: Bool = false) throws {
+        let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0)
+        let fd = open(path, flags, 0o644)
+        guard fd >= 0 else { throw IOFailure(create ? "create" : "open", path) }
+        self.path = path
+        self.fd = fd
+    }
+
+    deinit { close(fd) }
+
+    var size: Int {
+        get throws {
+            var info = stat()
+            guard fstat(fd, &info) == 0 else { throw IOFailure("fstat", path) }
+            return Int(info.st_size)
+        }
+    }
+
+    /// Writes all of `bytes` at `offset`.
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IOFailure("write", path)
+            }
+            done += n
+        }
+    }
+
+    func write(_ bytes: [UInt8], at offset: Int) throws {
+        try bytes.withUnsafeBytes { try write($0, at: offset) }
+    }
+
+    /// Reads exactly `count` bytes at `offset`.
+    func read(count: Int, at offset: Int) throws -> [UInt8] {
+        try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            var done = 0
+            while done < count {
+                let n = pread(fd, buffer.baseAddress! + done, count - done, off_t(offset + done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw IOFailure("read", path)
+                }
+                if n == 0 { throw IOFailure("read", path, code: EIO) }
+                done += n
+            }
+            initialized = count
+        }
+    }
+
+    func syncData() throws {
+        guard fdatasync(fd) == 0 else { throw IOFailure("fdatasync", path) }
+    }
+
+    func truncate(to size: Int) throws {
+        guard ftruncate(fd, off_t(size)) == 0 else { throw IOFailure("truncate", path) }
+    }
+
+    /// Maps the whole file read-only for `body` (an empty buffer for an empty file).
+    func withMapping<R>(_ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        let length = try size
+        guard length > 0 else { return try body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+        guard let base = mmap(nil, length, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
+            throw IOFailure("mmap", path)
+        }
+        defer { munmap(base, length) }
+        return try body(UnsafeRawBufferPointer(start: base, count: length))
+    }
+}
+
+/// Directory and path helpers over the C library.
+enum Files {
+    /// `fsync` of a directory, so that names created, renamed or removed in it survive a crash.
+    static func syncDirectory(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw IOFailure("open directory", path) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw IOFailure("fsync directory", path) }
+    }
+
+    static func makeDirectory(_ path: String) throws {
+        guard mkdir(path, 0o755) == 0 || errno == EEXIST else { throw IOFailure("mkdir", path) }
+    }
+
+    static func remove(_ path: String) throws {
+        guard unlink(path) == 0 || errno == ENOENT else { throw IOFailure("unlink", path) }
+    }
+
+    static func rename(_ from: String, _ to: String) throws {
+        guard Glibc.rename(from, to) == 0 else { throw IOFailure("rename to \(to)", from) }
+    }
+
+    static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    /// The names in a directory, without `.` and `..`.
+    static func list(_ path: String) throws -> [String] {
+        guard let dir = opendir(path) else { throw IOFailure("opendir", path) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Writes `bytes` to `path` atomically: a temporary file, `fdatasync` (when `sync`), rename over `path`,
+    /// then `fsync` of the directory (when `sync`). A crash leaves the old file or the new one, never a mix.
+    static func replace(_ path: String, with bytes: [UInt8], directory: String, sync: Bool) throws {
+        let temporary = path + ".tmp"
+        try remove(temporary)
+        let file = try OpenFile(path: temporary, create: true)
+        try file.write(bytes, at: 0)
+        if sync { try file.syncData() }
+        try rename(temporary, path)
+        if sync { try syncDirectory(directory) }
+    }
+
+    /// Unix time in nanoseconds.
+    static func now() -> UInt64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return UInt64(spec.tv_sec) * 1_000_000_000 + UInt64(spec.tv_nsec)
+    }
+}
