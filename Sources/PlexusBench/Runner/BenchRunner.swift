@@ -151,7 +151,7 @@ public struct BenchRunner: Sendable {
         let interval: Double? =
             workload.producerRate > 0 ? Double(total) / Double(workload.producerRate) * 1e9 : nil
         let keys = (0..<workload.keys).map { "key-\($0)" }
-        let size = workload.messageSize
+        let template = PayloadStamp.padding(size: workload.messageSize)
         var sentCount = 0
         while sentCount < share {
             var now = MonotonicClock.nanoseconds()
@@ -170,7 +170,9 @@ public struct BenchRunner: Sendable {
             let sentAt = MonotonicClock.nanoseconds()
             recorders.sent.withLock { $0 += 1 }
             let once = OneShot()
-            producer.send(key: key, payload: PayloadStamp.make(nanoseconds: sentAt, size: size)) { error in
+            var payload = template
+            PayloadStamp.stamp(&payload, nanoseconds: sentAt)
+            producer.send(key: key, payload: payload) { error in
                 let now = MonotonicClock.nanoseconds()
                 // A driver that completes a send twice must not open the window wider or count it twice.
                 guard once.claim() else {
