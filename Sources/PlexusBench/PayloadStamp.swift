@@ -12,14 +12,21 @@ public enum PayloadStamp {
     ///   - nanoseconds: The send time to stamp.
     ///   - size: The payload's length in bytes; at least ``size``.
     public static func make(nanoseconds: UInt64, size: Int) -> [UInt8] {
-        let length = max(size, Self.size)
-        return [UInt8](unsafeUninitializedCapacity: length) { buffer, initialized in
-            var stamp = nanoseconds.littleEndian
-            withUnsafeBytes(of: &stamp) { bytes in
-                for index in 0..<Self.size { buffer[index] = bytes[index] }
-            }
-            for index in Self.size..<length { buffer[index] = UInt8(truncatingIfNeeded: index) }
-            initialized = length
+        var payload = padding(size: max(size, Self.size))
+        stamp(&payload, nanoseconds: nanoseconds)
+        return payload
+    }
+
+    /// A payload of `size` bytes with a zero stamp and the fixed padding; copy it and ``stamp(_:nanoseconds:)``
+    /// the copy for each message.
+    public static func padding(size: Int) -> [UInt8] {
+        (0..<max(size, Self.size)).map { $0 < Self.size ? 0 : UInt8(truncatingIfNeeded: $0) }
+    }
+
+    /// Writes `nanoseconds` into the first 8 bytes of `payload`, which must be at least ``size`` long.
+    public static func stamp(_ payload: inout [UInt8], nanoseconds: UInt64) {
+        for index in 0..<Self.size {
+            payload[index] = UInt8(truncatingIfNeeded: nanoseconds >> (8 * UInt64(index)))
         }
     }
 

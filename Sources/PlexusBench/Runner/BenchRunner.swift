@@ -81,24 +81,23 @@ public struct BenchRunner: Sendable {
         let windows = producers.map { _ in SendWindow(limit: workload.maxInFlight) }
         let ticker = Task { await reportProgress(recorders, start: start, until: end) }
         let producerCount = producers.count
-        await withTaskGroup(of: Void.self) { group in
-            for (index, entry) in producers.enumerated() {
-                let window = windows[index]
-                group.addTask {
-                    await produce(
-                        entry.producer, index: index, total: producerCount, window: window,
-                        recorders: recorders, start: start, end: end)
-                }
+        let threads = producers.enumerated().map { index, entry in
+            let window = windows[index]
+            return ProducerThread(name: "plexus-bench-producer-\(index)") {
+                produce(
+                    entry.producer, index: index, total: producerCount, window: window, recorders: recorders,
+                    start: start, end: end)
             }
         }
+        for thread in threads { await thread.wait() }
         ticker.cancel()
 
         var notes: [String] = []
         let drainDeadline = MonotonicClock.nanoseconds() + UInt64(workload.drainSeconds * 1e9)
-        while windows.contains(where: { $0.inFlight > 0 }), MonotonicClock.nanoseconds() < drainDeadline {
+        while windows.contains(where: { $0.outstanding > 0 }), MonotonicClock.nanoseconds() < drainDeadline {
             try? await Task.sleep(nanoseconds: 10_000_000)
         }
-        let outstanding = windows.reduce(0) { $0 + $1.inFlight }
+        let outstanding = windows.reduce(0) { $0 + $1.outstanding }
         if outstanding > 0 {
             notes.append("\(outstanding) publishes not completed \(workload.drainSeconds) s after producers stopped")
         }
@@ -142,34 +141,38 @@ public struct BenchRunner: Sendable {
             notes: notes)
     }
 
-    /// One producer's loop: paced by the rate, bounded by its window, the end time and its share of `maxMessages`.
+    /// One producer's loop, on its own thread: paced by the rate, bounded by its window, the end time and its
+    /// share of `maxMessages`.
     private func produce(
         _ producer: any BenchProducer, index: Int, total: Int, window: SendWindow, recorders: Recorders,
         start: UInt64, end: UInt64
-    ) async {
+    ) {
         let share = (workload.maxMessages + total - 1) / total
         let interval: Double? =
             workload.producerRate > 0 ? Double(total) / Double(workload.producerRate) * 1e9 : nil
         let keys = (0..<workload.keys).map { "key-\($0)" }
-        let size = workload.messageSize
+        let template = PayloadStamp.padding(size: workload.messageSize)
         var sentCount = 0
         while sentCount < share {
             var now = MonotonicClock.nanoseconds()
             if now >= end { break }
             if let interval {
+                // Ahead of schedule by more than 50 µs: sleep until the message is due.
                 let due = start + UInt64(Double(sentCount) * interval)
-                if due > now + 100_000 {
-                    try? await Task.sleep(nanoseconds: min(due, end) - now)
+                if due > now + 50_000 {
+                    usleep(UInt32(min((min(due, end) - now) / 1000, 1_000_000)))
                     now = MonotonicClock.nanoseconds()
-                    if now >= end { break }
+                    if now >= end || now < due { continue }
                 }
             }
-            await window.acquire()
+            guard window.acquire(until: end) else { break }
             let key = keys.isEmpty ? nil : keys[(sentCount &+ index) % keys.count]
             let sentAt = MonotonicClock.nanoseconds()
             recorders.sent.withLock { $0 += 1 }
             let once = OneShot()
-            producer.send(key: key, payload: PayloadStamp.make(nanoseconds: sentAt, size: size)) { error in
+            var payload = template
+            PayloadStamp.stamp(&payload, nanoseconds: sentAt)
+            producer.send(key: key, payload: payload) { error in
                 let now = MonotonicClock.nanoseconds()
                 // A driver that completes a send twice must not open the window wider or count it twice.
                 guard once.claim() else {
