@@ -101,6 +101,6 @@ struct BaselineDriverTests {
             try BenchDrivers.make(name: "kafka", options: DriverOptions(port: 1))
         }
         #expect(error?.code == .unknownDriver)
-        #expect(error?.message.contains("jetstream, nats, redis") == true, "\(String(describing: error))")
+        #expect(error?.message.contains("jetstream, nats, plexus, redis") == true, "\(String(describing: error))")
     }
 }
