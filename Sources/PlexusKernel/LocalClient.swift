@@ -30,22 +30,7 @@ public final class LocalClient: Sendable {
     }
 
     /// Delivery options of a subscription (`px_subscription_spec`); zero keeps the kernel's default.
-    public struct Options: Sendable {
-        public var broadcast = false
-        public var filters: [(key: String, value: String)] = []
-        public var retry: UInt32 = 0
-        public var linearBackoff = false
-        public var backoffDelayMs: UInt64 = 0
-        public var backoffMaxMs: UInt64 = 0
-        public var timeoutMs: UInt64 = 0
-        public var deadLetterTopic: String?
-        public var ordered = false
-        public var maxInFlight: UInt32 = 0
-        public var start: px_start_position = PX_START_EARLIEST
-        public var startOffset: UInt64 = 0
-
-        public init() {}
-    }
+    public typealias Options = SubscriptionOptions
 
     let context: PluginContext
     private let handlers = Mutex<[UInt64: Unmanaged<HandlerBox>]>([:])
@@ -114,46 +99,21 @@ public final class LocalClient: Sendable {
         topic: String, group: String, options: Options = Options(), handler: @escaping @Sendable (Delivery) -> Void
     ) throws -> UInt64 {
         let box = Unmanaged.passRetained(HandlerBox(handler))
-        var strings: [UnsafeMutablePointer<CChar>?] = []
-        defer { strings.forEach { free($0) } }
-        func str(_ s: String?) -> px_str {
-            guard let s else { return px_str(ptr: nil, len: 0) }
-            let copy = strdup(s)
-            strings.append(copy)
-            return px_str(ptr: copy, len: s.utf8.count)
-        }
-        let kvs = options.filters.map { px_kv(key: str($0.key), value: str($0.value)) }
-        var spec = px_subscription_spec()
-        spec.struct_size = UInt32(MemoryLayout<px_subscription_spec>.size)
-        spec.group_mode = UInt32(options.broadcast ? PX_GROUP_BROADCAST.rawValue : PX_GROUP_CLUSTERING.rawValue)
-        spec.topic = str(topic)
-        spec.group = str(group)
-        spec.retry = options.retry
-        spec.backoff_policy = UInt32(
-            options.linearBackoff ? PX_BACKOFF_LINEAR.rawValue : PX_BACKOFF_EXPONENTIAL.rawValue)
-        spec.backoff_delay_ms = options.backoffDelayMs
-        spec.backoff_max_ms = options.backoffMaxMs
-        spec.timeout_ms = options.timeoutMs
-        spec.dead_letter_topic = str(options.deadLetterTopic)
-        spec.ordered = options.ordered ? 1 : 0
-        spec.max_in_flight = options.maxInFlight
-        spec.start_position = UInt32(options.start.rawValue)
-        spec.start_offset = options.startOffset
-        spec.user = box.toOpaque()
-        spec.deliver = { user, delivery in
-            guard let user, let delivery, let record = delivery.pointee.record, let event = record.pointee.event
-            else { return }
-            Unmanaged<HandlerBox>.fromOpaque(user).takeUnretainedValue().handler(
-                Delivery(
-                    deliveryID: delivery.pointee.delivery_id, subscriptionID: delivery.pointee.subscription_id,
-                    attempt: delivery.pointee.attempt, offset: record.pointee.offset,
-                    topic: delivery.pointee.topic.string,
-                    event: CloudEvent(copying: event)))
-        }
+        var options = options
+        options.group = group
         var id: UInt64 = 0
-        let (status, message) = kvs.withUnsafeBufferPointer { buffer in
-            spec.filters = buffer.baseAddress
-            spec.filter_count = buffer.count
+        let (status, message) = options.withSpec(topic: topic) { spec in
+            spec.user = box.toOpaque()
+            spec.deliver = { user, delivery in
+                guard let user, let delivery, let record = delivery.pointee.record, let event = record.pointee.event
+                else { return }
+                Unmanaged<HandlerBox>.fromOpaque(user).takeUnretainedValue().handler(
+                    Delivery(
+                        deliveryID: delivery.pointee.delivery_id, subscriptionID: delivery.pointee.subscription_id,
+                        attempt: delivery.pointee.attempt, offset: record.pointee.offset,
+                        topic: delivery.pointee.topic.string,
+                        event: CloudEvent(copying: event)))
+            }
             return ErrorBuffer.with { err in
                 (HostServices.api.pointee.subscribe(context.handle, &spec, &id, err), ErrorBuffer.text(err))
             }

@@ -97,44 +97,14 @@ public final class Host: @unchecked Sendable {
     ) throws -> Subscription {
         let box = Unmanaged.passRetained(Box(handler))
         var id: UInt64 = 0
-        let (status, message) = withPXStr(topic) { topicStr in
-            withPXStr(options.group) { groupStr in
-                withPXStr(options.deadLetterTopic) { deadLetterStr in
-                    withKVs(options.filters) { kvs in
-                        var spec = px_subscription_spec()
-                        spec.struct_size = UInt32(MemoryLayout<px_subscription_spec>.size)
-                        spec.topic = topicStr
-                        spec.group = groupStr
-                        spec.group_mode = options.broadcast ? PX_GROUP_BROADCAST.rawValue : PX_GROUP_CLUSTERING.rawValue
-                        spec.filters = kvs.baseAddress
-                        spec.filter_count = kvs.count
-                        spec.retry = options.retry
-                        spec.backoff_policy =
-                            options.linearBackoff ? PX_BACKOFF_LINEAR.rawValue : PX_BACKOFF_EXPONENTIAL.rawValue
-                        spec.backoff_delay_ms = options.backoffDelayMs
-                        spec.backoff_max_ms = options.backoffMaxMs
-                        spec.timeout_ms = options.timeoutMs
-                        spec.dead_letter_topic =
-                            options.deadLetterTopic.isEmpty ? px_str(ptr: nil, len: 0) : deadLetterStr
-                        spec.ordered = options.ordered ? 1 : 0
-                        spec.max_in_flight = options.maxInFlight
-                        switch options.start {
-                        case .latest: spec.start_position = PX_START_LATEST.rawValue
-                        case .earliest: spec.start_position = PX_START_EARLIEST.rawValue
-                        case .offset(let offset):
-                            spec.start_position = PX_START_OFFSET.rawValue
-                            spec.start_offset = offset
-                        }
-                        spec.user = box.toOpaque()
-                        spec.deliver = { user, delivery in
-                            guard let user, let delivery else { return }
-                            Unmanaged<Box<@Sendable (UnsafePointer<px_delivery>) -> Void>>.fromOpaque(user)
-                                .takeUnretainedValue().value(delivery)
-                        }
-                        return Self.errorBuffer { err in api.pointee.subscribe(handle, &spec, &id, err) }
-                    }
-                }
+        let (status, message) = options.withSpec(topic: topic) { spec in
+            spec.user = box.toOpaque()
+            spec.deliver = { user, delivery in
+                guard let user, let delivery else { return }
+                Unmanaged<Box<@Sendable (UnsafePointer<px_delivery>) -> Void>>.fromOpaque(user)
+                    .takeUnretainedValue().value(delivery)
             }
+            return Self.errorBuffer { err in api.pointee.subscribe(handle, &spec, &id, err) }
         }
         guard status == PX_OK.status else {
             box.release()
@@ -182,37 +152,6 @@ public final class Host: @unchecked Sendable {
         let status = body(&err)
         return (status, status == PX_OK.status ? "" : String(cString: message))
     }
-}
-
-/// Every option of a subscription (`px_subscription_spec`); zero means the kernel's default for each
-/// numeric option.
-public struct SubscriptionOptions: Sendable {
-    public enum Start: Sendable, Equatable {
-        case latest, earliest
-        case offset(UInt64)
-    }
-
-    /// The consumer group; empty: the kernel names one for the plugin.
-    public var group = ""
-    /// Every member gets every event, instead of one member each.
-    public var broadcast = false
-    /// Exact matches on attributes or extensions; all must match.
-    public var filters: [(key: String, value: String)] = []
-    public var retry: UInt32 = 0
-    public var linearBackoff = false
-    public var backoffDelayMs: UInt64 = 0
-    public var backoffMaxMs: UInt64 = 0
-    public var timeoutMs: UInt64 = 0
-    /// Empty: drop and count after the last attempt.
-    public var deadLetterTopic = ""
-    /// One delivery in flight per partition key.
-    public var ordered = false
-    /// The most unacknowledged deliveries to this member.
-    public var maxInFlight: UInt32 = 0
-    /// Where a new group starts.
-    public var start = Start.latest
-
-    public init() {}
 }
 
 /// A subscription made through `Host.subscribe`; pass it to `Host.unsubscribe` to end it.
@@ -266,27 +205,4 @@ final class Box<T>: @unchecked Sendable {
     // Safe: only ever holds @Sendable closures, read-only after init.
     let value: T
     init(_ value: T) { self.value = value }
-}
-
-/// Lends `pairs` as a `px_kv` array for the duration of `body`; every string points into one byte arena.
-func withKVs<R>(_ pairs: [(key: String, value: String)], _ body: (UnsafeBufferPointer<px_kv>) -> R) -> R {
-    var arena: [UInt8] = []
-    var spans: [(offset: Int, length: Int)] = []
-    spans.reserveCapacity(2 * pairs.count)
-    for (key, value) in pairs {
-        for s in [key, value] {
-            spans.append((arena.count, s.utf8.count))
-            arena.append(contentsOf: s.utf8)
-        }
-    }
-    // One spare byte, so that an empty string still gets a non-NULL pointer (present, not absent).
-    arena.append(0)
-    return arena.withUnsafeBufferPointer { bytes in
-        let base = UnsafeRawPointer(bytes.baseAddress)
-        func str(_ i: Int) -> px_str {
-            px_str(ptr: base.map { ($0 + spans[i].offset).assumingMemoryBound(to: CChar.self) }, len: spans[i].length)
-        }
-        let kvs = (0..<pairs.count).map { px_kv(key: str(2 * $0), value: str(2 * $0 + 1)) }
-        return kvs.withUnsafeBufferPointer(body)
-    }
 }

@@ -77,6 +77,7 @@ final class DeliveryHarness: Sendable {
         configure: (inout LocalClient.Options) -> Void = { _ in }
     ) throws -> Subscriber {
         var options = LocalClient.Options()
+        options.start = .earliest
         options.broadcast = broadcast
         options.filters = filters.map { (key: $0.0, value: $0.1) }
         configure(&options)

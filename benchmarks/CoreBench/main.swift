@@ -110,7 +110,7 @@ func run(kernel: Kernel, count: Int, sampleEvery: Int = 0, sample: @escaping @Se
     let finished = DispatchSemaphore(value: 0)
     var subscription = LocalClient.Options()
     subscription.maxInFlight = 1000
-    subscription.start = PX_START_LATEST
+    subscription.start = .latest
     let id = try client.subscribe(topic: "bench", group: "bench-\(UUID().uuidString)", options: subscription) {
         delivery in
         client.ack(delivery)
