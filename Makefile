@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core clean
+.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-raft-local clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -41,6 +41,10 @@ bench-abi: bootstrap
 ## In-process publish → memory storage → subscriber → ack against raw ABI calls; memory over a long run.
 bench-core: bootstrap
 	benchmarks/core/run
+
+## Single-member raft-log: 1 KiB appends through the plugin (fsync always) vs raw write+fdatasync group commits.
+bench-raft-local: bootstrap
+	benchmarks/raft/run
 
 clean:
 	rm -rf .build .plexus
