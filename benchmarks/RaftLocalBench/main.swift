@@ -48,7 +48,8 @@ guard !options.pluginDirectory.isEmpty, !options.manifest.isEmpty, !options.conc
     FileHandle.standardError.write(
         Data(
             ("usage: plexus-bench-raft-local --plugins DIR --manifest raft-log.yaml [--dir DIR] [--seconds S] "
-                + "[--rounds N] [--fsync always|interval|never] [--size BYTES] [--concurrency 1,16,128] [--json FILE]\n").utf8))
+                + "[--rounds N] [--fsync always|interval|never] [--size BYTES] [--concurrency 1,16,128] [--json FILE]\n")
+                .utf8))
     exit(2)
 }
 
