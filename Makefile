@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp fuzz clean
+.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-raft-local fuzz clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -49,6 +49,10 @@ bench-tcp: bootstrap
 ## libFuzzer on the TCP frame decoder for FUZZ_SECONDS (default 60); findings go to .build/fuzz/crashes/.
 fuzz: bootstrap
 	scripts/fuzz
+
+## Single-member raft-log: 1 KiB appends through the plugin (fsync always) vs raw write+fdatasync group commits.
+bench-raft-local: bootstrap
+	benchmarks/raft/run
 
 clean:
 	rm -rf .build .plexus

@@ -64,6 +64,7 @@ let package = Package(
         .library(name: "PlexusClient", targets: ["PlexusClient"]),
         .executable(name: "plexus-bench-abi", targets: ["PlexusBenchABI"]),
         .executable(name: "plexus-bench-core", targets: ["PlexusBenchCore"]),
+        .executable(name: "plexus-bench-raft-local", targets: ["PlexusBenchRaftLocal"]),
     ] + plugins.map(\.product),
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -144,6 +145,13 @@ let package = Package(
                 "PlexusKernel", "PlexusABI", "PlexusCore", .product(name: "Logging", package: "swift-log"),
             ],
             path: "benchmarks/CoreBench"
+        ),
+        .executableTarget(
+            name: "PlexusBenchRaftLocal",
+            dependencies: [
+                "PlexusKernel", "PlexusABI", "PlexusCore", .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "benchmarks/RaftLocalBench"
         ),
         .testTarget(
             name: "PlexusKernelTests",

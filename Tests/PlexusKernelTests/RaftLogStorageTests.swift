@@ -414,11 +414,11 @@ struct RaftLogStorageTests {
                         == PX_ERR_OUT_OF_RANGE.status)
                 #expect(try node.segments("by-bytes").count <= 4)
 
-                let aged = try driver.open("by-age", retentionMs: 100)
+                let aged = try driver.open("by-age", retentionMs: 400)
                 _ = try driver.append(aged, Self.events("old", 60)).value()
                 let oldSegments = try node.segments("by-age").count
                 #expect(oldSegments >= 3)
-                Thread.sleep(forTimeInterval: 0.2)
+                Thread.sleep(forTimeInterval: 0.6)
                 #expect(try driver.info(aged).first == 0, "retention is enforced on append")
                 _ = try driver.append(aged, Self.events("new", 1)).value()
                 let after = try driver.info(aged)

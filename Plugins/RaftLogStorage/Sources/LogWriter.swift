@@ -4,9 +4,9 @@ import PlexusPluginSDK
 /// The writer thread of a `StreamLog`: the only code that changes the stream's files.
 ///
 /// Each cycle takes everything queued, writes all the appends in order (one `pwrite` per `maxWriteBytes`),
-/// syncs once (`fsync: always`), makes the entries visible and completes every batch; then applies queued
-/// commits and trims with one rewrite of the state file, and enforces retention. While a cycle's sync runs,
-/// new work queues up for the next one: that is the group commit.
+/// syncs once (`fsync: always`), makes the entries visible, enforces retention and completes every batch;
+/// then applies queued commits and trims with one rewrite of the state file. While a cycle's sync runs, new
+/// work queues up for the next one: that is the group commit.
 extension StreamLog {
     /// The writer's view of one segment it appends to during a cycle.
     struct Tail {
@@ -81,7 +81,6 @@ extension StreamLog {
             }
             if !appends.isEmpty && write(appends) && settings.fsync == .interval { dirty = true }
             if !others.isEmpty { apply(others) }
-            if !appends.isEmpty { enforceRetention() }
             if dirty && DispatchTime.now() >= lastSync + interval {
                 syncActive()
                 dirty = false
@@ -162,6 +161,8 @@ extension StreamLog {
         }
         publish(tails)
         statistics.appended(events: events, batches: appends.count)
+        // Before the completions, so that whoever appended sees the retention that append caused.
+        enforceRetention()
         for append in appends { append.completion(.success(append.first)) }
         return true
     }

@@ -20,6 +20,7 @@ public final class RaftLogStorage: StoragePlugin {
     let statistics: Statistics
     /// Where the streams live: one directory per stream, its name escaped (`StreamName`).
     let root: String
+    let dataDirectory: String
     private let readers = DispatchQueue(label: "raft-log.read", attributes: .concurrent)
 
     private enum Phase { case created, started, stopped }
@@ -36,6 +37,7 @@ public final class RaftLogStorage: StoragePlugin {
         guard !config.dataDirectory.isEmpty else {
             throw PluginError.invalidArgument("raft-log: the kernel gave no data directory")
         }
+        dataDirectory = config.dataDirectory
         root = config.dataDirectory + "/streams"
     }
 
@@ -43,7 +45,10 @@ public final class RaftLogStorage: StoragePlugin {
     /// repair it.
     public func start() throws {
         do {
-            try Files.makeDirectory(root)
+            if !Files.exists(root) {
+                try Files.makeDirectory(root)
+                if settings.fsync != .never { try Files.syncDirectory(dataDirectory) }
+            }
         } catch {
             throw PluginError(PX_ERR_IO, "raft-log: cannot create \(root): \(error)")
         }
