@@ -157,6 +157,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore"]),
         .testTarget(
             name: "PlexusBenchTests",
             dependencies: ["PlexusBench"]
@@ -165,7 +166,7 @@ let package = Package(
             name: "PlexusEndToEndTests",
             dependencies: [
                 "PlexusKernel", "PlexusClient", "PlexusWire", .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
     ] + plugins.map(\.target)
