@@ -123,9 +123,11 @@ final class HTTPServer: Sendable {
 
 /// Notes when bytes arrive on a connection, so that a request trickling in (slowloris) can be timed from
 /// its first byte, before its head is complete.
-final class ByteWatch: ChannelInboundHandler, RemovableChannelHandler {
+final class ByteWatch: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     /// When the first byte of the request being received arrived; `nil` between requests.
     var firstByteAt: Int64?
@@ -139,9 +141,29 @@ final class ByteWatch: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelRead(data)
     }
 
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
     /// A response was sent and no request is partly received.
     func idle() {
         firstByteAt = nil
         lastActivityAt = HTTPServer.now()
+    }
+
+    /// Writes `response` as raw bytes below the HTTP handlers, then closes the connection: for a request
+    /// that never became one (its head is incomplete or unparsable), which the HTTP handlers know nothing of.
+    func fail(with response: Response) {
+        guard let context else { return }
+        var text = "HTTP/1.1 \(response.status.code) \(response.status.reasonPhrase)\r\n"
+        for (name, value) in response.headers { text += "\(name): \(value)\r\n" }
+        text += "Content-Length: \(response.body.count)\r\nConnection: close\r\n\r\n"
+        var buffer = context.channel.allocator.buffer(capacity: text.utf8.count + response.body.count)
+        buffer.writeString(text)
+        buffer.writeBytes(response.body)
+        let channel = context.channel
+        context.writeAndFlush(NIOAny(buffer)).whenComplete { _ in channel.close(promise: nil) }
     }
 }

@@ -102,6 +102,7 @@ final class RequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
+        phase = .closing
         let response: Response
         switch parserError {
         case .headerOverflow:
@@ -111,7 +112,7 @@ final class RequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         default:
             response = .problem(.badRequest, "the request is not valid HTTP/1.1: \(parserError)", close: true)
         }
-        write(response, version: .http1_1, keepAlive: false)
+        watch.fail(with: response)
     }
 
     private func tooLarge(_ size: Int) -> Response {
@@ -305,7 +306,9 @@ final class RequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         if phase == .receiving {
             respond(problem)
         } else {
-            write(problem, version: .http1_1, keepAlive: false)
+            // The head is not complete: the HTTP handlers have no request to answer.
+            phase = .closing
+            watch.fail(with: problem)
         }
     }
 
