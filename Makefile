@@ -17,11 +17,12 @@ release: bootstrap
 run: release
 	.build/release/plexus serve --config plexus.yaml
 
-## The whole test suite: formatting, the ABI guard, then the Swift unit, fixture and end-to-end tests.
+## The whole test suite: formatting, the ABI guard, then the Swift unit, fixture, end-to-end and interop tests.
 test: bootstrap
 	scripts/lint
 	scripts/abi-check
 	scripts/abi-check --self-test
+	scripts/interop-deps
 	$(SWIFT) build
 	$(SWIFT) test
 
