@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core clean
+.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-http clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -42,6 +42,10 @@ bench-abi: bootstrap
 ## In-process publish → memory storage → subscriber → ack against raw ABI calls; memory over a long run.
 bench-core: bootstrap
 	benchmarks/core/run
+
+## HTTP ingress (1 KiB binary-mode events, wrk, keep-alive) vs nginx's static 202; webhook delivery rate and p99.
+bench-http: bootstrap
+	benchmarks/http/run
 
 clean:
 	rm -rf .build .plexus

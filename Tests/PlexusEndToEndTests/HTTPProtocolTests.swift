@@ -270,6 +270,8 @@ struct HTTPProtocolTests {
             }
             switch path {
             case "/flaky": return TestSink.Answer(status: before < 2 ? 503 : 202)
+            case "/down": return TestSink.Answer(status: 503)
+            case "/refuse": return TestSink.Answer(status: 400)
             case "/busy":
                 return before == 0 ? TestSink.Answer(status: 429, headers: [("Retry-After", "1")]) : TestSink.Answer()
             case "/reply":
@@ -292,6 +294,10 @@ struct HTTPProtocolTests {
         _ = try await subscribe("flaky", "/flaky", #","delivery":{"retry":3,"backoffDelay":"PT0.05S"}"#)
         _ = try await subscribe("busy", "/busy", #","delivery":{"retry":2,"backoffDelay":"PT0.05S"}"#)
         _ = try await subscribe("ping", "/reply", #","replyTopic":"replies""#)
+        _ = try await subscribe("plain", "/filtered", #","filters":{"type":"com.example.other"}"#)
+        _ = try await subscribe("once", "/down", #","delivery":{"retry":0,"deadLetterTopic":"dead-once"}"#)
+        _ = try await subscribe(
+            "refused", "/refuse", #","group":"refusers","delivery":{"deadLetterSink":"\#(sink.url)/dls"}"#)
         let retried = [404, 408, 409, 429, 500, 503]
         let refused = [400, 401, 403, 410, 422]
         for code in retried + refused { _ = try await subscribe("code-\(code)", "/code/\(code)", fast) }
@@ -300,7 +306,7 @@ struct HTTPProtocolTests {
             id: "w1", source: "/webhook test", type: "com.example.w", datacontenttype: "application/json",
             subject: "ümlaut \"quoted\"", time: "2026-11-25T10:00:00Z", extensions: [("traceparent", "00-1-2-01")],
             data: Array(#"{"hello": "world"}"#.utf8))
-        for topic in ["plain", "flaky", "busy", "ping"] + (retried + refused).map({ "code-\($0)" }) {
+        for topic in ["plain", "flaky", "busy", "ping", "once", "refused"] + (retried + refused).map({ "code-\($0)" }) {
             let response = try await HTTPTest.request(
                 port: port, "POST", "/topics/\(topic)", headers: Self.binaryHeaders(event), body: event.data)
             #expect(response.status == 202, "\(topic): \(response)")
@@ -333,6 +339,17 @@ struct HTTPProtocolTests {
             #expect(reasons.contains { $0.contains("answered \(code)") }, "\(code) dead-lettered: \(reasons)")
         }
         for value in dead.values { #expect(value.event.id == "w1" && value.event.data == event.data) }
+        // retry 0: one attempt, then the dead-letter topic.
+        #expect(try await Self.readBack(tcp: tcp, topic: "dead-once", count: 1).count == 1)
+        #expect(sink.requests("/down").count == 1, "retry 0 means no second attempt")
+        // A dead-letter sink gets the refused event with the dead-letter extensions, pushed like any other.
+        let dls = try #require(try await sink.wait(for: "/dls", count: 1).first)
+        let deadLettered = try CloudEventHTTP.decodeBinary(headers: dls.headers, body: dls.body)
+        #expect(deadLettered.id == "w1" && deadLettered.data == event.data)
+        #expect(deadLettered.attribute("deadlettergroup") == "refusers")
+        #expect(deadLettered.attribute("deadletterreason")?.contains("answered 400") == true)
+        // A filter that matches nothing delivers nothing.
+        #expect(sink.requests("/filtered").isEmpty)
         // A 200 carrying an event is a reply, published to the reply topic.
         let replies = try await Self.readBack(tcp: tcp, topic: "replies", count: 1)
         #expect(replies[0]?.event == replyEvent)

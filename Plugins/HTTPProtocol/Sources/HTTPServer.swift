@@ -109,8 +109,9 @@ final class HTTPServer: Sendable {
         pull.endAll()
         let connections = state.withLock { Array($0.connections.values) }
         for channel in connections { channel.close(promise: nil) }
+        // Publish completions still owed hop to an event loop: let them land before the loops stop.
         let deadline = ContinuousClock.now + timeout
-        while connectionCount > 0, ContinuousClock.now < deadline {
+        while connectionCount > 0 || pendingEvents.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
             usleep(10_000)
         }
         push.client.shutdown()
