@@ -19,6 +19,10 @@ struct CloudEventHTTPTests {
             data: (0..<256).map { UInt8($0) }),
         CloudEvent(
             id: "string-json", source: "/s", type: "t", datacontenttype: "application/json", data: Array(#""hi""#.utf8)),
+        CloudEvent(
+            id: "not-json", source: "/s", type: "t", datacontenttype: "application/json", data: Array("not json".utf8)),
+        CloudEvent(id: "untyped-object", source: "/s", type: "t", data: Array(#"{"a": 1}"#.utf8)),
+        CloudEvent(id: "untyped-quoted", source: "/s", type: "t", data: Array(#""hi""#.utf8)),
     ]
 
     @Test("what CloudEventJSON.encode writes decodes to the same event", arguments: samples)
