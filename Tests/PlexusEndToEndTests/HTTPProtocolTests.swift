@@ -271,6 +271,7 @@ struct HTTPProtocolTests {
             switch path {
             case "/flaky": return TestSink.Answer(status: before < 2 ? 503 : 202)
             case "/down": return TestSink.Answer(status: 503)
+            case "/slow": return TestSink.Answer(delay: .milliseconds(700))
             case "/refuse": return TestSink.Answer(status: 400)
             case "/busy":
                 return before == 0 ? TestSink.Answer(status: 429, headers: [("Retry-After", "1")]) : TestSink.Answer()
@@ -297,6 +298,9 @@ struct HTTPProtocolTests {
         _ = try await subscribe("plain", "/filtered", #","filters":{"type":"com.example.other"}"#)
         _ = try await subscribe("once", "/down", #","delivery":{"retry":0,"deadLetterTopic":"dead-once"}"#)
         _ = try await subscribe(
+            "slow", "/slow",
+            #","delivery":{"retry":1,"timeout":"PT0.1S","backoffDelay":"PT0.05S","deadLetterTopic":"dead-slow"}"#)
+        _ = try await subscribe(
             "refused", "/refuse", #","group":"refusers","delivery":{"deadLetterSink":"\#(sink.url)/dls"}"#)
         let retried = [404, 408, 409, 429, 500, 503]
         let refused = [400, 401, 403, 410, 422]
@@ -306,7 +310,9 @@ struct HTTPProtocolTests {
             id: "w1", source: "/webhook test", type: "com.example.w", datacontenttype: "application/json",
             subject: "ümlaut \"quoted\"", time: "2026-11-25T10:00:00Z", extensions: [("traceparent", "00-1-2-01")],
             data: Array(#"{"hello": "world"}"#.utf8))
-        for topic in ["plain", "flaky", "busy", "ping", "once", "refused"] + (retried + refused).map({ "code-\($0)" }) {
+        for topic in ["plain", "flaky", "busy", "ping", "once", "refused", "slow"]
+            + (retried + refused).map({ "code-\($0)" })
+        {
             let response = try await HTTPTest.request(
                 port: port, "POST", "/topics/\(topic)", headers: Self.binaryHeaders(event), body: event.data)
             #expect(response.status == 202, "\(topic): \(response)")
@@ -342,6 +348,10 @@ struct HTTPProtocolTests {
         // retry 0: one attempt, then the dead-letter topic.
         #expect(try await Self.readBack(tcp: tcp, topic: "dead-once", count: 1).count == 1)
         #expect(sink.requests("/down").count == 1, "retry 0 means no second attempt")
+        // A sink slower than the subscription's timeout: the attempt counts as failed, and is retried.
+        let slow = try await Self.readBack(tcp: tcp, topic: "dead-slow", count: 1)
+        #expect(slow.first?.value.event.attribute("deadletterreason")?.contains("timeout") == true, "\(slow)")
+        #expect(sink.requests("/slow").count == 2, "one attempt and one retry")
         // A dead-letter sink gets the refused event with the dead-letter extensions, pushed like any other.
         let dls = try #require(try await sink.wait(for: "/dls", count: 1).first)
         let deadLettered = try CloudEventHTTP.decodeBinary(headers: dls.headers, body: dls.body)
