@@ -104,7 +104,9 @@ struct ManifestParserTests {
         #expect(m.enabled)
     }
 
-    @Test("the manifests shipped in plugin-manifests/ parse", arguments: ["heartbeat-source", "console-sink"])
+    @Test(
+        "the manifests shipped in plugin-manifests/ parse",
+        arguments: ["heartbeat-source", "console-sink", "http-protocol"])
     func shippedManifests(_ name: String) throws {
         let path = ManifestSamples.repositoryRoot().appendingPathComponent("plugin-manifests/\(name).yaml").path
         let m = try ManifestParser.load(path: path)
