@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-raft-local fuzz clean
+.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local fuzz clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -17,11 +17,12 @@ release: bootstrap
 run: release
 	.build/release/plexus serve --config plexus.yaml
 
-## The whole test suite: formatting, the ABI guard, then the Swift unit, fixture and end-to-end tests.
+## The whole test suite: formatting, the ABI guard, then the Swift unit, fixture, end-to-end and interop tests.
 test: bootstrap
 	scripts/lint
 	scripts/abi-check
 	scripts/abi-check --self-test
+	scripts/interop-deps
 	$(SWIFT) build
 	$(SWIFT) test
 
@@ -53,6 +54,10 @@ fuzz: bootstrap
 ## Single-member raft-log: 1 KiB appends through the plugin (fsync always) vs raw write+fdatasync group commits.
 bench-raft-local: bootstrap
 	benchmarks/raft/run
+
+## HTTP ingress (1 KiB binary-mode events, wrk, keep-alive) vs nginx's static 202; webhook delivery rate and p99.
+bench-http: bootstrap
+	benchmarks/http/run
 
 clean:
 	rm -rf .build .plexus

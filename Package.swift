@@ -52,6 +52,12 @@ let plugins = [
             "PlexusWire", .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
+    plugin(
+        "HTTPProtocol", language: .swift,
+        dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
 ]
 
 let package = Package(
@@ -160,6 +166,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore"]),
         .testTarget(
             name: "PlexusBenchTests",
             dependencies: [
@@ -182,7 +189,7 @@ let package = Package(
             name: "PlexusEndToEndTests",
             dependencies: [
                 "PlexusKernel", "PlexusClient", "PlexusWire", .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
     ] + plugins.map(\.target)

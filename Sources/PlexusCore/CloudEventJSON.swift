@@ -4,8 +4,10 @@ public enum CloudEventJSON {
     /// One event as one line of JSON (no newline).
     ///
     /// `data` is embedded as JSON when `datacontenttype` is JSON (`application/json` or `…+json`) and the
-    /// bytes are valid JSON, as a string when the type is textual (or absent) and the bytes are valid UTF-8,
-    /// and as `data_base64` otherwise. Extensions are written as strings.
+    /// bytes are valid JSON, as a string when the type is textual but not JSON (or absent) and the bytes are
+    /// valid UTF-8, and as `data_base64` otherwise (JSON-typed bytes that are not JSON included: as a string
+    /// they would read back as a JSON string value, not as those bytes). Extensions are written as strings.
+    /// `CloudEventJSON.decode` reads what this writes back to the same event.
     /// - Parameter fields: extra members written first (the CLI adds the topic and offset), as raw JSON values.
     public static func encode(_ event: CloudEvent, fields: [(String, String)] = []) -> String {
         var out = "{"
@@ -29,7 +31,7 @@ public enum CloudEventJSON {
             let text = String(validating: event.data, as: UTF8.self)
             if isJSONType(event.datacontenttype), let text, JSONSyntax.isValid(event.data) {
                 member("data", raw: text.trimmingWhitespace)
-            } else if isTextType(event.datacontenttype), let text {
+            } else if isTextType(event.datacontenttype), !isJSONType(event.datacontenttype), let text {
                 member("data", raw: quote(text))
             } else {
                 member("data_base64", raw: quote(base64(event.data)))

@@ -45,7 +45,8 @@ public struct SubscriptionOptions: Sendable {
                         spec.filters = kvs.baseAddress
                         spec.filter_count = kvs.count
                         spec.retry = retry
-                        spec.backoff_policy = linearBackoff ? PX_BACKOFF_LINEAR.rawValue : PX_BACKOFF_EXPONENTIAL.rawValue
+                        spec.backoff_policy =
+                            linearBackoff ? PX_BACKOFF_LINEAR.rawValue : PX_BACKOFF_EXPONENTIAL.rawValue
                         spec.backoff_delay_ms = backoffDelayMs
                         spec.backoff_max_ms = backoffMaxMs
                         spec.timeout_ms = timeoutMs

@@ -19,7 +19,7 @@ enum Repository {
 
     static let requiredProducts = [
         "plexus", "libHeartbeatSource.so", "libConsoleSink.so", "libMemoryStorage.so", "libRaftLogStorage.so",
-        "libStandaloneRegistry.so", "libTCPProtocol.so",
+        "libStandaloneRegistry.so", "libTCPProtocol.so", "libHTTPProtocol.so",
     ]
 
     /// The directory holding the `plexus` binary and the plugin libraries: the test bundle's own build
@@ -79,9 +79,11 @@ struct TestDirectory {
     }
 
     /// Copies the shipped `plugin-manifests/*.yaml` into `manifests/`, with the heartbeat interval set to
-    /// `intervalMs` (so that tests do not wait seconds for events) and the TCP protocol on a free port with
-    /// `tcpValues` as further config values.
-    func shippedManifests(intervalMs: Int = 100, tcpValues: [String: String] = [:]) throws -> URL {
+    /// `intervalMs` (so that tests do not wait seconds for events), the TCP protocol on a free port with
+    /// `tcpValues` as further config values, and the HTTP protocol likewise with `httpValues`.
+    func shippedManifests(
+        intervalMs: Int = 100, tcpValues: [String: String] = [:], httpValues: [String: String] = [:]
+    ) throws -> URL {
         let target = try subdirectory("manifests")
         let source = Repository.root.appendingPathComponent("plugin-manifests")
         let names = try FileManager.default.contentsOfDirectory(atPath: source.path).filter { $0.hasSuffix(".yaml") }
@@ -100,13 +102,14 @@ struct TestDirectory {
                     throw SetupError(description: "could not set interval_ms in the copy of \(name):\n\(text)")
                 }
             }
-            if name == "tcp-protocol.yaml" {
-                let values = (["port": "0"].merging(tcpValues) { $1 }).sorted { $0.key < $1.key }
+            if name == "tcp-protocol.yaml" || name == "http-protocol.yaml" {
+                let extra = name == "tcp-protocol.yaml" ? tcpValues : httpValues
+                let values = (["port": "0"].merging(extra) { $1 }).sorted { $0.key < $1.key }
                 text = text.replacingOccurrences(
                     of: "\noperations:",
                     with: "\n  values:\n" + values.map { "    \($0.key): \($0.value)\n" }.joined() + "operations:")
                 let manifest = try ManifestParser.parse(text, path: name)
-                guard manifest.config["port"] == .int(Int(tcpValues["port"] ?? "0") ?? -1) else {
+                guard manifest.config["port"] == .int(Int(extra["port"] ?? "0") ?? -1) else {
                     throw SetupError(description: "could not set port in the copy of \(name):\n\(text)")
                 }
             }
@@ -260,6 +263,14 @@ final class NodeProcess {
         let result = try await call("tcp-protocol", "port")
         let port = try #require(Int(result.output), "tcp-protocol port: '\(result.stdout)' \(result.stderr)")
         try #require(port > 0, "tcp-protocol is not listening")
+        return port
+    }
+
+    /// The port the node's HTTP protocol plugin listens on.
+    func httpPort() async throws -> Int {
+        let result = try await call("http-protocol", "port")
+        let port = try #require(Int(result.output), "http-protocol port: '\(result.stdout)' \(result.stderr)")
+        try #require(port > 0, "http-protocol is not listening")
         return port
     }
 

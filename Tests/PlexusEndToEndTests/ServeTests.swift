@@ -24,6 +24,7 @@ struct ServeTests {
         #expect(
             Set(plugins.map(\.name)) == [
                 "heartbeat-source", "console-sink", "memory-storage", "raft-log", "standalone-registry", "tcp-protocol",
+                "http-protocol",
             ])
         for plugin in plugins {
             #expect(plugin.state == .active, "\(plugin.name): \(plugin.lastError ?? "")")
@@ -81,7 +82,7 @@ struct ServeTests {
         defer { node.kill() }
 
         let plugins = try await node.list()
-        #expect(plugins.count == 7, "the six shipped plugins and the broken fixture")
+        #expect(plugins.count == 8, "the seven shipped plugins and the broken fixture")
         let broken = try #require(plugins.first { $0.name == "create-fails" })
         #expect(broken.state == .failed)
         #expect(broken.errorCode == "hook-failed")
@@ -121,6 +122,7 @@ struct ServeTests {
         #expect(
             Set(startOrder) == [
                 "heartbeat-source", "console-sink", "memory-storage", "raft-log", "standalone-registry", "tcp-protocol",
+                "http-protocol",
             ],
             "every shipped plugin started: \(startOrder)")
         #expect(

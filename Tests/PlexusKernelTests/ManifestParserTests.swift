@@ -105,7 +105,8 @@ struct ManifestParserTests {
     }
 
     @Test(
-        "the manifests shipped in plugin-manifests/ parse", arguments: ["heartbeat-source", "console-sink", "raft-log"])
+        "the manifests shipped in plugin-manifests/ parse",
+        arguments: ["heartbeat-source", "console-sink", "raft-log", "http-protocol"])
     func shippedManifests(_ name: String) throws {
         let path = ManifestSamples.repositoryRoot().appendingPathComponent("plugin-manifests/\(name).yaml").path
         let m = try ManifestParser.load(path: path)
