@@ -42,7 +42,12 @@ public struct BenchRunner: Sendable {
         let runID = String(random.next() as UInt32, radix: 36)
         let topics = (0..<workload.topics).map { "bench_\(runID)_\($0)" }
         let startedAt = ISO8601DateFormatter().string(from: Date())
-        try await driver.setUp(topics: topics)
+        do {
+            try await driver.setUp(topics: topics)
+        } catch {
+            await driver.tearDown()
+            throw error
+        }
 
         var consumers: [any BenchConsumer] = []
         var producers: [(topic: Int, producer: any BenchProducer)] = []
