@@ -1,5 +1,6 @@
 import Foundation
 import PlexusABI
+import PlexusCore
 
 /// How a subscription wants its events delivered (docs/delivery.md): the Knative DeliverySpec plus
 /// ordering and flow control.
@@ -67,39 +68,7 @@ public struct DeliveryPolicy: Sendable, Equatable {
 
     /// Parses an ISO-8601 duration (`PT0.5S`, `PT2M`, `P1DT1H`) into nanoseconds, as Knative's
     /// `backoffDelay` and `timeout` are written.
-    public static func parseISO8601Duration(_ text: String) -> UInt64? {
-        var rest = Substring(text.uppercased())
-        guard rest.hasPrefix("P") else { return nil }
-        rest = rest.dropFirst()
-        var inTime = false
-        var total: Double = 0
-        var number = ""
-        var sawComponent = false
-        for c in rest {
-            if c == "T" {
-                guard !inTime, number.isEmpty else { return nil }
-                inTime = true
-                continue
-            }
-            if c.isNumber || c == "." || c == "," {
-                number.append(c == "," ? "." : c)
-                continue
-            }
-            guard let value = Double(number), value >= 0 else { return nil }
-            number = ""
-            sawComponent = true
-            switch (inTime, c) {
-            case (false, "W"): total += value * 7 * 86_400
-            case (false, "D"): total += value * 86_400
-            case (true, "H"): total += value * 3_600
-            case (true, "M"): total += value * 60
-            case (true, "S"): total += value
-            default: return nil
-            }
-        }
-        guard number.isEmpty, sawComponent, total * 1e9 < Double(UInt64.max) else { return nil }
-        return UInt64(total * 1e9)
-    }
+    public static func parseISO8601Duration(_ text: String) -> UInt64? { ISO8601Duration.nanoseconds(text) }
 }
 
 /// A delivery option that cannot be honoured.
