@@ -57,21 +57,7 @@ public enum ConfigValue: Sendable, Equatable, CustomStringConvertible {
     public var description: String { json }
 
     /// JSON string literal for `s`.
-    public static func quote(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
+    public static func quote(_ s: String) -> String { CloudEventJSON.quote(s) }
 }
 
 /// The configuration a plugin declares: one entry per key, with a type, a default and a description
