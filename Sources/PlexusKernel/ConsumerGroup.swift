@@ -27,6 +27,8 @@ final class ConsumerGroup: Sendable {
         var attempt: UInt32
         var key: String?
         var lastError = ""
+        /// When the storage stored it (Unix ns; 0 if unknown), passed on in every delivery.
+        var appendTimeNs: UInt64 = 0
     }
 
     struct Flight: Sendable {
@@ -364,7 +366,7 @@ final class ConsumerGroup: Sendable {
                 for record in records where record.offset >= s.readOffset {
                     let pending = Pending(
                         offset: record.offset, event: record.event, attempt: 1,
-                        key: record.event.attribute(PX_EXTENSION_PARTITION_KEY))
+                        key: record.event.attribute(PX_EXTENSION_PARTITION_KEY), appendTimeNs: record.appendTimeNs)
                     if filters.allSatisfy({ record.event.attribute($0.0) == $0.1 }) {
                         s.ready.append(pending)
                     } else {
@@ -406,7 +408,7 @@ final class ConsumerGroup: Sendable {
                 for (index, (deliveryID, pending)) in deliveries.enumerated() {
                     var record = px_record(
                         struct_size: UInt32(MemoryLayout<px_record>.size), reserved: 0, offset: pending.offset,
-                        append_time_ns: 0, event: batch.event(at: index))
+                        append_time_ns: pending.appendTimeNs, event: batch.event(at: index))
                     withUnsafePointer(to: &record) { recordPointer in
                         var delivery = px_delivery(
                             struct_size: UInt32(MemoryLayout<px_delivery>.size), attempt: pending.attempt,

@@ -548,7 +548,7 @@ private let hostStorageRead: px_host_storage_read = { host, topic, from, maxReco
                     (cRecords + index).initialize(
                         to: px_record(
                             struct_size: UInt32(MemoryLayout<px_record>.size), reserved: 0, offset: record.offset,
-                            append_time_ns: 0, event: batch.pointers[index]))
+                            append_time_ns: record.appendTimeNs, event: batch.pointers[index]))
                     pointers[index] = UnsafePointer(cRecords + index)
                 }
                 completion.fn(completion.user, PX_OK.status, pointers, records.count, next, px_str(ptr: nil, len: 0))

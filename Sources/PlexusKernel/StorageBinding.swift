@@ -28,6 +28,8 @@ final class StorageBinding: @unchecked Sendable {
     struct Record: Sendable {
         var offset: UInt64
         var event: CloudEvent
+        /// Unix time in ns when the storage stored it; 0 if unknown.
+        var appendTimeNs: UInt64 = 0
     }
 
     init(name: String, vtable: UnsafePointer<px_storage_vtable>, instance: UnsafeMutableRawPointer?) {
@@ -122,7 +124,9 @@ final class StorageBinding: @unchecked Sendable {
                                 for i in 0..<count {
                                     guard let record = records[i], let event = record.pointee.event else { continue }
                                     copied.append(
-                                        Record(offset: record.pointee.offset, event: CloudEvent(copying: event)))
+                                        Record(
+                                            offset: record.pointee.offset, event: CloudEvent(copying: event),
+                                            appendTimeNs: record.pointee.append_time_ns))
                                 }
                             }
                             completion(.success((copied, next)))

@@ -99,12 +99,19 @@ struct TCPProtocolTests {
 
         let stream = try await client.subscribe(topic: "orders", options: SubscribeOptions(start: .earliest))
         var received: [UInt64: CloudEvent] = [:]
+        var stamped = 0
+        let now = UInt64(Date().timeIntervalSince1970 * 1e9)
         for await delivery in stream {
             received[delivery.offset] = delivery.event
+            // The storage's append time travels with the delivery: within the last minute, not in the future.
+            if delivery.appendTimeNs > now - 60_000_000_000, delivery.appendTimeNs <= now + 1_000_000_000 {
+                stamped += 1
+            }
             delivery.ack()
             if received.count == 1010 { break }
         }
         #expect(received.count == 1010)
+        #expect(stamped == 1010, "every delivery carries the time the storage stored its event")
         for event in singles { #expect(received[assigned[event.id] ?? .max] == event) }
         for (i, event) in full.enumerated() { #expect(received[1000 + UInt64(i)] == event, "event \(i) unchanged") }
         await client.close()
