@@ -29,7 +29,7 @@ public enum CloudEventJSON {
         for (key, value) in event.extensions { member(key, raw: quote(value)) }
         if !event.data.isEmpty || event.datacontenttype != nil {
             let text = String(validating: event.data, as: UTF8.self)
-            if isJSONType(event.datacontenttype), let text, JSONSyntax.isValid(event.data) {
+            if isJSONType(event.datacontenttype), let text, JSONReader.isValidDocument(event.data) {
                 member("data", raw: text.trimmingWhitespace)
             } else if isTextType(event.datacontenttype), !isJSONType(event.datacontenttype), let text {
                 member("data", raw: quote(text))
@@ -106,119 +106,4 @@ extension String {
         return String(s)
     }
 
-}
-
-/// A strict check of JSON syntax (RFC 8259), enough to decide whether bytes can be embedded as JSON.
-enum JSONSyntax {
-    static func isValid(_ bytes: [UInt8]) -> Bool {
-        var parser = Parser(bytes: bytes)
-        parser.skipSpace()
-        guard parser.value(depth: 0) else { return false }
-        parser.skipSpace()
-        return parser.i == bytes.count
-    }
-
-    struct Parser {
-        let bytes: [UInt8]
-        var i = 0
-
-        var peek: UInt8? { i < bytes.count ? bytes[i] : nil }
-
-        mutating func skipSpace() {
-            while let c = peek, c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 { i += 1 }
-        }
-
-        mutating func literal(_ word: String) -> Bool {
-            for c in word.utf8 {
-                guard peek == c else { return false }
-                i += 1
-            }
-            return true
-        }
-
-        mutating func value(depth: Int) -> Bool {
-            guard depth < 512, let c = peek else { return false }
-            switch c {
-            case UInt8(ascii: "{"): return container(close: UInt8(ascii: "}"), keyed: true, depth: depth)
-            case UInt8(ascii: "["): return container(close: UInt8(ascii: "]"), keyed: false, depth: depth)
-            case UInt8(ascii: "\""): return string()
-            case UInt8(ascii: "t"): return literal("true")
-            case UInt8(ascii: "f"): return literal("false")
-            case UInt8(ascii: "n"): return literal("null")
-            default: return number()
-            }
-        }
-
-        mutating func container(close: UInt8, keyed: Bool, depth: Int) -> Bool {
-            i += 1
-            skipSpace()
-            if peek == close {
-                i += 1
-                return true
-            }
-            while true {
-                if keyed {
-                    guard string() else { return false }
-                    skipSpace()
-                    guard peek == UInt8(ascii: ":") else { return false }
-                    i += 1
-                    skipSpace()
-                }
-                guard value(depth: depth + 1) else { return false }
-                skipSpace()
-                guard let c = peek else { return false }
-                i += 1
-                if c == close { return true }
-                guard c == UInt8(ascii: ",") else { return false }
-                skipSpace()
-            }
-        }
-
-        mutating func string() -> Bool {
-            guard peek == UInt8(ascii: "\"") else { return false }
-            i += 1
-            while let c = peek {
-                i += 1
-                switch c {
-                case UInt8(ascii: "\""): return true
-                case UInt8(ascii: "\\"):
-                    guard let e = peek else { return false }
-                    i += 1
-                    if e == UInt8(ascii: "u") {
-                        for _ in 0..<4 {
-                            guard let h = peek, (h >= 0x30 && h <= 0x39) || (h | 0x20 >= 0x61 && h | 0x20 <= 0x66)
-                            else { return false }
-                            i += 1
-                        }
-                    } else if !"\"\\/bfnrt".utf8.contains(e) {
-                        return false
-                    }
-                case 0..<0x20: return false
-                default: continue
-                }
-            }
-            return false
-        }
-
-        mutating func number() -> Bool {
-            let start = i
-            if peek == UInt8(ascii: "-") { i += 1 }
-            func digits() -> Int {
-                let from = i
-                while let c = peek, c >= 0x30, c <= 0x39 { i += 1 }
-                return i - from
-            }
-            if peek == UInt8(ascii: "0") { i += 1 } else if digits() == 0 { return false }
-            if peek == UInt8(ascii: ".") {
-                i += 1
-                guard digits() > 0 else { return false }
-            }
-            if let e = peek, e | 0x20 == UInt8(ascii: "e") {
-                i += 1
-                if peek == UInt8(ascii: "+") || peek == UInt8(ascii: "-") { i += 1 }
-                guard digits() > 0 else { return false }
-            }
-            return i > start
-        }
-    }
 }

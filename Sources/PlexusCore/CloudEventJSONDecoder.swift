@@ -106,13 +106,22 @@ extension CloudEventJSON {
 }
 
 /// A JSON reader over bytes that keeps the raw span of every value it skips.
-private struct JSONReader {
+struct JSONReader {
     typealias DecodingError = CloudEventJSON.DecodingError
 
     let bytes: [UInt8]
     var i = 0
 
     var atEnd: Bool { i >= bytes.count }
+
+    /// Whether `bytes` are exactly one JSON value (RFC 8259), surrounded by nothing but white space.
+    static func isValidDocument(_ bytes: [UInt8]) -> Bool {
+        var reader = JSONReader(bytes: bytes)
+        reader.skipSpace()
+        guard (try? reader.value(depth: 0, named: "data")) != nil else { return false }
+        reader.skipSpace()
+        return reader.atEnd
+    }
     var peek: UInt8? { i < bytes.count ? bytes[i] : nil }
 
     mutating func next() -> UInt8? {
