@@ -279,7 +279,11 @@ final class ClientCore: @unchecked Sendable {
 
     /// Stages events for `topic`; they go out with the loop's next turn, in one frame with other events
     /// staged meanwhile. Any thread.
-    func publish(topic: String, events: [CloudEvent], noAck: Bool, completion: PublishCompletion?) {
+    /// - Returns: why the events were refused at once (invalid, not connected), in which case `completion` is
+    ///   never called; `nil` when they were staged. `completion` (nil for `noAck`) gets the server's answer.
+    func publish(topic: String, events: [CloudEvent], noAck: Bool, completion: PublishCompletion?)
+        -> PlexusClientError?
+    {
         var problem: String?
         if topic.isEmpty {
             problem = "the topic is empty"
@@ -290,10 +294,7 @@ final class ClientCore: @unchecked Sendable {
         } else {
             problem = events.lazy.compactMap(\.invalidReason).first
         }
-        if let problem {
-            completion?(.failure(PlexusClientError(.invalidArgument, problem)))
-            return
-        }
+        if let problem { return PlexusClientError(.invalidArgument, problem) }
         let limitEvents = config.maxBatchEvents
         let limitBytes = config.maxBatchBytes
         // Encoded straight into the topic's open batch: one copy from the caller's values to the wire bytes.
@@ -323,11 +324,9 @@ final class ClientCore: @unchecked Sendable {
             defer { s.flushScheduled = true }
             return (!s.flushScheduled, nil)
         }
-        if let failure = outcome.failure {
-            completion?(.failure(failure))
-            return
-        }
+        if let failure = outcome.failure { return failure }
         if outcome.scheduled { eventLoop.execute { self.flush() } }
+        return nil
     }
 
     func ack(_ delivery: UInt64, session: UInt64) {

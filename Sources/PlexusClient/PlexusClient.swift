@@ -46,27 +46,30 @@ public final class PlexusClient: Sendable {
     /// Publishes events as one batch; returns the offset of the first (the rest follow densely).
     public func publish(topic: String, _ events: [CloudEvent]) async throws -> UInt64 {
         try await withCheckedThrowingContinuation { continuation in
-            core.publish(topic: topic, events: events, noAck: false) { continuation.resume(with: $0) }
+            if let refusal = core.publish(
+                topic: topic, events: events, noAck: false,
+                completion: {
+                    continuation.resume(with: $0)
+                })
+            {
+                continuation.resume(throwing: refusal)
+            }
         }
     }
 
     /// Publishes without waiting: `completion` runs (on the client's event loop) with the first offset
     /// once the node reports the events durable, or with the failure.
     public func publish(topic: String, _ events: [CloudEvent], completion: @escaping PublishCompletion) {
-        core.publish(topic: topic, events: events, noAck: false, completion: completion)
+        if let refusal = core.publish(topic: topic, events: events, noAck: false, completion: completion) {
+            completion(.failure(refusal))
+        }
     }
 
     /// Publishes fire-and-forget: no acknowledgement is asked for. A refusal is only counted in
     /// `asynchronousErrors`.
     /// - Throws: `PlexusClientError` when not connected or an event is invalid.
     public func publishWithoutAck(topic: String, _ events: [CloudEvent]) throws {
-        var failure: PlexusClientError?
-        // Without a completion the core reports nothing; check what it would refuse first.
-        if let problem = events.lazy.compactMap(\.invalidReason).first {
-            failure = PlexusClientError(.invalidArgument, problem)
-        }
-        if let failure { throw failure }
-        core.publish(topic: topic, events: events, noAck: true, completion: nil)
+        if let refusal = core.publish(topic: topic, events: events, noAck: true, completion: nil) { throw refusal }
     }
 
     /// Subscribes; `handler` runs on the client's event loop for each delivery (keep it short) and must

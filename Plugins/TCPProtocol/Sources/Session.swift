@@ -19,7 +19,7 @@ final class Session: Sendable {
     /// Events published on this connection whose acknowledgement is still owed.
     let pendingEvents = Atomic<Int>(0)
     let readPaused = Atomic<Bool>(false)
-    /// `ContinuousClock` nanoseconds when something was last queued for the client.
+    /// Monotonic nanoseconds when bytes were last written to the client.
     let lastSent = Atomic<Int64>(0)
     private let outbox: Mutex<Outbox>
 
@@ -61,13 +61,21 @@ final class Session: Sendable {
             } catch {
                 box.buffer.moveWriterIndex(to: mark)
             }
-            defer { box.flushScheduled = true }
-            return !box.flushScheduled
+            return Self.claimFlush(&box)
         }
         guard let schedule else { return false }
-        lastSent.store(Self.now(), ordering: .relaxed)
-        if schedule { channel.eventLoop.execute { self.flush() } }
+        if schedule { scheduleFlush() }
         return true
+    }
+
+    /// Marks a flush as due; `true` when the caller must schedule it (none was pending). Under the lock.
+    private static func claimFlush(_ box: inout Outbox) -> Bool {
+        defer { box.flushScheduled = true }
+        return !box.flushScheduled
+    }
+
+    private func scheduleFlush() {
+        channel.eventLoop.execute { self.flush() }
     }
 
     /// Writes everything queued; on the event loop.
@@ -79,7 +87,9 @@ final class Session: Sendable {
             box.buffer = channel.allocator.buffer(capacity: max(4096, min(out.readableBytes, 1 << 20)))
             return out
         }
-        if let bytes { channel.writeAndFlush(bytes, promise: nil) }
+        guard let bytes else { return }
+        lastSent.store(Self.now(), ordering: .relaxed)
+        channel.writeAndFlush(bytes, promise: nil)
     }
 
     /// What became of a delivery handed to `deliver`.
@@ -111,11 +121,9 @@ final class Session: Sendable {
                 return (.unsendable(problem), false)
             }
             box.inFlight.insert(delivery.pointee.delivery_id)
-            defer { box.flushScheduled = true }
-            return (.queued, !box.flushScheduled)
+            return (.queued, Self.claimFlush(&box))
         }
-        if case .queued = outcome { lastSent.store(Self.now(), ordering: .relaxed) }
-        if schedule { channel.eventLoop.execute { self.flush() } }
+        if schedule { scheduleFlush() }
         return outcome
     }
 
@@ -163,10 +171,9 @@ final class Session: Sendable {
             guard !box.closed else { return false }
             try? FrameCodec.encode(subscribed, into: &box.buffer)
             box.buffer.writeBuffer(&held)
-            defer { box.flushScheduled = true }
-            return !box.flushScheduled
+            return Self.claimFlush(&box)
         }
-        if schedule { channel.eventLoop.execute { self.flush() } }
+        if schedule { scheduleFlush() }
     }
 
     /// Forgets a gate whose subscription failed.
