@@ -230,15 +230,9 @@ final class WebhookClient: Sendable {
     /// Hands a connection that finished an exchange to the next waiter, or back to the pool.
     private func checkIn(_ connection: PooledConnection, origin: SinkURL.Origin) {
         let (waiter, expired) = pools.withLock { p -> (Waiter?, [Waiter]) in
-            var expired: [Waiter] = []
-            let now = NIODeadline.now()
-            while let first = p.origins[origin]?.waiters.first {
-                p.origins[origin]?.waiters.removeFirst()
-                if first.deadline > now { return (first, expired) }
-                expired.append(first)
-            }
-            if !p.shutDown { p.origins[origin]?.idle.append(connection) }
-            return (nil, expired)
+            let (waiter, expired) = Self.takeWaiter(&p, origin)
+            if waiter == nil, !p.shutDown { p.origins[origin]?.idle.append(connection) }
+            return (waiter, expired)
         }
         for late in expired { late.completion(.failure(.timeout)) }
         if let waiter {
@@ -246,6 +240,19 @@ final class WebhookClient: Sendable {
         } else if pools.withLock({ $0.shutDown }) {
             connection.channel.close(promise: nil)
         }
+    }
+
+    /// Takes the first waiter of `origin` whose deadline has not passed, and the expired ones before it; under
+    /// the pool lock.
+    private static func takeWaiter(_ p: inout Pools, _ origin: SinkURL.Origin) -> (Waiter?, [Waiter]) {
+        var expired: [Waiter] = []
+        let now = NIODeadline.now()
+        while let first = p.origins[origin]?.waiters.first {
+            p.origins[origin]?.waiters.removeFirst()
+            if first.deadline > now { return (first, expired) }
+            expired.append(first)
+        }
+        return (nil, expired)
     }
 
     /// Closes a connection that cannot be reused; its close future frees its slot.
@@ -262,15 +269,9 @@ final class WebhookClient: Sendable {
     /// Frees one connection slot of `origin`; a waiter, if any, gets a new connection.
     private func release(_ origin: SinkURL.Origin) {
         let (waiter, expired) = pools.withLock { p -> (Waiter?, [Waiter]) in
-            var expired: [Waiter] = []
-            let now = NIODeadline.now()
-            while let first = p.origins[origin]?.waiters.first {
-                p.origins[origin]?.waiters.removeFirst()
-                if first.deadline > now { return (first, expired) }
-                expired.append(first)
-            }
-            p.origins[origin]?.open -= 1
-            return (nil, expired)
+            let (waiter, expired) = Self.takeWaiter(&p, origin)
+            if waiter == nil { p.origins[origin]?.open -= 1 }
+            return (waiter, expired)
         }
         for late in expired { late.completion(.failure(.timeout)) }
         if let waiter { connect(waiter.request, deadline: waiter.deadline, completion: waiter.completion) }

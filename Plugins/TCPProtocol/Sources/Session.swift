@@ -49,6 +49,11 @@ final class Session: Sendable {
         enqueue { buffer in try FrameCodec.encode(frame, into: &buffer) }
     }
 
+    /// Queues a non-fatal `ERROR` about the frame `id` of type `kind`.
+    func refuse(_ id: UInt64, _ kind: Frame.Kind, _ status: WireStatus, _ message: String) {
+        send(Frame(id: id, .error(ErrorBody(status: status, frameType: kind.rawValue, message: message))))
+    }
+
     /// Queues bytes written by `encode`; an encoding that throws leaves the buffer as it was.
     /// - Returns: whether the session was still open.
     @discardableResult
@@ -204,5 +209,12 @@ final class Session: Sendable {
             }
             channel.writeAndFlush(bytes).whenComplete { _ in channel.close(promise: nil) }
         }
+    }
+}
+
+extension WireStatus {
+    /// The wire status of a plugin error: `px_status` codes keep their numbers.
+    init(_ error: PluginError) {
+        self.init(rawValue: UInt16(clamping: max(0, Int(error.status))))
     }
 }
