@@ -195,6 +195,42 @@ struct TCPProtocolTests {
         await client.close()
     }
 
+    @Test("a connection cannot acknowledge another connection's delivery")
+    func foreignAck() async throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let (node, port) = try await Self.node(in: directory)
+        defer { node.kill() }
+        let (owner, _) = try await RawConnection.open(port: port)
+        try await owner.send(Frame(id: 2, .subscribe(Subscribe(topic: "own", start: .earliest, credits: 1))))
+        guard case .subscribed? = try await owner.nextFrame()?.body else {
+            Issue.record("expected SUBSCRIBED")
+            return
+        }
+        let client = try await Self.client(port)
+        _ = try await client.publish(topic: "own", (0..<2).map { CloudEvent(id: "o\($0)", source: "/t", type: "t") })
+        guard case .deliver(let first)? = try await owner.nextFrame()?.body else {
+            Issue.record("expected the first DELIVER")
+            return
+        }
+        let (stranger, _) = try await RawConnection.open(port: port)
+        try await stranger.send(Frame(.ack(deliveries: [first.delivery])))
+        guard case .error(let refusal)? = try await stranger.nextFrame()?.body else {
+            Issue.record("expected ERROR for a foreign ack")
+            return
+        }
+        #expect(refusal.status == .notFound)
+        // Had the foreign ack settled it, the credit would be free and the second event would arrive now.
+        #expect(try await owner.nextFrame(timeout: .milliseconds(700)) == nil, "the delivery is still in flight")
+        try await owner.send(Frame(.ack(deliveries: [first.delivery])))
+        guard case .deliver(let second)? = try await owner.nextFrame()?.body else {
+            Issue.record("expected the second DELIVER after the owner's ack")
+            return
+        }
+        #expect(second.offset == first.offset + 1)
+        await client.close()
+    }
+
     @Test("bad input gets the right error frame; untrustworthy streams and idle clients are closed; the node lives on")
     func badInput() async throws {
         let directory = try TestDirectory()

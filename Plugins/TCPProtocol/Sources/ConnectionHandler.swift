@@ -173,18 +173,20 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     private func refusePublish(_ publish: Publish, id: UInt64, _ status: WireStatus, _ message: String) {
-        if publish.noAck {
-            session.send(
-                Frame(
-                    id: id, .error(ErrorBody(status: status, frameType: Frame.Kind.publish.rawValue, message: message)))
-            )
+        Self.publishFailed(session, id: id, count: publish.events.count, noAck: publish.noAck, status, message)
+    }
+
+    /// Answers a failed publish: a `PUBLISH_ACK` with the status, or for fire-and-forget an `ERROR`.
+    private static func publishFailed(
+        _ session: Session, id: UInt64, count: Int, noAck: Bool, _ status: WireStatus, _ message: String
+    ) {
+        if noAck {
+            session.refuse(id, .publish, status, message)
         } else {
             session.send(
                 Frame(
                     id: id,
-                    .publishAck(
-                        PublishAck(
-                            status: status, count: UInt32(publish.events.count), firstOffset: 0, message: message))))
+                    .publishAck(PublishAck(status: status, count: UInt32(count), firstOffset: 0, message: message))))
         }
     }
 
@@ -199,20 +201,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                     Frame(id: id, .publishAck(PublishAck(status: .ok, count: UInt32(count), firstOffset: first))))
             }
         case .failure(let error):
-            let status = WireStatus(rawValue: UInt16(clamping: max(0, Int(error.status))))
-            if noAck {
-                session.send(
-                    Frame(
-                        id: id,
-                        .error(
-                            ErrorBody(status: status, frameType: Frame.Kind.publish.rawValue, message: error.message))))
-            } else {
-                session.send(
-                    Frame(
-                        id: id,
-                        .publishAck(
-                            PublishAck(status: status, count: UInt32(count), firstOffset: 0, message: error.message))))
-            }
+            publishFailed(session, id: id, count: count, noAck: noAck, WireStatus(error), error.message)
         }
         let pending = session.pendingEvents.subtract(count, ordering: .relaxed).newValue
         if pending <= resumeBelow, session.readPaused.exchange(false, ordering: .relaxed) {
@@ -228,13 +217,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func subscribe(_ request: Subscribe, id: UInt64) {
         guard !request.topic.isEmpty else {
-            return session.send(
-                Frame(
-                    id: id,
-                    .error(
-                        ErrorBody(
-                            status: .invalidArgument, frameType: Frame.Kind.subscribe.rawValue,
-                            message: "the topic is empty"))))
+            return session.refuse(id, .subscribe, .invalidArgument, "the topic is empty")
         }
         var options = SubscriptionOptions()
         // An empty group is a group of its own: every such subscription gets every event.
@@ -276,25 +259,13 @@ final class ConnectionHandler: ChannelInboundHandler {
         } catch {
             session.dropGate(gate)
             let failure = error as? PluginError ?? PluginError(PX_ERR_INTERNAL, "\(error)")
-            session.send(
-                Frame(
-                    id: id,
-                    .error(
-                        ErrorBody(
-                            status: WireStatus(rawValue: UInt16(clamping: max(0, Int(failure.status)))),
-                            frameType: Frame.Kind.subscribe.rawValue, message: failure.message))))
+            session.refuse(id, .subscribe, WireStatus(failure), failure.message)
         }
     }
 
     private func unsubscribe(_ id: UInt64, id frameID: UInt64) {
         guard let subscription = subscriptions.removeValue(forKey: id) else {
-            return session.send(
-                Frame(
-                    id: frameID,
-                    .error(
-                        ErrorBody(
-                            status: .notFound, frameType: Frame.Kind.unsubscribe.rawValue,
-                            message: "no subscription \(id) on this connection"))))
+            return session.refuse(frameID, .unsubscribe, .notFound, "no subscription \(id) on this connection")
         }
         let session = self.session
         let host = server.host
@@ -306,29 +277,20 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     private func ack(_ deliveries: [UInt64]) {
-        for unknown in session.settle(deliveries) {
-            session.send(
-                Frame(
-                    id: unknown,
-                    .error(
-                        ErrorBody(
-                            status: .notFound, frameType: Frame.Kind.ack.rawValue,
-                            message: "delivery \(unknown) is not in flight on this connection"))))
+        let unknown = Set(session.settle(deliveries))
+        for id in unknown {
+            session.refuse(id, .ack, .notFound, "delivery \(id) is not in flight on this connection")
         }
-        for delivery in deliveries where server.host.ack(deliveryID: delivery) != PX_OK.status {
-            server.host.count("acks_late")
+        // Only this connection's own deliveries reach the kernel.
+        for delivery in deliveries where !unknown.contains(delivery) {
+            if server.host.ack(deliveryID: delivery) != PX_OK.status { server.host.count("acks_late") }
         }
     }
 
     private func nack(_ nack: Nack) {
         guard session.settle([nack.delivery]).isEmpty else {
-            return session.send(
-                Frame(
-                    id: nack.delivery,
-                    .error(
-                        ErrorBody(
-                            status: .notFound, frameType: Frame.Kind.nack.rawValue,
-                            message: "delivery \(nack.delivery) is not in flight on this connection"))))
+            return session.refuse(
+                nack.delivery, .nack, .notFound, "delivery \(nack.delivery) is not in flight on this connection")
         }
         if server.host.nack(deliveryID: nack.delivery, deadLetter: nack.deadLetter, reason: nack.reason) != PX_OK.status
         {
