@@ -44,7 +44,7 @@ let plugins = [
     plugin("HeartbeatSource", language: .c),
     plugin("ConsoleSink", language: .swift),
     plugin("MemoryStorage", language: .swift),
-    plugin("RaftLogStorage", language: .swift),
+    plugin("RaftLogStorage", language: .swift, dependencies: ["RaftCore"]),
     plugin("StandaloneRegistry", language: .swift),
     plugin(
         "TCPProtocol", language: .swift,
@@ -101,6 +101,9 @@ let package = Package(
             ]
         ),
         .target(name: "PlexusPluginSDK", dependencies: ["PlexusABI", "PlexusCore"]),
+        // The consensus of raft-log (messages, their codec, the Raft state machine, the node-to-node transport),
+        // a library of its own so that it is unit-tested without a kernel.
+        .target(name: "RaftCore", path: "Plugins/RaftLogStorage/RaftCore"),
         .target(
             name: "PlexusClient",
             dependencies: [
@@ -167,6 +170,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore"]),
+        .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore"]),
         .testTarget(
             name: "PlexusBenchTests",
             dependencies: [
