@@ -68,6 +68,8 @@ let package = Package(
         .library(name: "PlexusPluginSDK", targets: ["PlexusPluginSDK"]),
         .library(name: "PlexusConformance", targets: ["PlexusConformance"]),
         .library(name: "PlexusClient", targets: ["PlexusClient"]),
+        // The benchmark harness's pieces, for benchmarks/RaftBench (a package of its own).
+        .library(name: "PlexusBench", targets: ["PlexusBench"]),
         .executable(name: "plexus-bench-abi", targets: ["PlexusBenchABI"]),
         .executable(name: "plexus-bench-core", targets: ["PlexusBenchCore"]),
         .executable(name: "plexus-bench-raft-local", targets: ["PlexusBenchRaftLocal"]),
@@ -158,7 +160,7 @@ let package = Package(
         .executableTarget(
             name: "PlexusBenchRaftLocal",
             dependencies: [
-                "PlexusKernel", "PlexusABI", "PlexusCore", .product(name: "Logging", package: "swift-log"),
+                "PlexusKernel", "PlexusABI", "PlexusBench", "PlexusCore", .product(name: "Logging", package: "swift-log"),
             ],
             path: "benchmarks/RaftLocalBench"
         ),

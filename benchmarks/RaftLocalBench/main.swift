@@ -6,6 +6,7 @@ import Dispatch
 import Foundation
 import Logging
 import PlexusABI
+import PlexusBench
 import PlexusCore
 import PlexusKernel
 import Synchronization
@@ -191,32 +192,17 @@ func measurePlugin(concurrency: Int) -> (rate: Double, fsyncs: Double, eventsPer
     )
 }
 
-/// The ceiling: append `eventsPerSync × entryBytes` bytes with one pwrite, then fdatasync, for the same time.
+/// The ceiling (`GroupCommitCeiling`, shared with `make bench-raft`): `eventsPerSync × entryBytes` bytes with one
+/// pwrite, then fdatasync, for the same time.
 func measureRaw(eventsPerSync: Int, entryBytes: Int) -> (rate: Double, fsyncMicros: Double) {
     let path = root.appendingPathComponent("raw-\(eventsPerSync).log").path
-    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    guard fd >= 0 else { fail("cannot create \(path)") }
-    defer {
-        close(fd)
-        unlink(path)
+    do {
+        let ceiling = GroupCommitCeiling(eventsPerSync: eventsPerSync, entryBytes: entryBytes)
+        let measured = try ceiling.measure(path: path, seconds: options.seconds)
+        return (measured.eventsPerSecond, measured.fsyncMicros)
+    } catch {
+        fail("\(error)")
     }
-    let chunk = [UInt8](repeating: 0xA5, count: eventsPerSync * entryBytes)
-    var position = 0
-    var syncs = 0
-    var events = 0
-    var syncSeconds = 0.0
-    let start = ContinuousClock.now
-    while elapsed(since: start) < options.seconds {
-        let written = chunk.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(position)) }
-        guard written == chunk.count else { fail("pwrite \(path) failed") }
-        position += written
-        let before = ContinuousClock.now
-        guard fdatasync(fd) == 0 else { fail("fdatasync \(path) failed") }
-        syncSeconds += elapsed(since: before)
-        syncs += 1
-        events += eventsPerSync
-    }
-    return (Double(events) / elapsed(since: start), syncs > 0 ? syncSeconds / Double(syncs) * 1e6 : 0)
 }
 
 do {

@@ -1,0 +1,160 @@
+import Foundation
+import PlexusClient
+import PlexusCore
+
+/// Plexus nodes on 127.0.0.1 with raft-log as every topic's storage: either one node with raft-log's shipped
+/// configuration (a single member), or members `a`, `b`, `c` configured as the replication contract describes
+/// (`nodeId` each, the same `peers`, `fsync: always` by default: an append is acknowledged once a quorum has
+/// it on disk).
+public final class PlexusCluster: Sendable {
+    public let nodes: [PlexusNode]
+
+    private init(nodes: [PlexusNode]) { self.nodes = nodes }
+
+    /// The node called `id`.
+    public func node(_ id: String) -> PlexusNode? { nodes.first { $0.id == id } }
+
+    /// One node with raft-log's defaults (no `nodeId`: a single member, no network).
+    ///
+    /// - Throws: ``HarnessError`` with the node's log when it does not start.
+    public static func single(
+        installation: PlexusInstallation, directory: String, logLevel: String = "warning"
+    ) async throws -> PlexusCluster {
+        let node = try PlexusNode(
+            id: "single", directory: directory + "/plexus-single", installation: installation,
+            raftValues: ManifestValues(), logLevel: logLevel)
+        let cluster = PlexusCluster(nodes: [node])
+        do {
+            try await node.start()
+        } catch {
+            node.stop()
+            throw error
+        }
+        return cluster
+    }
+
+    /// Members `ids` (default a, b, c), each with `nodeId`, the same `peers` (node-to-node addresses on free
+    /// ports) and `extraRaftValues` (e.g. `electionTimeoutMs`), started together.
+    ///
+    /// - Throws: ``HarnessError`` with the failing node's log when one does not start; the others are stopped.
+    public static func replicated(
+        installation: PlexusInstallation, directory: String, ids: [String] = ["a", "b", "c"],
+        extraRaftValues: [String] = [], logLevel: String = "warning"
+    ) async throws -> PlexusCluster {
+        let raftPorts = try Loopback.freePorts(ids.count)
+        let peers = zip(ids, raftPorts).map { "\($0)=127.0.0.1:\($1)" }.joined(separator: ",")
+        var nodes: [PlexusNode] = []
+        for id in ids {
+            var values = ManifestValues()
+            values.set("nodeId", string: id)
+            values.set("peers", string: peers)
+            for assignment in extraRaftValues { try values.set(assignment: assignment) }
+            nodes.append(
+                try PlexusNode(
+                    id: id, directory: "\(directory)/plexus-\(id)", installation: installation, raftValues: values,
+                    logLevel: logLevel))
+        }
+        let cluster = PlexusCluster(nodes: nodes)
+        do {
+            // Started together: a member waits for its peers to elect a leader, not to listen.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for node in nodes { group.addTask { try await node.start() } }
+                try await group.waitForAll()
+            }
+        } catch {
+            cluster.stop()
+            throw error
+        }
+        return cluster
+    }
+
+    /// Stops every node.
+    public func stop() {
+        for node in nodes { node.stop() }
+    }
+
+    /// Every running node's status, by node id; nodes that do not answer are left out.
+    public func statuses() async -> [String: RaftStatus] {
+        await withTaskGroup(of: (String, RaftStatus?).self) { group in
+            for node in nodes where node.isRunning {
+                group.addTask { (node.id, try? await node.status()) }
+            }
+            var result: [String: RaftStatus] = [:]
+            for await (id, status) in group { if let status { result[id] = status } }
+            return result
+        }
+    }
+
+    /// The leader of `stream` once every running node names the same one and that node says it leads.
+    ///
+    /// - Throws: ``HarnessError`` with the last statuses seen when that does not happen within `timeout`.
+    public func leader(of stream: String, timeout: Duration = .seconds(30)) async throws -> PlexusNode {
+        let deadline = ContinuousClock.now + timeout
+        var last = "no status yet"
+        while ContinuousClock.now < deadline {
+            let statuses = await statuses()
+            let running = nodes.filter(\.isRunning)
+            let views = running.map { node in (node.id, statuses[node.id]?.stream(stream)) }
+            last = views.map { "\($0.0): \($0.1.map { "\($0.role), leader '\($0.leader)'" } ?? "no answer")" }
+                .joined(separator: "; ")
+            if let first = views.first?.1?.leader, !first.isEmpty,
+                views.allSatisfy({ $0.1?.leader == first }),
+                let leader = node(first), statuses[first]?.stream(stream)?.role == "leader"
+            {
+                return leader
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw HarnessError("stream '\(stream)' has no agreed leader after \(timeout) (\(last))")
+    }
+
+    /// Waits until `node` has caught up on `stream`: its commit index at least the leader's, read just before.
+    ///
+    /// - Throws: ``HarnessError`` when it has not within `timeout`.
+    public func waitCaughtUp(_ node: PlexusNode, stream: String, timeout: Duration = .seconds(60)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        var last = "no status yet"
+        while ContinuousClock.now < deadline {
+            if let leader = try? await leader(of: stream, timeout: .seconds(2)),
+                let target = try? await leader.status().stream(stream)?.commitIndex
+            {
+                if leader === node { return }
+                if let own = try? await node.status().stream(stream) {
+                    if own.commitIndex >= target && own.leader == leader.id { return }
+                    last = "node \(node.id) at commit index \(own.commitIndex), leader \(leader.id) at \(target)"
+                }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw HarnessError("node \(node.id) did not catch up on '\(stream)' within \(timeout) (\(last))")
+    }
+
+    /// Publishes one event through `node` until it is acknowledged: creates the stream (and its Raft group) on
+    /// first use.
+    ///
+    /// - Throws: ``HarnessError`` with the last failure when no publish is acknowledged within `timeout`.
+    public func prime(stream: String, through node: PlexusNode, timeout: Duration = .seconds(60)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        var last = "no attempt"
+        while ContinuousClock.now < deadline {
+            do {
+                let client = try await PlexusClient.connect(
+                    ClientConfiguration(
+                        host: Loopback.host, port: node.tcpPort, name: "bench-raft-prime", reconnect: false))
+                do {
+                    _ = try await client.publish(
+                        topic: stream, CloudEvent(id: "prime", source: "/bench/raft", type: "bench.prime", data: [1]))
+                    await client.close()
+                    return
+                } catch {
+                    await client.close()
+                    throw error
+                }
+            } catch {
+                last = "\(error)"
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw HarnessError("no publish to '\(stream)' through node \(node.id) was acknowledged in \(timeout): \(last)")
+    }
+}

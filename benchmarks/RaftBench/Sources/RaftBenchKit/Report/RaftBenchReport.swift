@@ -1,0 +1,117 @@
+import PlexusBench
+
+/// Everything one `make bench-raft` measured, as written to the JSON report.
+public struct RaftBenchReport: Codable, Sendable {
+    /// Three members, durable commit: Plexus against etcd at each concurrency.
+    public struct DurableRow: Codable, Sendable, Equatable {
+        public var concurrency: Int
+        public var plexus: LevelResult?
+        public var etcd: LevelResult?
+
+        public init(concurrency: Int, plexus: LevelResult? = nil, etcd: LevelResult? = nil) {
+            self.concurrency = concurrency
+            self.plexus = plexus
+            self.etcd = etcd
+        }
+
+        /// Plexus ops/s over etcd ops/s (target ≥ 2).
+        public var throughputRatio: Double? {
+            guard let plexus, let etcd, etcd.opsPerSecond > 0 else { return nil }
+            return plexus.opsPerSecond / etcd.opsPerSecond
+        }
+
+        /// Plexus p99 over etcd p99 (target ≤ 1).
+        public var p99Ratio: Double? {
+            guard let plexus, let etcd, etcd.latency.p99 > 0, plexus.latency.count > 0 else { return nil }
+            return Double(plexus.latency.p99) / Double(etcd.latency.p99)
+        }
+    }
+
+    public struct Durable: Codable, Sendable {
+        public var rows: [DurableRow] = []
+        /// Why Plexus or etcd did not run (or stopped), if so.
+        public var plexusError: String?
+        public var etcdError: String?
+        public var notes: [String] = []
+        public var etcdVersion: String?
+
+        public init() {}
+    }
+
+    /// One member: end-to-end events/s over TCP against the disk's group-commit ceiling.
+    public struct SingleRow: Codable, Sendable, Equatable {
+        public var concurrency: Int
+        /// Medians over the rounds.
+        public var eventsPerSecond: Double
+        public var latency: LatencySummary
+        public var errors: UInt64
+        public var eventsPerFsync: Double
+        public var entryBytes: Int
+        public var ceilingEventsPerSecond: Double
+        public var rawFsyncMicros: Double
+        /// Plexus over ceiling, the median of the rounds' ratios (target ≥ 0.70).
+        public var ratio: Double
+
+        public init(
+            concurrency: Int, eventsPerSecond: Double, latency: LatencySummary, errors: UInt64,
+            eventsPerFsync: Double, entryBytes: Int, ceilingEventsPerSecond: Double, rawFsyncMicros: Double,
+            ratio: Double
+        ) {
+            self.concurrency = concurrency
+            self.eventsPerSecond = eventsPerSecond
+            self.latency = latency
+            self.errors = errors
+            self.eventsPerFsync = eventsPerFsync
+            self.entryBytes = entryBytes
+            self.ceilingEventsPerSecond = ceilingEventsPerSecond
+            self.rawFsyncMicros = rawFsyncMicros
+            self.ratio = ratio
+        }
+    }
+
+    public struct Single: Codable, Sendable {
+        public var rows: [SingleRow] = []
+        public var error: String?
+
+        public init() {}
+    }
+
+    public struct Failover: Codable, Sendable {
+        public var summary: FailoverSummary?
+        public var error: String?
+
+        public init() {}
+    }
+
+    public var machine: String
+    public var startedAt: String
+    public var payloadSize: Int
+    public var warmupSeconds: Double
+    public var seconds: Double
+    public var singleSeconds: Double
+    public var rounds: Int
+    public var durable: Durable?
+    public var single: Single?
+    public var failover: Failover?
+
+    public init(
+        machine: String, startedAt: String, payloadSize: Int, warmupSeconds: Double, seconds: Double,
+        singleSeconds: Double, rounds: Int
+    ) {
+        self.machine = machine
+        self.startedAt = startedAt
+        self.payloadSize = payloadSize
+        self.warmupSeconds = warmupSeconds
+        self.seconds = seconds
+        self.singleSeconds = singleSeconds
+        self.rounds = rounds
+    }
+
+    /// Whether every section that was asked for ran to the end (targets missed still count as having run).
+    public var complete: Bool {
+        if let durable, durable.plexusError != nil || durable.etcdError != nil { return false }
+        if let single, single.error != nil { return false }
+        if let failover, failover.error != nil { return false }
+        return true
+    }
+}
