@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local fuzz clean
+.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local bench-raft fuzz clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -54,6 +54,11 @@ fuzz: bootstrap
 ## Single-member raft-log: 1 KiB appends through the plugin (fsync always) vs raw write+fdatasync group commits.
 bench-raft-local: bootstrap
 	benchmarks/raft/run
+
+## Issue 6: three raft-log members vs three etcd 3.4 members (1 KiB durable writes), one member vs the disk's
+## group-commit ceiling, 20 leader kills; one table with ratios (benchmarks/RaftBench/README.md).
+bench-raft: bootstrap
+	benchmarks/RaftBench/run
 
 ## HTTP ingress (1 KiB binary-mode events, wrk, keep-alive) vs nginx's static 202; webhook delivery rate and p99.
 bench-http: bootstrap

@@ -1,5 +1,6 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import NIOCore
 
 /// Serializes a hand-encoded protobuf message for grpc-swift.
 struct ProtobufSerializer<Message: ProtobufEncodable>: MessageSerializer {
@@ -16,7 +17,8 @@ struct ProtobufDeserializer<Message: ProtobufDecodable>: MessageDeserializer {
 }
 
 /// One member of an etcd 3.4 cluster over its gRPC v3 API (`etcdserverpb.KV`, `etcdserverpb.Maintenance`),
-/// on one HTTP/2 connection, plaintext, with grpc-swift's default client settings.
+/// on one HTTP/2 connection, plaintext, with grpc-swift's default client settings; the server's PINGs are
+/// answered by ``ServerPingResponder``.
 ///
 /// Calls may run concurrently: each is one HTTP/2 stream on the shared connection, as with etcd's own Go
 /// client.
@@ -34,8 +36,15 @@ public final class EtcdClient: Sendable {
     ///
     /// - Throws: What the transport throws for an unusable address.
     public init(host: String, port: Int) throws {
+        var config = HTTP2ClientTransport.Posix.Config.defaults
+        // grpc-go's PINGs would trip swift-nio-http2's control-frame limit: see ServerPingResponder.
+        config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(ServerPingResponder(), position: .first)
+            }
+        }
         let transport = try HTTP2ClientTransport.Posix(
-            target: .ipv4(address: host, port: port), transportSecurity: .plaintext)
+            target: .ipv4(address: host, port: port), transportSecurity: .plaintext, config: config)
         let client = GRPCClient(transport: transport)
         self.client = client
         self.address = "\(host):\(port)"

@@ -31,6 +31,7 @@ public final class EtcdCluster: Sendable {
         let token = "plexus-bench-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         var members: [Member] = []
         do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             for (index, name) in names.enumerated() {
                 let client = "http://127.0.0.1:\(ports[index])"
                 let peer = "http://127.0.0.1:\(ports[count + index])"

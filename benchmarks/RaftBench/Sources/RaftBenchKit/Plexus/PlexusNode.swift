@@ -125,9 +125,10 @@ public final class PlexusNode: Sendable {
         }
     }
 
-    /// Starts `plexus serve` and waits until its TCP port accepts.
+    /// Starts `plexus serve` and waits until its TCP port accepts and raft-log is active.
     ///
-    /// - Throws: ``HarnessError`` with the node's log when it exits or does not listen within `timeout`.
+    /// - Throws: ``HarnessError`` with the node's log when it exits or does not listen within `timeout`, or
+    ///   with raft-log's last error when the plugin failed.
     public func start(timeout: Duration = .seconds(60)) async throws {
         let server = try ServerProcess(
             name: "plexus-\(id)", executable: installation.plexus,
@@ -135,6 +136,35 @@ public final class PlexusNode: Sendable {
             logPath: directory + "/node.log")
         process.withLock { $0 = server }
         try await Loopback.waitUntilListening(server, port: tcpPort, timeout: timeout)
+        try await waitForRaftLog(timeout: timeout)
+    }
+
+    /// What `plexus plugin list --json` says about one plugin.
+    struct PluginListEntry: Decodable {
+        var name: String
+        var state: String
+        var lastError: String?
+    }
+
+    /// Waits until the node reports raft-log `active`.
+    private func waitForRaftLog(timeout: Duration) async throws {
+        let deadline = ContinuousClock.now + timeout
+        var last = "not listed"
+        while ContinuousClock.now < deadline {
+            let output = try await Command.run(installation.plexus, ["plugin", "list", "--json", "--admin", admin])
+            if output.status == 0,
+                let plugins = try? JSONDecoder().decode([PluginListEntry].self, from: Data(output.stdout.utf8))
+            {
+                // The TCP protocol starts after the storage, so by now raft-log is active or has failed; a
+                // manifest the kernel refused is not listed at all (the log says why).
+                guard let raftLog = plugins.first(where: { $0.name == "raft-log" }) else { break }
+                if raftLog.state == "active" { return }
+                last = raftLog.state + (raftLog.lastError.map { ": \($0)" } ?? "")
+                if raftLog.state == "failed" { break }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw HarnessError("raft-log on node \(id) is not active (\(last)); \(directory)/node.log:\n\(logTail())")
     }
 
     /// Whether the node's process is running.
