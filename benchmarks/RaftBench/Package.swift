@@ -41,7 +41,8 @@ let package = Package(
         .testTarget(
             name: "RaftBenchKitTests",
             dependencies: [
-                "RaftBenchKit", .product(name: "GRPCCore", package: "grpc-swift-2"),
+                "RaftBenchKit", .product(name: "PlexusBench", package: "Plexus"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),

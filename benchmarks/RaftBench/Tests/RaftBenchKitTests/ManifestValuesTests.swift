@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import RaftBenchKit
@@ -47,5 +48,46 @@ struct ManifestValuesTests {
         }
         #expect(throws: HarnessError.self) { try values.set(assignment: "novalue") }
         #expect(throws: HarnessError.self) { try values.set(assignment: "=1") }
+    }
+}
+
+@Suite("replication preflight")
+struct ReplicationPreflightTests {
+    static func installation(manifest: String) throws -> (PlexusInstallation, String) {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("raftbench-pre-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try manifest.write(toFile: directory + "/raft-log.yaml", atomically: true, encoding: .utf8)
+        return (PlexusInstallation(plexus: "plexus", pluginDirectory: directory, manifestDirectory: directory), directory)
+    }
+
+    @Test("a raft-log without nodeId, peers and status is refused, naming what is missing")
+    func refused() throws {
+        let (installation, directory) = try Self.installation(manifest: ManifestValuesTests.manifest)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect {
+            try PlexusCluster.requireReplication(installation)
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("'nodeId'") && text.contains("'peers'") && text.contains("'status'")
+        }
+    }
+
+    @Test("the contract's keys and operation pass")
+    func accepted() throws {
+        let manifest = """
+            config:
+              schema:
+                nodeId:
+                  type: string
+                peers:
+                  type: string
+            operations:
+              - name: status
+                symbol: px_op_raft_log_status
+
+            """
+        let (installation, directory) = try Self.installation(manifest: manifest)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try PlexusCluster.requireReplication(installation)
     }
 }

@@ -1,3 +1,4 @@
+import GRPCCore
 import Histogram
 import PlexusBench
 import Synchronization
@@ -79,7 +80,7 @@ public struct ClosedLoop: Sendable {
                             }
                         } catch {
                             worker.errors += 1
-                            if worker.samples.count < 3 { worker.samples.append("\(error)") }
+                            if worker.samples.count < 3 { worker.samples.append(Self.describe(error)) }
                             try? await Task.sleep(for: .milliseconds(1))
                         }
                     }
@@ -114,6 +115,12 @@ public struct ClosedLoop: Sendable {
             concurrency: concurrency, completed: total.completed, errors: total.errors, seconds: seconds,
             opsPerSecond: Double(total.completed) / seconds, latency: LatencySummary(total.histogram),
             errorSamples: total.samples)
+    }
+
+    /// An error with its cause, when it has one (gRPC's errors keep the transport's reason there).
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? RPCError, let cause = error.cause { return "\(error) (cause: \(cause))" }
+        return "\(error)"
     }
 
     private static func sleep(until instant: UInt64) async {

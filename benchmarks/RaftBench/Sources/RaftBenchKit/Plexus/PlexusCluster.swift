@@ -41,6 +41,7 @@ public final class PlexusCluster: Sendable {
         installation: PlexusInstallation, directory: String, ids: [String] = ["a", "b", "c"],
         extraRaftValues: [String] = [], logLevel: String = "warning"
     ) async throws -> PlexusCluster {
+        try requireReplication(installation)
         let raftPorts = try Loopback.freePorts(ids.count)
         let peers = zip(ids, raftPorts).map { "\($0)=127.0.0.1:\($1)" }.joined(separator: ",")
         var nodes: [PlexusNode] = []
@@ -66,6 +67,26 @@ public final class PlexusCluster: Sendable {
             throw error
         }
         return cluster
+    }
+
+    /// Fails unless the shipped raft-log manifest declares the replicated mode of the contract: the `nodeId` and
+    /// `peers` config keys and the `status` operation (issue 6, stage 2).
+    ///
+    /// - Throws: ``HarnessError`` naming what is missing.
+    public static func requireReplication(_ installation: PlexusInstallation) throws {
+        let path = installation.manifestDirectory + "/raft-log.yaml"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw HarnessError("cannot read \(path)")
+        }
+        let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        let missing =
+            ["nodeId", "peers"].filter { key in !lines.contains("\(key):") }.map { "config key '\($0)'" }
+            + (lines.contains("- name: status") ? [] : ["operation 'status'"])
+        guard missing.isEmpty else {
+            throw HarnessError(
+                "raft-log has no replicated mode in this build: \(path) declares no "
+                    + missing.joined(separator: ", ") + " (the replication contract, issue 6 stage 2)")
+        }
     }
 
     /// Stops every node.
