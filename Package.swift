@@ -160,7 +160,8 @@ let package = Package(
         .executableTarget(
             name: "PlexusBenchRaftLocal",
             dependencies: [
-                "PlexusKernel", "PlexusABI", "PlexusBench", "PlexusCore", .product(name: "Logging", package: "swift-log"),
+                "PlexusKernel", "PlexusABI", "PlexusBench", "PlexusCore",
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "benchmarks/RaftLocalBench"
         ),

@@ -97,7 +97,8 @@ public struct RaftBenchSections: Sendable {
             if let plexus {
                 progress("3 members: plexus, \(concurrency) in flight")
                 row.plexus = await loop.run(PlexusWriteTarget(client: plexus.client, topic: topic, payload: payload))
-                if let now = try? await plexus.cluster.leader(of: topic, timeout: .seconds(5)), now.id != plexus.leader {
+                if let now = try? await plexus.cluster.leader(of: topic, timeout: .seconds(5)), now.id != plexus.leader
+                {
                     report.notes.append(
                         "plexus: the leader moved from \(plexus.leader) to \(now.id) by the end of C=\(concurrency); "
                             + "later writes were forwarded")
@@ -109,7 +110,8 @@ public struct RaftBenchSections: Sendable {
                     EtcdWriteTarget(client: etcd.client, prefix: "bench/c\(concurrency)/", payload: payload))
                 if let now = try? await etcd.cluster.leader(timeout: .seconds(5)), now.member.name != etcd.leader {
                     report.notes.append(
-                        "etcd: the leader moved from \(etcd.leader) to \(now.member.name) by the end of C=\(concurrency)")
+                        "etcd: the leader moved from \(etcd.leader) to \(now.member.name) by the end of C=\(concurrency)"
+                    )
                 }
             }
             report.rows.append(row)
@@ -161,7 +163,8 @@ public struct RaftBenchSections: Sendable {
         let node = cluster.nodes[0]
         do {
             try await cluster.prime(stream: topic, through: node)
-            let client = try await PlexusWriteTarget.connect(host: Loopback.host, port: node.tcpPort, name: "bench-raft")
+            let client = try await PlexusWriteTarget.connect(
+                host: Loopback.host, port: node.tcpPort, name: "bench-raft")
             let target = PlexusWriteTarget(client: client, topic: topic, payload: payload)
             for concurrency in settings.concurrency {
                 var rounds: [RaftBenchReport.SingleRow] = []
@@ -192,7 +195,9 @@ public struct RaftBenchSections: Sendable {
         let loop = ClosedLoop(concurrency: concurrency, warmup: settings.warmup, duration: settings.singleDuration)
         let measured = await loop.run(target, atWindowStart: snapshot, atWindowEnd: snapshot)
         let taken = snapshots.withLock { $0 }
-        guard taken.count == 2 else { throw HarnessError("raft-log's counters were not read at both ends of the window") }
+        guard taken.count == 2 else {
+            throw HarnessError("raft-log's counters were not read at both ends of the window")
+        }
         let before = try taken[0].get()
         let after = try taken[1].get()
         let appends = after.appends &- before.appends
@@ -200,7 +205,8 @@ public struct RaftBenchSections: Sendable {
         guard appends > 0, commits > 0, after.bytes > before.bytes else {
             throw HarnessError(
                 "raft-log counted \(appends) appends and \(commits) group commits in the window; "
-                    + "\(measured.completed) publishes were acknowledged (errors: \(measured.errorSamples.first ?? "none"))")
+                    + "\(measured.completed) publishes were acknowledged (errors: \(measured.errorSamples.first ?? "none"))"
+            )
         }
         let eventsPerSync = Double(appends) / Double(commits)
         let entryBytes = Int((after.bytes - before.bytes) / appends)

@@ -32,7 +32,8 @@ struct ClosedLoopTests {
         let target = FakeTarget(delay: .milliseconds(5))
         let hooks = Atomic<Int>(0)
         let result = await ClosedLoop(concurrency: 8, warmup: .milliseconds(100), duration: .milliseconds(500)).run(
-            target, atWindowStart: { hooks.add(1, ordering: .relaxed) }, atWindowEnd: { hooks.add(10, ordering: .relaxed) })
+            target, atWindowStart: { hooks.add(1, ordering: .relaxed) },
+            atWindowEnd: { hooks.add(10, ordering: .relaxed) })
         #expect(target.peak.load(ordering: .relaxed) == 8)
         #expect(hooks.load(ordering: .relaxed) == 11)
         #expect(result.errors == 0)

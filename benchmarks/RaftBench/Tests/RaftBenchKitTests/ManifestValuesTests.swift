@@ -54,10 +54,14 @@ struct ManifestValuesTests {
 @Suite("replication preflight")
 struct ReplicationPreflightTests {
     static func installation(manifest: String) throws -> (PlexusInstallation, String) {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("raftbench-pre-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "raftbench-pre-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        ).path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try manifest.write(toFile: directory + "/raft-log.yaml", atomically: true, encoding: .utf8)
-        return (PlexusInstallation(plexus: "plexus", pluginDirectory: directory, manifestDirectory: directory), directory)
+        return (
+            PlexusInstallation(plexus: "plexus", pluginDirectory: directory, manifestDirectory: directory), directory
+        )
     }
 
     @Test("a raft-log without nodeId, peers and status is refused, naming what is missing")

@@ -14,7 +14,8 @@ func builtPlexus() -> PlexusInstallation? {
         let needed = ["plexus", "libRaftLogStorage.so", "libTCPProtocol.so"].map { "\(directory)/\($0)" }
         if needed.allSatisfy({ FileManager.default.fileExists(atPath: $0) }) {
             return PlexusInstallation(
-                plexus: directory + "/plexus", pluginDirectory: directory, manifestDirectory: root + "/plugin-manifests")
+                plexus: directory + "/plexus", pluginDirectory: directory, manifestDirectory: root + "/plugin-manifests"
+            )
         }
     }
     return nil

@@ -24,7 +24,10 @@ struct ProtobufTests {
 
     @Test("PutRequest{key = 1, value = 2}: key 0x0A, length, bytes; value 0x12, length, bytes")
     func putRequest() {
-        #expect(EtcdPutRequest(key: Array("k".utf8), value: Array("v".utf8)).protobufBytes == [0x0A, 0x01, 0x6B, 0x12, 0x01, 0x76])
+        #expect(
+            EtcdPutRequest(key: Array("k".utf8), value: Array("v".utf8)).protobufBytes == [
+                0x0A, 0x01, 0x6B, 0x12, 0x01, 0x76,
+            ])
         let value = [UInt8](repeating: 0xAB, count: 1024)
         let bytes = EtcdPutRequest(key: Array("bench/c1/7".utf8), value: value).protobufBytes
         #expect(Array(bytes.prefix(12)) == [0x0A, 0x0A] + Array("bench/c1/7".utf8))

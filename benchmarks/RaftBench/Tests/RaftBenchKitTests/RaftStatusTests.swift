@@ -19,14 +19,18 @@ struct RaftStatusTests {
         #expect(orders.role == "leader" && orders.leader == "a" && orders.term == 3)
         #expect(orders.commitIndex == 120 && orders.lastIndex == 120 && orders.firstIndex == 1)
         #expect(orders.nextOffset == 117 && orders.commitChain == 305_419_896)
-        #expect(orders.peers?.first == .init(id: "b", match: 120, next: 121, lag: 0, inflight: 0, learner: false, active: true))
+        #expect(
+            orders.peers?.first
+                == .init(id: "b", match: 120, next: 121, lag: 0, inflight: 0, learner: false, active: true))
         #expect(status.stream("other") == nil)
     }
 
     @Test("a follower without peers, an unknown leader, fields added later")
     func follower() throws {
         let status = try RaftStatus(
-            json: #"{"node":"b","streams":[{"stream":"s","role":"follower","leader":"","commitIndex":7,"peers":[],"newField":{"x":1}}],"uptime":3}"#)
+            json:
+                #"{"node":"b","streams":[{"stream":"s","role":"follower","leader":"","commitIndex":7,"peers":[],"newField":{"x":1}}],"uptime":3}"#
+        )
         let stream = try #require(status.stream("s"))
         #expect(stream.role == "follower" && stream.leader.isEmpty && stream.commitIndex == 7 && stream.peers == [])
         #expect(try RaftStatus(json: #"{"node":"c","streams":[]}"#).streams.isEmpty)

@@ -61,7 +61,8 @@ struct SummaryTests {
         let text = ReportText.targets(report)
         #expect(text.contains("3 members C=1: throughput plexus/etcd") && text.contains("3.00x"))
         #expect(text.split(separator: "\n").contains { $0.contains("C=1: p99") && $0.hasSuffix("missed") })
-        #expect(text.split(separator: "\n").contains { $0.contains("C=16: throughput") && $0.hasSuffix("not measured") })
+        #expect(
+            text.split(separator: "\n").contains { $0.contains("C=16: throughput") && $0.hasSuffix("not measured") })
         #expect(text.split(separator: "\n").contains { $0.contains("failover") && $0.hasSuffix("not measured") })
         #expect(!report.complete)
         #expect(ReportText.durable(durable, report).contains("plexus: not run: node a exited"))

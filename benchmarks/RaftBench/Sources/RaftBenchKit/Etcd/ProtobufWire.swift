@@ -133,7 +133,9 @@ public struct ProtobufReader {
         while position < bytes.count {
             let byte = bytes[position]
             position += 1
-            guard shift < 64, shift < 63 || byte <= 1 else { throw ProtobufError("varint at byte \(start) is too long") }
+            guard shift < 64, shift < 63 || byte <= 1 else {
+                throw ProtobufError("varint at byte \(start) is too long")
+            }
             result |= UInt64(byte & 0x7F) << shift
             if byte < 0x80 { return result }
             shift += 7

@@ -56,8 +56,9 @@ final class ServerPingResponder: ChannelDuplexHandler {
                 header += input.readBytes(length: n) ?? []
                 guard header.count == Self.frameHeaderSize else { continue }
                 let length = Int(header[0]) << 16 | Int(header[1]) << 8 | Int(header[2])
-                let stream = (UInt32(header[5]) << 24 | UInt32(header[6]) << 16 | UInt32(header[7]) << 8
-                    | UInt32(header[8])) & 0x7FFF_FFFF
+                let stream =
+                    (UInt32(header[5]) << 24 | UInt32(header[6]) << 16 | UInt32(header[7]) << 8
+                        | UInt32(header[8])) & 0x7FFF_FFFF
                 if header[3] == Self.pingType && header[4] & Self.ackFlag == 0 && length == 8 && stream == 0 {
                     pingRemaining = 8
                 } else {

@@ -30,7 +30,9 @@ public enum ReportText {
         ]
         lines.append(header.joined(separator: " "))
         func cells(_ level: LevelResult?, _ width: Int) -> [String] {
-            guard let level else { return [right("-", width), right("-", 7), right("-", 7), right("-", 8), right("-", 5)] }
+            guard let level else {
+                return [right("-", width), right("-", 7), right("-", 7), right("-", 8), right("-", 5)]
+            }
             return [
                 right(rate(level.opsPerSecond), width), right(String(level.latency.p50), 7),
                 right(String(level.latency.p99), 7), right(String(level.latency.max), 8),
@@ -100,7 +102,8 @@ public enum ReportText {
             lines.append(
                 "kills: \(summary.samples.count); median \(ms(summary.medianMs)), p90 \(ms(summary.p90Ms)), "
                     + "max \(ms(summary.maxMs)); under 2 s: \(summary.underTwoSeconds)/\(summary.samples.count)"
-                    + (summary.noRecovery > 0 ? "; no write acknowledged within the timeout: \(summary.noRecovery)" : ""))
+                    + (summary.noRecovery > 0
+                        ? "; no write acknowledged within the timeout: \(summary.noRecovery)" : ""))
             let catchUps = summary.samples.compactMap(\.catchUpMs).sorted()
             if let worst = catchUps.last {
                 lines.append(
@@ -154,8 +157,11 @@ public enum ReportText {
                 rows.append(["failover: kills with a write acknowledged < 2 s", "-", "all", "not measured"])
             }
         }
-        let widths = (0..<4).map { column in ([["target", "measured", "goal", ""]] + rows).map { $0[column].count }.max() ?? 0 }
-        return (["Issue 6 targets"]
+        let widths = (0..<4).map { column in
+            ([["target", "measured", "goal", ""]] + rows).map { $0[column].count }.max() ?? 0
+        }
+        return
+            (["Issue 6 targets"]
             + ([["target", "measured", "goal", ""]] + rows).map { row in
                 [left(row[0], widths[0]), right(row[1], widths[1]), left(row[2], widths[2]), row[3]].joined(
                     separator: "   ")
