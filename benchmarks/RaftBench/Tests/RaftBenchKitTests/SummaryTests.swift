@@ -1,3 +1,4 @@
+import Foundation
 import PlexusBench
 import Testing
 
@@ -66,5 +67,18 @@ struct SummaryTests {
         #expect(text.split(separator: "\n").contains { $0.contains("failover") && $0.hasSuffix("not measured") })
         #expect(!report.complete)
         #expect(ReportText.durable(durable, report).contains("plexus: not run: node a exited"))
+    }
+}
+
+@Suite("JSON report")
+struct ReportJSONTests {
+    @Test("ratios are in the JSON and survive a round trip")
+    func ratios() throws {
+        var row = RaftBenchReport.DurableRow(concurrency: 16, etcd: SummaryTests.level(3000, p99: 4000))
+        #expect(row.throughputRatio == nil)
+        row.plexus = SummaryTests.level(6000, p99: 1000)
+        let json = String(decoding: try JSONEncoder().encode(row), as: UTF8.self)
+        #expect(json.contains(#""throughputRatio":2"#) && json.contains(#""p99Ratio":0.25"#))
+        #expect(try JSONDecoder().decode(RaftBenchReport.DurableRow.self, from: Data(json.utf8)) == row)
     }
 }

@@ -5,25 +5,30 @@ public struct RaftBenchReport: Codable, Sendable {
     /// Three members, durable commit: Plexus against etcd at each concurrency.
     public struct DurableRow: Codable, Sendable, Equatable {
         public var concurrency: Int
-        public var plexus: LevelResult?
-        public var etcd: LevelResult?
+        public var plexus: LevelResult? { didSet { updateRatios() } }
+        public var etcd: LevelResult? { didSet { updateRatios() } }
+        /// Plexus ops/s over etcd ops/s (target ≥ 2); nil unless both ran.
+        public private(set) var throughputRatio: Double?
+        /// Plexus p99 over etcd p99 (target ≤ 1); nil unless both ran.
+        public private(set) var p99Ratio: Double?
 
         public init(concurrency: Int, plexus: LevelResult? = nil, etcd: LevelResult? = nil) {
             self.concurrency = concurrency
             self.plexus = plexus
             self.etcd = etcd
+            updateRatios()
         }
 
-        /// Plexus ops/s over etcd ops/s (target ≥ 2).
-        public var throughputRatio: Double? {
-            guard let plexus, let etcd, etcd.opsPerSecond > 0 else { return nil }
-            return plexus.opsPerSecond / etcd.opsPerSecond
-        }
-
-        /// Plexus p99 over etcd p99 (target ≤ 1).
-        public var p99Ratio: Double? {
-            guard let plexus, let etcd, etcd.latency.p99 > 0, plexus.latency.count > 0 else { return nil }
-            return Double(plexus.latency.p99) / Double(etcd.latency.p99)
+        private mutating func updateRatios() {
+            guard let plexus, let etcd else {
+                throughputRatio = nil
+                p99Ratio = nil
+                return
+            }
+            throughputRatio = etcd.opsPerSecond > 0 ? plexus.opsPerSecond / etcd.opsPerSecond : nil
+            p99Ratio =
+                etcd.latency.p99 > 0 && plexus.latency.count > 0
+                ? Double(plexus.latency.p99) / Double(etcd.latency.p99) : nil
         }
     }
 
