@@ -64,10 +64,13 @@ public final class ServerProcess: Sendable {
         self.pid = pid
         Self.registry.withLock { registry in
             registry.running[pid] = name
-            if let file = registry.pidFile, let handle = FileHandle(forWritingAtPath: file) {
-                handle.seekToEndOfFile()
-                handle.write(Data("\(pid)\n".utf8))
-                try? handle.close()
+            if let file = registry.pidFile {
+                let fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+                if fd >= 0 {
+                    let line = Array("\(pid)\n".utf8)
+                    _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                    close(fd)
+                }
             }
         }
     }
