@@ -72,7 +72,11 @@ public struct FailoverTest: Sendable {
         cluster: PlexusCluster, stream: String, progress: @Sendable (String) -> Void
     ) async throws -> FailoverSummary {
         try await cluster.prime(stream: stream, through: cluster.nodes[0])
-        let writer = PacedWriter(topic: stream, payload: benchPayload(size: payloadSize), rate: rate)
+        // The window holds a whole recovery timeout of writes: writes stuck with the dead leader must not stop
+        // the writer from sending the ones that time the failover.
+        let window = max(64, Int(rate * Double(recoveryTimeout.nanoseconds) / 1e9))
+        let writer = PacedWriter(
+            topic: stream, payload: benchPayload(size: payloadSize), rate: rate, window: window)
         var samples: [FailoverSample] = []
         do {
             for kill in 1...kills {
