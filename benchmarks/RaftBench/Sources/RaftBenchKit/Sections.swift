@@ -119,6 +119,8 @@ public struct RaftBenchSections: Sendable {
 
         if let plexus {
             await plexus.client.close()
+            let acknowledged = report.rows.compactMap(\.plexus).reduce(UInt64(0)) { $0 + $1.completed }
+            report.notes.append(await plexus.cluster.checkReplicas(stream: topic, acknowledged: acknowledged))
             plexus.cluster.stop()
         }
         if let etcd {

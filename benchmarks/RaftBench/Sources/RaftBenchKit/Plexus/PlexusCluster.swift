@@ -150,6 +150,36 @@ public final class PlexusCluster: Sendable {
         throw HarnessError("node \(node.id) did not catch up on '\(stream)' within \(timeout) (\(last))")
     }
 
+    /// Checks that the writes were replicated: every node reaches the same commit index and commit chain on
+    /// `stream` within `timeout`, and the stream holds at least `acknowledged` events.
+    ///
+    /// - Returns: One line for the report, saying what matched or what did not.
+    public func checkReplicas(stream: String, acknowledged: UInt64, timeout: Duration = .seconds(30)) async -> String {
+        let deadline = ContinuousClock.now + timeout
+        var last = "no status"
+        while ContinuousClock.now < deadline {
+            let statuses = await statuses()
+            let views = nodes.map { ($0.id, statuses[$0.id]?.stream(stream)) }
+            last = views.map { id, view in
+                "\(id): "
+                    + (view.map { "commit \($0.commitIndex) chain \($0.commitChain.map(String.init) ?? "?")" } ?? "none")
+            }.joined(separator: ", ")
+            let found = views.compactMap(\.1)
+            if found.count == nodes.count, let first = found.first,
+                found.allSatisfy({ $0.commitIndex == first.commitIndex && $0.commitChain == first.commitChain })
+            {
+                let offset = first.nextOffset ?? 0
+                guard offset >= acknowledged else {
+                    return
+                        "plexus replicas agree (\(last)) but hold \(offset) events; \(acknowledged) were acknowledged"
+                }
+                return "plexus replicas agree: \(last); \(offset) events, \(acknowledged) acknowledged in the windows"
+            }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        return "plexus replicas did NOT converge within \(timeout): \(last)"
+    }
+
     /// Publishes one event through `node` until it is acknowledged: creates the stream (and its Raft group) on
     /// first use.
     ///
