@@ -17,8 +17,8 @@ struct ProtobufDeserializer<Message: ProtobufDecodable>: MessageDeserializer {
 }
 
 /// One member of an etcd 3.4 cluster over its gRPC v3 API (`etcdserverpb.KV`, `etcdserverpb.Maintenance`),
-/// on one HTTP/2 connection, plaintext, with grpc-swift's default client settings; the server's PINGs are
-/// answered by ``ServerPingResponder``.
+/// on one HTTP/2 connection, plaintext, with grpc-swift's default client settings and ``GoServerFrameFilter``
+/// in front of the HTTP/2 handler.
 ///
 /// Calls may run concurrently: each is one HTTP/2 stream on the shared connection, as with etcd's own Go
 /// client.
@@ -37,10 +37,10 @@ public final class EtcdClient: Sendable {
     /// - Throws: What the transport throws for an unusable address.
     public init(host: String, port: Int) throws {
         var config = HTTP2ClientTransport.Posix.Config.defaults
-        // grpc-go's PINGs would trip swift-nio-http2's control-frame limit: see ServerPingResponder.
+        // grpc-go's PINGs and RST_STREAM(NO_ERROR)s would trip swift-nio-http2's limits: see GoServerFrameFilter.
         config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
             channel.eventLoop.makeCompletedFuture {
-                try channel.pipeline.syncOperations.addHandler(ServerPingResponder(), position: .first)
+                try channel.pipeline.syncOperations.addHandler(GoServerFrameFilter(), position: .first)
             }
         }
         let transport = try HTTP2ClientTransport.Posix(

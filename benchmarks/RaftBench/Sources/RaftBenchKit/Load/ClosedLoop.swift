@@ -1,3 +1,4 @@
+import Foundation
 import GRPCCore
 import Histogram
 import PlexusBench
@@ -49,7 +50,8 @@ public struct ClosedLoop: Sendable {
         var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
         var completed: UInt64 = 0
         var errors: UInt64 = 0
-        var samples: [String] = []
+        /// Each distinct failure: when it first happened (``MonotonicClock``) and how often.
+        var failures: [String: (first: UInt64, count: UInt64)] = [:]
     }
 
     /// Runs the loop against `target`.
@@ -80,7 +82,9 @@ public struct ClosedLoop: Sendable {
                             }
                         } catch {
                             worker.errors += 1
-                            if worker.samples.count < 3 { worker.samples.append(Self.describe(error)) }
+                            let text = Self.describe(error)
+                            let first = worker.failures[text]?.first ?? MonotonicClock.nanoseconds()
+                            worker.failures[text] = (first, (worker.failures[text]?.count ?? 0) + 1)
                             try? await Task.sleep(for: .milliseconds(1))
                         }
                     }
@@ -106,7 +110,7 @@ public struct ClosedLoop: Sendable {
                 total.histogram.add(worker.histogram)
                 total.completed += worker.completed
                 total.errors += worker.errors
-                total.samples += worker.samples.prefix(max(0, 5 - total.samples.count))
+                total.failures.merge(worker.failures) { a, b in (min(a.first, b.first), a.count + b.count) }
             }
             return total
         }
@@ -114,7 +118,9 @@ public struct ClosedLoop: Sendable {
         return LevelResult(
             concurrency: concurrency, completed: total.completed, errors: total.errors, seconds: seconds,
             opsPerSecond: Double(total.completed) / seconds, latency: LatencySummary(total.histogram),
-            errorSamples: total.samples)
+            errorSamples: total.failures.sorted { $0.value.first < $1.value.first }.prefix(5).map {
+                String(format: "%dx, first at %.3f s: ", $0.value.count, Double($0.value.first - start) / 1e9) + $0.key
+            })
     }
 
     /// An error with its cause, when it has one (gRPC's errors keep the transport's reason there).

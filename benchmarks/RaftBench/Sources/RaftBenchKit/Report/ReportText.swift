@@ -51,7 +51,8 @@ public enum ReportText {
         for row in durable.rows {
             for (name, level) in [("plexus", row.plexus), ("etcd", row.etcd)] {
                 if let level, !level.errorSamples.isEmpty {
-                    lines.append("\(name) C=\(row.concurrency) errors, e.g.: \(level.errorSamples[0])")
+                    lines.append("\(name) C=\(row.concurrency) errors (by first occurrence):")
+                    lines += level.errorSamples.map { "  \($0)" }
                 }
             }
         }
