@@ -238,6 +238,7 @@ public struct RaftBenchSections: Sendable {
         row.ceilingEventsPerSecond = median(rounds.map(\.ceilingEventsPerSecond))
         row.rawFsyncMicros = median(rounds.map(\.rawFsyncMicros))
         row.ratio = median(rounds.map(\.ratio))
+        row.roundRatios = rounds.map(\.ratio)
         row.errors = rounds.reduce(0) { $0 + $1.errors }
         return row
     }

@@ -56,6 +56,8 @@ public struct RaftBenchReport: Codable, Sendable {
         public var rawFsyncMicros: Double
         /// Plexus over ceiling, the median of the rounds' ratios (target ≥ 0.70).
         public var ratio: Double
+        /// Each round's ratio, in order: their spread shows how noisy the machine was.
+        public var roundRatios: [Double] = []
 
         public init(
             concurrency: Int, eventsPerSecond: Double, latency: LatencySummary, errors: UInt64,

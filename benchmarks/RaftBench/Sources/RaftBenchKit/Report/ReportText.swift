@@ -88,6 +88,11 @@ public enum ReportText {
         if let first = single.rows.first {
             lines.append("entry size on disk: \(first.entryBytes) bytes (56-byte header + encoded event)")
         }
+        for row in single.rows where row.roundRatios.count > 1 {
+            lines.append(
+                "C=\(row.concurrency) rounds: "
+                    + row.roundRatios.map { String(format: "%.2fx", $0) }.joined(separator: ", "))
+        }
         if let error = single.error { lines.append("single member: not run: \(error)") }
         return lines.joined(separator: "\n")
     }
