@@ -78,13 +78,17 @@ struct TestDirectory {
         return directory
     }
 
-    /// Copies the shipped `plugin-manifests/*.yaml` into `manifests/`, with the heartbeat interval set to
-    /// `intervalMs` (so that tests do not wait seconds for events), the TCP protocol on a free port with
-    /// `tcpValues` as further config values, and the HTTP protocol likewise with `httpValues`.
+    /// Copies the shipped `plugin-manifests/*.yaml` into `name/` (default `manifests/`), with the heartbeat
+    /// interval set to `intervalMs` (so that tests do not wait seconds for events), the TCP protocol on a free
+    /// port with `tcpValues` as further config values, the HTTP protocol likewise with `httpValues`, and
+    /// raft-log with `raftValues` as its config values (none: the manifest's defaults).
+    /// - Throws: `SetupError` when a copy does not parse with the values or does not carry them (for example a
+    ///   key the plugin's config schema does not declare).
     func shippedManifests(
-        intervalMs: Int = 100, tcpValues: [String: String] = [:], httpValues: [String: String] = [:]
+        intervalMs: Int = 100, tcpValues: [String: String] = [:], httpValues: [String: String] = [:],
+        raftValues: [String: String] = [:], name directoryName: String = "manifests"
     ) throws -> URL {
-        let target = try subdirectory("manifests")
+        let target = try subdirectory(directoryName)
         let source = Repository.root.appendingPathComponent("plugin-manifests")
         let names = try FileManager.default.contentsOfDirectory(atPath: source.path).filter { $0.hasSuffix(".yaml") }
         guard names.contains("heartbeat-source.yaml"), names.contains("console-sink.yaml") else {
@@ -113,9 +117,33 @@ struct TestDirectory {
                     throw SetupError(description: "could not set port in the copy of \(name):\n\(text)")
                 }
             }
+            if name == "raft-log.yaml" && !raftValues.isEmpty {
+                text = text.replacingOccurrences(
+                    of: "\noperations:",
+                    with: "\n  values:\n"
+                        + raftValues.sorted { $0.key < $1.key }.map { "    \($0.key): \(Self.yamlScalar($0.value))\n" }
+                        .joined() + "operations:")
+                let manifest: Manifest
+                do {
+                    manifest = try ManifestParser.parse(text, path: name)
+                } catch {
+                    throw SetupError(description: "the copy of \(name) with \(raftValues) does not parse: \(error)")
+                }
+                for (key, value) in raftValues where manifest.config[key]?.text != value {
+                    throw SetupError(
+                        description: "could not set \(key): \(value) in the copy of \(name) "
+                            + "(it reads \(manifest.config[key]?.text ?? "nothing")):\n\(text)")
+                }
+            }
             try text.write(to: target.appendingPathComponent(name), atomically: true, encoding: .utf8)
         }
         return target
+    }
+
+    /// A config value as a YAML scalar: integers and booleans as they are, everything else double-quoted.
+    private static func yamlScalar(_ value: String) -> String {
+        if Int(value) != nil || value == "true" || value == "false" { return value }
+        return ConfigValue.quote(value)
     }
 }
 
@@ -203,16 +231,17 @@ final class NodeProcess {
 
     deinit { kill() }
 
-    /// Starts a node on an ephemeral admin port and waits for its `plexus: admin endpoint …` line.
+    /// Starts a node on `adminPort` (0: an ephemeral one) and waits for its `plexus: admin endpoint …` line.
     static func start(
-        manifests: URL, pluginPaths: [URL] = [], data: URL, in directory: URL, extraArguments: [String] = []
+        manifests: URL, pluginPaths: [URL] = [], data: URL, in directory: URL, adminPort: Int = 0,
+        extraArguments: [String] = []
     ) async throws -> NodeProcess {
         let products = try Repository.products()
         let stdoutFile = directory.appendingPathComponent("node.out")
         let stderrFile = directory.appendingPathComponent("node.err")
         var arguments = ["serve", "--manifests", manifests.path, "--plugin-path", products.path]
         for path in pluginPaths { arguments += ["--plugin-path", path.path] }
-        arguments += ["--admin-port", "0", "--data-dir", data.path] + extraArguments
+        arguments += ["--admin-port", "\(adminPort)", "--data-dir", data.path] + extraArguments
         let process = try Command.launch(
             products.appendingPathComponent("plexus"), arguments, in: directory, stdout: stdoutFile, stderr: stderrFile)
         let prefix = "plexus: admin endpoint http://127.0.0.1:"
