@@ -30,7 +30,7 @@ final class FaultProxy: Sendable {
     }
 
     /// Counters for tests: connections forwarded, connections closed on arrival (cut, or the target refused),
-    /// connections severed by a cut, and how many are open now.
+    /// connections severed by a cut, and how many forwarded ones are neither severed nor ended.
     struct Counters: Sendable, Equatable {
         var forwarded = 0
         var refused = 0
@@ -142,8 +142,8 @@ final class FaultProxy: Sendable {
             let client = accept(listener, nil, nil)
             guard client >= 0 else { continue }
             guard state.withLock({ $0.mode == .pass && !$0.stopped }), let upstream = Self.connect(to: target) else {
-                Self.reset(client)
                 state.withLock { $0.counters.refused += 1 }
+                Self.reset(client)
                 continue
             }
             Self.noDelay(client)
@@ -158,9 +158,9 @@ final class FaultProxy: Sendable {
                 return id
             }
             guard let id else {
+                state.withLock { $0.counters.refused += 1 }
                 Self.reset(client)
                 Self.reset(upstream)
-                state.withLock { $0.counters.refused += 1 }
                 continue
             }
             spawn { [self] in pump(id, from: client, to: upstream) }
@@ -203,6 +203,7 @@ final class FaultProxy: Sendable {
             guard var connection = state.connections[id] else { return nil }
             if !connection.severed {
                 connection.severed = true
+                state.counters.open -= 1
                 shutdown(connection.client, Int32(SHUT_RDWR))
                 shutdown(connection.upstream, Int32(SHUT_RDWR))
             }
@@ -212,7 +213,6 @@ final class FaultProxy: Sendable {
                 return nil
             }
             state.connections[id] = nil
-            state.counters.open -= 1
             return connection
         }
         if let closing {
@@ -228,6 +228,7 @@ final class FaultProxy: Sendable {
             shutdown(connection.upstream, Int32(SHUT_RDWR))
             state.connections[id] = connection
             state.counters.severed += 1
+            state.counters.open -= 1
         }
     }
 

@@ -88,7 +88,7 @@ struct FaultProxyTests {
         proxy.delay = .zero
         let fast = ContinuousClock.now
         #expect(try client.roundTrip("fast") == "fast")
-        #expect(ContinuousClock.now - fast < .milliseconds(250))
+        #expect(ContinuousClock.now - fast < .milliseconds(450), "no delay once it is reset")
     }
 
     @Test("a target that is down: the connection is closed at once, and forwarded once the target is back")

@@ -236,6 +236,54 @@ final class NodeProcess {
         manifests: URL, pluginPaths: [URL] = [], data: URL, in directory: URL, adminPort: Int = 0,
         extraArguments: [String] = []
     ) async throws -> NodeProcess {
+        try await launch(
+            manifests: manifests, pluginPaths: pluginPaths, data: data, in: directory, adminPort: adminPort,
+            extraArguments: extraArguments
+        ).ready()
+    }
+
+    /// A `plexus serve` process launched but not yet known to serve: `ready()` waits for its admin endpoint.
+    /// Several nodes can be launched first and waited for afterwards, so that they start side by side.
+    struct Launched {
+        let process: Process
+        let directory: URL
+        let stdoutFile: URL
+        let stderrFile: URL
+
+        /// Waits (up to 30 s) for the node's `plexus: admin endpoint …` line.
+        /// - Throws: `SetupError` when the node exits first (with its stderr) or stays silent; it is killed then.
+        func ready() async throws -> NodeProcess {
+            let prefix = "plexus: admin endpoint http://127.0.0.1:"
+            let deadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < deadline {
+                let text = (try? String(contentsOf: stdoutFile, encoding: .utf8)) ?? ""
+                if let line = text.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }),
+                    let port = Int(line.dropFirst(prefix.count))
+                {
+                    return NodeProcess(
+                        process: process, directory: directory, stdoutFile: stdoutFile, stderrFile: stderrFile,
+                        port: port)
+                }
+                if !process.isRunning {
+                    let stderr = (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? ""
+                    throw SetupError(
+                        description:
+                            "plexus serve exited with \(process.terminationStatus) before announcing its admin endpoint:\n\(stderr)"
+                    )
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            Glibc.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            throw SetupError(description: "plexus serve did not announce its admin endpoint within 30 s")
+        }
+    }
+
+    /// Launches `plexus serve` with its output in `directory` (`node.out`, `node.err`) without waiting for it.
+    static func launch(
+        manifests: URL, pluginPaths: [URL] = [], data: URL, in directory: URL, adminPort: Int = 0,
+        extraArguments: [String] = []
+    ) throws -> Launched {
         let products = try Repository.products()
         let stdoutFile = directory.appendingPathComponent("node.out")
         let stderrFile = directory.appendingPathComponent("node.err")
@@ -244,28 +292,7 @@ final class NodeProcess {
         arguments += ["--admin-port", "\(adminPort)", "--data-dir", data.path] + extraArguments
         let process = try Command.launch(
             products.appendingPathComponent("plexus"), arguments, in: directory, stdout: stdoutFile, stderr: stderrFile)
-        let prefix = "plexus: admin endpoint http://127.0.0.1:"
-        let deadline = ContinuousClock.now + .seconds(30)
-        while ContinuousClock.now < deadline {
-            let text = (try? String(contentsOf: stdoutFile, encoding: .utf8)) ?? ""
-            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }),
-                let port = Int(line.dropFirst(prefix.count))
-            {
-                return NodeProcess(
-                    process: process, directory: directory, stdoutFile: stdoutFile, stderrFile: stderrFile, port: port)
-            }
-            if !process.isRunning {
-                let stderr = (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? ""
-                throw SetupError(
-                    description:
-                        "plexus serve exited with \(process.terminationStatus) before announcing its admin endpoint:\n\(stderr)"
-                )
-            }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        throw SetupError(description: "plexus serve did not announce its admin endpoint within 30 s")
+        return Launched(process: process, directory: directory, stdoutFile: stdoutFile, stderrFile: stderrFile)
     }
 
     var stderr: String { (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "" }

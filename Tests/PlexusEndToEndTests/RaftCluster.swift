@@ -134,21 +134,25 @@ final class RaftCluster {
                     + (keys.isEmpty ? "" : "no config key \(keys.joined(separator: ", "))")
                     + (keys.isEmpty || operations.isEmpty ? "" : " and ")
                     + (operations.isEmpty ? "" : "no operation \(operations.joined(separator: ", "))")
-                    + ". These tests fail until it lands; run them alone with `swift test --filter RaftClusterTests`.")
+                    + ". These tests fail until it lands; run them alone with `swift test --filter RaftClusterTests` "
+                    + "(the soak: `make soak`).")
         }
     }
 
     /// Starts a cluster of `ids` (three by default) in a new test directory, runs `body` and shuts the
     /// cluster down whatever happens. The directory is removed unless something failed.
+    ///
+    /// `replicated: false` starts the same nodes, ports and proxies with raft-log's single-member defaults
+    /// instead (no `nodeId`, `peers`, `listen`): three independent nodes, for testing the harness itself.
     static func run(
-        ids: [String] = ["a", "b", "c"], raftValues: [String: String] = [:],
+        ids: [String] = ["a", "b", "c"], raftValues: [String: String] = [:], replicated: Bool = true,
         _ body: (RaftCluster) async throws -> Void
     ) async throws {
-        try requireReplication()
+        if replicated { try requireReplication() }
         let directory = try TestDirectory()
         let cluster: RaftCluster
         do {
-            cluster = try await start(ids: ids, raftValues: raftValues, in: directory)
+            cluster = try await start(ids: ids, raftValues: raftValues, replicated: replicated, in: directory)
         } catch {
             print("raft cluster: could not start; logs in \(directory.url.path)")
             throw error
@@ -171,8 +175,8 @@ final class RaftCluster {
     }
 
     /// Picks the ports, makes the proxies and manifests and starts every member.
-    static func start(ids: [String], raftValues: [String: String], in directory: TestDirectory) async throws
-        -> RaftCluster
+    static func start(ids: [String], raftValues: [String: String], replicated: Bool, in directory: TestDirectory)
+        async throws -> RaftCluster
     {
         var ports = Set<Int>()
         func freshPort() throws -> Int {
@@ -200,9 +204,10 @@ final class RaftCluster {
                 let port = other == id ? raftPorts[id]! : proxies[Link(from: id, to: other)]!.port
                 return "\(other)=127.0.0.1:\(port)"
             }
-            let values = defaultRaftValues.merging(raftValues) { $1 }.merging([
+            let membership = [
                 "nodeId": id, "listen": "127.0.0.1:\(raftPorts[id]!)", "peers": peers.joined(separator: ","),
-            ]) { $1 }
+            ]
+            let values = defaultRaftValues.merging(raftValues) { $1 }.merging(replicated ? membership : [:]) { $1 }
             let home = try directory.subdirectory(id)
             let member = Member(
                 id: id, home: home, data: try directory.subdirectory("\(id)/data"), raftPort: raftPorts[id]!,
@@ -212,7 +217,7 @@ final class RaftCluster {
         }
         let cluster = RaftCluster(directory: directory, ids: ids, members: members, proxies: proxies)
         do {
-            for id in ids { try await cluster.start(id) }
+            try await cluster.start(ids)
         } catch {
             cluster.shutdown()
             throw error
@@ -231,12 +236,35 @@ final class RaftCluster {
     /// Starts (or restarts) a member on its data directory and ports, with raft-log as the default storage,
     /// and waits until raft-log is active on it.
     /// - Throws: `SetupError` when the node does not come up or raft-log fails to start (with its error).
-    func start(_ id: String) async throws {
-        let node = try await launch(id)
-        let state = try await node.raftLogState()
-        guard state.state == .active else {
-            throw SetupError(
-                description: "raft-log on \(id) is \(state.state.rawValue), not active: \(state.lastError ?? "")")
+    func start(_ id: String) async throws { try await start([id]) }
+
+    /// Starts several members side by side (a replicated raft-log may wait for its peers while it starts)
+    /// and waits until raft-log is active on each.
+    func start(_ ids: [String]) async throws {
+        var launched: [(String, NodeProcess.Launched)] = []
+        for id in ids { launched.append((id, try launch(id))) }
+        var nodes: [(String, NodeProcess)] = []
+        do {
+            for (id, pending) in launched {
+                let node = try await pending.ready()
+                members[id]?.process = node
+                nodes.append((id, node))
+            }
+        } catch {
+            // The ones launched after the failed one are nobody's yet: kill them here.
+            for (id, pending) in launched
+            where members[id]?.process?.process !== pending.process && pending.process.isRunning {
+                Glibc.kill(pending.process.processIdentifier, SIGKILL)
+                pending.process.waitUntilExit()
+            }
+            throw error
+        }
+        for (id, node) in nodes {
+            let state = try await node.raftLogState()
+            guard state.state == .active else {
+                throw SetupError(
+                    description: "raft-log on \(id) is \(state.state.rawValue), not active: \(state.lastError ?? "")")
+            }
         }
     }
 
@@ -244,7 +272,8 @@ final class RaftCluster {
     /// itself keeps running without it until stopped).
     /// - Throws: `SetupError` when raft-log starts after all.
     func startExpectingRaftLogFailure(_ id: String) async throws -> String {
-        let node = try await launch(id)
+        let node = try await launch(id).ready()
+        members[id]?.process = node
         let state = try await node.raftLogState()
         guard state.state == .failed else {
             throw SetupError(description: "raft-log on \(id) is \(state.state.rawValue), expected it to fail")
@@ -252,17 +281,14 @@ final class RaftCluster {
         return state.lastError ?? ""
     }
 
-    private func launch(_ id: String) async throws -> NodeProcess {
+    private func launch(_ id: String) throws -> NodeProcess.Launched {
         let member = try self.member(id)
         guard !member.isRunning else { throw SetupError(description: "\(id) is running already") }
         member.starts += 1
         member.paused = false
         let run = try directory.subdirectory("\(id)/run-\(member.starts)")
-        let node = try await NodeProcess.start(
-            manifests: member.manifests, data: member.data, in: run,
-            extraArguments: ["--default-storage", "raft-log"])
-        member.process = node
-        return node
+        return try NodeProcess.launch(
+            manifests: member.manifests, data: member.data, in: run, extraArguments: ["--default-storage", "raft-log"])
     }
 
     /// Replaces a stopped member's raft-log values (merged over its current ones) for its next start.
@@ -398,68 +424,80 @@ final class RaftCluster {
     }
 
     /// Waits until every node of `among` (default: the live ones) answers and they agree on one leader of
-    /// `stream` for the highest term any of them reports, the leader itself among them and in the role of
-    /// leader. Returns the leader and the term.
+    /// `stream` (`agreedLeader`). Returns the leader and the term.
     /// - Throws: `SetupError` with every node's last view after `timeout`.
     func waitForLeader(_ stream: String, among: [String]? = nil, timeout: Duration = .seconds(20)) async throws -> (
         leader: String, term: UInt64
     ) {
         let deadline = ContinuousClock.now + timeout
-        var last = ""
         while true {
             let nodes = among ?? live
             let (statuses, missing) = await streamStatuses(stream, of: nodes)
-            if missing.isEmpty, let term = statuses.values.map(\.term).max() {
-                let leaders = Set(statuses.values.map { $0.term == term ? $0.leader : "?" })
-                if leaders.count == 1, let leader = leaders.first, nodes.contains(leader),
-                    statuses[leader]?.role == "leader"
-                {
-                    return (leader, term)
-                }
-            }
-            last = Self.describe(statuses, missing)
+            if missing.isEmpty, let agreed = Self.agreedLeader(statuses, among: nodes) { return agreed }
             if ContinuousClock.now > deadline {
                 throw SetupError(
-                    description: "no agreed leader of '\(stream)' among \(nodes) within \(timeout):\n\(last)")
+                    description: "no agreed leader of '\(stream)' among \(nodes) within \(timeout):\n"
+                        + Self.describe(statuses, missing))
             }
             try await Task.sleep(for: .milliseconds(200))
         }
     }
 
-    /// Waits until every live node holds the same log of `stream`, committed to its end: one leader in the
-    /// highest term, every node's last index equal to its commit index and to the leader's, and the leader's
-    /// peers matched up to it, the same in two polls in a row. Returns every live node's status.
+    /// Waits until every live node holds the same log of `stream`, committed to its end (`settledEnd`), the
+    /// same in two polls in a row. Returns every live node's status.
     /// - Throws: `SetupError` with every node's last view after `timeout`.
     func settle(_ stream: String, timeout: Duration = .seconds(30)) async throws -> [String: StreamStatus] {
         let deadline = ContinuousClock.now + timeout
-        var previous: [String: UInt64]?
-        var last = ""
+        var previous: UInt64?
         while true {
             let nodes = live
             let (statuses, missing) = await streamStatuses(stream, of: nodes)
-            let leaders = statuses.filter { $0.value.role == "leader" }
-            if missing.isEmpty, leaders.count == 1, let (leader, leaderStatus) = leaders.first {
-                let end = leaderStatus.lastIndex
-                let agreed = statuses.values.allSatisfy {
-                    $0.term == leaderStatus.term && $0.leader == leader && $0.lastIndex == end && $0.commitIndex == end
-                }
-                let matched = (leaderStatus.peers ?? []).filter { nodes.contains($0.id) }.allSatisfy { $0.match == end }
-                let commits = statuses.mapValues(\.commitIndex)
-                if agreed && matched {
-                    if previous == commits { return statuses }
-                    previous = commits
-                } else {
-                    previous = nil
-                }
-            } else {
-                previous = nil
-            }
-            last = Self.describe(statuses, missing)
+            let end = missing.isEmpty ? Self.settledEnd(statuses, nodes: nodes) : nil
+            if let end, end == previous { return statuses }
+            previous = end
             if ContinuousClock.now > deadline {
-                throw SetupError(description: "'\(stream)' did not settle on \(nodes) within \(timeout):\n\(last)")
+                throw SetupError(
+                    description: "'\(stream)' did not settle on \(nodes) within \(timeout):\n"
+                        + Self.describe(statuses, missing))
             }
             try await Task.sleep(for: .milliseconds(250))
         }
+    }
+
+    /// The leader and term every node of `nodes` agrees on: each reports the highest term any of them
+    /// reports and the same leader, and the leader is one of them and reports itself in the role of leader.
+    /// Nil while a node is missing, lags in an older term, knows no leader or names another.
+    static func agreedLeader(_ statuses: [String: StreamStatus], among nodes: [String]) -> (
+        leader: String, term: UInt64
+    )? {
+        guard !nodes.isEmpty, nodes.allSatisfy({ statuses[$0] != nil }) else { return nil }
+        let views = nodes.compactMap { statuses[$0] }
+        guard let term = views.map(\.term).max(), views.allSatisfy({ $0.term == term }),
+            let leader = views.first?.leader, !leader.isEmpty, views.allSatisfy({ $0.leader == leader }),
+            nodes.contains(leader), statuses[leader]?.role == "leader"
+        else { return nil }
+        return (leader, term)
+    }
+
+    /// The last index of a settled stream: exactly one of `nodes` leads, every one agrees on it and its term,
+    /// every one's last index and commit index equal the leader's last index, and the leader reports every
+    /// one of `nodes` among its peers matched up to it. Nil otherwise.
+    static func settledEnd(_ statuses: [String: StreamStatus], nodes: [String]) -> UInt64? {
+        guard !nodes.isEmpty, nodes.allSatisfy({ statuses[$0] != nil }) else { return nil }
+        let leaders = nodes.filter { statuses[$0]?.role == "leader" }
+        guard leaders.count == 1, let leader = leaders.first, let leading = statuses[leader] else { return nil }
+        let end = leading.lastIndex
+        for node in nodes {
+            guard let view = statuses[node], view.term == leading.term, view.leader == leader, view.lastIndex == end,
+                view.commitIndex == end
+            else { return nil }
+            if node != leader, let peers = leading.peers,
+                peers.first(where: { $0.id == node })?.match != end
+            {
+                return nil
+            }
+        }
+        return end
     }
 
     private static func describe(_ statuses: [String: StreamStatus], _ missing: [String: String]) -> String {
@@ -524,7 +562,7 @@ final class RaftCluster {
                 delivery.ack()
             }
         }
-        let deadline = ContinuousClock.now + .seconds(20)
+        let deadline = ContinuousClock.now + .seconds(20 + Int(count / 5_000))
         while collected.withLock({ UInt64($0.count) }) < count && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(50))
         }

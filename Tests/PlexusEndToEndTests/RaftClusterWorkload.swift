@@ -8,6 +8,8 @@ import Synchronization
 final class PublishLedger: Sendable {
     private struct State {
         var published: Set<String> = []
+        /// The node each id was sent to.
+        var sentVia: [String: String] = [:]
         var acknowledged: [String: UInt64] = [:]
         var acknowledgedVia: [String: Int] = [:]
         var failures: [String: Int] = [:]
@@ -16,8 +18,13 @@ final class PublishLedger: Sendable {
 
     private let state = Mutex(State())
 
-    /// Records ids about to be sent: from now on they may turn up in a log.
-    func sending(_ ids: [String]) { state.withLock { $0.published.formUnion(ids) } }
+    /// Records ids about to be sent to `node`: from now on they may turn up in a log.
+    func sending(_ ids: [String], via node: String) {
+        state.withLock { state in
+            state.published.formUnion(ids)
+            for id in ids { state.sentVia[id] = node }
+        }
+    }
 
     /// Records a batch acknowledged by `node` with the offset of its first event.
     func acknowledged(_ ids: [String], first: UInt64, via node: String) {
@@ -31,12 +38,22 @@ final class PublishLedger: Sendable {
     func timedOut() { state.withLock { $0.timeouts += 1 } }
 
     var sentCount: Int { state.withLock { $0.published.count } }
+    /// Batches whose publisher stopped waiting for an answer.
+    var timeoutCount: Int { state.withLock { $0.timeouts } }
     var acknowledgedCount: Int { state.withLock { $0.acknowledged.count } }
     /// Events acknowledged through each node's clients.
     var acknowledgedVia: [String: Int] { state.withLock { $0.acknowledgedVia } }
 
     var snapshot: LedgerSnapshot {
         state.withLock { LedgerSnapshot(published: $0.published, acknowledged: $0.acknowledged) }
+    }
+
+    /// Only what was sent to `node` (for nodes that do not replicate: each one's log holds just that).
+    func snapshot(via node: String) -> LedgerSnapshot {
+        state.withLock { state in
+            let ids = Set(state.published.filter { state.sentVia[$0] == node })
+            return LedgerSnapshot(published: ids, acknowledged: state.acknowledged.filter { ids.contains($0.key) })
+        }
     }
 
     var summary: String {
@@ -160,7 +177,7 @@ final class ClusterWorkload: Sendable {
     /// later is still recorded in the ledger.
     func publish(_ batch: [CloudEvent], with client: PlexusClient, via node: String) async -> Outcome {
         let ids = batch.map(\.id)
-        ledger.sending(ids)
+        ledger.sending(ids, via: node)
         let waiter = OnceContinuation()
         let timeout = configuration.publishTimeout
         let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
