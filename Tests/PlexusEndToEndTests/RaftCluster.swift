@@ -195,7 +195,14 @@ final class RaftCluster {
         var proxies: [Link: FaultProxy] = [:]
         for from in ids {
             for to in ids where to != from {
-                proxies[Link(from: from, to: to)] = try FaultProxy(name: "\(from)→\(to)", target: raftPorts[to]!)
+                // A proxy listens on a port of its own choosing, which must not be one picked for a node.
+                var proxy = try FaultProxy(name: "\(from)→\(to)", target: raftPorts[to]!)
+                while !ports.insert(proxy.port).inserted {
+                    let taken = proxy
+                    proxy = try FaultProxy(name: "\(from)→\(to)", target: raftPorts[to]!)
+                    taken.stop()
+                }
+                proxies[Link(from: from, to: to)] = proxy
             }
         }
         var members: [String: Member] = [:]
@@ -242,16 +249,16 @@ final class RaftCluster {
     /// and waits until raft-log is active on each.
     func start(_ ids: [String]) async throws {
         var launched: [(String, NodeProcess.Launched)] = []
-        for id in ids { launched.append((id, try launch(id))) }
         var nodes: [(String, NodeProcess)] = []
         do {
+            for id in ids { launched.append((id, try launch(id))) }
             for (id, pending) in launched {
                 let node = try await pending.ready()
                 members[id]?.process = node
                 nodes.append((id, node))
             }
         } catch {
-            // The ones launched after the failed one are nobody's yet: kill them here.
+            // The ones launched but not yet handed to their member are nobody's: kill them here.
             for (id, pending) in launched
             where members[id]?.process?.process !== pending.process && pending.process.isRunning {
                 Glibc.kill(pending.process.processIdentifier, SIGKILL)
@@ -393,7 +400,14 @@ final class RaftCluster {
             guard result.status == 0 else {
                 return .failure(SetupError(description: "status on \(id) failed: \(result.stderr)"))
             }
-            return .success(try JSONDecoder().decode(RaftStatus.self, from: Data(result.output.utf8)))
+            do {
+                return .success(try JSONDecoder().decode(RaftStatus.self, from: Data(result.output.utf8)))
+            } catch {
+                return .failure(
+                    SetupError(
+                        description:
+                            "status on \(id) is not the contract's JSON (\(error)): \(result.output.prefix(400))"))
+            }
         } catch let error as SetupError {
             return .failure(error)
         } catch {
@@ -607,9 +621,14 @@ extension NodeProcess {
 /// The damage a crash or a bad disk does to a stream directory, made on purpose.
 enum LogDamage {
     /// Cuts the last segment in the middle of its last entry's body, as a crash mid-write would; returns the
-    /// Raft index of the entry cut.
+    /// Raft index of the entry cut. A last segment that holds no whole entry yet (one just rolled) is removed
+    /// first, as if the crash had come before the roll.
     static func truncateMidEntry(_ directory: URL) throws -> UInt64 {
-        let log = try RaftSegmentReader.read(directory: directory)
+        var log = try RaftSegmentReader.read(directory: directory)
+        if let file = log.files.last, log.files.count > 1, log.entries.last?.file != file {
+            try FileManager.default.removeItem(at: directory.appendingPathComponent(file))
+            log = try RaftSegmentReader.read(directory: directory)
+        }
         guard let file = log.files.last, let last = log.entries.last, last.file == file else {
             throw SetupError(description: "the last segment of \(directory.lastPathComponent) holds no whole entry")
         }

@@ -215,7 +215,7 @@ struct RaftClusterTests {
             let workload = Self.load(cluster)
             let (leader, _) = try await Self.warmUp(cluster, workload, count: 900)
             let follower = try #require(cluster.ids.first { $0 != leader })
-            try await cluster.stop(follower)
+            #expect(try await cluster.stop(follower), "\(follower) stops on SIGTERM")
             let flip = try cluster.flipByteMidSegment(follower, Self.stream)
 
             let error = try await cluster.startExpectingRaftLogFailure(follower)
@@ -223,7 +223,7 @@ struct RaftClusterTests {
             #expect(error.contains(flip.path) && error.contains("byte \(flip.entryPosition)"), "\(error)")
             #expect(error.contains("repairOnStart: truncate"), "says how to repair: \(error)")
             await Self.expectProgress(workload, "the two healthy nodes go on")
-            try await cluster.stop(follower)
+            #expect(try await cluster.stop(follower), "\(follower) without raft-log stops on SIGTERM")
 
             try cluster.reconfigure(follower, raftValues: ["repairOnStart": "truncate"])
             try await cluster.start(follower)
