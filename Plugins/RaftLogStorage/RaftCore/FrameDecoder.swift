@@ -52,7 +52,14 @@ public struct FrameDecoder {
     /// Adds received bytes.
     public mutating func append(_ bytes: some Collection<UInt8>) {
         makeRoom(for: bytes.count)
-        buffer.replaceSubrange(end..<end + bytes.count, with: bytes)
+        let copied: Void? = bytes.withContiguousStorageIfAvailable { source in
+            buffer.withUnsafeMutableBytes { target in
+                if let base = source.baseAddress, !source.isEmpty {
+                    target.baseAddress?.advanced(by: end).copyMemory(from: base, byteCount: source.count)
+                }
+            }
+        }
+        if copied == nil { buffer.replaceSubrange(end..<end + bytes.count, with: bytes) }
         end += bytes.count
     }
 
@@ -113,19 +120,26 @@ public struct FrameDecoder {
     }
 
     /// Makes `buffer[end...]` hold at least `count` bytes: moves the undecoded bytes to the front when that is
-    /// enough, else grows the buffer.
+    /// enough, else moves them into a larger buffer.
     private mutating func makeRoom(for count: Int) {
         if buffer.count - end >= count { return }
-        if start > 0 {
-            let live = end - start
+        let live = end - start
+        if buffer.count - live >= count {
             buffer.withUnsafeMutableBytes { raw in
                 if live > 0, let base = raw.baseAddress { memmove(base, base + start, live) }
             }
-            start = 0
-            end = live
-            if buffer.count - end >= count { return }
+        } else {
+            var grown = [UInt8](repeating: 0, count: max(live + count, buffer.count * 2, 4096))
+            if live > 0 {
+                grown.withUnsafeMutableBytes { target in
+                    buffer.withUnsafeBytes { source in
+                        target.baseAddress?.copyMemory(from: source.baseAddress! + start, byteCount: live)
+                    }
+                }
+            }
+            buffer = grown
         }
-        let size = max(end + count, buffer.count * 2, 4 * Self.readChunk)
-        buffer.append(contentsOf: repeatElement(0, count: size - buffer.count))
+        start = 0
+        end = live
     }
 }
