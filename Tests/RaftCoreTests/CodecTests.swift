@@ -275,7 +275,8 @@ func drain(_ decoder: inout FrameDecoder) throws -> [PeerFrame] {
     }
 
     @Test func badUTF8IsRefused() throws {
-        let payload = [UInt8(9)] + Bytes.string("a") + Bytes.string("b") + Bytes.u32(3) + [0x61, 0xFF, 0xFE]
+        let payload =
+            [UInt8(9)] + Bytes.string("a") + Bytes.string("b") + Bytes.u32(3) + [0x61, 0xFF, 0xFE]
             + Bytes.u64(1)
         expectCodecError(.badUTF8) { _ = try PeerCodec.decode(frame: Bytes.frame(payload), maxFrameBytes: 1024) }
         let overlong = [UInt8(9)] + Bytes.u32(2) + [0xC0, 0x80] + Bytes.string("b") + Bytes.string("s") + Bytes.u64(1)
@@ -295,22 +296,26 @@ func drain(_ decoder: inout FrameDecoder) throws -> [PeerFrame] {
     }
 
     @Test func boolOutOfRangeIsRefused() throws {
-        let payload = [UInt8(3)] + Bytes.string("a") + Bytes.string("b") + Bytes.string("s") + Bytes.u64(1)
+        let payload =
+            [UInt8(3)] + Bytes.string("a") + Bytes.string("b") + Bytes.string("s") + Bytes.u64(1)
             + Bytes.u64(2) + Bytes.u64(3) + [2]
         expectCodecError(.badValue) { _ = try PeerCodec.decode(frame: Bytes.frame(payload), maxFrameBytes: 1024) }
     }
 
     /// A forged count is checked against the bytes that follow before anything is reserved for it.
     @Test func forgedCountsAreRefusedWithoutAllocating() throws {
-        let header = [UInt8(5)] + Bytes.string("a") + Bytes.string("b") + Bytes.string("s") + Bytes.u64(1)
+        let header =
+            [UInt8(5)] + Bytes.string("a") + Bytes.string("b") + Bytes.string("s") + Bytes.u64(1)
             + Bytes.u64(0) + Bytes.u64(0) + Bytes.u64(0)
         expectCodecError(.truncated) {
             _ = try PeerCodec.decode(frame: Bytes.frame(header + Bytes.u32(.max)), maxFrameBytes: 1024)
         }
-        let forward = [UInt8(10)] + Bytes.string("a") + Bytes.string("b") + Bytes.string("s") + Bytes.u64(1)
+        let forward =
+            [UInt8(10)] + Bytes.string("a") + Bytes.string("b") + Bytes.string("s") + Bytes.u64(1)
             + Bytes.u32(.max)
         expectCodecError(.truncated) { _ = try PeerCodec.decode(frame: Bytes.frame(forward), maxFrameBytes: 1024) }
-        let body = [UInt8(10)] + Bytes.string("a") + Bytes.string("b") + Bytes.string("s") + Bytes.u64(1)
+        let body =
+            [UInt8(10)] + Bytes.string("a") + Bytes.string("b") + Bytes.string("s") + Bytes.u64(1)
             + Bytes.u32(1) + Bytes.u32(.max)
         expectCodecError(.truncated) { _ = try PeerCodec.decode(frame: Bytes.frame(body), maxFrameBytes: 1024) }
     }

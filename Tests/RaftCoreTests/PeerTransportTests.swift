@@ -134,7 +134,9 @@ final class RawClient {
         }
         let total = 10_000
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { for i in 0..<total { a.send(numbered(i, from: "a", to: "b", body: i % 3 == 0 ? 1024 : 0)) } }
+            group.addTask {
+                for i in 0..<total { a.send(numbered(i, from: "a", to: "b", body: i % 3 == 0 ? 1024 : 0)) }
+            }
             group.addTask { for i in 0..<total { b.send(numbered(i, from: "b", to: "a", body: i % 5 == 0 ? 100 : 0)) } }
         }
         #expect(await eventually(within: .seconds(10)) { aInbox.count == total && bInbox.count == total })
@@ -259,7 +261,8 @@ final class RawClient {
         #expect(!a.isConnected(to: "b"))
         #expect(await eventually { !b.isConnected(to: "a") })
 
-        let unstarted = try PeerTransport(node: "x", listen: "127.0.0.1:0", maxFrameBytes: 4096, log: { _ in }, receive: { _ in })
+        let unstarted = try PeerTransport(
+            node: "x", listen: "127.0.0.1:0", maxFrameBytes: 4096, log: { _ in }, receive: { _ in })
         unstarted.stop()
         #expect(throws: PeerTransportError.self) { try unstarted.start() }
     }

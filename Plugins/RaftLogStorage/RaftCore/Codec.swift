@@ -472,7 +472,8 @@ struct WireReader {
     func finish() throws(PeerCodecError) {
         guard remaining == 0 else {
             throw PeerCodecError(
-                .trailingBytes, "\(remaining) bytes follow the last field of \(frame) (\(bytes.count) bytes after the length field)")
+                .trailingBytes,
+                "\(remaining) bytes follow the last field of \(frame) (\(bytes.count) bytes after the length field)")
         }
     }
 

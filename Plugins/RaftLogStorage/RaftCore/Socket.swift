@@ -142,7 +142,9 @@ enum Socket {
     /// Binds and listens on `address`.
     /// - Returns: the socket and the bound port (the system's choice when `address.port` is 0).
     /// - Throws: `PeerTransportError` naming the address: `.addressInUse` when it is taken.
-    static func makeListener(on address: HostPort, backlog: Int32 = 128) throws(PeerTransportError) -> (fd: Int32, port: Int) {
+    static func makeListener(on address: HostPort, backlog: Int32 = 128) throws(PeerTransportError) -> (
+        fd: Int32, port: Int
+    ) {
         var firstError: PeerTransportError?
         for candidate in try resolve(address, passive: true).get() {
             let fd = open(family: candidate.family)
@@ -169,7 +171,8 @@ enum Socket {
                 continue
             }
             guard listen(fd, backlog) == 0 else {
-                firstError = firstError ?? PeerTransportError(.listenFailed, "cannot listen on \(address): \(errorText())")
+                firstError =
+                    firstError ?? PeerTransportError(.listenFailed, "cannot listen on \(address): \(errorText())")
                 close(fd)
                 continue
             }
@@ -203,7 +206,8 @@ enum Socket {
                 getnameinfo($0, length, &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST)
             }
         }
-        let text = named == 0 ? String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"
+        let text =
+            named == 0 ? String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"
         return HostPort(host: text, port: port(of: storage)).description
     }
 
