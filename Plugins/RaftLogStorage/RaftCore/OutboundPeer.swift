@@ -186,18 +186,20 @@ final class OutboundPeer: Sendable {
 
             var events = Int16(POLLIN)
             if head < pending.count {
-                switch write(fd, pending, &head, &headOffset, iovecs) {
+                let outcome = write(fd, pending, &head, &headOffset, iovecs)
+                // Let go of the frames written (and their memory) before taking more.
+                if head == pending.count {
+                    pending.removeAll(keepingCapacity: true)
+                    head = 0
+                } else if head * 2 >= pending.count {
+                    pending.removeFirst(head)
+                    head = 0
+                }
+                switch outcome {
                 case .failed(let reason): return reason
                 case .drained: continue
                 case .wouldBlock: events |= Int16(POLLOUT)
                 }
-                if head * 2 >= pending.count {
-                    pending.removeFirst(head)
-                    head = 0
-                }
-            } else {
-                pending.removeAll(keepingCapacity: true)
-                head = 0
             }
 
             var fds = [
