@@ -133,6 +133,7 @@ public final class PeerTransport: Sendable {
     /// are dialled. Connections peers made to this node are not affected.
     ///
     /// An address that is not `host:port` is logged and its peer left out (messages to it count as dropped).
+    /// Returns once the writers of removed peers have ended (at once, unless one is in a name lookup).
     public func setPeers(_ addresses: [NodeID: String]) {
         var removed: [OutboundPeer] = []
         var added: [OutboundPeer] = []
