@@ -1,3 +1,4 @@
+import RaftCore
 /// One segment file of a stream's log, as the log knows it: where it starts, how far it holds whole
 /// entries, and the position of each event in it (a dense index, rebuilt from the file at every start).
 struct Segment: Sendable {

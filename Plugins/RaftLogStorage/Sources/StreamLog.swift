@@ -1,3 +1,4 @@
+import RaftCore
 import Dispatch
 import Foundation
 import PlexusPluginSDK
