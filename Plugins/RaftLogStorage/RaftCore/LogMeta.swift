@@ -50,6 +50,13 @@ public struct LogMeta: Sendable, Equatable {
         if runs.last?.term != term { runs.append(Run(start: lastIndex, term: term)) }
     }
 
+    /// Adds `count` entries of `term` after the last one.
+    public mutating func append(term: UInt64, count: UInt64) {
+        guard count > 0 else { return }
+        if runs.last?.term != term { runs.append(Run(start: lastIndex + 1, term: term)) }
+        lastIndex += count
+    }
+
     /// Removes the entries from `index` on.
     public mutating func truncate(from index: UInt64) {
         guard index <= lastIndex else { return }

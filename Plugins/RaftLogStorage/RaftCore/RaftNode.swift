@@ -125,7 +125,8 @@ public struct RaftNode: Sendable {
     /// Membership entries in the log after the snapshot, with their indices, oldest first; the one before
     /// them is `baseMembership`.
     private var membershipHistory: [(index: UInt64, membership: Membership)]
-    private var baseMembership: Membership
+    /// The membership in force at the snapshot point.
+    public private(set) var baseMembership: Membership
     public private(set) var progress: [NodeID: Progress] = [:]
     public private(set) var transferee: NodeID?
     /// The next offset an event appended after the last entry takes.
