@@ -71,6 +71,8 @@ public struct RaftNode: Sendable {
         /// The snapshot index sent (snapshot state).
         public var pendingSnapshot: UInt64 = 0
         public var learner: Bool
+        /// The highest commit index sent to it.
+        public var sentCommit: UInt64 = 0
 
         init(next: UInt64, learner: Bool) {
             self.next = next
@@ -670,7 +672,10 @@ public struct RaftNode: Sendable {
             }
         }
         self.progress[id] = progress
-        if progressed { maybeCommit() }
+        if progressed {
+            maybeCommit()
+            sendCommit(to: id)
+        }
         if transferee == id && progress.match == log.lastIndex {
             send(id, .timeoutNow(term: term))
         }
@@ -703,10 +708,26 @@ public struct RaftNode: Sendable {
         // Only entries of this term commit by counting (Raft §5.4.2); a single voter is its own quorum.
         guard voters.count == 1 || log.term(at: candidate) == term else { return }
         setCommit(candidate)
+        // Followers that have been sent everything learn the new commit index now rather than at the next
+        // heartbeat, so that appends they forwarded complete without waiting for one.
+        for id in progress.keys.sorted() { sendCommit(to: id) }
         // A removed leader steps down once the membership without it commits.
         if !isVoter, let last = membershipHistory.last, last.index <= commitIndex {
             becomeFollower(term: term, leader: nil)
         }
+    }
+
+    /// Tells a follower that has everything sent to it, and has not heard it yet, how far it is committed.
+    private mutating func sendCommit(to id: NodeID) {
+        guard let progress = progress[id], progress.state == .replicate, progress.next > log.lastIndex,
+            progress.sentCommit < min(commitIndex, progress.match), let matchTerm = log.term(at: progress.match)
+        else { return }
+        send(
+            id,
+            .append(
+                AppendRequest(
+                    term: term, prevIndex: progress.match, prevTerm: matchTerm, commit: min(commitIndex, progress.match),
+                    entries: [])))
     }
 
     private mutating func setCommit(_ index: UInt64) {
@@ -907,6 +928,9 @@ public struct RaftNode: Sendable {
     // MARK: Helpers
 
     private mutating func send(_ to: NodeID, _ message: RaftMessage) {
+        if case .append(let request) = message, role == .leader {
+            if let sent = progress[to]?.sentCommit, sent < request.commit { progress[to]!.sentCommit = request.commit }
+        }
         ready.messages.append((to, message))
     }
 

@@ -55,7 +55,7 @@ public final class RaftLogStorage: StoragePlugin {
                 transport = try PeerTransport(
                     node: settings.memberID, listen: listen,
                     maxFrameBytes: settings.maxAppendBytes + settings.maxEventBytes + (1 << 20),
-                    log: { [host] in host.log(.info, "raft-log: \($0)") },
+                    log: { [host] in host.log(.info, $0) },
                     receive: { inbox.deliver($0) })
             } catch {
                 throw PluginError.invalidArgument("raft-log: \(error)")

@@ -317,8 +317,9 @@ public final class RaftStream: Sendable {
                     context.leaderChanged(stream: name, leader: s.node.leader, term: s.node.term, role: s.node.role)
                 }
                 if s.node.role == .leader {
-                    // Appends held while there was no leader are proposed here now.
-                    let held = s.forwards.filter { $0.value.sentTo == nil && $0.value.committed == nil }
+                    // Appends held while there was no leader, or sent to an earlier one that never answered,
+                    // are proposed here now (one the earlier leader did commit is then stored twice).
+                    let held = s.forwards.filter { $0.value.committed == nil }
                     for (id, forward) in held.sorted(by: { $0.key < $1.key }) {
                         s.forwards[id] = nil
                         do {
@@ -330,6 +331,11 @@ public final class RaftStream: Sendable {
                         }
                     }
                 } else {
+                    // Forwards to an earlier leader that never answered go to the new one.
+                    for (id, forward) in s.forwards
+                    where forward.committed == nil && forward.sentTo != nil && forward.sentTo != s.node.leader {
+                        s.forwards[id]!.sentTo = nil
+                    }
                     sendForwards(&s)
                 }
             }
