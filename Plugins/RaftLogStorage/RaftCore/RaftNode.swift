@@ -252,6 +252,7 @@ public struct RaftNode: Sendable {
     ) throws(Refusal) -> (firstIndex: UInt64, firstOffset: UInt64) {
         guard role == .leader else { throw .notLeader(leader: leader) }
         guard transferee == nil else { throw .transferring }
+        guard !bodies.isEmpty else { throw .invalid("an empty proposal") }
         let first = log.lastIndex + 1
         let firstOffset = nextOffset
         var new: [WireEntry] = []

@@ -193,7 +193,12 @@ public final class RaftLogStorage: StoragePlugin {
 
     private func tick() {
         let streams = state.withLock { $0.phase == .started ? Array($0.streams.values) : [] }
-        for stream in streams { stream.tick() }
+        var lag: UInt64?
+        for stream in streams {
+            stream.tick()
+            if let behind = stream.leaderLag() { lag = max(lag ?? 0, behind) }
+        }
+        if context.transport != nil { host.gauge("replication_lag_max", Double(lag ?? 0)) }
     }
 
     /// Recovers or creates the log of `name` and its Raft group.

@@ -142,22 +142,24 @@ public final class RaftStream: Sendable {
         _ s: inout State, bodies: [[UInt8]], crcs: [UInt32], completion: AppendCompletion?,
         forwardedBy: (node: NodeID, id: UInt64)?
     ) throws(PluginError) {
-        let appendTime = Files.now()
-        do {
-            let (firstIndex, firstOffset) = try s.node.propose(
-                kind: .event, bodies: zip(bodies, crcs).map { ($0, $1) }, appendTime: appendTime)
+        let deadline = DispatchTime.now() + .milliseconds(context.settings.forwardTimeoutMs)
+        guard !bodies.isEmpty else {
+            // An empty batch stores nothing; it completes, after every append before it, with the offset it
+            // would have had (term 0 marks it).
+            guard s.node.role == .leader else { throw PluginError(refusal: .notLeader(leader: s.node.leader), stream: name) }
             s.proposals.append(
                 Proposal(
-                    lastIndex: firstIndex + UInt64(max(bodies.count, 1)) - 1, term: s.node.term,
-                    firstOffset: firstOffset,
-                    deadline: .now() + .milliseconds(context.settings.forwardTimeoutMs), completion: completion,
-                    forwardedBy: forwardedBy))
-            if bodies.isEmpty, let last = s.proposals.popLast() {
-                // An empty batch: nothing to commit, it completes with the offset it would have had.
-                s.proposals.append(Proposal(
-                    lastIndex: 0, term: 0, firstOffset: last.firstOffset, deadline: last.deadline,
-                    completion: last.completion, forwardedBy: last.forwardedBy))
-            }
+                    lastIndex: s.node.log.lastIndex, term: 0, firstOffset: s.node.nextOffset, deadline: deadline,
+                    completion: completion, forwardedBy: forwardedBy))
+            return
+        }
+        do {
+            let (firstIndex, firstOffset) = try s.node.propose(
+                kind: .event, bodies: zip(bodies, crcs).map { ($0, $1) }, appendTime: Files.now())
+            s.proposals.append(
+                Proposal(
+                    lastIndex: firstIndex + UInt64(bodies.count) - 1, term: s.node.term, firstOffset: firstOffset,
+                    deadline: deadline, completion: completion, forwardedBy: forwardedBy))
         } catch {
             throw PluginError(refusal: error, stream: name)
         }
@@ -259,7 +261,7 @@ public final class RaftStream: Sendable {
                 late.append { forward.completion(.failure(error)) }
             }
             s.proposals.removeAll { proposal in
-                guard proposal.deadline <= now, proposal.lastIndex > 0 else { return false }
+                guard proposal.deadline <= now else { return false }
                 let error = PluginError(
                     PX_ERR_TIMEOUT,
                     "raft-log: stream '\(name)': the append was not committed within "
@@ -351,7 +353,7 @@ public final class RaftStream: Sendable {
         while let first = s.proposals.first, first.lastIndex <= settled {
             s.proposals.removeFirst()
             let result: Result<UInt64, PluginError> =
-                first.lastIndex == 0 || s.node.log.term(at: first.lastIndex) == first.term
+                first.term == 0 || s.node.log.term(at: first.lastIndex) == first.term
                 ? .success(first.firstOffset)
                 : .failure(
                     PluginError(
@@ -432,6 +434,15 @@ public final class RaftStream: Sendable {
         guard let completions else { return false }
         run(completions)
         return true
+    }
+
+    /// How many entries the furthest-behind follower lacks, when this node leads the stream.
+    func leaderLag() -> UInt64? {
+        state.withLock { s in
+            guard s.node.role == .leader else { return nil }
+            let last = s.node.log.lastIndex
+            return s.node.progress.values.map { last - min($0.match, last) }.max() ?? 0
+        }
     }
 
     /// This group's part of `status`, as a JSON object.
