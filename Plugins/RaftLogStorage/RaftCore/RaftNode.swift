@@ -529,10 +529,14 @@ public struct RaftNode: Sendable {
     // MARK: Replication, leader side
 
     private mutating func broadcastAppend(fresh: [WireEntry]) {
+        // A proposal larger than a batch goes out in batches, from the cache.
+        let small =
+            fresh.count <= configuration.maxBatchEntries
+            && fresh.reduce(0, { $0 + $1.body.count + 64 }) <= configuration.maxBatchBytes
         for id in progress.keys.sorted() {
             guard var progress = progress[id] else { continue }
             // The common case: a follower in step receives exactly the new entries.
-            if progress.state == .replicate, progress.next == fresh.first?.index,
+            if small, progress.state == .replicate, progress.next == fresh.first?.index,
                 progress.inflight.count < configuration.maxInflight
             {
                 let previous = progress.next - 1

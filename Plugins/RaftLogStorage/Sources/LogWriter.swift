@@ -279,6 +279,7 @@ extension StreamLog {
                 .info,
                 "raft-log: stream '\(name)': installed the leader's snapshot: the log now starts at index "
                     + "\(snapshot.index + 1), offset \(snapshot.nextOffset)")
+            listener.withLock { $0 }?.compacted()
             return true
         } catch {
             failWrites(error)
