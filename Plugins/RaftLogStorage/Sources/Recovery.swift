@@ -50,6 +50,7 @@ struct Recovery {
             } else if let previous = segments.last,
                 header.baseIndex != previous.nextIndex || header.baseOffset != previous.endOffset
                     || header.baseChain != previous.lastChain
+                    || (header.baseTerm != 0 && header.baseTerm != previous.lastTerm)
             {
                 reason =
                     "it does not continue \(Segment.fileName(baseIndex: previous.header.baseIndex)) (expected index "
