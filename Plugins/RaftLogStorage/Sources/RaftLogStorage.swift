@@ -102,6 +102,7 @@ public final class RaftLogStorage: StoragePlugin {
         } catch {
             // on_start undoes its partial work: stop the writers already started.
             for stream in recovered.values { _ = stream.log.stop(deadline: .distantFuture) }
+            context.transport?.stop()
             throw error
         }
         let count = recovered.count
@@ -114,6 +115,7 @@ public final class RaftLogStorage: StoragePlugin {
                 try transport.start()
             } catch {
                 for stream in recovered.values { _ = stream.log.stop(deadline: .distantFuture) }
+                transport.stop()
                 throw PluginError(PX_ERR_IO, "raft-log: cannot listen for the other members: \(error)")
             }
         }
