@@ -138,12 +138,13 @@ struct Simulation {
                 default: break
                 }
             }
-            if !ready.log.isEmpty, let last = disk.entries.last {
+            if !ready.log.isEmpty {
+                let last = disk.entries.last.map { ($0.index, $0.term) } ?? (disk.snapshot.index, disk.snapshot.term)
                 if delayedSync {
-                    unsynced[id] = (last.index, last.term)
+                    unsynced[id] = last
                 } else {
-                    node.persisted(through: last.index, term: last.term)
-                    durable[id] = last.index
+                    node.persisted(through: last.0, term: last.1)
+                    durable[id] = last.0
                 }
             }
             for (to, message) in ready.messages { network.append((id, to, message)) }

@@ -50,6 +50,17 @@ public struct LogMeta: Sendable, Equatable {
         if runs.last?.term != term { runs.append(Run(start: lastIndex, term: term)) }
     }
 
+    /// The last index at or below `index` whose term is at most `term` (the snapshot point at the lowest).
+    public func lastIndex(atOrBelow index: UInt64, termAtMost term: UInt64) -> UInt64 {
+        var candidate = min(index, lastIndex)
+        for run in runs.reversed() {
+            guard candidate >= run.start else { continue }
+            if run.term <= term { return candidate }
+            candidate = run.start - 1
+        }
+        return max(candidate, snapshotIndex)
+    }
+
     /// Adds `count` entries of `term` after the last one.
     public mutating func append(term: UInt64, count: UInt64) {
         guard count > 0 else { return }

@@ -190,6 +190,12 @@ public struct RaftNode: Sendable {
 
     // MARK: Queries
 
+    /// The newest membership entry at or below the commit index, to keep beside the log once retention drops
+    /// it.
+    public var committedMembership: (index: UInt64, membership: Membership)? {
+        membershipHistory.last { $0.index <= commitIndex }
+    }
+
     public var isVoter: Bool { membership.member(configuration.id).map { !$0.learner } ?? false }
     private var isLearner: Bool { membership.member(configuration.id)?.learner ?? false }
     private var voters: [NodeID] { membership.voters }
@@ -276,6 +282,9 @@ public struct RaftNode: Sendable {
     {
         guard role == .leader else { throw .notLeader(leader: leader) }
         if let last = membershipHistory.last, last.index > commitIndex { throw .membershipPending }
+        // Not before this leader has committed an entry of its own term (Ongaro's fix for one-at-a-time
+        // changes): an uncommitted change of an earlier leader could otherwise overlap this one.
+        guard voters.count == 1 || log.term(at: commitIndex) == term else { throw .membershipPending }
         let oldVoters = Set(membership.voters)
         let newVoters = Set(next.voters)
         guard oldVoters.symmetricDifference(newVoters).count <= 1 else {
@@ -309,6 +318,12 @@ public struct RaftNode: Sendable {
 
     /// The disk stored every entry up to `index`, the last of which has `term`.
     public mutating func persisted(through index: UInt64, term entryTerm: UInt64) {
+        if let owed = owedSnapshotReply, index >= owed.index, log.snapshotIndex == owed.index {
+            owedSnapshotReply = nil
+            if owed.term == term {
+                send(owed.to, .snapshotReply(AppendReply(term: term, success: true, index: owed.index)))
+            }
+        }
         // Stale when the entry was replaced since (a truncation happened after that write was queued).
         guard index > persistedIndex, log.term(at: index) == entryTerm else { return }
         persistedIndex = index
@@ -326,7 +341,7 @@ public struct RaftNode: Sendable {
 
     /// The owner compacted its log through `index` (retention dropped the entries up to it).
     public mutating func compacted(through index: UInt64) {
-        guard index <= persistedIndex, index <= commitIndex else { return }
+        guard index <= commitIndex else { return }
         log.compact(through: index)
         if let last = membershipHistory.last(where: { $0.index <= index }) { baseMembership = last.membership }
         membershipHistory.removeAll { $0.index <= index }
@@ -568,7 +583,9 @@ public struct RaftNode: Sendable {
             return sendSnapshot(to: id, &progress)
         }
         var batch: [WireEntry] = []
-        if progress.next <= log.lastIndex {
+        // A probe carries no entries (they would be refused until the logs match), except the first one of a
+        // new leader, whose followers are usually in step.
+        if progress.next <= log.lastIndex && (progress.state == .replicate || progress.match + 1 == progress.next || progress.next == log.lastIndex) {
             guard
                 let fetched = entries(from: progress.next), !fetched.isEmpty
             else {
@@ -639,7 +656,7 @@ public struct RaftNode: Sendable {
             if reply.rejected < progress.match { return }  // an answer to an older message
             if reply.rejected == progress.match {
                 // It no longer holds what it acknowledged (lost with an unsafe fsync policy): start lower.
-                progress.match = min(progress.match, reply.index)
+                progress.match = min(progress.match, reply.index, reply.rejected &- 1)
             } else if progress.state == .probe && reply.rejected != progress.next - 1 {
                 return  // an answer to an older probe
             }
@@ -754,12 +771,13 @@ public struct RaftNode: Sendable {
                 send(from, .appendReply(AppendReply(term: term, success: true, index: log.snapshotIndex)))
                 return
             }
+            // Where the leader should probe next: the last index here whose term is at most the leader's term
+            // at prevIndex (entries of a later term here cannot match), so a diverging suffix is skipped in one
+            // round trip rather than one index at a time.
+            let hint = log.lastIndex(atOrBelow: min(log.lastIndex, request.prevIndex), termAtMost: request.prevTerm)
             send(
                 from,
-                .appendReply(
-                    AppendReply(
-                        term: term, success: false, index: min(log.lastIndex, request.prevIndex),
-                        rejected: request.prevIndex)))
+                .appendReply(AppendReply(term: term, success: false, index: hint, rejected: request.prevIndex)))
             return
         }
         // Skip the entries already held; cut the log at the first conflict.
@@ -819,8 +837,12 @@ public struct RaftNode: Sendable {
         setMembership(request.membership)
         owedReplies = []
         ready.log.append(.installSnapshot(request))
-        send(from, .snapshotReply(AppendReply(term: term, success: true, index: request.index)))
+        // Answered once the install is on disk (`persisted(through: request.index)`).
+        owedSnapshotReply = (from, term, request.index)
     }
+
+    /// The answer to an install-snapshot, owed until the install is durable.
+    private var owedSnapshotReply: (to: NodeID, term: UInt64, index: UInt64)?
 
     // MARK: The log
 

@@ -217,6 +217,14 @@ extension StreamLog {
     /// never saw them.
     private func truncate(from index: UInt64) -> Bool {
         let (segments, number) = visible.withLock { ($0.segments, $0.segment(holding: index)) }
+        // Once done, what is on disk is the group's again (but for truncations queued after this one).
+        defer {
+            visible.withLock { v in
+                v.pendingTruncations -= 1
+                if v.pendingTruncations == 0 { v.validThrough = .max }
+                v.updateCommittedEnd()
+            }
+        }
         guard let number else { return true }  // nothing written from there
         let segment = segments[number]
         let ordinal = Int(index - segment.header.baseIndex)
@@ -234,7 +242,8 @@ extension StreamLog {
                 term = header.term
             }
             let keepWhole = ordinal == 0 && number > 0
-            for later in segments[(keepWhole ? number : number + 1)...] { try Files.remove(later.file.path) }
+            // Newest first, so that a crash between removals leaves a log that is still a prefix.
+            for later in segments[(keepWhole ? number : number + 1)...].reversed() { try Files.remove(later.file.path) }
             if !keepWhole {
                 try segment.file.truncate(to: Int(segment.positions[ordinal]))
                 if syncs { try segment.file.syncData() }
@@ -266,20 +275,24 @@ extension StreamLog {
             let header = SegmentHeader(
                 baseIndex: snapshot.index + 1, baseOffset: snapshot.nextOffset, baseChain: snapshot.chain,
                 baseTerm: snapshot.indexTerm)
-            for segment in old where segment.header.baseIndex == header.baseIndex { try Files.remove(segment.file.path) }
-            let segment = try Segment.create(directory: directory, header: header, sync: syncs)
-            for segment in old where segment.header.baseIndex != header.baseIndex { try Files.remove(segment.file.path) }
+            // Newest first, so that a crash part way leaves a prefix of the old log (or nothing), never a log
+            // with a gap; the leader sends the snapshot again.
+            for segment in old.reversed() { try Files.remove(segment.file.path) }
             if syncs { try Files.syncDirectory(directory) }
+            let segment = try Segment.create(directory: directory, header: header, sync: syncs)
             visible.withLock { v in
                 v.segments = [segment]
                 v.commitIndex = max(v.commitIndex, snapshot.index)
                 v.committedEnd = snapshot.nextOffset
+                v.pendingInstalls -= 1
             }
             report(
                 .info,
                 "raft-log: stream '\(name)': installed the leader's snapshot: the log now starts at index "
                     + "\(snapshot.index + 1), offset \(snapshot.nextOffset)")
-            listener.withLock { $0 }?.compacted()
+            let listener = listener.withLock { $0 }
+            listener?.compacted()
+            listener?.persisted(snapshot.index, snapshot.indexTerm)
             return true
         } catch {
             failWrites(error)
@@ -299,6 +312,7 @@ extension StreamLog {
             return q.work
         }
         let failure = PluginError(PX_ERR_IO, "raft-log: stream '\(name)': \(message)")
+        listener.withLock { $0 }?.failed(message)
         for item in pending {
             switch item {
             case .entries, .snapshot: break

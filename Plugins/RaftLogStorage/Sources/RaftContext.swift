@@ -31,6 +31,9 @@ final class RaftContext: Sendable {
 
     func send(_ envelope: Envelope) { transport?.send(envelope) }
 
+    /// The largest batch a follower forwards: what one transport frame carries.
+    var maxForwardBytes: Int { settings.maxAppendBytes + settings.maxEventBytes }
+
     func isConnected(_ peer: NodeID) -> Bool { transport?.isConnected(to: peer) ?? false }
 
     func isSingleVoter(_ membership: Membership) -> Bool { membership.voters == [id] }
@@ -40,7 +43,8 @@ final class RaftContext: Sendable {
     /// A stream's membership is now `membership`: connect to whoever any stream has.
     func membershipChanged(_ membership: Membership, stream: String) {
         guard let transport else { return }
-        let addresses = memberships.withLock { all -> [NodeID: String] in
+        // Under the lock, so that two streams' changes reach the transport in the order they were made.
+        memberships.withLock { all in
             all[stream] = membership
             var addresses: [NodeID: String] = [:]
             for (_, membership) in all {
@@ -49,9 +53,8 @@ final class RaftContext: Sendable {
             for member in initialMembership.members where member.id != id && addresses[member.id] == nil {
                 addresses[member.id] = member.address
             }
-            return addresses
+            transport.setPeers(addresses)
         }
-        transport.setPeers(addresses)
     }
 
     func leaderChanged(stream: String, leader: NodeID?, term: UInt64, role: RaftNode.Role) {

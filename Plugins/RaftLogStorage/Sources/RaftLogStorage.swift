@@ -141,10 +141,12 @@ public final class RaftLogStorage: StoragePlugin {
         }
         ticker.sync {}
         context.transport?.stop()
-        let logs = state.withLock { s -> [StreamLog] in
+        let streams = state.withLock { s -> [RaftStream] in
             s.phase = .stopped
-            return s.streams.values.map(\.log)
+            return Array(s.streams.values)
         }
+        for stream in streams { stream.saveCommitHint() }
+        let logs = streams.map(\.log)
         let (seconds, attoseconds) = timeout.components
         let deadline =
             DispatchTime.now() + .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000))

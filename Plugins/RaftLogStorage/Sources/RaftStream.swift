@@ -50,6 +50,11 @@ public final class RaftStream: Sendable {
         var nextForwardID: UInt64 = 1
         /// The role and leader last reported, to log changes once.
         var reportedLeader: NodeID?
+        /// Set when the log or the `raft` file could not be written: the group takes no further part.
+        var failure: String?
+        /// The commit index last written to the `commit` file, and ticks since.
+        var hintWritten: UInt64 = 0
+        var ticksSinceHint = 0
     }
 
     let state: Mutex<State>
@@ -81,9 +86,10 @@ public final class RaftStream: Sendable {
         let fetch: RaftNode.EntrySource = { [log] index, count, bytes in
             log.entries(from: index, maxCount: count, maxBytes: bytes)
         }
+        let hint = CommitHint.load(directory: log.directory)
         var node = RaftNode(
             configuration: context.raftConfiguration,
-            hardState: .init(term: raftState.term, votedFor: raftState.votedFor), log: meta, commitIndex: 0,
+            hardState: .init(term: raftState.term, votedFor: raftState.votedFor), log: meta, commitIndex: hint,
             baseMembership: raftState.membership!, history: history, nextOffset: nextOffset,
             seed: UInt64.random(in: 0...UInt64.max), fetch: fetch)
         let point = log.snapshotPoint()
@@ -92,11 +98,13 @@ public final class RaftStream: Sendable {
             membership: raftState.membership!)
         if context.isSingleVoter(node.membership) { node.campaign(transfer: false) }
         context.membershipChanged(node.membership, stream: name)
-        state = Mutex(State(node: node, raftState: raftState))
+        if node.commitIndex > 0 { log.publishCommit(node.commitIndex) }
+        state = Mutex(State(node: node, raftState: raftState, hintWritten: node.commitIndex))
         log.start(
             StreamLog.Listener(
                 persisted: { [weak self] index, term in self?.persisted(index, term) },
-                compacted: { [weak self] in self?.compacted() }))
+                compacted: { [weak self] in self?.compacted() },
+                failed: { [weak self] reason in self?.fail(reason) }))
         let completions = state.withLock { s in process(&s) }
         run(completions)
     }
@@ -122,10 +130,19 @@ public final class RaftStream: Sendable {
         if let failure = log.failure {
             throw PluginError(PX_ERR_IO, "raft-log: stream '\(name)' takes no writes until restarted: \(failure)")
         }
+        let forwardBytes = bodies.reduce(0) { $0 + $1.count + 8 }
         let completions = try state.withLock { s throws(PluginError) -> [() -> Void] in
+            if let failure = s.failure {
+                throw PluginError(PX_ERR_IO, "raft-log: stream '\(name)' takes no writes until restarted: \(failure)")
+            }
             if s.node.role == .leader {
                 try propose(&s, bodies: bodies, crcs: crcs, completion: completion, forwardedBy: nil)
             } else {
+                guard forwardBytes <= context.maxForwardBytes else {
+                    throw PluginError.invalidArgument(
+                        "raft-log: stream '\(name)': a batch of \(forwardBytes) bytes is too large to forward to the "
+                            + "leader (at most \(context.maxForwardBytes)); publish smaller batches")
+                }
                 let id = s.nextForwardID
                 s.nextForwardID += 1
                 s.forwards[id] = Forward(
@@ -142,7 +159,11 @@ public final class RaftStream: Sendable {
         _ s: inout State, bodies: [[UInt8]], crcs: [UInt32], completion: AppendCompletion?,
         forwardedBy: (node: NodeID, id: UInt64)?
     ) throws(PluginError) {
-        let deadline = DispatchTime.now() + .milliseconds(context.settings.forwardTimeoutMs)
+        // A single member's append waits for its disk however slow, as before replication; in a cluster an
+        // append that no quorum takes in time fails (it may still be committed).
+        let deadline =
+            context.isSingleVoter(s.node.membership)
+            ? DispatchTime.distantFuture : .now() + .milliseconds(context.settings.forwardTimeoutMs)
         guard !bodies.isEmpty else {
             // An empty batch stores nothing; it completes, after every append before it, with the offset it
             // would have had (term 0 marks it).
@@ -182,6 +203,7 @@ public final class RaftStream: Sendable {
 
     func receive(_ envelope: Envelope) {
         let completions = state.withLock { s -> [() -> Void] in
+            guard s.failure == nil else { return [] }
             switch envelope.message {
             case .forward(let request):
                 do throws(PluginError) {
@@ -206,7 +228,8 @@ public final class RaftStream: Sendable {
                     forward.committed = (reply.lastIndex, reply.firstOffset)
                     s.forwards[reply.id] = forward
                 } else if reply.status == PX_ERR_UNAVAILABLE.status && forward.deadline > .now() {
-                    // Not the leader (any more): hold it for the next one.
+                    // Not the leader (any more), or handing over: hold it for the next one, asked at the next
+                    // tick at the latest.
                     s.forwards[reply.id]!.sentTo = nil
                 } else {
                     s.forwards[reply.id] = nil
@@ -224,6 +247,7 @@ public final class RaftStream: Sendable {
 
     private func persisted(_ index: UInt64, _ term: UInt64) {
         let completions = state.withLock { s -> [() -> Void] in
+            guard s.failure == nil else { return [] }
             s.node.persisted(through: index, term: term)
             return process(&s)
         }
@@ -238,7 +262,7 @@ public final class RaftStream: Sendable {
             s.node.snapshotRequest = SnapshotRequest(
                 term: 0, index: point.index, indexTerm: point.term, nextOffset: point.nextOffset, chain: point.chain,
                 membership: membership)
-            if s.raftState.membership != membership {
+            if s.raftState.membership != membership && s.raftState.membershipIndex <= point.index {
                 var next = s.raftState
                 next.membership = membership
                 next.membershipIndex = point.index
@@ -249,16 +273,30 @@ public final class RaftStream: Sendable {
 
     func tick() {
         let completions = state.withLock { s -> [() -> Void] in
+            guard s.failure == nil else { return [] }
             s.node.tick()
             let now = DispatchTime.now()
             var late: [() -> Void] = []
-            for (id, forward) in s.forwards where forward.deadline <= now && forward.committed == nil {
+            for (id, forward) in s.forwards.sorted(by: { $0.key < $1.key }) where forward.deadline <= now {
                 s.forwards[id] = nil
-                let error = PluginError(
-                    PX_ERR_UNAVAILABLE,
-                    "raft-log: stream '\(name)': no leader took the append within \(context.settings.forwardTimeoutMs) "
-                        + "ms (leader: \(s.node.leader ?? "unknown")); it may still be committed")
+                let error =
+                    forward.committed == nil
+                    ? PluginError(
+                        PX_ERR_UNAVAILABLE,
+                        "raft-log: stream '\(name)': no leader took the append within "
+                            + "\(context.settings.forwardTimeoutMs) ms (leader: \(s.node.leader ?? "unknown")); it may "
+                            + "still be committed")
+                    : PluginError(
+                        PX_ERR_TIMEOUT,
+                        "raft-log: stream '\(name)': the append was committed by the leader but did not reach this "
+                            + "node within \(context.settings.forwardTimeoutMs) ms")
                 late.append { forward.completion(.failure(error)) }
+            }
+            if s.node.role != .leader { sendForwards(&s) }
+            s.ticksSinceHint += 1
+            if s.ticksSinceHint >= 10 && s.node.commitIndex > s.hintWritten {
+                s.ticksSinceHint = 0
+                if CommitHint.write(s.node.commitIndex, directory: log.directory) { s.hintWritten = s.node.commitIndex }
             }
             s.proposals.removeAll { proposal in
                 guard proposal.deadline <= now else { return false }
@@ -287,8 +325,12 @@ public final class RaftStream: Sendable {
                 var next = s.raftState
                 next.term = hard.term
                 next.votedFor = hard.votedFor
-                // Messages that depend on an unsaved vote or term must not go out.
-                guard write(next) else { continue }
+                // Messages that depend on an unsaved vote or term must not go out; the node's memory is now
+                // ahead of its disk, so the group stops here.
+                guard write(next) else {
+                    completions += failAll(&s, "its Raft state (term and vote) could not be written")
+                    return completions
+                }
                 s.raftState = next
             }
             for change in ready.log {
@@ -311,7 +353,16 @@ public final class RaftStream: Sendable {
                 context.send(Envelope(from: context.id, to: to, stream: name, message: message))
             }
             if let membership = ready.membership { context.membershipChanged(membership, stream: name) }
-            if let commit = ready.commitIndex { log.publishCommit(commit) }
+            if let commit = ready.commitIndex {
+                log.publishCommit(commit)
+                // The newest committed membership is kept beside the log, so that retention may drop its entry.
+                if let (index, membership) = s.node.committedMembership, index > s.raftState.membershipIndex {
+                    var next = s.raftState
+                    next.membershipIndex = index
+                    next.membership = membership
+                    if write(next) { s.raftState = next }
+                }
+            }
             if ready.roleChanged {
                 if s.node.role == .candidate { context.statistics.electionStarted() }
                 if s.reportedLeader != s.node.leader {
@@ -365,11 +416,36 @@ public final class RaftStream: Sendable {
                 reply(to: node, id: id, result.map { _ in (first.firstOffset, first.lastIndex) })
             }
         }
-        for (id, forward) in s.forwards {
+        for (id, forward) in s.forwards.sorted(by: { $0.key < $1.key }) {
             guard let committed = forward.committed, committed.lastIndex <= settled else { continue }
             s.forwards[id] = nil
             completions.append { forward.completion(.success(committed.firstOffset)) }
         }
+        return completions
+    }
+
+    /// The log's writer failed: every waiting append fails, and the group takes no further part.
+    private func fail(_ reason: String) {
+        let completions = state.withLock { s in failAll(&s, "its log could not be written: \(reason)") }
+        run(completions)
+    }
+
+    private func failAll(_ s: inout State, _ reason: String) -> [() -> Void] {
+        if s.failure == nil {
+            s.failure = reason
+            context.report(.error, "raft-log: stream '\(name)' stops taking part in replication: \(reason)")
+        }
+        let error = PluginError(PX_ERR_IO, "raft-log: stream '\(name)' takes no writes until restarted: \(reason)")
+        var completions: [() -> Void] = []
+        for proposal in s.proposals {
+            if let completion = proposal.completion { completions.append { completion(.failure(error)) } }
+            if let (node, id) = proposal.forwardedBy { reply(to: node, id: id, .failure(error)) }
+        }
+        for (_, forward) in s.forwards.sorted(by: { $0.key < $1.key }) {
+            completions.append { forward.completion(.failure(error)) }
+        }
+        s.proposals = []
+        s.forwards = [:]
         return completions
     }
 
@@ -398,6 +474,12 @@ public final class RaftStream: Sendable {
 
     private func run(_ completions: [() -> Void]) {
         for completion in completions { completion() }
+    }
+
+    /// Writes the commit hint now (at stop).
+    func saveCommitHint() {
+        let commit = state.withLock { $0.node.commitIndex }
+        if commit > 0 { _ = CommitHint.write(commit, directory: log.directory) }
     }
 
     // MARK: Operations
@@ -490,4 +572,37 @@ extension PluginError {
 /// The JSON `status` writes.
 enum JSON {
     static func quote(_ text: String) -> String { CloudEventJSON.quote(text) }
+}
+
+/// A stream's `commit` file: a recent commit index of this member, so that after a restart it serves what it
+/// served before without waiting for a leader. Safe however old: an index once committed stays committed, and
+/// the log up to it is the committed one. Written about once a second without a sync; a missing or damaged
+/// file is no hint.
+///
+/// ```
+/// u32 magic "PXRC"   u64 commit index   u32 CRC-32C of the 12 bytes before it
+/// ```
+enum CommitHint {
+    static let fileName = "commit"
+    static let magic: UInt32 = 0x4352_5850
+
+    static func load(directory: String) -> UInt64 {
+        guard let file = try? OpenFile(path: directory + "/" + fileName),
+            let bytes = try? file.read(count: 16, at: 0), bytes.count == 16
+        else { return 0 }
+        return bytes.withUnsafeBytes { raw in
+            guard raw.loadLE(UInt32.self, at: 0) == magic,
+                raw.loadLE(UInt32.self, at: 12) == CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<12]))
+            else { return 0 }
+            return raw.loadLE(UInt64.self, at: 4)
+        }
+    }
+
+    static func write(_ index: UInt64, directory: String) -> Bool {
+        var bytes: [UInt8] = []
+        withUnsafeBytes(of: magic.littleEndian) { bytes += $0 }
+        withUnsafeBytes(of: index.littleEndian) { bytes += $0 }
+        withUnsafeBytes(of: CRC32C.checksum(bytes).littleEndian) { bytes += $0 }
+        return (try? Files.replace(directory + "/" + fileName, with: bytes, directory: directory, sync: false)) != nil
+    }
 }

@@ -32,6 +32,13 @@ public final class StreamLog: Sendable {
         var commitIndex: UInt64 = 0
         /// The offset after the last committed event written here: what readers see.
         var committedEnd: UInt64
+        /// The last index whose entry on disk is the group's: a queued truncation makes the entries after it
+        /// stale until they are rewritten.
+        var validThrough = UInt64.max
+        /// Truncations queued and not done yet: `validThrough` holds until they are.
+        var pendingTruncations = 0
+        /// Snapshot installs queued and not done: the whole log is stale until they are.
+        var pendingInstalls = 0
 
         var nextOffset: UInt64 { committedEnd }
         var writtenEnd: UInt64 { segments[segments.count - 1].endOffset }
@@ -61,7 +68,8 @@ public final class StreamLog: Sendable {
         }
 
         mutating func updateCommittedEnd() {
-            committedEnd = max(committedEnd, offset(after: min(commitIndex, lastIndex)))
+            guard pendingInstalls == 0 else { return }
+            committedEnd = max(committedEnd, offset(after: min(commitIndex, lastIndex, validThrough)))
         }
     }
 
@@ -94,6 +102,8 @@ public final class StreamLog: Sendable {
     struct Listener: Sendable {
         var persisted: @Sendable (_ index: UInt64, _ term: UInt64) -> Void
         var compacted: @Sendable () -> Void
+        /// A write or sync failed: the log takes no more writes until a restart.
+        var failed: @Sendable (_ reason: String) -> Void
     }
     let listener = Mutex<Listener?>(nil)
 
@@ -135,8 +145,17 @@ public final class StreamLog: Sendable {
     func enqueue(_ change: RaftNode.LogChange) {
         let work: Work
         switch change {
-        case .append(let truncateFrom, let entries): work = .entries(truncateFrom: truncateFrom, entries)
-        case .installSnapshot(let request): work = .snapshot(request)
+        case .append(let truncateFrom, let entries):
+            work = .entries(truncateFrom: truncateFrom, entries)
+            if let truncateFrom {
+                visible.withLock {
+                    $0.validThrough = min($0.validThrough, truncateFrom - 1)
+                    $0.pendingTruncations += 1
+                }
+            }
+        case .installSnapshot(let request):
+            work = .snapshot(request)
+            visible.withLock { $0.pendingInstalls += 1 }
         }
         do { try enqueue { _ in work } } catch {
             report(.warning, "raft-log: stream '\(name)': a log change was not queued: \(error)")
