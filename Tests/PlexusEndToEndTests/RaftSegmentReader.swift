@@ -30,7 +30,7 @@ struct SegmentEntry: Sendable {
     var bodyLength: UInt32
     var term: UInt64
     var index: UInt64
-    /// The stream offset for an event; meaningless for a control entry.
+    /// The stream offset of an event; for a control entry, the offset the next event takes.
     var offset: UInt64
     var appendTime: UInt64
     var kind: UInt16
@@ -90,8 +90,9 @@ struct ReplicaLog: Sendable {
 /// its first entry).
 ///
 /// It checks what the format promises: magics, header and body CRCs, the chain, indexes dense from each
-/// segment's base index, event offsets dense from its base offset, terms never decreasing, segments
-/// continuing one another (base index, offset and chain) and named by their base index. Damage at the very
+/// segment's base index, event offsets dense from its base offset (a control entry carries the offset the
+/// next event takes), terms never decreasing from the segment's base term, segments continuing one another
+/// (base index, offset, chain and term) and named by their base index. Damage at the very
 /// end of the last segment (a cut header or body, a last entry whose body CRC fails, zeros) is a torn tail,
 /// as recovery treats it; anything else is a problem.
 enum RaftSegmentReader {
@@ -136,28 +137,33 @@ enum RaftSegmentReader {
             let isLast = number == files.count - 1
             guard let header = segmentHeader(bytes, name: name, into: &log) else { return log }
             if let previous {
+                // A base term of 0 comes from a segment written before replication.
+                let lastTerm = log.entries.last?.term ?? header.baseTerm
                 if header.baseIndex != previous.index + 1 || header.baseOffset != previous.nextOffset
-                    || header.baseChain != previous.chain
+                    || header.baseChain != previous.chain || (header.baseTerm != 0 && header.baseTerm != lastTerm)
                 {
                     log.problems.append(
                         "\(name) does not continue the segment before it: base index \(header.baseIndex), offset "
-                            + "\(header.baseOffset), chain \(header.baseChain); expected \(previous.index + 1), "
-                            + "\(previous.nextOffset), \(previous.chain)")
+                            + "\(header.baseOffset), chain \(header.baseChain), term \(header.baseTerm); expected "
+                            + "\(previous.index + 1), \(previous.nextOffset), \(previous.chain), \(lastTerm)")
                     return log
                 }
             }
             if name != String(format: "%020llu.seg", header.baseIndex) {
                 log.problems.append("\(name) is not named by its base index \(header.baseIndex)")
             }
-            var state = (index: header.baseIndex - 1, nextOffset: header.baseOffset, chain: header.baseChain)
+            var state = (
+                index: header.baseIndex - 1, nextOffset: header.baseOffset, chain: header.baseChain,
+                term: header.baseTerm
+            )
             guard entries(bytes, name: name, isLast: isLast, state: &state, into: &log) else { return log }
-            previous = state
+            previous = (state.index, state.nextOffset, state.chain)
         }
         return log
     }
 
     private static func segmentHeader(_ bytes: [UInt8], name: String, into log: inout ReplicaLog) -> (
-        baseIndex: UInt64, baseOffset: UInt64, baseChain: UInt32
+        baseIndex: UInt64, baseOffset: UInt64, baseChain: UInt32, baseTerm: UInt64
     )? {
         guard bytes.count >= segmentHeaderSize else {
             log.problems.append("\(name) is \(bytes.count) bytes, shorter than a segment header")
@@ -167,22 +173,21 @@ enum RaftSegmentReader {
         if Array(bytes[0..<4]) != segmentMagic { failures.append("no PXRL magic") }
         if u16(bytes, 4) != 1 { failures.append("format version \(u16(bytes, 4))") }
         if u16(bytes, 6) != UInt16(segmentHeaderSize) { failures.append("header size \(u16(bytes, 6))") }
-        if bytes[28..<60].contains(where: { $0 != 0 }) { failures.append("reserved bytes 28..<60 are not zero") }
+        if bytes[36..<60].contains(where: { $0 != 0 }) { failures.append("reserved bytes 36..<60 are not zero") }
         if u32(bytes, 60) != IndependentCRC32C.checksum(bytes[0..<60]) { failures.append("header CRC is wrong") }
         guard failures.isEmpty else {
             log.problems.append("\(name): bad segment header: \(failures.joined(separator: ", "))")
             return nil
         }
-        return (u64(bytes, 8), u64(bytes, 16), u32(bytes, 24))
+        return (u64(bytes, 8), u64(bytes, 16), u32(bytes, 24), u64(bytes, 28))
     }
 
     /// Reads the entries after the segment header; false when a problem ends the log.
     private static func entries(
         _ bytes: [UInt8], name: String, isLast: Bool,
-        state: inout (index: UInt64, nextOffset: UInt64, chain: UInt32), into log: inout ReplicaLog
+        state: inout (index: UInt64, nextOffset: UInt64, chain: UInt32, term: UInt64), into log: inout ReplicaLog
     ) -> Bool {
         var position = segmentHeaderSize
-        var lastTerm = log.entries.last?.term ?? 0
         func damage(_ reason: String, tornIfLast: Bool) -> Bool {
             if isLast && tornIfLast {
                 log.tornTail = .init(file: name, position: position, bytes: bytes.count - position, reason: reason)
@@ -229,8 +234,8 @@ enum RaftSegmentReader {
             guard entry.index == state.index + 1 else {
                 return damage("index \(entry.index) does not follow \(state.index)", tornIfLast: false)
             }
-            guard entry.term >= lastTerm else {
-                return damage("term \(entry.term) after term \(lastTerm)", tornIfLast: false)
+            guard entry.term >= state.term else {
+                return damage("term \(entry.term) after term \(state.term)", tornIfLast: false)
             }
             guard entry.flags == 0 else { return damage("flags \(entry.flags), expected 0", tornIfLast: false) }
             var decoded = entry
@@ -245,14 +250,19 @@ enum RaftSegmentReader {
                 decoded.eventID = id
                 state.nextOffset += 1
             case 2, 3:
-                break
+                // A control entry takes no offset; its offset field is the one the next event takes.
+                guard entry.offset == state.nextOffset else {
+                    return damage(
+                        "control entry (kind \(entry.kind)) offset \(entry.offset), expected \(state.nextOffset)",
+                        tornIfLast: false)
+                }
             default:
                 return damage("unknown entry kind \(entry.kind)", tornIfLast: false)
             }
             log.entries.append(decoded)
             state.index = entry.index
             state.chain = entry.chain
-            lastTerm = entry.term
+            state.term = entry.term
             position = end
         }
         return true
