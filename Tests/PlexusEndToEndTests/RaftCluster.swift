@@ -541,7 +541,7 @@ final class RaftCluster {
     /// against the workload's ledger; records every violation as a test issue and returns the report.
     @discardableResult
     func check(
-        _ stream: String, statuses: [String: StreamStatus], ledger: LedgerSnapshot,
+        _ stream: String, statuses: [String: StreamStatus], ledger: LedgerSnapshot, allowDuplicates: Bool = true,
         sourceLocation: SourceLocation = #_sourceLocation
     ) throws -> CheckReport {
         var replicas: [String: ReplicaState] = [:]
@@ -551,7 +551,7 @@ final class RaftCluster {
                 log: log, commitIndex: status.commitIndex, commitChain: status.commitChain,
                 nextOffset: status.nextOffset)
         }
-        let report = RaftLogChecker.check(replicas, ledger: ledger)
+        let report = RaftLogChecker.check(replicas, ledger: ledger, allowDuplicates: allowDuplicates)
         if !report.failures.isEmpty { failed = true }
         for failure in report.failures { Issue.record("\(failure)", sourceLocation: sourceLocation) }
         #expect(

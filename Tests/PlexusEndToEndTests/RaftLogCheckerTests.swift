@@ -131,7 +131,15 @@ struct RaftLogCheckerTests {
         #expect(kinds(["solo": ReplicaState(log: gap, commitIndex: log.lastIndex)]).contains("dense"))
         var twice = log
         twice.entries[200].eventID = log.entries[199].eventID
-        #expect(kinds(["solo": ReplicaState(log: twice, commitIndex: log.lastIndex)]).contains("duplicate"))
+        let twiceReplica = ["solo": ReplicaState(log: twice, commitIndex: log.lastIndex)]
+        #expect(!kinds(twiceReplica).contains("duplicate"), "at-least-once: duplicates are counted, not failed")
+        #expect(RaftLogChecker.check(twiceReplica, ledger: snapshot).duplicates == [log.entries[199].eventID!: [199, 200]])
+        #expect(
+            Set(
+                RaftLogChecker.check(twiceReplica, ledger: snapshot, allowDuplicates: false).failures.map {
+                    String($0.prefix(11))
+                }
+            ).contains("[duplicate]"))
         var wrongChain = reported
         wrongChain.commitChain = last.chain ^ 1
         #expect(kinds(["solo": wrongChain]) == ["commit"])
