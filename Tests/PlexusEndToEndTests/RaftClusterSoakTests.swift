@@ -46,9 +46,13 @@ struct RaftClusterSoakTests {
         let stream = RaftClusterTests.stream
 
         try await RaftCluster.run { cluster in
-            // Bounded: at most 300,000 events (about 75 MB of log per node), publishers stop a minute after
-            // the faults end at the latest.
-            let workload = RaftClusterTests.load(cluster, maxEvents: 300_000, duration: duration + .seconds(60))
+            // Bounded: paced to about 200,000 events over the run (some 45 MB of log per node; the short run
+            // goes unpaced), at most 400,000, and the publishers stop a minute after the faults end at the latest.
+            let seconds = Double(duration.components.seconds)
+            let pace = Duration.milliseconds(Int(max(0, 6 * 2 / (200_000 / seconds) * 1000 - 2)))
+            let workload = RaftClusterTests.load(
+                cluster, maxEvents: 400_000, duration: duration + .seconds(60), pace: pace)
+            print("soak: publishers pause \(pace) between batches")
             _ = try await RaftClusterTests.warmUp(cluster, workload)
             var injected: [String] = []
             let end = ContinuousClock.now + duration

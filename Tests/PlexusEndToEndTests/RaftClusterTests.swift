@@ -15,12 +15,13 @@ struct RaftClusterTests {
     static let stream = "faults"
 
     /// Starts publishers on every node of the cluster.
-    static func load(_ cluster: RaftCluster, maxEvents: Int = 100_000, duration: Duration = .seconds(90))
-        -> ClusterWorkload
-    {
+    static func load(
+        _ cluster: RaftCluster, maxEvents: Int = 100_000, duration: Duration = .seconds(90), pace: Duration = .zero
+    ) -> ClusterWorkload {
         ClusterWorkload(
             ports: cluster.members.mapValues(\.tcpPort),
-            configuration: .init(topic: stream, publishersPerNode: 2, maxEvents: maxEvents, duration: duration))
+            configuration: .init(
+                topic: stream, publishersPerNode: 2, maxEvents: maxEvents, duration: duration, pace: pace))
     }
 
     /// Waits for the stream's leader and a first `count` acknowledgements.

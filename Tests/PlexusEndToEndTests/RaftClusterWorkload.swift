@@ -87,6 +87,8 @@ final class ClusterWorkload: Sendable {
         var publishTimeout: Duration = .seconds(3)
         /// Payload bytes per event.
         var dataBytes = 64
+        /// How long each publisher waits after an answered batch before the next (zero: at once).
+        var pace: Duration = .zero
     }
 
     enum Outcome: Sendable {
@@ -165,9 +167,9 @@ final class ClusterWorkload: Sendable {
             sequence += 1
             switch await publish(batch, with: connected, via: node) {
             case .acknowledged, .timedOut:
-                break
+                if configuration.pace > .zero { try? await Task.sleep(for: configuration.pace) }
             case .failed:
-                try? await Task.sleep(for: .milliseconds(50))
+                try? await Task.sleep(for: max(configuration.pace, .milliseconds(50)))
             }
         }
         await client?.close(timeout: .seconds(2))

@@ -34,7 +34,8 @@ struct CheckReport: Sendable, CustomStringConvertible {
             + "\(acknowledged) acknowledged events checked, \(duplicates.count) event(s) committed twice"
             + (duplicates.isEmpty
                 ? ""
-                : " (" + duplicates.sorted { $0.value[0] < $1.value[0] }.prefix(5).map { "\($0.key) at \($0.value)" }
+                : " ("
+                    + duplicates.sorted { $0.value[0] < $1.value[0] }.prefix(5).map { "\($0.key) at \($0.value)" }
                     .joined(separator: ", ") + ")")
             + ", \(failures.count) violation(s)"
             + (failures.isEmpty ? "" : ":\n" + failures.prefix(40).joined(separator: "\n"))

@@ -133,7 +133,8 @@ struct RaftLogCheckerTests {
         twice.entries[200].eventID = log.entries[199].eventID
         let twiceReplica = ["solo": ReplicaState(log: twice, commitIndex: log.lastIndex)]
         #expect(!kinds(twiceReplica).contains("duplicate"), "at-least-once: duplicates are counted, not failed")
-        #expect(RaftLogChecker.check(twiceReplica, ledger: snapshot).duplicates == [log.entries[199].eventID!: [199, 200]])
+        #expect(
+            RaftLogChecker.check(twiceReplica, ledger: snapshot).duplicates == [log.entries[199].eventID!: [199, 200]])
         #expect(
             Set(
                 RaftLogChecker.check(twiceReplica, ledger: snapshot, allowDuplicates: false).failures.map {
