@@ -6,10 +6,11 @@ import Testing
 /// (`ClusterWorkload`, publishers on every node), one fault per test, then everything healed, the cluster
 /// settled and its logs checked from disk by `RaftLogChecker`: every acknowledged event committed at its
 /// offset on every replica, the replicas identical up to the commit index (headers, body CRCs, chained CRCs),
-/// offsets dense, no phantom or duplicated event; and a follower serves the same events to a subscriber.
+/// offsets dense, no phantom event (an event committed twice is counted, not failed: raft-log is
+/// at-least-once); and a follower serves the same events to a subscriber.
 ///
-/// They need raft-log's replicated mode and fail (with a message saying so) until it exists; run them alone
-/// with `swift test --filter RaftClusterTests`.
+/// They need raft-log's replicated mode and fail with a message saying so on a build without it
+/// (`RaftCluster.requireReplication`); run them alone with `swift test --filter RaftClusterTests`.
 @Suite("raft-log cluster faults", .serialized, .timeLimit(.minutes(3)))
 struct RaftClusterTests {
     static let stream = "faults"
