@@ -68,9 +68,10 @@ struct Simulation {
 
     init(ids: [NodeID], learners: [NodeID] = [], seed: UInt64 = 1) {
         let membership = Membership(
-            members: ids.map { .init(id: $0, address: "\($0):1") } + learners.map {
-                .init(id: $0, address: "\($0):1", learner: true)
-            })
+            members: ids.map { .init(id: $0, address: "\($0):1") }
+                + learners.map {
+                    .init(id: $0, address: "\($0):1", learner: true)
+                })
         random = seed
         for id in ids + learners {
             disks[id] = SimulatedDisk(membership: membership)
@@ -407,7 +408,11 @@ struct Simulation {
             let roll = sim.nextRandom() % 100
             if roll < 3 {
                 let victim = ids[Int(sim.nextRandom() % 5)]
-                if sim.down.contains(victim) { sim.start(victim, seed: seed &+ UInt64(round)) } else { sim.crash(victim) }
+                if sim.down.contains(victim) {
+                    sim.start(victim, seed: seed &+ UInt64(round))
+                } else {
+                    sim.crash(victim)
+                }
             } else if roll < 6 {
                 sim.cut = sim.isolate(ids[Int(sim.nextRandom() % 5)])
             } else if roll < 10 {

@@ -386,7 +386,8 @@ public struct RaftNode: Sendable {
 
         switch message {
         case .preVote(let request):
-            let grant = log.isUpToDate(lastIndex: request.lastIndex, lastTerm: request.lastTerm) && !inLease
+            let grant =
+                log.isUpToDate(lastIndex: request.lastIndex, lastTerm: request.lastTerm) && !inLease
                 && request.term > term
             send(from, .preVoteReply(VoteReply(term: grant ? request.term : term, granted: grant)))
         case .vote(let request):
@@ -585,7 +586,9 @@ public struct RaftNode: Sendable {
         var batch: [WireEntry] = []
         // A probe carries no entries (they would be refused until the logs match), except the first one of a
         // new leader, whose followers are usually in step.
-        if progress.next <= log.lastIndex && (progress.state == .replicate || progress.match + 1 == progress.next || progress.next == log.lastIndex) {
+        if progress.next <= log.lastIndex
+            && (progress.state == .replicate || progress.match + 1 == progress.next || progress.next == log.lastIndex)
+        {
             guard
                 let fetched = entries(from: progress.next), !fetched.isEmpty
             else {
@@ -719,7 +722,9 @@ public struct RaftNode: Sendable {
         guard role == .leader else { return }
         var matches: [UInt64] = []
         for voter in voters {
-            if voter == configuration.id { matches.append(persistedIndex) } else {
+            if voter == configuration.id {
+                matches.append(persistedIndex)
+            } else {
                 matches.append(progress[voter]?.match ?? 0)
             }
         }
@@ -748,7 +753,8 @@ public struct RaftNode: Sendable {
             id,
             .append(
                 AppendRequest(
-                    term: term, prevIndex: progress.match, prevTerm: matchTerm, commit: min(commitIndex, progress.match),
+                    term: term, prevIndex: progress.match, prevTerm: matchTerm,
+                    commit: min(commitIndex, progress.match),
                     entries: [])))
     }
 
@@ -823,7 +829,8 @@ public struct RaftNode: Sendable {
             // We hold the snapshot point already: only the commit index moves.
             pendingLeaderCommit = max(pendingLeaderCommit, request.index)
             advanceFollowerCommit(to: request.index)
-            send(from, .snapshotReply(AppendReply(term: term, success: true, index: min(persistedIndex, request.index))))
+            send(
+                from, .snapshotReply(AppendReply(term: term, success: true, index: min(persistedIndex, request.index))))
             return
         }
         log.reset(snapshotIndex: request.index, term: request.indexTerm)

@@ -1,4 +1,5 @@
 import RaftCore
+
 /// The on-disk layout of a raft-log segment: a 64-byte file header, then entries, each a 56-byte header and
 /// its body. All integers are little-endian. `Plugins/RaftLogStorage/README.md` draws both headers.
 enum LogFormat {

@@ -1,6 +1,6 @@
-import RaftCore
 import Dispatch
 import PlexusPluginSDK
+import RaftCore
 
 /// The writer thread of a `StreamLog`: the only code that changes the stream's files.
 ///

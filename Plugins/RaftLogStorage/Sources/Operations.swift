@@ -1,6 +1,6 @@
 import Foundation
-import RaftCore
 import PlexusPluginSDK
+import RaftCore
 
 // The manifest operations of raft-log (`plugin-manifests/raft-log.yaml`), each `uint64 (instance)`: callable
 // from any thread while the instance exists; they read counters and never block.

@@ -1,6 +1,6 @@
-import RaftCore
 import Dispatch
 import PlexusPluginSDK
+import RaftCore
 import Synchronization
 
 /// The durable storage of Plexus: every stream is a Raft group whose log is a segmented, checksummed commit

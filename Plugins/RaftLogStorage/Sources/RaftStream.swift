@@ -73,7 +73,8 @@ public final class RaftStream: Sendable {
             for segment in v.segments {
                 for (number, run) in segment.scannedTerms.enumerated() {
                     let end =
-                        number + 1 < segment.scannedTerms.count ? segment.scannedTerms[number + 1].start : segment.nextIndex
+                        number + 1 < segment.scannedTerms.count
+                        ? segment.scannedTerms[number + 1].start : segment.nextIndex
                     meta.append(term: run.term, count: end - run.start)
                 }
                 for (index, body) in segment.scannedMemberships where index > raftState.membershipIndex {
@@ -167,7 +168,9 @@ public final class RaftStream: Sendable {
         guard !bodies.isEmpty else {
             // An empty batch stores nothing; it completes, after every append before it, with the offset it
             // would have had (term 0 marks it).
-            guard s.node.role == .leader else { throw PluginError(refusal: .notLeader(leader: s.node.leader), stream: name) }
+            guard s.node.role == .leader else {
+                throw PluginError(refusal: .notLeader(leader: s.node.leader), stream: name)
+            }
             s.proposals.append(
                 Proposal(
                     lastIndex: s.node.log.lastIndex, term: 0, firstOffset: s.node.nextOffset, deadline: deadline,
@@ -453,7 +456,8 @@ public final class RaftStream: Sendable {
         let reply: ForwardReply
         switch result {
         case .success(let (firstOffset, lastIndex)):
-            reply = ForwardReply(id: id, status: PX_OK.status, message: "", firstOffset: firstOffset, lastIndex: lastIndex)
+            reply = ForwardReply(
+                id: id, status: PX_OK.status, message: "", firstOffset: firstOffset, lastIndex: lastIndex)
         case .failure(let error):
             reply = ForwardReply(id: id, status: error.status, message: error.message, firstOffset: 0, lastIndex: 0)
         }

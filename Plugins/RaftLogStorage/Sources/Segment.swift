@@ -1,4 +1,5 @@
 import RaftCore
+
 /// One segment file of a stream's log, as the log knows it: where it starts, how far it holds whole
 /// entries, and the position of each entry in it (a dense index, rebuilt from the file at every start).
 struct Segment: Sendable {

@@ -1,7 +1,7 @@
-import RaftCore
 import Dispatch
 import Foundation
 import PlexusPluginSDK
+import RaftCore
 import Synchronization
 
 /// The log of one stream on this node: a directory of segment files and a `state` file, and one writer
@@ -400,8 +400,10 @@ public final class StreamLog: Sendable {
             return true
         }
         if !ok {
-            report(.error, "raft-log: stream '\(name)': an entry from index \(index) failed its checks while read "
-                + "for replication; restart the node to have recovery check the log")
+            report(
+                .error,
+                "raft-log: stream '\(name)': an entry from index \(index) failed its checks while read "
+                    + "for replication; restart the node to have recovery check the log")
             return nil
         }
         return entries
