@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local bench-raft fuzz clean
+.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local bench-raft fuzz soak clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -46,6 +46,14 @@ bench-core: bootstrap
 ## Plexus against NATS core, NATS JetStream and Redis Streams over TCP (plexus bench); table, ratios, plot.
 bench-tcp: bootstrap
 	benchmarks/tcp/run
+
+## Random faults (kill -9, SIGSTOP, cut links, restarts) against a three-node raft-log cluster under an
+## acknowledged write load for SOAK_MINUTES (default 10), then every replica checked from disk.
+## PLEXUS_SOAK_SEED=N replays a run. The short form of the same test runs in `make test`.
+SOAK_MINUTES ?= 10
+soak: bootstrap
+	$(SWIFT) build
+	PLEXUS_SOAK_MINUTES=$(SOAK_MINUTES) $(SWIFT) test --filter RaftClusterSoakTests
 
 ## libFuzzer on the TCP frame decoder for FUZZ_SECONDS (default 60); findings go to .build/fuzz/crashes/.
 fuzz: bootstrap

@@ -71,7 +71,7 @@ struct OperationInvoker: @unchecked Sendable {
             case .string:
                 guard !text.utf8.contains(0) else { throw bad() }
                 return .string(text)
-            case .void, .instance:
+            case .void, .instance, .text:
                 throw bad()
             }
         }
@@ -121,7 +121,7 @@ struct OperationInvoker: @unchecked Sendable {
         case .uint64: return px_ffi_type_uint64()
         case .float: return px_ffi_type_float()
         case .double: return px_ffi_type_double()
-        case .string, .instance: return px_ffi_type_pointer()
+        case .string, .instance, .text: return px_ffi_type_pointer()
         }
     }
 
@@ -197,6 +197,11 @@ struct OperationInvoker: @unchecked Sendable {
             case .float: return String(raw.load(as: Float.self))
             case .double: return String(raw.load(as: Double.self))
             case .string, .instance: return ""
+            case .text:
+                // The plugin's malloc'd string, ours to free.
+                guard let text = raw.load(as: UnsafeMutablePointer<CChar>?.self) else { return "" }
+                defer { free(text) }
+                return String(cString: text)
             }
         }
     }

@@ -18,6 +18,8 @@ public struct OperationDeclaration: Sendable {
 public struct OperationSignature: Sendable, Equatable, CustomStringConvertible {
     public enum CType: String, Sendable, CaseIterable {
         case void, bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float, double, string, instance
+        /// Return only: a NUL-terminated UTF-8 string allocated with `malloc`, which the kernel frees (ABI 1.1).
+        case text
     }
 
     public struct ParseError: Error { public var message: String }
@@ -53,6 +55,9 @@ public struct OperationSignature: Sendable, Equatable, CustomStringConvertible {
                 guard !name.isEmpty else { throw ParseError(message: "'\(text)': an empty parameter between commas") }
                 let type = try Self.type(name, in: text)
                 guard type != .void else { throw ParseError(message: "'\(text)': void is not a parameter type") }
+                guard type != .text else {
+                    throw ParseError(message: "'\(text)': text is a return type only; a string parameter is 'string'")
+                }
                 return type
             }
         }

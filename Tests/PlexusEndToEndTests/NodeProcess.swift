@@ -78,13 +78,17 @@ struct TestDirectory {
         return directory
     }
 
-    /// Copies the shipped `plugin-manifests/*.yaml` into `manifests/`, with the heartbeat interval set to
-    /// `intervalMs` (so that tests do not wait seconds for events), the TCP protocol on a free port with
-    /// `tcpValues` as further config values, and the HTTP protocol likewise with `httpValues`.
+    /// Copies the shipped `plugin-manifests/*.yaml` into `name/` (default `manifests/`), with the heartbeat
+    /// interval set to `intervalMs` (so that tests do not wait seconds for events), the TCP protocol on a free
+    /// port with `tcpValues` as further config values, the HTTP protocol likewise with `httpValues`, and
+    /// raft-log with `raftValues` as its config values (none: the manifest's defaults).
+    /// - Throws: `SetupError` when a copy does not parse with the values or does not carry them (for example a
+    ///   key the plugin's config schema does not declare).
     func shippedManifests(
-        intervalMs: Int = 100, tcpValues: [String: String] = [:], httpValues: [String: String] = [:]
+        intervalMs: Int = 100, tcpValues: [String: String] = [:], httpValues: [String: String] = [:],
+        raftValues: [String: String] = [:], name directoryName: String = "manifests"
     ) throws -> URL {
-        let target = try subdirectory("manifests")
+        let target = try subdirectory(directoryName)
         let source = Repository.root.appendingPathComponent("plugin-manifests")
         let names = try FileManager.default.contentsOfDirectory(atPath: source.path).filter { $0.hasSuffix(".yaml") }
         guard names.contains("heartbeat-source.yaml"), names.contains("console-sink.yaml") else {
@@ -113,9 +117,33 @@ struct TestDirectory {
                     throw SetupError(description: "could not set port in the copy of \(name):\n\(text)")
                 }
             }
+            if name == "raft-log.yaml" && !raftValues.isEmpty {
+                text = text.replacingOccurrences(
+                    of: "\noperations:",
+                    with: "\n  values:\n"
+                        + raftValues.sorted { $0.key < $1.key }.map { "    \($0.key): \(Self.yamlScalar($0.value))\n" }
+                        .joined() + "operations:")
+                let manifest: Manifest
+                do {
+                    manifest = try ManifestParser.parse(text, path: name)
+                } catch {
+                    throw SetupError(description: "the copy of \(name) with \(raftValues) does not parse: \(error)")
+                }
+                for (key, value) in raftValues where manifest.config[key]?.text != value {
+                    throw SetupError(
+                        description: "could not set \(key): \(value) in the copy of \(name) "
+                            + "(it reads \(manifest.config[key]?.text ?? "nothing")):\n\(text)")
+                }
+            }
             try text.write(to: target.appendingPathComponent(name), atomically: true, encoding: .utf8)
         }
         return target
+    }
+
+    /// A config value as a YAML scalar: integers and booleans as they are, everything else double-quoted.
+    private static func yamlScalar(_ value: String) -> String {
+        if Int(value) != nil || value == "true" || value == "false" { return value }
+        return ConfigValue.quote(value)
     }
 }
 
@@ -203,40 +231,68 @@ final class NodeProcess {
 
     deinit { kill() }
 
-    /// Starts a node on an ephemeral admin port and waits for its `plexus: admin endpoint …` line.
+    /// Starts a node on `adminPort` (0: an ephemeral one) and waits for its `plexus: admin endpoint …` line.
     static func start(
-        manifests: URL, pluginPaths: [URL] = [], data: URL, in directory: URL, extraArguments: [String] = []
+        manifests: URL, pluginPaths: [URL] = [], data: URL, in directory: URL, adminPort: Int = 0,
+        extraArguments: [String] = []
     ) async throws -> NodeProcess {
+        try await launch(
+            manifests: manifests, pluginPaths: pluginPaths, data: data, in: directory, adminPort: adminPort,
+            extraArguments: extraArguments
+        ).ready()
+    }
+
+    /// A `plexus serve` process launched but not yet known to serve: `ready()` waits for its admin endpoint.
+    /// Several nodes can be launched first and waited for afterwards, so that they start side by side.
+    struct Launched {
+        let process: Process
+        let directory: URL
+        let stdoutFile: URL
+        let stderrFile: URL
+
+        /// Waits (up to 30 s) for the node's `plexus: admin endpoint …` line.
+        /// - Throws: `SetupError` when the node exits first (with its stderr) or stays silent; it is killed then.
+        func ready() async throws -> NodeProcess {
+            let prefix = "plexus: admin endpoint http://127.0.0.1:"
+            let deadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < deadline {
+                let text = (try? String(contentsOf: stdoutFile, encoding: .utf8)) ?? ""
+                if let line = text.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }),
+                    let port = Int(line.dropFirst(prefix.count))
+                {
+                    return NodeProcess(
+                        process: process, directory: directory, stdoutFile: stdoutFile, stderrFile: stderrFile,
+                        port: port)
+                }
+                if !process.isRunning {
+                    let stderr = (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? ""
+                    throw SetupError(
+                        description:
+                            "plexus serve exited with \(process.terminationStatus) before announcing its admin endpoint:\n\(stderr)"
+                    )
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            Glibc.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            throw SetupError(description: "plexus serve did not announce its admin endpoint within 30 s")
+        }
+    }
+
+    /// Launches `plexus serve` with its output in `directory` (`node.out`, `node.err`) without waiting for it.
+    static func launch(
+        manifests: URL, pluginPaths: [URL] = [], data: URL, in directory: URL, adminPort: Int = 0,
+        extraArguments: [String] = []
+    ) throws -> Launched {
         let products = try Repository.products()
         let stdoutFile = directory.appendingPathComponent("node.out")
         let stderrFile = directory.appendingPathComponent("node.err")
         var arguments = ["serve", "--manifests", manifests.path, "--plugin-path", products.path]
         for path in pluginPaths { arguments += ["--plugin-path", path.path] }
-        arguments += ["--admin-port", "0", "--data-dir", data.path] + extraArguments
+        arguments += ["--admin-port", "\(adminPort)", "--data-dir", data.path] + extraArguments
         let process = try Command.launch(
             products.appendingPathComponent("plexus"), arguments, in: directory, stdout: stdoutFile, stderr: stderrFile)
-        let prefix = "plexus: admin endpoint http://127.0.0.1:"
-        let deadline = ContinuousClock.now + .seconds(30)
-        while ContinuousClock.now < deadline {
-            let text = (try? String(contentsOf: stdoutFile, encoding: .utf8)) ?? ""
-            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }),
-                let port = Int(line.dropFirst(prefix.count))
-            {
-                return NodeProcess(
-                    process: process, directory: directory, stdoutFile: stdoutFile, stderrFile: stderrFile, port: port)
-            }
-            if !process.isRunning {
-                let stderr = (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? ""
-                throw SetupError(
-                    description:
-                        "plexus serve exited with \(process.terminationStatus) before announcing its admin endpoint:\n\(stderr)"
-                )
-            }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        throw SetupError(description: "plexus serve did not announce its admin endpoint within 30 s")
+        return Launched(process: process, directory: directory, stdoutFile: stdoutFile, stderrFile: stderrFile)
     }
 
     var stderr: String { (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "" }

@@ -36,6 +36,9 @@ struct OperationSignatureTests {
                 parameters: [.string, .int8, .int16, .uint8, .uint16, .float, .int64],
                 callerParameters: [.string, .int8, .int16, .uint8, .uint16, .float, .int64],
                 canonical: "bool (string, int8, int16, uint8, uint16, float, int64)"),
+            Valid(
+                text: "text (instance, string)", returnType: .text, parameters: [.instance, .string],
+                callerParameters: [.string], canonical: "text (instance, string)"),
         ])
     func parses(_ c: Valid) throws {
         let signature = try OperationSignature(parsing: c.text)
@@ -61,6 +64,7 @@ struct OperationSignatureTests {
             Invalid(text: "int32 (instance, void)", phrase: "void is not a parameter type"),
             Invalid(text: "int32 (void, void)", phrase: "void is not a parameter type"),
             Invalid(text: "string (instance)", phrase: "may not return string"),
+            Invalid(text: "int32 (instance, text)", phrase: "text is a return type only"),
             Invalid(text: "instance (instance)", phrase: "may not return instance"),
             Invalid(text: "pointer ()", phrase: "may not return instance"),
             Invalid(text: "int32", phrase: "is not a signature"),

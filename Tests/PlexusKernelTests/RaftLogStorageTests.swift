@@ -141,6 +141,41 @@ struct RaftLogStorageTests {
         }
     }
 
+    @Test("status (a text operation) shows a single member leading each stream, its term rising per start")
+    func singleMemberStatus() throws {
+        try Self.withNode(values: [:]) { node in
+            func status(_ kernel: Kernel) throws -> [String: Any] {
+                let text = try kernel.callOperation(plugin: "raft-log", operation: "status", arguments: [])
+                return try #require(
+                    try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], "\(text)")
+            }
+            var firstTerm = 0
+            try node.run { driver, kernel in
+                let stream = try driver.open("st")
+                #expect(try driver.append(stream, Self.events("a", 3)).value() == 0)
+                let json = try status(kernel)
+                #expect(json["node"] as? String == "local")
+                let streams = try #require(json["streams"] as? [[String: Any]])
+                let st = try #require(streams.first { $0["stream"] as? String == "st" })
+                #expect(st["role"] as? String == "leader")
+                #expect(st["leader"] as? String == "local")
+                #expect(st["commitIndex"] as? Int == 3)
+                #expect(st["nextOffset"] as? Int == 3)
+                #expect(st["voters"] as? [String] == ["local"])
+                firstTerm = try #require(st["term"] as? Int)
+                #expect(firstTerm >= 1)
+            }
+            try node.run { driver, kernel in
+                _ = try driver.open("st")
+                let streams = try #require(try status(kernel)["streams"] as? [[String: Any]])
+                let st = try #require(streams.first { $0["stream"] as? String == "st" })
+                #expect(st["term"] as? Int == firstTerm + 1, "a restart is a new election")
+                #expect(st["commitIndex"] as? Int == 3, "everything on disk is committed at once")
+                #expect(st["nextOffset"] as? Int == 3)
+            }
+        }
+    }
+
     @Test("a new instance on the same directory returns every acknowledged event at its offset; appends continue")
     func restart() throws {
         try Self.withNode(values: ["segmentBytes": "8192"]) { node in

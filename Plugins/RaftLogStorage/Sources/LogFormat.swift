@@ -1,3 +1,5 @@
+import RaftCore
+
 /// The on-disk layout of a raft-log segment: a 64-byte file header, then entries, each a 56-byte header and
 /// its body. All integers are little-endian. `Plugins/RaftLogStorage/README.md` draws both headers.
 enum LogFormat {
@@ -13,11 +15,9 @@ enum LogFormat {
     /// The bytes of an entry header its own CRC covers (everything before the header CRC).
     static let checkedHeaderBytes = 52
 
-    /// What an entry carries. Stage 1 writes only events; Raft adds its control entries here.
-    enum Kind: UInt16 {
-        /// A CloudEvent at the stream offset in the header.
-        case event = 1
-    }
+    /// What an entry carries (`RaftCore.EntryKind`): an event, or a control entry (a leader's no-op, a
+    /// membership) that takes an index but no offset.
+    typealias Kind = EntryKind
 }
 
 /// A segment file's header: where its entries start in the log.
@@ -25,12 +25,15 @@ enum LogFormat {
 /// ```
 /// 0  u32 magic "PXRL"   4 u16 version   6 u16 header size (64)
 /// 8  u64 base index (Raft index of the first entry)   16 u64 base offset (stream offset of the first event)
-/// 24 u32 base chain (the chained CRC before the first entry)   28..<60 zero   60 u32 CRC-32C of bytes 0..<60
+/// 24 u32 base chain (the chained CRC before the first entry)
+/// 28 u64 base term (the term of the entry before the first one, 0 for the first segment)
+/// 36..<60 zero   60 u32 CRC-32C of bytes 0..<60
 /// ```
 struct SegmentHeader: Equatable {
     var baseIndex: UInt64
     var baseOffset: UInt64
     var baseChain: UInt32
+    var baseTerm: UInt64 = 0
 
     func encoded() -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: LogFormat.segmentHeaderSize)
@@ -41,6 +44,7 @@ struct SegmentHeader: Equatable {
             raw.storeBytes(of: baseIndex.littleEndian, toByteOffset: 8, as: UInt64.self)
             raw.storeBytes(of: baseOffset.littleEndian, toByteOffset: 16, as: UInt64.self)
             raw.storeBytes(of: baseChain.littleEndian, toByteOffset: 24, as: UInt32.self)
+            raw.storeBytes(of: baseTerm.littleEndian, toByteOffset: 28, as: UInt64.self)
             let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<60]))
             raw.storeBytes(of: crc.littleEndian, toByteOffset: 60, as: UInt32.self)
         }
@@ -67,7 +71,7 @@ struct SegmentHeader: Equatable {
         return .success(
             SegmentHeader(
                 baseIndex: raw.loadLE(UInt64.self, at: 8), baseOffset: raw.loadLE(UInt64.self, at: 16),
-                baseChain: raw.loadLE(UInt32.self, at: 24)))
+                baseChain: raw.loadLE(UInt32.self, at: 24), baseTerm: raw.loadLE(UInt64.self, at: 28)))
     }
 }
 

@@ -1,12 +1,14 @@
 import Dispatch
 import PlexusPluginSDK
+import RaftCore
 
 /// The writer thread of a `StreamLog`: the only code that changes the stream's files.
 ///
-/// Each cycle takes everything queued, writes all the appends in order (one `pwrite` per `maxWriteBytes`),
-/// syncs once (`fsync: always`), makes the entries visible, enforces retention and completes every batch;
-/// then applies queued commits and trims with one rewrite of the state file. While a cycle's sync runs, new
-/// work queues up for the next one: that is the group commit.
+/// Each cycle takes everything queued. Runs of entries are written in order (one `pwrite` per
+/// `maxWriteBytes`) and synced once (`fsync: always`), then made visible and reported to the Raft group; a
+/// truncation or a snapshot first finishes the entries before it. Then queued commits and trims are applied
+/// with one rewrite of the state file. While a cycle's sync runs, new work queues up for the next one: that
+/// is the group commit.
 extension StreamLog {
     /// The writer's view of one segment it appends to during a cycle.
     struct Tail {
@@ -21,8 +23,9 @@ extension StreamLog {
         var chain: UInt32
         var term: UInt64
         var newest: UInt64
-        /// Positions of the events added in this cycle.
+        /// Positions of the entries added in this cycle, and which of them are control entries.
         var added: [UInt32] = []
+        var addedControls: [Int] = []
 
         init(_ segment: Segment, isNew: Bool) {
             file = segment.file
@@ -36,9 +39,6 @@ extension StreamLog {
             newest = segment.newestAppendTime
         }
     }
-
-    /// The term stage 1 writes: a single member that never holds an election.
-    static let singleMemberTerm: UInt64 = 1
 
     var syncs: Bool { settings.fsync != .never }
 
@@ -70,16 +70,32 @@ extension StreamLog {
                 }
                 continue
             }
-            var appends: [(first: UInt64, events: [EncodedEvent], completion: AppendCompletion)] = []
+            var entries: [WireEntry] = []
+            var batches = 0
             var others: [Work] = []
+            var ok = failure == nil
             for item in work {
-                if case .append(let first, let events, let completion) = item {
-                    appends.append((first, events, completion))
-                } else {
+                switch item {
+                case .entries(let truncateFrom, let batch):
+                    if let truncateFrom {
+                        if ok && !entries.isEmpty { ok = write(entries, batches: batches) }
+                        (entries, batches) = ([], 0)
+                        if ok { ok = truncate(from: truncateFrom) }
+                    }
+                    entries += batch
+                    batches += 1
+                case .snapshot(let request):
+                    if ok && !entries.isEmpty { ok = write(entries, batches: batches) }
+                    (entries, batches) = ([], 0)
+                    if ok { ok = install(request) }
+                case .commit, .trim:
                     others.append(item)
                 }
             }
-            if !appends.isEmpty && write(appends) && settings.fsync == .interval { dirty = true }
+            if ok && !entries.isEmpty {
+                ok = write(entries, batches: batches)
+                if ok && settings.fsync == .interval { dirty = true }
+            }
             if !others.isEmpty { apply(others) }
             if dirty && DispatchTime.now() >= lastSync + interval {
                 syncActive()
@@ -89,17 +105,13 @@ extension StreamLog {
         }
     }
 
-    typealias AppendCompletion = @Sendable (Result<UInt64, PluginError>) -> Void
-
-    /// Writes a cycle's appends, syncs per the policy, makes them visible and completes them.
+    /// Writes entries after the last one, syncs per the policy, makes them visible and reports them.
     /// - Returns: whether they were written.
-    private func write(_ appends: [(first: UInt64, events: [EncodedEvent], completion: AppendCompletion)]) -> Bool {
-        let now = Files.now()
+    private func write(_ entries: [WireEntry], batches: Int) -> Bool {
         var tails = [visible.withLock { Tail($0.segments[$0.segments.count - 1], isNew: false) }]
         var buffer: [UInt8] = []
-        buffer.reserveCapacity(min(settings.maxWriteBytes, appends.reduce(0) { $0 + $1.events.count * 1100 }))
+        buffer.reserveCapacity(min(settings.maxWriteBytes, entries.count * 1200))
         var bufferStart = tails[0].size
-        var events = 0
         func flush() throws {
             guard !buffer.isEmpty else { return }
             try tails[tails.count - 1].file.write(buffer, at: bufferStart)
@@ -107,73 +119,79 @@ extension StreamLog {
             buffer.removeAll(keepingCapacity: true)
         }
         do {
-            for append in appends {
-                guard append.first == tails[tails.count - 1].nextOffset else {
+            for entry in entries {
+                let tail = tails[tails.count - 1]
+                guard entry.index == tail.nextIndex, entry.offset == tail.nextOffset else {
                     throw PluginError(
                         PX_ERR_INTERNAL,
-                        "raft-log: stream '\(name)': a batch reserved offset \(append.first) but the log is at "
-                            + "\(tails[tails.count - 1].nextOffset)")
+                        "raft-log: stream '\(name)': entry \(entry.index) (offset \(entry.offset)) does not follow "
+                            + "the log (next index \(tail.nextIndex), offset \(tail.nextOffset))")
                 }
-                for event in append.events {
-                    let length = LogFormat.entryHeaderSize + event.body.count
-                    let tail = tails[tails.count - 1]
-                    if tail.size > LogFormat.segmentHeaderSize && tail.size + length > settings.segmentBytes {
-                        try flush()
-                        if syncs {
-                            try tail.file.syncData()
-                            statistics.synced()
-                        }
-                        let header = SegmentHeader(
-                            baseIndex: tail.nextIndex, baseOffset: tail.nextOffset, baseChain: tail.chain)
-                        let segment = try Segment.create(directory: directory, header: header, sync: syncs)
-                        tails.append(Tail(segment, isNew: true))
-                        bufferStart = segment.size
+                let length = LogFormat.entryHeaderSize + entry.body.count
+                if tail.size > LogFormat.segmentHeaderSize && tail.size + length > settings.segmentBytes {
+                    try flush()
+                    if syncs {
+                        try tail.file.syncData()
+                        statistics.synced()
                     }
-                    let position = buffer.count
-                    buffer.append(contentsOf: repeatElement(0, count: LogFormat.entryHeaderSize))
-                    buffer.append(contentsOf: event.body)
-                    var header = EntryHeader(
-                        bodyLength: UInt32(event.body.count), term: Self.singleMemberTerm,
-                        index: tails[tails.count - 1].nextIndex, offset: tails[tails.count - 1].nextOffset,
-                        appendTime: now, kind: LogFormat.Kind.event.rawValue, bodyCRC: event.crc)
-                    let chain = buffer.withUnsafeMutableBytes {
-                        header.write(into: $0, at: position, previousChain: tails[tails.count - 1].chain)
-                    }
-                    tails[tails.count - 1].added.append(UInt32(tails[tails.count - 1].size))
-                    tails[tails.count - 1].size += length
-                    tails[tails.count - 1].chain = chain
-                    tails[tails.count - 1].nextIndex += 1
-                    tails[tails.count - 1].nextOffset += 1
-                    tails[tails.count - 1].term = Self.singleMemberTerm
-                    tails[tails.count - 1].newest = now
-                    events += 1
-                    if buffer.count >= settings.maxWriteBytes { try flush() }
+                    let header = SegmentHeader(
+                        baseIndex: tail.nextIndex, baseOffset: tail.nextOffset, baseChain: tail.chain,
+                        baseTerm: tail.term)
+                    let segment = try Segment.create(directory: directory, header: header, sync: syncs)
+                    tails.append(Tail(segment, isNew: true))
+                    bufferStart = segment.size
                 }
+                let position = buffer.count
+                buffer.append(contentsOf: repeatElement(0, count: LogFormat.entryHeaderSize))
+                buffer.append(contentsOf: entry.body)
+                var header = EntryHeader(
+                    bodyLength: UInt32(entry.body.count), term: entry.term, index: entry.index, offset: entry.offset,
+                    appendTime: entry.appendTime, kind: entry.kind, bodyCRC: entry.bodyCRC)
+                let last = tails.count - 1
+                let chain = buffer.withUnsafeMutableBytes {
+                    header.write(into: $0, at: position, previousChain: tails[last].chain)
+                }
+                if entry.kind != LogFormat.Kind.event.rawValue {
+                    tails[last].addedControls.append(Int(tails[last].nextIndex - tails[last].header.baseIndex))
+                } else {
+                    tails[last].nextOffset += 1
+                }
+                tails[last].added.append(UInt32(tails[last].size))
+                tails[last].size += length
+                tails[last].chain = chain
+                tails[last].nextIndex += 1
+                tails[last].term = entry.term
+                tails[last].newest = max(tails[last].newest, entry.appendTime)
+                if buffer.count >= settings.maxWriteBytes { try flush() }
             }
             try flush()
             if settings.fsync == .always {
                 try tails[tails.count - 1].file.syncData()
-                statistics.synced(groupCommitOf: appends.count)
+                statistics.synced(groupCommitOf: batches)
             }
         } catch {
-            failWrites(error, completing: appends.map(\.completion))
+            failWrites(error)
             return false
         }
         publish(tails)
-        statistics.appended(events: events, batches: appends.count)
-        // Before the completions, so that whoever appended sees the retention that append caused.
+        let events = entries.reduce(0) { $0 + ($1.kind == LogFormat.Kind.event.rawValue ? 1 : 0) }
+        statistics.appended(events: events, batches: batches)
+        // Before the report, which completes appends: whoever appended sees the retention that append caused
+        // (of entries committed before it).
         enforceRetention()
-        for append in appends { append.completion(.success(append.first)) }
+        let last = entries[entries.count - 1]
+        listener.withLock { $0 }?.persisted(last.index, last.term)
         return true
     }
 
-    /// Makes a cycle's entries visible to readers.
+    /// Makes a cycle's entries visible (to replication; to readers as they are committed).
     private func publish(_ tails: [Tail]) {
         visible.withLock { v in
             for tail in tails {
                 if tail.isNew {
                     var segment = Segment(file: tail.file, header: tail.header)
                     segment.positions = tail.added
+                    segment.controls = tail.addedControls
                     segment.size = tail.size
                     segment.nextIndex = tail.nextIndex
                     segment.lastChain = tail.chain
@@ -183,6 +201,7 @@ extension StreamLog {
                 } else {
                     let last = v.segments.count - 1
                     v.segments[last].positions.append(contentsOf: tail.added)
+                    v.segments[last].controls.append(contentsOf: tail.addedControls)
                     v.segments[last].size = tail.size
                     v.segments[last].nextIndex = tail.nextIndex
                     v.segments[last].lastChain = tail.chain
@@ -190,13 +209,101 @@ extension StreamLog {
                     v.segments[last].newestAppendTime = tail.newest
                 }
             }
+            v.updateCommittedEnd()
+        }
+    }
+
+    /// Removes the entries from `index` on: never committed ones (Raft replaces only those), so readers
+    /// never saw them.
+    private func truncate(from index: UInt64) -> Bool {
+        let (segments, number) = visible.withLock { ($0.segments, $0.segment(holding: index)) }
+        // Once done, what is on disk is the group's again (but for truncations queued after this one).
+        defer {
+            visible.withLock { v in
+                v.pendingTruncations -= 1
+                if v.pendingTruncations == 0 { v.validThrough = .max }
+                v.updateCommittedEnd()
+            }
+        }
+        guard let number else { return true }  // nothing written from there
+        let segment = segments[number]
+        let ordinal = Int(index - segment.header.baseIndex)
+        do {
+            // What the log ends with after the cut: the entry before `index`.
+            var chain = segment.header.baseChain
+            var term = segment.header.baseTerm
+            if ordinal > 0 {
+                let bytes = try segment.file.read(
+                    count: LogFormat.entryHeaderSize, at: Int(segment.positions[ordinal - 1]))
+                guard let header = bytes.withUnsafeBytes({ EntryHeader.decode($0) }) else {
+                    throw PluginError(PX_ERR_CORRUPTION, "the entry before index \(index) is unreadable")
+                }
+                chain = header.chain
+                term = header.term
+            }
+            let keepWhole = ordinal == 0 && number > 0
+            // Newest first, so that a crash between removals leaves a log that is still a prefix.
+            for later in segments[(keepWhole ? number : number + 1)...].reversed() { try Files.remove(later.file.path) }
+            if !keepWhole {
+                try segment.file.truncate(to: Int(segment.positions[ordinal]))
+                if syncs { try segment.file.syncData() }
+            }
+            if syncs { try Files.syncDirectory(directory) }
+            visible.withLock { v in
+                v.segments.removeSubrange((keepWhole ? number : number + 1)...)
+                guard !keepWhole else { return }
+                let last = v.segments.count - 1
+                v.segments[last].positions.removeSubrange(ordinal...)
+                v.segments[last].controls.removeAll { $0 >= ordinal }
+                v.segments[last].size = Int(segment.positions[ordinal])
+                v.segments[last].nextIndex = index
+                v.segments[last].lastChain = chain
+                v.segments[last].lastTerm = term
+            }
+            report(.info, "raft-log: stream '\(name)': removed the uncommitted entries from index \(index) on")
+            return true
+        } catch {
+            failWrites(error)
+            return false
+        }
+    }
+
+    /// Replaces the whole log by an empty one that starts after the snapshot point.
+    private func install(_ snapshot: SnapshotRequest) -> Bool {
+        let old = visible.withLock { $0.segments }
+        do {
+            let header = SegmentHeader(
+                baseIndex: snapshot.index + 1, baseOffset: snapshot.nextOffset, baseChain: snapshot.chain,
+                baseTerm: snapshot.indexTerm)
+            // Newest first, so that a crash part way leaves a prefix of the old log (or nothing), never a log
+            // with a gap; the leader sends the snapshot again.
+            for segment in old.reversed() { try Files.remove(segment.file.path) }
+            if syncs { try Files.syncDirectory(directory) }
+            let segment = try Segment.create(directory: directory, header: header, sync: syncs)
+            visible.withLock { v in
+                v.segments = [segment]
+                v.commitIndex = max(v.commitIndex, snapshot.index)
+                v.committedEnd = snapshot.nextOffset
+                v.pendingInstalls -= 1
+            }
+            report(
+                .info,
+                "raft-log: stream '\(name)': installed the leader's snapshot: the log now starts at index "
+                    + "\(snapshot.index + 1), offset \(snapshot.nextOffset)")
+            let listener = listener.withLock { $0 }
+            listener?.compacted()
+            listener?.persisted(snapshot.index, snapshot.indexTerm)
+            return true
+        } catch {
+            failWrites(error)
+            return false
         }
     }
 
     /// After a failed write or sync nothing on disk past the visible log can be trusted (a failed
     /// `fdatasync` may have dropped dirty pages): the stream refuses writes until a restart recovers it, and
     /// every queued call fails.
-    private func failWrites(_ error: any Error, completing completions: [AppendCompletion]) {
+    private func failWrites(_ error: any Error) {
         let message = "\(error)"
         report(.error, "raft-log: stream '\(name)': a write failed, the stream takes no more writes: \(message)")
         let pending = queue.withLock { q -> [Work] in
@@ -205,10 +312,10 @@ extension StreamLog {
             return q.work
         }
         let failure = PluginError(PX_ERR_IO, "raft-log: stream '\(name)': \(message)")
-        for completion in completions { completion(.failure(failure)) }
+        listener.withLock { $0 }?.failed(message)
         for item in pending {
             switch item {
-            case .append(_, _, let completion): completion(.failure(failure))
+            case .entries, .snapshot: break
             case .commit(_, _, let completion), .trim(_, let completion): completion(.failure(failure))
             }
         }
@@ -216,7 +323,7 @@ extension StreamLog {
 
     /// Applies commits and trims with one durable rewrite of the state file, then drops trimmed segments.
     private func apply(_ work: [Work]) {
-        let (old, next) = visible.withLock { ($0.state, $0.nextOffset) }
+        let (old, next) = visible.withLock { ($0.state, $0.committedEnd) }
         var state = old
         var results: [(completion: @Sendable (Result<Void, PluginError>) -> Void, error: PluginError?)] = []
         for item in work {
@@ -238,7 +345,7 @@ extension StreamLog {
                     state.trimmedBefore = max(state.trimmedBefore, before)
                     results.append((completion, nil))
                 }
-            case .append:
+            case .entries, .snapshot:
                 break
             }
         }
@@ -263,9 +370,9 @@ extension StreamLog {
         if !active.isEmpty && active.endOffset <= offset {
             do {
                 let header = SegmentHeader(
-                    baseIndex: active.nextIndex, baseOffset: active.endOffset, baseChain: active.lastChain)
-                var segment = try Segment.create(directory: directory, header: header, sync: syncs)
-                segment.lastTerm = active.lastTerm
+                    baseIndex: active.nextIndex, baseOffset: active.endOffset, baseChain: active.lastChain,
+                    baseTerm: active.lastTerm)
+                let segment = try Segment.create(directory: directory, header: header, sync: syncs)
                 visible.withLock { $0.segments.append(segment) }
             } catch {
                 report(.warning, "raft-log: stream '\(name)': cannot start a new segment after a trim: \(error)")
@@ -294,7 +401,10 @@ extension StreamLog {
         let dropped = visible.withLock { v -> [Segment] in
             var total = v.sizeBytes
             var count = 0
-            while count < v.segments.count - 1 && condition(v.segments[count], total) {
+            // Only committed entries leave: a follower behind them gets the snapshot point instead.
+            while count < v.segments.count - 1 && v.segments[count].lastIndex <= v.commitIndex
+                && condition(v.segments[count], total)
+            {
                 total -= v.segments[count].size
                 count += 1
             }
@@ -309,6 +419,7 @@ extension StreamLog {
             report(.warning, "raft-log: stream '\(name)': cannot delete a dropped segment: \(error)")
         }
         statistics.dropped(segments: dropped.count)
+        listener.withLock { $0 }?.compacted()
     }
 
     /// Syncs the active segment (interval flushes and the last flush at stop).
@@ -318,7 +429,7 @@ extension StreamLog {
             try file.syncData()
             statistics.synced()
         } catch {
-            failWrites(error, completing: [])
+            failWrites(error)
         }
     }
 }

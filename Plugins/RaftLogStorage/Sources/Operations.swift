@@ -1,4 +1,6 @@
+import Foundation
 import PlexusPluginSDK
+import RaftCore
 
 // The manifest operations of raft-log (`plugin-manifests/raft-log.yaml`), each `uint64 (instance)`: callable
 // from any thread while the instance exists; they read counters and never block.
@@ -44,4 +46,105 @@ public func raftLogBytesOnDisk(_ instance: UnsafeMutableRawPointer?) -> UInt64 {
 @_cdecl("px_op_raft_log_streams")
 public func raftLogStreams(_ instance: UnsafeMutableRawPointer?) -> UInt64 {
     PluginExport.instance(RaftLogStorage.self, instance)?.streamCount ?? 0
+}
+
+// Replication operations: each returns `text`, a malloc'd NUL-terminated string the kernel frees.
+
+/// Copies `text` into a C string the caller frees.
+private func cText(_ text: String) -> UnsafeMutablePointer<CChar>? { strdup(text) }
+
+/// Operation `status`: one JSON object: this node's id and, per stream, its role, term, leader, commit index,
+/// log bounds, committed offsets, the chained CRC at the commit index and, on the leader, each peer's match
+/// index, lag and flow-control state.
+@_cdecl("px_op_raft_log_status")
+public func raftLogStatus(_ instance: UnsafeMutableRawPointer?) -> UnsafeMutablePointer<CChar>? {
+    guard let plugin = PluginExport.instance(RaftLogStorage.self, instance) else { return cText("{}") }
+    let streams = plugin.allStreams.map { $0.status() }
+    let s = plugin.statistics
+    return cText(
+        "{\"node\":\(JSON.quote(plugin.context.id)),\"elections\":\(s.elections.load(ordering: .relaxed)),"
+            + "\"leaderChanges\":\(s.leaderChanges.load(ordering: .relaxed)),"
+            + "\"forwardedAppends\":\(s.forwardedAppends.load(ordering: .relaxed)),"
+            + "\"streams\":[\(streams.joined(separator: ","))]}")
+}
+
+/// Operation `transfer-leader NODE`: hands leadership of every stream this node leads to NODE.
+@_cdecl("px_op_raft_log_transfer_leader")
+public func raftLogTransferLeader(_ instance: UnsafeMutableRawPointer?, _ target: UnsafePointer<CChar>?)
+    -> UnsafeMutablePointer<CChar>?
+{
+    guard let plugin = PluginExport.instance(RaftLogStorage.self, instance), let target else { return cText("") }
+    let node = String(cString: target)
+    guard node != plugin.context.id else { return cText("'\(node)' is this node") }
+    let moved = plugin.allStreams.compactMap { $0.transfer(to: node) }
+    return cText(
+        moved.isEmpty
+            ? "this node leads no stream that '\(node)' can take over"
+            : "handing \(moved.count) stream(s) to '\(node)': \(moved.joined(separator: ", "))")
+}
+
+/// Runs a membership change on every stream this node leads.
+private func changeMembership(
+    _ instance: UnsafeMutableRawPointer?, _ what: String, _ change: (Membership) throws -> Membership
+) -> UnsafeMutablePointer<CChar>? {
+    guard let plugin = PluginExport.instance(RaftLogStorage.self, instance) else { return cText("") }
+    var changed: [String] = []
+    var failed: [String] = []
+    for stream in plugin.allStreams {
+        do {
+            if try stream.changeMembership(change) { changed.append(stream.name) }
+        } catch {
+            failed.append("\(stream.name): \(error)")
+        }
+    }
+    var lines = ["\(what): proposed in \(changed.count) stream(s) this node leads"]
+    if !changed.isEmpty { lines.append("  " + changed.joined(separator: ", ")) }
+    lines += failed.map { "  refused: \($0)" }
+    return cText(lines.joined(separator: "\n"))
+}
+
+/// Operation `add-member ID HOST:PORT`: adds (or promotes) a voter.
+@_cdecl("px_op_raft_log_add_member")
+public func raftLogAddMember(
+    _ instance: UnsafeMutableRawPointer?, _ id: UnsafePointer<CChar>?, _ address: UnsafePointer<CChar>?
+) -> UnsafeMutablePointer<CChar>? {
+    membershipAdd(instance, id, address, learner: false)
+}
+
+/// Operation `add-learner ID HOST:PORT`: adds a member that receives the log but does not vote.
+@_cdecl("px_op_raft_log_add_learner")
+public func raftLogAddLearner(
+    _ instance: UnsafeMutableRawPointer?, _ id: UnsafePointer<CChar>?, _ address: UnsafePointer<CChar>?
+) -> UnsafeMutablePointer<CChar>? {
+    membershipAdd(instance, id, address, learner: true)
+}
+
+private func membershipAdd(
+    _ instance: UnsafeMutableRawPointer?, _ id: UnsafePointer<CChar>?, _ address: UnsafePointer<CChar>?,
+    learner: Bool
+) -> UnsafeMutablePointer<CChar>? {
+    guard let id, let address else { return cText("") }
+    let node = String(cString: id)
+    let where_ = String(cString: address)
+    guard !node.isEmpty, Settings.isAddress(where_) else { return cText("expected a node id and host:port") }
+    return changeMembership(instance, "\(learner ? "add-learner" : "add-member") \(node) \(where_)") { current in
+        var members = current.members.filter { $0.id != node }
+        members.append(.init(id: node, address: where_, learner: learner))
+        return Membership(members: members)
+    }
+}
+
+/// Operation `remove-member ID`: removes a voter or learner.
+@_cdecl("px_op_raft_log_remove_member")
+public func raftLogRemoveMember(_ instance: UnsafeMutableRawPointer?, _ id: UnsafePointer<CChar>?)
+    -> UnsafeMutablePointer<CChar>?
+{
+    guard let id else { return cText("") }
+    let node = String(cString: id)
+    return changeMembership(instance, "remove-member \(node)") { current in
+        guard current.member(node) != nil else {
+            throw PluginError.invalidArgument("'\(node)' is not a member")
+        }
+        return Membership(members: current.members.filter { $0.id != node })
+    }
 }

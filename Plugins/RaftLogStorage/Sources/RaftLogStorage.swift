@@ -1,15 +1,19 @@
 import Dispatch
 import PlexusPluginSDK
+import RaftCore
 import Synchronization
 
-/// The durable storage of Plexus: one segmented, checksummed commit log per stream on this node's disk, in the
-/// spirit of DLedger. Stage 1 is a single Raft member: entries carry a term and an index so that replication
-/// can be added without changing the format, but an append is durable once it is on the local disk
-/// (`PX_DURABILITY_LOCAL`) under the fsync policy.
+/// The durable storage of Plexus: every stream is a Raft group whose log is a segmented, checksummed commit
+/// log on each member's disk, in the spirit of DLedger (the log is the state). With no `peers` the node is a
+/// single member (the embedded default); with `peers` every node listed holds a replica of every stream, the
+/// leader of each stream replicates it, and an append is acknowledged once a quorum has it on disk under the
+/// fsync policy (and the acknowledging node has it too). `PX_DURABILITY_LOCAL` is what the vtable states:
+/// it holds in both cases.
 ///
 /// On start every stream under `<data>/streams/` is recovered (`Recovery`): a torn tail is cut, corruption
 /// before it refuses the start (or is cut with `repairOnStart: truncate`). Each stream then has its own writer
-/// thread that group-commits appends (`LogWriter.swift`).
+/// thread that group-commits its entries (`LogWriter.swift`) and its Raft group (`RaftStream`); a timer ticks
+/// every group each `heartbeatIntervalMs`, and the transport (`PeerTransport`) carries their messages.
 public final class RaftLogStorage: StoragePlugin {
     public static let name = "raft-log"
     public static let version = "1.0.0"
@@ -18,6 +22,9 @@ public final class RaftLogStorage: StoragePlugin {
     let host: Host
     let settings: Settings
     let statistics: Statistics
+    let context: RaftContext
+    private let ticker = DispatchQueue(label: "raft-log.tick")
+    private let timer = Mutex<DispatchSourceTimer?>(nil)
     /// Where the streams live: one directory per stream, its name escaped (`StreamName`).
     let root: String
     let dataDirectory: String
@@ -26,7 +33,7 @@ public final class RaftLogStorage: StoragePlugin {
     private enum Phase { case created, started, stopped }
     private struct State {
         var phase = Phase.created
-        var streams: [String: StreamLog] = [:]
+        var streams: [String: RaftStream] = [:]
     }
     private let state = Mutex(State())
 
@@ -39,6 +46,31 @@ public final class RaftLogStorage: StoragePlugin {
         }
         dataDirectory = config.dataDirectory
         root = config.dataDirectory + "/streams"
+        var transport: PeerTransport?
+        if !settings.peers.isEmpty {
+            let membership = try settings.initialMembership()
+            let listen = settings.listen.isEmpty ? membership.member(settings.memberID)!.address : settings.listen
+            let inbox = Inbox()
+            do {
+                transport = try PeerTransport(
+                    node: settings.memberID, listen: listen,
+                    maxFrameBytes: settings.maxAppendBytes + settings.maxEventBytes + (1 << 20),
+                    log: { [host] in host.log(.info, $0) },
+                    receive: { inbox.deliver($0) })
+            } catch {
+                throw PluginError.invalidArgument("raft-log: \(error)")
+            }
+            context = try RaftContext(settings: settings, statistics: statistics, host: host, transport: transport)
+            inbox.owner.withLock { $0 = self }
+        } else {
+            context = try RaftContext(settings: settings, statistics: statistics, host: host, transport: nil)
+        }
+    }
+
+    /// Hands envelopes from the transport to the instance (which exists only after the transport does).
+    private final class Inbox: Sendable {
+        let owner = Mutex<RaftLogStorage?>(nil)
+        func deliver(_ envelope: Envelope) { owner.withLock { $0 }?.receive(envelope) }
     }
 
     /// Recovers every stream on disk, so that a corrupt log stops the start with a message saying how to
@@ -52,7 +84,7 @@ public final class RaftLogStorage: StoragePlugin {
         } catch {
             throw PluginError(PX_ERR_IO, "raft-log: cannot create \(root): \(error)")
         }
-        var recovered: [String: StreamLog] = [:]
+        var recovered: [String: RaftStream] = [:]
         do {
             let directories: [String]
             do {
@@ -69,13 +101,31 @@ public final class RaftLogStorage: StoragePlugin {
             }
         } catch {
             // on_start undoes its partial work: stop the writers already started.
-            for log in recovered.values { _ = log.stop(deadline: .distantFuture) }
+            for stream in recovered.values { _ = stream.log.stop(deadline: .distantFuture) }
+            context.transport?.stop()
             throw error
         }
         let count = recovered.count
         state.withLock {
             $0.streams = recovered
             $0.phase = .started
+        }
+        if let transport = context.transport {
+            do {
+                try transport.start()
+            } catch {
+                for stream in recovered.values { _ = stream.log.stop(deadline: .distantFuture) }
+                transport.stop()
+                throw PluginError(PX_ERR_IO, "raft-log: cannot listen for the other members: \(error)")
+            }
+        }
+        let interval = DispatchTimeInterval.milliseconds(settings.heartbeatIntervalMs)
+        timer.withLock { [ticker] slot in
+            let timer = DispatchSource.makeTimerSource(queue: ticker)
+            timer.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(1))
+            timer.setEventHandler { [weak self] in self?.tick() }
+            timer.resume()
+            slot = timer
         }
         host.log(
             .info,
@@ -85,10 +135,18 @@ public final class RaftLogStorage: StoragePlugin {
 
     /// Finishes what every writer has queued, syncs and stops them.
     public func stop(timeout: Duration) throws {
-        let logs = state.withLock { s -> [StreamLog] in
+        timer.withLock {
+            $0?.cancel()
+            $0 = nil
+        }
+        ticker.sync {}
+        context.transport?.stop()
+        let streams = state.withLock { s -> [RaftStream] in
             s.phase = .stopped
             return Array(s.streams.values)
         }
+        for stream in streams { stream.saveCommitHint() }
+        let logs = streams.map(\.log)
         let (seconds, attoseconds) = timeout.components
         let deadline =
             DispatchTime.now() + .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000))
@@ -100,7 +158,9 @@ public final class RaftLogStorage: StoragePlugin {
     }
 
     public func health() throws {
-        let failed = state.withLock { $0.streams.values.compactMap { log in log.failure.map { (log.name, $0) } } }
+        let failed = state.withLock {
+            $0.streams.values.compactMap { stream in stream.log.failure.map { (stream.name, $0) } }
+        }
         if let (name, failure) = failed.first {
             throw PluginError(PX_ERR_IO, "raft-log: stream '\(name)' takes no writes: \(failure)")
         }
@@ -108,21 +168,45 @@ public final class RaftLogStorage: StoragePlugin {
 
     /// Opens a stream, creating its directory on first use; opening it again returns the same log and
     /// replaces its retention settings.
-    public func openStream(name: String, options: StreamOptions) throws -> StreamLog {
+    public func openStream(name: String, options: StreamOptions) throws -> RaftStream {
         guard !name.isEmpty else { throw PluginError.invalidArgument("raft-log: the stream name is empty") }
-        let log = try state.withLock { s -> StreamLog in
+        let stream = try stream(named: name)
+        stream.log.setOptions(options)
+        return stream
+    }
+
+    /// The stream `name`, recovered or created on first use (also when another member's message names it).
+    private func stream(named name: String) throws -> RaftStream {
+        try state.withLock { s -> RaftStream in
             guard s.phase == .started else { throw PluginError(PX_ERR_UNAVAILABLE, "raft-log is not running") }
             if let existing = s.streams[name] { return existing }
             let created = try makeLog(name: name)
             s.streams[name] = created
             return created
         }
-        log.setOptions(options)
-        return log
     }
 
-    /// Recovers or creates the log of `name`.
-    private func makeLog(name: String) throws -> StreamLog {
+    /// A message from another member, for the group of its stream.
+    private func receive(_ envelope: Envelope) {
+        do {
+            try stream(named: envelope.stream).receive(envelope)
+        } catch {
+            host.log(.warning, "raft-log: a message from '\(envelope.from)' for stream '\(envelope.stream)': \(error)")
+        }
+    }
+
+    private func tick() {
+        let streams = state.withLock { $0.phase == .started ? Array($0.streams.values) : [] }
+        var lag: UInt64?
+        for stream in streams {
+            stream.tick()
+            if let behind = stream.leaderLag() { lag = max(lag ?? 0, behind) }
+        }
+        if context.transport != nil { host.gauge("replication_lag_max", Double(lag ?? 0)) }
+    }
+
+    /// Recovers or creates the log of `name` and its Raft group.
+    private func makeLog(name: String) throws -> RaftStream {
         let escaped = StreamName.escape(name)
         guard escaped.utf8.count <= StreamName.maxDirectoryBytes else {
             throw PluginError.invalidArgument(
@@ -139,54 +223,57 @@ public final class RaftLogStorage: StoragePlugin {
             }
         }
         let host = self.host
-        return try StreamLog(
+        let log = try StreamLog(
             name: name, directory: directory, settings: settings, statistics: statistics, readers: readers,
             report: { level, message in host.log(level, message) })
+        return try RaftStream(name: name, log: log, context: context)
     }
 
     public func append(
-        _ stream: StreamLog, _ events: [CloudEvent],
+        _ stream: RaftStream, _ events: [CloudEvent],
         completion: @escaping @Sendable (Result<UInt64, PluginError>) -> Void
     ) throws {
         try stream.append(events, completion: completion)
     }
 
     public func read(
-        _ stream: StreamLog, from offset: UInt64, maxRecords: Int, maxBytes: Int,
+        _ stream: RaftStream, from offset: UInt64, maxRecords: Int, maxBytes: Int,
         completion: @escaping @Sendable (Result<ReadResult, PluginError>) -> Void
     ) throws {
         guard maxRecords > 0 else { throw PluginError.invalidArgument("raft-log: maxRecords must be at least 1") }
-        try stream.read(from: offset, maxRecords: maxRecords, maxBytes: maxBytes, completion: completion)
+        try stream.log.read(from: offset, maxRecords: maxRecords, maxBytes: maxBytes, completion: completion)
     }
 
     public func commitOffset(
-        _ stream: StreamLog, group: String, offset: UInt64,
+        _ stream: RaftStream, group: String, offset: UInt64,
         completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
     ) throws {
-        try stream.commitOffset(group: group, offset: offset, completion: completion)
+        try stream.log.commitOffset(group: group, offset: offset, completion: completion)
     }
 
     public func fetchOffset(
-        _ stream: StreamLog, group: String, completion: @escaping @Sendable (Result<UInt64?, PluginError>) -> Void
+        _ stream: RaftStream, group: String, completion: @escaping @Sendable (Result<UInt64?, PluginError>) -> Void
     ) throws {
-        completion(.success(stream.fetchOffset(group: group)))
+        completion(.success(stream.log.fetchOffset(group: group)))
     }
 
     public func trim(
-        _ stream: StreamLog, before offset: UInt64, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+        _ stream: RaftStream, before offset: UInt64, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
     ) throws {
-        try stream.trim(before: offset, completion: completion)
+        try stream.log.trim(before: offset, completion: completion)
     }
 
-    public func streamInfo(_ stream: StreamLog) throws -> StreamInfo { stream.info() }
+    public func streamInfo(_ stream: RaftStream) throws -> StreamInfo { stream.log.info() }
 
     /// The bytes of every stream's segment files.
     var bytesOnDisk: UInt64 {
-        let logs = state.withLock { Array($0.streams.values) }
-        return logs.reduce(0) { $0 + UInt64($1.sizeBytes) }
+        let streams = state.withLock { Array($0.streams.values) }
+        return streams.reduce(0) { $0 + UInt64($1.log.sizeBytes) }
     }
 
     var streamCount: UInt64 { state.withLock { UInt64($0.streams.count) } }
+
+    var allStreams: [RaftStream] { state.withLock { $0.streams.values.sorted { $0.name < $1.name } } }
 }
 
 @_cdecl("px_plugin_entry_v1")

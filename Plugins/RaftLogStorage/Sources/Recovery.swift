@@ -50,6 +50,7 @@ struct Recovery {
             } else if let previous = segments.last,
                 header.baseIndex != previous.nextIndex || header.baseOffset != previous.endOffset
                     || header.baseChain != previous.lastChain
+                    || (header.baseTerm != 0 && header.baseTerm != previous.lastTerm)
             {
                 reason =
                     "it does not continue \(Segment.fileName(baseIndex: previous.header.baseIndex)) (expected index "
@@ -87,7 +88,10 @@ struct Recovery {
             segments.append(try io("create", { try Segment.create(directory: directory, header: header, sync: sync) }))
         }
         // Segments wholly below the trim point went with an interrupted trim: finish it.
-        while segments.count > 1, segments[0].endOffset <= state.trimmedBefore {
+        // (Only a segment that ends with an event: a control entry at its end may be uncommitted.)
+        while segments.count > 1, segments[0].endOffset <= state.trimmedBefore,
+            segments[0].controls.last != segments[0].positions.count - 1
+        {
             try io("remove", { try Files.remove(segments[0].file.path) })
             segments.removeFirst()
         }

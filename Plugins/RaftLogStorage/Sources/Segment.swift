@@ -1,5 +1,7 @@
+import RaftCore
+
 /// One segment file of a stream's log, as the log knows it: where it starts, how far it holds whole
-/// entries, and the position of each event in it (a dense index, rebuilt from the file at every start).
+/// entries, and the position of each entry in it (a dense index, rebuilt from the file at every start).
 struct Segment: Sendable {
     /// File names: the base index as 20 decimal digits, then this suffix.
     static let suffix = ".seg"
@@ -8,15 +10,21 @@ struct Segment: Sendable {
     let header: SegmentHeader
     /// The bytes of the file that hold its header and whole, visible entries.
     var size: Int
-    /// The byte position of each event, by offset minus `header.baseOffset`.
+    /// The byte position of each entry, by index minus `header.baseIndex`.
     var positions: [UInt32] = []
+    /// The ordinals (index minus `header.baseIndex`) of the control entries, ascending: they take no offset.
+    var controls: [Int] = []
     /// The Raft index the next entry gets.
     var nextIndex: UInt64
     /// The chained CRC of the last entry (`header.baseChain` while empty).
     var lastChain: UInt32
-    var lastTerm: UInt64 = 0
+    var lastTerm: UInt64
     /// The append time of the newest entry (0 while empty): retention by age drops the segment after it.
     var newestAppendTime: UInt64 = 0
+    /// Filled by `scan` only (the Raft group tracks them afterwards): where each term starts, and the
+    /// membership entries with their index.
+    var scannedTerms: [LogMeta.Run] = []
+    var scannedMemberships: [(index: UInt64, body: [UInt8])] = []
 
     /// A segment with no entries yet.
     init(file: OpenFile, header: SegmentHeader) {
@@ -25,12 +33,34 @@ struct Segment: Sendable {
         self.size = LogFormat.segmentHeaderSize
         self.nextIndex = header.baseIndex
         self.lastChain = header.baseChain
+        self.lastTerm = header.baseTerm
     }
 
     /// The offset after its last event.
-    var endOffset: UInt64 { header.baseOffset + UInt64(positions.count) }
+    var endOffset: UInt64 { header.baseOffset + UInt64(positions.count - controls.count) }
 
     var isEmpty: Bool { positions.isEmpty }
+
+    /// The index of its last entry (`baseIndex - 1` while empty).
+    var lastIndex: UInt64 { nextIndex - 1 }
+
+    /// The ordinal of the entry holding event `offset` (which the segment must hold).
+    func ordinal(ofOffset offset: UInt64) -> Int {
+        var ordinal = Int(offset - header.baseOffset)
+        for control in controls {
+            if control <= ordinal { ordinal += 1 } else { break }
+        }
+        return ordinal
+    }
+
+    /// The offset the next event takes after the entry at `ordinal`.
+    func offset(after ordinal: Int) -> UInt64 {
+        var controlsBefore = 0
+        for control in controls {
+            if control <= ordinal { controlsBefore += 1 } else { break }
+        }
+        return header.baseOffset + UInt64(ordinal + 1 - controlsBefore)
+    }
 
     static func fileName(baseIndex: UInt64) -> String {
         let digits = String(baseIndex)
@@ -115,14 +145,19 @@ struct Segment: Sendable {
                 guard entry.term >= lastTerm else {
                     return damage("an entry with term \(entry.term) after term \(lastTerm)")
                 }
-                guard entry.kind == LogFormat.Kind.event.rawValue, entry.offset == offset else {
+                guard let kind = LogFormat.Kind(rawValue: entry.kind), entry.offset == offset else {
                     return damage(
                         "an entry of kind \(entry.kind) at offset \(entry.offset) where \(offset) was expected")
+                }
+                if kind != .event { controls.append(positions.count) }
+                if kind == .membership { scannedMemberships.append((entry.index, Array(body))) }
+                if scannedTerms.last?.term != entry.term {
+                    scannedTerms.append(LogMeta.Run(start: entry.index, term: entry.term))
                 }
                 positions.append(UInt32(position))
                 chain = entry.chain
                 nextIndex += 1
-                offset += 1
+                if kind == .event { offset += 1 }
                 lastTerm = entry.term
                 newestAppendTime = max(newestAppendTime, entry.appendTime)
                 position = end

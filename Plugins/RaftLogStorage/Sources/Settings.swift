@@ -1,4 +1,6 @@
+import Foundation
 import PlexusPluginSDK
+import RaftCore
 
 /// The manifest's `config` for raft-log, decoded and checked (defaults repeated here for a bare `on_create`).
 struct Settings: Decodable, Sendable {
@@ -27,9 +29,22 @@ struct Settings: Decodable, Sendable {
     var maxEventBytes = 4 << 20
     var maxWriteBytes = 4 << 20
     var repairOnStart = Repair.refuse
+    /// This node's member id; empty: a single member, no network.
+    var nodeId = ""
+    /// Every voting member at the first start: `id=host:port,…`, this node included.
+    var peers = ""
+    /// The node-to-node listener, `host:port`; empty: this node's entry in `peers`.
+    var listen = ""
+    var electionTimeoutMs = 500
+    var heartbeatIntervalMs = 100
+    var maxInflightAppends = 64
+    var maxAppendBytes = 1 << 20
+    var forwardTimeoutMs = 5000
 
     enum CodingKeys: String, CodingKey {
         case segmentBytes, fsync, fsyncIntervalMs, maxEventBytes, maxWriteBytes, repairOnStart
+        case nodeId, peers, listen, electionTimeoutMs, heartbeatIntervalMs, maxInflightAppends, maxAppendBytes
+        case forwardTimeoutMs
     }
 
     init() {}
@@ -42,6 +57,51 @@ struct Settings: Decodable, Sendable {
         maxEventBytes = try keys.decodeIfPresent(Int.self, forKey: .maxEventBytes) ?? maxEventBytes
         maxWriteBytes = try keys.decodeIfPresent(Int.self, forKey: .maxWriteBytes) ?? maxWriteBytes
         repairOnStart = try keys.decodeIfPresent(Repair.self, forKey: .repairOnStart) ?? repairOnStart
+        nodeId = try keys.decodeIfPresent(String.self, forKey: .nodeId) ?? nodeId
+        peers = try keys.decodeIfPresent(String.self, forKey: .peers) ?? peers
+        listen = try keys.decodeIfPresent(String.self, forKey: .listen) ?? listen
+        electionTimeoutMs = try keys.decodeIfPresent(Int.self, forKey: .electionTimeoutMs) ?? electionTimeoutMs
+        heartbeatIntervalMs = try keys.decodeIfPresent(Int.self, forKey: .heartbeatIntervalMs) ?? heartbeatIntervalMs
+        maxInflightAppends = try keys.decodeIfPresent(Int.self, forKey: .maxInflightAppends) ?? maxInflightAppends
+        maxAppendBytes = try keys.decodeIfPresent(Int.self, forKey: .maxAppendBytes) ?? maxAppendBytes
+        forwardTimeoutMs = try keys.decodeIfPresent(Int.self, forKey: .forwardTimeoutMs) ?? forwardTimeoutMs
+    }
+
+    /// The id of this member.
+    var memberID: NodeID { nodeId.isEmpty ? "local" : nodeId }
+
+    /// The voters of a new group: `peers`, or this node alone.
+    /// - Throws: `PluginError` naming what is wrong with `peers`.
+    func initialMembership() throws -> Membership {
+        guard !peers.isEmpty else { return Membership(members: [.init(id: memberID, address: listen)]) }
+        var members: [Membership.Member] = []
+        for item in peers.split(separator: ",") {
+            let parts = item.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, !parts[0].isEmpty, Self.isAddress(String(parts[1])) else {
+                throw PluginError.invalidArgument(
+                    "raft-log: peers entry '\(item)' is not id=host:port (peers: '\(peers)')")
+            }
+            guard !members.contains(where: { $0.id == parts[0] }) else {
+                throw PluginError.invalidArgument("raft-log: peers names '\(parts[0])' twice")
+            }
+            members.append(.init(id: String(parts[0]), address: String(parts[1])))
+        }
+        guard !nodeId.isEmpty else {
+            throw PluginError.invalidArgument("raft-log: peers is set, so nodeId must name this node among them")
+        }
+        guard members.contains(where: { $0.id == nodeId }) else {
+            throw PluginError.invalidArgument(
+                "raft-log: nodeId '\(nodeId)' is not among peers (\(members.map(\.id).joined(separator: ", ")))")
+        }
+        return Membership(members: members)
+    }
+
+    /// Whether `text` is `host:port` with a port number.
+    static func isAddress(_ text: String) -> Bool {
+        guard let colon = text.lastIndex(of: ":"), colon != text.startIndex,
+            let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port)
+        else { return false }
+        return true
     }
 
     /// Decodes and range-checks a configuration.
@@ -59,6 +119,15 @@ struct Settings: Decodable, Sendable {
             settings.maxEventBytes <= Int(UInt32.max) - LogFormat.entryHeaderSize - LogFormat.segmentHeaderSize,
             "maxEventBytes", "must fit a 32-bit entry length")
         try check(settings.maxWriteBytes >= 4096, "maxWriteBytes", "must be at least 4096")
+        try check(settings.heartbeatIntervalMs >= 1, "heartbeatIntervalMs", "must be at least 1")
+        try check(
+            settings.electionTimeoutMs >= 2 * settings.heartbeatIntervalMs, "electionTimeoutMs",
+            "must be at least twice heartbeatIntervalMs")
+        try check(settings.maxInflightAppends >= 1, "maxInflightAppends", "must be at least 1")
+        try check(settings.maxAppendBytes >= 4096, "maxAppendBytes", "must be at least 4096")
+        try check(settings.forwardTimeoutMs >= 1, "forwardTimeoutMs", "must be at least 1")
+        try check(settings.listen.isEmpty || isAddress(settings.listen), "listen", "must be host:port")
+        _ = try settings.initialMembership()
         return settings
     }
 }

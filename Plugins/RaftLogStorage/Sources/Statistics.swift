@@ -16,7 +16,29 @@ final class Statistics: Sendable {
     /// Segments dropped by trim or retention.
     let segmentsDropped = Atomic<UInt64>(0)
 
+    /// Elections this node started (as a candidate), and leaders it learnt of or became.
+    let elections = Atomic<UInt64>(0)
+    let leaderChanges = Atomic<UInt64>(0)
+    /// Events this node forwarded to a stream's leader.
+    let forwardedAppends = Atomic<UInt64>(0)
+
     init(host: Host?) { self.host = host }
+
+    func electionStarted() {
+        elections.add(1, ordering: .relaxed)
+        host?.count("elections")
+    }
+
+    func leaderChanged(elected: Bool) {
+        leaderChanges.add(1, ordering: .relaxed)
+        host?.count("leader_changes")
+        if elected { host?.count("elections_won") }
+    }
+
+    func forwarded(count: Int) {
+        forwardedAppends.add(UInt64(count), ordering: .relaxed)
+        host?.count("forwarded_appends", by: UInt64(count))
+    }
 
     func appended(events: Int, batches: Int) {
         appends.add(UInt64(events), ordering: .relaxed)

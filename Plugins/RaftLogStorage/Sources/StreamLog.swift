@@ -1,14 +1,16 @@
 import Dispatch
 import Foundation
 import PlexusPluginSDK
+import RaftCore
 import Synchronization
 
-/// One stream: a directory of segment files and a `state` file, one writer thread, and the handle the kernel
-/// holds (`RaftLogStorage.StreamHandle`).
+/// The log of one stream on this node: a directory of segment files and a `state` file, and one writer
+/// thread. Its Raft group (`RaftStream`) decides what goes in it.
 ///
-/// Appends, commits and trims are queued and carried out by the writer thread (`LogWriter.swift`), which
-/// drains everything queued, writes it, syncs once and only then completes it: group commit. Reads run on a
-/// shared reader queue against what the writer has made visible (durable under the fsync policy).
+/// Entries (the group's, with their term, index and offset already chosen), truncations, snapshots,
+/// committed offsets and trims are queued and carried out by the writer thread (`LogWriter.swift`), which
+/// drains everything queued, writes it, syncs once and only then tells the group (`onPersisted`): group
+/// commit. Reads run on a shared reader queue and see only committed events (`publishCommit`).
 ///
 /// - Important: Every method may be called from any thread. Completions run on the writer thread or a reader
 ///   thread, never under a lock of this class.
@@ -20,26 +22,62 @@ public final class StreamLog: Sendable {
     let readers: DispatchQueue
     let report: @Sendable (PlexusPluginSDK.Host.LogLevel, String) -> Void
 
-    /// What readers see: only entries the writer made visible.
+    /// What the writer has written, and how much of it is committed.
     struct Visible {
         /// Oldest first; the last one takes appends. Never empty.
         var segments: [Segment]
         var state: StreamState
         var options: StreamOptions
+        /// The Raft commit index, as the group last published it.
+        var commitIndex: UInt64 = 0
+        /// The offset after the last committed event written here: what readers see.
+        var committedEnd: UInt64
+        /// The last index whose entry on disk is the group's: a queued truncation makes the entries after it
+        /// stale until they are rewritten.
+        var validThrough = UInt64.max
+        /// Truncations queued and not done yet: `validThrough` holds until they are.
+        var pendingTruncations = 0
+        /// Snapshot installs queued and not done: the whole log is stale until they are.
+        var pendingInstalls = 0
 
-        var nextOffset: UInt64 { segments[segments.count - 1].endOffset }
+        var nextOffset: UInt64 { committedEnd }
+        var writtenEnd: UInt64 { segments[segments.count - 1].endOffset }
+        var lastIndex: UInt64 { segments[segments.count - 1].lastIndex }
         var firstOffset: UInt64 { max(state.trimmedBefore, segments[0].header.baseOffset) }
         var sizeBytes: Int { segments.reduce(0) { $0 + $1.size } }
-    }
 
-    /// One body ready to be written: encoded, and checksummed, by the appending thread.
-    struct EncodedEvent: Sendable {
-        var body: [UInt8]
-        var crc: UInt32
+        /// The segment holding `index`, if one does.
+        func segment(holding index: UInt64) -> Int? {
+            guard index >= segments[0].header.baseIndex, index <= lastIndex else { return nil }
+            var low = 0
+            var high = segments.count - 1
+            while low < high {
+                let middle = (low + high + 1) / 2
+                if segments[middle].header.baseIndex <= index { low = middle } else { high = middle - 1 }
+            }
+            return low
+        }
+
+        /// The offset the next event takes after the entry at `index` (written here, or the snapshot point).
+        func offset(after index: UInt64) -> UInt64 {
+            guard let number = segment(holding: index) else {
+                return index < segments[0].header.baseIndex ? segments[0].header.baseOffset : writtenEnd
+            }
+            let segment = segments[number]
+            return segment.offset(after: Int(index - segment.header.baseIndex))
+        }
+
+        mutating func updateCommittedEnd() {
+            guard pendingInstalls == 0 else { return }
+            committedEnd = max(committedEnd, offset(after: min(commitIndex, lastIndex, validThrough)))
+        }
     }
 
     enum Work: Sendable {
-        case append(first: UInt64, events: [EncodedEvent], completion: @Sendable (Result<UInt64, PluginError>) -> Void)
+        /// Remove the entries from `truncateFrom` on (uncommitted ones a new leader replaced), then write these.
+        case entries(truncateFrom: UInt64?, [WireEntry])
+        /// Discard the log; it starts after the snapshot point.
+        case snapshot(SnapshotRequest)
         case commit(group: String, offset: UInt64, completion: @Sendable (Result<Void, PluginError>) -> Void)
         case trim(before: UInt64, completion: @Sendable (Result<Void, PluginError>) -> Void)
     }
@@ -47,8 +85,6 @@ public final class StreamLog: Sendable {
     /// What callers hand the writer.
     struct Queue {
         var work: [Work] = []
-        /// The offset the next appended event gets: past every queued batch.
-        var reservedNext: UInt64
         /// The writer is (about to be) waiting for `wake`.
         var idle = false
         var stopping = false
@@ -60,6 +96,16 @@ public final class StreamLog: Sendable {
     let queue: Mutex<Queue>
     let wake = DispatchSemaphore(value: 0)
     let finished = DispatchSemaphore(value: 0)
+
+    /// What the writer tells the Raft group: the entries up to `(index, term)` are written (and synced under
+    /// `fsync: always`); and the log was compacted (retention, trim) to start after a new snapshot point.
+    struct Listener: Sendable {
+        var persisted: @Sendable (_ index: UInt64, _ term: UInt64) -> Void
+        var compacted: @Sendable () -> Void
+        /// A write or sync failed: the log takes no more writes until a restart.
+        var failed: @Sendable (_ reason: String) -> Void
+    }
+    let listener = Mutex<Listener?>(nil)
 
     /// Recovers (or creates) the stream in `directory` and starts its writer thread.
     /// - Throws: `PluginError` from `Recovery`.
@@ -76,9 +122,16 @@ public final class StreamLog: Sendable {
         let (segments, state) = try Recovery(
             name: name, directory: directory, settings: settings, report: { report(.warning, "raft-log: \($0)") }
         ).run()
-        let visible = Visible(segments: segments, state: state, options: StreamOptions())
+        let visible = Visible(
+            segments: segments, state: state, options: StreamOptions(),
+            committedEnd: max(state.trimmedBefore, segments[0].header.baseOffset))
         self.visible = Mutex(visible)
-        self.queue = Mutex(Queue(reservedNext: visible.nextOffset))
+        self.queue = Mutex(Queue())
+    }
+
+    /// Starts the writer thread, which reports to `listener`.
+    func start(_ listener: Listener) {
+        self.listener.withLock { $0 = listener }
         let thread = Thread { [self] in runWriter() }
         thread.name = "raft-log writer"
         thread.start()
@@ -88,24 +141,33 @@ public final class StreamLog: Sendable {
 
     // MARK: Calls from the kernel
 
-    /// Queues a batch; `completion` gets its first offset once it is durable under the fsync policy.
-    /// - Throws: `PluginError` when the stream is stopped or failed, or an event is too large.
-    func append(_ events: [CloudEvent], completion: @escaping @Sendable (Result<UInt64, PluginError>) -> Void) throws {
-        var encoded: [EncodedEvent] = []
-        encoded.reserveCapacity(events.count)
-        for (index, event) in events.enumerated() {
-            let body = EventCodec.encode(event)
-            guard body.count <= settings.maxEventBytes else {
-                throw PluginError.invalidArgument(
-                    "raft-log: event \(index) (id '\(event.id)') encodes to \(body.count) bytes, more than "
-                        + "maxEventBytes (\(settings.maxEventBytes))")
+    /// Queues the group's log changes, in the order the group made them.
+    func enqueue(_ change: RaftNode.LogChange) {
+        let work: Work
+        switch change {
+        case .append(let truncateFrom, let entries):
+            work = .entries(truncateFrom: truncateFrom, entries)
+            if let truncateFrom {
+                visible.withLock {
+                    $0.validThrough = min($0.validThrough, truncateFrom - 1)
+                    $0.pendingTruncations += 1
+                }
             }
-            encoded.append(EncodedEvent(body: body, crc: CRC32C.checksum(body)))
+        case .installSnapshot(let request):
+            work = .snapshot(request)
+            visible.withLock { $0.pendingInstalls += 1 }
         }
-        try enqueue { q in
-            let first = q.reservedNext
-            q.reservedNext += UInt64(encoded.count)
-            return .append(first: first, events: encoded, completion: completion)
+        do { try enqueue { _ in work } } catch {
+            report(.warning, "raft-log: stream '\(name)': a log change was not queued: \(error)")
+        }
+    }
+
+    /// Makes the entries up to `index` readable as they are written.
+    func publishCommit(_ index: UInt64) {
+        visible.withLock { v in
+            guard index > v.commitIndex else { return }
+            v.commitIndex = index
+            v.updateCommittedEnd()
         }
     }
 
@@ -126,15 +188,13 @@ public final class StreamLog: Sendable {
     /// Queues a trim; `completion` runs once the new first offset is durable.
     /// - Throws: `PX_ERR_OUT_OF_RANGE` past the end of the stream (counting queued appends).
     func trim(before offset: UInt64, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void) throws {
-        try enqueue { q in
-            guard offset <= q.reservedNext else {
-                throw PluginError(
-                    PX_ERR_OUT_OF_RANGE,
-                    "raft-log: cannot trim stream '\(name)' before \(offset), past its end (next offset "
-                        + "\(q.reservedNext))")
-            }
-            return .trim(before: offset, completion: completion)
+        let end = visible.withLock { $0.committedEnd }
+        guard offset <= end else {
+            throw PluginError(
+                PX_ERR_OUT_OF_RANGE,
+                "raft-log: cannot trim stream '\(name)' before \(offset), past its end (next offset \(end))")
         }
+        try enqueue { _ in .trim(before: offset, completion: completion) }
     }
 
     func info() -> StreamInfo {
@@ -207,7 +267,7 @@ public final class StreamLog: Sendable {
                 "raft-log: offset \(offset) of stream '\(name)' is past its end (next offset \(next))")
         }
         var spans: [Span] = []
-        var wanted = UInt64(min(UInt64(maxRecords), next - offset))
+        var wanted = min(UInt64(maxRecords), next - offset)
         var bytes = 0
         var current = offset
         // The last segment starting at or before the offset.
@@ -222,25 +282,36 @@ public final class StreamLog: Sendable {
             let segment = v.segments[index]
             index += 1
             guard current < segment.endOffset else { continue }
-            let local = Int(current - segment.header.baseOffset)
-            let start = Int(segment.positions[local])
-            var count = 0
+            var ordinal = segment.ordinal(ofOffset: current)
+            // The next control entry at or after `ordinal`: it is read through and skipped.
+            var nextControl = segment.controls.firstIndex { $0 >= ordinal } ?? segment.controls.count
+            let start = Int(segment.positions[ordinal])
+            var events = 0
             var end = start
-            while count < Int(wanted) && local + count < segment.positions.count {
+            var stoppedByBytes = false
+            while UInt64(events) < wanted && ordinal < segment.positions.count {
                 let entryEnd =
-                    local + count + 1 < segment.positions.count
-                    ? Int(segment.positions[local + count + 1]) : segment.size
-                if maxBytes > 0 && (bytes > 0 || count > 0) && bytes + (entryEnd - end) > maxBytes { break }
+                    ordinal + 1 < segment.positions.count ? Int(segment.positions[ordinal + 1]) : segment.size
+                let isControl = nextControl < segment.controls.count && segment.controls[nextControl] == ordinal
+                if isControl {
+                    nextControl += 1
+                } else {
+                    if maxBytes > 0 && (bytes > 0 || events > 0) && bytes + (entryEnd - end) > maxBytes {
+                        stoppedByBytes = true
+                        break
+                    }
+                    events += 1
+                }
                 bytes += entryEnd - end
                 end = entryEnd
-                count += 1
+                ordinal += 1
             }
-            guard count > 0 else { break }
+            guard events > 0 else { break }
             spans.append(
-                Span(file: segment.file, start: start, length: end - start, firstOffset: current, count: count))
-            current += UInt64(count)
-            wanted -= UInt64(count)
-            if local + count < segment.positions.count { break }  // stopped by the byte limit
+                Span(file: segment.file, start: start, length: end - start, firstOffset: current, count: events))
+            current += UInt64(events)
+            wanted -= UInt64(events)
+            if stoppedByBytes { break }
         }
         return spans
     }
@@ -271,6 +342,8 @@ public final class StreamLog: Sendable {
                 let body = UnsafeRawBufferPointer(rebasing: raw[(position + LogFormat.entryHeaderSize)..<end])
                 guard CRC32C.checksum(body) == header.bodyCRC else { throw corrupt("wrong body CRC") }
                 guard header.offset == offset else { throw corrupt("it holds offset \(header.offset)") }
+                position = end
+                guard header.kind == LogFormat.Kind.event.rawValue else { continue }
                 let event: CloudEvent
                 do {
                     event = try EventCodec.decode(body)
@@ -279,8 +352,82 @@ public final class StreamLog: Sendable {
                 }
                 records.append(StoredRecord(offset: offset, appendTimeNanoseconds: header.appendTime, event: event))
                 offset += 1
+            }
+        }
+    }
+
+    // MARK: Entries for replication
+
+    /// Up to `maxCount` whole entries (about `maxBytes`, at least one) from `index`, read from disk and checked;
+    /// `nil` when this log does not hold `index` (compacted, or not written yet) or the read fails.
+    func entries(from index: UInt64, maxCount: Int, maxBytes: Int) -> [WireEntry]? {
+        let span = visible.withLock { v -> (file: OpenFile, start: Int, length: Int)? in
+            guard let number = v.segment(holding: index) else { return nil }
+            let segment = v.segments[number]
+            var ordinal = Int(index - segment.header.baseIndex)
+            let start = Int(segment.positions[ordinal])
+            var end = start
+            var count = 0
+            while ordinal < segment.positions.count && count < maxCount {
+                let entryEnd =
+                    ordinal + 1 < segment.positions.count ? Int(segment.positions[ordinal + 1]) : segment.size
+                if count > 0 && entryEnd - start > maxBytes { break }
+                end = entryEnd
+                count += 1
+                ordinal += 1
+            }
+            return (segment.file, start, end - start)
+        }
+        guard let span, let bytes = try? span.file.read(count: span.length, at: span.start) else { return nil }
+        var entries: [WireEntry] = []
+        let ok = bytes.withUnsafeBytes { raw -> Bool in
+            var position = 0
+            while position < raw.count {
+                guard let header = EntryHeader.decode(UnsafeRawBufferPointer(rebasing: raw[position...])) else {
+                    return false
+                }
+                let bodyStart = position + LogFormat.entryHeaderSize
+                let end = bodyStart + Int(header.bodyLength)
+                guard end <= raw.count else { return false }
+                let body = UnsafeRawBufferPointer(rebasing: raw[bodyStart..<end])
+                guard CRC32C.checksum(body) == header.bodyCRC else { return false }
+                entries.append(
+                    WireEntry(
+                        term: header.term, index: header.index, offset: header.offset, appendTime: header.appendTime,
+                        kind: header.kind, bodyCRC: header.bodyCRC, body: Array(body)))
                 position = end
             }
+            return true
+        }
+        if !ok {
+            report(
+                .error,
+                "raft-log: stream '\(name)': an entry from index \(index) failed its checks while read "
+                    + "for replication; restart the node to have recovery check the log")
+            return nil
+        }
+        return entries
+    }
+
+    /// The chained CRC after the entry at `index`, when this log holds it (or it is the snapshot point).
+    func chain(at index: UInt64) -> UInt32? {
+        let found = visible.withLock { v -> (OpenFile, Int)?? in
+            if index == v.segments[0].header.baseIndex - 1 { return .some(nil) }
+            guard let number = v.segment(holding: index) else { return nil }
+            let segment = v.segments[number]
+            return .some((segment.file, Int(segment.positions[Int(index - segment.header.baseIndex)])))
+        }
+        guard let found else { return nil }
+        guard let (file, position) = found else { return visible.withLock { $0.segments[0].header.baseChain } }
+        guard let bytes = try? file.read(count: LogFormat.entryHeaderSize, at: position) else { return nil }
+        return bytes.withUnsafeBytes { EntryHeader.decode($0)?.chain }
+    }
+
+    /// Where the retained log starts: the snapshot a follower behind it installs.
+    func snapshotPoint() -> (index: UInt64, term: UInt64, nextOffset: UInt64, chain: UInt32) {
+        visible.withLock {
+            let header = $0.segments[0].header
+            return (header.baseIndex - 1, header.baseTerm, header.baseOffset, header.baseChain)
         }
     }
 

@@ -1,3 +1,5 @@
+import RaftCore
+
 /// What a stream keeps beside its segments, in its `state` file: the offset it was trimmed before and the
 /// consumer groups' committed offsets. Rewritten whole and atomically (`Files.replace`) on every change.
 ///

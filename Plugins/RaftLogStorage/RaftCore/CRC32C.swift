@@ -3,7 +3,7 @@
 ///
 /// `CRC32C.checksum(bytes)` is the standard value (`"123456789"` → `0xE3069283`); passing an earlier result
 /// as `seed` continues a running checksum, so `checksum(b, seed: checksum(a)) == checksum(a + b)`.
-enum CRC32C {
+public enum CRC32C {
     /// `table[k * 256 + b]`: the CRC of byte `b` followed by `k` zero bytes. Built once, never freed or
     /// written afterwards, so reading it from any thread is safe.
     nonisolated(unsafe) private static let table: UnsafePointer<UInt32> = {
@@ -23,7 +23,7 @@ enum CRC32C {
     }()
 
     /// The CRC-32C of `bytes`, continuing from `seed` (the result of an earlier call, or 0 to start).
-    static func checksum(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
+    public static func checksum(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
         guard var p = bytes.baseAddress, !bytes.isEmpty else { return seed }
         let t = table
         var crc = ~seed
@@ -47,7 +47,7 @@ enum CRC32C {
     }
 
     /// The CRC-32C of a byte array, continuing from `seed`.
-    static func checksum(_ bytes: [UInt8], seed: UInt32 = 0) -> UInt32 {
+    public static func checksum(_ bytes: [UInt8], seed: UInt32 = 0) -> UInt32 {
         bytes.withUnsafeBytes { checksum($0, seed: seed) }
     }
 }

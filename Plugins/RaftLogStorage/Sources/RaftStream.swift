@@ -1,0 +1,612 @@
+import Dispatch
+import PlexusPluginSDK
+import RaftCore
+import Synchronization
+
+/// One stream as the kernel sees it: its Raft group (a `RaftNode` under a lock) and its log on this node
+/// (`StreamLog`).
+///
+/// An append on the leader is proposed to the group and completes once it is committed (on a quorum's disks)
+/// and on this node's disk; on a follower it is forwarded to the leader and completes once this node has
+/// committed it too, so whoever was acknowledged can read it here. Everything the group asks for (`Ready`) is
+/// carried out under the group's lock, in order: the term and vote to the `raft` file, log changes to the
+/// writer's queue, messages to the transport. Completions run after the lock is released.
+public final class RaftStream: Sendable {
+    let name: String
+    let log: StreamLog
+    let context: RaftContext
+
+    typealias AppendCompletion = @Sendable (Result<UInt64, PluginError>) -> Void
+
+    /// A proposal of this node, waiting for its entries to be committed.
+    struct Proposal {
+        var lastIndex: UInt64
+        var term: UInt64
+        var firstOffset: UInt64
+        var deadline: DispatchTime
+        /// A local append, or a follower's forwarded one (answered with a message).
+        var completion: AppendCompletion?
+        var forwardedBy: (node: NodeID, id: UInt64)?
+    }
+
+    /// An append this follower forwarded, or holds until a leader is known.
+    struct Forward {
+        var bodies: [[UInt8]]
+        var crcs: [UInt32]
+        var deadline: DispatchTime
+        var completion: AppendCompletion
+        /// Sent to this leader; `nil` while waiting for one.
+        var sentTo: NodeID?
+        /// Answered: committed at the leader up to this index, with this first offset; waiting for this node
+        /// to commit it.
+        var committed: (lastIndex: UInt64, firstOffset: UInt64)?
+    }
+
+    struct State {
+        var node: RaftNode
+        var raftState: RaftState
+        var proposals: [Proposal] = []
+        var forwards: [UInt64: Forward] = [:]
+        var nextForwardID: UInt64 = 1
+        /// The role and leader last reported, to log changes once.
+        var reportedLeader: NodeID?
+        /// Set when the log or the `raft` file could not be written: the group takes no further part.
+        var failure: String?
+        /// The commit index last written to the `commit` file, and ticks since.
+        var hintWritten: UInt64 = 0
+        var ticksSinceHint = 0
+    }
+
+    let state: Mutex<State>
+
+    /// Builds the group over a recovered log and starts the log's writer. A single voter becomes leader at
+    /// once.
+    init(name: String, log: StreamLog, context: RaftContext) throws {
+        self.name = name
+        self.log = log
+        self.context = context
+        var raftState = try RaftState.load(directory: log.directory, stream: name)
+        let (meta, history, nextOffset) = log.visible.withLock { v -> (LogMeta, [(UInt64, Membership)], UInt64) in
+            let first = v.segments[0].header
+            var meta = LogMeta(snapshotIndex: first.baseIndex - 1, snapshotTerm: first.baseTerm)
+            var history: [(UInt64, Membership)] = []
+            for segment in v.segments {
+                for (number, run) in segment.scannedTerms.enumerated() {
+                    let end =
+                        number + 1 < segment.scannedTerms.count
+                        ? segment.scannedTerms[number + 1].start : segment.nextIndex
+                    meta.append(term: run.term, count: end - run.start)
+                }
+                for (index, body) in segment.scannedMemberships where index > raftState.membershipIndex {
+                    if let membership = Membership(decoding: body) { history.append((index, membership)) }
+                }
+            }
+            return (meta, history, v.writtenEnd)
+        }
+        if raftState.membership == nil { raftState.membership = context.initialMembership }
+        let fetch: RaftNode.EntrySource = { [log] index, count, bytes in
+            log.entries(from: index, maxCount: count, maxBytes: bytes)
+        }
+        let hint = CommitHint.load(directory: log.directory)
+        var node = RaftNode(
+            configuration: context.raftConfiguration,
+            hardState: .init(term: raftState.term, votedFor: raftState.votedFor), log: meta, commitIndex: hint,
+            baseMembership: raftState.membership!, history: history, nextOffset: nextOffset,
+            seed: UInt64.random(in: 0...UInt64.max), fetch: fetch)
+        let point = log.snapshotPoint()
+        node.snapshotRequest = SnapshotRequest(
+            term: 0, index: point.index, indexTerm: point.term, nextOffset: point.nextOffset, chain: point.chain,
+            membership: raftState.membership!)
+        if context.isSingleVoter(node.membership) { node.campaign(transfer: false) }
+        context.membershipChanged(node.membership, stream: name)
+        if node.commitIndex > 0 { log.publishCommit(node.commitIndex) }
+        state = Mutex(State(node: node, raftState: raftState, hintWritten: node.commitIndex))
+        log.start(
+            StreamLog.Listener(
+                persisted: { [weak self] index, term in self?.persisted(index, term) },
+                compacted: { [weak self] in self?.compacted() },
+                failed: { [weak self] reason in self?.fail(reason) }))
+        let completions = state.withLock { s in process(&s) }
+        run(completions)
+    }
+
+    // MARK: Appends
+
+    /// Appends events: proposed here when this node leads, else forwarded to the leader.
+    func append(_ events: [CloudEvent], completion: @escaping AppendCompletion) throws {
+        var bodies: [[UInt8]] = []
+        var crcs: [UInt32] = []
+        bodies.reserveCapacity(events.count)
+        crcs.reserveCapacity(events.count)
+        for (position, event) in events.enumerated() {
+            let body = EventCodec.encode(event)
+            guard body.count <= context.settings.maxEventBytes else {
+                throw PluginError.invalidArgument(
+                    "raft-log: event \(position) (id '\(event.id)') encodes to \(body.count) bytes, more than "
+                        + "maxEventBytes (\(context.settings.maxEventBytes))")
+            }
+            bodies.append(body)
+            crcs.append(CRC32C.checksum(body))
+        }
+        if let failure = log.failure {
+            throw PluginError(PX_ERR_IO, "raft-log: stream '\(name)' takes no writes until restarted: \(failure)")
+        }
+        let forwardBytes = bodies.reduce(0) { $0 + $1.count + 8 }
+        let completions = try state.withLock { s throws(PluginError) -> [() -> Void] in
+            if let failure = s.failure {
+                throw PluginError(PX_ERR_IO, "raft-log: stream '\(name)' takes no writes until restarted: \(failure)")
+            }
+            if s.node.role == .leader {
+                try propose(&s, bodies: bodies, crcs: crcs, completion: completion, forwardedBy: nil)
+            } else {
+                guard forwardBytes <= context.maxForwardBytes else {
+                    throw PluginError.invalidArgument(
+                        "raft-log: stream '\(name)': a batch of \(forwardBytes) bytes is too large to forward to the "
+                            + "leader (at most \(context.maxForwardBytes)); publish smaller batches")
+                }
+                let id = s.nextForwardID
+                s.nextForwardID += 1
+                s.forwards[id] = Forward(
+                    bodies: bodies, crcs: crcs, deadline: .now() + .milliseconds(context.settings.forwardTimeoutMs),
+                    completion: completion)
+                sendForwards(&s)
+            }
+            return process(&s)
+        }
+        run(completions)
+    }
+
+    private func propose(
+        _ s: inout State, bodies: [[UInt8]], crcs: [UInt32], completion: AppendCompletion?,
+        forwardedBy: (node: NodeID, id: UInt64)?
+    ) throws(PluginError) {
+        // A single member's append waits for its disk however slow, as before replication; in a cluster an
+        // append that no quorum takes in time fails (it may still be committed).
+        let deadline =
+            context.isSingleVoter(s.node.membership)
+            ? DispatchTime.distantFuture : .now() + .milliseconds(context.settings.forwardTimeoutMs)
+        guard !bodies.isEmpty else {
+            // An empty batch stores nothing; it completes, after every append before it, with the offset it
+            // would have had (term 0 marks it).
+            guard s.node.role == .leader else {
+                throw PluginError(refusal: .notLeader(leader: s.node.leader), stream: name)
+            }
+            s.proposals.append(
+                Proposal(
+                    lastIndex: s.node.log.lastIndex, term: 0, firstOffset: s.node.nextOffset, deadline: deadline,
+                    completion: completion, forwardedBy: forwardedBy))
+            return
+        }
+        do {
+            let (firstIndex, firstOffset) = try s.node.propose(
+                kind: .event, bodies: zip(bodies, crcs).map { ($0, $1) }, appendTime: Files.now())
+            s.proposals.append(
+                Proposal(
+                    lastIndex: firstIndex + UInt64(bodies.count) - 1, term: s.node.term, firstOffset: firstOffset,
+                    deadline: deadline, completion: completion, forwardedBy: forwardedBy))
+        } catch {
+            throw PluginError(refusal: error, stream: name)
+        }
+    }
+
+    /// Sends held forwards to the leader, when one is known.
+    private func sendForwards(_ s: inout State) {
+        guard let leader = s.node.leader, leader != context.id else { return }
+        for (id, forward) in s.forwards.sorted(by: { $0.key < $1.key }) where forward.sentTo == nil {
+            s.forwards[id]!.sentTo = leader
+            context.send(
+                Envelope(
+                    from: context.id, to: leader, stream: name,
+                    message: .forward(ForwardRequest(id: id, bodies: forward.bodies, crcs: forward.crcs))))
+            context.statistics.forwarded(count: forward.bodies.count)
+        }
+    }
+
+    // MARK: Events from the network, the writer and the clock
+
+    func receive(_ envelope: Envelope) {
+        let completions = state.withLock { s -> [() -> Void] in
+            guard s.failure == nil else { return [] }
+            switch envelope.message {
+            case .forward(let request):
+                do throws(PluginError) {
+                    guard s.node.role == .leader else {
+                        throw PluginError(PX_ERR_UNAVAILABLE, "raft-log: '\(context.id)' does not lead '\(name)'")
+                    }
+                    try propose(
+                        &s, bodies: request.bodies, crcs: request.crcs, completion: nil,
+                        forwardedBy: (envelope.from, request.id))
+                } catch {
+                    context.send(
+                        Envelope(
+                            from: context.id, to: envelope.from, stream: name,
+                            message: .forwardReply(
+                                ForwardReply(
+                                    id: request.id, status: error.status, message: error.message,
+                                    firstOffset: 0, lastIndex: 0))))
+                }
+            case .forwardReply(let reply):
+                guard var forward = s.forwards[reply.id] else { break }
+                if reply.status == PX_OK.status {
+                    forward.committed = (reply.lastIndex, reply.firstOffset)
+                    s.forwards[reply.id] = forward
+                } else if reply.status == PX_ERR_UNAVAILABLE.status && forward.deadline > .now() {
+                    // Not the leader (any more), or handing over: hold it for the next one, asked at the next
+                    // tick at the latest.
+                    s.forwards[reply.id]!.sentTo = nil
+                } else {
+                    s.forwards[reply.id] = nil
+                    let completion = forward.completion
+                    let error = PluginError(status: reply.status, reply.message)
+                    return process(&s) + [{ completion(.failure(error)) }]
+                }
+            default:
+                s.node.step(from: envelope.from, envelope.message)
+            }
+            return process(&s)
+        }
+        run(completions)
+    }
+
+    private func persisted(_ index: UInt64, _ term: UInt64) {
+        let completions = state.withLock { s -> [() -> Void] in
+            guard s.failure == nil else { return [] }
+            s.node.persisted(through: index, term: term)
+            return process(&s)
+        }
+        run(completions)
+    }
+
+    private func compacted() {
+        let point = log.snapshotPoint()
+        state.withLock { s in
+            s.node.compacted(through: point.index)
+            let membership = s.node.baseMembership
+            s.node.snapshotRequest = SnapshotRequest(
+                term: 0, index: point.index, indexTerm: point.term, nextOffset: point.nextOffset, chain: point.chain,
+                membership: membership)
+            if s.raftState.membership != membership && s.raftState.membershipIndex <= point.index {
+                var next = s.raftState
+                next.membership = membership
+                next.membershipIndex = point.index
+                if write(next) { s.raftState = next }
+            }
+        }
+    }
+
+    func tick() {
+        let completions = state.withLock { s -> [() -> Void] in
+            guard s.failure == nil else { return [] }
+            s.node.tick()
+            let now = DispatchTime.now()
+            var late: [() -> Void] = []
+            for (id, forward) in s.forwards.sorted(by: { $0.key < $1.key }) where forward.deadline <= now {
+                s.forwards[id] = nil
+                let error =
+                    forward.committed == nil
+                    ? PluginError(
+                        PX_ERR_UNAVAILABLE,
+                        "raft-log: stream '\(name)': no leader took the append within "
+                            + "\(context.settings.forwardTimeoutMs) ms (leader: \(s.node.leader ?? "unknown")); it may "
+                            + "still be committed")
+                    : PluginError(
+                        PX_ERR_TIMEOUT,
+                        "raft-log: stream '\(name)': the append was committed by the leader but did not reach this "
+                            + "node within \(context.settings.forwardTimeoutMs) ms")
+                late.append { forward.completion(.failure(error)) }
+            }
+            if s.node.role != .leader { sendForwards(&s) }
+            s.ticksSinceHint += 1
+            if s.ticksSinceHint >= 10 && s.node.commitIndex > s.hintWritten {
+                s.ticksSinceHint = 0
+                if CommitHint.write(s.node.commitIndex, directory: log.directory) { s.hintWritten = s.node.commitIndex }
+            }
+            s.proposals.removeAll { proposal in
+                guard proposal.deadline <= now else { return false }
+                let error = PluginError(
+                    PX_ERR_TIMEOUT,
+                    "raft-log: stream '\(name)': the append was not committed within "
+                        + "\(context.settings.forwardTimeoutMs) ms (it may still be)")
+                if let completion = proposal.completion { late.append { completion(.failure(error)) } }
+                if let (node, id) = proposal.forwardedBy { reply(to: node, id: id, .failure(error)) }
+                return true
+            }
+            return process(&s) + late
+        }
+        run(completions)
+    }
+
+    // MARK: Carrying out what the group asks for
+
+    /// Carries out the node's `Ready` and settles what it resolved; returns the completions to run unlocked.
+    private func process(_ s: inout State) -> [() -> Void] {
+        var completions: [() -> Void] = []
+        while true {
+            let ready = s.node.takeReady()
+            if ready.isEmpty { break }
+            if let hard = ready.hardState {
+                var next = s.raftState
+                next.term = hard.term
+                next.votedFor = hard.votedFor
+                // Messages that depend on an unsaved vote or term must not go out; the node's memory is now
+                // ahead of its disk, so the group stops here.
+                guard write(next) else {
+                    completions += failAll(&s, "its Raft state (term and vote) could not be written")
+                    return completions
+                }
+                s.raftState = next
+            }
+            for change in ready.log {
+                if case .append(let truncateFrom?, _) = change {
+                    // Our uncommitted proposals from there on were replaced.
+                    s.proposals.removeAll { proposal in
+                        guard proposal.lastIndex >= truncateFrom else { return false }
+                        let error = PluginError(
+                            PX_ERR_UNAVAILABLE,
+                            "raft-log: stream '\(name)': leadership changed before the append was committed; it was "
+                                + "not stored")
+                        if let completion = proposal.completion { completions.append { completion(.failure(error)) } }
+                        if let (node, id) = proposal.forwardedBy { reply(to: node, id: id, .failure(error)) }
+                        return true
+                    }
+                }
+                log.enqueue(change)
+            }
+            for (to, message) in ready.messages {
+                context.send(Envelope(from: context.id, to: to, stream: name, message: message))
+            }
+            if let membership = ready.membership { context.membershipChanged(membership, stream: name) }
+            if let commit = ready.commitIndex {
+                log.publishCommit(commit)
+                // The newest committed membership is kept beside the log, so that retention may drop its entry.
+                if let (index, membership) = s.node.committedMembership, index > s.raftState.membershipIndex {
+                    var next = s.raftState
+                    next.membershipIndex = index
+                    next.membership = membership
+                    if write(next) { s.raftState = next }
+                }
+            }
+            if ready.roleChanged {
+                if s.node.role == .candidate { context.statistics.electionStarted() }
+                if s.reportedLeader != s.node.leader {
+                    s.reportedLeader = s.node.leader
+                    context.leaderChanged(stream: name, leader: s.node.leader, term: s.node.term, role: s.node.role)
+                }
+                if s.node.role == .leader {
+                    // Appends held while there was no leader, or sent to an earlier one that never answered,
+                    // are proposed here now (one the earlier leader did commit is then stored twice).
+                    let held = s.forwards.filter { $0.value.committed == nil }
+                    for (id, forward) in held.sorted(by: { $0.key < $1.key }) {
+                        s.forwards[id] = nil
+                        do {
+                            try propose(
+                                &s, bodies: forward.bodies, crcs: forward.crcs, completion: forward.completion,
+                                forwardedBy: nil)
+                        } catch {
+                            completions.append { forward.completion(.failure(error)) }
+                        }
+                    }
+                } else {
+                    // Forwards to an earlier leader that never answered go to the new one.
+                    for (id, forward) in s.forwards
+                    where forward.committed == nil && forward.sentTo != nil && forward.sentTo != s.node.leader {
+                        s.forwards[id]!.sentTo = nil
+                    }
+                    sendForwards(&s)
+                }
+            }
+        }
+        completions += settle(&s)
+        return completions
+    }
+
+    /// Completes the proposals and forwards that are committed and on this node's disk.
+    private func settle(_ s: inout State) -> [() -> Void] {
+        let settled = min(s.node.commitIndex, s.node.persistedIndex)
+        var completions: [() -> Void] = []
+        while let first = s.proposals.first, first.lastIndex <= settled {
+            s.proposals.removeFirst()
+            let result: Result<UInt64, PluginError> =
+                first.term == 0 || s.node.log.term(at: first.lastIndex) == first.term
+                ? .success(first.firstOffset)
+                : .failure(
+                    PluginError(
+                        PX_ERR_UNAVAILABLE,
+                        "raft-log: stream '\(name)': leadership changed before the append was committed; it was "
+                            + "not stored"))
+            if let completion = first.completion { completions.append { completion(result) } }
+            if let (node, id) = first.forwardedBy {
+                reply(to: node, id: id, result.map { _ in (first.firstOffset, first.lastIndex) })
+            }
+        }
+        for (id, forward) in s.forwards.sorted(by: { $0.key < $1.key }) {
+            guard let committed = forward.committed, committed.lastIndex <= settled else { continue }
+            s.forwards[id] = nil
+            completions.append { forward.completion(.success(committed.firstOffset)) }
+        }
+        return completions
+    }
+
+    /// The log's writer failed: every waiting append fails, and the group takes no further part.
+    private func fail(_ reason: String) {
+        let completions = state.withLock { s in failAll(&s, "its log could not be written: \(reason)") }
+        run(completions)
+    }
+
+    private func failAll(_ s: inout State, _ reason: String) -> [() -> Void] {
+        if s.failure == nil {
+            s.failure = reason
+            context.report(.error, "raft-log: stream '\(name)' stops taking part in replication: \(reason)")
+        }
+        let error = PluginError(PX_ERR_IO, "raft-log: stream '\(name)' takes no writes until restarted: \(reason)")
+        var completions: [() -> Void] = []
+        for proposal in s.proposals {
+            if let completion = proposal.completion { completions.append { completion(.failure(error)) } }
+            if let (node, id) = proposal.forwardedBy { reply(to: node, id: id, .failure(error)) }
+        }
+        for (_, forward) in s.forwards.sorted(by: { $0.key < $1.key }) {
+            completions.append { forward.completion(.failure(error)) }
+        }
+        s.proposals = []
+        s.forwards = [:]
+        return completions
+    }
+
+    private func reply(to node: NodeID, id: UInt64, _ result: Result<(UInt64, UInt64), PluginError>) {
+        let reply: ForwardReply
+        switch result {
+        case .success(let (firstOffset, lastIndex)):
+            reply = ForwardReply(
+                id: id, status: PX_OK.status, message: "", firstOffset: firstOffset, lastIndex: lastIndex)
+        case .failure(let error):
+            reply = ForwardReply(id: id, status: error.status, message: error.message, firstOffset: 0, lastIndex: 0)
+        }
+        context.send(Envelope(from: context.id, to: node, stream: name, message: .forwardReply(reply)))
+    }
+
+    /// Writes the `raft` file durably; on failure the stream stops taking part (its messages are dropped).
+    private func write(_ next: RaftState) -> Bool {
+        do {
+            try Files.replace(
+                log.directory + "/" + RaftState.fileName, with: next.encoded(), directory: log.directory, sync: true)
+            return true
+        } catch {
+            context.report(.error, "raft-log: stream '\(name)': cannot write its Raft state (term and vote): \(error)")
+            return false
+        }
+    }
+
+    private func run(_ completions: [() -> Void]) {
+        for completion in completions { completion() }
+    }
+
+    /// Writes the commit hint now (at stop).
+    func saveCommitHint() {
+        let commit = state.withLock { $0.node.commitIndex }
+        if commit > 0 { _ = CommitHint.write(commit, directory: log.directory) }
+    }
+
+    // MARK: Operations
+
+    /// Leadership transfer to `target`.
+    func transfer(to target: NodeID) -> String? {
+        let completions = state.withLock { s -> [() -> Void]? in
+            guard s.node.role == .leader else { return nil }
+            do {
+                try s.node.transferLeadership(to: target)
+            } catch {
+                context.report(.warning, "raft-log: stream '\(name)': cannot transfer leadership: \(error)")
+                return nil
+            }
+            return process(&s)
+        }
+        guard let completions else { return nil }
+        run(completions)
+        return name
+    }
+
+    /// Proposes `change` to the membership, when this node leads.
+    func changeMembership(_ change: (Membership) throws -> Membership) throws -> Bool {
+        let completions = try state.withLock { s -> [() -> Void]? in
+            guard s.node.role == .leader else { return nil }
+            let next = try change(s.node.membership)
+            do throws(RaftNode.Refusal) {
+                _ = try s.node.proposeMembership(next, appendTime: Files.now())
+            } catch {
+                throw PluginError(refusal: error, stream: name)
+            }
+            return process(&s)
+        }
+        guard let completions else { return false }
+        run(completions)
+        return true
+    }
+
+    /// How many entries the furthest-behind follower lacks, when this node leads the stream.
+    func leaderLag() -> UInt64? {
+        state.withLock { s in
+            guard s.node.role == .leader else { return nil }
+            let last = s.node.log.lastIndex
+            return s.node.progress.values.map { last - min($0.match, last) }.max() ?? 0
+        }
+    }
+
+    /// This group's part of `status`, as a JSON object.
+    func status() -> String {
+        let (node, lastWritten) = (state.withLock { $0.node }, log.visible.withLock { $0.lastIndex })
+        let chain = node.commitIndex <= lastWritten ? log.chain(at: node.commitIndex).map(String.init) : nil
+        let info = log.info()
+        var peers: [String] = []
+        if node.role == .leader {
+            for (id, progress) in node.progress.sorted(by: { $0.key < $1.key }) {
+                peers.append(
+                    "{\"id\":\(JSON.quote(id)),\"match\":\(progress.match),\"next\":\(progress.next),"
+                        + "\"lag\":\(node.log.lastIndex - min(progress.match, node.log.lastIndex)),"
+                        + "\"inflight\":\(progress.inflight.count),\"state\":\"\(progress.state.rawValue)\","
+                        + "\"learner\":\(progress.learner),\"active\":\(context.isConnected(id))}")
+            }
+        }
+        return "{\"stream\":\(JSON.quote(name)),\"role\":\"\(node.role.rawValue)\",\"term\":\(node.term),"
+            + "\"leader\":\(JSON.quote(node.leader ?? "")),\"commitIndex\":\(node.commitIndex),"
+            + "\"lastIndex\":\(node.log.lastIndex),\"firstIndex\":\(node.log.firstIndex),"
+            + "\"persistedIndex\":\(node.persistedIndex),\"firstOffset\":\(info.firstOffset),"
+            + "\"nextOffset\":\(info.nextOffset),\"commitChain\":\(chain ?? "null"),"
+            + "\"voters\":[\(node.membership.voters.map(JSON.quote).joined(separator: ","))],"
+            + "\"learners\":[\(node.membership.learners.map(JSON.quote).joined(separator: ","))],"
+            + "\"peers\":[\(peers.joined(separator: ","))]}"
+    }
+}
+
+extension PluginError {
+    init(refusal: RaftNode.Refusal, stream: String) {
+        switch refusal {
+        case .notLeader(let leader):
+            self.init(
+                PX_ERR_UNAVAILABLE, "raft-log: stream '\(stream)' has no leader here (leader: \(leader ?? "unknown"))")
+        case .transferring:
+            self.init(PX_ERR_UNAVAILABLE, "raft-log: stream '\(stream)' is handing leadership over; retry")
+        case .membershipPending:
+            self.init(PX_ERR_UNAVAILABLE, "raft-log: stream '\(stream)' has a membership change in progress; retry")
+        case .invalid(let reason):
+            self.init(PX_ERR_INVALID_ARGUMENT, "raft-log: stream '\(stream)': \(reason)")
+        }
+    }
+}
+
+/// The JSON `status` writes.
+enum JSON {
+    static func quote(_ text: String) -> String { CloudEventJSON.quote(text) }
+}
+
+/// A stream's `commit` file: a recent commit index of this member, so that after a restart it serves what it
+/// served before without waiting for a leader. Safe however old: an index once committed stays committed, and
+/// the log up to it is the committed one. Written about once a second without a sync; a missing or damaged
+/// file is no hint.
+///
+/// ```
+/// u32 magic "PXRC"   u64 commit index   u32 CRC-32C of the 12 bytes before it
+/// ```
+enum CommitHint {
+    static let fileName = "commit"
+    static let magic: UInt32 = 0x4352_5850
+
+    static func load(directory: String) -> UInt64 {
+        guard let file = try? OpenFile(path: directory + "/" + fileName),
+            let bytes = try? file.read(count: 16, at: 0), bytes.count == 16
+        else { return 0 }
+        return bytes.withUnsafeBytes { raw in
+            guard raw.loadLE(UInt32.self, at: 0) == magic,
+                raw.loadLE(UInt32.self, at: 12) == CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<12]))
+            else { return 0 }
+            return raw.loadLE(UInt64.self, at: 4)
+        }
+    }
+
+    static func write(_ index: UInt64, directory: String) -> Bool {
+        var bytes: [UInt8] = []
+        withUnsafeBytes(of: magic.littleEndian) { bytes += $0 }
+        withUnsafeBytes(of: index.littleEndian) { bytes += $0 }
+        withUnsafeBytes(of: CRC32C.checksum(bytes).littleEndian) { bytes += $0 }
+        return (try? Files.replace(directory + "/" + fileName, with: bytes, directory: directory, sync: false)) != nil
+    }
+}
