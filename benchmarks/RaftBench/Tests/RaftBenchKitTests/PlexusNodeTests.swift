@@ -59,3 +59,34 @@ struct PlexusNodeTests {
         #expect(try await node.counter("appends") >= 1)
     }
 }
+
+/// Whether the built plexus ships raft-log's replicated mode.
+func builtReplicatedPlexus() -> Bool {
+    guard let installation = builtPlexus() else { return false }
+    return (try? PlexusCluster.requireReplication(installation)) != nil
+}
+
+/// Three members from the repository's build: the leader is found, one failover is timed, the restarted
+/// member catches up, and the replicas agree.
+@Suite("plexus cluster", .serialized)
+struct PlexusClusterTests {
+    @Test(
+        "three members: leader, one kill -9 timed, catch-up, replicas agree",
+        .enabled(if: builtReplicatedPlexus(), "plexus with raft-log's replicated mode is not built"))
+    func failover() async throws {
+        let installation = try #require(builtPlexus())
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("raftbench-cluster-\(getpid())")
+            .path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let cluster = try await PlexusCluster.replicated(installation: installation, directory: directory)
+        defer { cluster.stop() }
+        let summary = try await FailoverTest(kills: 1, rate: 100, payloadSize: 256).run(
+            cluster: cluster, stream: "f", progress: { _ in })
+        #expect(summary.samples.count == 1)
+        #expect(summary.noRecovery == 0, "\(summary)")
+        #expect(summary.samples.first?.killed != summary.samples.first?.writerNode)
+        let check = await cluster.checkReplicas(stream: "f", acknowledged: 1)
+        #expect(check.hasPrefix("plexus replicas agree"), "\(check)")
+    }
+}
