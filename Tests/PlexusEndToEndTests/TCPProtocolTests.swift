@@ -294,7 +294,9 @@ struct TCPProtocolTests {
         let slow = try await RawConnection.connect(port: port)
         let started = ContinuousClock.now
         for byte: UInt8 in [0, 0, 0, 40, 1] {
-            try await slow.send(bytes: [byte])
+            // On a loaded machine the 300 ms handshake timeout may close it before the last byte: that is the
+            // behaviour under test too.
+            guard (try? await slow.send(bytes: [byte])) != nil else { break }
             try await Task.sleep(for: .milliseconds(50))
         }
         #expect(try await slow.closedByServer(within: .seconds(3)), "handshake timeout")
