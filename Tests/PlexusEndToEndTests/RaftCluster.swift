@@ -148,6 +148,21 @@ final class RaftCluster {
         ids: [String] = ["a", "b", "c"], raftValues: [String: String] = [:], replicated: Bool = true,
         _ body: (RaftCluster) async throws -> Void
     ) async throws {
+        // One cluster at a time in this process: three nodes and their load already fill a two-core machine, and
+        // the suites that use clusters would otherwise run side by side.
+        await ClusterGate.shared.acquire()
+        do {
+            try await runAlone(ids: ids, raftValues: raftValues, replicated: replicated, body)
+        } catch {
+            await ClusterGate.shared.release()
+            throw error
+        }
+        await ClusterGate.shared.release()
+    }
+
+    private static func runAlone(
+        ids: [String], raftValues: [String: String], replicated: Bool, _ body: (RaftCluster) async throws -> Void
+    ) async throws {
         if replicated { try requireReplication() }
         let directory = try TestDirectory()
         let cluster: RaftCluster
@@ -668,5 +683,24 @@ enum LogDamage {
         bytes[position] ^= 0x20
         try bytes.write(to: url)
         return Flip(path: url.path, position: position, entryPosition: victim.position, index: victim.index)
+    }
+}
+
+/// Lets one `RaftCluster` run at a time.
+actor ClusterGate {
+    static let shared = ClusterGate()
+    private var busy = false
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    func acquire() async {
+        guard busy else {
+            busy = true
+            return
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func release() {
+        if waiting.isEmpty { busy = false } else { waiting.removeFirst().resume() }
     }
 }

@@ -301,14 +301,13 @@ public final class RaftStream: Sendable {
                 s.ticksSinceHint = 0
                 if CommitHint.write(s.node.commitIndex, directory: log.directory) { s.hintWritten = s.node.commitIndex }
             }
+            let timeout = PluginError(
+                PX_ERR_TIMEOUT,
+                "raft-log: stream '\(name)': the append was not committed within \(context.settings.forwardTimeoutMs) "
+                    + "ms (it may still be)")
             s.proposals.removeAll { proposal in
                 guard proposal.deadline <= now else { return false }
-                let error = PluginError(
-                    PX_ERR_TIMEOUT,
-                    "raft-log: stream '\(name)': the append was not committed within "
-                        + "\(context.settings.forwardTimeoutMs) ms (it may still be)")
-                if let completion = proposal.completion { late.append { completion(.failure(error)) } }
-                if let (node, id) = proposal.forwardedBy { reply(to: node, id: id, .failure(error)) }
+                late += answer(proposal, .failure(timeout))
                 return true
             }
             return process(&s) + late
@@ -341,12 +340,7 @@ public final class RaftStream: Sendable {
                     // Our uncommitted proposals from there on were replaced.
                     s.proposals.removeAll { proposal in
                         guard proposal.lastIndex >= truncateFrom else { return false }
-                        let error = PluginError(
-                            PX_ERR_UNAVAILABLE,
-                            "raft-log: stream '\(name)': leadership changed before the append was committed; it was "
-                                + "not stored")
-                        if let completion = proposal.completion { completions.append { completion(.failure(error)) } }
-                        if let (node, id) = proposal.forwardedBy { reply(to: node, id: id, .failure(error)) }
+                        completions += answer(proposal, .failure(replaced))
                         return true
                     }
                 }
@@ -406,18 +400,8 @@ public final class RaftStream: Sendable {
         var completions: [() -> Void] = []
         while let first = s.proposals.first, first.lastIndex <= settled {
             s.proposals.removeFirst()
-            let result: Result<UInt64, PluginError> =
-                first.term == 0 || s.node.log.term(at: first.lastIndex) == first.term
-                ? .success(first.firstOffset)
-                : .failure(
-                    PluginError(
-                        PX_ERR_UNAVAILABLE,
-                        "raft-log: stream '\(name)': leadership changed before the append was committed; it was "
-                            + "not stored"))
-            if let completion = first.completion { completions.append { completion(result) } }
-            if let (node, id) = first.forwardedBy {
-                reply(to: node, id: id, result.map { _ in (first.firstOffset, first.lastIndex) })
-            }
+            let stored = first.term == 0 || s.node.log.term(at: first.lastIndex) == first.term
+            completions += answer(first, stored ? .success(first.firstOffset) : .failure(replaced))
         }
         for (id, forward) in s.forwards.sorted(by: { $0.key < $1.key }) {
             guard let committed = forward.committed, committed.lastIndex <= settled else { continue }
@@ -440,16 +424,29 @@ public final class RaftStream: Sendable {
         }
         let error = PluginError(PX_ERR_IO, "raft-log: stream '\(name)' takes no writes until restarted: \(reason)")
         var completions: [() -> Void] = []
-        for proposal in s.proposals {
-            if let completion = proposal.completion { completions.append { completion(.failure(error)) } }
-            if let (node, id) = proposal.forwardedBy { reply(to: node, id: id, .failure(error)) }
-        }
+        for proposal in s.proposals { completions += answer(proposal, .failure(error)) }
         for (_, forward) in s.forwards.sorted(by: { $0.key < $1.key }) {
             completions.append { forward.completion(.failure(error)) }
         }
         s.proposals = []
         s.forwards = [:]
         return completions
+    }
+
+    /// Why an append whose entries a new leader replaced fails.
+    private var replaced: PluginError {
+        PluginError(
+            PX_ERR_UNAVAILABLE,
+            "raft-log: stream '\(name)': leadership changed before the append was committed; it was not stored")
+    }
+
+    /// Answers a proposal: the follower that forwarded it, or its local completion (returned, to run unlocked).
+    private func answer(_ proposal: Proposal, _ result: Result<UInt64, PluginError>) -> [() -> Void] {
+        if let (node, id) = proposal.forwardedBy {
+            reply(to: node, id: id, result.map { ($0, proposal.lastIndex) })
+        }
+        guard let completion = proposal.completion else { return [] }
+        return [{ completion(result) }]
     }
 
     private func reply(to node: NodeID, id: UInt64, _ result: Result<(UInt64, UInt64), PluginError>) {
