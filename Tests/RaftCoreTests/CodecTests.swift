@@ -32,6 +32,9 @@ enum Samples {
                     entries: [
                         entry(10, body: []), entry(11, body: [1, 2, 3], kind: 2),
                         entry(12, body: Array("{\"members\":[]}".utf8), kind: 3),
+                        WireEntry(
+                            term: 3, index: 13, offset: 10, appendTime: 1, kind: 1, bodyCRC: 5, body: [9],
+                            forward: ForwardTag(origin: "follower-β", id: .max)),
                     ]))),
         Envelope(
             from: "b", to: "a", stream: "orders",
@@ -152,7 +155,7 @@ func drain(_ decoder: inout FrameDecoder) throws -> [PeerFrame] {
             [5] + Bytes.string("a") + Bytes.string("b") + Bytes.string("s") + Bytes.u64(3) + Bytes.u64(9)
             + Bytes.u64(2) + Bytes.u64(8) + Bytes.u32(1) + Bytes.u64(entry.term) + Bytes.u64(entry.index)
             + Bytes.u64(entry.offset) + Bytes.u64(entry.appendTime) + Bytes.u16(entry.kind) + Bytes.u32(entry.bodyCRC)
-            + Bytes.u32(2) + [0xAA, 0xBB]
+            + Bytes.u32(2) + [0xAA, 0xBB] + Bytes.string("") + Bytes.u64(0)
         #expect(PeerCodec.encode(envelope) == Bytes.frame(payload))
     }
 

@@ -103,7 +103,9 @@ public enum PeerCodec {
         case .preVoteReply, .voteReply: return 8 + 1
         case .append(let request):
             var size = 8 * 4 + 4
-            for entry in request.entries { size += entryHeaderSize + 4 + entry.body.count }
+            for entry in request.entries {
+                size += entryHeaderSize + 4 + entry.body.count + stringSize(entry.forward?.origin ?? "") + 8
+            }
             return size
         case .appendReply, .snapshotReply: return 8 + 1 + 8 + 8
         case .snapshot(let request):
@@ -347,6 +349,8 @@ struct WireWriter {
                 u16(entry.kind)
                 u32(entry.bodyCRC)
                 bytes(entry.body)
+                string(entry.forward?.origin ?? "")
+                u64(entry.forward?.id ?? 0)
             }
         case .appendReply(let reply), .snapshotReply(let reply):
             u64(reply.term)
@@ -514,15 +518,18 @@ struct WireReader {
         let prevIndex = try u64("prevIndex")
         let prevTerm = try u64("prevTerm")
         let commit = try u64("commit")
-        let count = try count("entries", minimumSize: PeerCodec.entryHeaderSize + 4)
+        let count = try count("entries", minimumSize: PeerCodec.entryHeaderSize + 4 + 4 + 8)
         var entries: [WireEntry] = []
         entries.reserveCapacity(count)
         for _ in 0..<count {
-            entries.append(
-                WireEntry(
-                    term: try u64("entry term"), index: try u64("entry index"), offset: try u64("entry offset"),
-                    appendTime: try u64("entry appendTime"), kind: try u16("entry kind"),
-                    bodyCRC: try u32("entry bodyCRC"), body: try bytes("entry body")))
+            var entry = WireEntry(
+                term: try u64("entry term"), index: try u64("entry index"), offset: try u64("entry offset"),
+                appendTime: try u64("entry appendTime"), kind: try u16("entry kind"),
+                bodyCRC: try u32("entry bodyCRC"), body: try bytes("entry body"))
+            let origin = try string("entry forward origin")
+            let id = try u64("entry forward id")
+            if !origin.isEmpty { entry.forward = ForwardTag(origin: origin, id: id) }
+            entries.append(entry)
         }
         return AppendRequest(term: term, prevIndex: prevIndex, prevTerm: prevTerm, commit: commit, entries: entries)
     }

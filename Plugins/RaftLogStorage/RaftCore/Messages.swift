@@ -20,10 +20,13 @@ public struct WireEntry: Sendable, Equatable {
     /// CRC-32C of `body`.
     public var bodyCRC: UInt32
     public var body: [UInt8]
+    /// The forwarded append this entry came from, while it travels between members (not stored): a new leader
+    /// that already holds the entries of a forward resent to it answers it without appending them again.
+    public var forward: ForwardTag?
 
     public init(
         term: UInt64, index: UInt64, offset: UInt64, appendTime: UInt64, kind: UInt16, bodyCRC: UInt32,
-        body: [UInt8]
+        body: [UInt8], forward: ForwardTag? = nil
     ) {
         self.term = term
         self.index = index
@@ -32,6 +35,18 @@ public struct WireEntry: Sendable, Equatable {
         self.kind = kind
         self.bodyCRC = bodyCRC
         self.body = body
+        self.forward = forward
+    }
+}
+
+/// Which follower forwarded an append, and its id for it (`ForwardRequest.id`).
+public struct ForwardTag: Sendable, Hashable {
+    public var origin: NodeID
+    public var id: UInt64
+
+    public init(origin: NodeID, id: UInt64) {
+        self.origin = origin
+        self.id = id
     }
 }
 

@@ -254,7 +254,7 @@ public struct RaftNode: Sendable {
     /// Appends `bodies` (events, or one control entry) as a leader; returns the index of the first new entry.
     /// - Throws: `Refusal` unless this member leads and can take it.
     public mutating func propose(
-        kind: EntryKind, bodies: [(body: [UInt8], crc: UInt32)], appendTime: UInt64
+        kind: EntryKind, bodies: [(body: [UInt8], crc: UInt32)], appendTime: UInt64, forward: ForwardTag? = nil
     ) throws(Refusal) -> (firstIndex: UInt64, firstOffset: UInt64) {
         guard role == .leader else { throw .notLeader(leader: leader) }
         guard transferee == nil else { throw .transferring }
@@ -267,7 +267,7 @@ public struct RaftNode: Sendable {
             new.append(
                 WireEntry(
                     term: term, index: log.lastIndex + 1 + UInt64(new.count), offset: nextOffset,
-                    appendTime: appendTime, kind: kind.rawValue, bodyCRC: crc, body: body))
+                    appendTime: appendTime, kind: kind.rawValue, bodyCRC: crc, body: body, forward: forward))
             if kind == .event { nextOffset += 1 }
         }
         appendLocally(new, truncateFrom: nil)

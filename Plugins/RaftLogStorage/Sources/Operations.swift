@@ -65,6 +65,7 @@ public func raftLogStatus(_ instance: UnsafeMutableRawPointer?) -> UnsafeMutable
         "{\"node\":\(JSON.quote(plugin.context.id)),\"elections\":\(s.elections.load(ordering: .relaxed)),"
             + "\"leaderChanges\":\(s.leaderChanges.load(ordering: .relaxed)),"
             + "\"forwardedAppends\":\(s.forwardedAppends.load(ordering: .relaxed)),"
+            + "\"deduplicatedForwards\":\(s.deduplicatedForwards.load(ordering: .relaxed)),"
             + "\"streams\":[\(streams.joined(separator: ","))]}")
 }
 

@@ -47,14 +47,29 @@ public final class RaftStream: Sendable {
         var raftState: RaftState
         var proposals: [Proposal] = []
         var forwards: [UInt64: Forward] = [:]
-        var nextForwardID: UInt64 = 1
+        /// Random at each start, so that a leader never takes a restarted follower's new forward for an old one.
+        var nextForwardID = UInt64.random(in: 1...(UInt64.max >> 1))
         /// The role and leader last reported, to log changes once.
         var reportedLeader: NodeID?
         /// Set when the log or the `raft` file could not be written: the group takes no further part.
         var failure: String?
+        /// The forwarded appends among the entries that reached this member's log in messages (a new leader
+        /// answers a forward resent to it from here instead of appending it twice).
+        var forwarded: [ForwardTag: ForwardedEntries] = [:]
         /// The commit index last written to the `commit` file, and ticks since.
         var hintWritten: UInt64 = 0
         var ticksSinceHint = 0
+    }
+
+    /// Where a forwarded append's entries are in the log.
+    struct ForwardedEntries {
+        var firstIndex: UInt64
+        var lastIndex: UInt64
+        var firstOffset: UInt64
+        var term: UInt64
+        var count: Int
+        /// The first entry's body CRC, checked against the resent forward's as well.
+        var firstCRC: UInt32
     }
 
     let state: Mutex<State>
@@ -179,7 +194,8 @@ public final class RaftStream: Sendable {
         }
         do {
             let (firstIndex, firstOffset) = try s.node.propose(
-                kind: .event, bodies: zip(bodies, crcs).map { ($0, $1) }, appendTime: Files.now())
+                kind: .event, bodies: zip(bodies, crcs).map { ($0, $1) }, appendTime: Files.now(),
+                forward: forwardedBy.map { ForwardTag(origin: $0.node, id: $0.id) })
             s.proposals.append(
                 Proposal(
                     lastIndex: firstIndex + UInt64(bodies.count) - 1, term: s.node.term, firstOffset: firstOffset,
@@ -213,9 +229,23 @@ public final class RaftStream: Sendable {
                     guard s.node.role == .leader else {
                         throw PluginError(PX_ERR_UNAVAILABLE, "raft-log: '\(context.id)' does not lead '\(name)'")
                     }
-                    try propose(
-                        &s, bodies: request.bodies, crcs: request.crcs, completion: nil,
-                        forwardedBy: (envelope.from, request.id))
+                    let tag = ForwardTag(origin: envelope.from, id: request.id)
+                    if let known = s.forwarded[tag], known.count == request.bodies.count,
+                        known.firstCRC == request.crcs.first, s.node.log.term(at: known.lastIndex) == known.term
+                    {
+                        // Resent after a leader change, and already in this log: answer once it is committed.
+                        let proposal = Proposal(
+                            lastIndex: known.lastIndex, term: known.term, firstOffset: known.firstOffset,
+                            deadline: .now() + .milliseconds(context.settings.forwardTimeoutMs), completion: nil,
+                            forwardedBy: (envelope.from, request.id))
+                        let position = s.proposals.firstIndex { $0.lastIndex > known.lastIndex } ?? s.proposals.count
+                        s.proposals.insert(proposal, at: position)
+                        context.statistics.deduplicated(count: request.bodies.count)
+                    } else {
+                        try propose(
+                            &s, bodies: request.bodies, crcs: request.crcs, completion: nil,
+                            forwardedBy: (envelope.from, request.id))
+                    }
                 } catch {
                     context.send(
                         Envelope(
@@ -336,6 +366,7 @@ public final class RaftStream: Sendable {
                 s.raftState = next
             }
             for change in ready.log {
+                track(change, &s)
                 if case .append(let truncateFrom?, _) = change {
                     // Our uncommitted proposals from there on were replaced.
                     s.proposals.removeAll { proposal in
@@ -392,6 +423,33 @@ public final class RaftStream: Sendable {
         }
         completions += settle(&s)
         return completions
+    }
+
+    /// Keeps `forwarded` in step with the log.
+    private func track(_ change: RaftNode.LogChange, _ s: inout State) {
+        switch change {
+        case .installSnapshot:
+            s.forwarded = [:]
+        case .append(let truncateFrom, let entries):
+            if let truncateFrom { s.forwarded = s.forwarded.filter { $0.value.lastIndex < truncateFrom } }
+            for entry in entries {
+                guard let tag = entry.forward else { continue }
+                if var known = s.forwarded[tag], known.term == entry.term, known.lastIndex + 1 == entry.index {
+                    known.lastIndex = entry.index
+                    known.count += 1
+                    s.forwarded[tag] = known
+                } else {
+                    s.forwarded[tag] = ForwardedEntries(
+                        firstIndex: entry.index, lastIndex: entry.index, firstOffset: entry.offset, term: entry.term,
+                        count: 1, firstCRC: entry.bodyCRC)
+                }
+            }
+            // Bounded: a forward is resent within forwardTimeoutMs, long after which its entries are committed.
+            if s.forwarded.count > 65_536 {
+                let commit = s.node.commitIndex
+                s.forwarded = s.forwarded.filter { $0.value.lastIndex > commit }
+            }
+        }
     }
 
     /// Completes the proposals and forwards that are committed and on this node's disk.

@@ -35,6 +35,14 @@ final class Statistics: Sendable {
         if elected { host?.count("elections_won") }
     }
 
+    /// Events of forwards resent to this leader that it already held, answered without appending them again.
+    let deduplicatedForwards = Atomic<UInt64>(0)
+
+    func deduplicated(count: Int) {
+        deduplicatedForwards.add(UInt64(count), ordering: .relaxed)
+        host?.count("deduplicated_forwards", by: UInt64(count))
+    }
+
     func forwarded(count: Int) {
         forwardedAppends.add(UInt64(count), ordering: .relaxed)
         host?.count("forwarded_appends", by: UInt64(count))
