@@ -45,10 +45,7 @@ public struct LogMeta: Sendable, Equatable {
     }
 
     /// Adds the entry after the last one.
-    public mutating func append(term: UInt64) {
-        lastIndex += 1
-        if runs.last?.term != term { runs.append(Run(start: lastIndex, term: term)) }
-    }
+    public mutating func append(term: UInt64) { append(term: term, count: 1) }
 
     /// The last index at or below `index` whose term is at most `term` (the snapshot point at the lowest).
     public func lastIndex(atOrBelow index: UInt64, termAtMost term: UInt64) -> UInt64 {

@@ -157,7 +157,7 @@ public struct RaftNode: Sendable {
     private var cacheFirst: UInt64
     private var cacheBytes = 0
     /// The most body bytes the cache keeps.
-    public var cacheBudget = 64 << 20
+    public let cacheBudget = 64 << 20
 
     /// A member restarting from its persisted state.
     /// - Parameters:
@@ -181,6 +181,7 @@ public struct RaftNode: Sendable {
         self.baseMembership = baseMembership
         self.membershipHistory = history
         self.membership = history.last?.membership ?? baseMembership
+        self.voters = membership.voters
         self.nextOffset = nextOffset
         self.random = SplitMix(seed: seed)
         self.randomizedElectionTicks = configuration.electionTicks
@@ -198,7 +199,8 @@ public struct RaftNode: Sendable {
 
     public var isVoter: Bool { membership.member(configuration.id).map { !$0.learner } ?? false }
     private var isLearner: Bool { membership.member(configuration.id)?.learner ?? false }
-    private var voters: [NodeID] { membership.voters }
+    /// `membership.voters`, kept with it (read on every commit decision).
+    public private(set) var voters: [NodeID]
     private var quorum: Int { voters.count / 2 + 1 }
     private var hardState: HardState { HardState(term: term, votedFor: votedFor) }
 
@@ -940,6 +942,7 @@ public struct RaftNode: Sendable {
     private mutating func setMembership(_ next: Membership) {
         guard next != membership else { return }
         membership = next
+        voters = next.voters
         ready.membership = next
         if role == .leader {
             for member in next.members where member.id != configuration.id {

@@ -62,7 +62,7 @@ public func raftLogStatus(_ instance: UnsafeMutableRawPointer?) -> UnsafeMutable
     let streams = plugin.allStreams.map { $0.status() }
     let s = plugin.statistics
     return cText(
-        "{\"node\":\(JSON.quote(plugin.context.id)),\"elections\":\(s.elections.load(ordering: .relaxed)),"
+        "{\"node\":\(CloudEventJSON.quote(plugin.context.id)),\"elections\":\(s.elections.load(ordering: .relaxed)),"
             + "\"leaderChanges\":\(s.leaderChanges.load(ordering: .relaxed)),"
             + "\"forwardedAppends\":\(s.forwardedAppends.load(ordering: .relaxed)),"
             + "\"deduplicatedForwards\":\(s.deduplicatedForwards.load(ordering: .relaxed)),"

@@ -14,7 +14,7 @@ final class RaftContext: Sendable {
     let initialMembership: Membership
     let transport: PeerTransport?
     /// Each stream's membership, whose union is who the transport connects to.
-    private let memberships = Mutex<[String: Membership]>([:])
+    private let memberships = Mutex<(byStream: [String: Membership], applied: [NodeID: String])>(([:], [:]))
 
     init(settings: Settings, statistics: Statistics, host: Host, transport: PeerTransport?) throws {
         self.settings = settings
@@ -36,7 +36,7 @@ final class RaftContext: Sendable {
 
     func isConnected(_ peer: NodeID) -> Bool { transport?.isConnected(to: peer) ?? false }
 
-    func isSingleVoter(_ membership: Membership) -> Bool { membership.voters == [id] }
+    func isSingleVoter(_ node: RaftNode) -> Bool { node.voters.count == 1 && node.voters[0] == id }
 
     func report(_ level: Host.LogLevel, _ message: String) { host.log(level, message) }
 
@@ -45,14 +45,17 @@ final class RaftContext: Sendable {
         guard let transport else { return }
         // Under the lock, so that two streams' changes reach the transport in the order they were made.
         memberships.withLock { all in
-            all[stream] = membership
+            all.byStream[stream] = membership
             var addresses: [NodeID: String] = [:]
-            for (_, membership) in all {
+            for (_, membership) in all.byStream {
                 for member in membership.members where member.id != id { addresses[member.id] = member.address }
             }
             for member in initialMembership.members where member.id != id && addresses[member.id] == nil {
                 addresses[member.id] = member.address
             }
+            // Most streams share one membership: the transport hears only of a change of the union.
+            guard addresses != all.applied else { return }
+            all.applied = addresses
             transport.setPeers(addresses)
         }
     }

@@ -197,12 +197,9 @@ public final class RaftLogStorage: StoragePlugin {
 
     private func tick() {
         let streams = state.withLock { $0.phase == .started ? Array($0.streams.values) : [] }
-        var lag: UInt64?
-        for stream in streams {
-            stream.tick()
-            if let behind = stream.leaderLag() { lag = max(lag ?? 0, behind) }
-        }
-        if context.transport != nil { host.gauge("replication_lag_max", Double(lag ?? 0)) }
+        var lag: UInt64 = 0
+        for stream in streams { lag = max(lag, stream.tick() ?? 0) }
+        if context.transport != nil { host.gauge("replication_lag_max", Double(lag)) }
     }
 
     /// Recovers or creates the log of `name` and its Raft group.

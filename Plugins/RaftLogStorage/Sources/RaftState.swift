@@ -5,10 +5,11 @@ import RaftCore
 /// them goes out), and the membership in force at the snapshot point (the newest membership entry retention
 /// dropped, or the configured one). Rewritten whole and atomically (`Files.replace`).
 ///
+/// A `SealedRecord` with magic "PXRT" whose body is:
+///
 /// ```
-/// u32 magic "PXRT"   u16 version (1)   u16 zero   u64 term   u32 vote length, vote (node id; 0 = none)
+/// u64 term   u32 vote length, vote (node id; 0 = none)
 /// u64 index of the membership below (0 = the configured one)   u32 membership length, membership
-/// u32 CRC-32C of everything before it
 /// ```
 struct RaftState: Equatable {
     static let magic: UInt32 = 0x5452_5850
@@ -20,45 +21,33 @@ struct RaftState: Equatable {
     var membership: Membership?
 
     func encoded() -> [UInt8] {
-        var bytes: [UInt8] = []
-        func put<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { bytes += $0 } }
-        put(Self.magic)
-        put(UInt16(1))
-        put(UInt16(0))
+        var body: [UInt8] = []
+        func put<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { body += $0 } }
         put(term)
         let vote = Array((votedFor ?? "").utf8)
         put(UInt32(vote.count))
-        bytes += vote
+        body += vote
         put(membershipIndex)
         let members = membership?.encoded() ?? []
         put(UInt32(members.count))
-        bytes += members
-        put(CRC32C.checksum(bytes))
-        return bytes
+        body += members
+        return SealedRecord.seal(magic: Self.magic, body)
     }
 
-    struct Invalid: Error, CustomStringConvertible { var description: String }
-
     static func decode(_ bytes: [UInt8]) throws -> RaftState {
-        guard bytes.count >= 4 + 4 + 8 + 4 + 8 + 4 + 4 else { throw Invalid(description: "too short") }
-        let body = bytes[..<(bytes.count - 4)]
-        let crc = bytes.withUnsafeBytes { $0.loadLE(UInt32.self, at: bytes.count - 4) }
-        guard CRC32C.checksum(Array(body)) == crc else { throw Invalid(description: "its CRC is wrong") }
-        return try bytes.withUnsafeBytes { raw in
-            guard raw.loadLE(UInt32.self, at: 0) == magic, raw.loadLE(UInt16.self, at: 4) == 1 else {
-                throw Invalid(description: "wrong magic or version")
-            }
-            var position = 8
+        let body = try SealedRecord.open(bytes, magic: magic, what: "the raft file")
+        return try body.withUnsafeBytes { raw in
+            var position = 0
             func u64() throws -> UInt64 {
-                guard position + 8 <= body.count else { throw Invalid(description: "cut short") }
+                guard position + 8 <= raw.count else { throw LogFormatError("the raft file is cut short") }
                 defer { position += 8 }
                 return raw.loadLE(UInt64.self, at: position)
             }
             func blob() throws -> [UInt8] {
-                guard position + 4 <= body.count else { throw Invalid(description: "cut short") }
+                guard position + 4 <= raw.count else { throw LogFormatError("the raft file is cut short") }
                 let length = Int(raw.loadLE(UInt32.self, at: position))
                 position += 4
-                guard position + length <= body.count else { throw Invalid(description: "cut short") }
+                guard position + length <= raw.count else { throw LogFormatError("the raft file is cut short") }
                 defer { position += length }
                 return Array(raw[position..<(position + length)])
             }
@@ -70,11 +59,11 @@ struct RaftState: Equatable {
             let members = try blob()
             if !members.isEmpty {
                 guard let membership = Membership(decoding: members) else {
-                    throw Invalid(description: "its membership is unreadable")
+                    throw LogFormatError("the raft file's membership is unreadable")
                 }
                 state.membership = membership
             }
-            guard position == body.count else { throw Invalid(description: "trailing bytes") }
+            guard position == raw.count else { throw LogFormatError("the raft file has trailing bytes") }
             return state
         }
     }

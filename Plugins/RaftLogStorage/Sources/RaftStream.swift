@@ -112,7 +112,7 @@ public final class RaftStream: Sendable {
         node.snapshotRequest = SnapshotRequest(
             term: 0, index: point.index, indexTerm: point.term, nextOffset: point.nextOffset, chain: point.chain,
             membership: raftState.membership!)
-        if context.isSingleVoter(node.membership) { node.campaign(transfer: false) }
+        if context.isSingleVoter(node) { node.campaign(transfer: false) }
         context.membershipChanged(node.membership, stream: name)
         if node.commitIndex > 0 { log.publishCommit(node.commitIndex) }
         state = Mutex(State(node: node, raftState: raftState, hintWritten: node.commitIndex))
@@ -178,7 +178,7 @@ public final class RaftStream: Sendable {
         // A single member's append waits for its disk however slow, as before replication; in a cluster an
         // append that no quorum takes in time fails (it may still be committed).
         let deadline =
-            context.isSingleVoter(s.node.membership)
+            context.isSingleVoter(s.node)
             ? DispatchTime.distantFuture : .now() + .milliseconds(context.settings.forwardTimeoutMs)
         guard !bodies.isEmpty else {
             // An empty batch stores nothing; it completes, after every append before it, with the offset it
@@ -304,13 +304,17 @@ public final class RaftStream: Sendable {
         }
     }
 
-    func tick() {
-        let completions = state.withLock { s -> [() -> Void] in
-            guard s.failure == nil else { return [] }
+    /// Advances the group's clock, times out what waited too long, and writes the commit hint about once a
+    /// second.
+    /// - Returns: how many entries the furthest-behind follower lacks, when this node leads the stream.
+    @discardableResult
+    func tick() -> UInt64? {
+        let (completions, hint, lag) = state.withLock { s -> ([() -> Void], UInt64?, UInt64?) in
+            guard s.failure == nil else { return ([], nil, nil) }
             s.node.tick()
             let now = DispatchTime.now()
             var late: [() -> Void] = []
-            for (id, forward) in s.forwards.sorted(by: { $0.key < $1.key }) where forward.deadline <= now {
+            for (id, forward) in s.forwards.filter({ $0.value.deadline <= now }).sorted(by: { $0.key < $1.key }) {
                 s.forwards[id] = nil
                 let error =
                     forward.committed == nil
@@ -326,23 +330,40 @@ public final class RaftStream: Sendable {
                 late.append { forward.completion(.failure(error)) }
             }
             if s.node.role != .leader { sendForwards(&s) }
+            var hint: UInt64?
             s.ticksSinceHint += 1
             if s.ticksSinceHint >= 10 && s.node.commitIndex > s.hintWritten {
                 s.ticksSinceHint = 0
-                if CommitHint.write(s.node.commitIndex, directory: log.directory) { s.hintWritten = s.node.commitIndex }
+                hint = s.node.commitIndex
+                s.hintWritten = s.node.commitIndex
             }
-            let timeout = PluginError(
-                PX_ERR_TIMEOUT,
-                "raft-log: stream '\(name)': the append was not committed within \(context.settings.forwardTimeoutMs) "
-                    + "ms (it may still be)")
-            s.proposals.removeAll { proposal in
-                guard proposal.deadline <= now else { return false }
-                late += answer(proposal, .failure(timeout))
-                return true
+            if s.proposals.contains(where: { $0.deadline <= now }) {
+                let timeout = PluginError(
+                    PX_ERR_TIMEOUT,
+                    "raft-log: stream '\(name)': the append was not committed within "
+                        + "\(context.settings.forwardTimeoutMs) ms (it may still be)")
+                s.proposals.removeAll { proposal in
+                    guard proposal.deadline <= now else { return false }
+                    late += answer(proposal, .failure(timeout))
+                    return true
+                }
             }
-            return process(&s) + late
+            return (process(&s) + late, hint, Self.lag(s.node))
         }
+        // Outside the lock: appends and messages of this stream never wait for the file.
+        if let hint { _ = CommitHint.write(hint, directory: log.directory) }
         run(completions)
+        return lag
+    }
+
+    /// How many entries the furthest-behind follower lacks, when `node` leads.
+    private static func lag(_ node: RaftNode) -> UInt64? {
+        guard node.role == .leader else { return nil }
+        return node.progress.values.map { behind(node, $0) }.max() ?? 0
+    }
+
+    private static func behind(_ node: RaftNode, _ progress: RaftNode.Progress) -> UInt64 {
+        node.log.lastIndex - min(progress.match, node.log.lastIndex)
     }
 
     // MARK: Carrying out what the group asks for
@@ -577,15 +598,6 @@ public final class RaftStream: Sendable {
         return true
     }
 
-    /// How many entries the furthest-behind follower lacks, when this node leads the stream.
-    func leaderLag() -> UInt64? {
-        state.withLock { s in
-            guard s.node.role == .leader else { return nil }
-            let last = s.node.log.lastIndex
-            return s.node.progress.values.map { last - min($0.match, last) }.max() ?? 0
-        }
-    }
-
     /// This group's part of `status`, as a JSON object.
     func status() -> String {
         let (node, lastWritten) = (state.withLock { $0.node }, log.visible.withLock { $0.lastIndex })
@@ -595,19 +607,19 @@ public final class RaftStream: Sendable {
         if node.role == .leader {
             for (id, progress) in node.progress.sorted(by: { $0.key < $1.key }) {
                 peers.append(
-                    "{\"id\":\(JSON.quote(id)),\"match\":\(progress.match),\"next\":\(progress.next),"
-                        + "\"lag\":\(node.log.lastIndex - min(progress.match, node.log.lastIndex)),"
+                    "{\"id\":\(CloudEventJSON.quote(id)),\"match\":\(progress.match),\"next\":\(progress.next),"
+                        + "\"lag\":\(Self.behind(node, progress)),"
                         + "\"inflight\":\(progress.inflight.count),\"state\":\"\(progress.state.rawValue)\","
                         + "\"learner\":\(progress.learner),\"active\":\(context.isConnected(id))}")
             }
         }
-        return "{\"stream\":\(JSON.quote(name)),\"role\":\"\(node.role.rawValue)\",\"term\":\(node.term),"
-            + "\"leader\":\(JSON.quote(node.leader ?? "")),\"commitIndex\":\(node.commitIndex),"
+        return "{\"stream\":\(CloudEventJSON.quote(name)),\"role\":\"\(node.role.rawValue)\",\"term\":\(node.term),"
+            + "\"leader\":\(CloudEventJSON.quote(node.leader ?? "")),\"commitIndex\":\(node.commitIndex),"
             + "\"lastIndex\":\(node.log.lastIndex),\"firstIndex\":\(node.log.firstIndex),"
             + "\"persistedIndex\":\(node.persistedIndex),\"firstOffset\":\(info.firstOffset),"
             + "\"nextOffset\":\(info.nextOffset),\"commitChain\":\(chain ?? "null"),"
-            + "\"voters\":[\(node.membership.voters.map(JSON.quote).joined(separator: ","))],"
-            + "\"learners\":[\(node.membership.learners.map(JSON.quote).joined(separator: ","))],"
+            + "\"voters\":[\(node.membership.voters.map(CloudEventJSON.quote).joined(separator: ","))],"
+            + "\"learners\":[\(node.membership.learners.map(CloudEventJSON.quote).joined(separator: ","))],"
             + "\"peers\":[\(peers.joined(separator: ","))]}"
     }
 }
@@ -628,40 +640,24 @@ extension PluginError {
     }
 }
 
-/// The JSON `status` writes.
-enum JSON {
-    static func quote(_ text: String) -> String { CloudEventJSON.quote(text) }
-}
-
 /// A stream's `commit` file: a recent commit index of this member, so that after a restart it serves what it
 /// served before without waiting for a leader. Safe however old: an index once committed stays committed, and
 /// the log up to it is the committed one. Written about once a second without a sync; a missing or damaged
-/// file is no hint.
-///
-/// ```
-/// u32 magic "PXRC"   u64 commit index   u32 CRC-32C of the 12 bytes before it
-/// ```
+/// file is no hint. A `SealedRecord` with magic "PXRC" whose body is the `u64` commit index.
 enum CommitHint {
     static let fileName = "commit"
     static let magic: UInt32 = 0x4352_5850
 
     static func load(directory: String) -> UInt64 {
         guard let file = try? OpenFile(path: directory + "/" + fileName),
-            let bytes = try? file.read(count: 16, at: 0), bytes.count == 16
+            let bytes = try? file.read(count: try file.size, at: 0),
+            let body = try? SealedRecord.open(bytes, magic: magic, what: "the commit file"), body.count == 8
         else { return 0 }
-        return bytes.withUnsafeBytes { raw in
-            guard raw.loadLE(UInt32.self, at: 0) == magic,
-                raw.loadLE(UInt32.self, at: 12) == CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<12]))
-            else { return 0 }
-            return raw.loadLE(UInt64.self, at: 4)
-        }
+        return body.withUnsafeBytes { $0.loadLE(UInt64.self, at: 0) }
     }
 
     static func write(_ index: UInt64, directory: String) -> Bool {
-        var bytes: [UInt8] = []
-        withUnsafeBytes(of: magic.littleEndian) { bytes += $0 }
-        withUnsafeBytes(of: index.littleEndian) { bytes += $0 }
-        withUnsafeBytes(of: CRC32C.checksum(bytes).littleEndian) { bytes += $0 }
+        let bytes = SealedRecord.seal(magic: magic, withUnsafeBytes(of: index.littleEndian) { Array($0) })
         return (try? Files.replace(directory + "/" + fileName, with: bytes, directory: directory, sync: false)) != nil
     }
 }

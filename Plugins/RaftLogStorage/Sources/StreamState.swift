@@ -17,49 +17,39 @@ struct StreamState: Equatable {
     var committed: [String: UInt64] = [:]
 
     func encoded() -> [UInt8] {
-        var bytes: [UInt8] = []
-        func put<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { bytes += $0 } }
-        put(Self.magic)
-        put(UInt16(1))
-        put(UInt16(0))
+        var body: [UInt8] = []
+        func put<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { body += $0 } }
         put(trimmedBefore)
         put(UInt32(committed.count))
         for (group, offset) in committed.sorted(by: { $0.key < $1.key }) {
             put(UInt32(group.utf8.count))
-            bytes += group.utf8
+            body += group.utf8
             put(offset)
         }
-        put(CRC32C.checksum(bytes))
-        return bytes
+        return SealedRecord.seal(magic: Self.magic, body)
     }
 
     /// Decodes a state file.
     /// - Throws: `LogFormatError` saying what is wrong.
     static func decode(_ bytes: [UInt8]) throws -> StreamState {
-        try bytes.withUnsafeBytes { raw in
-            guard raw.count >= 24 else { throw LogFormatError("the state file is cut short (\(raw.count) bytes)") }
-            let body = UnsafeRawBufferPointer(rebasing: raw[0..<(raw.count - 4)])
-            guard raw.loadLE(UInt32.self, at: raw.count - 4) == CRC32C.checksum(body) else {
-                throw LogFormatError("the state file's CRC is wrong")
-            }
-            guard raw.loadLE(UInt32.self, at: 0) == magic, raw.loadLE(UInt16.self, at: 4) == 1 else {
-                throw LogFormatError("not a version 1 state file")
-            }
-            var state = StreamState(trimmedBefore: raw.loadLE(UInt64.self, at: 8))
-            let count = Int(raw.loadLE(UInt32.self, at: 16))
-            var position = 20
+        let body = try SealedRecord.open(bytes, magic: magic, what: "the state file")
+        return try body.withUnsafeBytes { raw in
+            guard raw.count >= 12 else { throw LogFormatError("the state file is cut short") }
+            var state = StreamState(trimmedBefore: raw.loadLE(UInt64.self, at: 0))
+            let count = Int(raw.loadLE(UInt32.self, at: 8))
+            var position = 12
             for _ in 0..<count {
-                guard position + 4 <= body.count else { throw LogFormatError("the state file ends early") }
+                guard position + 4 <= raw.count else { throw LogFormatError("the state file ends early") }
                 let length = Int(raw.loadLE(UInt32.self, at: position))
                 position += 4
-                guard position + length + 8 <= body.count else { throw LogFormatError("the state file ends early") }
+                guard position + length + 8 <= raw.count else { throw LogFormatError("the state file ends early") }
                 let group = String(
                     decoding: UnsafeRawBufferPointer(rebasing: raw[position..<(position + length)]), as: UTF8.self)
                 position += length
                 state.committed[group] = raw.loadLE(UInt64.self, at: position)
                 position += 8
             }
-            guard position == body.count else { throw LogFormatError("the state file has trailing bytes") }
+            guard position == raw.count else { throw LogFormatError("the state file has trailing bytes") }
             return state
         }
     }

@@ -42,10 +42,12 @@ public final class PlexusCluster: Sendable {
         extraRaftValues: [String] = [], logLevel: String = "warning"
     ) async throws -> PlexusCluster {
         try requireReplication(installation)
-        let raftPorts = try Loopback.freePorts(ids.count)
+        // Every port of every member in one call: ports are distinct only within a call.
+        let ports = try Loopback.freePorts(3 * ids.count)
+        let raftPorts = Array(ports[0..<ids.count])
         let peers = zip(ids, raftPorts).map { "\($0)=127.0.0.1:\($1)" }.joined(separator: ",")
         var nodes: [PlexusNode] = []
-        for id in ids {
+        for (number, id) in ids.enumerated() {
             var values = ManifestValues()
             values.set("nodeId", string: id)
             values.set("peers", string: peers)
@@ -53,7 +55,8 @@ public final class PlexusCluster: Sendable {
             nodes.append(
                 try PlexusNode(
                     id: id, directory: "\(directory)/plexus-\(id)", installation: installation, raftValues: values,
-                    logLevel: logLevel))
+                    logLevel: logLevel,
+                    ports: (ports[ids.count + 2 * number], ports[ids.count + 2 * number + 1])))
         }
         let cluster = PlexusCluster(nodes: nodes)
         do {

@@ -86,17 +86,23 @@ public final class PlexusNode: Sendable {
     ///
     /// - Parameter raftValues: raft-log's `config.values` (empty: the shipped defaults, a single member).
     /// - Throws: ``HarnessError`` when the shipped manifests cannot be read or the files written.
+    ///   - ports: its TCP and admin ports; `nil`: two free ones. A cluster passes ports it took in one call with
+    ///     its members' raft ports, so that no two collide.
     public init(
         id: String, directory: String, installation: PlexusInstallation, raftValues: ManifestValues,
-        logLevel: String = "warning"
+        logLevel: String = "warning", ports: (tcp: Int, admin: Int)? = nil
     ) throws {
         self.id = id
         self.directory = directory
         self.installation = installation
         self.logLevel = logLevel
-        let ports = try Loopback.freePorts(2)
-        tcpPort = ports[0]
-        adminPort = ports[1]
+        let chosen =
+            try ports
+            ?? {
+                let free = try Loopback.freePorts(2); return (free[0], free[1])
+            }()
+        tcpPort = chosen.tcp
+        adminPort = chosen.admin
         let manifests = directory + "/manifests"
         do {
             try FileManager.default.createDirectory(atPath: manifests, withIntermediateDirectories: true)
