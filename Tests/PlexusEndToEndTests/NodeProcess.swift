@@ -298,8 +298,9 @@ final class NodeProcess {
     var stderr: String { (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "" }
 
     /// Runs the `plexus` CLI against this node (`--admin` is appended).
-    func cli(_ arguments: [String]) async throws -> CommandResult {
-        try await Command.run(try Repository.plexus(), arguments + ["--admin", admin], in: directory)
+    func cli(_ arguments: [String], timeout: Duration = .seconds(60)) async throws -> CommandResult {
+        try await Command.run(
+            try Repository.plexus(), arguments + ["--admin", admin], in: directory, timeout: timeout)
     }
 
     /// `plexus plugin list --json`, decoded.
@@ -310,8 +311,10 @@ final class NodeProcess {
     }
 
     /// `plexus plugin call PLUGIN OPERATION ARGS…`.
-    func call(_ plugin: String, _ operation: String, _ arguments: [String] = []) async throws -> CommandResult {
-        try await cli(["plugin", "call", plugin, operation] + arguments)
+    func call(
+        _ plugin: String, _ operation: String, _ arguments: [String] = [], timeout: Duration = .seconds(60)
+    ) async throws -> CommandResult {
+        try await cli(["plugin", "call", plugin, operation] + arguments, timeout: timeout)
     }
 
     /// The port the node's TCP protocol plugin listens on.

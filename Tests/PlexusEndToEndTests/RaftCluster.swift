@@ -409,9 +409,7 @@ final class RaftCluster {
             return .failure(SetupError(description: "\(id) is not running"))
         }
         do {
-            let result = try await Command.run(
-                try Repository.plexus(), ["plugin", "call", "raft-log", "status", "--admin", process.admin],
-                in: member.home, timeout: .seconds(5))
+            let result = try await process.call("raft-log", "status", timeout: .seconds(5))
             guard result.status == 0 else {
                 return .failure(SetupError(description: "status on \(id) failed: \(result.stderr)"))
             }

@@ -65,10 +65,21 @@ public enum PeerCodec {
         }
     }
 
-    /// The size of `envelope`'s frame, length field included, computed without encoding it.
+    /// The size of `envelope`'s frame, length field included: the encoder run without a buffer, so the two
+    /// cannot disagree.
     public static func encodedSize(of envelope: Envelope) -> Int {
-        4 + 1 + stringSize(envelope.from) + stringSize(envelope.to) + stringSize(envelope.stream)
-            + messageSize(envelope.message)
+        var counter = WireWriter(nil)
+        write(envelope, length: 0, into: &counter)
+        return counter.offset
+    }
+
+    private static func write(_ envelope: Envelope, length: UInt32, into writer: inout WireWriter) {
+        writer.u32(length)
+        writer.u8(frameType(of: envelope.message).rawValue)
+        writer.string(envelope.from)
+        writer.string(envelope.to)
+        writer.string(envelope.stream)
+        writer.message(envelope.message)
     }
 
     /// `envelope` as one frame, length field included, in a single allocation of the exact size.
@@ -85,43 +96,11 @@ public enum PeerCodec {
     static func encode(_ envelope: Envelope, size: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int {
         precondition(size <= Int(UInt32.max) && buffer.count >= size, "a node-to-node frame of \(size) bytes")
         var writer = WireWriter(buffer.baseAddress)
-        writer.u32(UInt32(size - 4))
-        writer.u8(frameType(of: envelope.message).rawValue)
-        writer.string(envelope.from)
-        writer.string(envelope.to)
-        writer.string(envelope.stream)
-        writer.message(envelope.message)
-        precondition(writer.offset == size, "PeerCodec.encodedSize disagrees with the encoder")
+        write(envelope, length: UInt32(size - 4), into: &writer)
         return size
     }
 
     static func stringSize(_ string: String) -> Int { 4 + string.utf8.count }
-
-    private static func messageSize(_ message: RaftMessage) -> Int {
-        switch message {
-        case .preVote, .vote: return 8 * 3 + 1
-        case .preVoteReply, .voteReply: return 8 + 1
-        case .append(let request):
-            var size = 8 * 4 + 4
-            for entry in request.entries {
-                size += entryHeaderSize + 4 + entry.body.count + stringSize(entry.forward?.origin ?? "") + 8
-            }
-            return size
-        case .appendReply, .snapshotReply: return 8 + 1 + 8 + 8
-        case .snapshot(let request):
-            var size = 8 * 4 + 4 + 4
-            for member in request.membership.members {
-                size += stringSize(member.id) + stringSize(member.address) + 1
-            }
-            return size
-        case .timeoutNow: return 8
-        case .forward(let request):
-            var size = 8 + 4 + 4 + 4 * request.crcs.count
-            for body in request.bodies { size += 4 + body.count }
-            return size
-        case .forwardReply(let reply): return 8 + 4 + stringSize(reply.message) + 8 + 8
-        }
-    }
 
     /// A `WireEntry`'s fixed fields: term, index, offset, append time, kind, body CRC.
     static let entryHeaderSize = 8 * 4 + 2 + 4
