@@ -26,6 +26,7 @@ PX_PROBE(nack_action, enum px_nack_action)
 PX_PROBE(log_level, enum px_log_level)
 PX_PROBE(durability, enum px_durability)
 PX_PROBE(plugin_kind, enum px_plugin_kind)
+PX_PROBE(metric_kind, enum px_metric_kind)
 
 /* Frozen value pairs, passed by value. */
 PX_PROBE(str, px_str)
@@ -46,10 +47,13 @@ PX_PROBE(stream_info, const px_stream_info *)
 PX_PROBE(storage_vtable, const px_storage_vtable *)
 PX_PROBE(registry_vtable, const px_registry_vtable *)
 PX_PROBE(plugin_descriptor, const px_plugin_descriptor *)
+PX_PROBE(record_batch, const px_record_batch *)
+PX_PROBE(metric_spec, const px_metric_spec *)
 
 /* Opaque handles. */
 PX_PROBE(host, px_host *)
 PX_PROBE(stream, px_stream *)
+PX_PROBE(metric, px_metric *)
 
 /* Completions and callbacks. */
 PX_PROBE(done_fn, px_done_fn)
@@ -60,6 +64,9 @@ PX_PROBE(timer_fn, px_timer_fn)
 PX_PROBE(lookup_done_fn, px_lookup_done_fn)
 PX_PROBE(watch_fn, px_watch_fn)
 PX_PROBE(deliver_fn, px_deliver_fn)
+PX_PROBE(read_batch_done_fn, px_read_batch_done_fn)
+PX_PROBE(open_done_fn, px_open_done_fn)
+PX_PROBE(work_fn, px_work_fn)
 
 /* Host services. */
 PX_PROBE(host_log, px_host_log)
@@ -79,6 +86,9 @@ PX_PROBE(host_registry_lookup, px_host_registry_lookup)
 PX_PROBE(host_registry_watch, px_host_registry_watch)
 PX_PROBE(host_registry_unwatch, px_host_registry_unwatch)
 PX_PROBE(host_storage_read, px_host_storage_read)
+PX_PROBE(host_run, px_host_run)
+PX_PROBE(host_metric_create, px_host_metric_create)
+PX_PROBE(host_metric_record, px_host_metric_record)
 
 /* Storage hooks. */
 PX_PROBE(storage_on_open_stream, px_storage_on_open_stream)
@@ -89,6 +99,8 @@ PX_PROBE(storage_on_commit_offset, px_storage_on_commit_offset)
 PX_PROBE(storage_on_fetch_offset, px_storage_on_fetch_offset)
 PX_PROBE(storage_on_trim, px_storage_on_trim)
 PX_PROBE(storage_on_stream_info, px_storage_on_stream_info)
+PX_PROBE(storage_on_open_stream_async, px_storage_on_open_stream_async)
+PX_PROBE(storage_on_read_batch, px_storage_on_read_batch)
 
 /* Registry hooks. */
 PX_PROBE(registry_on_register, px_registry_on_register)

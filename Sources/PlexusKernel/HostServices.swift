@@ -122,6 +122,9 @@ public final class HostServices: Sendable {
         table.pointee.registry_watch = hostRegistryWatch
         table.pointee.registry_unwatch = hostRegistryUnwatch
         table.pointee.storage_read = hostStorageRead
+        table.pointee.run = hostRun
+        table.pointee.metric_create = hostMetricCreate
+        table.pointee.metric_record = hostMetricRecord
         return UnsafePointer(table)
     }()
 }
@@ -167,16 +170,45 @@ private let hostHistogramRecord: px_host_histogram_record = { host, name, value 
     context.services.metrics.record(name.string, plugin: context.name, value)
 }
 
-/// Checks a struct a plugin passed: at least as large as ABI 1.0 made it, and no larger than this kernel
-/// knows. Returns the reason it is refused, or `nil`.
-func structSizeProblem(_ size: UInt32, known: Int, what: String) -> String? {
-    if Int(size) > known {
-        return "\(what) has struct_size \(size), larger than the \(known) bytes this kernel knows"
+private let hostRun: px_host_run = { host, fn, user, err in
+    guard PluginContext.from(host) != nil, let fn else {
+        setError(err, "run needs a host handle and a work function")
+        return PX_ERR_INVALID_ARGUMENT.status
     }
-    if Int(size) < known {
-        return "\(what) has struct_size \(size); ABI 1.0 made it \(known) bytes"
+    let work = Completion(fn: fn, user: user)
+    KernelPool.run { work.fn(work.user) }
+    return PX_OK.status
+}
+
+private let hostMetricCreate: px_host_metric_create = { host, spec, out, err in
+    guard let context = PluginContext.from(host), let spec, let out else {
+        setError(err, "metric_create needs a host handle, a spec and an out pointer")
+        return PX_ERR_INVALID_ARGUMENT.status
     }
-    return nil
+    if let problem = ABIStruct.sizeProblem(
+        spec.pointee.struct_size, of: "px_metric_spec", known: MemoryLayout<px_metric_spec>.size,
+        what: "the metric spec")
+    {
+        setError(err, problem)
+        return PX_ERR_INVALID_ARGUMENT.status
+    }
+    let full = ABIStruct.copy(spec, size: Int(spec.pointee.struct_size), zero: px_metric_spec())
+    do {
+        let handle = try context.metricHandle(full)
+        out.pointee = OpaquePointer(Unmanaged.passUnretained(handle).toOpaque())
+        return PX_OK.status
+    } catch let refusal as Router.Refusal {
+        setError(err, refusal.message)
+        return refusal.status
+    } catch {
+        setError(err, "\(error)")
+        return PX_ERR_INVALID_ARGUMENT.status
+    }
+}
+
+private let hostMetricRecord: px_host_metric_record = { metric, value in
+    guard let metric else { return }
+    Unmanaged<PluginMetric>.fromOpaque(UnsafeRawPointer(metric)).takeUnretainedValue().record(value)
 }
 
 private let hostPublish: px_host_publish = { host, topic, events, count, done, user, err in
@@ -202,8 +234,8 @@ private let hostPublish: px_host_publish = { host, topic, events, count, done, u
             setError(err, "event \(index) of the batch is NULL")
             return PX_ERR_INVALID_ARGUMENT.status
         }
-        if let problem = structSizeProblem(
-            event.pointee.struct_size, known: MemoryLayout<px_event>.size, what: "event \(index)")
+        if let problem = ABIStruct.sizeProblem(
+            event.pointee.struct_size, of: "px_event", known: MemoryLayout<px_event>.size, what: "event \(index)")
         {
             setError(err, problem)
             return PX_ERR_INVALID_ARGUMENT.status
@@ -244,8 +276,9 @@ private let hostSubscribe: px_host_subscribe = { host, spec, outID, err in
         setError(err, "subscribe needs a host handle, a spec and an out id")
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    if let problem = structSizeProblem(
-        spec.pointee.struct_size, known: MemoryLayout<px_subscription_spec>.size, what: "the subscription spec")
+    if let problem = ABIStruct.sizeProblem(
+        spec.pointee.struct_size, of: "px_subscription_spec", known: MemoryLayout<px_subscription_spec>.size,
+        what: "the subscription spec")
     {
         setError(err, problem)
         return PX_ERR_INVALID_ARGUMENT.status
@@ -437,8 +470,9 @@ private let hostRegistryRegister: px_host_registry_register = { host, instance, 
         setError(err, "registry_register needs a host handle, an instance and a completion")
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    if let problem = structSizeProblem(
-        instance.pointee.struct_size, known: MemoryLayout<px_service_instance>.size, what: "the service instance")
+    if let problem = ABIStruct.sizeProblem(
+        instance.pointee.struct_size, of: "px_service_instance", known: MemoryLayout<px_service_instance>.size,
+        what: "the service instance")
     {
         setError(err, problem)
         return PX_ERR_INVALID_ARGUMENT.status

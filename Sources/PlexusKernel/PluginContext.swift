@@ -12,6 +12,8 @@ final class PluginContext: Sendable {
     let logger: Logger
     let services: HostServices
     private let owedCompletions = Atomic<Int>(0)
+    /// The metrics the instance made (`px_host_api.metric_create`); they live as long as the context.
+    let metricHandles = Mutex<[PluginMetric.Key: PluginMetric]>([:])
 
     init(name: String, logger: Logger, services: HostServices) {
         self.name = name

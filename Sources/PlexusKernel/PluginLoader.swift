@@ -185,28 +185,23 @@ struct PluginLoader: Sendable {
     }
 
     /// Copies a descriptor of any size the kernel accepts: larger than the kernel knows is refused, smaller
-    /// (an older minor) leaves the missing trailing fields zero.
+    /// (an older minor) leaves the missing trailing fields zero. Its vtables are copied the same way into
+    /// full-size tables, so the kernel never reads past the end of an older plugin's table.
     static func copyDescriptor(_ raw: UnsafePointer<px_plugin_descriptor>, subject: String) throws
         -> px_plugin_descriptor
     {
-        let known = MemoryLayout<px_plugin_descriptor>.size
-        let size = Int(UnsafeRawPointer(raw).load(as: UInt32.self))
-        let minimum = descriptorSizeABI1_0
-        guard size <= known else {
+        let size = UnsafeRawPointer(raw).load(as: UInt32.self)
+        if let problem = ABIStruct.sizeProblem(
+            size, of: "px_plugin_descriptor", known: MemoryLayout<px_plugin_descriptor>.size,
+            what: "the plugin's descriptor")
+        {
             throw KernelError(
-                .abiMismatch, subject: subject,
-                "the plugin's descriptor has struct_size \(size), larger than the \(known) bytes this kernel knows (ABI \(PX_ABI_VERSION_MAJOR).\(PX_ABI_VERSION_MINOR)); the plugin was built against a newer ABI"
-            )
+                Int(size) > MemoryLayout<px_plugin_descriptor>.size ? .abiMismatch : .descriptorInvalid,
+                subject: subject, problem)
         }
-        guard size >= minimum else {
-            throw KernelError(
-                .descriptorInvalid, subject: subject,
-                "the plugin's descriptor has struct_size \(size); ABI 1.0 descriptors are \(minimum) bytes")
-        }
-        var copy = px_plugin_descriptor()
-        withUnsafeMutableBytes(of: &copy) { target in
-            target.copyMemory(from: UnsafeRawBufferPointer(start: UnsafeRawPointer(raw), count: size))
-        }
+        var copy = ABIStruct.copy(UnsafeRawPointer(raw), size: Int(size), zero: px_plugin_descriptor())
+        copy.storage = ABIStruct.tableCopy(copy.storage, zero: px_storage_vtable())
+        copy.registry = ABIStruct.tableCopy(copy.registry, zero: px_registry_vtable())
         return copy
     }
 
@@ -272,9 +267,9 @@ struct PluginLoader: Sendable {
                 .descriptorInvalid, subject: subject,
                 "the descriptor lacks a lifecycle hook (on_create, on_start, on_stop and on_destroy are required)")
         }
-        // The kernel reads vtables in place, so they must be exactly as large as ABI 1.0 defines them
-        // (a newer minor's larger table is refused with the plugin's newer ABI above).
-        func checkTable(_ kind: Manifest.Kind, _ size: UInt32?, known: Int) throws {
+        // Vtables were copied into full-size tables (`copyDescriptor`); their own size must be one the kernel
+        // accepts: from the first published size up to the size this kernel knows.
+        func checkTable(_ kind: Manifest.Kind, _ size: UInt32?, type: String, known: Int) throws {
             switch (kinds.contains(kind), size) {
             case (true, nil):
                 throw KernelError(
@@ -284,21 +279,24 @@ struct PluginLoader: Sendable {
                 throw KernelError(
                     .descriptorInvalid, subject: subject,
                     "the descriptor has a \(kind.rawValue) vtable but does not declare the \(kind.rawValue) kind")
-            case (true, let size?) where Int(size) != known:
-                throw KernelError(
-                    .descriptorInvalid, subject: subject,
-                    "the \(kind.rawValue) vtable has struct_size \(size); ABI 1.0 tables are \(known) bytes")
+            case (true, let size?):
+                if let problem = ABIStruct.sizeProblem(
+                    size, of: type, known: known, what: "the \(kind.rawValue) vtable")
+                {
+                    throw KernelError(.descriptorInvalid, subject: subject, problem)
+                }
             default:
                 break
             }
         }
-        try checkTable(.storage, d.storage?.pointee.struct_size, known: MemoryLayout<px_storage_vtable>.size)
-        try checkTable(.registry, d.registry?.pointee.struct_size, known: MemoryLayout<px_registry_vtable>.size)
+        try checkTable(
+            .storage, d.storage?.pointee.struct_size, type: "px_storage_vtable",
+            known: MemoryLayout<px_storage_vtable>.size)
+        try checkTable(
+            .registry, d.registry?.pointee.struct_size, type: "px_registry_vtable",
+            known: MemoryLayout<px_registry_vtable>.size)
     }
 }
-
-/// The size of a `px_plugin_descriptor` as ABI 1.0 defined it: the smallest the kernel accepts.
-let descriptorSizeABI1_0 = 96
 
 /// A `px_error` with the kernel's standard capacity.
 enum ErrorBuffer {

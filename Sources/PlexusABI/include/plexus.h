@@ -1,5 +1,5 @@
 /*
- * plexus.h - the Plexus plugin ABI, version 1.0.
+ * plexus.h - the Plexus plugin ABI, version 1.1.
  *
  * This header is the whole contract between the Plexus kernel and a plugin.
  * It is pure C99: a plugin may be written in C, Swift, or anything that can
@@ -58,7 +58,7 @@ extern "C" {
 /* The ABI version this header describes. A plugin built against M.m loads
  * into a host offering M.n when n >= m. */
 #define PX_ABI_VERSION_MAJOR 1
-#define PX_ABI_VERSION_MINOR 0
+#define PX_ABI_VERSION_MINOR 1
 
 #define PX_STRINGIFY_(x) #x
 #define PX_STRINGIFY(x) PX_STRINGIFY_(x)
@@ -71,6 +71,14 @@ extern "C" {
 #else
 #define PX_EXPORT
 #endif
+
+/* Whether a struct handed over by the other side is large enough to hold
+ * `field`: true when its struct_size covers the field's end. A plugin built
+ * against 1.1 tests a 1.1 field of a host struct this way before using it
+ * (a 1.0 kernel's px_host_api is shorter), and so does the kernel for a
+ * plugin's structs. Since 1.1.
+ * THREADING: plain data. */
+#define PX_HAS_FIELD(ptr, type, field) ((ptr) != NULL && (size_t)(ptr)->struct_size >= offsetof(type, field) + sizeof(((type *)0)->field))
 
 /* ------------------------------------------------------------------------ */
 /* Status codes                                                             */
@@ -259,6 +267,45 @@ typedef void (*px_offset_done_fn)(void *user, px_status status, uint64_t offset,
  * THREADING: called on a kernel timer thread, never concurrently for one
  *            timer; must return quickly. */
 typedef void (*px_timer_fn)(void *user, uint64_t timer_id);
+
+/* A read's records, lent to the kernel until it releases them (since 1.1).
+ * The storage fills it and hands it over through px_read_batch_done_fn; the
+ * records, their events and every byte they point to stay valid and
+ * unchanged until the kernel calls release(batch) — exactly once, on any
+ * thread, possibly long after the callback returned (the kernel keeps a batch
+ * until the last delivery made from it is settled). This is how a record
+ * travels from the storage's read buffer to subscribers without a copy.
+ * OWNERSHIP: owned by the storage; lent to the kernel from the callback
+ *            until release. release frees what the storage allocated.
+ * THREADING: release may run on any thread, concurrently with any other
+ *            storage call, but never twice for one batch. */
+typedef struct px_record_batch {
+    uint32_t struct_size;
+    uint32_t reserved;
+    const px_record *const *records;   /* in offset order */
+    size_t count;
+    uint64_t next_offset;              /* where the next read starts */
+    void (*release)(struct px_record_batch *batch);
+    void *storage_data;                /* the storage's own; the kernel never reads it */
+} px_record_batch;
+
+/* Completion of a batch read (since 1.1). On PX_OK the kernel owns `batch`
+ * until it calls batch->release; on an error `batch` is NULL.
+ * OWNERSHIP: error is borrowed for the callback.
+ * THREADING: called exactly once, on any thread; must not block. */
+typedef void (*px_read_batch_done_fn)(void *user, px_status status, px_record_batch *batch, px_str error);
+
+/* Completion of an asynchronous stream open (since 1.1): the stream handle
+ * on PX_OK (owned by the plugin until px_storage_on_close_stream), NULL on
+ * an error.
+ * OWNERSHIP: error is borrowed for the callback.
+ * THREADING: called exactly once, on any thread; must not block. */
+typedef void (*px_open_done_fn)(void *user, px_status status, px_stream *stream, px_str error);
+
+/* A unit of work for the kernel's shared pool (since 1.1).
+ * THREADING: runs once, on a pool thread; should not block for long (the
+ *            pool has one thread per core). */
+typedef void (*px_work_fn)(void *user);
 
 /* ------------------------------------------------------------------------ */
 /* Service registry values                                                  */
@@ -461,6 +508,58 @@ typedef px_status (*px_host_registry_unwatch)(px_host *host, uint64_t watch_id);
 typedef px_status (*px_host_storage_read)(px_host *host, px_str topic, uint64_t from_offset, size_t max_records,
                                           size_t max_bytes, px_read_done_fn done, void *user, px_error *err);
 
+/* Runs fn(user) once on the kernel's shared pool, a fixed set of threads
+ * sized to the cores (since 1.1). Use it for short work that must leave the
+ * caller's thread (a completion that must not run inline, a batch to
+ * encode); never for blocking I/O.
+ * THREADING: any thread; fn runs later on a pool thread, exactly once when
+ *            this returns PX_OK. Work items run concurrently with each
+ *            other; order between them is not promised. */
+typedef px_status (*px_host_run)(px_host *host, px_work_fn fn, void *user, px_error *err);
+
+enum px_metric_kind {
+    PX_METRIC_COUNTER = 1,   /* record(v) adds v (v >= 0) */
+    PX_METRIC_GAUGE = 2,     /* record(v) sets the value */
+    PX_METRIC_HISTOGRAM = 3  /* record(v) observes v into the buckets */
+};
+
+/* A metric made once and then recorded into without a name lookup (since
+ * 1.1).
+ * OWNERSHIP: owned by the kernel; valid until the plugin instance's
+ *            on_destroy returns. Never freed by the plugin.
+ * THREADING: any thread. */
+typedef struct px_metric px_metric;
+
+/* Describes a metric to make.
+ * `name` is a Prometheus name without the plexus_ prefix (the kernel adds
+ * it, and _total for counters); the kernel adds the label plugin="<name of
+ * the calling plugin>". `buckets` are a histogram's upper bounds in
+ * increasing order (NULL: the kernel's default latency buckets, seconds).
+ * OWNERSHIP: borrowed for the call.
+ * THREADING: plain data. */
+typedef struct px_metric_spec {
+    uint32_t struct_size;
+    uint32_t kind;             /* px_metric_kind */
+    px_str name;
+    px_str help;
+    const px_kv *labels;
+    size_t label_count;
+    const double *buckets;
+    size_t bucket_count;
+} px_metric_spec;
+
+/* Makes (or finds: the same name, kind and labels give the same handle) a
+ * metric. A name already used with another kind is PX_ERR_ALREADY_EXISTS.
+ * OWNERSHIP: spec is borrowed; *out_metric is the kernel's (see px_metric).
+ * THREADING: any thread. */
+typedef px_status (*px_host_metric_create)(px_host *host, const px_metric_spec *spec, px_metric **out_metric,
+                                           px_error *err);
+
+/* Records into a metric per its kind (see px_metric_kind). A counter ignores
+ * negative values.
+ * THREADING: any thread; lock-free or nearly so; never blocks. */
+typedef void (*px_host_metric_record)(px_metric *metric, double value);
+
 /* The table of host services. The kernel builds it once; it stays valid and
  * unchanged for the life of the process.
  * OWNERSHIP: owned by the kernel; a plugin may keep the pointer.
@@ -487,6 +586,10 @@ typedef struct px_host_api {
     px_host_registry_watch registry_watch;
     px_host_registry_unwatch registry_unwatch;
     px_host_storage_read storage_read;
+    /* 1.1 */
+    px_host_run run;
+    px_host_metric_create metric_create;
+    px_host_metric_record metric_record;
 } px_host_api;
 
 /* ------------------------------------------------------------------------ */
@@ -592,6 +695,27 @@ typedef px_status (*px_storage_on_trim)(void *instance, px_stream *stream, uint6
 typedef px_status (*px_storage_on_stream_info)(void *instance, px_stream *stream, px_stream_info *out,
                                                px_error *err);
 
+/* Opens (creating if needed) a named stream without blocking the caller
+ * (since 1.1). A storage whose open does disk work (mkdir, fsync, recovery)
+ * implements this: the kernel then never calls on_open_stream, and opens a
+ * stream behind its own future, under no node-wide lock. Opening the same
+ * name twice concurrently is not done by the kernel.
+ * OWNERSHIP: name and options are borrowed for the call; the stream passed
+ *            to done is owned by the plugin until px_storage_on_close_stream.
+ * THREADING: any thread; done is called exactly once, on any thread. */
+typedef px_status (*px_storage_on_open_stream_async)(void *instance, px_str name, const px_stream_options *options,
+                                                     px_open_done_fn done, void *user, px_error *err);
+
+/* Reads as px_storage_on_read does, but lends the records to the kernel in
+ * a px_record_batch instead of for the callback only (since 1.1), so that
+ * the delivery engine hands them to subscribers without copying. A storage
+ * that implements it keeps the batch's memory alive until release.
+ * OWNERSHIP: see px_record_batch and px_read_batch_done_fn.
+ * THREADING: any thread; done is called exactly once, on any thread. */
+typedef px_status (*px_storage_on_read_batch)(void *instance, px_stream *stream, uint64_t from_offset,
+                                              size_t max_records, size_t max_bytes, px_read_batch_done_fn done,
+                                              void *user, px_error *err);
+
 /* The storage vtable, hung off the descriptor of a PX_KIND_STORAGE plugin.
  * OWNERSHIP: owned by the plugin; must stay valid while the image is mapped
  *            (a static const table).
@@ -607,6 +731,9 @@ typedef struct px_storage_vtable {
     px_storage_on_fetch_offset on_fetch_offset;
     px_storage_on_trim on_trim;
     px_storage_on_stream_info on_stream_info;
+    /* 1.1: each may be NULL (the kernel then uses the 1.0 hook above). */
+    px_storage_on_open_stream_async on_open_stream_async;
+    px_storage_on_read_batch on_read_batch;
 } px_storage_vtable;
 
 /* ------------------------------------------------------------------------ */
