@@ -17,7 +17,8 @@ import PlexusABI
 ///   withExtendedLifetime(batch) { api.publish(..., batch.pointers.baseAddress, batch.pointers.count, ...) }
 ///   ```
 ///   The batch is immutable after `init`; reading it from several threads at once is safe.
-public final class CEventBatch {
+public final class CEventBatch: @unchecked Sendable {
+    // Safe: immutable after init (its memory is written only there), so it may be read from any thread.
     /// The number of events in the batch.
     public let count: Int
     private let arena: UnsafeMutablePointer<UInt8>
@@ -90,6 +91,73 @@ public final class CEventBatch {
             (eventPointers + index).initialize(to: UnsafePointer(events + index))
         }
         precondition(arenaUsed == byteCount && extensionsUsed == extensionCount, "CEventBatch: layout size mismatch")
+    }
+
+    /// Copies borrowed C events into memory the batch owns, byte for byte: one copy of each event's bytes,
+    /// no Swift strings on the way. Absent stays absent; present-but-empty stays present.
+    ///
+    /// - Important: Every pointer in `borrowed` must be a valid event (`EventCheck.invalidReason` is `nil`);
+    ///   the events need to live only for this call.
+    public init(copying borrowed: UnsafeBufferPointer<UnsafePointer<px_event>?>) {
+        var byteCount = 0
+        var extensionCount = 0
+        for pointer in borrowed {
+            guard let e = pointer?.pointee else { continue }
+            byteCount += e.id.len + e.source.len + e.specversion.len + e.type.len + e.datacontenttype.len
+            byteCount += e.dataschema.len + e.subject.len + e.time.len + e.data.len
+            for index in 0..<e.extension_count {
+                if let pair = e.extensions?[index] { byteCount += pair.key.len + pair.value.len }
+            }
+            extensionCount += e.extension_count
+        }
+        count = borrowed.count
+        arena = .allocate(capacity: byteCount + 1)
+        extensions = .allocate(capacity: max(extensionCount, 1))
+        events = .allocate(capacity: max(count, 1))
+        eventPointers = .allocate(capacity: max(count, 1))
+
+        var arenaUsed = 0
+        var extensionsUsed = 0
+        let arena = self.arena
+        func place(_ s: px_str) -> px_str {
+            guard let ptr = s.ptr else { return px_str(ptr: nil, len: 0) }
+            let start = arena + arenaUsed
+            if s.len > 0 { UnsafeMutableRawPointer(start).copyMemory(from: ptr, byteCount: s.len) }
+            arenaUsed += s.len
+            return px_str(ptr: UnsafeRawPointer(start).assumingMemoryBound(to: CChar.self), len: s.len)
+        }
+        for (index, pointer) in borrowed.enumerated() {
+            var e = px_event()
+            e.struct_size = UInt32(MemoryLayout<px_event>.size)
+            if let source = pointer?.pointee {
+                e.id = place(source.id)
+                e.source = place(source.source)
+                e.specversion = place(source.specversion)
+                e.type = place(source.type)
+                e.datacontenttype = place(source.datacontenttype)
+                e.dataschema = place(source.dataschema)
+                e.subject = place(source.subject)
+                e.time = place(source.time)
+                if source.extension_count > 0, let pairs = source.extensions {
+                    let first = extensions + extensionsUsed
+                    for offset in 0..<source.extension_count {
+                        (first + offset).initialize(
+                            to: px_kv(key: place(pairs[offset].key), value: place(pairs[offset].value)))
+                    }
+                    extensionsUsed += source.extension_count
+                    e.extensions = UnsafePointer(first)
+                    e.extension_count = source.extension_count
+                }
+                if source.data.len > 0, let data = source.data.ptr {
+                    let start = arena + arenaUsed
+                    start.update(from: data, count: source.data.len)
+                    arenaUsed += source.data.len
+                    e.data = px_bytes(ptr: UnsafePointer(start), len: source.data.len)
+                }
+            }
+            (events + index).initialize(to: e)
+            (eventPointers + index).initialize(to: UnsafePointer(events + index))
+        }
     }
 
     deinit {

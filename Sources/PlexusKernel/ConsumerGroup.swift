@@ -21,14 +21,18 @@ final class ConsumerGroup: Sendable {
         var inFlight = 0
     }
 
+    /// An event read but not yet done: where it lies in its read batch (kept alive by this reference until
+    /// the event is settled), and how far its delivery got.
     struct Pending: Sendable {
         var offset: UInt64
-        var event: CloudEvent
+        var batch: RecordBatch
+        var index: Int
         var attempt: UInt32
         var key: String?
         var lastError = ""
-        /// When the storage stored it (Unix ns; 0 if unknown), passed on in every delivery.
-        var appendTimeNs: UInt64 = 0
+
+        /// The record as the storage lent it (or the kernel's one copy of it).
+        var record: UnsafePointer<px_record> { batch.record(at: index) }
     }
 
     struct Flight: Sendable {
@@ -77,7 +81,7 @@ final class ConsumerGroup: Sendable {
     let topic: String
     let name: String
     let policy: DeliveryPolicy
-    let filters: [(String, String)]
+    let filters: [(AttributeKey, [UInt8])]
     let storage: StorageBinding
     let stream: StorageBinding.Stream
     let clock: any DeliveryClock
@@ -99,7 +103,7 @@ final class ConsumerGroup: Sendable {
         self.topic = topic
         self.name = name
         self.policy = policy
-        self.filters = filters
+        self.filters = filters.map { (AttributeKey($0.0), Array($0.1.utf8)) }
         self.storage = storage
         self.stream = stream
         self.clock = clock
@@ -251,7 +255,16 @@ final class ConsumerGroup: Sendable {
     /// New events may be in the stream.
     func notify() { pump() }
 
-    func close() { state.withLock { $0.closed = true } }
+    /// Stops the group and lets go of every event it holds, so the storage's lent read batches are released
+    /// (the storage is going away).
+    func close() {
+        state.withLock { s in
+            s.closed = true
+            s.ready = []
+            s.inFlight = [:]
+            s.retrying = [:]
+        }
+    }
 
     func pump() {
         let actions = state.withLock { plan(&$0) }
@@ -358,24 +371,29 @@ final class ConsumerGroup: Sendable {
         }
     }
 
-    private func received(_ result: Result<([StorageBinding.Record], UInt64), StorageBinding.Failure>, from: UInt64) {
+    private func received(_ result: Result<RecordBatch, StorageBinding.Failure>, from: UInt64) {
         switch result {
-        case .success(let (records, next)):
+        case .success(let batch):
             state.withLock { s in
                 s.reading = false
-                for record in records where record.offset >= s.readOffset {
-                    let pending = Pending(
-                        offset: record.offset, event: record.event, attempt: 1,
-                        key: record.event.attribute(PX_EXTENSION_PARTITION_KEY), appendTimeNs: record.appendTimeNs)
-                    if filters.allSatisfy({ record.event.attribute($0.0) == $0.1 }) {
+                for index in 0..<batch.count {
+                    let record = batch.record(at: index)
+                    let offset = record.pointee.offset
+                    guard offset >= s.readOffset, let event = record.pointee.event else { continue }
+                    let key =
+                        policy.ordered
+                        ? EventCheck.attribute(event, Self.partitionKey).map { String(decoding: $0, as: UTF8.self) }
+                        : nil
+                    let pending = Pending(offset: offset, batch: batch, index: index, attempt: 1, key: key)
+                    if filters.allSatisfy({ EventCheck.attribute(event, $0.0)?.elementsEqual($0.1) == true }) {
                         s.ready.append(pending)
                     } else {
                         Self.finish(&s, pending)
                     }
                 }
-                s.readOffset = max(s.readOffset, next)
+                s.readOffset = max(s.readOffset, batch.nextOffset)
             }
-            if !records.isEmpty { pump() }
+            if batch.count > 0 { pump() }
         case .failure(let failure):
             if failure.status == PX_ERR_OUT_OF_RANGE.status, let extent = try? storage.info(stream), from < extent.first
             {
@@ -398,24 +416,18 @@ final class ConsumerGroup: Sendable {
         }
     }
 
-    /// Hands deliveries to a member, in order, laid out in C memory once for all of them.
+    /// Hands deliveries to a member, in order: each record as its read batch holds it, not rebuilt.
     private func deliver(_ deliveries: [(UInt64, Pending)], to member: Member) {
         guard !deliveries.isEmpty else { return }
         let subscription = member.id
-        let batch = CEventBatch(deliveries.map(\.1.event))
-        withExtendedLifetime(batch) {
-            withPXStr(topic) { topicStr in
-                for (index, (deliveryID, pending)) in deliveries.enumerated() {
-                    var record = px_record(
-                        struct_size: UInt32(MemoryLayout<px_record>.size), reserved: 0, offset: pending.offset,
-                        append_time_ns: pending.appendTimeNs, event: batch.event(at: index))
-                    withUnsafePointer(to: &record) { recordPointer in
-                        var delivery = px_delivery(
-                            struct_size: UInt32(MemoryLayout<px_delivery>.size), attempt: pending.attempt,
-                            delivery_id: deliveryID, subscription_id: subscription, topic: topicStr,
-                            record: recordPointer)
-                        withUnsafePointer(to: &delivery) { member.deliver($0) }
-                    }
+        withPXStr(topic) { topicStr in
+            for (deliveryID, pending) in deliveries {
+                withExtendedLifetime(pending.batch) {
+                    var delivery = px_delivery(
+                        struct_size: UInt32(MemoryLayout<px_delivery>.size), attempt: pending.attempt,
+                        delivery_id: deliveryID, subscription_id: subscription, topic: topicStr,
+                        record: pending.record)
+                    withUnsafePointer(to: &delivery) { member.deliver($0) }
                 }
             }
         }
@@ -431,7 +443,7 @@ final class ConsumerGroup: Sendable {
             pump()
             return
         }
-        var event = pending.event
+        var event = CloudEvent(copying: pending.record.pointee.event!)
         event.extensions.removeAll { Self.deadLetterExtensions.contains($0.key) }
         event.extensions += [
             ("deadletterreason", reason), ("deadletterattempts", String(pending.attempt)),
@@ -455,6 +467,8 @@ final class ConsumerGroup: Sendable {
             }
         }
     }
+
+    static let partitionKey = AttributeKey(PX_EXTENSION_PARTITION_KEY)
 
     static let deadLetterExtensions: Set<String> = [
         "deadletterreason", "deadletterattempts", "deadlettertopic", "deadlettergroup", "deadletteroffset",

@@ -227,32 +227,56 @@ private let hostPublish: px_host_publish = { host, topic, events, count, done, u
             "a batch holds 0 to \(HostServices.maxBatch) events and needs an array unless empty; got count \(count)")
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    var copies: [CloudEvent] = []
-    copies.reserveCapacity(count)
+    // The caller's events are checked where they lie and handed on as they are: no CloudEvent is made.
+    var smaller = false
     for index in 0..<count {
         guard let event = events?[index] else {
             setError(err, "event \(index) of the batch is NULL")
             return PX_ERR_INVALID_ARGUMENT.status
         }
+        let size = event.pointee.struct_size
         if let problem = ABIStruct.sizeProblem(
-            event.pointee.struct_size, of: "px_event", known: MemoryLayout<px_event>.size, what: "event \(index)")
+            size, of: "px_event", known: MemoryLayout<px_event>.size, what: "event \(index)")
         {
             setError(err, problem)
             return PX_ERR_INVALID_ARGUMENT.status
         }
-        let copy = CloudEvent(copying: event)
-        if let reason = copy.invalidReason {
-            setError(err, "event \(index) is not a valid CloudEvent: \(reason)")
-            return PX_ERR_INVALID_ARGUMENT.status
-        }
-        copies.append(copy)
+        smaller = smaller || Int(size) < MemoryLayout<px_event>.size
     }
-    if let router = context.services.router {
+    // Events of an older, smaller px_event (none is published yet) are widened first, so that the storage
+    // and the checks below never read past their end.
+    let widened: [px_event] =
+        smaller
+        ? (0..<count).map {
+            ABIStruct.copy(events![$0]!, size: Int(events![$0]!.pointee.struct_size), zero: px_event())
+        }
+        : []
+    return widened.withUnsafeBufferPointer { full -> px_status in
+        let pointers = UnsafeMutableBufferPointer<UnsafePointer<px_event>?>.allocate(capacity: smaller ? count : 0)
+        defer { pointers.deallocate() }
+        if smaller { for index in 0..<count { pointers[index] = full.baseAddress! + index } }
+        let batch = smaller ? UnsafeBufferPointer(pointers) : UnsafeBufferPointer(start: events, count: count)
+        for (index, event) in batch.enumerated() {
+            if let reason = EventCheck.invalidReason(event!) {
+                setError(err, "event \(index) is not a valid CloudEvent: \(reason)")
+                return PX_ERR_INVALID_ARGUMENT.status
+            }
+        }
+        guard let router = context.services.router else {
+            let (first, dropped) = context.services.fanout.publish(
+                topic: topicName, events: batch.map { CloudEvent(copying: $0!) })
+            context.services.metrics.add("events_published", plugin: context.name, UInt64(count))
+            if dropped > 0 {
+                context.services.metrics.add("deliveries_dropped", plugin: context.name, UInt64(dropped))
+            }
+            done(user, PX_OK.status, first, px_str(ptr: nil, len: 0))
+            return PX_OK.status
+        }
         context.owe()
         let target = Completion(fn: done, user: user)
         let metrics = context.services.metrics
         let name = context.name
-        router.publish(topic: topicName, events: copies) { result in
+        router.publish(topic: topicName, events: batch) { result in
             switch result {
             case .success(let first):
                 metrics.add("events_published", plugin: name, UInt64(count))
@@ -264,11 +288,6 @@ private let hostPublish: px_host_publish = { host, topic, events, count, done, u
         }
         return PX_OK.status
     }
-    let (first, dropped) = context.services.fanout.publish(topic: topicName, events: copies)
-    context.services.metrics.add("events_published", plugin: context.name, UInt64(count))
-    if dropped > 0 { context.services.metrics.add("deliveries_dropped", plugin: context.name, UInt64(dropped)) }
-    done(user, PX_OK.status, first, px_str(ptr: nil, len: 0))
-    return PX_OK.status
 }
 
 private let hostSubscribe: px_host_subscribe = { host, spec, outID, err in
@@ -569,23 +588,14 @@ private let hostStorageRead: px_host_storage_read = { host, topic, from, maxReco
         result in
         defer { context.paid() }
         switch result {
-        case .success(let (records, next)):
-            let batch = CEventBatch(records.map(\.event))
+        case .success(let batch):
+            // The records go to the reader as the storage (or the kernel's one copy) laid them out.
+            let pointers = UnsafeMutablePointer<UnsafePointer<px_record>?>.allocate(capacity: max(batch.count, 1))
+            defer { pointers.deallocate() }
+            for index in 0..<batch.count { pointers[index] = batch.record(at: index) }
             withExtendedLifetime(batch) {
-                let cRecords = UnsafeMutablePointer<px_record>.allocate(capacity: max(records.count, 1))
-                let pointers = UnsafeMutablePointer<UnsafePointer<px_record>?>.allocate(capacity: max(records.count, 1))
-                defer {
-                    cRecords.deallocate()
-                    pointers.deallocate()
-                }
-                for (index, record) in records.enumerated() {
-                    (cRecords + index).initialize(
-                        to: px_record(
-                            struct_size: UInt32(MemoryLayout<px_record>.size), reserved: 0, offset: record.offset,
-                            append_time_ns: record.appendTimeNs, event: batch.pointers[index]))
-                    pointers[index] = UnsafePointer(cRecords + index)
-                }
-                completion.fn(completion.user, PX_OK.status, pointers, records.count, next, px_str(ptr: nil, len: 0))
+                completion.fn(
+                    completion.user, PX_OK.status, pointers, batch.count, batch.nextOffset, px_str(ptr: nil, len: 0))
             }
         case .failure(let failure):
             withPXStr(failure.message) { completion.fn(completion.user, failure.status, nil, 0, from, $0) }

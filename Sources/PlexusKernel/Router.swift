@@ -41,9 +41,17 @@ public final class Router: Sendable {
     let config: TopicConfig
     let engine: DeliveryEngine
     private let storages = Mutex<[String: StorageBinding]>([:])
-    private let streams = Mutex<[String: (binding: StorageBinding, stream: StorageBinding.Stream)]>([:])
-    /// Serialises opening streams, so one topic gets one stream handle.
-    private let opening = Mutex<Void>(())
+    /// Every topic's stream: open, or being opened with the callers that wait for it (its future). One topic
+    /// gets one stream handle; no lock is held while a storage opens a stream.
+    private let streams = Mutex<[String: Slot]>([:])
+
+    /// A topic's stream and the storage that holds it.
+    typealias Target = (binding: StorageBinding, stream: StorageBinding.Stream)
+
+    private enum Slot {
+        case open(Target)
+        case opening(StorageBinding, [@Sendable (Result<Target, Refusal>) -> Void])
+    }
 
     /// A publish or subscribe the router refuses, with the status to report.
     public struct Refusal: Error, CustomStringConvertible {
@@ -69,9 +77,13 @@ public final class Router: Sendable {
         guard let binding = storages.withLock({ $0.removeValue(forKey: name) }) else { return true }
         engine.closeGroups(on: binding)
         let closing = streams.withLock { all -> [StorageBinding.Stream] in
-            let mine = all.filter { $0.value.binding === binding }
-            for topic in mine.keys { all[topic] = nil }
-            return mine.values.map(\.stream)
+            var mine: [StorageBinding.Stream] = []
+            for (topic, slot) in all {
+                guard case .open(let target) = slot, target.binding === binding else { continue }
+                all[topic] = nil
+                mine.append(target.stream)
+            }
+            return mine
         }
         while binding.calls.load(ordering: .acquiring) > 0 {
             if ContinuousClock.now >= deadline { return false }
@@ -81,53 +93,125 @@ public final class Router: Sendable {
         return true
     }
 
-    /// The stream a topic is stored in, opened on first use.
-    func stream(for topic: String, create: Bool) throws -> (binding: StorageBinding, stream: StorageBinding.Stream) {
-        if let open = streams.withLock({ $0[topic] }) { return open }
-        return try opening.withLock { _ in
-            if let open = streams.withLock({ $0[topic] }) { return open }
-            let explicit = config.bindings.first { $0.topic == topic }
-            guard explicit != nil || (create && config.autoCreate) else {
-                throw Refusal(
-                    status: PX_ERR_NOT_FOUND.status,
-                    message: "topic '\(topic)' is not bound to a storage and topics.autoCreate is off")
+    /// The storage a topic is (to be) stored in, per the topics configuration.
+    private func binding(for topic: String, create: Bool) throws(Refusal) -> (StorageBinding, TopicConfig.Binding?) {
+        let explicit = config.bindings.first { $0.topic == topic }
+        guard explicit != nil || (create && config.autoCreate) else {
+            throw Refusal(
+                status: PX_ERR_NOT_FOUND.status,
+                message: "topic '\(topic)' is not bound to a storage and topics.autoCreate is off")
+        }
+        guard let storageName = explicit?.storage ?? config.defaultStorage else {
+            throw Refusal(
+                status: PX_ERR_NOT_FOUND.status,
+                message: "topic '\(topic)' has no storage: no binding and no topics.defaultStorage")
+        }
+        guard let binding = storages.withLock({ $0[storageName] }) else {
+            throw Refusal(
+                status: PX_ERR_UNAVAILABLE.status,
+                message: "topic '\(topic)' is stored in '\(storageName)', which is not active")
+        }
+        return (binding, explicit)
+    }
+
+    /// Calls `completion` with the topic's stream, opening it on first use: the first caller starts the
+    /// open (outside every lock), later callers wait on the same future. Inline when the stream is open.
+    func withStream(
+        for topic: String, create: Bool, _ completion: @escaping @Sendable (Result<Target, Refusal>) -> Void
+    ) {
+        if case .open(let target)? = streams.withLock({ $0[topic] }) { return completion(.success(target)) }
+        let binding: StorageBinding
+        let explicit: TopicConfig.Binding?
+        do {
+            (binding, explicit) = try self.binding(for: topic, create: create)
+        } catch {
+            return completion(.failure(error))
+        }
+        enum Next {
+            case ready(Target)
+            case wait
+            case start
+        }
+        let next = streams.withLock { all -> Next in
+            switch all[topic] {
+            case .open(let target)?: return .ready(target)
+            case .opening(let opener, var waiters)?:
+                waiters.append(completion)
+                all[topic] = .opening(opener, waiters)
+                return .wait
+            case nil:
+                all[topic] = .opening(binding, [completion])
+                return .start
             }
-            guard let storageName = explicit?.storage ?? config.defaultStorage else {
-                throw Refusal(
-                    status: PX_ERR_NOT_FOUND.status,
-                    message: "topic '\(topic)' has no storage: no binding and no topics.defaultStorage")
+        }
+        switch next {
+        case .ready(let target): return completion(.success(target))
+        case .wait: return
+        case .start: break
+        }
+        binding.openStream(
+            topic, retentionBytes: explicit?.retentionBytes ?? config.defaultRetentionBytes,
+            retentionMs: explicit?.retentionMs ?? config.defaultRetentionMs
+        ) { [weak self] result in
+            let mapped = result.map { (binding: binding, stream: $0) }.mapError {
+                Refusal(
+                    status: $0.status, message: "storage '\(binding.name)' cannot open topic '\(topic)': \($0.message)")
             }
-            guard let binding = storages.withLock({ $0[storageName] }) else {
-                throw Refusal(
-                    status: PX_ERR_UNAVAILABLE.status,
-                    message: "topic '\(topic)' is stored in '\(storageName)', which is not active")
-            }
-            do {
-                let stream = try binding.openStream(
-                    topic, retentionBytes: explicit?.retentionBytes ?? config.defaultRetentionBytes,
-                    retentionMs: explicit?.retentionMs ?? config.defaultRetentionMs)
-                streams.withLock { $0[topic] = (binding, stream) }
-                return (binding, stream)
-            } catch let failure as StorageBinding.Failure {
-                throw Refusal(
-                    status: failure.status,
-                    message: "storage '\(storageName)' cannot open topic '\(topic)': \(failure.message)")
+            let waiters =
+                self?.streams.withLock { all -> [@Sendable (Result<Target, Refusal>) -> Void] in
+                    guard case .opening(_, let waiters)? = all[topic] else { return [] }
+                    if case .success(let target) = mapped { all[topic] = .open(target) } else { all[topic] = nil }
+                    return waiters
+                } ?? [completion]
+            for waiter in waiters { waiter(mapped) }
+        }
+    }
+
+    /// The stream a topic is stored in, opened on first use; waits for an open in progress (holding no lock).
+    func stream(for topic: String, create: Bool) throws -> Target {
+        if case .open(let target)? = streams.withLock({ $0[topic] }) { return target }
+        let result = Mutex<Result<Target, Refusal>?>(nil)
+        let opened = DispatchSemaphore(value: 0)
+        withStream(for: topic, create: create) { outcome in
+            result.withLock { $0 = outcome }
+            opened.signal()
+        }
+        opened.wait()
+        return try result.withLock { $0! }.get()
+    }
+
+    /// Stores a batch of borrowed events: when the topic's stream is open, the caller's pointers go to the
+    /// storage's `on_append` as they are (no copy; they need to live only for this call); otherwise they are
+    /// copied once and appended when the stream has opened. `completion` gets the first offset once the
+    /// storage reports the batch durable, and the topic's groups are told there is more to read.
+    func publish(
+        topic: String, events: UnsafeBufferPointer<UnsafePointer<px_event>?>,
+        completion: @escaping @Sendable (Result<UInt64, Refusal>) -> Void
+    ) {
+        if case .open(let target)? = streams.withLock({ $0[topic] }) {
+            return append(target, topic: topic, events, completion: completion)
+        }
+        publish(topic: topic, batch: CEventBatch(copying: events), completion: completion)
+    }
+
+    /// Stores a batch the router owns (a copy, or events the kernel made: dead letters).
+    func publish(
+        topic: String, batch: CEventBatch, completion: @escaping @Sendable (Result<UInt64, Refusal>) -> Void
+    ) {
+        withStream(for: topic, create: true) { [self] result in
+            switch result {
+            case .success(let target):
+                withExtendedLifetime(batch) { append(target, topic: topic, batch.pointers, completion: completion) }
+            case .failure(let refusal):
+                completion(.failure(refusal))
             }
         }
     }
 
-    /// Stores a batch; `completion` gets the first offset once the storage reports it durable, and the
-    /// topic's groups are told there is more to read.
-    func publish(topic: String, events: [CloudEvent], completion: @escaping @Sendable (Result<UInt64, Refusal>) -> Void)
-    {
-        let target: (binding: StorageBinding, stream: StorageBinding.Stream)
-        do {
-            target = try stream(for: topic, create: true)
-        } catch let refusal as Refusal {
-            return completion(.failure(refusal))
-        } catch {
-            return completion(.failure(Refusal(status: PX_ERR_INTERNAL.status, message: "\(error)")))
-        }
+    private func append(
+        _ target: Target, topic: String, _ events: UnsafeBufferPointer<UnsafePointer<px_event>?>,
+        completion: @escaping @Sendable (Result<UInt64, Refusal>) -> Void
+    ) {
         target.binding.append(target.stream, events) { [engine] result in
             switch result {
             case .success(let first):
@@ -205,7 +289,7 @@ final class DeliveryEngine: Sendable {
                         return done(
                             .failure(.init(status: PX_ERR_UNAVAILABLE.status, message: "the node is shutting down")))
                     }
-                    router.publish(topic: topic, events: events) { result in
+                    router.publish(topic: topic, batch: CEventBatch(events)) { result in
                         done(result.mapError { StorageBinding.Failure(status: $0.status, message: $0.message) })
                     }
                 }

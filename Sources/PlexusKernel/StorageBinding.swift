@@ -24,14 +24,6 @@ final class StorageBinding: @unchecked Sendable {
         var description: String { "\(StatusText.name(status)): \(message)" }
     }
 
-    /// One stored event.
-    struct Record: Sendable {
-        var offset: UInt64
-        var event: CloudEvent
-        /// Unix time in ns when the storage stored it; 0 if unknown.
-        var appendTimeNs: UInt64 = 0
-    }
-
     init(name: String, vtable: UnsafePointer<px_storage_vtable>, instance: UnsafeMutableRawPointer?) {
         self.name = name
         self.vtable = vtable
@@ -46,7 +38,11 @@ final class StorageBinding: @unchecked Sendable {
     }
 
     private static let appends = TokenTable<@Sendable (Result<UInt64, Failure>) -> Void>()
-    private static let reads = TokenTable<@Sendable (Result<([Record], UInt64), Failure>) -> Void>()
+    private static let reads = TokenTable<@Sendable (Result<RecordBatch, Failure>) -> Void>()
+    private static let batchReads = TokenTable<
+        (binding: StorageBinding, maxRecords: Int, completion: @Sendable (Result<RecordBatch, Failure>) -> Void)
+    >()
+    private static let opens = TokenTable<@Sendable (Result<Stream, Failure>) -> Void>()
     private static let dones = TokenTable<@Sendable (Result<Void, Failure>) -> Void>()
     private static let offsets = TokenTable<@Sendable (Result<UInt64?, Failure>) -> Void>()
 
@@ -56,45 +52,77 @@ final class StorageBinding: @unchecked Sendable {
         return try body()
     }
 
-    func openStream(_ name: String, retentionBytes: UInt64 = 0, retentionMs: UInt64 = 0) throws -> Stream {
-        try counted {
+    /// Opens (creating if needed) a stream. A storage with `on_open_stream_async` opens it without blocking
+    /// the caller; one without runs its 1.0 `on_open_stream` on the caller's thread. Either way the caller
+    /// holds no lock: the router keeps a future per opening stream.
+    func openStream(
+        _ name: String, retentionBytes: UInt64 = 0, retentionMs: UInt64 = 0,
+        completion: @escaping @Sendable (Result<Stream, Failure>) -> Void
+    ) {
+        counted {
             var options = px_stream_options(
                 struct_size: UInt32(MemoryLayout<px_stream_options>.size), reserved: 0, retention_bytes: retentionBytes,
                 retention_ms: retentionMs)
+            if let openAsync = vtable.pointee.on_open_stream_async {
+                let token = Self.opens.add(completion)
+                let (status, message) = ErrorBuffer.with { err in
+                    let status = withPXStr(name) { nameStr in
+                        openAsync(
+                            instance, nameStr, &options,
+                            { user, status, stream, error in
+                                guard let completion = StorageBinding.opens.take(user) else { return }
+                                guard status == PX_OK.status, let stream else {
+                                    return completion(
+                                        .failure(
+                                            Failure(
+                                                status: status == PX_OK.status ? PX_ERR_INTERNAL.status : status,
+                                                message: status == PX_OK.status ? "no stream handle" : error.string)))
+                                }
+                                completion(.success(Stream(pointer: stream)))
+                            }, token, err)
+                    }
+                    return (status, ErrorBuffer.text(err))
+                }
+                if status != PX_OK.status, let completion = Self.opens.take(token) {
+                    completion(.failure(Failure(status: status, message: message)))
+                }
+                return
+            }
             var out: OpaquePointer?
             let (status, message) = ErrorBuffer.with { err in
                 let status = withPXStr(name) { vtable.pointee.on_open_stream?(instance, $0, &options, &out, err) }
                 return (status ?? PX_ERR_UNSUPPORTED.status, ErrorBuffer.text(err))
             }
             guard status == PX_OK.status, let out else {
-                throw Failure(
-                    status: status == PX_OK.status ? PX_ERR_INTERNAL.status : status,
-                    message: message.isEmpty ? "no stream handle" : message)
+                return completion(
+                    .failure(
+                        Failure(
+                            status: status == PX_OK.status ? PX_ERR_INTERNAL.status : status,
+                            message: message.isEmpty ? "no stream handle" : message)))
             }
-            return Stream(pointer: out)
+            completion(.success(Stream(pointer: out)))
         }
     }
 
-    /// Appends a batch; `completion` runs once the storage reports it durable.
+    /// Appends a batch, handing the caller's borrowed events to the storage as they are (no copy); they need
+    /// to live only for this call. `completion` runs once the storage reports the batch durable.
     func append(
-        _ stream: Stream, _ events: [CloudEvent], completion: @escaping @Sendable (Result<UInt64, Failure>) -> Void
+        _ stream: Stream, _ events: UnsafeBufferPointer<UnsafePointer<px_event>?>,
+        completion: @escaping @Sendable (Result<UInt64, Failure>) -> Void
     ) {
         counted {
-            let batch = CEventBatch(events)
             let token = Self.appends.add(completion)
-            let (status, message) = withExtendedLifetime(batch) {
-                ErrorBuffer.with { err in
-                    let status =
-                        vtable.pointee.on_append?(
-                            instance, stream.pointer, batch.pointers.baseAddress, batch.pointers.count,
-                            { user, status, first, error in
-                                guard let completion = StorageBinding.appends.take(user) else { return }
-                                completion(
-                                    status == PX_OK.status
-                                        ? .success(first) : .failure(Failure(status: status, message: error.string)))
-                            }, token, err) ?? PX_ERR_UNSUPPORTED.status
-                    return (status, ErrorBuffer.text(err))
-                }
+            let (status, message) = ErrorBuffer.with { err in
+                let status =
+                    vtable.pointee.on_append?(
+                        instance, stream.pointer, events.baseAddress, events.count,
+                        { user, status, first, error in
+                            guard let completion = StorageBinding.appends.take(user) else { return }
+                            completion(
+                                status == PX_OK.status
+                                    ? .success(first) : .failure(Failure(status: status, message: error.string)))
+                        }, token, err) ?? PX_ERR_UNSUPPORTED.status
+                return (status, ErrorBuffer.text(err))
             }
             if status != PX_OK.status, let completion = Self.appends.take(token) {
                 completion(.failure(Failure(status: status, message: message)))
@@ -102,12 +130,35 @@ final class StorageBinding: @unchecked Sendable {
         }
     }
 
-    /// Reads up to `maxRecords` from `offset`.
+    /// Reads up to `maxRecords` from `offset`. A storage with `on_read_batch` lends its records to the batch
+    /// until the batch is released (no copy); one with only the 1.0 `on_read` has its records copied once
+    /// into the batch, inside the callback that lends them.
     func read(
         _ stream: Stream, from offset: UInt64, maxRecords: Int, maxBytes: Int,
-        completion: @escaping @Sendable (Result<([Record], UInt64), Failure>) -> Void
+        completion: @escaping @Sendable (Result<RecordBatch, Failure>) -> Void
     ) {
         counted {
+            if let readBatch = vtable.pointee.on_read_batch {
+                let token = Self.batchReads.add((self, maxRecords, completion))
+                let (status, message) = ErrorBuffer.with { err in
+                    let status = readBatch(
+                        instance, stream.pointer, offset, maxRecords, maxBytes,
+                        { user, status, batch, error in
+                            guard let (binding, maxRecords, completion) = StorageBinding.batchReads.take(user) else {
+                                return
+                            }
+                            guard status == PX_OK.status else {
+                                return completion(.failure(Failure(status: status, message: error.string)))
+                            }
+                            completion(binding.adopt(batch, maxRecords: maxRecords))
+                        }, token, err)
+                    return (status, ErrorBuffer.text(err))
+                }
+                if status != PX_OK.status, let (_, _, completion) = Self.batchReads.take(token) {
+                    completion(.failure(Failure(status: status, message: message)))
+                }
+                return
+            }
             let token = Self.reads.add(completion)
             let (status, message) = ErrorBuffer.with { err in
                 let status =
@@ -118,18 +169,11 @@ final class StorageBinding: @unchecked Sendable {
                             guard status == PX_OK.status else {
                                 return completion(.failure(Failure(status: status, message: error.string)))
                             }
-                            var copied: [Record] = []
-                            if let records, count > 0 {
-                                copied.reserveCapacity(count)
-                                for i in 0..<count {
-                                    guard let record = records[i], let event = record.pointee.event else { continue }
-                                    copied.append(
-                                        Record(
-                                            offset: record.pointee.offset, event: CloudEvent(copying: event),
-                                            appendTimeNs: record.pointee.append_time_ns))
-                                }
+                            let borrowed = UnsafeBufferPointer(start: records, count: records == nil ? 0 : count)
+                            if let problem = RecordBatch.problem(borrowed) {
+                                return completion(.failure(Failure(status: PX_ERR_INTERNAL.status, message: problem)))
                             }
-                            completion(.success((copied, next)))
+                            completion(.success(RecordBatch(copying: borrowed, nextOffset: next)))
                         }, token, err) ?? PX_ERR_UNSUPPORTED.status
                 return (status, ErrorBuffer.text(err))
             }
@@ -138,6 +182,37 @@ final class StorageBinding: @unchecked Sendable {
             }
         }
     }
+
+    /// Takes over a batch the storage lent: checked, then owned until the `RecordBatch` is released. A batch
+    /// that breaks the contract is released at once and reported as the storage's internal error.
+    private func adopt(_ batch: UnsafeMutablePointer<px_record_batch>?, maxRecords: Int) -> Result<RecordBatch, Failure>
+    {
+        guard let batch else {
+            return .failure(
+                Failure(status: PX_ERR_INTERNAL.status, message: "on_read_batch completed PX_OK without a batch"))
+        }
+        let size = batch.pointee.struct_size
+        var problem = ABIStruct.sizeProblem(
+            size, of: "px_record_batch", known: MemoryLayout<px_record_batch>.size, what: "the read batch")
+        if problem == nil, batch.pointee.release == nil { problem = "the read batch has no release function" }
+        let records = UnsafeBufferPointer(
+            start: batch.pointee.records, count: batch.pointee.records == nil ? 0 : batch.pointee.count)
+        if problem == nil, batch.pointee.count != records.count || records.count > maxRecords {
+            problem = "the read batch holds \(batch.pointee.count) records (at most \(maxRecords) were asked for)"
+        }
+        if problem == nil { problem = RecordBatch.problem(records) }
+        if let problem {
+            if batch.pointee.release != nil, Int(size) >= MemoryLayout<px_record_batch>.offset(of: \.storage_data)! {
+                batch.pointee.release?(batch)
+            }
+            return .failure(Failure(status: PX_ERR_INTERNAL.status, message: problem))
+        }
+        calls.add(1, ordering: .relaxed)
+        return .success(RecordBatch(lent: batch, binding: self))
+    }
+
+    /// A lent batch was released: one call fewer keeps the storage from stopping.
+    fileprivate func released() { calls.subtract(1, ordering: .releasing) }
 
     func commitOffset(
         _ stream: Stream, group: String, offset: UInt64, completion: @escaping @Sendable (Result<Void, Failure>) -> Void
@@ -207,5 +282,76 @@ final class StorageBinding: @unchecked Sendable {
 
     func closeStream(_ stream: Stream) {
         counted { vtable.pointee.on_close_stream?(instance, stream.pointer) }
+    }
+}
+
+/// Records read from a storage, kept for as long as the delivery engine needs them: lent by the storage
+/// (`on_read_batch`, released when the last reference goes) or copied once from a 1.0 storage's read.
+///
+/// The delivery engine keeps the batch until every delivery made from it is settled, and hands each
+/// record's `px_record` to subscribers as it lies here: no event is rebuilt between storage and subscriber.
+final class RecordBatch: @unchecked Sendable {
+    // Safe: immutable after init; the records it points at are immutable until release (the ABI's promise for
+    // a lent batch; the kernel's own copy is never written after init); release runs once, in deinit.
+    let count: Int
+    let nextOffset: UInt64
+    private let records: UnsafePointer<UnsafePointer<px_record>?>?
+    private let lent: UnsafeMutablePointer<px_record_batch>?
+    private let binding: StorageBinding?
+    private let owned: CRecordBatch?
+
+    init(lent batch: UnsafeMutablePointer<px_record_batch>, binding: StorageBinding) {
+        count = batch.pointee.count
+        nextOffset = batch.pointee.next_offset
+        records = batch.pointee.records
+        lent = batch
+        self.binding = binding
+        owned = nil
+    }
+
+    init(copying borrowed: UnsafeBufferPointer<UnsafePointer<px_record>?>, nextOffset: UInt64) {
+        let copy = CRecordBatch(copying: borrowed)
+        count = copy.count
+        self.nextOffset = nextOffset
+        records = copy.pointers.baseAddress
+        lent = nil
+        binding = nil
+        owned = copy
+    }
+
+    deinit {
+        if let lent, let release = lent.pointee.release {
+            release(lent)
+            binding?.released()
+        }
+    }
+
+    /// The record at `index`, as the storage (or the copy) laid it out.
+    func record(at index: Int) -> UnsafePointer<px_record> {
+        precondition(index >= 0 && index < count, "RecordBatch: index \(index) out of 0..<\(count)")
+        return records![index]!
+    }
+
+    /// What is wrong with records a storage handed over, or `nil`: each present, with an event the kernel can
+    /// read without tripping (`EventCheck`).
+    static func problem(_ records: UnsafeBufferPointer<UnsafePointer<px_record>?>) -> String? {
+        for (index, record) in records.enumerated() {
+            guard let record, let event = record.pointee.event else {
+                return "record \(index) of the read is NULL or has no event"
+            }
+            if let problem = ABIStruct.sizeProblem(
+                record.pointee.struct_size, of: "px_record", known: MemoryLayout<px_record>.size,
+                what: "record \(index)")
+            {
+                return problem
+            }
+            if let problem = ABIStruct.sizeProblem(
+                event.pointee.struct_size, of: "px_event", known: MemoryLayout<px_event>.size,
+                what: "the event of record \(index)")
+            {
+                return problem
+            }
+        }
+        return nil
     }
 }

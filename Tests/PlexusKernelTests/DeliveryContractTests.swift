@@ -74,14 +74,18 @@ struct DeliveryContractTests {
         defer { h.shutDown() }
         let first = try h.publish("t", [DeliveryHarness.event("a"), DeliveryHarness.event("b")])
         let target = try #require(h.kernel.services.router).stream(for: "t", create: false)
-        let read = Mutex<[StorageBinding.Record]?>(nil)
+        let read = Mutex<[String]?>(nil)
         let done = DispatchSemaphore(value: 0)
         target.binding.read(target.stream, from: first, maxRecords: 10, maxBytes: 1 << 20) { result in
-            read.withLock { $0 = (try? result.get())?.0 }
+            read.withLock { ids in
+                ids = (try? result.get()).map { batch in
+                    (0..<batch.count).map { batch.record(at: $0).pointee.event!.pointee.id.string }
+                }
+            }
             done.signal()
         }
         #expect(done.wait(timeout: .now() + 5) == .success)
-        #expect(read.withLock { $0 }?.map(\.event.id) == ["a", "b"])
+        #expect(read.withLock { $0 } == ["a", "b"])
     }
 
     @Test("a nack redelivers after the linear backoff, not before")

@@ -108,7 +108,7 @@ struct FixtureNode {
     /// YAML appended and any of the first lines overridden.
     static func manifestText(
         fixture stem: String, name: String? = nil, version: String = "1.0.0", kind: String = "connector",
-        library: String? = nil, abi: String = "{major: 1, minor: 0}", extra: String = ""
+        library: String? = nil, abi: String = "{major: 1, minor: 1}", extra: String = ""
     ) -> String {
         """
         manifest: 1
@@ -133,7 +133,7 @@ struct FixtureNode {
     @discardableResult
     func writeManifest(
         fixture stem: String, name: String? = nil, version: String = "1.0.0", kind: String = "connector",
-        library: String? = nil, abi: String = "{major: 1, minor: 0}", extra: String = "", file: String? = nil
+        library: String? = nil, abi: String = "{major: 1, minor: 1}", extra: String = "", file: String? = nil
     ) throws -> String {
         let text = Self.manifestText(
             fixture: stem, name: name, version: version, kind: kind, library: library, abi: abi, extra: extra)
