@@ -69,7 +69,9 @@ public enum EventCheck {
         case .extension:
             for index in 0..<e.extension_count {
                 guard let pair = e.extensions?[index], let name = bytes(pair.key) else { continue }
-                if name.elementsEqual(key.name) { return bytes(pair.value) ?? UnsafeRawBufferPointer(start: nil, count: 0) }
+                if name.elementsEqual(key.name) {
+                    return bytes(pair.value) ?? UnsafeRawBufferPointer(start: nil, count: 0)
+                }
             }
             return nil
         }

@@ -173,72 +173,37 @@ public final class Kernel: Sendable {
                     "cannot create its data directory \(dataDirectory): \(error.localizedDescription)"))
         }
 
-        // Create.
-        let create = PluginCall(descriptor: loaded.descriptor, instance: nil)
-        let config = self.config
-        let outcome = Deadline.run(manifest.startTimeout, name: "plexus.create.\(manifest.name)") { () -> HookResult in
-            PluginConfigBuffer.with(manifest: manifest, nodeID: config.nodeID, dataDirectory: dataDirectory) {
-                cConfig in
-                ErrorBuffer.with { err in
-                    var instance: UnsafeMutableRawPointer?
-                    let status = create.descriptor.on_create(HostServices.api, context.handle, cConfig, &instance, err)
-                    return HookResult(status: status, message: ErrorBuffer.text(err), instance: instance)
-                }
-            }
+        let lifecycle = PluginLifecycle(manifest: manifest, loaded: loaded, context: context)
+        record.update { $0.lifecycle = lifecycle }
+        let instance: InstancePointer?
+        switch lifecycle.create(nodeID: config.nodeID, dataDirectory: dataDirectory) {
+        case .success(let created):
+            instance = created
+        case .failure(let failure):
+            if case .abandoned = failure { record.update { $0.abandoned = true } }
+            return fail(record, failure.error)
         }
-        guard case .finished(let created) = outcome else {
-            record.update { $0.abandoned = true }
-            return fail(
-                record,
-                KernelError(
-                    .deadlineExceeded, subject: manifest.name,
-                    "on_create did not return within \(manifest.startTimeout.milliseconds) ms; the instance is abandoned"
-                ))
-        }
-        guard created.status == PX_OK.status else {
-            return fail(
-                record,
-                KernelError(
-                    .hookFailed, subject: manifest.name,
-                    "on_create failed with \(StatusText.name(created.status)): \(created.message)"))
-        }
-        record.update { $0.instance = InstancePointer(created.instance) }
+        record.update { $0.instance = instance }
         transition(record, to: .created)
 
-        // Start.
-        let start = PluginCall(descriptor: loaded.descriptor, instance: created.instance)
-        let started = Deadline.run(manifest.startTimeout, name: "plexus.start.\(manifest.name)") { () -> HookResult in
-            ErrorBuffer.with { err in
-                HookResult(
-                    status: start.descriptor.on_start(start.instance, err), message: ErrorBuffer.text(err),
-                    instance: nil)
+        if case .failure(let failure) = lifecycle.start(instance) {
+            switch failure {
+            case .abandoned(let error):
+                record.update { $0.abandoned = true }
+                return fail(record, error)
+            case .failed(let error):
+                fail(record, error)
+                destroy(record, manifest: manifest)
+                return
             }
         }
-        guard case .finished(let result) = started else {
-            record.update { $0.abandoned = true }
-            return fail(
-                record,
-                KernelError(
-                    .deadlineExceeded, subject: manifest.name,
-                    "on_start did not return within \(manifest.startTimeout.milliseconds) ms; the instance is abandoned"
-                ))
-        }
-        guard result.status == PX_OK.status else {
-            fail(
-                record,
-                KernelError(
-                    .hookFailed, subject: manifest.name,
-                    "on_start failed with \(StatusText.name(result.status)): \(result.message)"))
-            destroy(record, manifest: manifest)
-            return
-        }
         if manifest.kinds.contains(.storage), let storage = loaded.descriptor.storage, let router = services.router {
-            router.bind(StorageBinding(name: manifest.name, vtable: storage, instance: created.instance))
+            router.bind(StorageBinding(name: manifest.name, vtable: storage, instance: instance?.raw))
         }
         if manifest.kinds.contains(.registry), let registry = loaded.descriptor.registry {
             services.registry.withLock { binding in
                 if binding == nil {
-                    binding = .init(vtable: registry, instance: created.instance, name: manifest.name)
+                    binding = .init(vtable: registry, instance: instance?.raw, name: manifest.name)
                 }
             }
         }
@@ -260,14 +225,14 @@ public final class Kernel: Sendable {
     }
 
     private func stop(_ record: PluginRecord, manifest: Manifest) {
-        guard let loaded = record.snapshot.loaded else { return }
+        guard let lifecycle = record.snapshot.lifecycle else { return }
         transition(record, to: .stopping)
         let deadline = ContinuousClock.now + manifest.stopTimeout
         let storageUnbound = services.router?.unbind(manifest.name, until: deadline) ?? true
         guard storageUnbound, services.unbindRegistry(manifest.name, until: deadline), record.close(until: deadline)
         else {
             record.update { $0.abandoned = true }
-            cleanUp(record, wait: false)
+            cleanUp(record)
             return fail(
                 record,
                 KernelError(
@@ -275,64 +240,34 @@ public final class Kernel: Sendable {
                     "calls into the plugin (registry hooks, health checks or operations) were still running after \(manifest.stopTimeout.milliseconds) ms; the instance is abandoned"
                 ))
         }
-        let call = PluginCall(descriptor: loaded.descriptor, instance: record.snapshot.instance?.raw)
-        let timeout = manifest.stopTimeout
-        let outcome = Deadline.run(timeout, name: "plexus.stop.\(manifest.name)") { () -> HookResult in
-            ErrorBuffer.with { err in
-                HookResult(
-                    status: call.descriptor.on_stop(call.instance, timeout.milliseconds, err),
-                    message: ErrorBuffer.text(err), instance: nil)
-            }
-        }
-        guard case .finished(let result) = outcome else {
+        switch lifecycle.stop(record.snapshot.instance) {
+        case .success:
+            break
+        case .failure(.abandoned(let error)):
             record.update { $0.abandoned = true }
-            cleanUp(record, wait: false)
-            return fail(
-                record,
-                KernelError(
-                    .deadlineExceeded, subject: manifest.name,
-                    "on_stop did not return within \(timeout.milliseconds) ms; the instance is abandoned"))
-        }
-        if result.status != PX_OK.status {
-            logger.warning(
-                "plugin \(manifest.name): on_stop reported \(StatusText.name(result.status)): \(result.message)")
+            lifecycle.abandon()
+            return fail(record, error)
+        case .failure(.failed(let error)):
+            logger.warning("plugin \(manifest.name): \(error.message)")
         }
         transition(record, to: .stopped)
         destroy(record, manifest: manifest)
     }
 
     /// Cancels what the plugin left behind (timers, subscriptions, registry watches) and refuses it new
-    /// ones. `wait: false` for an abandoned plugin, whose callbacks may never return.
-    private func cleanUp(_ record: PluginRecord, wait: Bool) {
-        guard let context = record.snapshot.context else { return }
-        services.release(owner: context.id, wait: wait)
+    /// ones, without waiting for its callbacks: for an abandoned plugin, whose callbacks may never return.
+    private func cleanUp(_ record: PluginRecord) {
+        record.snapshot.lifecycle?.abandon()
     }
 
-    /// Calls on_destroy once every completion owed to the instance has run.
+    /// Calls on_destroy once every completion owed to the instance has run (`PluginLifecycle.destroy`).
     private func destroy(_ record: PluginRecord, manifest: Manifest) {
-        cleanUp(record, wait: true)
-        guard let loaded = record.snapshot.loaded, let instance = record.snapshot.instance else { return }
-        if let context = record.snapshot.context, !context.drainCompletions(until: .now + manifest.stopTimeout) {
-            record.update { $0.abandoned = true }
-            return fail(
-                record,
-                KernelError(
-                    .deadlineExceeded, subject: manifest.name,
-                    "completions the kernel owes the instance were still outstanding after \(manifest.stopTimeout.milliseconds) ms; on_destroy was not called and the instance is abandoned"
-                ))
-        }
-        let call = PluginCall(descriptor: loaded.descriptor, instance: instance.raw)
-        let outcome = Deadline.run(manifest.stopTimeout, name: "plexus.destroy.\(manifest.name)") { () -> Bool in
-            call.descriptor.on_destroy(call.instance)
-            return true
-        }
+        guard let lifecycle = record.snapshot.lifecycle, let instance = record.snapshot.instance else { return }
+        let outcome = lifecycle.destroy(instance)
         record.update { $0.instance = nil }
-        if case .timedOut = outcome {
-            fail(
-                record,
-                KernelError(
-                    .deadlineExceeded, subject: manifest.name,
-                    "on_destroy did not return within \(manifest.stopTimeout.milliseconds) ms"))
+        if case .failure(let failure) = outcome {
+            if case .abandoned = failure { record.update { $0.abandoned = true } }
+            fail(record, failure.error)
         }
     }
 
@@ -360,31 +295,14 @@ public final class Kernel: Sendable {
     private func health(of record: PluginRecord) -> String? {
         guard record.state == .active else { return nil }
         let admitted = record.snapshot.healthInFlight ? nil : record.beginCall()
-        guard let (loaded, instance) = admitted else {
+        guard let (_, instance) = admitted, let lifecycle = record.snapshot.lifecycle else {
+            if admitted != nil { record.endCall() }
             return record.snapshot.lastHealth.map { "\($0) (a newer check is still running)" }
         }
-        guard loaded.descriptor.on_health != nil else {
-            record.endCall()
-            return "healthy"
-        }
         record.update { $0.healthInFlight = true }
-        let call = PluginCall(descriptor: loaded.descriptor, instance: instance.raw)
-        let outcome = Deadline.run(.seconds(1), name: "plexus.health.\(record.name)") { () -> HookResult in
-            defer {
-                record.update { $0.healthInFlight = false }
-                record.endCall()
-            }
-            return ErrorBuffer.with { err in
-                HookResult(
-                    status: call.descriptor.on_health?(call.instance, err) ?? PX_OK.status,
-                    message: ErrorBuffer.text(err), instance: nil)
-            }
-        }
-        let answer: String
-        switch outcome {
-        case .timedOut: answer = "unknown: on_health did not answer within 1 s"
-        case .finished(let result) where result.status == PX_OK.status: answer = "healthy"
-        case .finished(let result): answer = "unhealthy (\(StatusText.name(result.status))): \(result.message)"
+        let answer = lifecycle.health(instance) {
+            record.update { $0.healthInFlight = false }
+            record.endCall()
         }
         record.update { $0.lastHealth = answer }
         return answer
@@ -489,20 +407,6 @@ struct InstancePointer: @unchecked Sendable {
     }
 }
 
-/// A descriptor and instance carried to a hook's thread.
-private struct PluginCall: @unchecked Sendable {
-    // Safe: see LoadedPlugin and InstancePointer.
-    let descriptor: px_plugin_descriptor
-    let instance: UnsafeMutableRawPointer?
-}
-
-private struct HookResult: @unchecked Sendable {
-    // Safe: `instance` is only handed back to the plugin.
-    var status: px_status
-    var message: String
-    var instance: UnsafeMutableRawPointer?
-}
-
 /// The kernel's record of one plugin.
 final class PluginRecord: Sendable {
     struct State: @unchecked Sendable {
@@ -517,6 +421,7 @@ final class PluginRecord: Sendable {
         var loaded: LoadedPlugin?
         var instance: InstancePointer?
         var context: PluginContext?
+        var lifecycle: PluginLifecycle?
         var abandoned = false
         /// Health checks and operations running in the instance now.
         var calls = 0

@@ -1,4 +1,5 @@
 import Foundation
+import PlexusABI
 
 /// Where a plugin is in its life (docs/manifest.md, "Lifecycle").
 ///
@@ -34,4 +35,193 @@ public struct PluginStatus: Sendable, Codable, Equatable {
     public var health: String?
     public var operations: [Operation]
     public var history: [Transition]
+}
+
+/// The hooks of one plugin instance, driven the one way every host of Plexus drives them: `on_create` and
+/// `on_start` within the manifest's start deadline, `on_stop` within its stop deadline, then what the
+/// instance left with the host is released, every completion owed to it runs, and `on_destroy` frees it.
+/// A hook that overruns its deadline abandons the instance: no further hook is called.
+///
+/// The kernel (`Kernel`) and the conformance kit (`StandalonePlugin`) both drive plugins through it, so what
+/// a plugin passes in the kit is what a node does to it.
+struct PluginLifecycle: Sendable {
+    let manifest: Manifest
+    let loaded: LoadedPlugin
+    let context: PluginContext
+
+    /// Why a hook did not succeed.
+    enum Failure: Error {
+        /// The hook overran its deadline; the instance is abandoned (no further hook may be called).
+        case abandoned(KernelError)
+        /// The hook returned an error; the instance may be destroyed.
+        case failed(KernelError)
+
+        var error: KernelError {
+            switch self {
+            case .abandoned(let error), .failed(let error): return error
+            }
+        }
+    }
+
+    /// `on_create` with the manifest's configuration: the instance pointer the plugin returned.
+    func create(nodeID: String, dataDirectory: String) -> Result<InstancePointer?, Failure> {
+        let name = manifest.name
+        let manifest = manifest
+        let loaded = loaded
+        let context = context
+        let outcome = Deadline.run(manifest.startTimeout, name: "plexus.create.\(name)") { () -> HookOutcome in
+            PluginConfigBuffer.with(manifest: manifest, nodeID: nodeID, dataDirectory: dataDirectory) { config in
+                ErrorBuffer.with { err in
+                    var instance: UnsafeMutableRawPointer?
+                    let status = loaded.descriptor.on_create(HostServices.api, context.handle, config, &instance, err)
+                    return HookOutcome(status: status, message: ErrorBuffer.text(err), instance: instance)
+                }
+            }
+        }
+        guard case .finished(let created) = outcome else {
+            return .failure(
+                .abandoned(
+                    KernelError(
+                        .deadlineExceeded, subject: name,
+                        "on_create did not return within \(manifest.startTimeout.milliseconds) ms; the instance is abandoned"
+                    )))
+        }
+        guard created.status == PX_OK.status else {
+            return .failure(
+                .failed(
+                    KernelError(
+                        .hookFailed, subject: name,
+                        "on_create failed with \(StatusText.name(created.status)): \(created.message)")))
+        }
+        return .success(InstancePointer(created.instance))
+    }
+
+    /// `on_start`. On `.failed` the caller destroys the instance (without `on_stop`), as the ABI says.
+    func start(_ instance: InstancePointer?) -> Result<Void, Failure> {
+        let name = manifest.name
+        let loaded = loaded
+        let outcome = Deadline.run(manifest.startTimeout, name: "plexus.start.\(name)") { () -> HookOutcome in
+            ErrorBuffer.with { err in
+                HookOutcome(
+                    status: loaded.descriptor.on_start(instance?.raw, err), message: ErrorBuffer.text(err),
+                    instance: nil)
+            }
+        }
+        guard case .finished(let started) = outcome else {
+            return .failure(
+                .abandoned(
+                    KernelError(
+                        .deadlineExceeded, subject: name,
+                        "on_start did not return within \(manifest.startTimeout.milliseconds) ms; the instance is abandoned"
+                    )))
+        }
+        guard started.status == PX_OK.status else {
+            return .failure(
+                .failed(
+                    KernelError(
+                        .hookFailed, subject: name,
+                        "on_start failed with \(StatusText.name(started.status)): \(started.message)")))
+        }
+        return .success(())
+    }
+
+    /// `on_stop` within the stop deadline. `.failed` carries what the plugin reported; the instance is to be
+    /// destroyed all the same.
+    func stop(_ instance: InstancePointer?) -> Result<Void, Failure> {
+        let name = manifest.name
+        let loaded = loaded
+        let timeout = manifest.stopTimeout
+        let outcome = Deadline.run(timeout, name: "plexus.stop.\(name)") { () -> HookOutcome in
+            ErrorBuffer.with { err in
+                HookOutcome(
+                    status: loaded.descriptor.on_stop(instance?.raw, timeout.milliseconds, err),
+                    message: ErrorBuffer.text(err), instance: nil)
+            }
+        }
+        guard case .finished(let stopped) = outcome else {
+            return .failure(
+                .abandoned(
+                    KernelError(
+                        .deadlineExceeded, subject: name,
+                        "on_stop did not return within \(timeout.milliseconds) ms; the instance is abandoned")))
+        }
+        guard stopped.status == PX_OK.status else {
+            return .failure(
+                .failed(
+                    KernelError(
+                        .hookFailed, subject: name,
+                        "on_stop reported \(StatusText.name(stopped.status)): \(stopped.message); the instance was destroyed all the same"
+                    )))
+        }
+        return .success(())
+    }
+
+    /// Releases what the instance left with the host (timers, subscriptions, watches) and refuses it new
+    /// ones, waits for every completion owed to it, then calls `on_destroy`. `.abandoned` when the
+    /// completions or `on_destroy` overran the stop deadline.
+    func destroy(_ instance: InstancePointer?) -> Result<Void, Failure> {
+        let name = manifest.name
+        context.services.release(owner: context.id, wait: true)
+        guard context.drainCompletions(until: .now + manifest.stopTimeout) else {
+            return .failure(
+                .abandoned(
+                    KernelError(
+                        .deadlineExceeded, subject: name,
+                        "completions the kernel owes the instance were still outstanding after \(manifest.stopTimeout.milliseconds) ms; on_destroy was not called and the instance is abandoned"
+                    )))
+        }
+        let loaded = loaded
+        let outcome = Deadline.run(manifest.stopTimeout, name: "plexus.destroy.\(name)") { () -> Bool in
+            loaded.descriptor.on_destroy(instance?.raw)
+            return true
+        }
+        if case .timedOut = outcome {
+            return .failure(
+                .abandoned(
+                    KernelError(
+                        .deadlineExceeded, subject: name,
+                        "on_destroy did not return within \(manifest.stopTimeout.milliseconds) ms")))
+        }
+        return .success(())
+    }
+
+    /// `on_health` within `deadline`: "healthy", "unhealthy (STATUS): reason", or "unknown: …" when it did not
+    /// answer in time. `finally` runs once the hook has returned, on the hook's thread (even after the deadline).
+    func health(
+        _ instance: InstancePointer?, deadline: Duration = .seconds(1), finally: @escaping @Sendable () -> Void
+    ) -> String {
+        let loaded = loaded
+        guard loaded.descriptor.on_health != nil else {
+            finally()
+            return "healthy"
+        }
+        let outcome = Deadline.run(deadline, name: "plexus.health.\(manifest.name)") { () -> HookOutcome in
+            defer { finally() }
+            return ErrorBuffer.with { err in
+                HookOutcome(
+                    status: loaded.descriptor.on_health?(instance?.raw, err) ?? PX_OK.status,
+                    message: ErrorBuffer.text(err),
+                    instance: nil)
+            }
+        }
+        switch outcome {
+        case .timedOut: return "unknown: on_health did not answer within \(deadline.components.seconds) s"
+        case .finished(let result) where result.status == PX_OK.status: return "healthy"
+        case .finished(let result): return "unhealthy (\(StatusText.name(result.status))): \(result.message)"
+        }
+    }
+
+    /// Gives the instance up without another hook: what it left with the host is released without waiting
+    /// for its callbacks, which may never return.
+    func abandon() {
+        context.services.release(owner: context.id, wait: false)
+    }
+}
+
+/// What a lifecycle hook said.
+private struct HookOutcome: @unchecked Sendable {
+    // Safe: `instance` is only handed back to the plugin that returned it.
+    var status: px_status
+    var message: String
+    var instance: UnsafeMutableRawPointer?
 }

@@ -115,49 +115,24 @@ public final class StandalonePlugin: Sendable {
         }
         let context = PluginContext(
             name: name, logger: Kernel.pluginLogger(logger, name: name), services: services)
-        let loaded = loaded
-        let manifest = manifest
-        let created = Deadline.run(manifest.startTimeout, name: "plexus.create.\(name)") { () -> HookOutcome in
-            PluginConfigBuffer.with(manifest: manifest, nodeID: nodeID, dataDirectory: dataDirectory) { config in
-                ErrorBuffer.with { err in
-                    var instance: UnsafeMutableRawPointer?
-                    let status = loaded.descriptor.on_create(HostServices.api, context.handle, config, &instance, err)
-                    return HookOutcome(status: status, message: ErrorBuffer.text(err), instance: instance)
-                }
-            }
+        let lifecycle = PluginLifecycle(manifest: manifest, loaded: loaded, context: context)
+        let pointer: InstancePointer?
+        switch lifecycle.create(nodeID: nodeID, dataDirectory: dataDirectory) {
+        case .success(let created): pointer = created
+        case .failure(let failure): throw failure.error
         }
-        guard case .finished(let create) = created else {
-            throw KernelError(
-                .deadlineExceeded, subject: name,
-                "on_create did not return within \(manifest.startTimeout.milliseconds) ms; the instance is abandoned")
-        }
-        guard create.status == PX_OK.status else {
-            throw KernelError(
-                .hookFailed, subject: name,
-                "on_create failed with \(StatusText.name(create.status)): \(create.message)")
-        }
-        let instance = Instance(
-            plugin: self, context: context, pointer: InstancePointer(create.instance), dataDirectory: dataDirectory)
-        let started = Deadline.run(manifest.startTimeout, name: "plexus.start.\(name)") { () -> HookOutcome in
-            ErrorBuffer.with { err in
-                HookOutcome(
-                    status: loaded.descriptor.on_start(instance.pointer, err), message: ErrorBuffer.text(err),
-                    instance: nil)
-            }
-        }
-        guard case .finished(let start) = started else {
+        let instance = Instance(plugin: self, lifecycle: lifecycle, pointer: pointer, dataDirectory: dataDirectory)
+        switch lifecycle.start(pointer) {
+        case .success:
+            return instance
+        case .failure(.abandoned(let error)):
             instance.abandon()
-            throw KernelError(
-                .deadlineExceeded, subject: name,
-                "on_start did not return within \(manifest.startTimeout.milliseconds) ms; the instance is abandoned")
-        }
-        guard start.status == PX_OK.status else {
+            throw error
+        case .failure(.failed(let error)):
             // As a node does: a failed start is followed by on_destroy, without on_stop.
             try? instance.destroy()
-            throw KernelError(
-                .hookFailed, subject: name, "on_start failed with \(StatusText.name(start.status)): \(start.message)")
+            throw error
         }
-        return instance
     }
 
     /// Runs `body` with a `px_error` of the kernel's standard capacity (`PX_ERROR_CAPACITY`) and returns its
@@ -227,18 +202,20 @@ public final class StandalonePlugin: Sendable {
         public let plugin: StandalonePlugin
         /// The instance's `data_dir`.
         public let dataDirectory: String
-        let context: PluginContext
+        let lifecycle: PluginLifecycle
         private let raw: InstancePointer?
         private let state = Mutex<Phase>(.running)
 
         private enum Phase { case running, stopping, gone }
 
-        init(plugin: StandalonePlugin, context: PluginContext, pointer: InstancePointer?, dataDirectory: String) {
+        init(plugin: StandalonePlugin, lifecycle: PluginLifecycle, pointer: InstancePointer?, dataDirectory: String) {
             self.plugin = plugin
-            self.context = context
+            self.lifecycle = lifecycle
             self.raw = pointer
             self.dataDirectory = dataDirectory
         }
+
+        var context: PluginContext { lifecycle.context }
 
         /// The `void *` the plugin returned from `on_create`: the first argument of its storage and registry
         /// hooks.
@@ -260,75 +237,29 @@ public final class StandalonePlugin: Sendable {
                 return true
             }
             guard proceed else { return }
-            let manifest = plugin.manifest
-            let loaded = plugin.loaded
-            let pointer = raw
-            let timeout = manifest.stopTimeout
-            let stopped = Deadline.run(timeout, name: "plexus.stop.\(manifest.name)") { () -> HookOutcome in
-                ErrorBuffer.with { err in
-                    HookOutcome(
-                        status: loaded.descriptor.on_stop(pointer?.raw, timeout.milliseconds, err),
-                        message: ErrorBuffer.text(err), instance: nil)
-                }
-            }
-            guard case .finished(let result) = stopped else {
+            switch lifecycle.stop(raw) {
+            case .success:
+                try destroy()
+            case .failure(.abandoned(let error)):
                 abandon()
-                throw KernelError(
-                    .deadlineExceeded, subject: manifest.name,
-                    "on_stop did not return within \(timeout.milliseconds) ms; the instance is abandoned")
-            }
-            try destroy()
-            guard result.status == PX_OK.status else {
-                throw KernelError(
-                    .hookFailed, subject: manifest.name,
-                    "on_stop reported \(StatusText.name(result.status)): \(result.message); the instance was destroyed all the same"
-                )
+                throw error
+            case .failure(.failed(let error)):
+                try destroy()
+                throw error
             }
         }
 
         /// Cancels what the instance left with the host, waits for the completions owed to it, then calls
-        /// `on_destroy`.
+        /// `on_destroy` (`PluginLifecycle.destroy`).
         func destroy() throws {
             state.withLock { $0 = .gone }
-            let manifest = plugin.manifest
-            releaseHostResources(wait: true)
-            guard context.drainCompletions(until: .now + manifest.stopTimeout) else {
-                throw KernelError(
-                    .deadlineExceeded, subject: manifest.name,
-                    "completions the host owes the instance were still outstanding after \(manifest.stopTimeout.milliseconds) ms; on_destroy was not called and the instance is abandoned"
-                )
-            }
-            let loaded = plugin.loaded
-            let pointer = raw
-            let outcome = Deadline.run(manifest.stopTimeout, name: "plexus.destroy.\(manifest.name)") { () -> Bool in
-                loaded.descriptor.on_destroy(pointer?.raw)
-                return true
-            }
-            if case .timedOut = outcome {
-                throw KernelError(
-                    .deadlineExceeded, subject: manifest.name,
-                    "on_destroy did not return within \(manifest.stopTimeout.milliseconds) ms")
-            }
+            if case .failure(let failure) = lifecycle.destroy(raw) { throw failure.error }
         }
 
         /// Gives the instance up without calling another hook, as a node does with one that overran a deadline.
         func abandon() {
             state.withLock { $0 = .gone }
-            releaseHostResources(wait: false)
-        }
-
-        /// What `Kernel` does for a stopping plugin: timers, subscriptions and watches it left are cancelled,
-        /// and it may start no new ones.
-        private func releaseHostResources(wait: Bool) {
-            plugin.services.release(owner: context.id, wait: wait)
+            lifecycle.abandon()
         }
     }
-}
-
-/// What a lifecycle hook said.
-private struct HookOutcome: @unchecked Sendable {
-    // Safe: `instance` is only handed back to the plugin that returned it.
-    var status: px_status
-    var message: String
-    var instance: UnsafeMutableRawPointer?
 }

@@ -41,7 +41,9 @@ struct EventCheckTests {
         }
     }
 
-    @Test("what a borrowing reader would trip on is refused: a length without a pointer, bad UTF-8, a count without an array")
+    @Test(
+        "what a borrowing reader would trip on is refused: a length without a pointer, bad UTF-8, a count without an array"
+    )
     func unsafeShapes() {
         let noPointer = withMutated(Self.valid, { $0.subject = px_str(ptr: nil, len: 4) }) {
             EventCheck.invalidReason($0)
@@ -53,7 +55,13 @@ struct EventCheckTests {
         #expect(noExtensions?.contains("extension_count 2") == true)
         let bad: [UInt8] = [0x41, 0xC3, 0x28]
         let badUTF8 = bad.withUnsafeBufferPointer { bytes in
-            withMutated(Self.valid, { $0.type = px_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: 3) }) {
+            withMutated(
+                Self.valid,
+                {
+                    $0.type = px_str(
+                        ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: 3)
+                }
+            ) {
                 EventCheck.invalidReason($0)
             }
         }
