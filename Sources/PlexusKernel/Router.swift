@@ -20,7 +20,8 @@ public struct TopicConfig: Sendable, Equatable {
         }
     }
 
-    /// The storage plugin for topics without a binding; `nil`: such topics are refused.
+    /// The storage plugin for topics without a binding; `nil`: the node chooses one once its plugins are
+    /// known (`raft-log`, else `memory-storage`, see `DefaultStorage`), and refuses such topics if it has neither.
     public var defaultStorage: String?
     /// Whether a publish to a topic without a binding creates it in the default storage.
     public var autoCreate = true
@@ -29,10 +30,10 @@ public struct TopicConfig: Sendable, Equatable {
     public var defaultRetentionBytes: UInt64 = 0
     public var defaultRetentionMs: UInt64 = 0
 
-    public init() {}
+    /// Whether the node file has a `topics` section (for the start-up log only).
+    public var isDeclared = false
 
-    /// Whether any topic can be stored at all (otherwise the node runs without storage).
-    public var isEnabled: Bool { defaultStorage != nil || !bindings.isEmpty }
+    public init() {}
 }
 
 /// Routes publishes to the storage plugin bound to each topic, acknowledges them once stored, and feeds the
@@ -41,6 +42,8 @@ public final class Router: Sendable {
     let config: TopicConfig
     let engine: DeliveryEngine
     private let storages = Mutex<[String: StorageBinding]>([:])
+    /// The default storage the node chose for topics without a binding when the node file names none.
+    private let chosenDefault = Mutex<String?>(nil)
     private let streams = Mutex<[String: (binding: StorageBinding, stream: StorageBinding.Stream)]>([:])
     /// Serialises opening streams, so one topic gets one stream handle.
     private let opening = Mutex<Void>(())
@@ -62,6 +65,17 @@ public final class Router: Sendable {
     func bind(_ binding: StorageBinding) {
         storages.withLock { $0[binding.name] = binding }
     }
+
+    /// Sets the storage for topics without a binding when the node file names none (`nil`: refuse them).
+    func choose(defaultStorage name: String?) {
+        chosenDefault.withLock { $0 = name }
+    }
+
+    /// The storage for topics without a binding: the node file's, else the one the node chose.
+    var defaultStorage: String? { config.defaultStorage ?? chosenDefault.withLock { $0 } }
+
+    /// The durability a bound storage declares (`px_durability`); `nil` when it is not bound.
+    func durability(of name: String) -> UInt32? { storages.withLock { $0[name]?.durability } }
 
     /// Withdraws a storage plugin: its groups stop, its streams close; waits (until `deadline`) for calls
     /// into it to finish. True when none runs any more.
@@ -92,10 +106,13 @@ public final class Router: Sendable {
                     status: PX_ERR_NOT_FOUND.status,
                     message: "topic '\(topic)' is not bound to a storage and topics.autoCreate is off")
             }
-            guard let storageName = explicit?.storage ?? config.defaultStorage else {
+            guard let storageName = explicit?.storage ?? defaultStorage else {
                 throw Refusal(
-                    status: PX_ERR_NOT_FOUND.status,
-                    message: "topic '\(topic)' has no storage: no binding and no topics.defaultStorage")
+                    status: PX_ERR_UNAVAILABLE.status,
+                    message:
+                        "topic '\(topic)' has no storage: it has no binding, the node file names no "
+                        + "topics.defaultStorage, and neither \(DefaultStorage.durable) nor \(DefaultStorage.volatile) "
+                        + "is active on this node; nothing is acknowledged without a storage")
             }
             guard let binding = storages.withLock({ $0[storageName] }) else {
                 throw Refusal(

@@ -20,6 +20,12 @@ struct ServeTests {
             in: directory.url, extraArguments: storage)
         defer { node.kill() }
 
+        let chosen =
+            storage.isEmpty
+            ? "topics: no topics section; default storage raft-log (durable)"
+            : "topics: default storage memory-storage (configured; not durable"
+        #expect(node.stderr.contains(chosen), "the node says where topics are stored:\n\(node.stderr)")
+
         let plugins = try await node.list()
         #expect(
             Set(plugins.map(\.name)) == [
@@ -59,6 +65,29 @@ struct ServeTests {
         let good = try await node.call("heartbeat-source", "set-interval", ["50"])
         #expect(good.status == 0, "\(good.stderr)")
         #expect(good.output == "0", "px_op_heartbeat_set_interval returns PX_OK")
+    }
+
+    @Test("without --config, plexus.yaml in the working directory is the node file, and the log says so")
+    func nodeFileInWorkingDirectory() async throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let manifests = try directory.shippedManifests(intervalMs: 1000)
+        try """
+        node:
+          id: from-working-directory
+        topics:
+          defaultStorage: memory-storage
+        """.write(to: directory.url.appendingPathComponent("plexus.yaml"), atomically: true, encoding: .utf8)
+        let node = try await NodeProcess.start(
+            manifests: manifests, data: try directory.subdirectory("data"), in: directory.url)
+        defer { node.kill() }
+        #expect(node.stderr.contains("node file: plexus.yaml in the working directory"), "\(node.stderr)")
+        #expect(
+            node.stderr.contains("topics: default storage memory-storage (configured; not durable"),
+            "the node file's topics section applies:\n\(node.stderr)")
+        let health = try await HTTPTest.request(port: node.port, "GET", "/v1/health")
+        #expect(health.status == 200)
+        #expect(health.text.contains("from-working-directory"), "\(health)")
     }
 
     @Test("a broken fixture fails on its own; the shipped plugins beside it stay active")
