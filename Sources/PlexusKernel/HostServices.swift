@@ -151,17 +151,17 @@ private let hostLog: px_host_log = { host, level, message in
 
 private let hostCounterAdd: px_host_counter_add = { host, name, delta in
     guard let context = PluginContext.from(host) else { return }
-    context.services.metrics.add(name.string, plugin: context.name, delta)
+    context.metrics.add(name.string, delta)
 }
 
 private let hostGaugeSet: px_host_gauge_set = { host, name, value in
     guard let context = PluginContext.from(host) else { return }
-    context.services.metrics.set(name.string, plugin: context.name, value)
+    context.metrics.set(name.string, value)
 }
 
 private let hostHistogramRecord: px_host_histogram_record = { host, name, value in
     guard let context = PluginContext.from(host) else { return }
-    context.services.metrics.record(name.string, plugin: context.name, value)
+    context.metrics.record(name.string, value)
 }
 
 /// Checks a struct a plugin passed: at least as large as ABI 1.0 made it, and no larger than this kernel
@@ -214,12 +214,10 @@ private let hostPublish: px_host_publish = { host, topic, events, count, done, u
     }
     context.owe()
     let target = Completion(fn: done, user: user)
-    let metrics = context.services.metrics
-    let name = context.name
     context.services.router.publish(topic: topicName, events: copies) { result in
         switch result {
         case .success(let first):
-            metrics.add("events_published", plugin: name, UInt64(count))
+            context.published.increment(by: UInt64(count))
             target.fn(target.user, PX_OK.status, first, px_str(ptr: nil, len: 0))
         case .failure(let refusal):
             withPXStr(refusal.message) { target.fn(target.user, refusal.status, 0, $0) }

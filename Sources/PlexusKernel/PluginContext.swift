@@ -11,12 +11,20 @@ final class PluginContext: Sendable {
     let name: String
     let logger: Logger
     let services: HostServices
+    /// The plugin's own metrics (`counter_add`, `gauge_set`, `histogram_record`), labelled `plugin`.
+    let metrics: PluginMetrics
+    /// Events this plugin published that were stored.
+    let published: MetricsRegistry.Counter
     private let owedCompletions = Atomic<Int>(0)
 
     init(name: String, logger: Logger, services: HostServices) {
         self.name = name
         self.logger = logger
         self.services = services
+        self.metrics = services.metrics.plugin(name)
+        self.published = services.metrics.counter(
+            "plexus_plugin_events_published_total", help: "Events a plugin published that were stored.",
+            labels: [("plugin", name)])
     }
 
     /// The handle passed to the plugin. The kernel keeps the context alive for the life of the process

@@ -44,7 +44,15 @@ public final class Router: Sendable {
     private let storages = Mutex<[String: StorageBinding]>([:])
     /// The default storage the node chose for topics without a binding when the node file names none.
     private let chosenDefault = Mutex<String?>(nil)
-    private let streams = Mutex<[String: (binding: StorageBinding, stream: StorageBinding.Stream)]>([:])
+    private let streams = Mutex<[String: OpenTopic]>([:])
+    let metrics: MetricsRegistry
+
+    /// A topic's open stream, with its metric handles (made once, when it opens).
+    struct OpenTopic: Sendable {
+        let binding: StorageBinding
+        let stream: StorageBinding.Stream
+        let metrics: TopicMetrics
+    }
     /// Serialises opening streams, so one topic gets one stream handle.
     private let opening = Mutex<Void>(())
 
@@ -57,6 +65,7 @@ public final class Router: Sendable {
 
     init(config: TopicConfig, clock: any DeliveryClock, metrics: MetricsRegistry) {
         self.config = config
+        self.metrics = metrics
         self.engine = DeliveryEngine(clock: clock, metrics: metrics)
         engine.router = WeakRouter(self)
     }
@@ -97,6 +106,12 @@ public final class Router: Sendable {
 
     /// The stream a topic is stored in, opened on first use.
     func stream(for topic: String, create: Bool) throws -> (binding: StorageBinding, stream: StorageBinding.Stream) {
+        let open = try openTopic(topic, create: create)
+        return (open.binding, open.stream)
+    }
+
+    /// A topic's stream and metric handles, opened on first use.
+    private func openTopic(_ topic: String, create: Bool) throws -> OpenTopic {
         if let open = streams.withLock({ $0[topic] }) { return open }
         return try opening.withLock { _ in
             if let open = streams.withLock({ $0[topic] }) { return open }
@@ -123,8 +138,10 @@ public final class Router: Sendable {
                 let stream = try binding.openStream(
                     topic, retentionBytes: explicit?.retentionBytes ?? config.defaultRetentionBytes,
                     retentionMs: explicit?.retentionMs ?? config.defaultRetentionMs)
-                streams.withLock { $0[topic] = (binding, stream) }
-                return (binding, stream)
+                let open = OpenTopic(
+                    binding: binding, stream: stream, metrics: TopicMetrics(metrics, topic: topic))
+                streams.withLock { $0[topic] = open }
+                return open
             } catch let failure as StorageBinding.Failure {
                 throw Refusal(
                     status: failure.status,
@@ -137,20 +154,27 @@ public final class Router: Sendable {
     /// topic's groups are told there is more to read.
     func publish(topic: String, events: [CloudEvent], completion: @escaping @Sendable (Result<UInt64, Refusal>) -> Void)
     {
-        let target: (binding: StorageBinding, stream: StorageBinding.Stream)
+        let target: OpenTopic
         do {
-            target = try stream(for: topic, create: true)
+            target = try openTopic(topic, create: true)
         } catch let refusal as Refusal {
             return completion(.failure(refusal))
         } catch {
             return completion(.failure(Refusal(status: PX_ERR_INTERNAL.status, message: "\(error)")))
         }
+        let started = ContinuousClock.now
         target.binding.append(target.stream, events) { [engine] result in
             switch result {
             case .success(let first):
+                let elapsed = ContinuousClock.now - started
+                target.metrics.published.increment(by: UInt64(events.count))
+                target.metrics.publishedBytes.increment(by: TopicMetrics.bytes(of: events))
+                target.metrics.publishSeconds.record(
+                    Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
                 completion(.success(first))
                 engine.notify(topic: topic)
             case .failure(let failure):
+                target.metrics.publishFailures.increment()
                 completion(
                     .failure(
                         Refusal(status: failure.status, message: "storage '\(target.binding.name)': \(failure.message)")

@@ -43,6 +43,16 @@ struct ServeTests {
         let received = try await node.count("console-sink", "received")
         #expect(received > 0, "console-sink received nothing within 10 s")
 
+        // The admin endpoint's /metrics: swift-prometheus's exposition, labels saying what they name.
+        let metrics = try await HTTPTest.request(port: node.port, "GET", "/metrics")
+        #expect(metrics.status == 200)
+        let lines = metrics.text.split(separator: "\n").map(String.init)
+        #expect(lines.contains("# TYPE plexus_heartbeats_published counter"), "\(metrics.text)")
+        #expect(lines.contains { $0.hasPrefix(#"plexus_heartbeats_published{plugin="heartbeat-source"} "#) })
+        #expect(lines.contains { $0.hasPrefix(#"plexus_events_published_total{topic="heartbeat"} "#) })
+        #expect(lines.contains { $0.hasPrefix(#"plexus_events_delivered_total{topic="heartbeat",group="#) })
+        #expect(lines.contains { $0.hasPrefix(#"plexus_publish_duration_seconds_bucket{topic="heartbeat",le="#) })
+
         let table = try await node.cli(["plugin", "list"])
         #expect(table.status == 0)
         #expect(table.stdout.hasPrefix("NAME"))
