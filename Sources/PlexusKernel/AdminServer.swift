@@ -130,7 +130,7 @@ enum AdminRoutes {
         case (.GET, ["v1", "health"]):
             return (.ok, json, #"{"status":"up","node":\#(ConfigValue.quote(kernel.config.nodeID))}"#)
         case (.GET, ["metrics"]):
-            return (.ok, "text/plain; version=0.0.4", kernel.services.metrics.prometheusText())
+            return (.ok, "text/plain; version=0.0.4; charset=utf-8", kernel.services.metrics.prometheusText())
         case (.GET, ["v1", "plugins"]):
             return (.ok, json, encode(kernel.statuses()))
         case (.GET, let p) where p.count == 3 && p[0] == "v1" && p[1] == "plugins":

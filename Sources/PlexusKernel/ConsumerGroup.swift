@@ -85,7 +85,8 @@ final class ConsumerGroup: Sendable {
     let storage: StorageBinding
     let stream: StorageBinding.Stream
     let clock: any DeliveryClock
-    let metrics: MetricsRegistry
+    /// This group's metric handles (labels `topic` and `group`).
+    let metrics: GroupMetrics
     /// Publishes dead letters (through the router).
     let publish:
         @Sendable (String, [CloudEvent], @escaping @Sendable (Result<UInt64, StorageBinding.Failure>) -> Void) -> Void
@@ -107,7 +108,7 @@ final class ConsumerGroup: Sendable {
         self.storage = storage
         self.stream = stream
         self.clock = clock
-        self.metrics = metrics
+        self.metrics = GroupMetrics(metrics, topic: topic, group: name)
         self.publish = publish
     }
 
@@ -172,18 +173,18 @@ final class ConsumerGroup: Sendable {
     /// Settles a delivery positively; false when the id is unknown (already settled, timed out) or the
     /// delivery was made to another plugin.
     func ack(_ deliveryID: UInt64, owner: ObjectIdentifier) -> Bool {
-        let settled = state.withLock { s -> Bool in
-            guard let flight = s.inFlight[deliveryID], s.members[flight.member]?.owner == owner else { return false }
+        let deliveredAt = state.withLock { s -> UInt64? in
+            guard let flight = s.inFlight[deliveryID], s.members[flight.member]?.owner == owner else { return nil }
             s.inFlight[deliveryID] = nil
             s.members[flight.member]?.inFlight -= 1
             Self.finish(&s, flight.pending)
-            return true
+            return flight.deadline &- policy.timeout
         }
-        if settled {
-            metrics.add("deliveries_acked", plugin: name, 1)
-            pump()
-        }
-        return settled
+        guard let deliveredAt else { return false }
+        metrics.acked.increment()
+        metrics.ackSeconds.record(Double(clock.now() &- deliveredAt) / 1e9)
+        pump()
+        return true
     }
 
     /// Settles a delivery negatively: a retry after backoff, or dead-lettering.
@@ -212,7 +213,7 @@ final class ConsumerGroup: Sendable {
             }
             return true
         }
-        if settled { metrics.add(deadLetter ? "deliveries_rejected" : "deliveries_nacked", plugin: name, 1) }
+        if settled { (deadLetter ? metrics.rejected : metrics.nacked).increment() }
         run(actions)
         if settled { pump() }
         return settled
@@ -223,7 +224,7 @@ final class ConsumerGroup: Sendable {
             guard let pending = s.retrying.removeValue(forKey: offset) else { return }
             Self.requeue(&s, pending)
         }
-        metrics.add("redeliveries", plugin: name, 1)
+        metrics.redeliveries.increment()
         pump()
     }
 
@@ -246,7 +247,7 @@ final class ConsumerGroup: Sendable {
     private func timedOut(_ deliveryID: UInt64) {
         let seconds = Double(policy.timeout) / 1e9
         if nack(deliveryID, owner: nil, deadLetter: false, reason: "not acknowledged within \(seconds) s") {
-            metrics.add("delivery_timeouts", plugin: name, 1)
+            metrics.timeouts.increment()
         }
     }
 
@@ -355,8 +356,9 @@ final class ConsumerGroup: Sendable {
                         s.committing = false
                         if case .success = result { s.lastCommitted = max(s.lastCommitted, offset) }
                     }
+                    if case .success = result { updateLag(committed: offset) }
                     if case .failure(let failure) = result {
-                        metrics.add("offset_commit_failures", plugin: name, 1)
+                        metrics.offsetCommitFailures.increment()
                         clock.schedule(at: clock.now() &+ 100_000_000) { [weak self] in self?.pump() }
                         _ = failure
                     } else {
@@ -371,9 +373,20 @@ final class ConsumerGroup: Sendable {
         }
     }
 
+    /// Sets `plexus_group_lag`: the stream's next offset minus the group's committed offset.
+    private func updateLag(committed: UInt64? = nil) {
+        // A closed group's stream is being closed: ask the storage nothing more about it.
+        guard let known = state.withLock({ s in s.closed ? nil : s.committed }),
+            let extent = try? storage.info(stream)
+        else { return }
+        let offset = committed ?? known
+        metrics.lag.set(Double(extent.next > offset ? extent.next - offset : 0))
+    }
+
     private func received(_ result: Result<RecordBatch, StorageBinding.Failure>, from: UInt64) {
         switch result {
         case .success(let batch):
+            defer { updateLag() }
             state.withLock { s in
                 s.reading = false
                 for index in 0..<batch.count {
@@ -398,7 +411,7 @@ final class ConsumerGroup: Sendable {
             if failure.status == PX_ERR_OUT_OF_RANGE.status, let extent = try? storage.info(stream), from < extent.first
             {
                 // Trimmed away under us: what is gone cannot be delivered; go on from the first retained.
-                metrics.add("events_skipped_trimmed", plugin: name, extent.first - from)
+                metrics.skippedTrimmed.increment(by: extent.first - from)
                 state.withLock { s in
                     s.reading = false
                     s.readOffset = extent.first
@@ -409,7 +422,7 @@ final class ConsumerGroup: Sendable {
                 }
                 pump()
             } else {
-                metrics.add("storage_read_failures", plugin: name, 1)
+                metrics.readFailures.increment()
                 state.withLock { $0.reading = false }
                 clock.schedule(at: clock.now() &+ 100_000_000) { [weak self] in self?.pump() }
             }
@@ -419,6 +432,7 @@ final class ConsumerGroup: Sendable {
     /// Hands deliveries to a member, in order: each record as its read batch holds it, not rebuilt.
     private func deliver(_ deliveries: [(UInt64, Pending)], to member: Member) {
         guard !deliveries.isEmpty else { return }
+        metrics.delivered.increment(by: UInt64(deliveries.count))
         let subscription = member.id
         withPXStr(topic) { topicStr in
             for (deliveryID, pending) in deliveries {
@@ -435,7 +449,7 @@ final class ConsumerGroup: Sendable {
 
     private func deadLetter(_ pending: Pending, reason: String) {
         guard let target = policy.deadLetterTopic else {
-            metrics.add("events_dropped_after_retries", plugin: name, 1)
+            metrics.droppedAfterRetries.increment()
             state.withLock { s in
                 s.deadLettering -= 1
                 Self.finish(&s, pending)
@@ -452,7 +466,7 @@ final class ConsumerGroup: Sendable {
         publish(target, [event]) { [self] result in
             switch result {
             case .success:
-                metrics.add("events_dead_lettered", plugin: name, 1)
+                metrics.deadLettered.increment()
                 state.withLock { s in
                     s.deadLettering -= 1
                     Self.finish(&s, pending)
@@ -460,7 +474,7 @@ final class ConsumerGroup: Sendable {
                 pump()
             case .failure:
                 // The event is not lost: try the dead-letter topic again later.
-                metrics.add("dead_letter_failures", plugin: name, 1)
+                metrics.deadLetterFailures.increment()
                 clock.schedule(at: clock.now() &+ policy.backoffDelay) { [weak self] in
                     self?.deadLetter(pending, reason: reason)
                 }

@@ -9,7 +9,6 @@ import Synchronization
 public final class HostServices: Sendable {
     public let metrics: MetricsRegistry
     let timers = TimerService()
-    let fanout = DirectFanout()
     /// The active registry plugin that registry calls are forwarded to.
     let registry = Mutex<RegistryBinding?>(nil)
     /// Registry completions the kernel owes plugins, by token.
@@ -69,8 +68,7 @@ public final class HostServices: Sendable {
     /// and refuses it new ones. `wait: false` for an abandoned instance, whose callbacks may never return.
     func release(owner: ObjectIdentifier, wait: Bool) {
         timers.cancelAll(owner: owner, wait: wait)
-        fanout.unsubscribeAll(owner: owner, wait: wait)
-        router?.engine.unsubscribeAll(owner: owner, wait: wait)
+        router.engine.unsubscribeAll(owner: owner, wait: wait)
         unwatchAll(owner: owner)
     }
 
@@ -86,15 +84,14 @@ public final class HostServices: Sendable {
         }
     }
 
-    /// The router and delivery engine, when the node stores topics (`topics` in the node file); without it,
-    /// publishes go straight to subscribers through `fanout`.
-    let router: Router?
+    /// The router and delivery engine: every publish goes to the storage bound to its topic.
+    let router: Router
 
     init(
         metrics: MetricsRegistry, topics: TopicConfig = TopicConfig(), clock: any DeliveryClock = SystemDeliveryClock()
     ) {
         self.metrics = metrics
-        self.router = topics.isEnabled ? Router(config: topics, clock: clock, metrics: metrics) : nil
+        self.router = Router(config: topics, clock: clock, metrics: metrics)
     }
 
     /// The table handed to every plugin; built once per process and never freed.
@@ -157,17 +154,17 @@ private let hostLog: px_host_log = { host, level, message in
 
 private let hostCounterAdd: px_host_counter_add = { host, name, delta in
     guard let context = PluginContext.from(host) else { return }
-    context.services.metrics.add(name.string, plugin: context.name, delta)
+    context.metrics.add(name.string, delta)
 }
 
 private let hostGaugeSet: px_host_gauge_set = { host, name, value in
     guard let context = PluginContext.from(host) else { return }
-    context.services.metrics.set(name.string, plugin: context.name, value)
+    context.metrics.set(name.string, value)
 }
 
 private let hostHistogramRecord: px_host_histogram_record = { host, name, value in
     guard let context = PluginContext.from(host) else { return }
-    context.services.metrics.record(name.string, plugin: context.name, value)
+    context.metrics.record(name.string, value)
 }
 
 private let hostRun: px_host_run = { host, fn, user, err in
@@ -262,24 +259,12 @@ private let hostPublish: px_host_publish = { host, topic, events, count, done, u
                 return PX_ERR_INVALID_ARGUMENT.status
             }
         }
-        guard let router = context.services.router else {
-            let (first, dropped) = context.services.fanout.publish(
-                topic: topicName, events: batch.map { CloudEvent(copying: $0!) })
-            context.services.metrics.add("events_published", plugin: context.name, UInt64(count))
-            if dropped > 0 {
-                context.services.metrics.add("deliveries_dropped", plugin: context.name, UInt64(dropped))
-            }
-            done(user, PX_OK.status, first, px_str(ptr: nil, len: 0))
-            return PX_OK.status
-        }
         context.owe()
         let target = Completion(fn: done, user: user)
-        let metrics = context.services.metrics
-        let name = context.name
-        router.publish(topic: topicName, events: batch) { result in
+        context.services.router.publish(topic: topicName, events: batch) { result in
             switch result {
             case .success(let first):
-                metrics.add("events_published", plugin: name, UInt64(count))
+                context.published.increment(by: UInt64(count))
                 target.fn(target.user, PX_OK.status, first, px_str(ptr: nil, len: 0))
             case .failure(let refusal):
                 withPXStr(refusal.message) { target.fn(target.user, refusal.status, 0, $0) }
@@ -321,67 +306,41 @@ private let hostSubscribe: px_host_subscribe = { host, spec, outID, err in
         for i in 0..<filterCount { filters.append((kvs[i].key.string, kvs[i].value.string)) }
     }
     let target = Completion(fn: deliver, user: spec.pointee.user)
-    if let router = context.services.router {
-        do {
-            let policy = try DeliveryPolicy(spec: spec.pointee)
-            outID.pointee = try router.engine.subscribe(
-                owner: context.id, ownerName: context.name, spec: spec.pointee, policy: policy, filters: filters
-            ) { delivery in
-                target.fn(target.user, delivery)
-            }
-            return PX_OK.status
-        } catch let refusal as Router.Refusal {
-            setError(err, refusal.message)
-            return refusal.status
-        } catch {
-            setError(err, "\(error)")
-            return PX_ERR_INVALID_ARGUMENT.status
+    do {
+        let policy = try DeliveryPolicy(spec: spec.pointee)
+        outID.pointee = try context.services.router.engine.subscribe(
+            owner: context.id, ownerName: context.name, spec: spec.pointee, policy: policy, filters: filters
+        ) { delivery in
+            target.fn(target.user, delivery)
         }
+        return PX_OK.status
+    } catch let refusal as Router.Refusal {
+        setError(err, refusal.message)
+        return refusal.status
+    } catch {
+        setError(err, "\(error)")
+        return PX_ERR_INVALID_ARGUMENT.status
     }
-    guard
-        let id = context.services.fanout.subscribe(
-            owner: context.id, topic: topic, filters: filters,
-            deliver: { delivery in
-                target.fn(target.user, delivery)
-            })
-    else {
-        setError(err, "the plugin is stopping; it may not subscribe")
-        return PX_ERR_FAILED_PRECONDITION.status
-    }
-    outID.pointee = id
-    return PX_OK.status
 }
 
 private let hostUnsubscribe: px_host_unsubscribe = { host, id in
     guard let context = PluginContext.from(host) else { return PX_ERR_INVALID_ARGUMENT.status }
-    if let router = context.services.router {
-        return router.engine.unsubscribe(id, owner: context.id) ? PX_OK.status : PX_ERR_NOT_FOUND.status
-    }
-    return context.services.fanout.unsubscribe(id, owner: context.id) ? PX_OK.status : PX_ERR_NOT_FOUND.status
+    return context.services.router.engine.unsubscribe(id, owner: context.id) ? PX_OK.status : PX_ERR_NOT_FOUND.status
 }
 
 private let hostAck: px_host_ack = { host, deliveryID in
     guard let context = PluginContext.from(host) else { return PX_ERR_INVALID_ARGUMENT.status }
-    if let router = context.services.router, DeliveryEngine.owns(deliveryID) {
-        return router.engine.ack(deliveryID, owner: context.id) ? PX_OK.status : PX_ERR_NOT_FOUND.status
-    }
-    guard context.services.fanout.settle(deliveryID, owner: context.id) else { return PX_ERR_NOT_FOUND.status }
-    context.services.metrics.add("deliveries_acked", plugin: context.name, 1)
-    return PX_OK.status
+    guard DeliveryEngine.owns(deliveryID) else { return PX_ERR_NOT_FOUND.status }
+    return context.services.router.engine.ack(deliveryID, owner: context.id) ? PX_OK.status : PX_ERR_NOT_FOUND.status
 }
 
 private let hostNack: px_host_nack = { host, deliveryID, action, reason in
     guard let context = PluginContext.from(host) else { return PX_ERR_INVALID_ARGUMENT.status }
     guard action <= PX_NACK_DEAD_LETTER.rawValue else { return PX_ERR_INVALID_ARGUMENT.status }
-    if let router = context.services.router, DeliveryEngine.owns(deliveryID) {
-        let settled = router.engine.nack(
-            deliveryID, owner: context.id, deadLetter: action == PX_NACK_DEAD_LETTER.rawValue, reason: reason.string)
-        return settled ? PX_OK.status : PX_ERR_NOT_FOUND.status
-    }
-    guard context.services.fanout.settle(deliveryID, owner: context.id) else { return PX_ERR_NOT_FOUND.status }
-    context.services.metrics.add("deliveries_nacked", plugin: context.name, 1)
-    context.logger.debug("delivery \(deliveryID) rejected: \(reason.string)")
-    return PX_OK.status
+    guard DeliveryEngine.owns(deliveryID) else { return PX_ERR_NOT_FOUND.status }
+    let settled = context.services.router.engine.nack(
+        deliveryID, owner: context.id, deadLetter: action == PX_NACK_DEAD_LETTER.rawValue, reason: reason.string)
+    return settled ? PX_OK.status : PX_ERR_NOT_FOUND.status
 }
 
 private let hostTimerStart: px_host_timer_start = { host, delay, interval, fn, user, outID, err in
@@ -568,13 +527,9 @@ private let hostStorageRead: px_host_storage_read = { host, topic, from, maxReco
         setError(err, "storage_read needs max_records of at least 1")
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    guard let router = context.services.router else {
-        setError(err, "topic '\(topic.string)' has no storage bound on this node; reads need a storage binding")
-        return PX_ERR_UNAVAILABLE.status
-    }
-    let target: (binding: StorageBinding, stream: StorageBinding.Stream)
+    let target: Router.OpenTopic
     do {
-        target = try router.stream(for: topic.string, create: false)
+        target = try context.services.router.stream(for: topic.string, create: false)
     } catch let refusal as Router.Refusal {
         setError(err, refusal.message)
         return refusal.status

@@ -119,6 +119,16 @@ public final class Kernel: Sendable {
                 transition(record, to: .resolved)
             }
 
+            // Topics without a binding need a storage from the first publish on; until the plugins have
+            // started, take the one that will be chosen if they all start.
+            if config.topics.defaultStorage == nil {
+                services.router.choose(
+                    defaultStorage: DefaultStorage.choose(
+                        among: resolution.order.filter { $0.enabled && $0.kinds.contains(.storage) }.map {
+                            DefaultStorage.Candidate($0)
+                        }))
+            }
+
             // Load, create and start, in dependency order.
             for manifest in resolution.order {
                 guard let record = record(manifest.name), let library = libraries[manifest.name] else { continue }
@@ -143,6 +153,53 @@ public final class Kernel: Sendable {
             let active = records.withLock { $0.values.filter { $0.state == .active }.count }
             let failed = records.withLock { $0.values.filter { $0.state == .failed }.count }
             logger.notice("kernel started: \(active) plugin(s) active, \(failed) failed")
+            settleDefaultStorage()
+        }
+    }
+
+    /// Chooses, once the plugins have started, the storage of topics without a binding when the node file
+    /// names none, and says in the log which one and why; warns when it does not survive a restart.
+    private func settleDefaultStorage() {
+        let router = services.router
+        let origin = config.topics.isDeclared ? "no topics.defaultStorage in the node file" : "no topics section"
+        if let configured = config.topics.defaultStorage {
+            guard let durability = router.durability(of: configured) else {
+                logger.error(
+                    "topics: default storage \(configured) (configured) is not active; publishes to topics without a binding are refused"
+                )
+                return
+            }
+            if DefaultStorage.isDurable(durability) {
+                logger.notice("topics: default storage \(configured) (configured; durable)")
+            } else {
+                logger.warning(
+                    "topics: default storage \(configured) (configured; not durable: events are kept in memory and lost when the node stops)"
+                )
+            }
+            return
+        }
+        let active = records.withLock { all in
+            all.values.compactMap { record -> DefaultStorage.Candidate? in
+                guard record.state == .active, let manifest = record.snapshot.manifest,
+                    manifest.kinds.contains(.storage)
+                else { return nil }
+                return DefaultStorage.Candidate(manifest)
+            }
+        }
+        let chosen = DefaultStorage.choose(among: active)
+        router.choose(defaultStorage: chosen)
+        guard let chosen, let durability = router.durability(of: chosen) else {
+            logger.error(
+                "topics: \(origin), and neither \(DefaultStorage.durable) nor \(DefaultStorage.volatile) is active; publishes to topics without a binding are refused"
+            )
+            return
+        }
+        if DefaultStorage.isDurable(durability) {
+            logger.notice("topics: \(origin); default storage \(chosen) (durable)")
+        } else {
+            logger.warning(
+                "topics: \(origin); default storage \(chosen) (not durable: events are kept in memory and lost when the node stops; \(DefaultStorage.durable) is not active)"
+            )
         }
     }
 
@@ -197,8 +254,8 @@ public final class Kernel: Sendable {
                 return
             }
         }
-        if manifest.kinds.contains(.storage), let storage = loaded.descriptor.storage, let router = services.router {
-            router.bind(StorageBinding(name: manifest.name, vtable: storage, instance: instance?.raw))
+        if manifest.kinds.contains(.storage), let storage = loaded.descriptor.storage {
+            services.router.bind(StorageBinding(name: manifest.name, vtable: storage, instance: instance?.raw))
         }
         if manifest.kinds.contains(.registry), let registry = loaded.descriptor.registry {
             services.registry.withLock { binding in
@@ -228,7 +285,7 @@ public final class Kernel: Sendable {
         guard let lifecycle = record.snapshot.lifecycle else { return }
         transition(record, to: .stopping)
         let deadline = ContinuousClock.now + manifest.stopTimeout
-        let storageUnbound = services.router?.unbind(manifest.name, until: deadline) ?? true
+        let storageUnbound = services.router.unbind(manifest.name, until: deadline)
         guard storageUnbound, services.unbindRegistry(manifest.name, until: deadline), record.close(until: deadline)
         else {
             record.update { $0.abandoned = true }

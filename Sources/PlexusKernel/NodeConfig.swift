@@ -16,7 +16,8 @@ public struct NodeConfig: Sendable {
     public var pluginCacheDirectory: String?
     /// Refuse manifests that do not pin their library's sha256.
     public var requireSHA256 = false
-    /// Which storage plugin each topic lives in. Without any, the node moves events without storing them.
+    /// Which storage plugin each topic lives in. Every topic is stored: without `topics.defaultStorage` the
+    /// node stores unbound topics in `raft-log`, else `memory-storage`, else refuses them (`DefaultStorage`).
     public var topics = TopicConfig()
 
     public init() {}
@@ -76,6 +77,7 @@ public struct NodeConfig: Sendable {
             if let flag = plugins.optional("requireSha256") { config.requireSHA256 = try flag.bool() }
         }
         if let topics = root.optional("topics") {
+            config.topics.isDeclared = true
             try topics.onlyKeys([
                 "defaultStorage", "autoCreate", "bindings", "defaultRetentionBytes", "defaultRetentionMs",
             ])

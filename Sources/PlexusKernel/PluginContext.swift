@@ -11,6 +11,10 @@ final class PluginContext: Sendable {
     let name: String
     let logger: Logger
     let services: HostServices
+    /// The plugin's own metrics (`counter_add`, `gauge_set`, `histogram_record`), labelled `plugin`.
+    let metrics: PluginMetrics
+    /// Events this plugin published that were stored.
+    let published: MetricsRegistry.Counter
     private let owedCompletions = Atomic<Int>(0)
     /// The metrics the instance made (`px_host_api.metric_create`); they live as long as the context.
     let metricHandles = Mutex<[PluginMetric.Key: PluginMetric]>([:])
@@ -19,6 +23,10 @@ final class PluginContext: Sendable {
         self.name = name
         self.logger = logger
         self.services = services
+        self.metrics = services.metrics.plugin(name)
+        self.published = services.metrics.counter(
+            "plexus_plugin_events_published_total", help: "Events a plugin published that were stored.",
+            labels: [("plugin", name)])
     }
 
     /// The handle passed to the plugin. The kernel keeps the context alive for the life of the process

@@ -10,31 +10,35 @@ final class PluginMetric: Sendable {
         case histogram = 3
     }
 
-    let kind: Kind
-    let name: String
-    let plugin: String
-    let labels: [(String, String)]
-    let metrics: MetricsRegistry
-
-    init(kind: Kind, name: String, plugin: String, labels: [(String, String)], metrics: MetricsRegistry) {
-        self.kind = kind
-        self.name = name
-        self.plugin = plugin
-        self.labels = labels
-        self.metrics = metrics
+    /// The registry's handle behind the plugin's `px_metric *`.
+    enum Handle: Sendable {
+        case counter(MetricsRegistry.Counter)
+        case gauge(MetricsRegistry.Gauge)
+        case histogram(MetricsRegistry.Histogram)
     }
 
-    /// Records per the kind: a counter adds (negative values ignored), a gauge sets, a histogram observes.
+    let kind: Kind
+    let name: String
+    let handle: Handle
+
+    init(kind: Kind, name: String, handle: Handle) {
+        self.kind = kind
+        self.name = name
+        self.handle = handle
+    }
+
+    /// Records per the kind: a counter adds whole units (the fraction is dropped, negative values ignored), a gauge sets, a
+    /// histogram observes. Non-finite values are ignored.
     func record(_ value: Double) {
         guard value.isFinite else { return }
-        switch kind {
-        case .counter:
-            guard value >= 0 else { return }
-            metrics.add(name, plugin: plugin, UInt64(value.rounded()))
-        case .gauge:
-            metrics.set(name, plugin: plugin, value)
-        case .histogram:
-            metrics.record(name, plugin: plugin, value)
+        switch handle {
+        case .counter(let counter):
+            guard value >= 1 else { return }
+            counter.increment(by: UInt64(min(value, 0x1p62)))
+        case .gauge(let gauge):
+            gauge.set(value)
+        case .histogram(let histogram):
+            histogram.record(value)
         }
     }
 
@@ -42,6 +46,17 @@ final class PluginMetric: Sendable {
     struct Key: Hashable, Sendable {
         var name: String
         var labels: [String]
+    }
+}
+
+extension PluginMetric.Kind {
+    /// The registry's name for the kind.
+    var registryKind: MetricsRegistry.Kind {
+        switch self {
+        case .counter: return .counter
+        case .gauge: return .gauge
+        case .histogram: return .histogram
+        }
     }
 }
 
@@ -65,28 +80,56 @@ extension PluginContext {
             throw Router.Refusal(
                 status: PX_ERR_INVALID_ARGUMENT.status, message: "a metric has 0 to 16 labels; got \(spec.label_count)")
         }
-        var labels: [(String, String)] = []
+        var labels: [(String, String)] = [("plugin", self.name)]
         for i in 0..<spec.label_count {
             guard let pair = spec.labels?[i] else { continue }
-            labels.append((pair.key.string, pair.value.string))
-        }
-        let key = PluginMetric.Key(name: name, labels: labels.map { "\($0.0)=\($0.1)" })
-        return try metricHandles.withLock { handles in
-            if let existing = handles[key] {
-                guard existing.kind == kind else {
-                    throw Router.Refusal(
-                        status: PX_ERR_ALREADY_EXISTS.status,
-                        message: "metric '\(name)' already exists as another kind")
-                }
-                return existing
+            let label = pair.key.string
+            guard !label.isEmpty, label != "plugin", label.utf8.allSatisfy({ $0 == 95 || (97...122).contains($0) })
+            else {
+                throw Router.Refusal(
+                    status: PX_ERR_INVALID_ARGUMENT.status,
+                    message:
+                        "metric label '\(label)' must be lower-case letters and '_' (and not 'plugin', which the kernel sets)"
+                )
             }
-            if let clash = handles.values.first(where: { $0.name == name && $0.kind != kind }) {
+            labels.append((label, pair.value.string))
+        }
+        var buckets: [Double] = []
+        if spec.bucket_count > 0 {
+            guard spec.bucket_count <= 64, let bounds = spec.buckets else {
+                throw Router.Refusal(
+                    status: PX_ERR_INVALID_ARGUMENT.status,
+                    message:
+                        "a histogram has 1 to 64 buckets and needs their array; got bucket_count \(spec.bucket_count)")
+            }
+            buckets = Array(UnsafeBufferPointer(start: bounds, count: spec.bucket_count))
+            guard buckets.allSatisfy(\.isFinite), zip(buckets, buckets.dropFirst()).allSatisfy({ $0 < $1 }) else {
+                throw Router.Refusal(
+                    status: PX_ERR_INVALID_ARGUMENT.status, message: "histogram buckets must be finite and increasing")
+            }
+        }
+        let exported = "plexus_" + name + (kind == .counter && !name.hasSuffix("_total") ? "_total" : "")
+        let help = spec.help.string.isEmpty ? "Reported by plugins through metric_create." : spec.help.string
+        let key = PluginMetric.Key(name: exported, labels: labels.map { "\($0.0)=\($0.1)" })
+        let registry = services.metrics
+        return try metricHandles.withLock { handles in
+            if let existing = handles[key], existing.kind == kind { return existing }
+            if let taken = registry.kind(of: exported), taken != kind.registryKind {
                 throw Router.Refusal(
                     status: PX_ERR_ALREADY_EXISTS.status,
-                    message: "metric '\(clash.name)' already exists as another kind")
+                    message: "metric '\(exported)' already exists as a \(taken)")
             }
-            let made = PluginMetric(
-                kind: kind, name: name, plugin: self.name, labels: labels, metrics: services.metrics)
+            let handle: PluginMetric.Handle
+            switch kind {
+            case .counter: handle = .counter(registry.counter(exported, help: help, labels: labels))
+            case .gauge: handle = .gauge(registry.gauge(exported, help: help, labels: labels))
+            case .histogram:
+                handle = .histogram(
+                    registry.histogram(
+                        exported, help: help, labels: labels,
+                        buckets: buckets.isEmpty ? MetricsRegistry.pluginBuckets : buckets))
+            }
+            let made = PluginMetric(kind: kind, name: exported, handle: handle)
             handles[key] = made
             return made
         }

@@ -20,7 +20,8 @@ public struct TopicConfig: Sendable, Equatable {
         }
     }
 
-    /// The storage plugin for topics without a binding; `nil`: such topics are refused.
+    /// The storage plugin for topics without a binding; `nil`: the node chooses one once its plugins are
+    /// known (`raft-log`, else `memory-storage`, see `DefaultStorage`), and refuses such topics if it has neither.
     public var defaultStorage: String?
     /// Whether a publish to a topic without a binding creates it in the default storage.
     public var autoCreate = true
@@ -29,10 +30,10 @@ public struct TopicConfig: Sendable, Equatable {
     public var defaultRetentionBytes: UInt64 = 0
     public var defaultRetentionMs: UInt64 = 0
 
-    public init() {}
+    /// Whether the node file has a `topics` section (for the start-up log only).
+    public var isDeclared = false
 
-    /// Whether any topic can be stored at all (otherwise the node runs without storage).
-    public var isEnabled: Bool { defaultStorage != nil || !bindings.isEmpty }
+    public init() {}
 }
 
 /// Routes publishes to the storage plugin bound to each topic, acknowledges them once stored, and feeds the
@@ -40,17 +41,24 @@ public struct TopicConfig: Sendable, Equatable {
 public final class Router: Sendable {
     let config: TopicConfig
     let engine: DeliveryEngine
+    let metrics: MetricsRegistry
     private let storages = Mutex<[String: StorageBinding]>([:])
+    /// The default storage the node chose for topics without a binding when the node file names none.
+    private let chosenDefault = Mutex<String?>(nil)
     /// Every topic's stream: open, or being opened with the callers that wait for it (its future). One topic
     /// gets one stream handle; no lock is held while a storage opens a stream.
     private let streams = Mutex<[String: Slot]>([:])
 
-    /// A topic's stream and the storage that holds it.
-    typealias Target = (binding: StorageBinding, stream: StorageBinding.Stream)
+    /// A topic's open stream, with its metric handles (made once, when it opens).
+    struct OpenTopic: Sendable {
+        let binding: StorageBinding
+        let stream: StorageBinding.Stream
+        let metrics: TopicMetrics
+    }
 
     private enum Slot {
-        case open(Target)
-        case opening(StorageBinding, [@Sendable (Result<Target, Refusal>) -> Void])
+        case open(OpenTopic)
+        case opening(StorageBinding, [@Sendable (Result<OpenTopic, Refusal>) -> Void])
     }
 
     /// A publish or subscribe the router refuses, with the status to report.
@@ -62,6 +70,7 @@ public final class Router: Sendable {
 
     init(config: TopicConfig, clock: any DeliveryClock, metrics: MetricsRegistry) {
         self.config = config
+        self.metrics = metrics
         self.engine = DeliveryEngine(clock: clock, metrics: metrics)
         engine.router = WeakRouter(self)
     }
@@ -71,6 +80,17 @@ public final class Router: Sendable {
         storages.withLock { $0[binding.name] = binding }
     }
 
+    /// Sets the storage for topics without a binding when the node file names none (`nil`: refuse them).
+    func choose(defaultStorage name: String?) {
+        chosenDefault.withLock { $0 = name }
+    }
+
+    /// The storage for topics without a binding: the node file's, else the one the node chose.
+    var defaultStorage: String? { config.defaultStorage ?? chosenDefault.withLock { $0 } }
+
+    /// The durability a bound storage declares (`px_durability`); `nil` when it is not bound.
+    func durability(of name: String) -> UInt32? { storages.withLock { $0[name]?.durability } }
+
     /// Withdraws a storage plugin: its groups stop, its streams close; waits (until `deadline`) for calls
     /// into it to finish. True when none runs any more.
     func unbind(_ name: String, until deadline: ContinuousClock.Instant) -> Bool {
@@ -79,9 +99,9 @@ public final class Router: Sendable {
         let closing = streams.withLock { all -> [StorageBinding.Stream] in
             var mine: [StorageBinding.Stream] = []
             for (topic, slot) in all {
-                guard case .open(let target) = slot, target.binding === binding else { continue }
+                guard case .open(let open) = slot, open.binding === binding else { continue }
                 all[topic] = nil
-                mine.append(target.stream)
+                mine.append(open.stream)
             }
             return mine
         }
@@ -101,10 +121,13 @@ public final class Router: Sendable {
                 status: PX_ERR_NOT_FOUND.status,
                 message: "topic '\(topic)' is not bound to a storage and topics.autoCreate is off")
         }
-        guard let storageName = explicit?.storage ?? config.defaultStorage else {
+        guard let storageName = explicit?.storage ?? defaultStorage else {
             throw Refusal(
-                status: PX_ERR_NOT_FOUND.status,
-                message: "topic '\(topic)' has no storage: no binding and no topics.defaultStorage")
+                status: PX_ERR_UNAVAILABLE.status,
+                message:
+                    "topic '\(topic)' has no storage: it has no binding, the node file names no "
+                    + "topics.defaultStorage, and neither \(DefaultStorage.durable) nor \(DefaultStorage.volatile) "
+                    + "is active on this node; nothing is acknowledged without a storage")
         }
         guard let binding = storages.withLock({ $0[storageName] }) else {
             throw Refusal(
@@ -117,9 +140,9 @@ public final class Router: Sendable {
     /// Calls `completion` with the topic's stream, opening it on first use: the first caller starts the
     /// open (outside every lock), later callers wait on the same future. Inline when the stream is open.
     func withStream(
-        for topic: String, create: Bool, _ completion: @escaping @Sendable (Result<Target, Refusal>) -> Void
+        for topic: String, create: Bool, _ completion: @escaping @Sendable (Result<OpenTopic, Refusal>) -> Void
     ) {
-        if case .open(let target)? = streams.withLock({ $0[topic] }) { return completion(.success(target)) }
+        if case .open(let open)? = streams.withLock({ $0[topic] }) { return completion(.success(open)) }
         let binding: StorageBinding
         let explicit: TopicConfig.Binding?
         do {
@@ -128,13 +151,13 @@ public final class Router: Sendable {
             return completion(.failure(error))
         }
         enum Next {
-            case ready(Target)
+            case ready(OpenTopic)
             case wait
             case start
         }
         let next = streams.withLock { all -> Next in
             switch all[topic] {
-            case .open(let target)?: return .ready(target)
+            case .open(let open)?: return .ready(open)
             case .opening(let opener, var waiters)?:
                 waiters.append(completion)
                 all[topic] = .opening(opener, waiters)
@@ -145,22 +168,27 @@ public final class Router: Sendable {
             }
         }
         switch next {
-        case .ready(let target): return completion(.success(target))
+        case .ready(let open): return completion(.success(open))
         case .wait: return
         case .start: break
         }
+        let metrics = metrics
         binding.openStream(
             topic, retentionBytes: explicit?.retentionBytes ?? config.defaultRetentionBytes,
             retentionMs: explicit?.retentionMs ?? config.defaultRetentionMs
         ) { [weak self] result in
-            let mapped = result.map { (binding: binding, stream: $0) }.mapError {
+            let mapped = result.map {
+                OpenTopic(binding: binding, stream: $0, metrics: TopicMetrics(metrics, topic: topic))
+            }
+            .mapError {
                 Refusal(
-                    status: $0.status, message: "storage '\(binding.name)' cannot open topic '\(topic)': \($0.message)")
+                    status: $0.status,
+                    message: "storage '\(binding.name)' cannot open topic '\(topic)': \($0.message)")
             }
             let waiters =
-                self?.streams.withLock { all -> [@Sendable (Result<Target, Refusal>) -> Void] in
+                self?.streams.withLock { all -> [@Sendable (Result<OpenTopic, Refusal>) -> Void] in
                     guard case .opening(_, let waiters)? = all[topic] else { return [] }
-                    if case .success(let target) = mapped { all[topic] = .open(target) } else { all[topic] = nil }
+                    if case .success(let open) = mapped { all[topic] = .open(open) } else { all[topic] = nil }
                     return waiters
                 } ?? [completion]
             for waiter in waiters { waiter(mapped) }
@@ -168,9 +196,9 @@ public final class Router: Sendable {
     }
 
     /// The stream a topic is stored in, opened on first use; waits for an open in progress (holding no lock).
-    func stream(for topic: String, create: Bool) throws -> Target {
-        if case .open(let target)? = streams.withLock({ $0[topic] }) { return target }
-        let result = Mutex<Result<Target, Refusal>?>(nil)
+    func stream(for topic: String, create: Bool) throws -> OpenTopic {
+        if case .open(let open)? = streams.withLock({ $0[topic] }) { return open }
+        let result = Mutex<Result<OpenTopic, Refusal>?>(nil)
         let opened = DispatchSemaphore(value: 0)
         withStream(for: topic, create: create) { outcome in
             result.withLock { $0 = outcome }
@@ -188,8 +216,8 @@ public final class Router: Sendable {
         topic: String, events: UnsafeBufferPointer<UnsafePointer<px_event>?>,
         completion: @escaping @Sendable (Result<UInt64, Refusal>) -> Void
     ) {
-        if case .open(let target)? = streams.withLock({ $0[topic] }) {
-            return append(target, topic: topic, events, completion: completion)
+        if case .open(let open)? = streams.withLock({ $0[topic] }) {
+            return append(open, topic: topic, events, completion: completion)
         }
         publish(topic: topic, batch: CEventBatch(copying: events), completion: completion)
     }
@@ -200,8 +228,8 @@ public final class Router: Sendable {
     ) {
         withStream(for: topic, create: true) { [self] result in
             switch result {
-            case .success(let target):
-                withExtendedLifetime(batch) { append(target, topic: topic, batch.pointers, completion: completion) }
+            case .success(let open):
+                withExtendedLifetime(batch) { append(open, topic: topic, batch.pointers, completion: completion) }
             case .failure(let refusal):
                 completion(.failure(refusal))
             }
@@ -209,15 +237,24 @@ public final class Router: Sendable {
     }
 
     private func append(
-        _ target: Target, topic: String, _ events: UnsafeBufferPointer<UnsafePointer<px_event>?>,
+        _ target: OpenTopic, topic: String, _ events: UnsafeBufferPointer<UnsafePointer<px_event>?>,
         completion: @escaping @Sendable (Result<UInt64, Refusal>) -> Void
     ) {
+        let started = ContinuousClock.now
+        let count = UInt64(events.count)
+        let bytes = TopicMetrics.bytes(of: events)
         target.binding.append(target.stream, events) { [engine] result in
             switch result {
             case .success(let first):
+                let elapsed = ContinuousClock.now - started
+                target.metrics.published.increment(by: count)
+                target.metrics.publishedBytes.increment(by: bytes)
+                target.metrics.publishSeconds.record(
+                    Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
                 completion(.success(first))
                 engine.notify(topic: topic)
             case .failure(let failure):
+                target.metrics.publishFailures.increment()
                 completion(
                     .failure(
                         Refusal(status: failure.status, message: "storage '\(target.binding.name)': \(failure.message)")

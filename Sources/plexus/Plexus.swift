@@ -19,7 +19,9 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a node: load the manifests, start the plugins, serve the admin endpoint until SIGINT/SIGTERM.")
 
-    @Option(name: .long, help: "The node file (plexus.yaml). Without it, the defaults below apply.")
+    @Option(
+        name: .long,
+        help: "The node file. Without it, plexus.yaml in the working directory if there is one, else the defaults.")
     var config: String?
 
     @Option(name: .long, help: "A manifest directory (repeatable); replaces the node file's list.")
@@ -40,22 +42,10 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    /// The node file read when `--config` names none and the working directory holds one.
+    static let nodeFileName = "plexus.yaml"
+
     func run() async throws {
-        var node = NodeConfig()
-        if let config {
-            node = try NodeConfig.load(path: config)
-        } else {
-            let cwd = FileManager.default.currentDirectoryPath
-            node.dataDirectory = cwd + "/" + node.dataDirectory
-            node.manifestDirectories = node.manifestDirectories.map { cwd + "/" + $0 }
-        }
-        let cwd = FileManager.default.currentDirectoryPath
-        func absolute(_ p: String) -> String { p.hasPrefix("/") ? p : cwd + "/" + p }
-        if !manifests.isEmpty { node.manifestDirectories = manifests.map(absolute) }
-        node.pluginSearchPath += pluginPath.map(absolute)
-        if let adminPort { node.adminPort = adminPort }
-        if let dataDir { node.dataDirectory = absolute(dataDir) }
-        if let defaultStorage { node.topics.defaultStorage = defaultStorage }
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("unknown log level '\(logLevel)'")
         }
@@ -65,6 +55,27 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "plexus")
+        let cwd = FileManager.default.currentDirectoryPath
+        func absolute(_ p: String) -> String { p.hasPrefix("/") ? p : cwd + "/" + p }
+        var node = NodeConfig()
+        let local = cwd + "/" + Self.nodeFileName
+        if let config {
+            node = try NodeConfig.load(path: config)
+            logger.notice("node file: \(config) (--config)")
+        } else if FileManager.default.fileExists(atPath: local) {
+            node = try NodeConfig.load(path: local)
+            logger.notice("node file: \(Self.nodeFileName) in the working directory (no --config given)")
+        } else {
+            node.dataDirectory = absolute(node.dataDirectory)
+            node.manifestDirectories = node.manifestDirectories.map(absolute)
+            logger.notice(
+                "node file: none (no --config, no \(Self.nodeFileName) in the working directory); defaults apply")
+        }
+        if !manifests.isEmpty { node.manifestDirectories = manifests.map(absolute) }
+        node.pluginSearchPath += pluginPath.map(absolute)
+        if let adminPort { node.adminPort = adminPort }
+        if let dataDir { node.dataDirectory = absolute(dataDir) }
+        if let defaultStorage { node.topics.defaultStorage = defaultStorage }
         let kernel = Kernel(config: node, logger: logger)
         let adminHost = node.adminHost
         let service = KernelService(kernel: kernel) { admin in

@@ -20,6 +20,12 @@ struct ServeTests {
             in: directory.url, extraArguments: storage)
         defer { node.kill() }
 
+        let chosen =
+            storage.isEmpty
+            ? "topics: no topics section; default storage raft-log (durable)"
+            : "topics: default storage memory-storage (configured; not durable"
+        #expect(node.stderr.contains(chosen), "the node says where topics are stored:\n\(node.stderr)")
+
         let plugins = try await node.list()
         #expect(
             Set(plugins.map(\.name)) == [
@@ -36,6 +42,16 @@ struct ServeTests {
         #expect(published > 0, "heartbeat-source published nothing within 10 s at a 100 ms interval")
         let received = try await node.count("console-sink", "received")
         #expect(received > 0, "console-sink received nothing within 10 s")
+
+        // The admin endpoint's /metrics: swift-prometheus's exposition, labels saying what they name.
+        let metrics = try await HTTPTest.request(port: node.port, "GET", "/metrics")
+        #expect(metrics.status == 200)
+        let lines = metrics.text.split(separator: "\n").map(String.init)
+        #expect(lines.contains("# TYPE plexus_heartbeats_published counter"), "\(metrics.text)")
+        #expect(lines.contains { $0.hasPrefix(#"plexus_heartbeats_published{plugin="heartbeat-source"} "#) })
+        #expect(lines.contains { $0.hasPrefix(#"plexus_events_published_total{topic="heartbeat"} "#) })
+        #expect(lines.contains { $0.hasPrefix(#"plexus_events_delivered_total{topic="heartbeat",group="#) })
+        #expect(lines.contains { $0.hasPrefix(#"plexus_publish_duration_seconds_bucket{topic="heartbeat",le="#) })
 
         let table = try await node.cli(["plugin", "list"])
         #expect(table.status == 0)
@@ -59,6 +75,29 @@ struct ServeTests {
         let good = try await node.call("heartbeat-source", "set-interval", ["50"])
         #expect(good.status == 0, "\(good.stderr)")
         #expect(good.output == "0", "px_op_heartbeat_set_interval returns PX_OK")
+    }
+
+    @Test("without --config, plexus.yaml in the working directory is the node file, and the log says so")
+    func nodeFileInWorkingDirectory() async throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let manifests = try directory.shippedManifests(intervalMs: 1000)
+        try """
+        node:
+          id: from-working-directory
+        topics:
+          defaultStorage: memory-storage
+        """.write(to: directory.url.appendingPathComponent("plexus.yaml"), atomically: true, encoding: .utf8)
+        let node = try await NodeProcess.start(
+            manifests: manifests, data: try directory.subdirectory("data"), in: directory.url)
+        defer { node.kill() }
+        #expect(node.stderr.contains("node file: plexus.yaml in the working directory"), "\(node.stderr)")
+        #expect(
+            node.stderr.contains("topics: default storage memory-storage (configured; not durable"),
+            "the node file's topics section applies:\n\(node.stderr)")
+        let health = try await HTTPTest.request(port: node.port, "GET", "/v1/health")
+        #expect(health.status == 200)
+        #expect(health.text.contains("from-working-directory"), "\(health)")
     }
 
     @Test("a broken fixture fails on its own; the shipped plugins beside it stay active")

@@ -73,7 +73,7 @@ struct DeliveryContractTests {
         let h = try DeliveryHarness()
         defer { h.shutDown() }
         let first = try h.publish("t", [DeliveryHarness.event("a"), DeliveryHarness.event("b")])
-        let target = try #require(h.kernel.services.router).stream(for: "t", create: false)
+        let target = try h.kernel.services.router.stream(for: "t", create: false)
         let read = Mutex<[String]?>(nil)
         let done = DispatchSemaphore(value: 0)
         target.binding.read(target.stream, from: first, maxRecords: 10, maxBytes: 1 << 20) { result in
@@ -150,7 +150,9 @@ struct DeliveryContractTests {
         let got = sub.wait(for: 2)
         #expect(got.count == 2 && got[1].attempt == 2)
         #expect(sub.ack(first[0]) == PX_ERR_NOT_FOUND.status, "a timed-out delivery can no longer be acknowledged")
-        #expect(h.kernel.services.metrics.counter("delivery_timeouts", plugin: "g") == 1)
+        #expect(
+            h.kernel.services.metrics.counterValue(
+                "plexus_delivery_timeouts_total", labels: [("topic", "t"), ("group", "g")]) == 1)
     }
 
     @Test("after the last attempt the event goes to the dead-letter topic, saying why and how often")
@@ -179,7 +181,9 @@ struct DeliveryContractTests {
         #expect(event.attribute("deadletterattempts") == "3")
         #expect(event.attribute("deadlettertopic") == "t")
         #expect(event.attribute("deadletterreason")?.contains("cannot parse") == true)
-        #expect(h.kernel.services.metrics.counter("events_dead_lettered", plugin: "g") == 1)
+        #expect(
+            h.kernel.services.metrics.counterValue(
+                "plexus_events_dead_lettered_total", labels: [("topic", "t"), ("group", "g")]) == 1)
     }
 
     @Test(
@@ -195,7 +199,9 @@ struct DeliveryContractTests {
         sub.ack(got[1])
         h.clock.advance(byNanoseconds: 120_000 * Self.ms)
         #expect(sub.settle() == 2, "no retry after a dead-letter nack")
-        #expect(h.kernel.services.metrics.counter("events_dropped_after_retries", plugin: "g") == 1)
+        #expect(
+            h.kernel.services.metrics.counterValue(
+                "plexus_events_dropped_after_retries_total", labels: [("topic", "t"), ("group", "g")]) == 1)
     }
 
     @Test("ordered keys: one event in flight per key, in publish order; other keys go on")

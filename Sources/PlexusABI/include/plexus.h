@@ -518,7 +518,7 @@ typedef px_status (*px_host_storage_read)(px_host *host, px_str topic, uint64_t 
 typedef px_status (*px_host_run)(px_host *host, px_work_fn fn, void *user, px_error *err);
 
 enum px_metric_kind {
-    PX_METRIC_COUNTER = 1,   /* record(v) adds v (v >= 0) */
+    PX_METRIC_COUNTER = 1,   /* record(v) adds v in whole units (v >= 0) */
     PX_METRIC_GAUGE = 2,     /* record(v) sets the value */
     PX_METRIC_HISTOGRAM = 3  /* record(v) observes v into the buckets */
 };
