@@ -2,6 +2,10 @@ import Dispatch
 import PlexusPluginSDK
 import RaftCore
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The writer thread of a `StreamLog`: the only code that changes the stream's files.
 ///
 /// Each cycle takes everything queued. Runs of entries are written in order (one `pwrite` per
@@ -106,20 +110,34 @@ extension StreamLog {
     }
 
     /// Writes entries after the last one, syncs per the policy, makes them visible and reports them.
+    ///
+    /// The bodies are written from the arrays the append encoded them into (`EventCodec.encode`): each group
+    /// of entries goes out in one gather write (`pwritev`) of their headers, built here, and their bodies, so
+    /// an event's bytes are copied once between the kernel's buffer and the file.
     /// - Returns: whether they were written.
     private func write(_ entries: [WireEntry], batches: Int) -> Bool {
         var tails = [visible.withLock { Tail($0.segments[$0.segments.count - 1], isNew: false) }]
-        var buffer: [UInt8] = []
-        buffer.reserveCapacity(min(settings.maxWriteBytes, entries.count * 1200))
-        var bufferStart = tails[0].size
+        let headers = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: Self.groupEntries * LogFormat.entryHeaderSize, alignment: 8)
+        defer { headers.deallocate() }
+        // The entries written by the next gather write: `entries[groupFirst..<groupFirst + groupCount]`, whose
+        // headers are in `headers`, to be written at `groupStart` of the last tail's file.
+        var groupFirst = 0
+        var groupCount = 0
+        var groupBytes = 0
+        var groupStart = tails[0].size
         func flush() throws {
-            guard !buffer.isEmpty else { return }
-            try tails[tails.count - 1].file.write(buffer, at: bufferStart)
-            bufferStart += buffer.count
-            buffer.removeAll(keepingCapacity: true)
+            guard groupCount > 0 else { return }
+            try Self.withVectors(headers, entries[groupFirst..<(groupFirst + groupCount)]) { vectors in
+                try tails[tails.count - 1].file.write(vectors: &vectors, at: groupStart)
+            }
+            groupStart += groupBytes
+            groupFirst += groupCount
+            groupCount = 0
+            groupBytes = 0
         }
         do {
-            for entry in entries {
+            for (number, entry) in entries.enumerated() {
                 let tail = tails[tails.count - 1]
                 guard entry.index == tail.nextIndex, entry.offset == tail.nextOffset else {
                     throw PluginError(
@@ -139,18 +157,18 @@ extension StreamLog {
                         baseTerm: tail.term)
                     let segment = try Segment.create(directory: directory, header: header, sync: syncs)
                     tails.append(Tail(segment, isNew: true))
-                    bufferStart = segment.size
+                    groupStart = segment.size
                 }
-                let position = buffer.count
-                buffer.append(contentsOf: repeatElement(0, count: LogFormat.entryHeaderSize))
-                buffer.append(contentsOf: entry.body)
+                if groupCount == Self.groupEntries { try flush() }
+                groupFirst = number - groupCount
                 var header = EntryHeader(
                     bodyLength: UInt32(entry.body.count), term: entry.term, index: entry.index, offset: entry.offset,
                     appendTime: entry.appendTime, kind: entry.kind, bodyCRC: entry.bodyCRC)
                 let last = tails.count - 1
-                let chain = buffer.withUnsafeMutableBytes {
-                    header.write(into: $0, at: position, previousChain: tails[last].chain)
-                }
+                let chain = header.write(
+                    into: headers, at: groupCount * LogFormat.entryHeaderSize, previousChain: tails[last].chain)
+                groupCount += 1
+                groupBytes += length
                 if entry.kind != LogFormat.Kind.event.rawValue {
                     tails[last].addedControls.append(Int(tails[last].nextIndex - tails[last].header.baseIndex))
                 } else {
@@ -162,7 +180,7 @@ extension StreamLog {
                 tails[last].nextIndex += 1
                 tails[last].term = entry.term
                 tails[last].newest = max(tails[last].newest, entry.appendTime)
-                if buffer.count >= settings.maxWriteBytes { try flush() }
+                if groupBytes >= settings.maxWriteBytes { try flush() }
             }
             try flush()
             if settings.fsync == .always {
@@ -182,6 +200,34 @@ extension StreamLog {
         let last = entries[entries.count - 1]
         listener.withLock { $0 }?.persisted(last.index, last.term)
         return true
+    }
+
+    /// The most entries one gather write takes: two buffers each (header, body), well under `IOV_MAX`, and a
+    /// bounded depth for `withVectors`.
+    static let groupEntries = 128
+
+    /// The `iovec`s of `entries` as they lie on disk: each one's header (from `headers`, in order) followed by
+    /// its body, read where the body's array keeps it (each array is lent for the nested calls' duration).
+    private static func withVectors(
+        _ headers: UnsafeMutableRawBufferPointer, _ entries: ArraySlice<WireEntry>,
+        _ body: (inout [iovec]) throws -> Void
+    ) throws {
+        var vectors: [iovec] = []
+        vectors.reserveCapacity(entries.count * 2)
+        func lend(_ rest: ArraySlice<WireEntry>) throws {
+            guard let entry = rest.first else { return try body(&vectors) }
+            try entry.body.withUnsafeBytes { bytes in
+                let number = vectors.count / 2
+                vectors.append(
+                    iovec(
+                        iov_base: headers.baseAddress! + number * LogFormat.entryHeaderSize,
+                        iov_len: LogFormat.entryHeaderSize))
+                vectors.append(
+                    iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count))
+                try lend(rest.dropFirst())
+            }
+        }
+        try lend(entries)
     }
 
     /// Makes a cycle's entries visible (to replication; to readers as they are committed).

@@ -127,8 +127,10 @@ public final class RaftStream: Sendable {
 
     // MARK: Appends
 
-    /// Appends events: proposed here when this node leads, else forwarded to the leader.
-    func append(_ events: [CloudEvent], completion: @escaping AppendCompletion) throws {
+    /// Appends events: proposed here when this node leads, else forwarded to the leader. Each event's bytes
+    /// are copied once, from the kernel's borrowed event into its entry body; the writer writes the bodies
+    /// from there.
+    func append(_ events: EventBatchView, completion: @escaping AppendCompletion) throws {
         var bodies: [[UInt8]] = []
         var crcs: [UInt32] = []
         bodies.reserveCapacity(events.count)

@@ -233,19 +233,21 @@ public final class StreamLog: Sendable {
         var count: Int
     }
 
-    /// Reads up to `maxRecords` events (about `maxBytes`, 0 = no limit, at least one) from `offset`.
+    /// Reads up to `maxRecords` events (about `maxBytes`, 0 = no limit, at least one) from `offset`, and lends
+    /// them: the entries are read from disk into one buffer, checked, and `px_event`s laid over their bodies in
+    /// place (`EventCodec.layOut`); the batch retains the buffer. Past the `pread`, nothing is copied.
     /// - Throws: `PX_ERR_OUT_OF_RANGE` before the first retained offset or past the end.
-    func read(
+    func readBatch(
         from offset: UInt64, maxRecords: Int, maxBytes: Int,
-        completion: @escaping @Sendable (Result<ReadResult, PluginError>) -> Void
+        completion: @escaping @Sendable (Result<LentRecordBatch, PluginError>) -> Void
     ) throws {
         let spans = try visible.withLock { v in try plan(v, from: offset, maxRecords: maxRecords, maxBytes: maxBytes) }
-        guard !spans.isEmpty else { return completion(.success(([], offset))) }
+        guard !spans.isEmpty else {
+            return completion(.success(LentRecordBatch(records: 0, nextOffset: offset) { _ in }))
+        }
         readers.async { [self] in
             do {
-                var records: [StoredRecord] = []
-                for span in spans { try load(span, into: &records) }
-                completion(.success((records, offset + UInt64(records.count))))
+                completion(.success(try load(spans, from: offset)))
             } catch let error as PluginError {
                 completion(.failure(error))
             } catch {
@@ -316,44 +318,87 @@ public final class StreamLog: Sendable {
         return spans
     }
 
-    /// Reads one span and checks each entry as it decodes it.
-    private func load(_ span: Span, into records: inout [StoredRecord]) throws {
-        let bytes: [UInt8]
-        do {
-            bytes = try span.file.read(count: span.length, at: span.start)
-        } catch let failure as IOFailure {
-            throw PluginError(PX_ERR_IO, "raft-log: stream '\(name)': \(failure)")
+    /// Reads the spans into one buffer, checks every entry, and lays the events out over it.
+    private func load(_ spans: [Span], from offset: UInt64) throws -> LentRecordBatch {
+        let buffer = ReadBuffer(count: spans.reduce(0) { $0 + $1.length })
+        var bodies: [(range: Range<Int>, offset: UInt64, appendTime: UInt64)] = []
+        var extensionCount = 0
+        var position = 0
+        for span in spans {
+            do {
+                try span.file.read(count: span.length, at: span.start, into: buffer.bytes.baseAddress! + position)
+            } catch let failure as IOFailure {
+                throw PluginError(PX_ERR_IO, "raft-log: stream '\(name)': \(failure)")
+            }
+            let raw = UnsafeRawBufferPointer(rebasing: buffer.bytes[position..<(position + span.length)])
+            extensionCount += try check(raw, of: span, at: position, into: &bodies)
+            position += span.length
         }
-        try bytes.withUnsafeBytes { raw in
-            var position = 0
-            var offset = span.firstOffset
-            while position < raw.count {
-                func corrupt(_ reason: String) -> PluginError {
-                    PluginError(
-                        PX_ERR_CORRUPTION,
-                        "raft-log: stream '\(name)': the entry at byte \(span.start + position) of \(span.file.path) "
-                            + "(offset \(offset)) is corrupt: \(reason); restart the node to have recovery check the "
-                            + "log")
-                }
-                let rest = UnsafeRawBufferPointer(rebasing: raw[position...])
-                guard let header = EntryHeader.decode(rest) else { throw corrupt("wrong magic or header CRC") }
-                let end = position + LogFormat.entryHeaderSize + Int(header.bodyLength)
-                guard end <= raw.count else { throw corrupt("it is longer than the index says") }
-                let body = UnsafeRawBufferPointer(rebasing: raw[(position + LogFormat.entryHeaderSize)..<end])
-                guard CRC32C.checksum(body) == header.bodyCRC else { throw corrupt("wrong body CRC") }
-                guard header.offset == offset else { throw corrupt("it holds offset \(header.offset)") }
-                position = end
-                guard header.kind == LogFormat.Kind.event.rawValue else { continue }
-                let event: CloudEvent
+        return try LentRecordBatch(
+            records: bodies.count, events: bodies.count, extensions: extensionCount,
+            nextOffset: offset + UInt64(bodies.count)
+        ) { builder in
+            builder.retain(buffer)
+            for body in bodies {
+                let event = builder.makeEvent()
+                let raw = UnsafeRawBufferPointer(rebasing: buffer.bytes[body.range])
                 do {
-                    event = try EventCodec.decode(body)
+                    try EventCodec.layOut(raw, into: event) { builder.makeExtensions($0) }
                 } catch {
-                    throw corrupt("\(error)")
+                    throw PluginError(
+                        PX_ERR_CORRUPTION, "raft-log: stream '\(name)': the event at offset \(body.offset): \(error)")
                 }
-                records.append(StoredRecord(offset: offset, appendTimeNanoseconds: header.appendTime, event: event))
-                offset += 1
+                builder.append(offset: body.offset, appendTime: body.appendTime, event: event)
             }
         }
+    }
+
+    /// Checks each entry of one span read into `raw` (headers, CRCs, offsets, event bodies) and notes where the
+    /// event bodies are in the read buffer, where `raw` starts at `origin`; returns the number of extensions
+    /// they hold.
+    private func check(
+        _ raw: UnsafeRawBufferPointer, of span: Span, at origin: Int,
+        into bodies: inout [(range: Range<Int>, offset: UInt64, appendTime: UInt64)]
+    ) throws -> Int {
+        var extensions = 0
+        var position = 0
+        var offset = span.firstOffset
+        while position < raw.count {
+            func corrupt(_ reason: String) -> PluginError {
+                PluginError(
+                    PX_ERR_CORRUPTION,
+                    "raft-log: stream '\(name)': the entry at byte \(span.start + position) of \(span.file.path) "
+                        + "(offset \(offset)) is corrupt: \(reason); restart the node to have recovery check the log")
+            }
+            let rest = UnsafeRawBufferPointer(rebasing: raw[position...])
+            guard let header = EntryHeader.decode(rest) else { throw corrupt("wrong magic or header CRC") }
+            let bodyStart = position + LogFormat.entryHeaderSize
+            let end = bodyStart + Int(header.bodyLength)
+            guard end <= raw.count else { throw corrupt("it is longer than the index says") }
+            let body = UnsafeRawBufferPointer(rebasing: raw[bodyStart..<end])
+            guard CRC32C.checksum(body) == header.bodyCRC else { throw corrupt("wrong body CRC") }
+            guard header.offset == offset else { throw corrupt("it holds offset \(header.offset)") }
+            position = end
+            guard header.kind == LogFormat.Kind.event.rawValue else { continue }
+            do {
+                extensions += try EventCodec.check(body)
+            } catch {
+                throw corrupt("\(error)")
+            }
+            bodies.append(((origin + bodyStart)..<(origin + end), offset, header.appendTime))
+            offset += 1
+        }
+        return extensions
+    }
+
+    /// Bytes read from the log, immutable once read: what a lent batch's events point into.
+    final class ReadBuffer: @unchecked Sendable {
+        // Safe: filled by the reader that made it before any batch points into it; only read afterwards.
+        let bytes: UnsafeMutableRawBufferPointer
+
+        init(count: Int) { bytes = .allocate(byteCount: max(count, 1), alignment: 8) }
+
+        deinit { bytes.deallocate() }
     }
 
     // MARK: Entries for replication
