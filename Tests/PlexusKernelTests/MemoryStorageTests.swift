@@ -164,6 +164,32 @@ struct MemoryStorageTests {
         }
     }
 
+    @Test("a lent read batch outlives the trim that drops the stored batches it points into, unchanged until release")
+    func lentBatchOutlivesTrim() throws {
+        try Self.withStorage { driver, _ in
+            #expect(driver.vtable.pointee.on_read_batch != nil, "memory-storage lends its reads")
+            let stream = try driver.open("lent")
+            let events = Self.events("l", 2000)
+            _ = try driver.append(stream, Array(events[..<1000])).value()
+            _ = try driver.append(stream, Array(events[1000...])).value()
+            // Records from both stored batches.
+            let lent = try #require(try driver.readBatch(stream, from: 998, maxRecords: 4).value().pointer)
+            let before = StorageDriver.copies(lent)
+            #expect(before.map(\.offset) == [998, 999, 1000, 1001] && lent.pointee.next_offset == 1002)
+            #expect(before.map(\.event) == Array(events[998..<1002]))
+            let eventAddresses = (0..<4).map { lent.pointee.records![$0]!.pointee.event }
+            // Everything goes: the stream lets go of both stored batches (more than 1024 records dropped).
+            _ = try driver.trim(stream, before: 2000).value()
+            _ = try driver.append(stream, Self.events("m", 1000, dataBytes: 64)).value()
+            #expect(StorageDriver.copies(lent) == before, "the lent batch still reads the same")
+            #expect((0..<4).map { lent.pointee.records![$0]!.pointee.event } == eventAddresses)
+            lent.pointee.release?(lent)
+            // on_read serves the same records, laid out nowhere new: pointers into the stored batch.
+            let (records, next) = try driver.read(stream, from: 2000, maxRecords: 2).value()
+            #expect(records.map(\.event.id) == ["m-0", "m-1"] && next == 2002)
+        }
+    }
+
     @Test("streams of one name share their events; handles close independently")
     func sharedStreams() throws {
         try Self.withStorage { driver, _ in
@@ -344,6 +370,29 @@ struct StorageDriver: @unchecked Sendable {
                         status, (copied, next), error.string)
                 }, user, err)
         }
+    }
+
+    /// A batch lent by `on_read_batch`, read by the test until it releases it.
+    struct Lent: @unchecked Sendable {
+        // Safe: the ABI lets the kernel (here, the test) read a lent batch from any thread until its release.
+        let pointer: UnsafeMutablePointer<px_record_batch>?
+    }
+
+    func readBatch(_ stream: OpaquePointer?, from offset: UInt64, maxRecords: Int, maxBytes: Int = 1 << 20)
+        -> HookOutcome<Lent>
+    {
+        ledger.call("read_batch") { user, err in
+            vtable.pointee.on_read_batch!(
+                instance, stream, offset, maxRecords, maxBytes,
+                { user, status, batch, error in
+                    CompletionProbe<Lent>.from(user)?.record(status, Lent(pointer: batch), error.string)
+                }, user, err)
+        }
+    }
+
+    /// Copies of a lent batch's records.
+    static func copies(_ batch: UnsafeMutablePointer<px_record_batch>) -> [StoredRecord] {
+        (0..<batch.pointee.count).compactMap { batch.pointee.records?[$0].flatMap(StoredRecord.init(copying:)) }
     }
 
     func commit(_ stream: OpaquePointer?, group: String, offset: UInt64) -> HookOutcome<Void> {
