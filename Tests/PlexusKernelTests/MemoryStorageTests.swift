@@ -297,6 +297,11 @@ struct MemoryStorageTests {
     }
 }
 
+/// The thread that made the last `openAsync` call (a C completion captures nothing).
+enum OpenCaller {
+    static let current = Mutex<UInt>(0)
+}
+
 /// `PX_OFFSET_NONE` (`UINT64_MAX`, a macro Swift does not import).
 let offsetNone = UInt64.max
 
@@ -369,6 +374,31 @@ struct StorageDriver: @unchecked Sendable {
                     CompletionProbe<(records: [StoredRecord], next: UInt64)>.from(user)?.record(
                         status, (copied, next), error.string)
                 }, user, err)
+        }
+    }
+
+    /// What `on_open_stream_async` completed with: the stream, and whether it completed on the calling thread.
+    struct Opened: @unchecked Sendable {
+        // Safe: the handle is opaque and only passed back to the plugin.
+        let stream: OpaquePointer?
+        let onCaller: Bool
+    }
+
+    /// `on_open_stream_async`, from a thread that notes its identity for the completion to compare.
+    func openAsync(_ name: String) -> HookOutcome<Opened> {
+        let caller = UInt(bitPattern: Int(bitPattern: pthread_self()))
+        return ledger.call("open_stream_async") { user, err in
+            OpenCaller.current.withLock { $0 = caller }
+            return withPXStr(name) {
+                vtable.pointee.on_open_stream_async!(
+                    instance, $0, nil,
+                    { user, status, stream, error in
+                        let here = UInt(bitPattern: Int(bitPattern: pthread_self()))
+                        let onCaller = OpenCaller.current.withLock { $0 } == here
+                        CompletionProbe<Opened>.from(user)?.record(
+                            status, Opened(stream: stream, onCaller: onCaller), error.string)
+                    }, user, err)
+            }
         }
     }
 
