@@ -6,10 +6,11 @@ import RaftCore
     import Glibc
 #endif
 
-/// The writer thread of a `StreamLog`: the only code that changes the stream's files.
+/// The writer of a `StreamLog`: the only code that changes the stream's files, one cycle at a time on the
+/// instance's writer pool.
 ///
-/// Each cycle takes everything queued. Runs of entries are written in order (one `pwrite` per
-/// `maxWriteBytes`) and synced once (`fsync: always`), then made visible and reported to the Raft group; a
+/// Each cycle takes everything queued. Runs of entries are written in order (one gather write per 128 entries
+/// or `maxWriteBytes`) and synced once (`fsync: always`), then made visible and reported to the Raft group; a
 /// truncation or a snapshot first finishes the entries before it. Then queued commits and trims are applied
 /// with one rewrite of the state file. While a cycle's sync runs, new work queues up for the next one: that
 /// is the group commit.
@@ -46,67 +47,73 @@ extension StreamLog {
 
     var syncs: Bool { settings.fsync != .never }
 
-    func runWriter() {
-        var dirty = false
-        var lastSync = DispatchTime.now()
+    /// One writer cycle, on a pool thread (`WriterPool`), never two at once for a stream: takes everything
+    /// queued, writes it, syncs per the policy, then submits the next cycle if work came meanwhile, asks to be
+    /// woken for an interval sync it owes, or, once the stream stops, syncs and signals `finished`.
+    func cycle() {
+        let (work, stopping) = queue.withLock { q -> ([Work], Bool) in
+            let work = q.work
+            q.work = []
+            return (work, q.stopping)
+        }
+        var clock = self.clock.withLock { $0 }
         let interval = DispatchTimeInterval.milliseconds(settings.fsyncIntervalMs)
-        while true {
-            let (work, stopping) = queue.withLock { q -> ([Work], Bool) in
-                let work = q.work
-                q.work = []
-                if work.isEmpty && !q.stopping { q.idle = true }
-                return (work, q.stopping)
+        if !work.isEmpty { run(work, dirty: &clock.dirty) }
+        if clock.dirty && (stopping || DispatchTime.now() >= clock.lastSync + interval) {
+            syncActive()
+            clock.dirty = false
+            clock.lastSync = .now()
+        }
+        self.clock.withLock { $0 = clock }
+        enum Next { case again, idle, exit, wake(DispatchTime) }
+        let next = queue.withLock { q -> Next in
+            // Work that came meanwhile, or a stop the cycle did not see yet: one more cycle.
+            if !q.work.isEmpty || (q.stopping && !stopping) { return .again }
+            if q.stopping {
+                q.exited = true
+                return .exit
             }
-            if work.isEmpty {
-                if stopping {
-                    if dirty { syncActive() }
-                    finished.signal()
-                    return
-                }
-                if dirty {
-                    if wake.wait(timeout: lastSync + interval) == .timedOut {
-                        syncActive()
-                        dirty = false
-                        lastSync = .now()
-                    }
-                } else {
-                    wake.wait()
-                }
-                continue
-            }
-            var entries: [WireEntry] = []
-            var batches = 0
-            var others: [Work] = []
-            var ok = failure == nil
-            for item in work {
-                switch item {
-                case .entries(let truncateFrom, let batch):
-                    if let truncateFrom {
-                        if ok && !entries.isEmpty { ok = write(entries, batches: batches) }
-                        (entries, batches) = ([], 0)
-                        if ok { ok = truncate(from: truncateFrom) }
-                    }
-                    entries += batch
-                    batches += 1
-                case .snapshot(let request):
+            q.scheduled = false
+            return clock.dirty ? .wake(clock.lastSync + interval) : .idle
+        }
+        switch next {
+        case .again: writers.submit(self)
+        case .exit: finished.signal()
+        case .wake(let deadline): writers.wake(self, at: deadline)
+        case .idle: break
+        }
+    }
+
+    /// Carries out queued work in order: runs of entries written together, truncations and snapshots between
+    /// them, then commits and trims with one state file rewrite.
+    private func run(_ work: [Work], dirty: inout Bool) {
+        var entries: [WireEntry] = []
+        var batches = 0
+        var others: [Work] = []
+        var ok = failure == nil
+        for item in work {
+            switch item {
+            case .entries(let truncateFrom, let batch):
+                if let truncateFrom {
                     if ok && !entries.isEmpty { ok = write(entries, batches: batches) }
                     (entries, batches) = ([], 0)
-                    if ok { ok = install(request) }
-                case .commit, .trim:
-                    others.append(item)
+                    if ok { ok = truncate(from: truncateFrom) }
                 }
-            }
-            if ok && !entries.isEmpty {
-                ok = write(entries, batches: batches)
-                if ok && settings.fsync == .interval { dirty = true }
-            }
-            if !others.isEmpty { apply(others) }
-            if dirty && DispatchTime.now() >= lastSync + interval {
-                syncActive()
-                dirty = false
-                lastSync = .now()
+                entries += batch
+                batches += 1
+            case .snapshot(let request):
+                if ok && !entries.isEmpty { ok = write(entries, batches: batches) }
+                (entries, batches) = ([], 0)
+                if ok { ok = install(request) }
+            case .commit, .trim:
+                others.append(item)
             }
         }
+        if ok && !entries.isEmpty {
+            ok = write(entries, batches: batches)
+            if ok && settings.fsync == .interval { dirty = true }
+        }
+        if !others.isEmpty { apply(others) }
     }
 
     /// Writes entries after the last one, syncs per the policy, makes them visible and reports them.

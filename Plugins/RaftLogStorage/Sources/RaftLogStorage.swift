@@ -11,9 +11,10 @@ import Synchronization
 /// it holds in both cases.
 ///
 /// On start every stream under `<data>/streams/` is recovered (`Recovery`): a torn tail is cut, corruption
-/// before it refuses the start (or is cut with `repairOnStart: truncate`). Each stream then has its own writer
-/// thread that group-commits its entries (`LogWriter.swift`) and its Raft group (`RaftStream`); a timer ticks
-/// every group each `heartbeatIntervalMs`, and the transport (`PeerTransport`) carries their messages.
+/// before it refuses the start (or is cut with `repairOnStart: truncate`). Each stream then has writer cycles
+/// that group-commit its entries (`LogWriter.swift`), run one at a time per stream on a fixed pool of writer
+/// threads shared by every stream (`WriterPool`), and its Raft group (`RaftStream`); a timer ticks every group
+/// each `heartbeatIntervalMs`, and the transport (`PeerTransport`) carries their messages.
 public final class RaftLogStorage: LendingStoragePlugin {
     public static let name = "raft-log"
     public static let version = "1.0.0"
@@ -29,6 +30,8 @@ public final class RaftLogStorage: LendingStoragePlugin {
     let root: String
     let dataDirectory: String
     private let readers = DispatchQueue(label: "raft-log.read", attributes: .concurrent)
+    /// The writer threads of every stream, started with the storage and stopped after its streams.
+    private let writers = WriterPool()
     /// Where streams are recovered or created (mkdir, fsync, recovery, the writer's start), one at a time, so
     /// that no open does disk work on the caller's thread (`on_open_stream_async`) or under `state`'s lock.
     private let opener = DispatchQueue(label: "raft-log.open")
@@ -87,6 +90,7 @@ public final class RaftLogStorage: LendingStoragePlugin {
         } catch {
             throw PluginError(PX_ERR_IO, "raft-log: cannot create \(root): \(error)")
         }
+        writers.start()
         var recovered: [String: RaftStream] = [:]
         do {
             let directories: [String]
@@ -105,6 +109,7 @@ public final class RaftLogStorage: LendingStoragePlugin {
         } catch {
             // on_start undoes its partial work: stop the writers already started.
             for stream in recovered.values { _ = stream.log.stop(deadline: .distantFuture) }
+            writers.stop()
             context.transport?.stop()
             throw error
         }
@@ -118,6 +123,7 @@ public final class RaftLogStorage: LendingStoragePlugin {
                 try transport.start()
             } catch {
                 for stream in recovered.values { _ = stream.log.stop(deadline: .distantFuture) }
+                writers.stop()
                 transport.stop()
                 throw PluginError(PX_ERR_IO, "raft-log: cannot listen for the other members: \(error)")
             }
@@ -155,6 +161,8 @@ public final class RaftLogStorage: LendingStoragePlugin {
             DispatchTime.now() + .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000))
         var late: [String] = []
         for log in logs where !log.stop(deadline: deadline) { late.append(log.name) }
+        // A writer still running keeps its thread: the pool stops only once every stream's writer is done.
+        if late.isEmpty { writers.stop() }
         guard late.isEmpty else {
             throw PluginError(PX_ERR_TIMEOUT, "raft-log: the writers of \(late.sorted()) did not finish in time")
         }
@@ -273,6 +281,7 @@ public final class RaftLogStorage: LendingStoragePlugin {
         let host = self.host
         let log = try StreamLog(
             name: name, directory: directory, settings: settings, statistics: statistics, readers: readers,
+            writers: writers,
             report: { level, message in host.log(level, message) })
         return try RaftStream(name: name, log: log, context: context)
     }

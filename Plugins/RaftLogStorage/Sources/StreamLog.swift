@@ -4,15 +4,15 @@ import PlexusPluginSDK
 import RaftCore
 import Synchronization
 
-/// The log of one stream on this node: a directory of segment files and a `state` file, and one writer
-/// thread. Its Raft group (`RaftStream`) decides what goes in it.
+/// The log of one stream on this node: a directory of segment files and a `state` file, written by one
+/// writer cycle at a time on the instance's writer pool (`WriterPool`). Its Raft group (`RaftStream`) decides
+/// what goes in it.
 ///
 /// Entries (the group's, with their term, index and offset already chosen), truncations, snapshots,
-/// committed offsets and trims are queued and carried out by the writer thread (`LogWriter.swift`), which
-/// drains everything queued, writes it, syncs once and only then tells the group (`onPersisted`): group
-/// commit. Reads run on a shared reader queue and see only committed events (`publishCommit`).
+/// committed offsets and trims are queued and carried out by writer cycles (`LogWriter.swift`): each drains
+/// everything queued, writes it, syncs once and only then tells the group (`onPersisted`): group commit. Reads run on a shared reader queue and see only committed events (`publishCommit`).
 ///
-/// - Important: Every method may be called from any thread. Completions run on the writer thread or a reader
+/// - Important: Every method may be called from any thread. Completions run on a writer pool thread or a reader
 ///   thread, never under a lock of this class.
 public final class StreamLog: Sendable {
     let name: String
@@ -20,6 +20,7 @@ public final class StreamLog: Sendable {
     let settings: Settings
     let statistics: Statistics
     let readers: DispatchQueue
+    let writers: WriterPool
     let report: @Sendable (PlexusPluginSDK.Host.LogLevel, String) -> Void
 
     /// What the writer has written, and how much of it is committed.
@@ -85,17 +86,25 @@ public final class StreamLog: Sendable {
     /// What callers hand the writer.
     struct Queue {
         var work: [Work] = []
-        /// The writer is (about to be) waiting for `wake`.
-        var idle = false
+        /// A writer cycle is submitted to the pool or running: work queued meanwhile is taken by it or by the
+        /// cycle it submits next.
+        var scheduled = false
         var stopping = false
+        /// The last cycle ran (after `stop`): nothing is submitted any more.
+        var exited = false
         /// Set when a write or sync failed: the stream takes no more writes until a restart recovers it.
         var failure: String?
     }
 
     let visible: Mutex<Visible>
     let queue: Mutex<Queue>
-    let wake = DispatchSemaphore(value: 0)
     let finished = DispatchSemaphore(value: 0)
+    /// The writer's own clock for interval syncs; only a cycle touches it (cycles never overlap).
+    struct WriterClock {
+        var dirty = false
+        var lastSync = DispatchTime.now()
+    }
+    let clock = Mutex(WriterClock())
 
     /// What the writer tells the Raft group: the entries up to `(index, term)` are written (and synced under
     /// `fsync: always`); and the log was compacted (retention, trim) to start after a new snapshot point.
@@ -107,17 +116,18 @@ public final class StreamLog: Sendable {
     }
     let listener = Mutex<Listener?>(nil)
 
-    /// Recovers (or creates) the stream in `directory` and starts its writer thread.
+    /// Recovers (or creates) the stream in `directory`; its writer cycles run on `writers`.
     /// - Throws: `PluginError` from `Recovery`.
     init(
         name: String, directory: String, settings: Settings, statistics: Statistics, readers: DispatchQueue,
-        report: @escaping @Sendable (PlexusPluginSDK.Host.LogLevel, String) -> Void
+        writers: WriterPool, report: @escaping @Sendable (PlexusPluginSDK.Host.LogLevel, String) -> Void
     ) throws {
         self.name = name
         self.directory = directory
         self.settings = settings
         self.statistics = statistics
         self.readers = readers
+        self.writers = writers
         self.report = report
         let (segments, state) = try Recovery(
             name: name, directory: directory, settings: settings, report: { report(.warning, "raft-log: \($0)") }
@@ -129,12 +139,9 @@ public final class StreamLog: Sendable {
         self.queue = Mutex(Queue())
     }
 
-    /// Starts the writer thread, which reports to `listener`.
+    /// Lets the writer cycles run, reporting to `listener`.
     func start(_ listener: Listener) {
         self.listener.withLock { $0 = listener }
-        let thread = Thread { [self] in runWriter() }
-        thread.name = "raft-log writer"
-        thread.start()
     }
 
     func setOptions(_ options: StreamOptions) { visible.withLock { $0.options = options } }
@@ -208,18 +215,29 @@ public final class StreamLog: Sendable {
     /// Why the stream takes no writes, if it does not.
     var failure: String? { queue.withLock { $0.failure } }
 
-    /// Adds work made by `make` (under the queue lock, so offsets follow call order) and wakes the writer.
+    /// Adds work made by `make` (under the queue lock, so offsets follow call order) and submits a writer cycle
+    /// unless one is pending.
     private func enqueue(_ make: (inout Queue) throws -> Work) throws {
-        let wasIdle = try queue.withLock { q -> Bool in
+        let submit = try queue.withLock { q -> Bool in
             if let failure = q.failure {
                 throw PluginError(PX_ERR_IO, "raft-log: stream '\(name)' takes no writes until restarted: \(failure)")
             }
             guard !q.stopping else { throw PluginError(PX_ERR_UNAVAILABLE, "raft-log: stream '\(name)' is stopped") }
             q.work.append(try make(&q))
-            defer { q.idle = false }
-            return q.idle
+            defer { q.scheduled = true }
+            return !q.scheduled
         }
-        if wasIdle { wake.signal() }
+        if submit { writers.submit(self) }
+    }
+
+    /// An interval sync is due: runs a cycle unless one is pending or the writer is done.
+    func wakeForSync() {
+        let submit = queue.withLock { q -> Bool in
+            guard !q.scheduled && !q.exited else { return false }
+            q.scheduled = true
+            return true
+        }
+        if submit { writers.submit(self) }
     }
 
     // MARK: Reads
@@ -478,15 +496,17 @@ public final class StreamLog: Sendable {
 
     // MARK: Stopping
 
-    /// Asks the writer to finish what is queued, sync and exit; waits until `deadline`.
+    /// Asks the writer to finish what is queued, sync and stop; waits until `deadline`.
     /// - Returns: whether the writer finished in time.
     func stop(deadline: DispatchTime) -> Bool {
-        let alreadyStopping = queue.withLock { q -> Bool in
-            defer { q.stopping = true }
-            return q.stopping
+        let (alreadyStopping, submit) = queue.withLock { q -> (Bool, Bool) in
+            guard !q.stopping else { return (true, false) }
+            q.stopping = true
+            defer { q.scheduled = true }
+            return (false, !q.scheduled)
         }
         guard !alreadyStopping else { return true }
-        wake.signal()
+        if submit { writers.submit(self) }
         return finished.wait(timeout: deadline) == .success
     }
 }
