@@ -154,6 +154,8 @@ public final class RaftLogStorage: LendingStoragePlugin {
             s.phase = .stopped
             return Array(s.streams.values)
         }
+        // An open in flight finishes first: it sees the stop and stops its stream's writer while the pool runs.
+        opener.sync {}
         for stream in streams { stream.saveCommitHint() }
         let logs = streams.map(\.log)
         let (seconds, attoseconds) = timeout.components
