@@ -177,6 +177,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore"]),
+        .testTarget(name: "PlexusPluginSDKTests", dependencies: ["PlexusPluginSDK"]),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore"]),
         .testTarget(
             name: "PlexusBenchTests",

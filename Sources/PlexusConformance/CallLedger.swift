@@ -11,11 +11,15 @@ enum CompletionPayload: Sendable {
     case read(status: px_status, records: [ReadRecord], nextOffset: UInt64, error: String)
     case offset(status: px_status, offset: UInt64, error: String)
     case lookup(status: px_status, instances: [ServiceRecord], error: String)
+    /// `px_read_batch_done_fn`: the batch as lent, read by the rule until it releases it.
+    case lent(status: px_status, batch: LentBatch, error: String)
+    /// `px_open_done_fn`: the stream handle's address.
+    case opened(status: px_status, stream: UInt, error: String)
 
     var status: px_status {
         switch self {
         case .done(let status, _), .append(let status, _, _), .read(let status, _, _, _), .offset(let status, _, _),
-            .lookup(let status, _, _):
+            .lookup(let status, _, _), .lent(let status, _, _), .opened(let status, _, _):
             return status
         }
     }
@@ -23,10 +27,16 @@ enum CompletionPayload: Sendable {
     var error: String {
         switch self {
         case .done(_, let error), .append(_, _, let error), .read(_, _, _, let error), .offset(_, _, let error),
-            .lookup(_, _, let error):
+            .lookup(_, _, let error), .lent(_, _, let error), .opened(_, _, let error):
             return error
         }
     }
+}
+
+/// A `px_record_batch` a storage lent: the rule that asked for it reads it and releases it.
+struct LentBatch: @unchecked Sendable {
+    // Safe: the ABI lets the kernel (here, the rule) read a lent batch from any thread until it releases it.
+    let pointer: UnsafeMutablePointer<px_record_batch>?
 }
 
 /// One record a read completion handed over, copied.
@@ -266,26 +276,39 @@ let appendCompletion: px_append_done_fn = { user, status, first, error in
     CallLedger.deliver(user) { .append(status: status, firstOffset: first, error: error.string) }
 }
 
+let readBatchCompletion: px_read_batch_done_fn = { user, status, batch, error in
+    CallLedger.deliver(user) { .lent(status: status, batch: LentBatch(pointer: batch), error: error.string) }
+}
+
+let openCompletion: px_open_done_fn = { user, status, stream, error in
+    CallLedger.deliver(user) { .opened(status: status, stream: UInt(bitPattern: stream), error: error.string) }
+}
+
 let readCompletion: px_read_done_fn = { user, status, records, count, next, error in
     CallLedger.deliver(user) {
+        .read(status: status, records: ReadRecord.copies(records, count), nextOffset: next, error: error.string)
+    }
+}
+
+extension ReadRecord {
+    /// Copies of `count` borrowed records (a NULL record, or one too small to hold its event, copies as a record
+    /// at `PX_OFFSET_NONE` or without an event).
+    static func copies(_ records: UnsafePointer<UnsafePointer<px_record>?>?, _ count: Int) -> [ReadRecord] {
+        guard count > 0 else { return [] }
         var copies: [ReadRecord] = []
-        if count > 0 {
-            copies.reserveCapacity(count)
-            for index in 0..<count {
-                guard let record = records?[index] else {
-                    copies.append(ReadRecord(offset: offsetNone, appendTimeNanoseconds: 0, event: nil))
-                    continue
-                }
-                let size = Int(UnsafeRawPointer(record).load(as: UInt32.self))
-                let event =
-                    size >= MemoryLayout<px_record>.size ? record.pointee.event.map(CloudEvent.init(copying:)) : nil
-                copies.append(
-                    ReadRecord(
-                        offset: record.pointee.offset, appendTimeNanoseconds: record.pointee.append_time_ns,
-                        event: event))
+        copies.reserveCapacity(count)
+        for index in 0..<count {
+            guard let record = records?[index] else {
+                copies.append(ReadRecord(offset: offsetNone, appendTimeNanoseconds: 0, event: nil))
+                continue
             }
+            let size = Int(UnsafeRawPointer(record).load(as: UInt32.self))
+            let event = size >= MemoryLayout<px_record>.size ? record.pointee.event.map(CloudEvent.init(copying:)) : nil
+            copies.append(
+                ReadRecord(
+                    offset: record.pointee.offset, appendTimeNanoseconds: record.pointee.append_time_ns, event: event))
         }
-        return .read(status: status, records: copies, nextOffset: next, error: error.string)
+        return copies
     }
 }
 

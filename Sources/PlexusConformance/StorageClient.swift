@@ -89,6 +89,34 @@ final class StorageClient: @unchecked Sendable {
         return call
     }
 
+    /// `on_read_batch` (since 1.1; `missing` when the vtable has none).
+    func readBatch(_ stream: OpaquePointer?, from offset: UInt64, maxRecords: Int = 1000, maxBytes: Int = 64 << 20)
+        -> CallRecord
+    {
+        let call = ledger.begin("on_read_batch")
+        guard let hook = vtable.on_read_batch else { return missing(call) }
+        let (status, message) = StandalonePlugin.withErrorBuffer { err in
+            hook(instance, stream, offset, maxRecords, maxBytes, readBatchCompletion, CallLedger.user(call.token), err)
+        }
+        call.returned(status, message: message)
+        return call
+    }
+
+    /// `on_open_stream_async` (since 1.1; `missing` when the vtable has none).
+    func openAsync(_ name: String) -> CallRecord {
+        let call = ledger.begin("on_open_stream_async")
+        guard let hook = vtable.on_open_stream_async else { return missing(call) }
+        var options = px_stream_options(
+            struct_size: UInt32(MemoryLayout<px_stream_options>.size), reserved: 0, retention_bytes: 0, retention_ms: 0)
+        let (status, message) = withPXStr(name) { text in
+            StandalonePlugin.withErrorBuffer { err in
+                hook(instance, text, &options, openCompletion, CallLedger.user(call.token), err)
+            }
+        }
+        call.returned(status, message: message)
+        return call
+    }
+
     func commit(_ stream: OpaquePointer?, group: String, offset: UInt64) -> CallRecord {
         let call = ledger.begin("on_commit_offset")
         guard let hook = vtable.on_commit_offset else { return missing(call) }

@@ -79,6 +79,14 @@ enum StorageSuite {
             "a NULL stream, max_records 0, or NULL events with count > 0 fail with PX_ERR_INVALID_ARGUMENT and change nothing",
             invalidArguments),
         rule(
+            "storage.read-batch.lends-what-read-returns",
+            "on_read_batch (1.1, optional) lends the records on_read returns, which stay unchanged through later appends and trims until the one release",
+            readBatchLends),
+        rule(
+            "storage.open-async.completes-once",
+            "on_open_stream_async (1.1, optional) completes once with a stream that takes appends and reads, and reopens the same stream",
+            openAsyncCompletes),
+        rule(
             "storage.completion.exactly-once",
             "every hook that returned PX_OK called its completion exactly once (checked over every call of the run)",
             completionExactlyOnce),
@@ -518,6 +526,93 @@ enum StorageSuite {
         s = try h.open(name)
         try expectIntact(
             "after a restart of the plugin on the same data directory (durability \(durabilityName(h.durability)))")
+    }
+
+    // MARK: 1.1 hooks
+
+    /// The records of a lent batch, checked for the header's shape.
+    static func lentRecords(_ call: CallRecord, _ c: StorageClient, _ what: String) throws -> (
+        batch: UnsafeMutablePointer<px_record_batch>, records: [ReadRecord]
+    ) {
+        let payload = try c.completed(call, what)
+        guard case .lent(_, let lent, _) = payload, let batch = lent.pointer else {
+            throw Violation(expected: "on_read_batch to complete PX_OK with a batch", observed: "\(payload)")
+        }
+        try check(
+            Int(batch.pointee.struct_size) >= MemoryLayout<px_record_batch>.size,
+            expected:
+                "a px_record_batch whose struct_size covers every 1.1 field (\(MemoryLayout<px_record_batch>.size))",
+            observed: "struct_size \(batch.pointee.struct_size)")
+        try check(
+            batch.pointee.release != nil, expected: "the lent batch to have a release function",
+            observed: "release NULL")
+        try check(
+            batch.pointee.count == 0 || batch.pointee.records != nil,
+            expected: "records for a batch of \(batch.pointee.count)", observed: "records NULL")
+        return (batch, ReadRecord.copies(batch.pointee.records, batch.pointee.count))
+    }
+
+    static func readBatchLends(_ h: StorageHarness) throws {
+        let c = try h.client()
+        guard c.vtable.on_read_batch != nil else { return }  // optional: the kernel falls back to on_read
+        let s = try h.stream("read-batch")
+        let first = try c.appendOK(s, events("lend", 6), "appending 6 events")
+        let (read, next) = try c.readOK(s, from: first, maxRecords: 4, "reading 4 records with on_read")
+        let (batch, lent) = try lentRecords(
+            c.readBatch(s.raw, from: first, maxRecords: 4), c, "reading 4 records with on_read_batch")
+        func same(_ records: [ReadRecord], _ what: String) throws {
+            try check(
+                records.count == read.count && batch.pointee.next_offset == next,
+                expected: "\(read.count) records and next_offset \(next) \(what), as on_read returned",
+                observed: "\(records.count) records, next_offset \(batch.pointee.next_offset)")
+            for (got, want) in zip(records, read) {
+                try check(
+                    got.offset == want.offset && got.event != nil && got.event == want.event,
+                    expected: "event \(want.event?.id ?? "?") at offset \(want.offset) \(what)",
+                    observed: "\(got.event?.id ?? "no event") at offset \(got.offset)")
+            }
+        }
+        try same(lent, "in the lent batch")
+        // The batch outlives what the storage does next: it must not change or go away before release.
+        _ = try c.appendOK(s, events("after", 3), "appending 3 more events while a batch is lent")
+        try c.trimOK(s, before: first + 6)
+        try same(ReadRecord.copies(batch.pointee.records, batch.pointee.count), "after an append and a trim")
+        batch.pointee.release?(batch)
+        // A read at the end lends an empty batch, released all the same.
+        let end = try c.infoOK(s, "after the trim").next_offset
+        let (empty, records) = try lentRecords(c.readBatch(s.raw, from: end), c, "reading at the end")
+        try check(
+            records.isEmpty && empty.pointee.next_offset == end,
+            expected: "zero records and next_offset \(end) at the end",
+            observed: "\(records.count) records, next_offset \(empty.pointee.next_offset)")
+        empty.pointee.release?(empty)
+        let past = c.readBatch(s.raw, from: end + 1)
+        try c.expectFailure(past, PX_ERR_OUT_OF_RANGE.status, "on_read_batch past the end")
+    }
+
+    static func openAsyncCompletes(_ h: StorageHarness) throws {
+        let c = try h.client()
+        guard c.vtable.on_open_stream_async != nil else { return }  // optional: the kernel uses on_open_stream
+        let name = h.uniqueName("open-async")
+        func open(_ what: String) throws -> StreamHandle {
+            let payload = try c.completed(c.openAsync(name), what)
+            guard case .opened(_, let address, _) = payload, let raw = OpaquePointer(bitPattern: address) else {
+                throw Violation(
+                    expected: "on_open_stream_async to complete PX_OK with a stream", observed: "\(payload)")
+            }
+            return StreamHandle(raw: raw, name: name)
+        }
+        let stream = try open("opening a new stream asynchronously")
+        let first = try c.appendOK(stream, events("async", 3), "appending to a stream opened asynchronously")
+        let records = try c.readRange(stream, from: first, to: first + 3, "the events")
+        try expectStored(records, ids: ["async0", "async1", "async2"], from: first, "through the async handle")
+        c.close(stream)
+        let again = try open("reopening the stream asynchronously")
+        defer { c.close(again) }
+        let info = try c.infoOK(again, "after reopening")
+        try check(
+            info.next_offset == first + 3, expected: "the reopened stream to keep next_offset \(first + 3)",
+            observed: "next_offset \(info.next_offset)")
     }
 
     // MARK: Trim and extent

@@ -5,19 +5,40 @@ extension px_status_code {
     public var status: px_status { px_status(bitPattern: rawValue) }
 }
 
-/// A CloudEvents 1.0 event owned by the kernel: the copy it keeps of a borrowed `px_event`.
+/// A CloudEvents 1.0 event in owned Swift values: the copy a kernel, client or plugin keeps of a borrowed
+/// `px_event`.
+///
+/// The owned counterpart of `px_event`: every attribute is a `String`, `data` an array. Building one copies
+/// every byte of the event, so the hot paths avoid it: a storage plugin reads the borrowed `EventView` the SDK
+/// hands it and calls `copy()` only for an event it keeps in this form; `CEventBatch` lays `CloudEvent`s out
+/// as C events to lend them across the ABI.
+///
+/// Optional attributes are `nil` when absent; a present attribute may be empty. `Equatable` compares every
+/// attribute, the extensions in order, and the data.
 public struct CloudEvent: Sendable, Equatable {
+    /// `id`: identifies the event within its `source`; required, non-empty.
     public var id: String
+    /// `source`: a URI reference naming the context the event happened in; required, non-empty.
     public var source: String
+    /// `specversion`: the CloudEvents version, `"1.0"`.
     public var specversion: String
+    /// `type`: what happened, such as `com.example.order.created`; required, non-empty.
     public var type: String
+    /// `datacontenttype`: the media type of `data`, such as `application/json`.
     public var datacontenttype: String?
+    /// `dataschema`: a URI of the schema `data` adheres to.
     public var dataschema: String?
+    /// `subject`: what the event is about within its source.
     public var subject: String?
+    /// `time`: when it happened, as RFC 3339 text.
     public var time: String?
+    /// Extension attributes in their canonical string form, in the order given: names are 1 to 20 lowercase
+    /// letters or digits (`invalidReason` checks them).
     public var extensions: [(key: String, value: String)]
+    /// The payload.
     public var data: [UInt8]
 
+    /// An event from its attributes; `specversion` defaults to `"1.0"`.
     public init(
         id: String, source: String, specversion: String = "1.0", type: String, datacontenttype: String? = nil,
         dataschema: String? = nil, subject: String? = nil, time: String? = nil,
@@ -43,19 +64,7 @@ public struct CloudEvent: Sendable, Equatable {
     /// is not positive (a `size_t` above `Int.max` arrives negative) is never read; see `px_str.string`.
     /// - Parameter event: a `px_event` with at least `struct_size` readable bytes.
     public init(copying event: UnsafePointer<px_event>) {
-        let size = Int(UnsafeRawPointer(event).load(as: UInt32.self))
-        let e: px_event
-        if size >= MemoryLayout<px_event>.size {
-            e = event.pointee
-        } else {
-            // Copy the fields that fit whole; the rest stay zero, which the ABI reads as absent.
-            let usable = Self.eventFieldEnds.last { $0 <= size } ?? 0
-            var partial = px_event()
-            withUnsafeMutableBytes(of: &partial) {
-                $0.copyMemory(from: UnsafeRawBufferPointer(start: event, count: usable))
-            }
-            e = partial
-        }
+        let e = px_event(fieldsOf: event)
         id = e.id.string
         source = e.source.string
         specversion = e.specversion.string
@@ -73,7 +82,7 @@ public struct CloudEvent: Sendable, Equatable {
     }
 
     /// Where each field of `px_event` ends, in bytes from the start, ascending.
-    private static let eventFieldEnds: [Int] = {
+    fileprivate static let eventFieldEnds: [Int] = {
         func end<T>(_ path: KeyPath<px_event, T>) -> Int? {
             MemoryLayout<px_event>.offset(of: path).map { $0 + MemoryLayout<T>.size }
         }
@@ -130,6 +139,26 @@ public struct CloudEvent: Sendable, Equatable {
             && lhs.subject == rhs.subject && lhs.time == rhs.time && lhs.data == rhs.data
             && lhs.extensions.map(\.key) == rhs.extensions.map(\.key)
             && lhs.extensions.map(\.value) == rhs.extensions.map(\.value)
+    }
+}
+
+extension px_event {
+    /// The fields of a borrowed event that its `struct_size` covers whole; the others zero, which the ABI
+    /// reads as absent (an older, smaller `px_event`). Copies the struct only, never the bytes it points at.
+    /// - Parameter event: a `px_event` with at least `struct_size` readable bytes.
+    public init(fieldsOf event: UnsafePointer<px_event>) {
+        let size = Int(UnsafeRawPointer(event).load(as: UInt32.self))
+        if size >= MemoryLayout<px_event>.size {
+            self = event.pointee
+            return
+        }
+        // Copy the fields that fit whole; the rest stay zero.
+        let usable = CloudEvent.eventFieldEnds.last { $0 <= size } ?? 0
+        var partial = px_event()
+        withUnsafeMutableBytes(of: &partial) {
+            $0.copyMemory(from: UnsafeRawBufferPointer(start: event, count: usable))
+        }
+        self = partial
     }
 }
 

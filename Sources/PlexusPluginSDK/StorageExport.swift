@@ -12,7 +12,8 @@ enum StorageExport {
     /// The vtable for `type`, built on first use.
     static func install<S: StoragePlugin>(_ type: S.Type) -> UnsafePointer<px_storage_vtable> {
         if let vtable { return UnsafePointer(vtable) }
-        dispatcher = StorageDispatcher<S>()
+        let dispatcher = StorageDispatcher<S>()
+        StorageExport.dispatcher = dispatcher
         let table = UnsafeMutablePointer<px_storage_vtable>.allocate(capacity: 1)
         table.initialize(to: px_storage_vtable())
         table.pointee.struct_size = UInt32(MemoryLayout<px_storage_vtable>.size)
@@ -25,6 +26,8 @@ enum StorageExport {
         table.pointee.on_fetch_offset = onFetchOffset
         table.pointee.on_trim = onTrim
         table.pointee.on_stream_info = onStreamInfo
+        table.pointee.on_open_stream_async = onOpenStreamAsync
+        table.pointee.on_read_batch = dispatcher.lends ? onReadBatch : nil
         vtable = table
         return UnsafePointer(table)
     }
@@ -59,6 +62,31 @@ enum StorageExport {
         }
     }
 
+    private static let onOpenStreamAsync: px_storage_on_open_stream_async = {
+        instance, name, options, done, user, err in
+        guard let dispatcher = StorageExport.dispatcher, let instance, let done else {
+            PluginExport.write(err, "on_open_stream_async needs an instance and a completion")
+            return StorageExport.invalid
+        }
+        let completion = CCompletion(fn: done, user: user)
+        return CompletionGate<any AnyObject & Sendable>.run(
+            err,
+            deliver: { result in
+                switch result {
+                case .success(let handle):
+                    // The kernel's reference, dropped by on_close_stream.
+                    let stream = Unmanaged<AnyObject>.passRetained(handle).toOpaque()
+                    completion.fn(completion.user, PX_OK.status, OpaquePointer(stream), px_str(ptr: nil, len: 0))
+                case .failure(let error):
+                    withPXStr(error.message) { completion.fn(completion.user, error.failureStatus, nil, $0) }
+                }
+            }
+        ) { done in
+            try dispatcher.openStream(
+                instance, name: name.string, options: StreamOptions(copying: options), completion: done)
+        }
+    }
+
     private static let onCloseStream: px_storage_on_close_stream = { instance, stream in
         guard let dispatcher = StorageExport.dispatcher, let instance, let stream else { return }
         dispatcher.closeStream(instance, UnsafeMutableRawPointer(stream))
@@ -76,15 +104,12 @@ enum StorageExport {
             PluginExport.write(err, "on_append: \(count) events but no event array")
             return StorageExport.invalid
         }
-        var copied: [CloudEvent] = []
-        copied.reserveCapacity(count)
-        for index in 0..<count {
-            guard let event = events?[index] else {
-                PluginExport.write(err, "on_append: event \(index) of \(count) is NULL")
-                return StorageExport.invalid
-            }
-            copied.append(CloudEvent(copying: event))
+        for index in 0..<count where events?[index] == nil {
+            PluginExport.write(err, "on_append: event \(index) of \(count) is NULL")
+            return StorageExport.invalid
         }
+        // Borrowed, not copied: the plugin copies what it stores, once.
+        let batch = EventBatchView(events, count: count)
         let completion = CCompletion(fn: done, user: user)
         return CompletionGate<UInt64>.run(
             err,
@@ -97,7 +122,7 @@ enum StorageExport {
                 }
             }
         ) { done in
-            try dispatcher.append(instance, stream, copied, completion: done)
+            try dispatcher.append(instance, stream, batch, completion: done)
         }
     }
 
@@ -118,6 +143,27 @@ enum StorageExport {
         // A size_t above Int.max arrives negative: it means "as many as there are".
         let records = maxRecords < 0 ? Int.max : maxRecords
         let bytes = maxBytes < 0 ? Int.max : maxBytes
+        if dispatcher.lends {
+            // The lent records go to the callback as they are; the batch is let go of once it returns.
+            return CompletionGate<LentRecordBatch>.run(
+                err,
+                deliver: { result in
+                    switch result {
+                    case .success(let batch):
+                        withExtendedLifetime(batch) {
+                            completion.fn(
+                                completion.user, PX_OK.status, batch.records.baseAddress, batch.count,
+                                batch.nextOffset, px_str(ptr: nil, len: 0))
+                        }
+                    case .failure(let error):
+                        withPXStr(error.message) { completion.fn(completion.user, error.failureStatus, nil, 0, 0, $0) }
+                    }
+                }
+            ) { done in
+                try dispatcher.readBatch(
+                    instance, stream, from: from, maxRecords: records, maxBytes: bytes, completion: done)
+            }
+        }
         return CompletionGate<ReadResult>.run(
             err,
             deliver: { result in
@@ -135,6 +181,40 @@ enum StorageExport {
             }
         ) { done in
             try dispatcher.read(instance, stream, from: from, maxRecords: records, maxBytes: bytes, completion: done)
+        }
+    }
+
+    private static let onReadBatch: px_storage_on_read_batch = {
+        instance, stream, from, maxRecords, maxBytes, done, user, err in
+        guard case let (dispatcher, instance, stream)? = StorageExport.target(instance, stream, "on_read_batch", err)
+        else {
+            return StorageExport.invalid
+        }
+        guard let done else {
+            PluginExport.write(err, "on_read_batch: the completion is NULL")
+            return StorageExport.invalid
+        }
+        guard maxRecords != 0 else {
+            PluginExport.write(err, "on_read_batch: max_records must be at least 1")
+            return StorageExport.invalid
+        }
+        let completion = CCompletion(fn: done, user: user)
+        let records = maxRecords < 0 ? Int.max : maxRecords
+        let bytes = maxBytes < 0 ? Int.max : maxBytes
+        return CompletionGate<LentRecordBatch>.run(
+            err,
+            deliver: { result in
+                switch result {
+                case .success(let batch):
+                    // The kernel holds the batch until it calls release.
+                    completion.fn(completion.user, PX_OK.status, batch.lend(), px_str(ptr: nil, len: 0))
+                case .failure(let error):
+                    withPXStr(error.message) { completion.fn(completion.user, error.failureStatus, nil, $0) }
+                }
+            }
+        ) { done in
+            try dispatcher.readBatch(
+                instance, stream, from: from, maxRecords: records, maxBytes: bytes, completion: done)
         }
     }
 
@@ -246,13 +326,22 @@ extension CCompletion where F == px_done_fn {
 protocol StorageDispatch: Sendable {
     func openStream(_ instance: UnsafeMutableRawPointer, name: String, options: StreamOptions) throws
         -> UnsafeMutableRawPointer
+    func openStream(
+        _ instance: UnsafeMutableRawPointer, name: String, options: StreamOptions,
+        completion: @escaping @Sendable (Result<any AnyObject & Sendable, PluginError>) -> Void) throws
     func closeStream(_ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer)
     func append(
-        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, _ events: [CloudEvent],
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, _ events: EventBatchView,
         completion: @escaping @Sendable (Result<UInt64, PluginError>) -> Void) throws
     func read(
         _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, from offset: UInt64,
         maxRecords: Int, maxBytes: Int, completion: @escaping @Sendable (Result<ReadResult, PluginError>) -> Void
+    ) throws
+    /// Whether the plugin lends read batches (`LendingStoragePlugin`): then `readBatch` serves both reads.
+    var lends: Bool { get }
+    func readBatch(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, from offset: UInt64,
+        maxRecords: Int, maxBytes: Int, completion: @escaping @Sendable (Result<LentRecordBatch, PluginError>) -> Void
     ) throws
     func commitOffset(
         _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, group: String, offset: UInt64,
@@ -269,6 +358,54 @@ protocol StorageDispatch: Sendable {
 /// `StorageDispatch` for `S`: the instance pointer is the retained plugin (see `PluginExport`), the stream
 /// pointer a retained `S.StreamHandle`.
 struct StorageDispatcher<S: StoragePlugin>: StorageDispatch {
+    /// `readBatch` of `S` when it is a `LendingStoragePlugin`, found once when the vtable is built.
+    private let lender: ReadBatchCall?
+
+    typealias ReadBatchCall =
+        @Sendable (
+            _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, _ offset: UInt64, _ maxRecords: Int,
+            _ maxBytes: Int, _ completion: @escaping @Sendable (Result<LentRecordBatch, PluginError>) -> Void
+        ) throws -> Void
+
+    init() {
+        if let lending = S.self as? any LendingStoragePlugin.Type {
+            lender = Self.readBatchCall(lending)
+        } else {
+            lender = nil
+        }
+    }
+
+    /// `readBatch` of `L` (which is `S`) on raw pointers.
+    private static func readBatchCall<L: LendingStoragePlugin>(_ type: L.Type) -> ReadBatchCall {
+        { instance, stream, offset, maxRecords, maxBytes, completion in
+            let plugin = Unmanaged<L>.fromOpaque(instance).takeUnretainedValue()
+            let handle = Unmanaged<L.StreamHandle>.fromOpaque(stream).takeUnretainedValue()
+            try plugin.readBatch(
+                handle, from: offset, maxRecords: maxRecords, maxBytes: maxBytes, completion: completion)
+        }
+    }
+
+    var lends: Bool { lender != nil }
+
+    func readBatch(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, from offset: UInt64,
+        maxRecords: Int, maxBytes: Int, completion: @escaping @Sendable (Result<LentRecordBatch, PluginError>) -> Void
+    ) throws {
+        guard let lender else {
+            throw PluginError(PX_ERR_UNSUPPORTED, "\(S.name) does not lend read batches")
+        }
+        try lender(instance, stream, offset, maxRecords, maxBytes, completion)
+    }
+
+    func openStream(
+        _ instance: UnsafeMutableRawPointer, name: String, options: StreamOptions,
+        completion: @escaping @Sendable (Result<any AnyObject & Sendable, PluginError>) -> Void
+    ) throws {
+        try plugin(instance).openStream(name: name, options: options) { result in
+            completion(result.map { $0 })
+        }
+    }
+
     private func plugin(_ instance: UnsafeMutableRawPointer) -> S {
         Unmanaged<S>.fromOpaque(instance).takeUnretainedValue()
     }
@@ -289,7 +426,7 @@ struct StorageDispatcher<S: StoragePlugin>: StorageDispatch {
     }
 
     func append(
-        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, _ events: [CloudEvent],
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, _ events: EventBatchView,
         completion: @escaping @Sendable (Result<UInt64, PluginError>) -> Void
     ) throws {
         try plugin(instance).append(handle(stream), events, completion: completion)

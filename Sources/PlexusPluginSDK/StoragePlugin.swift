@@ -6,9 +6,13 @@ import PlexusABI
 /// the storage kind). The SDK turns the C calls into these methods:
 ///
 /// - the `px_stream *` the kernel holds is your `StreamHandle`, retained by the SDK from `openStream` until
-///   the kernel closes it;
-/// - events arrive copied into `CloudEvent`s, so you may keep them;
-/// - records you hand to a read completion are laid out in C memory for the kernel's callback;
+///   the kernel closes it; `on_open_stream_async` calls the completion form of `openStream`, which by default
+///   opens synchronously and completes inline (override it when opening does disk work);
+/// - events arrive borrowed, as an `EventBatchView` over the kernel's own `px_event`s: nothing is copied
+///   before your `append` runs, and you copy each event's bytes once, into your own storage (`copy()` makes
+///   an owned `CloudEvent` where that is the form you keep);
+/// - records you hand to a read completion are laid out in C memory for the kernel's callback; adopt
+///   `LendingStoragePlugin` instead to lend the kernel your stored records without laying them out again;
 /// - a thrown error becomes the hook's status and text (and the completion is then never called); a method
 ///   that returns normally must call its completion exactly once, now or later, from any thread. Results
 ///   reported after the first are ignored; a completion released without being called reports
@@ -31,18 +35,34 @@ public protocol StoragePlugin: Plugin {
     ///   - name: the stream's name (the kernel uses the topic).
     ///   - options: retention settings; zero means unlimited.
     /// - Throws: `PluginError` to refuse.
+    /// - Important: Called on the caller's thread, which waits: a 1.0 kernel's and the conformance kit's open.
     func openStream(name: String, options: StreamOptions) throws -> StreamHandle
+
+    /// Opens, creating if needed, a named stream without blocking the caller (`on_open_stream_async`, which a
+    /// 1.1 kernel prefers). The default calls `openStream(name:options:)` and completes inline: enough when
+    /// opening does no I/O. A storage whose open does disk work (mkdir, fsync, recovery) overrides it to do
+    /// that work on a thread of its own.
+    /// - Parameters:
+    ///   - completion: the opened stream, or why not; called exactly once, on any thread.
+    /// - Throws: `PluginError` to refuse outright (then `completion` is never called).
+    func openStream(
+        name: String, options: StreamOptions,
+        completion: @escaping @Sendable (Result<StreamHandle, PluginError>) -> Void) throws
 
     /// Releases a handle returned by `openStream`; no call on it is in flight. The default does nothing.
     func closeStream(_ stream: StreamHandle)
 
     /// Appends a batch, assigning dense increasing offsets; batches are ordered as the calls were made.
     /// - Parameters:
-    ///   - events: the batch, possibly empty (then the result is the stream's next offset).
+    ///   - events: the batch, borrowed from the kernel and possibly empty (then the result is the stream's
+    ///     next offset).
     ///   - completion: the offset of the first event, once the batch is durable per `durability`.
     /// - Throws: `PluginError` to refuse the batch outright (then `completion` is never called).
+    /// - Important: `events` and everything reached through it are valid only until this method returns:
+    ///   copy the bytes you store before returning, and never capture a view in `completion` or hand it to
+    ///   another thread.
     func append(
-        _ stream: StreamHandle, _ events: [CloudEvent],
+        _ stream: StreamHandle, _ events: EventBatchView,
         completion: @escaping @Sendable (Result<UInt64, PluginError>) -> Void
     ) throws
 
@@ -83,6 +103,53 @@ extension StoragePlugin {
     public static var kinds: PluginKinds { [.storage] }
 
     public func closeStream(_ stream: StreamHandle) {}
+
+    /// Opens synchronously with `openStream(name:options:)` and completes inline.
+    public func openStream(
+        name: String, options: StreamOptions,
+        completion: @escaping @Sendable (Result<StreamHandle, PluginError>) -> Void
+    ) throws {
+        completion(.success(try openStream(name: name, options: options)))
+    }
+}
+
+/// A storage plugin that lends its read records to the kernel (`on_read_batch`, ABI 1.1) instead of having
+/// them laid out for each callback: the records stay where the storage keeps them, or in one arena per read,
+/// until the kernel releases the batch, so they reach subscribers without another copy.
+///
+/// Adopting it fills `on_read_batch` in the storage vtable. The SDK serves the 1.0 `on_read` from
+/// `readBatch` too (the conformance kit and `host->storage_read` still call it), passing the lent records to
+/// the callback and letting go of the batch afterwards; and `read` has a default that copies them into
+/// `StoredRecord`s, for Swift callers.
+///
+/// - Important: Every method may be called from any thread, concurrently. A batch may outlive everything
+///   the storage does afterwards (trims, retention, closing the stream): it must keep alive, unchanged,
+///   whatever its records point into (see `LentRecordBatch`).
+public protocol LendingStoragePlugin: StoragePlugin {
+    /// Reads up to `maxRecords` records and about `maxBytes` bytes (at least one record) from `offset`, and
+    /// lends them.
+    /// - Parameters:
+    ///   - maxRecords: at least 1.
+    ///   - maxBytes: a size hint; `0` means no byte limit.
+    ///   - completion: the records in offset order with the offset to read from next (zero records at the
+    ///     end); called exactly once, on any thread.
+    /// - Throws: `PluginError` with `PX_ERR_OUT_OF_RANGE` before the first retained offset or past the end.
+    func readBatch(
+        _ stream: StreamHandle, from offset: UInt64, maxRecords: Int, maxBytes: Int,
+        completion: @escaping @Sendable (Result<LentRecordBatch, PluginError>) -> Void
+    ) throws
+}
+
+extension LendingStoragePlugin {
+    /// Reads with `readBatch` and copies the records out of the lent batch.
+    public func read(
+        _ stream: StreamHandle, from offset: UInt64, maxRecords: Int, maxBytes: Int,
+        completion: @escaping @Sendable (Result<ReadResult, PluginError>) -> Void
+    ) throws {
+        try readBatch(stream, from: offset, maxRecords: maxRecords, maxBytes: maxBytes) { result in
+            completion(result.map { ($0.copy(), $0.nextOffset) })
+        }
+    }
 }
 
 /// What a read completion carries: the records, in offset order, and the offset to read from next.
@@ -129,8 +196,11 @@ public struct StreamOptions: Sendable, Equatable {
 
 /// The extent of a stream (`px_stream_info`): offsets `firstOffset ..< nextOffset` exist.
 public struct StreamInfo: Sendable, Equatable {
+    /// The first retained offset.
     public var firstOffset: UInt64
+    /// The offset the next event appended takes.
     public var nextOffset: UInt64
+    /// The bytes the stream holds.
     public var sizeBytes: UInt64
 
     public init(firstOffset: UInt64, nextOffset: UInt64, sizeBytes: UInt64) {

@@ -164,6 +164,32 @@ struct MemoryStorageTests {
         }
     }
 
+    @Test("a lent read batch outlives the trim that drops the stored batches it points into, unchanged until release")
+    func lentBatchOutlivesTrim() throws {
+        try Self.withStorage { driver, _ in
+            #expect(driver.vtable.pointee.on_read_batch != nil, "memory-storage lends its reads")
+            let stream = try driver.open("lent")
+            let events = Self.events("l", 2000)
+            _ = try driver.append(stream, Array(events[..<1000])).value()
+            _ = try driver.append(stream, Array(events[1000...])).value()
+            // Records from both stored batches.
+            let lent = try #require(try driver.readBatch(stream, from: 998, maxRecords: 4).value().pointer)
+            let before = StorageDriver.copies(lent)
+            #expect(before.map(\.offset) == [998, 999, 1000, 1001] && lent.pointee.next_offset == 1002)
+            #expect(before.map(\.event) == Array(events[998..<1002]))
+            let eventAddresses = (0..<4).map { lent.pointee.records![$0]!.pointee.event }
+            // Everything goes: the stream lets go of both stored batches (more than 1024 records dropped).
+            _ = try driver.trim(stream, before: 2000).value()
+            _ = try driver.append(stream, Self.events("m", 1000, dataBytes: 64)).value()
+            #expect(StorageDriver.copies(lent) == before, "the lent batch still reads the same")
+            #expect((0..<4).map { lent.pointee.records![$0]!.pointee.event } == eventAddresses)
+            lent.pointee.release?(lent)
+            // on_read serves the same records, laid out nowhere new: pointers into the stored batch.
+            let (records, next) = try driver.read(stream, from: 2000, maxRecords: 2).value()
+            #expect(records.map(\.event.id) == ["m-0", "m-1"] && next == 2002)
+        }
+    }
+
     @Test("streams of one name share their events; handles close independently")
     func sharedStreams() throws {
         try Self.withStorage { driver, _ in
@@ -271,6 +297,11 @@ struct MemoryStorageTests {
     }
 }
 
+/// The thread that made the last `openAsync` call (a C completion captures nothing).
+enum OpenCaller {
+    static let current = Mutex<UInt>(0)
+}
+
 /// `PX_OFFSET_NONE` (`UINT64_MAX`, a macro Swift does not import).
 let offsetNone = UInt64.max
 
@@ -344,6 +375,54 @@ struct StorageDriver: @unchecked Sendable {
                         status, (copied, next), error.string)
                 }, user, err)
         }
+    }
+
+    /// What `on_open_stream_async` completed with: the stream, and whether it completed on the calling thread.
+    struct Opened: @unchecked Sendable {
+        // Safe: the handle is opaque and only passed back to the plugin.
+        let stream: OpaquePointer?
+        let onCaller: Bool
+    }
+
+    /// `on_open_stream_async`, from a thread that notes its identity for the completion to compare.
+    func openAsync(_ name: String) -> HookOutcome<Opened> {
+        let caller = UInt(bitPattern: Int(bitPattern: pthread_self()))
+        return ledger.call("open_stream_async") { user, err in
+            OpenCaller.current.withLock { $0 = caller }
+            return withPXStr(name) {
+                vtable.pointee.on_open_stream_async!(
+                    instance, $0, nil,
+                    { user, status, stream, error in
+                        let here = UInt(bitPattern: Int(bitPattern: pthread_self()))
+                        let onCaller = OpenCaller.current.withLock { $0 } == here
+                        CompletionProbe<Opened>.from(user)?.record(
+                            status, Opened(stream: stream, onCaller: onCaller), error.string)
+                    }, user, err)
+            }
+        }
+    }
+
+    /// A batch lent by `on_read_batch`, read by the test until it releases it.
+    struct Lent: @unchecked Sendable {
+        // Safe: the ABI lets the kernel (here, the test) read a lent batch from any thread until its release.
+        let pointer: UnsafeMutablePointer<px_record_batch>?
+    }
+
+    func readBatch(_ stream: OpaquePointer?, from offset: UInt64, maxRecords: Int, maxBytes: Int = 1 << 20)
+        -> HookOutcome<Lent>
+    {
+        ledger.call("read_batch") { user, err in
+            vtable.pointee.on_read_batch!(
+                instance, stream, offset, maxRecords, maxBytes,
+                { user, status, batch, error in
+                    CompletionProbe<Lent>.from(user)?.record(status, Lent(pointer: batch), error.string)
+                }, user, err)
+        }
+    }
+
+    /// Copies of a lent batch's records.
+    static func copies(_ batch: UnsafeMutablePointer<px_record_batch>) -> [StoredRecord] {
+        (0..<batch.pointee.count).compactMap { batch.pointee.records?[$0].flatMap(StoredRecord.init(copying:)) }
     }
 
     func commit(_ stream: OpaquePointer?, group: String, offset: UInt64) -> HookOutcome<Void> {

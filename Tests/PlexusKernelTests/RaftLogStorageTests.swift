@@ -176,6 +176,30 @@ struct RaftLogStorageTests {
         }
     }
 
+    @Test("an asynchronous open recovers or creates a stream on the plugin's own thread, never the caller's")
+    func asyncOpen() throws {
+        try Self.withNode { node in
+            try node.run { driver, _ in
+                let opened = try driver.openAsync("opened-async").value()
+                #expect(!opened.onCaller, "the new stream was created off the calling thread")
+                let stream = try #require(opened.stream)
+                #expect(try driver.append(stream, Self.events("a", 3)).value() == 0)
+                #expect(FileManager.default.fileExists(atPath: node.directory("opened-async")))
+                let again = try driver.openAsync("opened-async").value()
+                #expect(again.stream == stream, "an open stream is the same stream")
+                #expect(try driver.info(stream).next == 3)
+                driver.close(stream)
+                driver.close(try #require(again.stream))
+            }
+            try node.run { driver, _ in
+                let recovered = try #require(try driver.openAsync("opened-async").value().stream)
+                #expect(
+                    try driver.read(recovered, from: 0, maxRecords: 10).value().records.map(\.event)
+                        == Self.events("a", 3))
+            }
+        }
+    }
+
     @Test("a new instance on the same directory returns every acknowledged event at its offset; appends continue")
     func restart() throws {
         try Self.withNode(values: ["segmentBytes": "8192"]) { node in
@@ -514,11 +538,38 @@ struct RaftLogStorageTests {
                 #expect(u32(position + 52) == referenceCRC32C(Array(header[0..<52])))
                 #expect(body[0] == 1, "event codec version 1")
                 #expect(body.suffix(event.data.count) == event.data[...], "the data ends the body")
+                #expect(body == referenceBody(event), "the body is the README's layout, byte for byte")
                 position += 56 + length
             }
             #expect(position == bytes.count)
         }
     }
+}
+
+/// An entry body laid out from the README's description (independently of the plugin's encoder, which now
+/// encodes from the kernel's borrowed events): a log written before that change reads the same.
+func referenceBody(_ event: CloudEvent) -> [UInt8] {
+    var body: [UInt8] = [1, 0]
+    func length(_ n: Int) { body += (0..<4).map { UInt8(truncatingIfNeeded: n >> (8 * $0)) } }
+    func text(_ s: String) {
+        length(s.utf8.count)
+        body += Array(s.utf8)
+    }
+    for (bit, attribute) in [event.datacontenttype, event.dataschema, event.subject, event.time].enumerated()
+    where attribute != nil {
+        body[1] |= 1 << UInt8(bit)
+    }
+    for attribute in [event.id, event.source, event.specversion, event.type] { text(attribute) }
+    for attribute in [event.datacontenttype, event.dataschema, event.subject, event.time] {
+        if let attribute { text(attribute) }
+    }
+    length(event.extensions.count)
+    for (key, value) in event.extensions {
+        text(key)
+        text(value)
+    }
+    length(event.data.count)
+    return body + event.data
 }
 
 /// CRC-32C computed bit by bit (independently of the plugin's table-driven code), continuing from `seed`.

@@ -10,7 +10,12 @@ import Synchronization
 ///
 /// Each stream has its own lock, so appenders to different streams never wait for each other and batches to
 /// one stream are ordered as the calls took the lock. Completions are called before the hook returns.
-public final class MemoryStorage: StoragePlugin {
+///
+/// An appended batch is copied once, from the kernel's borrowed events into one allocation in C layout
+/// (`CopiedEventBatch`), and never again: reads lend the kernel pointers into those immutable batches
+/// (`LendingStoragePlugin`), and a lent read keeps the batches it points into alive however the stream is
+/// trimmed meanwhile.
+public final class MemoryStorage: LendingStoragePlugin {
     public static let name = "memory-storage"
     public static let version = "1.0.0"
     public static let durability = Durability.none
@@ -63,13 +68,13 @@ public final class MemoryStorage: StoragePlugin {
     }
 
     public func append(
-        _ stream: MemoryStream, _ events: [CloudEvent],
+        _ stream: MemoryStream, _ events: EventBatchView,
         completion: @escaping @Sendable (Result<UInt64, PluginError>) -> Void
     ) throws {
         var sizes: [Int] = []
         sizes.reserveCapacity(events.count)
         for (index, event) in events.enumerated() {
-            let size = MemoryStream.size(of: event)
+            let size = event.byteCount
             guard size <= settings.maxEventBytes else {
                 throw PluginError.invalidArgument(
                     "memory-storage: event \(index) (id '\(event.id)') is \(size) bytes, more than maxEventBytes "
@@ -77,13 +82,15 @@ public final class MemoryStorage: StoragePlugin {
             }
             sizes.append(size)
         }
-        let first = try stream.append(events, sizes: sizes, now: Self.now(), maxStreamBytes: settings.maxStreamBytes)
+        // The one copy of the batch's bytes, made before the stream's lock is taken.
+        let batch = events.isEmpty ? nil : CopiedEventBatch(copying: events)
+        let first = try stream.append(batch, sizes: sizes, now: Self.now(), maxStreamBytes: settings.maxStreamBytes)
         completion(.success(first))
     }
 
-    public func read(
+    public func readBatch(
         _ stream: MemoryStream, from offset: UInt64, maxRecords: Int, maxBytes: Int,
-        completion: @escaping @Sendable (Result<ReadResult, PluginError>) -> Void
+        completion: @escaping @Sendable (Result<LentRecordBatch, PluginError>) -> Void
     ) throws {
         guard maxRecords > 0 else { throw PluginError.invalidArgument("memory-storage: maxRecords must be at least 1") }
         completion(.success(try stream.read(from: offset, maxRecords: maxRecords, maxBytes: maxBytes)))

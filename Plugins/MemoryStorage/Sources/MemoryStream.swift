@@ -2,9 +2,14 @@ import PlexusPluginSDK
 import Synchronization
 
 /// One stream of `MemoryStorage`: its records, offsets and committed group offsets under one lock.
+///
+/// Each record points at its event in the immutable batch it was appended with (`CopiedEventBatch`); the batch
+/// is freed once no record and no lent read refers to it.
 public final class MemoryStream: Sendable {
     struct Entry {
-        var event: CloudEvent
+        /// The batch holding the event, and the event's place in it.
+        var batch: CopiedEventBatch
+        var index: Int
         var appendTime: UInt64
         var size: Int
     }
@@ -47,11 +52,11 @@ public final class MemoryStream: Sendable {
 
     /// Appends a batch after enforcing retention; returns the first offset.
     /// - Throws: `PX_ERR_RESOURCE_EXHAUSTED` when the stream would exceed `maxStreamBytes` even after retention.
-    func append(_ events: [CloudEvent], sizes: [Int], now: UInt64, maxStreamBytes: Int) throws -> UInt64 {
+    func append(_ batch: CopiedEventBatch?, sizes: [Int], now: UInt64, maxStreamBytes: Int) throws -> UInt64 {
         let batchBytes = sizes.reduce(0, +)
         return try state.withLock { s in
             let first = s.nextOffset
-            guard !events.isEmpty else { return first }
+            guard let batch, batch.count > 0 else { return first }
             // Time retention: records older than retentionMs go now.
             var expired = 0
             if s.options.retentionMilliseconds > 0 {
@@ -86,8 +91,8 @@ public final class MemoryStream: Sendable {
                     "memory-storage: stream '\(name)' holds \(s.sizeBytes) bytes; \(batchBytes) more would exceed "
                         + "maxStreamBytes (\(maxStreamBytes))")
             }
-            for (event, size) in zip(events, sizes) {
-                s.entries.append(Entry(event: event, appendTime: now, size: size))
+            for (index, size) in sizes.enumerated() {
+                s.entries.append(Entry(batch: batch, index: index, appendTime: now, size: size))
             }
             s.sizeBytes += batchBytes
             s.dropFirst(evicted)
@@ -95,8 +100,9 @@ public final class MemoryStream: Sendable {
         }
     }
 
-    /// Up to `maxRecords` records from `offset`, about `maxBytes` (0: no limit) but at least one.
-    func read(from offset: UInt64, maxRecords: Int, maxBytes: Int) throws -> ReadResult {
+    /// Up to `maxRecords` records from `offset`, about `maxBytes` (0: no limit) but at least one, lent: the
+    /// records point into the stored batches, which the lent batch retains.
+    func read(from offset: UInt64, maxRecords: Int, maxBytes: Int) throws -> LentRecordBatch {
         try state.withLock { s in
             guard offset >= s.firstOffset else {
                 throw PluginError(
@@ -110,20 +116,25 @@ public final class MemoryStream: Sendable {
                     "memory-storage: offset \(offset) of stream '\(name)' is past its end (next offset \(s.nextOffset))"
                 )
             }
-            var records: [StoredRecord] = []
+            // How many records the read takes, then the batch lending them.
+            let start = s.head + Int(offset - s.firstOffset)
+            var end = start
             var bytes = 0
-            var index = s.head + Int(offset - s.firstOffset)
-            while index < s.entries.count && records.count < maxRecords {
-                let entry = s.entries[index]
-                if maxBytes > 0 && !records.isEmpty && bytes + entry.size > maxBytes { break }
-                records.append(
-                    StoredRecord(
-                        offset: s.firstOffset + UInt64(index - s.head), appendTimeNanoseconds: entry.appendTime,
-                        event: entry.event))
-                bytes += entry.size
-                index += 1
+            while end < s.entries.count && end - start < maxRecords {
+                let size = s.entries[end].size
+                if maxBytes > 0 && end > start && bytes + size > maxBytes { break }
+                bytes += size
+                end += 1
             }
-            return (records, offset + UInt64(records.count))
+            return LentRecordBatch(records: end - start, nextOffset: offset + UInt64(end - start)) { builder in
+                for index in start..<end {
+                    let entry = s.entries[index]
+                    builder.retain(entry.batch)
+                    builder.append(
+                        offset: s.firstOffset + UInt64(index - s.head), appendTime: entry.appendTime,
+                        event: entry.batch.event(at: entry.index))
+                }
+            }
         }
     }
 
@@ -151,13 +162,4 @@ public final class MemoryStream: Sendable {
         }
     }
 
-    /// The bytes an event counts for: its attributes, extensions and data.
-    static func size(of event: CloudEvent) -> Int {
-        var size = event.id.utf8.count + event.source.utf8.count + event.specversion.utf8.count
-        size += event.type.utf8.count + event.data.count
-        size += (event.datacontenttype?.utf8.count ?? 0) + (event.dataschema?.utf8.count ?? 0)
-        size += (event.subject?.utf8.count ?? 0) + (event.time?.utf8.count ?? 0)
-        for (key, value) in event.extensions { size += key.utf8.count + value.utf8.count }
-        return size
-    }
 }

@@ -60,6 +60,48 @@ final class OpenFile: Sendable {
         try bytes.withUnsafeBytes { try write($0, at: offset) }
     }
 
+    /// The most buffers one `pwritev` takes (Linux's `IOV_MAX`, which Glibc's module does not export).
+    static let maxVectors = 1024
+
+    /// Writes the buffers `vectors` points at, one after the other, at `offset` (a gather write: nothing is
+    /// copied into a buffer of ours first). `vectors` is consumed.
+    func write(vectors: inout [iovec], at offset: Int) throws {
+        var first = 0
+        var position = offset
+        while first < vectors.count {
+            let count = Int32(min(vectors.count - first, Self.maxVectors))
+            var n = vectors.withUnsafeBufferPointer { pwritev(fd, $0.baseAddress! + first, count, off_t(position)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IOFailure("write", path)
+            }
+            position += n
+            // Skip what was written whole; trim the buffer written in part.
+            while first < vectors.count && n >= vectors[first].iov_len {
+                n -= vectors[first].iov_len
+                first += 1
+            }
+            if n > 0 {
+                vectors[first].iov_base = vectors[first].iov_base.map { $0 + n }
+                vectors[first].iov_len -= n
+            }
+        }
+    }
+
+    /// Reads exactly `count` bytes at `offset` into `buffer`, which holds at least `count` bytes.
+    func read(count: Int, at offset: Int, into buffer: UnsafeMutableRawPointer) throws {
+        var done = 0
+        while done < count {
+            let n = pread(fd, buffer + done, count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IOFailure("read", path)
+            }
+            if n == 0 { throw IOFailure("read", path, code: EIO) }
+            done += n
+        }
+    }
+
     /// Reads exactly `count` bytes at `offset`.
     func read(count: Int, at offset: Int) throws -> [UInt8] {
         try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in

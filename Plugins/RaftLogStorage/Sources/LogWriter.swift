@@ -2,10 +2,15 @@ import Dispatch
 import PlexusPluginSDK
 import RaftCore
 
-/// The writer thread of a `StreamLog`: the only code that changes the stream's files.
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The writer of a `StreamLog`: the only code that changes the stream's files, one cycle at a time on the
+/// instance's writer pool.
 ///
-/// Each cycle takes everything queued. Runs of entries are written in order (one `pwrite` per
-/// `maxWriteBytes`) and synced once (`fsync: always`), then made visible and reported to the Raft group; a
+/// Each cycle takes everything queued. Runs of entries are written in order (one gather write per 128 entries
+/// or `maxWriteBytes`) and synced once (`fsync: always`), then made visible and reported to the Raft group; a
 /// truncation or a snapshot first finishes the entries before it. Then queued commits and trims are applied
 /// with one rewrite of the state file. While a cycle's sync runs, new work queues up for the next one: that
 /// is the group commit.
@@ -42,84 +47,104 @@ extension StreamLog {
 
     var syncs: Bool { settings.fsync != .never }
 
-    func runWriter() {
-        var dirty = false
-        var lastSync = DispatchTime.now()
+    /// One writer cycle, on a pool thread (`WriterPool`), never two at once for a stream: takes everything
+    /// queued, writes it, syncs per the policy, then submits the next cycle if work came meanwhile, asks to be
+    /// woken for an interval sync it owes, or, once the stream stops, syncs and signals `finished`.
+    func cycle() {
+        let (work, stopping) = queue.withLock { q -> ([Work], Bool) in
+            let work = q.work
+            q.work = []
+            return (work, q.stopping)
+        }
+        var clock = self.clock.withLock { $0 }
         let interval = DispatchTimeInterval.milliseconds(settings.fsyncIntervalMs)
-        while true {
-            let (work, stopping) = queue.withLock { q -> ([Work], Bool) in
-                let work = q.work
-                q.work = []
-                if work.isEmpty && !q.stopping { q.idle = true }
-                return (work, q.stopping)
+        if !work.isEmpty { run(work, dirty: &clock.dirty) }
+        if clock.dirty && (stopping || DispatchTime.now() >= clock.lastSync + interval) {
+            syncActive()
+            clock.dirty = false
+            clock.lastSync = .now()
+        }
+        self.clock.withLock { $0 = clock }
+        enum Next { case again, idle, exit, wake(DispatchTime) }
+        let next = queue.withLock { q -> Next in
+            // Work that came meanwhile, or a stop the cycle did not see yet: one more cycle.
+            if !q.work.isEmpty || (q.stopping && !stopping) { return .again }
+            if q.stopping {
+                q.exited = true
+                return .exit
             }
-            if work.isEmpty {
-                if stopping {
-                    if dirty { syncActive() }
-                    finished.signal()
-                    return
-                }
-                if dirty {
-                    if wake.wait(timeout: lastSync + interval) == .timedOut {
-                        syncActive()
-                        dirty = false
-                        lastSync = .now()
-                    }
-                } else {
-                    wake.wait()
-                }
-                continue
-            }
-            var entries: [WireEntry] = []
-            var batches = 0
-            var others: [Work] = []
-            var ok = failure == nil
-            for item in work {
-                switch item {
-                case .entries(let truncateFrom, let batch):
-                    if let truncateFrom {
-                        if ok && !entries.isEmpty { ok = write(entries, batches: batches) }
-                        (entries, batches) = ([], 0)
-                        if ok { ok = truncate(from: truncateFrom) }
-                    }
-                    entries += batch
-                    batches += 1
-                case .snapshot(let request):
-                    if ok && !entries.isEmpty { ok = write(entries, batches: batches) }
-                    (entries, batches) = ([], 0)
-                    if ok { ok = install(request) }
-                case .commit, .trim:
-                    others.append(item)
-                }
-            }
-            if ok && !entries.isEmpty {
-                ok = write(entries, batches: batches)
-                if ok && settings.fsync == .interval { dirty = true }
-            }
-            if !others.isEmpty { apply(others) }
-            if dirty && DispatchTime.now() >= lastSync + interval {
-                syncActive()
-                dirty = false
-                lastSync = .now()
-            }
+            q.scheduled = false
+            return clock.dirty ? .wake(clock.lastSync + interval) : .idle
+        }
+        switch next {
+        case .again: writers.submit(self)
+        case .exit: finished.signal()
+        case .wake(let deadline): writers.wake(self, at: deadline)
+        case .idle: break
         }
     }
 
+    /// Carries out queued work in order: runs of entries written together, truncations and snapshots between
+    /// them, then commits and trims with one state file rewrite.
+    private func run(_ work: [Work], dirty: inout Bool) {
+        var entries: [WireEntry] = []
+        var batches = 0
+        var others: [Work] = []
+        var ok = failure == nil
+        for item in work {
+            switch item {
+            case .entries(let truncateFrom, let batch):
+                if let truncateFrom {
+                    if ok && !entries.isEmpty { ok = write(entries, batches: batches) }
+                    (entries, batches) = ([], 0)
+                    if ok { ok = truncate(from: truncateFrom) }
+                }
+                entries += batch
+                batches += 1
+            case .snapshot(let request):
+                if ok && !entries.isEmpty { ok = write(entries, batches: batches) }
+                (entries, batches) = ([], 0)
+                if ok { ok = install(request) }
+            case .commit, .trim:
+                others.append(item)
+            }
+        }
+        if ok && !entries.isEmpty {
+            ok = write(entries, batches: batches)
+            if ok && settings.fsync == .interval { dirty = true }
+        }
+        if !others.isEmpty { apply(others) }
+    }
+
     /// Writes entries after the last one, syncs per the policy, makes them visible and reports them.
+    ///
+    /// The bodies are written from the arrays the append encoded them into (`EventCodec.encode`): each group
+    /// of entries goes out in one gather write (`pwritev`) of their headers, built here, and their bodies, so
+    /// an event's bytes are copied once between the kernel's buffer and the file.
     /// - Returns: whether they were written.
     private func write(_ entries: [WireEntry], batches: Int) -> Bool {
         var tails = [visible.withLock { Tail($0.segments[$0.segments.count - 1], isNew: false) }]
-        var buffer: [UInt8] = []
-        buffer.reserveCapacity(min(settings.maxWriteBytes, entries.count * 1200))
-        var bufferStart = tails[0].size
+        let headers = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: Self.groupEntries * LogFormat.entryHeaderSize, alignment: 8)
+        defer { headers.deallocate() }
+        // The entries written by the next gather write: `entries[groupFirst..<groupFirst + groupCount]`, whose
+        // headers are in `headers`, to be written at `groupStart` of the last tail's file.
+        var groupFirst = 0
+        var groupCount = 0
+        var groupBytes = 0
+        var groupStart = tails[0].size
         func flush() throws {
-            guard !buffer.isEmpty else { return }
-            try tails[tails.count - 1].file.write(buffer, at: bufferStart)
-            bufferStart += buffer.count
-            buffer.removeAll(keepingCapacity: true)
+            guard groupCount > 0 else { return }
+            try Self.withVectors(headers, entries[groupFirst..<(groupFirst + groupCount)]) { vectors in
+                try tails[tails.count - 1].file.write(vectors: &vectors, at: groupStart)
+            }
+            groupStart += groupBytes
+            groupFirst += groupCount
+            groupCount = 0
+            groupBytes = 0
         }
         do {
-            for entry in entries {
+            for (number, entry) in entries.enumerated() {
                 let tail = tails[tails.count - 1]
                 guard entry.index == tail.nextIndex, entry.offset == tail.nextOffset else {
                     throw PluginError(
@@ -139,18 +164,18 @@ extension StreamLog {
                         baseTerm: tail.term)
                     let segment = try Segment.create(directory: directory, header: header, sync: syncs)
                     tails.append(Tail(segment, isNew: true))
-                    bufferStart = segment.size
+                    groupStart = segment.size
                 }
-                let position = buffer.count
-                buffer.append(contentsOf: repeatElement(0, count: LogFormat.entryHeaderSize))
-                buffer.append(contentsOf: entry.body)
+                if groupCount == Self.groupEntries { try flush() }
+                groupFirst = number - groupCount
                 var header = EntryHeader(
                     bodyLength: UInt32(entry.body.count), term: entry.term, index: entry.index, offset: entry.offset,
                     appendTime: entry.appendTime, kind: entry.kind, bodyCRC: entry.bodyCRC)
                 let last = tails.count - 1
-                let chain = buffer.withUnsafeMutableBytes {
-                    header.write(into: $0, at: position, previousChain: tails[last].chain)
-                }
+                let chain = header.write(
+                    into: headers, at: groupCount * LogFormat.entryHeaderSize, previousChain: tails[last].chain)
+                groupCount += 1
+                groupBytes += length
                 if entry.kind != LogFormat.Kind.event.rawValue {
                     tails[last].addedControls.append(Int(tails[last].nextIndex - tails[last].header.baseIndex))
                 } else {
@@ -162,7 +187,7 @@ extension StreamLog {
                 tails[last].nextIndex += 1
                 tails[last].term = entry.term
                 tails[last].newest = max(tails[last].newest, entry.appendTime)
-                if buffer.count >= settings.maxWriteBytes { try flush() }
+                if groupBytes >= settings.maxWriteBytes { try flush() }
             }
             try flush()
             if settings.fsync == .always {
@@ -182,6 +207,34 @@ extension StreamLog {
         let last = entries[entries.count - 1]
         listener.withLock { $0 }?.persisted(last.index, last.term)
         return true
+    }
+
+    /// The most entries one gather write takes: two buffers each (header, body), well under `IOV_MAX`, and a
+    /// bounded depth for `withVectors`.
+    static let groupEntries = 128
+
+    /// The `iovec`s of `entries` as they lie on disk: each one's header (from `headers`, in order) followed by
+    /// its body, read where the body's array keeps it (each array is lent for the nested calls' duration).
+    private static func withVectors(
+        _ headers: UnsafeMutableRawBufferPointer, _ entries: ArraySlice<WireEntry>,
+        _ body: (inout [iovec]) throws -> Void
+    ) throws {
+        var vectors: [iovec] = []
+        vectors.reserveCapacity(entries.count * 2)
+        func lend(_ rest: ArraySlice<WireEntry>) throws {
+            guard let entry = rest.first else { return try body(&vectors) }
+            try entry.body.withUnsafeBytes { bytes in
+                let number = vectors.count / 2
+                vectors.append(
+                    iovec(
+                        iov_base: headers.baseAddress! + number * LogFormat.entryHeaderSize,
+                        iov_len: LogFormat.entryHeaderSize))
+                vectors.append(
+                    iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count))
+                try lend(rest.dropFirst())
+            }
+        }
+        try lend(entries)
     }
 
     /// Makes a cycle's entries visible (to replication; to readers as they are committed).

@@ -11,10 +11,11 @@ import Synchronization
 /// it holds in both cases.
 ///
 /// On start every stream under `<data>/streams/` is recovered (`Recovery`): a torn tail is cut, corruption
-/// before it refuses the start (or is cut with `repairOnStart: truncate`). Each stream then has its own writer
-/// thread that group-commits its entries (`LogWriter.swift`) and its Raft group (`RaftStream`); a timer ticks
-/// every group each `heartbeatIntervalMs`, and the transport (`PeerTransport`) carries their messages.
-public final class RaftLogStorage: StoragePlugin {
+/// before it refuses the start (or is cut with `repairOnStart: truncate`). Each stream then has writer cycles
+/// that group-commit its entries (`LogWriter.swift`), run one at a time per stream on a fixed pool of writer
+/// threads shared by every stream (`WriterPool`), and its Raft group (`RaftStream`); a timer ticks every group
+/// each `heartbeatIntervalMs`, and the transport (`PeerTransport`) carries their messages.
+public final class RaftLogStorage: LendingStoragePlugin {
     public static let name = "raft-log"
     public static let version = "1.0.0"
     public static let durability = Durability.local
@@ -29,6 +30,11 @@ public final class RaftLogStorage: StoragePlugin {
     let root: String
     let dataDirectory: String
     private let readers = DispatchQueue(label: "raft-log.read", attributes: .concurrent)
+    /// The writer threads of every stream, started with the storage and stopped after its streams.
+    private let writers = WriterPool()
+    /// Where streams are recovered or created (mkdir, fsync, recovery, the writer's start), one at a time, so
+    /// that no open does disk work on the caller's thread (`on_open_stream_async`) or under `state`'s lock.
+    private let opener = DispatchQueue(label: "raft-log.open")
 
     private enum Phase { case created, started, stopped }
     private struct State {
@@ -84,6 +90,7 @@ public final class RaftLogStorage: StoragePlugin {
         } catch {
             throw PluginError(PX_ERR_IO, "raft-log: cannot create \(root): \(error)")
         }
+        writers.start()
         var recovered: [String: RaftStream] = [:]
         do {
             let directories: [String]
@@ -102,6 +109,7 @@ public final class RaftLogStorage: StoragePlugin {
         } catch {
             // on_start undoes its partial work: stop the writers already started.
             for stream in recovered.values { _ = stream.log.stop(deadline: .distantFuture) }
+            writers.stop()
             context.transport?.stop()
             throw error
         }
@@ -115,6 +123,7 @@ public final class RaftLogStorage: StoragePlugin {
                 try transport.start()
             } catch {
                 for stream in recovered.values { _ = stream.log.stop(deadline: .distantFuture) }
+                writers.stop()
                 transport.stop()
                 throw PluginError(PX_ERR_IO, "raft-log: cannot listen for the other members: \(error)")
             }
@@ -145,6 +154,8 @@ public final class RaftLogStorage: StoragePlugin {
             s.phase = .stopped
             return Array(s.streams.values)
         }
+        // An open in flight finishes first: it sees the stop and stops its stream's writer while the pool runs.
+        opener.sync {}
         for stream in streams { stream.saveCommitHint() }
         let logs = streams.map(\.log)
         let (seconds, attoseconds) = timeout.components
@@ -152,6 +163,8 @@ public final class RaftLogStorage: StoragePlugin {
             DispatchTime.now() + .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000))
         var late: [String] = []
         for log in logs where !log.stop(deadline: deadline) { late.append(log.name) }
+        // A writer still running keeps its thread: the pool stops only once every stream's writer is done.
+        if late.isEmpty { writers.stop() }
         guard late.isEmpty else {
             throw PluginError(PX_ERR_TIMEOUT, "raft-log: the writers of \(late.sorted()) did not finish in time")
         }
@@ -167,7 +180,8 @@ public final class RaftLogStorage: StoragePlugin {
     }
 
     /// Opens a stream, creating its directory on first use; opening it again returns the same log and
-    /// replaces its retention settings.
+    /// replaces its retention settings. The caller waits while a new stream is recovered or created (the
+    /// 1.0 open; a 1.1 kernel opens with the completion form).
     public func openStream(name: String, options: StreamOptions) throws -> RaftStream {
         guard !name.isEmpty else { throw PluginError.invalidArgument("raft-log: the stream name is empty") }
         let stream = try stream(named: name)
@@ -175,15 +189,62 @@ public final class RaftLogStorage: StoragePlugin {
         return stream
     }
 
+    /// Opens a stream without blocking the caller: an open stream completes inline; a new one is recovered or
+    /// created on the storage's open queue, which completes.
+    public func openStream(
+        name: String, options: StreamOptions,
+        completion: @escaping @Sendable (Result<RaftStream, PluginError>) -> Void
+    ) throws {
+        guard !name.isEmpty else { throw PluginError.invalidArgument("raft-log: the stream name is empty") }
+        if let open = try existing(name) {
+            open.log.setOptions(options)
+            return completion(.success(open))
+        }
+        opener.async { [self] in
+            do {
+                let stream = try create(name)
+                stream.log.setOptions(options)
+                completion(.success(stream))
+            } catch let error as PluginError {
+                completion(.failure(error))
+            } catch {
+                completion(.failure(PluginError(PX_ERR_IO, "raft-log: cannot open stream '\(name)': \(error)")))
+            }
+        }
+    }
+
     /// The stream `name`, recovered or created on first use (also when another member's message names it).
     private func stream(named name: String) throws -> RaftStream {
-        try state.withLock { s -> RaftStream in
+        if let open = try existing(name) { return open }
+        return try opener.sync { try create(name) }
+    }
+
+    /// The stream `name` if it is open.
+    /// - Throws: `PX_ERR_UNAVAILABLE` unless the storage runs.
+    private func existing(_ name: String) throws -> RaftStream? {
+        try state.withLock { s in
             guard s.phase == .started else { throw PluginError(PX_ERR_UNAVAILABLE, "raft-log is not running") }
-            if let existing = s.streams[name] { return existing }
-            let created = try makeLog(name: name)
-            s.streams[name] = created
-            return created
+            return s.streams[name]
         }
+    }
+
+    /// Recovers or creates the stream `name` unless it is open. Runs on `opener` only, so that one name is
+    /// never created twice; the disk work is done outside `state`'s lock.
+    private func create(_ name: String) throws -> RaftStream {
+        dispatchPrecondition(condition: .onQueue(opener))
+        if let open = try existing(name) { return open }
+        let created = try makeLog(name: name)
+        let stopped = state.withLock { s -> Bool in
+            guard s.phase == .started else { return true }
+            s.streams[name] = created
+            return false
+        }
+        if stopped {
+            // The storage stopped meanwhile: its stop did not see this writer.
+            _ = created.log.stop(deadline: .distantFuture)
+            throw PluginError(PX_ERR_UNAVAILABLE, "raft-log is not running")
+        }
+        return created
     }
 
     /// A message from another member, for the group of its stream.
@@ -222,23 +283,24 @@ public final class RaftLogStorage: StoragePlugin {
         let host = self.host
         let log = try StreamLog(
             name: name, directory: directory, settings: settings, statistics: statistics, readers: readers,
+            writers: writers,
             report: { level, message in host.log(level, message) })
         return try RaftStream(name: name, log: log, context: context)
     }
 
     public func append(
-        _ stream: RaftStream, _ events: [CloudEvent],
+        _ stream: RaftStream, _ events: EventBatchView,
         completion: @escaping @Sendable (Result<UInt64, PluginError>) -> Void
     ) throws {
         try stream.append(events, completion: completion)
     }
 
-    public func read(
+    public func readBatch(
         _ stream: RaftStream, from offset: UInt64, maxRecords: Int, maxBytes: Int,
-        completion: @escaping @Sendable (Result<ReadResult, PluginError>) -> Void
+        completion: @escaping @Sendable (Result<LentRecordBatch, PluginError>) -> Void
     ) throws {
         guard maxRecords > 0 else { throw PluginError.invalidArgument("raft-log: maxRecords must be at least 1") }
-        try stream.log.read(from: offset, maxRecords: maxRecords, maxBytes: maxBytes, completion: completion)
+        try stream.log.readBatch(from: offset, maxRecords: maxRecords, maxBytes: maxBytes, completion: completion)
     }
 
     public func commitOffset(

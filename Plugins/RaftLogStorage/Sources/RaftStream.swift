@@ -9,8 +9,11 @@ import Synchronization
 /// An append on the leader is proposed to the group and completes once it is committed (on a quorum's disks)
 /// and on this node's disk; on a follower it is forwarded to the leader and completes once this node has
 /// committed it too, so whoever was acknowledged can read it here. Everything the group asks for (`Ready`) is
-/// carried out under the group's lock, in order: the term and vote to the `raft` file, log changes to the
-/// writer's queue, messages to the transport. Completions run after the lock is released.
+/// carried out under the group's lock, in order: log changes to the writer's queue, messages to the
+/// transport. A new term or vote is written to the `raft` file outside the lock, by one thread at a time
+/// (`persistRaftState`), and until it is durable the messages and log changes that follow it are held back
+/// (etcd's Ready/Advance): no vote or append of the new term leaves this node, and no entry of it reaches
+/// the disk, before the term and vote do. Completions run after the lock is released.
 public final class RaftStream: Sendable {
     let name: String
     let log: StreamLog
@@ -44,7 +47,15 @@ public final class RaftStream: Sendable {
 
     struct State {
         var node: RaftNode
+        /// What the `raft` file holds.
         var raftState: RaftState
+        /// What it is to hold: ahead of `raftState` while a write is owed.
+        var wantedRaftState: RaftState
+        /// A term or vote in `wantedRaftState` is not durable yet: messages and log changes wait in `held`.
+        var hardStatePending = false
+        var held: [Held] = []
+        /// A thread is writing the `raft` file (`persistRaftState`).
+        var persisting = false
         var proposals: [Proposal] = []
         var forwards: [UInt64: Forward] = [:]
         /// Random at each start, so that a leader never takes a restarted follower's new forward for an old one.
@@ -59,6 +70,12 @@ public final class RaftStream: Sendable {
         /// The commit index last written to the `commit` file, and ticks since.
         var hintWritten: UInt64 = 0
         var ticksSinceHint = 0
+    }
+
+    /// What waits for the term and vote to be durable, in the order the group asked for it.
+    enum Held {
+        case message(Envelope)
+        case log(RaftNode.LogChange)
     }
 
     /// Where a forwarded append's entries are in the log.
@@ -115,7 +132,8 @@ public final class RaftStream: Sendable {
         if context.isSingleVoter(node) { node.campaign(transfer: false) }
         context.membershipChanged(node.membership, stream: name)
         if node.commitIndex > 0 { log.publishCommit(node.commitIndex) }
-        state = Mutex(State(node: node, raftState: raftState, hintWritten: node.commitIndex))
+        state = Mutex(
+            State(node: node, raftState: raftState, wantedRaftState: raftState, hintWritten: node.commitIndex))
         log.start(
             StreamLog.Listener(
                 persisted: { [weak self] index, term in self?.persisted(index, term) },
@@ -127,8 +145,10 @@ public final class RaftStream: Sendable {
 
     // MARK: Appends
 
-    /// Appends events: proposed here when this node leads, else forwarded to the leader.
-    func append(_ events: [CloudEvent], completion: @escaping AppendCompletion) throws {
+    /// Appends events: proposed here when this node leads, else forwarded to the leader. Each event's bytes
+    /// are copied once, from the kernel's borrowed event into its entry body; the writer writes the bodies
+    /// from there.
+    func append(_ events: EventBatchView, completion: @escaping AppendCompletion) throws {
         var bodies: [[UInt8]] = []
         var crcs: [UInt32] = []
         bodies.reserveCapacity(events.count)
@@ -289,19 +309,19 @@ public final class RaftStream: Sendable {
 
     private func compacted() {
         let point = log.snapshotPoint()
-        state.withLock { s in
+        let completions = state.withLock { s -> [() -> Void] in
             s.node.compacted(through: point.index)
             let membership = s.node.baseMembership
             s.node.snapshotRequest = SnapshotRequest(
                 term: 0, index: point.index, indexTerm: point.term, nextOffset: point.nextOffset, chain: point.chain,
                 membership: membership)
-            if s.raftState.membership != membership && s.raftState.membershipIndex <= point.index {
-                var next = s.raftState
-                next.membership = membership
-                next.membershipIndex = point.index
-                if write(next) { s.raftState = next }
-            }
+            guard s.wantedRaftState.membership != membership && s.wantedRaftState.membershipIndex <= point.index
+            else { return [] }
+            s.wantedRaftState.membership = membership
+            s.wantedRaftState.membershipIndex = point.index
+            return schedulePersist(&s)
         }
+        run(completions)
     }
 
     /// Advances the group's clock, times out what waited too long, and writes the commit hint about once a
@@ -375,16 +395,11 @@ public final class RaftStream: Sendable {
             let ready = s.node.takeReady()
             if ready.isEmpty { break }
             if let hard = ready.hardState {
-                var next = s.raftState
-                next.term = hard.term
-                next.votedFor = hard.votedFor
-                // Messages that depend on an unsaved vote or term must not go out; the node's memory is now
-                // ahead of its disk, so the group stops here.
-                guard write(next) else {
-                    completions += failAll(&s, "its Raft state (term and vote) could not be written")
-                    return completions
-                }
-                s.raftState = next
+                // Messages and entries that depend on an unsaved vote or term wait until it is durable.
+                s.wantedRaftState.term = hard.term
+                s.wantedRaftState.votedFor = hard.votedFor
+                s.hardStatePending = true
+                completions += schedulePersist(&s)
             }
             for change in ready.log {
                 track(change, &s)
@@ -396,20 +411,20 @@ public final class RaftStream: Sendable {
                         return true
                     }
                 }
-                log.enqueue(change)
+                if s.hardStatePending { s.held.append(.log(change)) } else { log.enqueue(change) }
             }
             for (to, message) in ready.messages {
-                context.send(Envelope(from: context.id, to: to, stream: name, message: message))
+                let envelope = Envelope(from: context.id, to: to, stream: name, message: message)
+                if s.hardStatePending { s.held.append(.message(envelope)) } else { context.send(envelope) }
             }
             if let membership = ready.membership { context.membershipChanged(membership, stream: name) }
             if let commit = ready.commitIndex {
                 log.publishCommit(commit)
                 // The newest committed membership is kept beside the log, so that retention may drop its entry.
-                if let (index, membership) = s.node.committedMembership, index > s.raftState.membershipIndex {
-                    var next = s.raftState
-                    next.membershipIndex = index
-                    next.membership = membership
-                    if write(next) { s.raftState = next }
+                if let (index, membership) = s.node.committedMembership, index > s.wantedRaftState.membershipIndex {
+                    s.wantedRaftState.membershipIndex = index
+                    s.wantedRaftState.membership = membership
+                    completions += schedulePersist(&s)
                 }
             }
             if ready.roleChanged {
@@ -509,6 +524,7 @@ public final class RaftStream: Sendable {
         }
         s.proposals = []
         s.forwards = [:]
+        s.held = []
         return completions
     }
 
@@ -538,6 +554,64 @@ public final class RaftStream: Sendable {
             reply = ForwardReply(id: id, status: error.status, message: error.message, firstOffset: 0, lastIndex: 0)
         }
         context.send(Envelope(from: context.id, to: node, stream: name, message: .forwardReply(reply)))
+    }
+
+    /// Starts the writer of the `raft` file unless one runs: the returned completion, run unlocked, writes
+    /// `wantedRaftState` until the file holds it.
+    private func schedulePersist(_ s: inout State) -> [() -> Void] {
+        guard !s.persisting, s.failure == nil else { return [] }
+        s.persisting = true
+        return [{ [self] in persistRaftState() }]
+    }
+
+    /// Writes the newest wanted term, vote and membership to the `raft` file, outside the group's lock, until
+    /// the file holds what is wanted; once a term or vote is durable, sends the messages and queues the log
+    /// changes held back for it, in order. A failed write of a term or vote stops the group (its memory is
+    /// ahead of its disk); a failed write of a membership alone is reported and retried at the next change.
+    private func persistRaftState() {
+        while true {
+            let target = state.withLock { s -> RaftState? in
+                guard s.failure == nil, s.wantedRaftState != s.raftState else {
+                    s.persisting = false
+                    if s.failure == nil { release(&s) }
+                    return nil
+                }
+                return s.wantedRaftState
+            }
+            guard let target else { return }
+            let written = write(target)
+            let (proceed, completions) = state.withLock { s -> (Bool, [() -> Void]) in
+                guard s.failure == nil else {
+                    s.persisting = false
+                    return (false, [])
+                }
+                guard written else {
+                    s.persisting = false
+                    guard s.hardStatePending else { return (false, []) }
+                    return (false, failAll(&s, "its Raft state (term and vote) could not be written"))
+                }
+                s.raftState = target
+                if s.wantedRaftState.term == target.term && s.wantedRaftState.votedFor == target.votedFor {
+                    release(&s)
+                }
+                return (true, [])
+            }
+            run(completions)
+            guard proceed else { return }
+        }
+    }
+
+    /// The term and vote are durable: what was held back for them goes out, in order.
+    private func release(_ s: inout State) {
+        guard s.hardStatePending else { return }
+        s.hardStatePending = false
+        for item in s.held {
+            switch item {
+            case .message(let envelope): context.send(envelope)
+            case .log(let change): log.enqueue(change)
+            }
+        }
+        s.held = []
     }
 
     /// Writes the `raft` file durably; on failure the stream stops taking part (its messages are dropped).

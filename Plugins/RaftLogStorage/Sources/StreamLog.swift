@@ -4,15 +4,15 @@ import PlexusPluginSDK
 import RaftCore
 import Synchronization
 
-/// The log of one stream on this node: a directory of segment files and a `state` file, and one writer
-/// thread. Its Raft group (`RaftStream`) decides what goes in it.
+/// The log of one stream on this node: a directory of segment files and a `state` file, written by one
+/// writer cycle at a time on the instance's writer pool (`WriterPool`). Its Raft group (`RaftStream`) decides
+/// what goes in it.
 ///
 /// Entries (the group's, with their term, index and offset already chosen), truncations, snapshots,
-/// committed offsets and trims are queued and carried out by the writer thread (`LogWriter.swift`), which
-/// drains everything queued, writes it, syncs once and only then tells the group (`onPersisted`): group
-/// commit. Reads run on a shared reader queue and see only committed events (`publishCommit`).
+/// committed offsets and trims are queued and carried out by writer cycles (`LogWriter.swift`): each drains
+/// everything queued, writes it, syncs once and only then tells the group (`onPersisted`): group commit. Reads run on a shared reader queue and see only committed events (`publishCommit`).
 ///
-/// - Important: Every method may be called from any thread. Completions run on the writer thread or a reader
+/// - Important: Every method may be called from any thread. Completions run on a writer pool thread or a reader
 ///   thread, never under a lock of this class.
 public final class StreamLog: Sendable {
     let name: String
@@ -20,6 +20,7 @@ public final class StreamLog: Sendable {
     let settings: Settings
     let statistics: Statistics
     let readers: DispatchQueue
+    let writers: WriterPool
     let report: @Sendable (PlexusPluginSDK.Host.LogLevel, String) -> Void
 
     /// What the writer has written, and how much of it is committed.
@@ -85,17 +86,25 @@ public final class StreamLog: Sendable {
     /// What callers hand the writer.
     struct Queue {
         var work: [Work] = []
-        /// The writer is (about to be) waiting for `wake`.
-        var idle = false
+        /// A writer cycle is submitted to the pool or running: work queued meanwhile is taken by it or by the
+        /// cycle it submits next.
+        var scheduled = false
         var stopping = false
+        /// The last cycle ran (after `stop`): nothing is submitted any more.
+        var exited = false
         /// Set when a write or sync failed: the stream takes no more writes until a restart recovers it.
         var failure: String?
     }
 
     let visible: Mutex<Visible>
     let queue: Mutex<Queue>
-    let wake = DispatchSemaphore(value: 0)
     let finished = DispatchSemaphore(value: 0)
+    /// The writer's own clock for interval syncs; only a cycle touches it (cycles never overlap).
+    struct WriterClock {
+        var dirty = false
+        var lastSync = DispatchTime.now()
+    }
+    let clock = Mutex(WriterClock())
 
     /// What the writer tells the Raft group: the entries up to `(index, term)` are written (and synced under
     /// `fsync: always`); and the log was compacted (retention, trim) to start after a new snapshot point.
@@ -107,17 +116,18 @@ public final class StreamLog: Sendable {
     }
     let listener = Mutex<Listener?>(nil)
 
-    /// Recovers (or creates) the stream in `directory` and starts its writer thread.
+    /// Recovers (or creates) the stream in `directory`; its writer cycles run on `writers`.
     /// - Throws: `PluginError` from `Recovery`.
     init(
         name: String, directory: String, settings: Settings, statistics: Statistics, readers: DispatchQueue,
-        report: @escaping @Sendable (PlexusPluginSDK.Host.LogLevel, String) -> Void
+        writers: WriterPool, report: @escaping @Sendable (PlexusPluginSDK.Host.LogLevel, String) -> Void
     ) throws {
         self.name = name
         self.directory = directory
         self.settings = settings
         self.statistics = statistics
         self.readers = readers
+        self.writers = writers
         self.report = report
         let (segments, state) = try Recovery(
             name: name, directory: directory, settings: settings, report: { report(.warning, "raft-log: \($0)") }
@@ -129,12 +139,9 @@ public final class StreamLog: Sendable {
         self.queue = Mutex(Queue())
     }
 
-    /// Starts the writer thread, which reports to `listener`.
+    /// Lets the writer cycles run, reporting to `listener`.
     func start(_ listener: Listener) {
         self.listener.withLock { $0 = listener }
-        let thread = Thread { [self] in runWriter() }
-        thread.name = "raft-log writer"
-        thread.start()
     }
 
     func setOptions(_ options: StreamOptions) { visible.withLock { $0.options = options } }
@@ -208,18 +215,29 @@ public final class StreamLog: Sendable {
     /// Why the stream takes no writes, if it does not.
     var failure: String? { queue.withLock { $0.failure } }
 
-    /// Adds work made by `make` (under the queue lock, so offsets follow call order) and wakes the writer.
+    /// Adds work made by `make` (under the queue lock, so offsets follow call order) and submits a writer cycle
+    /// unless one is pending.
     private func enqueue(_ make: (inout Queue) throws -> Work) throws {
-        let wasIdle = try queue.withLock { q -> Bool in
+        let submit = try queue.withLock { q -> Bool in
             if let failure = q.failure {
                 throw PluginError(PX_ERR_IO, "raft-log: stream '\(name)' takes no writes until restarted: \(failure)")
             }
             guard !q.stopping else { throw PluginError(PX_ERR_UNAVAILABLE, "raft-log: stream '\(name)' is stopped") }
             q.work.append(try make(&q))
-            defer { q.idle = false }
-            return q.idle
+            defer { q.scheduled = true }
+            return !q.scheduled
         }
-        if wasIdle { wake.signal() }
+        if submit { writers.submit(self) }
+    }
+
+    /// An interval sync is due: runs a cycle unless one is pending or the writer is done.
+    func wakeForSync() {
+        let submit = queue.withLock { q -> Bool in
+            guard !q.scheduled && !q.exited else { return false }
+            q.scheduled = true
+            return true
+        }
+        if submit { writers.submit(self) }
     }
 
     // MARK: Reads
@@ -233,19 +251,21 @@ public final class StreamLog: Sendable {
         var count: Int
     }
 
-    /// Reads up to `maxRecords` events (about `maxBytes`, 0 = no limit, at least one) from `offset`.
+    /// Reads up to `maxRecords` events (about `maxBytes`, 0 = no limit, at least one) from `offset`, and lends
+    /// them: the entries are read from disk into one buffer, checked, and `px_event`s laid over their bodies in
+    /// place (`EventCodec.layOut`); the batch retains the buffer. Past the `pread`, nothing is copied.
     /// - Throws: `PX_ERR_OUT_OF_RANGE` before the first retained offset or past the end.
-    func read(
+    func readBatch(
         from offset: UInt64, maxRecords: Int, maxBytes: Int,
-        completion: @escaping @Sendable (Result<ReadResult, PluginError>) -> Void
+        completion: @escaping @Sendable (Result<LentRecordBatch, PluginError>) -> Void
     ) throws {
         let spans = try visible.withLock { v in try plan(v, from: offset, maxRecords: maxRecords, maxBytes: maxBytes) }
-        guard !spans.isEmpty else { return completion(.success(([], offset))) }
+        guard !spans.isEmpty else {
+            return completion(.success(LentRecordBatch(records: 0, nextOffset: offset) { _ in }))
+        }
         readers.async { [self] in
             do {
-                var records: [StoredRecord] = []
-                for span in spans { try load(span, into: &records) }
-                completion(.success((records, offset + UInt64(records.count))))
+                completion(.success(try load(spans, from: offset)))
             } catch let error as PluginError {
                 completion(.failure(error))
             } catch {
@@ -316,44 +336,87 @@ public final class StreamLog: Sendable {
         return spans
     }
 
-    /// Reads one span and checks each entry as it decodes it.
-    private func load(_ span: Span, into records: inout [StoredRecord]) throws {
-        let bytes: [UInt8]
-        do {
-            bytes = try span.file.read(count: span.length, at: span.start)
-        } catch let failure as IOFailure {
-            throw PluginError(PX_ERR_IO, "raft-log: stream '\(name)': \(failure)")
+    /// Reads the spans into one buffer, checks every entry, and lays the events out over it.
+    private func load(_ spans: [Span], from offset: UInt64) throws -> LentRecordBatch {
+        let buffer = ReadBuffer(count: spans.reduce(0) { $0 + $1.length })
+        var bodies: [(range: Range<Int>, offset: UInt64, appendTime: UInt64)] = []
+        var extensionCount = 0
+        var position = 0
+        for span in spans {
+            do {
+                try span.file.read(count: span.length, at: span.start, into: buffer.bytes.baseAddress! + position)
+            } catch let failure as IOFailure {
+                throw PluginError(PX_ERR_IO, "raft-log: stream '\(name)': \(failure)")
+            }
+            let raw = UnsafeRawBufferPointer(rebasing: buffer.bytes[position..<(position + span.length)])
+            extensionCount += try check(raw, of: span, at: position, into: &bodies)
+            position += span.length
         }
-        try bytes.withUnsafeBytes { raw in
-            var position = 0
-            var offset = span.firstOffset
-            while position < raw.count {
-                func corrupt(_ reason: String) -> PluginError {
-                    PluginError(
-                        PX_ERR_CORRUPTION,
-                        "raft-log: stream '\(name)': the entry at byte \(span.start + position) of \(span.file.path) "
-                            + "(offset \(offset)) is corrupt: \(reason); restart the node to have recovery check the "
-                            + "log")
-                }
-                let rest = UnsafeRawBufferPointer(rebasing: raw[position...])
-                guard let header = EntryHeader.decode(rest) else { throw corrupt("wrong magic or header CRC") }
-                let end = position + LogFormat.entryHeaderSize + Int(header.bodyLength)
-                guard end <= raw.count else { throw corrupt("it is longer than the index says") }
-                let body = UnsafeRawBufferPointer(rebasing: raw[(position + LogFormat.entryHeaderSize)..<end])
-                guard CRC32C.checksum(body) == header.bodyCRC else { throw corrupt("wrong body CRC") }
-                guard header.offset == offset else { throw corrupt("it holds offset \(header.offset)") }
-                position = end
-                guard header.kind == LogFormat.Kind.event.rawValue else { continue }
-                let event: CloudEvent
+        return try LentRecordBatch(
+            records: bodies.count, events: bodies.count, extensions: extensionCount,
+            nextOffset: offset + UInt64(bodies.count)
+        ) { builder in
+            builder.retain(buffer)
+            for body in bodies {
+                let event = builder.makeEvent()
+                let raw = UnsafeRawBufferPointer(rebasing: buffer.bytes[body.range])
                 do {
-                    event = try EventCodec.decode(body)
+                    try EventCodec.layOut(raw, into: event) { builder.makeExtensions($0) }
                 } catch {
-                    throw corrupt("\(error)")
+                    throw PluginError(
+                        PX_ERR_CORRUPTION, "raft-log: stream '\(name)': the event at offset \(body.offset): \(error)")
                 }
-                records.append(StoredRecord(offset: offset, appendTimeNanoseconds: header.appendTime, event: event))
-                offset += 1
+                builder.append(offset: body.offset, appendTime: body.appendTime, event: event)
             }
         }
+    }
+
+    /// Checks each entry of one span read into `raw` (headers, CRCs, offsets, event bodies) and notes where the
+    /// event bodies are in the read buffer, where `raw` starts at `origin`; returns the number of extensions
+    /// they hold.
+    private func check(
+        _ raw: UnsafeRawBufferPointer, of span: Span, at origin: Int,
+        into bodies: inout [(range: Range<Int>, offset: UInt64, appendTime: UInt64)]
+    ) throws -> Int {
+        var extensions = 0
+        var position = 0
+        var offset = span.firstOffset
+        while position < raw.count {
+            func corrupt(_ reason: String) -> PluginError {
+                PluginError(
+                    PX_ERR_CORRUPTION,
+                    "raft-log: stream '\(name)': the entry at byte \(span.start + position) of \(span.file.path) "
+                        + "(offset \(offset)) is corrupt: \(reason); restart the node to have recovery check the log")
+            }
+            let rest = UnsafeRawBufferPointer(rebasing: raw[position...])
+            guard let header = EntryHeader.decode(rest) else { throw corrupt("wrong magic or header CRC") }
+            let bodyStart = position + LogFormat.entryHeaderSize
+            let end = bodyStart + Int(header.bodyLength)
+            guard end <= raw.count else { throw corrupt("it is longer than the index says") }
+            let body = UnsafeRawBufferPointer(rebasing: raw[bodyStart..<end])
+            guard CRC32C.checksum(body) == header.bodyCRC else { throw corrupt("wrong body CRC") }
+            guard header.offset == offset else { throw corrupt("it holds offset \(header.offset)") }
+            position = end
+            guard header.kind == LogFormat.Kind.event.rawValue else { continue }
+            do {
+                extensions += try EventCodec.check(body)
+            } catch {
+                throw corrupt("\(error)")
+            }
+            bodies.append(((origin + bodyStart)..<(origin + end), offset, header.appendTime))
+            offset += 1
+        }
+        return extensions
+    }
+
+    /// Bytes read from the log, immutable once read: what a lent batch's events point into.
+    final class ReadBuffer: @unchecked Sendable {
+        // Safe: filled by the reader that made it before any batch points into it; only read afterwards.
+        let bytes: UnsafeMutableRawBufferPointer
+
+        init(count: Int) { bytes = .allocate(byteCount: max(count, 1), alignment: 8) }
+
+        deinit { bytes.deallocate() }
     }
 
     // MARK: Entries for replication
@@ -433,15 +496,17 @@ public final class StreamLog: Sendable {
 
     // MARK: Stopping
 
-    /// Asks the writer to finish what is queued, sync and exit; waits until `deadline`.
+    /// Asks the writer to finish what is queued, sync and stop; waits until `deadline`.
     /// - Returns: whether the writer finished in time.
     func stop(deadline: DispatchTime) -> Bool {
-        let alreadyStopping = queue.withLock { q -> Bool in
-            defer { q.stopping = true }
-            return q.stopping
+        let (alreadyStopping, submit) = queue.withLock { q -> (Bool, Bool) in
+            guard !q.stopping else { return (true, false) }
+            q.stopping = true
+            defer { q.scheduled = true }
+            return (false, !q.scheduled)
         }
         guard !alreadyStopping else { return true }
-        wake.signal()
+        if submit { writers.submit(self) }
         return finished.wait(timeout: deadline) == .success
     }
 }
