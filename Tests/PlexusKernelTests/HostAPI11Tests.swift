@@ -75,9 +75,10 @@ struct HostAPI11Tests {
         let h = try DeliveryHarness()
         defer { h.shutDown() }
         let api = HostServices.api.pointee
-        let (s1, counter, _) = create(h, kind: UInt32(PX_METRIC_COUNTER.rawValue), name: "frames_sent", labels: [("peer", "a")])
+        let counterKind = UInt32(PX_METRIC_COUNTER.rawValue)
+        let (s1, counter, _) = create(h, kind: counterKind, name: "frames_sent", labels: [("peer", "a")])
         #expect(s1 == PX_OK.status)
-        let (again, same, _) = create(h, kind: UInt32(PX_METRIC_COUNTER.rawValue), name: "frames_sent", labels: [("peer", "a")])
+        let (again, same, _) = create(h, kind: counterKind, name: "frames_sent", labels: [("peer", "a")])
         #expect(again == PX_OK.status && same == counter, "the same name, kind and labels give the same handle")
         let (s2, gauge, _) = create(h, kind: UInt32(PX_METRIC_GAUGE.rawValue), name: "open_sessions")
         let (s3, histogram, _) = create(

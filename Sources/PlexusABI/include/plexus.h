@@ -446,7 +446,8 @@ typedef void (*px_host_histogram_record)(px_host *host, px_str name, double valu
 
 /* Publishes a batch of events to a topic. `done` runs once the storage bound
  * to the topic reports the batch durable (per that storage's durability).
- * OWNERSHIP: events are borrowed for this call only; the kernel copies them.
+ * OWNERSHIP: events are borrowed for this call only: the kernel hands them
+ *            to the storage within the call (or copies them first).
  * THREADING: any thread; done is called exactly once, on any thread. */
 typedef px_status (*px_host_publish)(px_host *host, px_str topic, const px_event *const *events, size_t count,
                                      px_append_done_fn done, void *user, px_error *err);
