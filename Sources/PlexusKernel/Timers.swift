@@ -67,8 +67,12 @@ final class TimerService: Sendable {
         entry.fire(id)
         entry.gate.exit()
         if entry.interval == 0 {
-            // A one-shot timer is over once it fired: cancelling it now finds nothing.
-            entry.gate.close()
+            // A one-shot timer is over once it fired: cancelling it now finds nothing. (Dropping its task also
+            // breaks the entry → task → entry cycle.)
+            entry.next.withLock { next in
+                entry.gate.close()
+                next = nil
+            }
             timers.withLock { if $0[id] === entry { $0[id] = nil } }
             return
         }
