@@ -204,6 +204,36 @@ struct ThreadingTests {
         #expect(timers.start(owner: owner, delay: 0, interval: 0) { _ in } == nil)
     }
 
+    @Test("hooks that hang past their deadline do not hold up other hooks; their threads end once they return")
+    func hungHooks() throws {
+        let threads = HookThreads()  // its own set: other suites' hooks (some hang for good) use the shared one
+        let release = DispatchSemaphore(value: 0)
+        let hung = HookThreads.size + 1
+        var released = false
+        defer { if !released { for _ in 0..<hung { release.signal() } } }
+        for index in 0..<hung {
+            let outcome = Deadline.run(.milliseconds(200), name: "plexus.test.hang.\(index)", on: threads) {
+                () -> Bool in
+                release.wait()
+                return true
+            }
+            guard case .timedOut = outcome else {
+                Issue.record("a hook blocked until released finished before its deadline")
+                return
+            }
+        }
+        let quick = Deadline.run(.seconds(10), name: "plexus.test.quick", on: threads) { 42 }
+        guard case .finished(let answer) = quick else {
+            Issue.record("a quick hook did not run while \(hung) others hung")
+            return
+        }
+        #expect(answer == 42)
+        #expect(Self.eventually { threads.standIns == hung }, "a thread stands in for each hung hook")
+        for _ in 0..<hung { release.signal() }
+        released = true
+        #expect(Self.eventually { threads.standIns == 0 }, "the overrun threads end once released")
+    }
+
     @Test("unsubscribe waits for a delivery in progress; from inside the delivery it returns at once")
     func unsubscribeContract() throws {
         let h = try DeliveryHarness()
