@@ -10,7 +10,6 @@ import NIOPosix
 /// - `GET /v1/health`: the kernel is up; `GET /metrics`: Prometheus text.
 public final class AdminServer: Sendable {
     let kernel: Kernel
-    let group: MultiThreadedEventLoopGroup
     private let channel: Channel
 
     /// The port actually bound (useful with port 0).
@@ -20,8 +19,8 @@ public final class AdminServer: Sendable {
     /// - Throws: when the address cannot be bound, with the address in the message.
     public init(kernel: Kernel, host: String, port: Int) throws {
         self.kernel = kernel
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let bootstrap = ServerBootstrap(group: group)
+        // On the kernel pool, like every other kernel socket: no thread of its own.
+        let bootstrap = ServerBootstrap(group: KernelPool.group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
@@ -32,14 +31,12 @@ public final class AdminServer: Sendable {
         do {
             self.channel = try bootstrap.bind(host: host, port: port).wait()
         } catch {
-            try? group.syncShutdownGracefully()
             throw KernelError(.io, subject: "admin endpoint", "cannot listen on \(host):\(port): \(error)")
         }
     }
 
     public func close() {
         try? channel.close().wait()
-        try? group.syncShutdownGracefully()
     }
 }
 
@@ -85,7 +82,9 @@ private final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
             let loop = context.eventLoop
             let boundContext = NIOLoopBound(context, eventLoop: loop)
             let handler = NIOLoopBound(self, eventLoop: loop)
-            // Plugin code (health checks, operations) may block: answer from a background queue.
+            // Answering waits for plugin code (health checks, operations) under deadlines, so it must leave the
+            // event loop. Dispatch's global queue is a shared, bounded pool (no queue or thread per request); the
+            // plugin calls themselves run on the lifecycle threads (`HookThreads`).
             DispatchQueue.global().async {
                 let (status, contentType, text) = AdminRoutes.respond(
                     kernel: kernel, method: request.method, uri: request.uri, body: request.body)

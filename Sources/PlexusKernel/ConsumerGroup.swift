@@ -1,5 +1,5 @@
-import Dispatch
 import Foundation
+import NIOCore
 import PlexusABI
 import PlexusCore
 import Synchronization
@@ -16,7 +16,10 @@ final class ConsumerGroup: Sendable {
     struct Member: Sendable {
         let id: UInt64
         let owner: ObjectIdentifier
-        let queue: DispatchQueue
+        /// The pool loop this member's deliveries run on, in order (docs/abi.md, "Threading").
+        let loop: any EventLoop
+        /// Closed when the member leaves; `unsubscribe` waits on it for a delivery in progress.
+        let gate: CallGate
         let deliver: @Sendable (UnsafePointer<px_delivery>) -> Void
         var inFlight = 0
     }
@@ -324,7 +327,7 @@ final class ConsumerGroup: Sendable {
     }
 
     private func run(_ actions: [Action]) {
-        // Deliveries to one member go out in one hop to its queue, in plan order.
+        // Deliveries to one member go out in one hop to its loop, in plan order.
         var batches: [(member: Member, deliveries: [(UInt64, Pending)])] = []
         for case .deliver(let member, let deliveryID, let pending) in actions {
             if let index = batches.firstIndex(where: { $0.member.id == member.id }) {
@@ -334,8 +337,10 @@ final class ConsumerGroup: Sendable {
             }
         }
         for (member, deliveries) in batches {
-            member.queue.async { [self] in
+            member.loop.execute { [self] in
                 // The member may have left, or a delivery timed out, while this waited.
+                guard member.gate.enter() else { return }
+                defer { member.gate.exit() }
                 let current = state.withLock { s in
                     deliveries.filter { s.inFlight[$0.0]?.member == member.id }
                 }

@@ -1,4 +1,4 @@
-import Dispatch
+import NIOCore
 import Synchronization
 
 /// Time for the delivery engine: real in a node, manual in tests (retries and timeouts without sleeps).
@@ -9,14 +9,17 @@ public protocol DeliveryClock: Sendable {
     func schedule(at deadline: UInt64, _ action: @escaping @Sendable () -> Void)
 }
 
-/// The system's monotonic clock, with Dispatch timers.
+/// The system's monotonic clock; deadlines are tasks in the kernel pool's scheduled-task heaps (no thread,
+/// queue or timer source per deadline).
 public struct SystemDeliveryClock: DeliveryClock {
     public init() {}
 
-    public func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+    /// The same monotonic clock as the pool's `NIODeadline` (and `DispatchTime`).
+    public func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 
+    /// Runs `action` on a pool thread at `deadline`; it must not block.
     public func schedule(at deadline: UInt64, _ action: @escaping @Sendable () -> Void) {
-        DispatchQueue.global().asyncAfter(deadline: DispatchTime(uptimeNanoseconds: deadline), execute: action)
+        KernelPool.next().scheduleTask(deadline: .uptimeNanoseconds(deadline), action)
     }
 }
 

@@ -27,6 +27,11 @@ public struct KernelService: Service {
         await Self.onThread { kernel.stop() }
     }
 
+    /// Runs a node-wide lifecycle step (start every plugin, stop every plugin) on a thread of its own.
+    ///
+    /// One thread per node start or stop, not per plugin or hook: the hooks themselves run on `HookThreads`
+    /// under their deadlines; this thread only waits for them in start order, which must not tie up a
+    /// cooperative-pool thread, a kernel pool loop, or one of the lifecycle threads it waits on.
     static func onThread(_ body: @escaping @Sendable () -> Void) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let thread = Thread {

@@ -1,4 +1,3 @@
-import Dispatch
 import Foundation
 import PlexusABI
 import PlexusCore
@@ -291,7 +290,6 @@ final class DeliveryEngine: Sendable {
     let metrics: MetricsRegistry
     private let state = Mutex(State())
     private let routerSlot = Mutex<WeakRouter?>(nil)
-    private static let currentMember = DispatchSpecificKey<UInt64>()
 
     var router: WeakRouter? {
         get { routerSlot.withLock { $0 } }
@@ -364,15 +362,18 @@ final class DeliveryEngine: Sendable {
             s.subscriptions[id] = (made, owner)
             return (made, true, id)
         }
-        let queue = DispatchQueue(label: "plexus.delivery.\(id)")
-        queue.setSpecific(key: Self.currentMember, value: id)
-        consumerGroup.join(ConsumerGroup.Member(id: id, owner: owner, queue: queue, deliver: deliver))
+        // No queue or thread of its own: the member is pinned to one pool loop, which keeps its deliveries in order.
+        consumerGroup.join(
+            ConsumerGroup.Member(id: id, owner: owner, loop: KernelPool.next(), gate: CallGate(), deliver: deliver))
         if created { consumerGroup.initialize(start: spec.start_position, startOffset: spec.start_offset) }
         return id
     }
 
     /// Ends a subscription: no delivery to it runs or starts after this returns (unless called from one);
     /// its unacknowledged events go to the group's other members.
+    ///
+    /// Waits for a delivery in progress unless `wait` is false or the caller runs on the member's loop: then
+    /// no delivery to it is running, or the caller is that delivery. Never waits on an event loop future.
     func unsubscribe(_ id: UInt64, owner: ObjectIdentifier, wait: Bool = true) -> Bool {
         guard
             let entry = state.withLock({ s -> (group: ConsumerGroup, owner: ObjectIdentifier)? in
@@ -380,8 +381,9 @@ final class DeliveryEngine: Sendable {
                 return s.subscriptions.removeValue(forKey: id)
             })
         else { return false }
-        if let member = entry.group.leave(id), wait, DispatchQueue.getSpecific(key: Self.currentMember) != id {
-            member.queue.sync {}
+        if let member = entry.group.leave(id) {
+            member.gate.close()
+            if wait && !member.loop.inEventLoop { member.gate.waitUntilIdle() }
         }
         return true
     }
