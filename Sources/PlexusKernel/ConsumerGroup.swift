@@ -441,6 +441,8 @@ final class ConsumerGroup: Sendable {
         let subscription = member.id
         withPXStr(topic) { topicStr in
             for (deliveryID, pending) in deliveries {
+                // Unsubscribed from inside an earlier delivery of this batch: the rest go to other members.
+                if member.gate.isClosed { return }
                 withExtendedLifetime(pending.batch) {
                     var delivery = px_delivery(
                         struct_size: UInt32(MemoryLayout<px_delivery>.size), attempt: pending.attempt,

@@ -37,11 +37,11 @@ final class TimerBox: @unchecked Sendable {
 }
 
 extension Host {
-    /// Starts a timer on the kernel's timer threads.
+    /// Starts a timer on the kernel's shared pool.
     /// - Parameters:
     ///   - delay: until the first firing.
     ///   - interval: between later firings; `nil` fires once.
-    ///   - body: runs on a kernel timer thread, never concurrently with itself; must return quickly.
+    ///   - body: runs on a thread of the kernel's shared pool, never concurrently with itself; must return quickly.
     /// - Throws: `PluginError` when the kernel refuses the timer.
     public func startTimer(
         after delay: Duration, every interval: Duration? = nil, _ body: @escaping @Sendable () -> Void

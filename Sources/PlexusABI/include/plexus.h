@@ -264,8 +264,8 @@ typedef void (*px_read_done_fn)(void *user, px_status status, const px_record *c
 typedef void (*px_offset_done_fn)(void *user, px_status status, uint64_t offset, px_str error);
 
 /* A timer firing.
- * THREADING: called on a kernel timer thread, never concurrently for one
- *            timer; must return quickly. */
+ * THREADING: called on a thread of the kernel's shared pool, never
+ *            concurrently for one timer; must return quickly. */
 typedef void (*px_timer_fn)(void *user, uint64_t timer_id);
 
 /* A read's records, lent to the kernel until it releases them (since 1.1).
@@ -476,7 +476,7 @@ typedef px_status (*px_host_ack)(px_host *host, uint64_t delivery_id);
 typedef px_status (*px_host_nack)(px_host *host, uint64_t delivery_id, uint32_t action, px_str reason);
 
 /* Starts a timer: first after delay_ns, then every interval_ns (0: once).
- * THREADING: any thread; fn runs on a kernel timer thread. */
+ * THREADING: any thread; fn runs on a thread of the kernel's shared pool. */
 typedef px_status (*px_host_timer_start)(px_host *host, uint64_t delay_ns, uint64_t interval_ns, px_timer_fn fn,
                                          void *user, uint64_t *out_timer_id, px_error *err);
 
