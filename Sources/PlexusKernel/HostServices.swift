@@ -275,18 +275,27 @@ private let hostPublish: px_host_publish = { host, topic, events, count, done, u
     }
 }
 
-private let hostSubscribe: px_host_subscribe = { host, spec, outID, err in
-    guard let context = PluginContext.from(host), let spec, let outID else {
+private let hostSubscribe: px_host_subscribe = { host, given, outID, err in
+    guard let context = PluginContext.from(host), let given, let outID else {
         setError(err, "subscribe needs a host handle, a spec and an out id")
         return PX_ERR_INVALID_ARGUMENT.status
     }
     if let problem = ABIStruct.sizeProblem(
-        spec.pointee.struct_size, of: "px_subscription_spec", known: MemoryLayout<px_subscription_spec>.size,
+        given.pointee.struct_size, of: "px_subscription_spec", known: MemoryLayout<px_subscription_spec>.size,
         what: "the subscription spec")
     {
         setError(err, problem)
         return PX_ERR_INVALID_ARGUMENT.status
     }
+    // Read through a full-size copy: an older plugin's smaller spec has the newer fields zero (the default).
+    var full = ABIStruct.copy(given, size: Int(given.pointee.struct_size), zero: px_subscription_spec())
+    return withUnsafePointer(to: &full) { spec in subscribe(context, spec, outID, err) }
+}
+
+private func subscribe(
+    _ context: PluginContext, _ spec: UnsafePointer<px_subscription_spec>, _ outID: UnsafeMutablePointer<UInt64>,
+    _ err: UnsafeMutablePointer<px_error>?
+) -> px_status {
     guard let deliver = spec.pointee.deliver else {
         setError(err, "the subscription spec has no deliver function")
         return PX_ERR_INVALID_ARGUMENT.status
@@ -455,9 +464,14 @@ private let hostRegistryRegister: px_host_registry_register = { host, instance, 
         setError(err, problem)
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    return forward(context, .done(Completion(fn: done, user: user)), err) { binding, token in
-        binding.vtable.pointee.on_register?(binding.instance, instance, registryDone, token, err)
-            ?? PX_ERR_UNSUPPORTED.status
+    // The registry plugin gets a full-size instance, whatever size the caller's was.
+    var full = ABIStruct.copy(instance, size: Int(instance.pointee.struct_size), zero: px_service_instance())
+    full.struct_size = UInt32(MemoryLayout<px_service_instance>.size)
+    return withUnsafePointer(to: &full) { instance in
+        forward(context, .done(Completion(fn: done, user: user)), err) { binding, token in
+            binding.vtable.pointee.on_register?(binding.instance, instance, registryDone, token, err)
+                ?? PX_ERR_UNSUPPORTED.status
+        }
     }
 }
 
