@@ -13,8 +13,10 @@ struct BenchCommand: AsyncParsableCommand {
             maxInFlight allows), consumers of one group per topic take the end-to-end latency from the stamp. \
             The warmup is left out of every figure. Prints a table; --json writes the full report, with a \
             per-second series, for benchmarks/tcp/report.py. Drivers: \
-            \(BenchDrivers.registry.names.joined(separator: ", ")).
-            """)
+            \(BenchDrivers.registry.names.joined(separator: ", ")). `plexus bench node DIR` writes a node for a \
+            benchmark with every listener on a free port.
+            """,
+        subcommands: [BenchNodeCommand.self])
 
     @Argument(help: "The workload file (YAML): see benchmarks/tcp/workloads.")
     var workload: String?
@@ -100,5 +102,58 @@ struct BenchCommand: AsyncParsableCommand {
         if let json {
             try ReportFormatter.json(report).write(to: URL(fileURLWithPath: json))
         }
+    }
+}
+
+/// `plexus bench node DIR`: writes the files of one benchmark node (manifests copied from the shipped ones,
+/// a node file) with every listener (admin, tcp-protocol, http-protocol, any plugin with a `port` key) on a
+/// free 127.0.0.1 port taken in one call, and prints the ports as shell assignments for the run scripts.
+struct BenchNodeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node",
+        abstract: "Write a benchmark node's manifests and node file with every listener on a free port.",
+        discussion: """
+            Prints node_dir, node_config, admin_port, port_<plugin> for each plugin listener and \
+            listeners='owner:port ...', for `eval` in a run script, which must then check that every listener \
+            accepts and every plugin is active.
+            """)
+
+    @Argument(help: "The node's directory (created): manifests/, plexus.yaml, data/.")
+    var directory: String
+
+    @Option(name: .long, help: "The shipped manifests to copy.")
+    var manifests = "plugin-manifests"
+
+    @Option(name: .long, help: "Where the plugin libraries are.")
+    var pluginPath = ".build/release"
+
+    @Option(name: .long, help: "Every topic's storage (topics.defaultStorage).")
+    var storage = "raft-log"
+
+    @Option(name: .long, help: "topics.defaultRetentionBytes (0: none).")
+    var retentionBytes = 0
+
+    @Option(name: .customLong("value"), help: "A plugin config value, PLUGIN.KEY=VALUE (repeatable).")
+    var values: [String] = []
+
+    @Option(name: .long, help: "Copy only these manifests (by plugin name; repeatable). Default: all.")
+    var only: [String] = []
+
+    func run() throws {
+        var parsed: [String: [(key: String, yaml: String)]] = [:]
+        for value in values {
+            guard let equals = value.firstIndex(of: "="), let dot = value[..<equals].firstIndex(of: "."),
+                dot != value.startIndex
+            else {
+                throw ValidationError("--value '\(value)': expected PLUGIN.KEY=VALUE, e.g. raft-log.fsync=interval")
+            }
+            let plugin = String(value[..<dot])
+            parsed[plugin, default: []].append(
+                (String(value[value.index(after: dot)..<equals]), String(value[value.index(after: equals)...])))
+        }
+        let node = try BenchNodeFiles.write(
+            directory: directory, manifestDirectory: manifests, pluginSearchPath: pluginPath, storage: storage,
+            retentionBytes: retentionBytes, values: parsed, only: Set(only))
+        print(node.shellAssignments)
     }
 }
