@@ -378,7 +378,7 @@ final class ClientCore: @unchecked Sendable {
                     id: id, topic: batch.topic, noAck: batch.noAck, count: batch.count, events: &batch.events,
                     into: &out)
                 if batch.noAck {
-                    written += batch.completions.map(\.done)
+                    written += batch.completions.map { $0.done }
                 } else if !batch.completions.isEmpty {
                     publishes[id] = batch.completions
                 }
@@ -398,7 +398,7 @@ final class ClientCore: @unchecked Sendable {
         promise.futureResult.whenComplete { result in
             let outcome: Result<UInt64, PlexusClientError> = result.mapError { error in
                 PlexusClientError(.connectionLost, "the write failed: \(error)")
-            }.map { 0 }
+            }.map { _ in UInt64(0) }
             for done in written { done(outcome) }
         }
         channel.writeAndFlush(out, promise: promise)

@@ -55,19 +55,14 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the drivers this binary has, one per line, and exit.")
     var listDrivers = false
 
+    /// Checks what was given. What is required is checked in `run()`: ArgumentParser also validates this
+    /// command when one of its subcommands (`node`) runs, which takes none of it.
     func validate() throws {
         if listDrivers { return }
-        guard workload != nil else {
-            throw ValidationError("give a workload file, e.g. benchmarks/tcp/workloads/1kb-1p-1c-max.yaml")
-        }
-        guard let driver else {
-            throw ValidationError("--driver is required: \(BenchDrivers.registry.names.joined(separator: ", "))")
-        }
-        guard BenchDrivers.registry.names.contains(driver) else {
+        if let driver, !BenchDrivers.registry.names.contains(driver) {
             throw ValidationError(
                 "unknown driver '\(driver)'; known: \(BenchDrivers.registry.names.joined(separator: ", "))")
         }
-        guard server != nil else { throw ValidationError("--server HOST:PORT is required") }
         if let rate, rate < 0 { throw ValidationError("--rate must be 0 (max) or more messages per second") }
         for setting in settings where !setting.contains("=") {
             throw ValidationError("--set '\(setting)': expected KEY=VALUE")
@@ -79,7 +74,13 @@ struct BenchCommand: AsyncParsableCommand {
             print(BenchDrivers.registry.names.joined(separator: "\n"))
             return
         }
-        guard let path = workload, let driverName = driver, let server else { throw ExitCode.validationFailure }
+        guard let path = workload else {
+            throw ValidationError("give a workload file, e.g. benchmarks/tcp/workloads/1kb-1p-1c-max.yaml")
+        }
+        guard let driverName = driver else {
+            throw ValidationError("--driver is required: \(BenchDrivers.registry.names.joined(separator: ", "))")
+        }
+        guard let server else { throw ValidationError("--server HOST:PORT is required") }
         var workload = try Workload.load(path: path)
         if let rate { workload.producerRate = rate }
         if fireAndForget { workload.fireAndForget = true }
