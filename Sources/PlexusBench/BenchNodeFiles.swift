@@ -96,7 +96,7 @@ public struct BenchNodeFiles: Sendable, Equatable {
         if retentionBytes > 0 { topics += ", defaultRetentionBytes: \(retentionBytes)" }
         topics += "}"
         let node = """
-            # Written by `plexus bench node`: every listener on a free 127.0.0.1 port taken for this run.
+            # Written by `plexus bench --write-node`: every listener on a free 127.0.0.1 port taken for this run.
             node: {id: bench, dataDirectory: \(directory)/data}
             admin: {host: 127.0.0.1, port: \(ports[0])}
             topics: \(topics)
@@ -217,7 +217,7 @@ public struct BenchNodeFiles: Sendable, Equatable {
 }
 
 extension BenchNodeFiles {
-    /// Shell assignments for a run script (`eval "$(plexus bench node …)"`): `admin_port=…`, one
+    /// Shell assignments for a run script (`eval "$(plexus bench --write-node DIR …)"`): `admin_port=…`, one
     /// `port_<plugin>=…` per plugin listener (dashes as underscores), and `listeners="owner:port …"`.
     public var shellAssignments: String {
         var lines = ["node_dir='\(directory)'", "node_config='\(directory)/plexus.yaml'", "admin_port=\(adminPort)"]

@@ -395,11 +395,12 @@ final class ClientCore: @unchecked Sendable {
             return
         }
         let promise = channel.eventLoop.makePromise(of: Void.self)
+        let completions = written
         promise.futureResult.whenComplete { result in
             let outcome: Result<UInt64, PlexusClientError> = result.mapError { error in
                 PlexusClientError(.connectionLost, "the write failed: \(error)")
             }.map { _ in UInt64(0) }
-            for done in written { done(outcome) }
+            for done in completions { done(outcome) }
         }
         channel.writeAndFlush(out, promise: promise)
     }

@@ -13,10 +13,9 @@ struct BenchCommand: AsyncParsableCommand {
             maxInFlight allows), consumers of one group per topic take the end-to-end latency from the stamp. \
             The warmup is left out of every figure. Prints a table; --json writes the full report, with a \
             per-second series, for benchmarks/tcp/report.py. Drivers: \
-            \(BenchDrivers.registry.names.joined(separator: ", ")). `plexus bench node DIR` writes a node for a \
-            benchmark with every listener on a free port.
-            """,
-        subcommands: [BenchNodeCommand.self])
+            \(BenchDrivers.registry.names.joined(separator: ", ")). `plexus bench --write-node DIR` writes a \
+            node for a benchmark with every listener on a free port instead.
+            """)
 
     @Argument(help: "The workload file (YAML): see benchmarks/tcp/workloads.")
     var workload: String?
@@ -55,10 +54,12 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the drivers this binary has, one per line, and exit.")
     var listDrivers = false
 
-    /// Checks what was given. What is required is checked in `run()`: ArgumentParser also validates this
-    /// command when one of its subcommands (`node`) runs, which takes none of it.
+    @OptionGroup(title: "Writing a benchmark node (--write-node DIR)")
+    var node: BenchNodeOptions
+
+    /// Checks what was given; what a run requires is checked in `run()`, as `--write-node` needs none of it.
     func validate() throws {
-        if listDrivers { return }
+        if listDrivers || node.writeNode != nil { return }
         if let driver, !BenchDrivers.registry.names.contains(driver) {
             throw ValidationError(
                 "unknown driver '\(driver)'; known: \(BenchDrivers.registry.names.joined(separator: ", "))")
@@ -72,6 +73,10 @@ struct BenchCommand: AsyncParsableCommand {
     func run() async throws {
         if listDrivers {
             print(BenchDrivers.registry.names.joined(separator: "\n"))
+            return
+        }
+        if let directory = node.writeNode {
+            print(try node.write(directory: directory).shellAssignments)
             return
         }
         guard let path = workload else {
@@ -106,41 +111,35 @@ struct BenchCommand: AsyncParsableCommand {
     }
 }
 
-/// `plexus bench node DIR`: writes the files of one benchmark node (manifests copied from the shipped ones,
-/// a node file) with every listener (admin, tcp-protocol, http-protocol, any plugin with a `port` key) on a
-/// free 127.0.0.1 port taken in one call, and prints the ports as shell assignments for the run scripts.
-struct BenchNodeCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "node",
-        abstract: "Write a benchmark node's manifests and node file with every listener on a free port.",
-        discussion: """
-            Prints node_dir, node_config, admin_port, port_<plugin> for each plugin listener and \
-            listeners='owner:port ...', for `eval` in a run script, which must then check that every listener \
-            accepts and every plugin is active.
-            """)
+/// `plexus bench --write-node DIR`: writes the files of one benchmark node (manifests copied from the shipped
+/// ones, a node file) with every listener (admin, tcp-protocol, http-protocol, any plugin with a `port` key)
+/// on a free 127.0.0.1 port taken in one call, and prints the ports as shell assignments for the run scripts
+/// (`node_dir`, `node_config`, `admin_port`, `port_<plugin>`, `listeners='owner:port …'`), which must then
+/// check that every listener accepts and every plugin is active.
+struct BenchNodeOptions: ParsableArguments {
+    @Option(name: .long, help: "Write a benchmark node under this directory, print its ports, and exit.")
+    var writeNode: String?
 
-    @Argument(help: "The node's directory (created): manifests/, plexus.yaml, data/.")
-    var directory: String
-
-    @Option(name: .long, help: "The shipped manifests to copy.")
+    @Option(name: .long, help: "With --write-node: the shipped manifests to copy.")
     var manifests = "plugin-manifests"
 
-    @Option(name: .long, help: "Where the plugin libraries are.")
+    @Option(name: .long, help: "With --write-node: where the plugin libraries are.")
     var pluginPath = ".build/release"
 
-    @Option(name: .long, help: "Every topic's storage (topics.defaultStorage).")
+    @Option(name: .long, help: "With --write-node: every topic's storage (topics.defaultStorage).")
     var storage = "raft-log"
 
-    @Option(name: .long, help: "topics.defaultRetentionBytes (0: none).")
+    @Option(name: .long, help: "With --write-node: topics.defaultRetentionBytes (0: none).")
     var retentionBytes = 0
 
-    @Option(name: .customLong("value"), help: "A plugin config value, PLUGIN.KEY=VALUE (repeatable).")
+    @Option(
+        name: .customLong("value"), help: "With --write-node: a plugin config value, PLUGIN.KEY=VALUE (repeatable).")
     var values: [String] = []
 
-    @Option(name: .long, help: "Copy only these manifests (by plugin name; repeatable). Default: all.")
+    @Option(name: .long, help: "With --write-node: copy only these manifests (plugin names; repeatable). Default: all.")
     var only: [String] = []
 
-    func run() throws {
+    func write(directory: String) throws -> BenchNodeFiles {
         var parsed: [String: [(key: String, yaml: String)]] = [:]
         for value in values {
             guard let equals = value.firstIndex(of: "="), let dot = value[..<equals].firstIndex(of: "."),
@@ -148,13 +147,11 @@ struct BenchNodeCommand: ParsableCommand {
             else {
                 throw ValidationError("--value '\(value)': expected PLUGIN.KEY=VALUE, e.g. raft-log.fsync=interval")
             }
-            let plugin = String(value[..<dot])
-            parsed[plugin, default: []].append(
+            parsed[String(value[..<dot]), default: []].append(
                 (String(value[value.index(after: dot)..<equals]), String(value[value.index(after: equals)...])))
         }
-        let node = try BenchNodeFiles.write(
+        return try BenchNodeFiles.write(
             directory: directory, manifestDirectory: manifests, pluginSearchPath: pluginPath, storage: storage,
             retentionBytes: retentionBytes, values: parsed, only: Set(only))
-        print(node.shellAssignments)
     }
 }
