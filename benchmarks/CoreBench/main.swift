@@ -286,6 +286,8 @@ func manyTopics(count: Int) throws -> ManyTopics {
             }
         }
         for _ in 0..<256 { window.wait() }
+        // Back to its initial value: libdispatch traps when a semaphore is released below it.
+        for _ in 0..<256 { window.signal() }
         guard failures.load(ordering: .relaxed) == 0 else {
             throw LocalClient.Failure(
                 status: PX_ERR_UNAVAILABLE.status,
@@ -347,11 +349,10 @@ print(
     "baseline: \(crossings / options.events) raw ABI calls per event (a C plugin's no-op through a function pointer)"
 )
 func pad(_ text: String, _ width: Int) -> String { text.padding(toLength: width, withPad: " ", startingAt: 0) }
+func right(_ text: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - text.count)) + text }
 print(
-    pad("row", 34)
-        + String(
-            format: "%14@ %14@ %10@ %14@ %12@", "events/s" as NSString, "target" as NSString,
-            "/ target" as NSString, "raw ABI ev/s" as NSString, "/ raw ABI" as NSString))
+    pad("row", 34) + right("events/s", 14) + right("target", 15) + right("/ target", 11) + right("raw ABI ev/s", 15)
+        + right("/ raw ABI", 13))
 for row in rows {
     print(
         pad(row.label, 34)
