@@ -67,7 +67,7 @@ struct BenchNodeFilesTests {
 
     @Test func addsAValuesBlockAtTheEndOfConfig() throws {
         let edited = try BenchNodeFiles.applying([("port", "4321")], to: Self.tcp, manifest: "tcp.yaml")
-        #expect(edited.contains("        description: The port to listen on.\n  values:\n    port: 4321\noperations:"))
+        #expect(edited.contains("      description: The port to listen on.\n  values:\n    port: 4321\noperations:"))
         let raft = try BenchNodeFiles.applying([("fsync", "never")], to: Self.raftLog, manifest: "raft.yaml")
         #expect(raft.contains("      default: \"\"\n  values:\n    fsync: never\ndeadlines:"))
     }
