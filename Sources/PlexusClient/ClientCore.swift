@@ -280,7 +280,8 @@ final class ClientCore: @unchecked Sendable {
     /// Stages events for `topic`; they go out with the loop's next turn, in one frame with other events
     /// staged meanwhile. Any thread.
     /// - Returns: why the events were refused at once (invalid, not connected), in which case `completion` is
-    ///   never called; `nil` when they were staged. `completion` (nil for `noAck`) gets the server's answer.
+    ///   never called; `nil` when they were staged. `completion` gets the server's answer; for
+    ///   `noAck` it runs (with offset 0) once the frame was written to the socket, or with the write's failure.
     func publish(topic: String, events: [CloudEvent], noAck: Bool, completion: PublishCompletion?)
         -> PlexusClientError?
     {
@@ -367,6 +368,8 @@ final class ClientCore: @unchecked Sendable {
             return
         }
         var out = channel.allocator.buffer(capacity: batches.reduce(64) { $0 + 32 + $1.events.readableBytes })
+        // Fire-and-forget publishes that asked to hear when they were written: completed by this write's promise.
+        var written: [PublishCompletion] = []
         for var batch in batches where batch.count > 0 {
             let id = nextID
             nextID += 1
@@ -374,7 +377,11 @@ final class ClientCore: @unchecked Sendable {
                 try FrameCodec.encodePublish(
                     id: id, topic: batch.topic, noAck: batch.noAck, count: batch.count, events: &batch.events,
                     into: &out)
-                if !batch.completions.isEmpty { publishes[id] = batch.completions }
+                if batch.noAck {
+                    written += batch.completions.map { $0.done }
+                } else if !batch.completions.isEmpty {
+                    publishes[id] = batch.completions
+                }
             } catch {
                 let failure = PlexusClientError(.invalidArgument, "\(error)")
                 for entry in batch.completions { entry.done(.failure(failure)) }
@@ -383,7 +390,19 @@ final class ClientCore: @unchecked Sendable {
         if !acks.isEmpty { try? FrameCodec.encode(Frame(.ack(deliveries: acks)), into: &out) }
         for frame in frames { try? FrameCodec.encode(frame, into: &out) }
         lastSent = Self.now()
-        channel.writeAndFlush(out, promise: nil)
+        guard !written.isEmpty else {
+            channel.writeAndFlush(out, promise: nil)
+            return
+        }
+        let promise = channel.eventLoop.makePromise(of: Void.self)
+        let completions = written
+        promise.futureResult.whenComplete { result in
+            let outcome: Result<UInt64, PlexusClientError> = result.mapError { error in
+                PlexusClientError(.connectionLost, "the write failed: \(error)")
+            }.map { _ in UInt64(0) }
+            for done in completions { done(outcome) }
+        }
+        channel.writeAndFlush(out, promise: promise)
     }
 
     // MARK: Subscriptions

@@ -72,6 +72,26 @@ public final class PlexusClient: Sendable {
         if let refusal = core.publish(topic: topic, events: events, noAck: true, completion: nil) { throw refusal }
     }
 
+    /// Publishes fire-and-forget, like `publishWithoutAck(topic:_:)`, and calls `written` once the frame
+    /// carrying the events has been written to the socket (NIO's write promise succeeded: the bytes are in
+    /// the kernel's socket buffer, not yet read by the server), with `nil`; or with why it was not written
+    /// (refused at once, not connected, the write failed). This is when a NATS client's publish is done.
+    /// - Important: `written` runs exactly once, on the client's event loop or on the caller's thread for a
+    ///   refusal; it must not block.
+    public func publishWithoutAck(
+        topic: String, _ events: [CloudEvent], written: @escaping @Sendable (PlexusClientError?) -> Void
+    ) {
+        let refusal = core.publish(
+            topic: topic, events: events, noAck: true,
+            completion: { result in
+                switch result {
+                case .success: written(nil)
+                case .failure(let error): written(error)
+                }
+            })
+        if let refusal { written(refusal) }
+    }
+
     /// Subscribes; `handler` runs on the client's event loop for each delivery (keep it short) and must
     /// `ack()` or `nack()` each one, then or later.
     /// - Throws: `PlexusClientError` when not connected or the server refuses.

@@ -13,7 +13,8 @@ struct BenchCommand: AsyncParsableCommand {
             maxInFlight allows), consumers of one group per topic take the end-to-end latency from the stamp. \
             The warmup is left out of every figure. Prints a table; --json writes the full report, with a \
             per-second series, for benchmarks/tcp/report.py. Drivers: \
-            \(BenchDrivers.registry.names.joined(separator: ", ")).
+            \(BenchDrivers.registry.names.joined(separator: ", ")). `plexus bench --write-node DIR` writes a \
+            node for a benchmark with every listener on a free port instead.
             """)
 
     @Argument(help: "The workload file (YAML): see benchmarks/tcp/workloads.")
@@ -53,19 +54,16 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the drivers this binary has, one per line, and exit.")
     var listDrivers = false
 
+    @OptionGroup(title: "Writing a benchmark node (--write-node DIR)")
+    var node: BenchNodeOptions
+
+    /// Checks what was given; what a run requires is checked in `run()`, as `--write-node` needs none of it.
     func validate() throws {
-        if listDrivers { return }
-        guard workload != nil else {
-            throw ValidationError("give a workload file, e.g. benchmarks/tcp/workloads/1kb-1p-1c-max.yaml")
-        }
-        guard let driver else {
-            throw ValidationError("--driver is required: \(BenchDrivers.registry.names.joined(separator: ", "))")
-        }
-        guard BenchDrivers.registry.names.contains(driver) else {
+        if listDrivers || node.writeNode != nil { return }
+        if let driver, !BenchDrivers.registry.names.contains(driver) {
             throw ValidationError(
                 "unknown driver '\(driver)'; known: \(BenchDrivers.registry.names.joined(separator: ", "))")
         }
-        guard server != nil else { throw ValidationError("--server HOST:PORT is required") }
         if let rate, rate < 0 { throw ValidationError("--rate must be 0 (max) or more messages per second") }
         for setting in settings where !setting.contains("=") {
             throw ValidationError("--set '\(setting)': expected KEY=VALUE")
@@ -77,7 +75,17 @@ struct BenchCommand: AsyncParsableCommand {
             print(BenchDrivers.registry.names.joined(separator: "\n"))
             return
         }
-        guard let path = workload, let driverName = driver, let server else { throw ExitCode.validationFailure }
+        if let directory = node.writeNode {
+            print(try node.write(directory: directory).shellAssignments)
+            return
+        }
+        guard let path = workload else {
+            throw ValidationError("give a workload file, e.g. benchmarks/tcp/workloads/1kb-1p-1c-max.yaml")
+        }
+        guard let driverName = driver else {
+            throw ValidationError("--driver is required: \(BenchDrivers.registry.names.joined(separator: ", "))")
+        }
+        guard let server else { throw ValidationError("--server HOST:PORT is required") }
         var workload = try Workload.load(path: path)
         if let rate { workload.producerRate = rate }
         if fireAndForget { workload.fireAndForget = true }
@@ -100,5 +108,50 @@ struct BenchCommand: AsyncParsableCommand {
         if let json {
             try ReportFormatter.json(report).write(to: URL(fileURLWithPath: json))
         }
+    }
+}
+
+/// `plexus bench --write-node DIR`: writes the files of one benchmark node (manifests copied from the shipped
+/// ones, a node file) with every listener (admin, tcp-protocol, http-protocol, any plugin with a `port` key)
+/// on a free 127.0.0.1 port taken in one call, and prints the ports as shell assignments for the run scripts
+/// (`node_dir`, `node_config`, `admin_port`, `port_<plugin>`, `listeners='owner:port …'`), which must then
+/// check that every listener accepts and every plugin is active.
+struct BenchNodeOptions: ParsableArguments {
+    @Option(name: .long, help: "Write a benchmark node under this directory, print its ports, and exit.")
+    var writeNode: String?
+
+    @Option(name: .long, help: "With --write-node: the shipped manifests to copy.")
+    var manifests = "plugin-manifests"
+
+    @Option(name: .long, help: "With --write-node: where the plugin libraries are.")
+    var pluginPath = ".build/release"
+
+    @Option(name: .long, help: "With --write-node: every topic's storage (topics.defaultStorage).")
+    var storage = "raft-log"
+
+    @Option(name: .long, help: "With --write-node: topics.defaultRetentionBytes (0: none).")
+    var retentionBytes = 0
+
+    @Option(
+        name: .customLong("value"), help: "With --write-node: a plugin config value, PLUGIN.KEY=VALUE (repeatable).")
+    var values: [String] = []
+
+    @Option(name: .long, help: "With --write-node: copy only these manifests (plugin names; repeatable). Default: all.")
+    var only: [String] = []
+
+    func write(directory: String) throws -> BenchNodeFiles {
+        var parsed: [String: [(key: String, yaml: String)]] = [:]
+        for value in values {
+            guard let equals = value.firstIndex(of: "="), let dot = value[..<equals].firstIndex(of: "."),
+                dot != value.startIndex
+            else {
+                throw ValidationError("--value '\(value)': expected PLUGIN.KEY=VALUE, e.g. raft-log.fsync=interval")
+            }
+            parsed[String(value[..<dot]), default: []].append(
+                (String(value[value.index(after: dot)..<equals]), String(value[value.index(after: equals)...])))
+        }
+        return try BenchNodeFiles.write(
+            directory: directory, manifestDirectory: manifests, pluginSearchPath: pluginPath, storage: storage,
+            retentionBytes: retentionBytes, values: parsed, only: Set(only))
     }
 }

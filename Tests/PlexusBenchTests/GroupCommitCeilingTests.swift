@@ -32,4 +32,24 @@ struct GroupCommitCeilingTests {
             "\(error)".contains("/nonexistent-dir/x")
         }
     }
+
+    @Test("the groupings tried for a window: the window, then powers of two below it, largest first")
+    func groupings() {
+        #expect(GroupCommitCeiling.groupings(window: 1) == [1])
+        #expect(GroupCommitCeiling.groupings(window: 0) == [1])
+        #expect(GroupCommitCeiling.groupings(window: 16) == [16, 8, 4, 2])
+        #expect(GroupCommitCeiling.groupings(window: 128) == [128, 64, 32, 16])
+        #expect(GroupCommitCeiling.groupings(window: 100) == [100, 64, 32, 16])
+        #expect(GroupCommitCeiling.groupings(window: 3, limit: 8) == [3, 2, 1])
+    }
+
+    @Test("the best grouping is measured independently and is one of those tried")
+    func best() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("best-\(getpid()).log").path
+        let best = try GroupCommitCeiling.best(window: 8, entryBytes: 1100, path: path, seconds: 0.4)
+        #expect(GroupCommitCeiling.groupings(window: 8).contains(best.grouping))
+        #expect(best.measurement.syncs > 0)
+        #expect(best.measurement.eventsPerSecond > 0)
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
 }

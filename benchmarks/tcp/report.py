@@ -46,13 +46,35 @@ def run_name(report):
     return f"{report['label']} @ {target}"
 
 
+def consume_trend(report):
+    """Consume rate in the last third of the measured window over the first third (None if too short).
+
+    A consumer that falls behind a growing backlog shows as a trend well below 1: its rate collapses while
+    the publisher goes on (the per-second series is also plotted)."""
+    warmup = report["workload"]["warmupSeconds"]
+    end = warmup + report["workload"]["durationSeconds"]
+    measured = [p["consumed"] for p in report.get("series", []) if warmup <= p["second"] < end]
+    third = len(measured) // 3
+    if third < 1:
+        return None
+    first, last = sum(measured[:third]) / third, sum(measured[-third:]) / third
+    return last / first if first else None
+
+
 def table(reports, comparisons):
-    header = ["run", "published", "consumed", "pub p50", "pub p99", "pub p99.9", "pub max",
-              "e2e p50", "e2e p99", "e2e p99.9", "e2e max", "errors"]
+    header = ["run", "published", "consumed", "cons/pub", "cons trend", "pub p50", "pub p99", "pub p99.9",
+              "pub max", "e2e p50", "e2e p99", "e2e p99.9", "e2e max", "errors"]
     rows = [header]
+    collapses = []
     for r in reports:
         p, e = r["publishLatency"], r["endToEndLatency"]
-        rows.append([run_name(r), rate(r["publishRate"]), rate(r["consumeRate"]),
+        ratio = r["consumeRate"] / r["publishRate"] if r["publishRate"] else 0
+        trend = consume_trend(r)
+        trend_cell = "n/a" if trend is None else f"{trend:.2f}" + (" COLLAPSE" if trend < 0.5 else "")
+        if (trend is not None and trend < 0.5) or ratio < 0.9:
+            collapses.append(f"{run_name(r)}: consumed {ratio:.2f} of the publish rate"
+                             + ("" if trend is None else f", consume rate in the last third {trend:.2f}× the first"))
+        rows.append([run_name(r), rate(r["publishRate"]), rate(r["consumeRate"]), f"{ratio:.2f}", trend_cell,
                      micros(p["p50"]), micros(p["p99"]), micros(p["p99_9"]), micros(p["max"]),
                      micros(e["p50"]), micros(e["p99"]), micros(e["p99_9"]), micros(e["max"]),
                      str(r["publishErrors"] + r["consumerErrors"])])
@@ -65,7 +87,17 @@ def table(reports, comparisons):
     if reports:
         print(f"\nmachine: {reports[0]['machine']}; latencies from the send stamp, warmup excluded; "
               "'max' runs show queueing at saturation, the half-rate runs the latency under load.")
+    print("cons/pub: consume rate over publish rate; cons trend: consume rate in the last third of the measured "
+          "window over the first (below 0.5: COLLAPSE behind a backlog).")
+    print("rows ending in -batched: the Plexus client coalesced concurrent publishes, up to 512 events per "
+          "PUBLISH frame (BATCHED, not like for like); every other Plexus row: one event per frame.")
+    for line in collapses:
+        print(f"consumers fell behind: {line}")
+    seen = set()
     for r in reports:
+        if r["label"] not in seen and r.get("semantics"):
+            seen.add(r["label"])
+            print(f"what {r['label']} measures: {r['semantics']}")
         for note in r.get("notes", []):
             print(f"note: {run_name(r)}: {note}")
     if comparisons:
@@ -75,6 +107,8 @@ def table(reports, comparisons):
         for phase in ("max", "half"):
             ra = [r for r in reports if r["label"] == a and r["_phase"] == phase]
             rb = [r for r in reports if r["label"] == b and r["_phase"] == phase]
+            if phase == "half" and not ra and a.endswith("-batched"):
+                continue  # the batched rows run at max rate only
             if not ra or not rb:
                 missing = a if not ra else b
                 print(f"  {a} vs {b} ({phase}): no {missing} result, nothing compared")
@@ -85,6 +119,7 @@ def table(reports, comparisons):
                 return f"{x / y:.2f}×" if y else "n/a"
 
             print(f"  {a} vs {b} ({phase}): publish rate {ratio(ra['publishRate'], rb['publishRate'])}, "
+                  f"consume rate {ratio(ra['consumeRate'], rb['consumeRate'])}, "
                   f"publish p99 {ratio(ra['publishLatency']['p99'], rb['publishLatency']['p99'])}, "
                   f"e2e p50 {ratio(ra['endToEndLatency']['p50'], rb['endToEndLatency']['p50'])}, "
                   f"e2e p99 {ratio(ra['endToEndLatency']['p99'], rb['endToEndLatency']['p99'])}")

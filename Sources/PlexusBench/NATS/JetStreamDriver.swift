@@ -6,8 +6,9 @@ import Synchronization
 /// (explicit ack policy) by publishing an empty message to its `$JS.ACK…` reply subject.
 ///
 /// A PubAck means the message is in the stream's file store, written but not fsynced per message: the
-/// server syncs its blocks in the background (every 60 s by default in 2.9). With `fireAndForget` a publish
-/// goes without a reply subject and completes when written. Keys are ignored.
+/// server syncs its blocks lazily in the background, every 2 minutes by default (`defaultSyncInterval` in
+/// its filestore.go; Debian's 2.9 has no `sync_interval` option to change it). With `fireAndForget` a
+/// publish goes without a reply subject and completes when written. Keys are ignored.
 public final class JetStreamDriver: BenchDriver {
     public let name = "jetstream"
     private let options: DriverOptions

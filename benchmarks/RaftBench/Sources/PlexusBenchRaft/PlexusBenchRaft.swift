@@ -14,9 +14,10 @@ struct PlexusBenchRaft: AsyncParsableCommand {
         abstract: "Replicated raft-log against etcd 3.4, the single member against the disk, and leader failover.",
         discussion: """
             Sections: durable (three Plexus members vs three etcd members, 1 KiB acknowledged writes at each \
-            concurrency), single (one member end to end over TCP vs raw pwrite+fdatasync with the same bytes per \
-            sync), failover (kill -9 of the leader, time to the next acknowledged write). Every server listens \
-            on 127.0.0.1 and is killed when the benchmark ends, however it ends.
+            concurrency), single (one member end to end over TCP vs raw pwrite+fdatasync at its best grouping \
+            for the same window, measured on its own), failover (kill -9 of the leader, time to the next \
+            acknowledged write). Every server listens on 127.0.0.1 and is killed when the benchmark ends, \
+            however it ends.
             """)
 
     @Option(help: "The plexus binary.") var plexus: String

@@ -7,8 +7,9 @@ public func benchPayload(size: Int) -> [UInt8] {
 }
 
 /// Plexus over its TCP protocol: one `PlexusClient` connection, each write an acknowledged publish of one
-/// CloudEvent with the payload as data (the client pipelines concurrent publishes and batches those issued
-/// together into one frame, as any Plexus producer does).
+/// CloudEvent with the payload as data, pipelined, **one event per `PUBLISH` frame** (the client's coalescing
+/// of concurrent publishes into one frame is off unless `coalesce` is asked for), as etcd gets one put per
+/// request.
 public struct PlexusWriteTarget: WriteTarget {
     public let client: PlexusClient
     public let topic: String
@@ -23,13 +24,16 @@ public struct PlexusWriteTarget: WriteTarget {
 
     /// Connects to `host:port` without reconnecting (a lost connection fails the level instead of hiding).
     ///
+    /// - Parameter coalesce: `true` lets the client pack concurrent publishes into one frame (batched, not
+    ///   like for like with etcd); `false`, the default, sends one event per frame.
     /// - Throws: `PlexusClientError` when the node cannot be reached.
-    public static func connect(host: String, port: Int, name: String, reconnect: Bool = false) async throws
-        -> PlexusClient
-    {
+    public static func connect(
+        host: String, port: Int, name: String, reconnect: Bool = false, coalesce: Bool = false
+    ) async throws -> PlexusClient {
         var config = ClientConfiguration(
             host: host, port: port, name: name, connectTimeout: .seconds(10), reconnect: reconnect)
         config.requestTimeout = .seconds(10)
+        if !coalesce { config.maxBatchEvents = 1 }
         return try await PlexusClient.connect(config)
     }
 

@@ -53,6 +53,9 @@ public struct RaftBenchReport: Codable, Sendable {
         public var eventsPerFsync: Double
         public var entryBytes: Int
         public var ceilingEventsPerSecond: Double
+        /// The raw loop's best grouping for the window (events per fdatasync); the ceiling is measured on its
+        /// own, not at the node's `eventsPerFsync`.
+        public var ceilingEventsPerFsync: Int = 0
         public var rawFsyncMicros: Double
         /// Plexus over ceiling, the median of the rounds' ratios (target ≥ 0.70).
         public var ratio: Double
