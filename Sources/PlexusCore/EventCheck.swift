@@ -12,6 +12,48 @@ public enum EventCheck {
     /// when the count says so.
     public static func invalidReason(_ event: UnsafePointer<px_event>) -> String? {
         let e = event.pointee
+        // The common case first, without building a message: every text present and well-formed.
+        if isPlainText(e.id), isPlainText(e.source), isPlainText(e.type), e.id.len > 0, e.source.len > 0,
+            e.type.len > 0, equals(e.specversion, "1.0"), isPlainText(e.datacontenttype),
+            isPlainText(e.dataschema), isPlainText(e.subject), isPlainText(e.time),
+            e.data.ptr != nil || e.data.len == 0, Int(bitPattern: UInt(e.data.len)) >= 0,
+            extensionsAreSound(e)
+        {
+            return nil
+        }
+        return reason(e)
+    }
+
+    /// Whether a `px_str` is absent, or present with a pointer, a length that fits, and ASCII or UTF-8 text.
+    @inline(__always)
+    static func isPlainText(_ s: px_str) -> Bool {
+        guard let ptr = s.ptr else { return s.len == 0 }
+        guard Int(bitPattern: UInt(s.len)) >= 0 else { return false }
+        let bytes = UnsafeRawBufferPointer(start: ptr, count: s.len)
+        for byte in bytes where byte >= 0x80 { return textProblem(s, name: "") == nil }
+        return true
+    }
+
+    /// Whether every extension is well-formed, with a lower-case name of 1 to 20 letters or digits.
+    static func extensionsAreSound(_ e: px_event) -> Bool {
+        let count = e.extension_count
+        if count == 0 { return true }
+        guard Int(bitPattern: UInt(count)) >= 0, count <= 1 << 16, let pairs = e.extensions else { return false }
+        for index in 0..<count {
+            let pair = pairs[index]
+            guard let key = pair.key.ptr, pair.key.len > 0, pair.key.len <= 20, isPlainText(pair.value) else {
+                return false
+            }
+            for byte in UnsafeRawBufferPointer(start: key, count: pair.key.len)
+            where !((97...122).contains(byte) || (48...57).contains(byte)) {
+                return false
+            }
+        }
+        return true
+    }
+
+    /// The reason an event that failed the quick check is refused.
+    static func reason(_ e: px_event) -> String? {
         let required: [(String, px_str)] = [("id", e.id), ("source", e.source), ("type", e.type)]
         for (name, value) in required {
             if let problem = textProblem(value, name: "attribute '\(name)'") { return problem }

@@ -8,8 +8,17 @@ enum ABIStruct {
     /// The smallest size `name` had in any published minor version: the smallest the kernel accepts.
     /// A struct no published version has (a programming error) accepts only the current size.
     static func minimumSize(_ name: String, known: Int) -> Int {
-        ABISizes.byMinor.values.compactMap { $0[name] }.min() ?? known
+        minimumSizes[name] ?? known
     }
+
+    /// Every struct's smallest published size, computed once.
+    private static let minimumSizes: [String: Int] = {
+        var sizes: [String: Int] = [:]
+        for table in ABISizes.byMinor.values {
+            for (name, size) in table { sizes[name] = min(sizes[name] ?? size, size) }
+        }
+        return sizes
+    }()
 
     /// The size `name` had in ABI 1.`minor`, or `nil` when that version did not have it.
     static func size(_ name: String, minor: UInt16) -> Int? { ABISizes.byMinor[minor]?[name] }
@@ -19,7 +28,12 @@ enum ABIStruct {
     ///   - name: the C type name (`px_event`), to find its published sizes.
     ///   - known: this kernel's size of the type.
     ///   - what: how the error names the struct ("event 3", "the subscription spec").
-    static func sizeProblem(_ size: UInt32, of name: String, known: Int, what: String) -> String? {
+    static func sizeProblem(
+        _ size: UInt32, of name: String, known: Int, what: @autoclosure () -> String
+    ) -> String? {
+        // The common case: a plugin built against this kernel's own header.
+        if Int(size) == known { return nil }
+        let what = what()
         if Int(size) > known {
             return "\(what) has struct_size \(size), larger than the \(known) bytes this kernel knows "
                 + "(ABI \(PX_ABI_VERSION_MAJOR).\(PX_ABI_VERSION_MINOR)); the plugin was built against a newer ABI"

@@ -40,8 +40,8 @@ public final class LocalClient: Sendable {
     }
 
     private final class HandlerBox: Sendable {
-        let handler: @Sendable (Delivery) -> Void
-        init(_ handler: @escaping @Sendable (Delivery) -> Void) { self.handler = handler }
+        let handler: @Sendable (UnsafePointer<px_delivery>) -> Void
+        init(_ handler: @escaping @Sendable (UnsafePointer<px_delivery>) -> Void) { self.handler = handler }
     }
 
     private final class PublishBox: Sendable {
@@ -54,8 +54,16 @@ public final class LocalClient: Sendable {
     public func publish(
         _ topic: String, _ events: [CloudEvent], completion: @escaping @Sendable (Result<UInt64, Failure>) -> Void
     ) throws {
+        try publish(topic, batch: CEventBatch(events), completion: completion)
+    }
+
+    /// Publishes events already laid out in C (as a protocol plugin lays them over its receive buffer); the
+    /// batch may be published again.
+    /// - Throws: `Failure` when the kernel refuses the batch outright (then `completion` never runs).
+    public func publish(
+        _ topic: String, batch: CEventBatch, completion: @escaping @Sendable (Result<UInt64, Failure>) -> Void
+    ) throws {
         let box = Unmanaged.passRetained(PublishBox(completion))
-        let batch = CEventBatch(events)
         let (status, message) = withExtendedLifetime(batch) {
             withPXStr(topic) { topicStr in
                 ErrorBuffer.with { err in
@@ -94,9 +102,28 @@ public final class LocalClient: Sendable {
         return try outcome.get()
     }
 
-    /// Subscribes; `handler` gets each delivery (on a kernel thread) and must `ack` or `nack` it.
+    /// Subscribes; `handler` gets each delivery (on a kernel thread), copied out of the kernel's borrowed
+    /// one, and must `ack` or `nack` it.
     public func subscribe(
         topic: String, group: String, options: Options = Options(), handler: @escaping @Sendable (Delivery) -> Void
+    ) throws -> UInt64 {
+        try subscribe(topic: topic, group: group, options: options) { (delivery: UnsafePointer<px_delivery>) in
+            guard let record = delivery.pointee.record, let event = record.pointee.event else { return }
+            handler(
+                Delivery(
+                    deliveryID: delivery.pointee.delivery_id, subscriptionID: delivery.pointee.subscription_id,
+                    attempt: delivery.pointee.attempt, offset: record.pointee.offset,
+                    topic: delivery.pointee.topic.string, event: CloudEvent(copying: event)))
+        }
+    }
+
+    /// Subscribes; `handler` gets each delivery as the kernel lends it, as a plugin's `px_deliver_fn` does,
+    /// and must `ack(deliveryID:)` or `nack` it.
+    ///
+    /// - Important: The delivery and everything it points at are valid only during the call.
+    public func subscribe(
+        topic: String, group: String, options: Options = Options(),
+        borrowing handler: @escaping @Sendable (UnsafePointer<px_delivery>) -> Void
     ) throws -> UInt64 {
         let box = Unmanaged.passRetained(HandlerBox(handler))
         var options = options
@@ -105,14 +132,8 @@ public final class LocalClient: Sendable {
         let (status, message) = options.withSpec(topic: topic) { spec in
             spec.user = box.toOpaque()
             spec.deliver = { user, delivery in
-                guard let user, let delivery, let record = delivery.pointee.record, let event = record.pointee.event
-                else { return }
-                Unmanaged<HandlerBox>.fromOpaque(user).takeUnretainedValue().handler(
-                    Delivery(
-                        deliveryID: delivery.pointee.delivery_id, subscriptionID: delivery.pointee.subscription_id,
-                        attempt: delivery.pointee.attempt, offset: record.pointee.offset,
-                        topic: delivery.pointee.topic.string,
-                        event: CloudEvent(copying: event)))
+                guard let user, let delivery else { return }
+                Unmanaged<HandlerBox>.fromOpaque(user).takeUnretainedValue().handler(delivery)
             }
             return ErrorBuffer.with { err in
                 (HostServices.api.pointee.subscribe(context.handle, &spec, &id, err), ErrorBuffer.text(err))
@@ -124,6 +145,12 @@ public final class LocalClient: Sendable {
         }
         handlers.withLock { $0[id] = box }
         return id
+    }
+
+    /// Acknowledges a delivery by its id.
+    @discardableResult
+    public func ack(deliveryID: UInt64) -> px_status {
+        HostServices.api.pointee.ack(context.handle, deliveryID)
     }
 
     /// Ends a subscription; after it returns its handler does not run (unless called from the handler).

@@ -278,6 +278,8 @@ final class DeliveryEngine: Sendable {
 
     private struct State {
         var groups: [GroupKey: ConsumerGroup] = [:]
+        /// The groups of each topic, to wake them when it grows (one lookup per publish, not a scan).
+        var byTopic: [String: [ConsumerGroup]] = [:]
         var byID: [UInt64: ConsumerGroup] = [:]
         /// subscription id -> (group, owner)
         var subscriptions: [UInt64: (group: ConsumerGroup, owner: ObjectIdentifier)] = [:]
@@ -357,7 +359,9 @@ final class DeliveryEngine: Sendable {
                 storage: target.binding,
                 stream: target.stream, clock: clock, metrics: metrics, publish: publish)
             s.nextGroupID += 1
+            if let replaced = s.groups[key] { s.byTopic[topic]?.removeAll { $0 === replaced } }
             s.groups[key] = made
+            s.byTopic[topic, default: []].append(made)
             s.byID[made.id] = made
             s.subscriptions[id] = (made, owner)
             return (made, true, id)
@@ -409,7 +413,7 @@ final class DeliveryEngine: Sendable {
     }
 
     func notify(topic: String) {
-        let groups = state.withLock { $0.groups.filter { $0.key.topic == topic }.map(\.value) }
+        let groups = state.withLock { $0.byTopic[topic] ?? [] }
         for group in groups { group.notify() }
     }
 
@@ -417,7 +421,11 @@ final class DeliveryEngine: Sendable {
     func closeGroups(on binding: StorageBinding) {
         let closing = state.withLock { s -> [ConsumerGroup] in
             let mine = s.groups.filter { $0.value.storage === binding }
-            for key in mine.keys { s.groups[key] = nil }
+            for (key, group) in mine {
+                s.groups[key] = nil
+                s.byTopic[key.topic]?.removeAll { $0 === group }
+                if s.byTopic[key.topic]?.isEmpty == true { s.byTopic[key.topic] = nil }
+            }
             return Array(mine.values)
         }
         for group in closing { group.close() }
