@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import PlexusABI
 import Synchronization
 import Testing
 
@@ -146,14 +147,20 @@ struct FixtureNode {
 
     func remove() { try? FileManager.default.removeItem(at: root) }
 
+    /// The ABI of the current header (`Sources/PlexusABI/include/plexus.h`), which the fixtures of
+    /// `Tests/Fixtures/plugins` are built against: as text ("1.1") and as a manifest's `abi` value.
+    static let currentABI = "\(PX_ABI_VERSION_MAJOR).\(PX_ABI_VERSION_MINOR)"
+    static let currentABIYAML = "{major: \(PX_ABI_VERSION_MAJOR), minor: \(PX_ABI_VERSION_MINOR)}"
+
     /// The manifest name of a fixture: its file stem with `_` turned into `-` (`ok_minimal` → `ok-minimal`).
     static func name(_ stem: String) -> String { stem.replacingOccurrences(of: "_", with: "-") }
 
-    /// The manifest the fixture's header comment implies (version 1.0.0, kind connector, ABI 1.0), with `extra`
+    /// The manifest the fixture's header comment implies (version 1.0.0, kind connector, the current header's
+    /// ABI; a fixture of `Tests/Fixtures/abi-<version>` passes its own), with `extra`
     /// YAML appended and any of the first lines overridden.
     static func manifestText(
         fixture stem: String, name: String? = nil, version: String = "1.0.0", kind: String = "connector",
-        library: String? = nil, abi: String = "{major: 1, minor: 0}", extra: String = ""
+        library: String? = nil, abi: String = currentABIYAML, extra: String = ""
     ) -> String {
         """
         manifest: 1
@@ -178,7 +185,7 @@ struct FixtureNode {
     @discardableResult
     func writeManifest(
         fixture stem: String, name: String? = nil, version: String = "1.0.0", kind: String = "connector",
-        library: String? = nil, abi: String = "{major: 1, minor: 0}", extra: String = "", file: String? = nil
+        library: String? = nil, abi: String = currentABIYAML, extra: String = "", file: String? = nil
     ) throws -> String {
         let text = Self.manifestText(
             fixture: stem, name: name, version: version, kind: kind, library: library, abi: abi, extra: extra)

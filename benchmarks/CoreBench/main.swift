@@ -82,7 +82,7 @@ func makeNode(retentionBytes: UInt64) throws -> Kernel {
         version: 1.0.0
         kind: storage
         library: libMemoryStorage.so
-        abi: {major: 1, minor: 0}
+        abi: {major: 1, minor: 1}
         toolchain: \(Toolchain.current)
         """
     try manifest.write(to: manifests.appendingPathComponent("memory-storage.yaml"), atomically: true, encoding: .utf8)
