@@ -82,9 +82,11 @@ extension PluginContext {
             }
             if let clash = handles.values.first(where: { $0.name == name && $0.kind != kind }) {
                 throw Router.Refusal(
-                    status: PX_ERR_ALREADY_EXISTS.status, message: "metric '\(clash.name)' already exists as another kind")
+                    status: PX_ERR_ALREADY_EXISTS.status,
+                    message: "metric '\(clash.name)' already exists as another kind")
             }
-            let made = PluginMetric(kind: kind, name: name, plugin: self.name, labels: labels, metrics: services.metrics)
+            let made = PluginMetric(
+                kind: kind, name: name, plugin: self.name, labels: labels, metrics: services.metrics)
             handles[key] = made
             return made
         }
