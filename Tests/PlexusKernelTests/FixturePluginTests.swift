@@ -85,7 +85,7 @@ struct FixturePluginTests {
 
     struct FailureMode: Sendable, CustomTestStringConvertible {
         var fixture: String
-        var abi = "{major: 1, minor: 1}"
+        var abi = FixtureNode.currentABIYAML
         var extra = ""
         var code: KernelError.Code
         var phrases: [String]
@@ -108,16 +108,21 @@ struct FixturePluginTests {
                 reached: .resolved),
             FailureMode(
                 fixture: "abi_major_mismatch", code: .abiMismatch,
-                phrases: ["built against ABI 2.0", "this kernel speaks ABI 1.1", "major versions must match"],
+                phrases: [
+                    "built against ABI 2.0", "this kernel speaks ABI \(FixtureNode.currentABI)",
+                    "major versions must match",
+                ],
                 reached: .resolved),
-            // The manifest claims 1.0 like the others: the kernel must look at the descriptor itself.
+            // The manifest claims the current ABI like the others: the kernel must look at the descriptor itself.
             FailureMode(
                 fixture: "abi_minor_newer", code: .abiMismatch,
-                phrases: ["built against ABI 1.99", "newer than this kernel's 1.1"], reached: .resolved),
+                phrases: ["built against ABI 1.99", "newer than this kernel's \(FixtureNode.currentABI)"],
+                reached: .resolved),
             // A manifest that honestly says 1.99 is refused for the same reason, not for disagreeing.
             FailureMode(
                 fixture: "abi_minor_newer", abi: "{major: 1, minor: 99}", code: .abiMismatch,
-                phrases: ["built against ABI 1.99", "newer than this kernel's 1.1"], reached: .resolved),
+                phrases: ["built against ABI 1.99", "newer than this kernel's \(FixtureNode.currentABI)"],
+                reached: .resolved),
             FailureMode(
                 fixture: "struct_size_larger", code: .abiMismatch,
                 phrases: [
@@ -280,7 +285,7 @@ struct FixturePluginTests {
         var name = "ok-minimal"
         var version = "1.0.0"
         var kind = "connector"
-        var abi = "{major: 1, minor: 1}"
+        var abi = FixtureNode.currentABIYAML
         var phrase: String
         var testDescription: String { label }
     }
@@ -297,7 +302,7 @@ struct FixturePluginTests {
             Disagreement(label: "kind", kind: "[connector, protocol]", phrase: "kind: the manifest says"),
             Disagreement(
                 label: "abi", abi: "{major: 1, minor: 0}",
-                phrase: "abi: the manifest says ABI 1.0 but the library was built against 1.1"),
+                phrase: "abi: the manifest says ABI 1.0 but the library was built against \(FixtureNode.currentABI)"),
         ])
     func descriptorDisagrees(_ c: Disagreement) throws {
         try Self.withKernel(
