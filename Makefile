@@ -39,7 +39,8 @@ format:
 bench-abi: bootstrap
 	benchmarks/abi/run
 
-## In-process publish → memory storage → subscriber → ack against raw ABI calls; memory over a long run.
+## In-process publish → store → subscriber → ack (memory-storage; raft-log fsync never) against their targets and raw
+## ABI calls; 10,000 topics' threads and RSS; memory over a long run.
 bench-core: bootstrap
 	benchmarks/core/run
 

@@ -107,7 +107,7 @@ public final class LocalClient: Sendable {
     public func subscribe(
         topic: String, group: String, options: Options = Options(), handler: @escaping @Sendable (Delivery) -> Void
     ) throws -> UInt64 {
-        try subscribe(topic: topic, group: group, options: options) { (delivery: UnsafePointer<px_delivery>) in
+        try subscribeBorrowing(topic: topic, group: group, options: options) { delivery in
             guard let record = delivery.pointee.record, let event = record.pointee.event else { return }
             handler(
                 Delivery(
@@ -121,9 +121,9 @@ public final class LocalClient: Sendable {
     /// and must `ack(deliveryID:)` or `nack` it.
     ///
     /// - Important: The delivery and everything it points at are valid only during the call.
-    public func subscribe(
+    public func subscribeBorrowing(
         topic: String, group: String, options: Options = Options(),
-        borrowing handler: @escaping @Sendable (UnsafePointer<px_delivery>) -> Void
+        handler: @escaping @Sendable (UnsafePointer<px_delivery>) -> Void
     ) throws -> UInt64 {
         let box = Unmanaged.passRetained(HandlerBox(handler))
         var options = options

@@ -23,17 +23,18 @@ public final class MetricsRegistry: Sendable {
 
     /// A counter: only goes up. A final class, so that an opaque pointer handed across the C ABI can wrap it.
     public final class Counter: Sendable {
-        let exported: Prometheus.Counter
+        /// swift-prometheus's counter; `nil` for a topic-labelled family the registry exports itself.
+        let exported: Prometheus.Counter?
         /// The same total, readable (Prometheus's counter is write-only); one more relaxed atomic add.
         private let total = Atomic<UInt64>(0)
 
-        init(_ exported: Prometheus.Counter) { self.exported = exported }
+        init(_ exported: Prometheus.Counter?) { self.exported = exported }
 
         /// Adds `delta`.
         /// - Important: Any thread; lock-free.
         public func increment(by delta: UInt64 = 1) {
             total.wrappingAdd(delta, ordering: .relaxed)
-            exported.increment(by: Int64(clamping: delta))
+            exported?.increment(by: Int64(clamping: delta))
         }
 
         /// The total so far.
@@ -42,16 +43,17 @@ public final class MetricsRegistry: Sendable {
 
     /// A gauge: a value that is set. A final class, like `Counter`.
     public final class Gauge: Sendable {
-        let exported: Prometheus.Gauge
+        /// swift-prometheus's gauge; `nil` for a topic-labelled family the registry exports itself.
+        let exported: Prometheus.Gauge?
         private let bits = Atomic<UInt64>(Double.zero.bitPattern)
 
-        init(_ exported: Prometheus.Gauge) { self.exported = exported }
+        init(_ exported: Prometheus.Gauge?) { self.exported = exported }
 
         /// Sets the value.
         /// - Important: Any thread; lock-free.
         public func set(_ value: Double) {
             bits.store(value.bitPattern, ordering: .relaxed)
-            exported.set(to: value)
+            exported?.set(to: value)
         }
 
         /// The value last set.
@@ -61,15 +63,41 @@ public final class MetricsRegistry: Sendable {
     /// A histogram with fixed buckets (cumulative `_bucket{le=…}`, `_sum`, `_count`). A final class, like
     /// `Counter`.
     public final class Histogram: Sendable {
-        let exported: Prometheus.ValueHistogram
+        /// swift-prometheus's histogram; `nil` for a topic-labelled family the registry exports itself.
+        let exported: Prometheus.ValueHistogram?
+        /// Upper bounds and counts per bucket (not cumulative), sum and count: for a topic-labelled family.
+        let buckets: [Double]
+        private let local: Mutex<(counts: [UInt64], sum: Double, count: UInt64)>
 
-        init(_ exported: Prometheus.ValueHistogram) { self.exported = exported }
+        init(_ exported: Prometheus.ValueHistogram?, buckets: [Double] = []) {
+            self.exported = exported
+            self.buckets = buckets
+            self.local = Mutex((Array(repeating: 0, count: exported == nil ? buckets.count : 0), 0, 0))
+        }
 
         /// Records one observation; NaN is ignored (it would poison the sum).
         /// - Important: Any thread; takes the histogram's own short lock.
         public func record(_ value: Double) {
             guard !value.isNaN else { return }
-            exported.record(value)
+            if let exported { return exported.record(value) }
+            let index = buckets.firstIndex { value <= $0 }
+            local.withLock { h in
+                if let index { h.counts[index] += 1 }
+                h.sum += value
+                h.count += 1
+            }
+        }
+
+        /// Cumulative bucket counts, sum and count (for a topic-labelled family).
+        var snapshot: (cumulative: [UInt64], sum: Double, count: UInt64) {
+            local.withLock { h in
+                var running: UInt64 = 0
+                return (
+                    h.counts.map {
+                        running += $0; return running
+                    }, h.sum, h.count
+                )
+            }
         }
     }
 
@@ -104,7 +132,27 @@ public final class MetricsRegistry: Sendable {
         var histograms: [Key: Histogram] = [:]
         var plugins: [String: PluginMetrics] = [:]
         var detached = 0
+        /// Topic-labelled families, exported by the registry itself (see `isPerTopic`).
+        var perTopic: [String: PerTopicFamily] = [:]
     }
+
+    /// A family labelled by topic (one series per topic, or per topic and group). swift-prometheus copies a
+    /// family's whole table on every new label set, so making 10,000 topics' series through it takes time
+    /// quadratic in the topics (about a minute); the registry keeps these itself, in the same exposition.
+    private struct PerTopicFamily {
+        var help: String
+        var kind: Kind
+        var series: [(labels: [(String, String)], metric: PerTopicMetric)] = []
+    }
+
+    private enum PerTopicMetric {
+        case counter(Counter)
+        case gauge(Gauge)
+        case histogram(Histogram)
+    }
+
+    /// Whether a series belongs to a topic-labelled family.
+    private static func isPerTopic(_ labels: [(String, String)]) -> Bool { labels.contains { $0.0 == "topic" } }
 
     /// The Prometheus registry behind the handles; `/metrics` is its exposition.
     public let prometheus = PrometheusCollectorRegistry()
@@ -126,7 +174,12 @@ public final class MetricsRegistry: Sendable {
         return state.withLock { s in
             if let made = s.counters[key] { return made }
             let made: Counter
-            if let descriptor = Self.admit(&s, name, .counter, help: help, labelled: !labels.isEmpty, buckets: []) {
+            if Self.isPerTopic(labels), Self.admitPerTopic(&s, name, .counter, help: help) {
+                made = Counter(nil)
+                s.perTopic[name]!.series.append((labels, .counter(made)))
+            } else if let descriptor = Self.admit(
+                &s, name, .counter, help: help, labelled: !labels.isEmpty, buckets: [])
+            {
                 made = Counter(prometheus.makeCounter(descriptor: descriptor, labels: labels))
             } else {
                 made = Counter(detached.makeCounter(descriptor: Self.detachedName(&s), labels: []))
@@ -142,7 +195,11 @@ public final class MetricsRegistry: Sendable {
         return state.withLock { s in
             if let made = s.gauges[key] { return made }
             let made: Gauge
-            if let descriptor = Self.admit(&s, name, .gauge, help: help, labelled: !labels.isEmpty, buckets: []) {
+            if Self.isPerTopic(labels), Self.admitPerTopic(&s, name, .gauge, help: help) {
+                made = Gauge(nil)
+                s.perTopic[name]!.series.append((labels, .gauge(made)))
+            } else if let descriptor = Self.admit(&s, name, .gauge, help: help, labelled: !labels.isEmpty, buckets: [])
+            {
                 made = Gauge(prometheus.makeGauge(descriptor: descriptor, labels: labels))
             } else {
                 made = Gauge(detached.makeGauge(descriptor: Self.detachedName(&s), labels: []))
@@ -162,7 +219,10 @@ public final class MetricsRegistry: Sendable {
             if let made = s.histograms[key] { return made }
             let made: Histogram
             let sorted = buckets.filter(\.isFinite).sorted()
-            if let descriptor = Self.admit(
+            if Self.isPerTopic(labels), Self.admitPerTopic(&s, name, .histogram, help: help, buckets: sorted) {
+                made = Histogram(nil, buckets: s.families[name]?.buckets ?? sorted)
+                s.perTopic[name]!.series.append((labels, .histogram(made)))
+            } else if let descriptor = Self.admit(
                 &s, name, .histogram, help: help, labelled: !labels.isEmpty, buckets: sorted),
                 let family = s.families[name]
             {
@@ -203,6 +263,18 @@ public final class MetricsRegistry: Sendable {
         return MetricNameDescriptor(metricName: name, unitName: "", helpText: family.help)
     }
 
+    /// Like `admit`, for a topic-labelled family: true when the request fits the family (made on first use).
+    private static func admitPerTopic(
+        _ s: inout State, _ name: String, _ kind: Kind, help: String, buckets: [Double] = []
+    ) -> Bool {
+        if s.perTopic[name] == nil {
+            guard s.families[name] == nil else { return false }
+            s.families[name] = Family(kind: kind, help: help, labelled: true, buckets: buckets)
+            s.perTopic[name] = PerTopicFamily(help: help, kind: kind)
+        }
+        return s.perTopic[name]!.kind == kind
+    }
+
     private static func detachedName(_ s: inout State) -> MetricNameDescriptor {
         s.detached += 1
         return MetricNameDescriptor(metricName: "detached_\(s.detached)", unitName: "", helpText: "")
@@ -240,7 +312,48 @@ public final class MetricsRegistry: Sendable {
     }
 
     /// Every exported metric in the Prometheus text exposition format.
-    public func prometheusText() -> String { prometheus.emitToString() }
+    public func prometheusText() -> String {
+        var text = prometheus.emitToString()
+        let families = state.withLock { $0.perTopic }
+        for (name, family) in families.sorted(by: { $0.key < $1.key }) {
+            text += "# HELP \(name) \(family.help)\n# TYPE \(name) \(family.kind.rawValue)\n"
+            for (labels, metric) in family.series {
+                switch metric {
+                case .counter(let counter):
+                    text += "\(name)\(Self.render(labels)) \(counter.value)\n"
+                case .gauge(let gauge):
+                    text += "\(name)\(Self.render(labels)) \(gauge.value)\n"
+                case .histogram(let histogram):
+                    let (cumulative, sum, count) = histogram.snapshot
+                    for (bound, total) in zip(histogram.buckets, cumulative) {
+                        text += "\(name)_bucket\(Self.render(labels + [("le", "\(bound)")])) \(total)\n"
+                    }
+                    text += "\(name)_bucket\(Self.render(labels + [("le", "+Inf")])) \(count)\n"
+                    text += "\(name)_sum\(Self.render(labels)) \(sum)\n"
+                    text += "\(name)_count\(Self.render(labels)) \(count)\n"
+                }
+            }
+        }
+        return text
+    }
+
+    /// `{a="x",b="y"}` with values escaped as the text format says (backslash, quote, newline).
+    private static func render(_ labels: [(String, String)]) -> String {
+        guard !labels.isEmpty else { return "" }
+        let pairs = labels.map { key, value -> String in
+            var escaped = ""
+            for c in value {
+                switch c {
+                case "\\": escaped += "\\\\"
+                case "\"": escaped += "\\\""
+                case "\n": escaped += "\\n"
+                default: escaped.append(c)
+                }
+            }
+            return "\(key)=\"\(escaped)\""
+        }
+        return "{" + pairs.joined(separator: ",") + "}"
+    }
 }
 
 /// One plugin's own metrics: what it reports by name through the host API, in a cache of its own (so plugins

@@ -184,22 +184,29 @@ struct OlderABIPluginTests {
         #expect(byOffset == expected)
 
         // What the 1.0 storage holds reads back the same through the kernel's binding.
-        let router = try #require(kernel.services.router)
-        let target = try router.stream(for: Self.topic, create: false)
+        let target = try kernel.services.router.stream(for: Self.topic, create: false)
         #expect(target.binding.name == "abi10-storage")
         let extent = try target.binding.info(target.stream)
         #expect(extent.first == 0 && extent.next == UInt64(total))
-        let read = Mutex<[StorageBinding.Record]?>(nil)
+        // A 1.0 storage has no on_read_batch: the kernel copies its records once, as they were.
+        let read = Mutex<[(offset: UInt64, id: String, appendTime: UInt64)]?>(nil)
         let done = DispatchSemaphore(value: 0)
         target.binding.read(target.stream, from: 0, maxRecords: 100, maxBytes: 1 << 20) { result in
-            read.withLock { $0 = try? result.get().0 }
+            read.withLock { records in
+                records = (try? result.get()).map { batch in
+                    (0..<batch.count).map { index in
+                        let record = batch.record(at: index).pointee
+                        return (record.offset, record.event!.pointee.id.string, record.append_time_ns)
+                    }
+                }
+            }
             done.signal()
         }
         #expect(done.wait(timeout: .now() + 5) == .success)
         let records = try #require(read.withLock { $0 })
         #expect(records.map(\.offset) == (0..<UInt64(total)).map { $0 })
-        #expect(records.map(\.event.id) == (1...total).map { "abi10-\($0)" })
-        #expect(records.allSatisfy { $0.appendTimeNs > 0 })
+        #expect(records.map(\.id) == (1...total).map { "abi10-\($0)" })
+        #expect(records.allSatisfy { $0.appendTime > 0 })
 
         #expect(try count("abi10-storage", "beyond-end-calls") == 0, "nothing past the 1.0 table was called")
 

@@ -144,8 +144,9 @@ func run(kernel: Kernel, count: Int, sampleEvery: Int = 0, sample: @escaping @Se
     subscription.start = .latest
     // The subscriber reads each delivery as the kernel lends it (a protocol plugin encodes it into its socket
     // buffer from there) and acknowledges it.
-    let id = try client.subscribe(topic: "bench", group: "bench-\(UUID().uuidString)", options: subscription) {
-        (delivery: UnsafePointer<px_delivery>) in
+    let id = try client.subscribeBorrowing(
+        topic: "bench", group: "bench-\(UUID().uuidString)", options: subscription
+    ) { delivery in
         client.ack(deliveryID: delivery.pointee.delivery_id)
         let n = acked.wrappingAdd(1, ordering: .relaxed).newValue
         if sampleEvery > 0 && n % sampleEvery == 0 { sample(n) }
