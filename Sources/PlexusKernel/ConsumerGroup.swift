@@ -94,6 +94,9 @@ final class ConsumerGroup: Sendable {
     let publish:
         @Sendable (String, [CloudEvent], @escaping @Sendable (Result<UInt64, StorageBinding.Failure>) -> Void) -> Void
     let state = Mutex(State())
+    /// The pool loop the group's own passes (`schedulePump`) run on.
+    let loop: any EventLoop = KernelPool.next()
+    private let pumpScheduled = Atomic<Bool>(false)
 
     init(
         id: UInt64, topic: String, name: String, policy: DeliveryPolicy, filters: [(String, String)],
@@ -186,7 +189,7 @@ final class ConsumerGroup: Sendable {
         guard let deliveredAt else { return false }
         metrics.acked.increment()
         metrics.ackSeconds.record(Double(clock.now() &- deliveredAt) / 1e9)
-        pump()
+        schedulePump()
         return true
     }
 
@@ -257,7 +260,18 @@ final class ConsumerGroup: Sendable {
     // MARK: The loop
 
     /// New events may be in the stream.
-    func notify() { pump() }
+    func notify() { schedulePump() }
+
+    /// Runs `pump` soon on the group's own pool loop. Requests made before it runs share one pass, so a burst
+    /// of acknowledgements or publishes costs one plan, and publishers and subscribers do not take turns on
+    /// the group's lock.
+    func schedulePump() {
+        guard !pumpScheduled.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        loop.execute { [self] in
+            pumpScheduled.store(false, ordering: .releasing)
+            pump()
+        }
+    }
 
     /// Stops the group and lets go of every event it holds, so the storage's lent read batches are released
     /// (the storage is going away).
