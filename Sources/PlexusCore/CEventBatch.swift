@@ -103,11 +103,7 @@ public final class CEventBatch: @unchecked Sendable {
         var extensionCount = 0
         for pointer in borrowed {
             guard let e = pointer?.pointee else { continue }
-            byteCount += e.id.len + e.source.len + e.specversion.len + e.type.len + e.datacontenttype.len
-            byteCount += e.dataschema.len + e.subject.len + e.time.len + e.data.len
-            for index in 0..<e.extension_count {
-                if let pair = e.extensions?[index] { byteCount += pair.key.len + pair.value.len }
-            }
+            byteCount += EventCheck.byteCount(e)
             extensionCount += e.extension_count
         }
         count = borrowed.count

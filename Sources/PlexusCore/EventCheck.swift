@@ -119,6 +119,17 @@ public enum EventCheck {
         }
     }
 
+    /// The bytes of an event's attributes, extension names and values, and data, as they lie (what a copy of
+    /// the event needs besides its structs).
+    public static func byteCount(_ e: px_event) -> Int {
+        var total = e.id.len + e.source.len + e.specversion.len + e.type.len + e.datacontenttype.len
+        total += e.dataschema.len + e.subject.len + e.time.len + e.data.len
+        for index in 0..<e.extension_count {
+            if let pair = e.extensions?[index] { total += pair.key.len + pair.value.len }
+        }
+        return total
+    }
+
     /// Whether a present `px_str` holds exactly `text`.
     static func equals(_ s: px_str, _ text: StaticString) -> Bool {
         guard let ptr = s.ptr, s.len == text.utf8CodeUnitCount else { return false }

@@ -167,6 +167,19 @@ private let hostHistogramRecord: px_host_histogram_record = { host, name, value 
     context.metrics.record(name.string, value)
 }
 
+/// A full-size copy of a struct a plugin passed, the fields its size does not cover zero; `nil` (with the
+/// reason in `err`) when the kernel does not accept its size.
+private func widened<T>(
+    _ given: UnsafePointer<T>, _ name: String, zero: T, what: String, _ err: UnsafeMutablePointer<px_error>?
+) -> T? {
+    let size = UnsafeRawPointer(given).load(as: UInt32.self)
+    if let problem = ABIStruct.sizeProblem(size, of: name, known: MemoryLayout<T>.size, what: what) {
+        setError(err, problem)
+        return nil
+    }
+    return ABIStruct.copy(UnsafeRawPointer(given), size: Int(size), zero: zero)
+}
+
 private let hostRun: px_host_run = { host, fn, user, err in
     guard PluginContext.from(host) != nil, let fn else {
         setError(err, "run needs a host handle and a work function")
@@ -182,14 +195,9 @@ private let hostMetricCreate: px_host_metric_create = { host, spec, out, err in
         setError(err, "metric_create needs a host handle, a spec and an out pointer")
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    if let problem = ABIStruct.sizeProblem(
-        spec.pointee.struct_size, of: "px_metric_spec", known: MemoryLayout<px_metric_spec>.size,
-        what: "the metric spec")
-    {
-        setError(err, problem)
+    guard let full = widened(spec, "px_metric_spec", zero: px_metric_spec(), what: "the metric spec", err) else {
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    let full = ABIStruct.copy(spec, size: Int(spec.pointee.struct_size), zero: px_metric_spec())
     do {
         let handle = try context.metricHandle(full)
         out.pointee = OpaquePointer(Unmanaged.passUnretained(handle).toOpaque())
@@ -280,15 +288,13 @@ private let hostSubscribe: px_host_subscribe = { host, given, outID, err in
         setError(err, "subscribe needs a host handle, a spec and an out id")
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    if let problem = ABIStruct.sizeProblem(
-        given.pointee.struct_size, of: "px_subscription_spec", known: MemoryLayout<px_subscription_spec>.size,
-        what: "the subscription spec")
-    {
-        setError(err, problem)
+    // Read through a full-size copy: an older plugin's smaller spec has the newer fields zero (the default).
+    guard
+        var full = widened(
+            given, "px_subscription_spec", zero: px_subscription_spec(), what: "the subscription spec", err)
+    else {
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    // Read through a full-size copy: an older plugin's smaller spec has the newer fields zero (the default).
-    var full = ABIStruct.copy(given, size: Int(given.pointee.struct_size), zero: px_subscription_spec())
     return withUnsafePointer(to: &full) { spec in subscribe(context, spec, outID, err) }
 }
 
@@ -457,15 +463,13 @@ private let hostRegistryRegister: px_host_registry_register = { host, instance, 
         setError(err, "registry_register needs a host handle, an instance and a completion")
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    if let problem = ABIStruct.sizeProblem(
-        instance.pointee.struct_size, of: "px_service_instance", known: MemoryLayout<px_service_instance>.size,
-        what: "the service instance")
-    {
-        setError(err, problem)
+    // The registry plugin gets a full-size instance, whatever size the caller's was.
+    guard
+        var full = widened(
+            instance, "px_service_instance", zero: px_service_instance(), what: "the service instance", err)
+    else {
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    // The registry plugin gets a full-size instance, whatever size the caller's was.
-    var full = ABIStruct.copy(instance, size: Int(instance.pointee.struct_size), zero: px_service_instance())
     full.struct_size = UInt32(MemoryLayout<px_service_instance>.size)
     return withUnsafePointer(to: &full) { instance in
         forward(context, .done(Completion(fn: done, user: user)), err) { binding, token in

@@ -33,16 +33,7 @@ struct TopicMetrics: Sendable {
     /// The bytes of a batch's attributes, extensions and data, read where the events lie (what
     /// `plexus_event_bytes_published_total` counts).
     static func bytes(of events: UnsafeBufferPointer<UnsafePointer<px_event>?>) -> UInt64 {
-        var total = 0
-        for pointer in events {
-            guard let e = pointer?.pointee else { continue }
-            total += e.id.len + e.source.len + e.specversion.len + e.type.len + e.data.len
-            total += e.datacontenttype.len + e.dataschema.len + e.subject.len + e.time.len
-            for index in 0..<e.extension_count {
-                if let pair = e.extensions?[index] { total += pair.key.len + pair.value.len }
-            }
-        }
-        return UInt64(total)
+        UInt64(events.reduce(0) { total, pointer in total + (pointer.map { EventCheck.byteCount($0.pointee) } ?? 0) })
     }
 }
 
