@@ -167,6 +167,12 @@ public struct EventBatchView: RandomAccessCollection {
         return EventView(base![position]!)
     }
 
+    /// Runs `body` with the `const px_event *const *` array the view reads.
+    /// - Important: Valid only while the view is.
+    func withPointers<R>(_ body: (UnsafeBufferPointer<UnsafePointer<px_event>?>) -> R) -> R {
+        body(UnsafeBufferPointer(start: base, count: endIndex))
+    }
+
     /// Owned copies of every event.
     public func copy() -> [CloudEvent] { map { $0.copy() } }
 
