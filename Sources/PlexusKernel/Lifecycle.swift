@@ -63,13 +63,34 @@ struct PluginLifecycle: Sendable {
         }
     }
 
+    /// Runs one hook under `timeout`: `.abandoned` when it overran, `.failed` with the plugin's reason when it
+    /// returned an error (`failed` words it), its outcome otherwise.
+    private func run(
+        _ hook: String, timeout: Duration, failed: @escaping (_ status: String, _ reason: String) -> String,
+        _ body: @escaping @Sendable () -> HookOutcome
+    ) -> Result<HookOutcome, Failure> {
+        let name = manifest.name
+        guard case .finished(let outcome) = Deadline.run(timeout, name: "plexus.\(hook).\(name)", body) else {
+            return .failure(
+                .abandoned(
+                    KernelError(
+                        .deadlineExceeded, subject: name,
+                        "on_\(hook) did not return within \(timeout.milliseconds) ms; the instance is abandoned")))
+        }
+        guard outcome.status == PX_OK.status else {
+            return .failure(
+                .failed(
+                    KernelError(.hookFailed, subject: name, failed(StatusText.name(outcome.status), outcome.message))))
+        }
+        return .success(outcome)
+    }
+
     /// `on_create` with the manifest's configuration: the instance pointer the plugin returned.
     func create(nodeID: String, dataDirectory: String) -> Result<InstancePointer?, Failure> {
-        let name = manifest.name
         let manifest = manifest
         let loaded = loaded
         let context = context
-        let outcome = Deadline.run(manifest.startTimeout, name: "plexus.create.\(name)") { () -> HookOutcome in
+        return run("create", timeout: manifest.startTimeout, failed: { "on_create failed with \($0): \($1)" }) {
             PluginConfigBuffer.with(manifest: manifest, nodeID: nodeID, dataDirectory: dataDirectory) { config in
                 ErrorBuffer.with { err in
                     var instance: UnsafeMutableRawPointer?
@@ -77,83 +98,36 @@ struct PluginLifecycle: Sendable {
                     return HookOutcome(status: status, message: ErrorBuffer.text(err), instance: instance)
                 }
             }
-        }
-        guard case .finished(let created) = outcome else {
-            return .failure(
-                .abandoned(
-                    KernelError(
-                        .deadlineExceeded, subject: name,
-                        "on_create did not return within \(manifest.startTimeout.milliseconds) ms; the instance is abandoned"
-                    )))
-        }
-        guard created.status == PX_OK.status else {
-            return .failure(
-                .failed(
-                    KernelError(
-                        .hookFailed, subject: name,
-                        "on_create failed with \(StatusText.name(created.status)): \(created.message)")))
-        }
-        return .success(InstancePointer(created.instance))
+        }.map { InstancePointer($0.instance) }
     }
 
     /// `on_start`. On `.failed` the caller destroys the instance (without `on_stop`), as the ABI says.
     func start(_ instance: InstancePointer?) -> Result<Void, Failure> {
-        let name = manifest.name
         let loaded = loaded
-        let outcome = Deadline.run(manifest.startTimeout, name: "plexus.start.\(name)") { () -> HookOutcome in
+        return run("start", timeout: manifest.startTimeout, failed: { "on_start failed with \($0): \($1)" }) {
             ErrorBuffer.with { err in
                 HookOutcome(
                     status: loaded.descriptor.on_start(instance?.raw, err), message: ErrorBuffer.text(err),
                     instance: nil)
             }
-        }
-        guard case .finished(let started) = outcome else {
-            return .failure(
-                .abandoned(
-                    KernelError(
-                        .deadlineExceeded, subject: name,
-                        "on_start did not return within \(manifest.startTimeout.milliseconds) ms; the instance is abandoned"
-                    )))
-        }
-        guard started.status == PX_OK.status else {
-            return .failure(
-                .failed(
-                    KernelError(
-                        .hookFailed, subject: name,
-                        "on_start failed with \(StatusText.name(started.status)): \(started.message)")))
-        }
-        return .success(())
+        }.map { _ in () }
     }
 
     /// `on_stop` within the stop deadline. `.failed` carries what the plugin reported; the instance is to be
     /// destroyed all the same.
     func stop(_ instance: InstancePointer?) -> Result<Void, Failure> {
-        let name = manifest.name
         let loaded = loaded
         let timeout = manifest.stopTimeout
-        let outcome = Deadline.run(timeout, name: "plexus.stop.\(name)") { () -> HookOutcome in
+        return run(
+            "stop", timeout: timeout,
+            failed: { "on_stop reported \($0): \($1); the instance was destroyed all the same" }
+        ) {
             ErrorBuffer.with { err in
                 HookOutcome(
                     status: loaded.descriptor.on_stop(instance?.raw, timeout.milliseconds, err),
                     message: ErrorBuffer.text(err), instance: nil)
             }
-        }
-        guard case .finished(let stopped) = outcome else {
-            return .failure(
-                .abandoned(
-                    KernelError(
-                        .deadlineExceeded, subject: name,
-                        "on_stop did not return within \(timeout.milliseconds) ms; the instance is abandoned")))
-        }
-        guard stopped.status == PX_OK.status else {
-            return .failure(
-                .failed(
-                    KernelError(
-                        .hookFailed, subject: name,
-                        "on_stop reported \(StatusText.name(stopped.status)): \(stopped.message); the instance was destroyed all the same"
-                    )))
-        }
-        return .success(())
+        }.map { _ in () }
     }
 
     /// Releases what the instance left with the host (timers, subscriptions, watches) and refuses it new
