@@ -167,6 +167,17 @@ private let hostHistogramRecord: px_host_histogram_record = { host, name, value 
     context.metrics.record(name.string, value)
 }
 
+/// The status a host function returns for a thrown error, its text written to `err`: a refusal's own status,
+/// `otherwise` for anything else.
+private func refused(_ error: any Error, _ err: UnsafeMutablePointer<px_error>?, otherwise: px_status) -> px_status {
+    if let refusal = error as? Router.Refusal {
+        setError(err, refusal.message)
+        return refusal.status
+    }
+    setError(err, "\(error)")
+    return otherwise
+}
+
 /// A full-size copy of a struct a plugin passed, the fields its size does not cover zero; `nil` (with the
 /// reason in `err`) when the kernel does not accept its size.
 private func widened<T>(
@@ -202,12 +213,8 @@ private let hostMetricCreate: px_host_metric_create = { host, spec, out, err in
         let handle = try context.metricHandle(full)
         out.pointee = OpaquePointer(Unmanaged.passUnretained(handle).toOpaque())
         return PX_OK.status
-    } catch let refusal as Router.Refusal {
-        setError(err, refusal.message)
-        return refusal.status
     } catch {
-        setError(err, "\(error)")
-        return PX_ERR_INVALID_ARGUMENT.status
+        return refused(error, err, otherwise: PX_ERR_INVALID_ARGUMENT.status)
     }
 }
 
@@ -329,12 +336,8 @@ private func subscribe(
             target.fn(target.user, delivery)
         }
         return PX_OK.status
-    } catch let refusal as Router.Refusal {
-        setError(err, refusal.message)
-        return refusal.status
     } catch {
-        setError(err, "\(error)")
-        return PX_ERR_INVALID_ARGUMENT.status
+        return refused(error, err, otherwise: PX_ERR_INVALID_ARGUMENT.status)
     }
 }
 
@@ -548,12 +551,8 @@ private let hostStorageRead: px_host_storage_read = { host, topic, from, maxReco
     let target: Router.OpenTopic
     do {
         target = try context.services.router.stream(for: topic.string, create: false)
-    } catch let refusal as Router.Refusal {
-        setError(err, refusal.message)
-        return refusal.status
     } catch {
-        setError(err, "\(error)")
-        return PX_ERR_INTERNAL.status
+        return refused(error, err, otherwise: PX_ERR_INTERNAL.status)
     }
     context.owe()
     let completion = Completion(fn: done, user: user)

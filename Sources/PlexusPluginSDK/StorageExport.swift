@@ -126,23 +126,32 @@ enum StorageExport {
         }
     }
 
+    /// A read's limits, checked: at least one record (a size_t above Int.max arrives negative and means "as
+    /// many as there are"). `nil`, with the reason in `err`, when the completion is missing or asks for none.
+    private static func readLimits<F>(
+        _ hook: String, _ done: F?, _ maxRecords: Int, _ maxBytes: Int, _ err: UnsafeMutablePointer<px_error>?
+    ) -> (records: Int, bytes: Int)? {
+        guard done != nil else {
+            PluginExport.write(err, "\(hook): the completion is NULL")
+            return nil
+        }
+        guard maxRecords != 0 else {
+            PluginExport.write(err, "\(hook): max_records must be at least 1")
+            return nil
+        }
+        return (maxRecords < 0 ? Int.max : maxRecords, maxBytes < 0 ? Int.max : maxBytes)
+    }
+
     private static let onRead: px_storage_on_read = {
         instance, stream, from, maxRecords, maxBytes, done, user, err in
         guard case let (dispatcher, instance, stream)? = StorageExport.target(instance, stream, "on_read", err) else {
             return StorageExport.invalid
         }
-        guard let done else {
-            PluginExport.write(err, "on_read: the completion is NULL")
-            return StorageExport.invalid
-        }
-        guard maxRecords != 0 else {
-            PluginExport.write(err, "on_read: max_records must be at least 1")
+        guard let done, let (records, bytes) = StorageExport.readLimits("on_read", done, maxRecords, maxBytes, err)
+        else {
             return StorageExport.invalid
         }
         let completion = CCompletion(fn: done, user: user)
-        // A size_t above Int.max arrives negative: it means "as many as there are".
-        let records = maxRecords < 0 ? Int.max : maxRecords
-        let bytes = maxBytes < 0 ? Int.max : maxBytes
         if dispatcher.lends {
             // The lent records go to the callback as they are; the batch is let go of once it returns.
             return CompletionGate<LentRecordBatch>.run(
@@ -190,17 +199,12 @@ enum StorageExport {
         else {
             return StorageExport.invalid
         }
-        guard let done else {
-            PluginExport.write(err, "on_read_batch: the completion is NULL")
-            return StorageExport.invalid
-        }
-        guard maxRecords != 0 else {
-            PluginExport.write(err, "on_read_batch: max_records must be at least 1")
+        guard let done,
+            let (records, bytes) = StorageExport.readLimits("on_read_batch", done, maxRecords, maxBytes, err)
+        else {
             return StorageExport.invalid
         }
         let completion = CCompletion(fn: done, user: user)
-        let records = maxRecords < 0 ? Int.max : maxRecords
-        let bytes = maxBytes < 0 ? Int.max : maxBytes
         return CompletionGate<LentRecordBatch>.run(
             err,
             deliver: { result in
