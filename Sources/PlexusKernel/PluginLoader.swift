@@ -137,6 +137,7 @@ struct PluginLoader: Sendable {
     static func open(
         _ path: String, subject: String, library: String, entryName: String, deadline: Duration
     ) throws -> (UnsafeMutableRawPointer, px_plugin_descriptor) {
+        try ELFImage.check(path, subject: subject)
         dlerror()
         guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
             let reason = dlerror().map { String(cString: $0) } ?? "unknown reason"
