@@ -7,7 +7,8 @@ import NIOPosix
 ///
 /// - `GET /v1/plugins`: every plugin's status; `GET /v1/plugins/NAME`: one.
 /// - `POST /v1/plugins/NAME/operations/OP` with `{"args": ["…"]}`: calls a manifest operation.
-/// - `GET /v1/health`: the kernel is up; `GET /metrics`: Prometheus text.
+/// - `GET /v1/health`: the kernel is up (liveness); `GET /v1/ready`: 200 when every enabled plugin is active and
+///   healthy (protocols accepting), else 503 with the reasons; `GET /metrics`: Prometheus text.
 public final class AdminServer: Sendable {
     let kernel: Kernel
     private let channel: Channel
@@ -128,6 +129,15 @@ enum AdminRoutes {
         switch (method, parts) {
         case (.GET, ["v1", "health"]):
             return (.ok, json, #"{"status":"up","node":\#(ConfigValue.quote(kernel.config.nodeID))}"#)
+        case (.GET, ["v1", "ready"]):
+            let readiness = kernel.readiness()
+            return (
+                readiness.ready ? .ok : .serviceUnavailable, json,
+                encode(
+                    ReadyResponse(
+                        status: readiness.ready ? "ready" : "not-ready", node: kernel.config.nodeID,
+                        reasons: readiness.reasons))
+            )
         case (.GET, ["metrics"]):
             return (.ok, "text/plain; version=0.0.4; charset=utf-8", kernel.services.metrics.prometheusText())
         case (.GET, ["v1", "plugins"]):
@@ -163,7 +173,8 @@ enum AdminRoutes {
                 return (.internalServerError, json, problem("\(error)"))
             }
         case (_, let p)
-        where p == ["v1", "health"] || p == ["metrics"] || (p.count <= 3 && p.starts(with: ["v1", "plugins"])):
+        where p == ["v1", "health"] || p == ["v1", "ready"] || p == ["metrics"]
+            || (p.count <= 3 && p.starts(with: ["v1", "plugins"])):
             return (.methodNotAllowed, json, problem("method \(method) is not allowed on \(path)"))
         default:
             return (.notFound, json, problem("no such endpoint: \(method) \(path)"))
@@ -171,6 +182,11 @@ enum AdminRoutes {
     }
 
     struct OperationRequest: Codable { var args: [String] }
+    struct ReadyResponse: Codable {
+        var status: String
+        var node: String
+        var reasons: [String]
+    }
     struct OperationResponse: Codable { var result: String }
     struct Problem: Codable {
         var error: String

@@ -26,7 +26,8 @@ enum ELFImage {
     /// Throws `KernelError(.loadFailed)` naming what is wrong when `path` is not a loadable shared object.
     static func check(_ path: String, subject: String) throws {
         func refuse(_ reason: String) -> KernelError {
-            KernelError(.loadFailed, subject: subject, field: "library", "\(path) is not a loadable plugin image: \(reason)")
+            KernelError(
+                .loadFailed, subject: subject, field: "library", "\(path) is not a loadable plugin image: \(reason)")
         }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw refuse("cannot be opened (\(String(cString: strerror(errno))))") }

@@ -16,6 +16,8 @@ public final class Kernel: Sendable {
     private let order = Mutex<[String]>([])
     /// Serialises start and stop.
     private let lifecycleLock = Mutex<Void>(())
+    /// Whether `start()` has run to its end (every plugin active or failed).
+    private let started = Atomic<Bool>(false)
 
     public init(
         config: NodeConfig, logger: Logger, metrics: MetricsRegistry = MetricsRegistry(),
@@ -51,7 +53,12 @@ public final class Kernel: Sendable {
             var manifests: [Manifest] = []
             for path in manifestFiles() {
                 do {
-                    let manifest = try ManifestParser.load(path: path)
+                    let manifest = try config.pluginConfig.applied(to: ManifestParser.load(path: path))
+                    if !manifest.configOverridden.isEmpty {
+                        logger.info(
+                            "\(manifest.name): the node file sets \(manifest.configOverridden.joined(separator: ", ")) over \(path)"
+                        )
+                    }
                     if let first = record(manifest.name) {
                         let duplicate = PluginRecord(
                             name: URL(fileURLWithPath: path).lastPathComponent, manifestPath: path, manifest: manifest)
@@ -76,6 +83,13 @@ public final class Kernel: Sendable {
                     register(record)
                     fail(record, KernelError(.manifestInvalid, subject: path, "\(error)"))
                 }
+            }
+
+            let declared = Set(manifests.map(\.name))
+            for (plugin, _) in config.pluginConfig.values where !declared.contains(plugin) {
+                logger.warning(
+                    "\(config.pluginConfig.subject): plugins.config.\(plugin) names no plugin of this node's manifests; its values apply to nothing"
+                )
             }
 
             // Verify: library found, hash, toolchain.
@@ -154,6 +168,7 @@ public final class Kernel: Sendable {
             let failed = records.withLock { $0.values.filter { $0.state == .failed }.count }
             logger.notice("kernel started: \(active) plugin(s) active, \(failed) failed")
             settleDefaultStorage()
+            started.store(true, ordering: .releasing)
         }
     }
 
@@ -272,6 +287,7 @@ public final class Kernel: Sendable {
     /// Stops every active plugin in reverse start order, each within its manifest's stop deadline.
     public func stop() {
         lifecycleLock.withLock { _ in
+            started.store(false, ordering: .releasing)
             for name in order.withLock({ $0 }).reversed() {
                 guard let record = record(name), let manifest = record.snapshot.manifest else { continue }
                 guard record.state == .active else { continue }
@@ -326,6 +342,37 @@ public final class Kernel: Sendable {
             if case .abandoned = failure { record.update { $0.abandoned = true } }
             fail(record, failure.error)
         }
+    }
+
+    // MARK: Readiness
+
+    /// Whether the node serves: `start()` has finished, every enabled plugin is active, and each answers its
+    /// health check as healthy or degraded (a protocol plugin is unhealthy while its listener does not accept).
+    public struct Readiness: Sendable, Codable, Equatable {
+        public var ready: Bool
+        /// One line per reason the node is not ready, naming the plugin.
+        public var reasons: [String]
+    }
+
+    /// The node's readiness now (`GET /v1/ready`, `plexus serve --strict`).
+    public func readiness() -> Readiness {
+        guard started.load(ordering: .acquiring) else {
+            return Readiness(ready: false, reasons: ["the node is still starting its plugins"])
+        }
+        var reasons: [String] = []
+        for status in statuses() {
+            let enabled = records.withLock { $0[status.name]?.snapshot.manifest?.enabled } ?? true
+            guard enabled else { continue }
+            guard status.state == .active else {
+                reasons.append(
+                    "\(status.name) is \(status.state.rawValue)\(status.lastError.map { ": \($0)" } ?? "")")
+                continue
+            }
+            if let health = status.health, !health.hasPrefix("healthy"), !health.hasPrefix("degraded") {
+                reasons.append("\(status.name) is \(health)")
+            }
+        }
+        return Readiness(ready: reasons.isEmpty, reasons: reasons)
     }
 
     // MARK: Status

@@ -7,9 +7,12 @@ import ServiceLifecycle
 public struct KernelService: Service {
     public let kernel: Kernel
     let onReady: @Sendable (AdminServer) -> Void
+    /// Stop and fail when the node is not ready once every plugin has started (`plexus serve --strict`).
+    let strict: Bool
 
-    public init(kernel: Kernel, onReady: @escaping @Sendable (AdminServer) -> Void = { _ in }) {
+    public init(kernel: Kernel, strict: Bool = false, onReady: @escaping @Sendable (AdminServer) -> Void = { _ in }) {
         self.kernel = kernel
+        self.strict = strict
         self.onReady = onReady
     }
 
@@ -19,6 +22,17 @@ public struct KernelService: Service {
         let admin = try AdminServer(kernel: kernel, host: kernel.config.adminHost, port: kernel.config.adminPort)
         // Plugin hooks block (under deadlines); keep them off the cooperative thread pool.
         await Self.onThread { kernel.start() }
+        if strict {
+            let readiness = kernel.readiness()
+            if !readiness.ready {
+                for reason in readiness.reasons { kernel.logger.critical("not ready (--strict): \(reason)") }
+                admin.close()
+                await Self.onThread { kernel.stop() }
+                throw KernelError(
+                    .invalidState, subject: "node \(kernel.config.nodeID)",
+                    "not ready after start, and --strict is set: \(readiness.reasons.joined(separator: "; "))")
+            }
+        }
         kernel.logger.notice("admin endpoint listening on \(kernel.config.adminHost):\(admin.port)")
         onReady(admin)
         try? await gracefulShutdown()

@@ -66,6 +66,10 @@ public struct Manifest: Sendable {
     public var configSchema: ConfigSchema
     /// The configuration this node runs the plugin with, validated against `configSchema`, defaults filled in.
     public var config: ConfigValue
+    /// The config values as the manifest writes them (before defaults), so a node's values can be laid over.
+    public var configValues: ConfigValue = .object([])
+    /// The keys whose values the node file set (`plugins.config`), for reports.
+    public var configOverridden: [String] = []
     public var isolation: Isolation
     public var operations: [OperationDeclaration]
     /// How long `on_start` may take.

@@ -88,12 +88,14 @@ public enum ManifestParser {
 
         var schema = ConfigSchema()
         var config = ConfigValue.object([])
+        var configValues = ConfigValue.object([])
         if let configField = root.optional("config") {
             try configField.onlyKeys(["schema", "values"])
             if let schemaField = configField.optional("schema") {
                 schema = ConfigSchema(keys: try schemaField.entries("config keys").map(parseSchemaKey))
             }
             let values = try configField.optional("values")?.configValue() ?? .object([])
+            configValues = values
             config = try schema.validate(values, subject: path, field: "config.values")
         } else {
             config = try schema.validate(config, subject: path, field: "config.values")
@@ -126,13 +128,15 @@ public enum ManifestParser {
             if let field = deadlines.optional("stop_ms") { stopTimeout = try milliseconds(field) }
         }
 
-        return Manifest(
+        var manifest = Manifest(
             path: path, name: name, version: version,
             description: try root.optional("description")?.string() ?? "",
             kinds: kinds, library: library, sha256: sha256, abiMajor: abiMajor, abiMinor: abiMinor,
             toolchain: toolchain, requires: requires, provides: provides, configSchema: schema, config: config,
             isolation: isolation, operations: operations, startTimeout: startTimeout, stopTimeout: stopTimeout,
             enabled: try root.optional("enabled")?.bool() ?? true)
+        manifest.configValues = configValues
+        return manifest
     }
 
     static func isValidName(_ name: String) -> Bool {

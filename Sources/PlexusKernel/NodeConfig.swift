@@ -19,6 +19,8 @@ public struct NodeConfig: Sendable {
     /// Which storage plugin each topic lives in. Every topic is stored: without `topics.defaultStorage` the
     /// node stores unbound topics in `raft-log`, else `memory-storage`, else refuses them (`DefaultStorage`).
     public var topics = TopicConfig()
+    /// Config values this node sets for its plugins over their manifests' (`plugins.config`).
+    public var pluginConfig = ConfigOverrides()
 
     public init() {}
 
@@ -38,7 +40,11 @@ public struct NodeConfig: Sendable {
     }
 
     /// Parses node-file text; relative paths are taken relative to `baseDirectory`.
-    public static func parse(_ text: String, path: String, baseDirectory: String) throws -> NodeConfig {
+    /// - Parameter environment: what `${NAME}` in `plugins.config` values is replaced from.
+    public static func parse(
+        _ text: String, path: String, baseDirectory: String,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> NodeConfig {
         let root = try YAMLReader(subject: path, code: .nodeConfigInvalid).document(text)
         try root.onlyKeys(["node", "admin", "plugins", "topics"])
         var config = NodeConfig()
@@ -66,7 +72,7 @@ public struct NodeConfig: Sendable {
         }
         config.manifestDirectories = config.manifestDirectories.map(resolve)
         if let plugins = root.optional("plugins") {
-            try plugins.onlyKeys(["manifestDirectories", "searchPath", "cacheDirectory", "requireSha256"])
+            try plugins.onlyKeys(["manifestDirectories", "searchPath", "cacheDirectory", "requireSha256", "config"])
             if let dirs = plugins.optional("manifestDirectories") {
                 config.manifestDirectories = try dirs.items("directories").map { resolve(try $0.string()) }
             }
@@ -75,6 +81,21 @@ public struct NodeConfig: Sendable {
             }
             if let dir = plugins.optional("cacheDirectory") { config.pluginCacheDirectory = resolve(try dir.string()) }
             if let flag = plugins.optional("requireSha256") { config.requireSHA256 = try flag.bool() }
+            config.pluginConfig.subject = path
+            if let overrides = plugins.optional("config") {
+                for (name, field) in try overrides.entries("a mapping from plugin name to its config values") {
+                    guard ManifestParser.isValidName(name) else {
+                        throw field.fail("'\(name)' is not a plugin name; expected lowercase letters, digits and '-'")
+                    }
+                    let values = try ConfigOverrides.substitutingEnvironment(
+                        try field.configValue(), environment: environment, subject: path,
+                        field: "plugins.config.\(name)")
+                    guard case .object(let pairs) = values else {
+                        throw field.fail("expected a mapping of config keys to values for plugin '\(name)'")
+                    }
+                    config.pluginConfig.values.append((name, pairs))
+                }
+            }
         }
         if let topics = root.optional("topics") {
             config.topics.isDeclared = true

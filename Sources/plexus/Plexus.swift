@@ -42,6 +42,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Flag(
+        name: .long,
+        help: "Exit non-zero, after stopping what started, when any enabled plugin is not active and ready after start."
+    )
+    var strict = false
+
     /// The node file read when `--config` names none and the working directory holds one.
     static let nodeFileName = "plexus.yaml"
 
@@ -78,7 +84,7 @@ struct Serve: AsyncParsableCommand {
         if let defaultStorage { node.topics.defaultStorage = defaultStorage }
         let kernel = Kernel(config: node, logger: logger)
         let adminHost = node.adminHost
-        let service = KernelService(kernel: kernel) { admin in
+        let service = KernelService(kernel: kernel, strict: strict) { admin in
             // A machine-readable line for scripts and tests that start the node.
             FileHandle.standardOutput.write(Data("plexus: admin endpoint http://\(adminHost):\(admin.port)\n".utf8))
         }

@@ -27,7 +27,8 @@ struct BrokenImageTests {
         Damage(name: "32-bit class", reason: "not 64-bit", make: { patched($0, at: 4, to: [1]) }),
         Damage(name: "big-endian", reason: "not little-endian", make: { patched($0, at: 5, to: [2]) }),
         Damage(name: "an executable", reason: "not a shared object", make: { patched($0, at: 16, to: [2, 0]) }),
-        Damage(name: "another machine", reason: "built for ELF machine 40", make: { patched($0, at: 18, to: [40, 0]) }),
+        Damage(
+            name: "another machine", reason: "built for ELF machine 40", make: { patched($0, at: 18, to: [40, 0]) }),
         Damage(
             name: "program headers beyond the file", reason: "program headers end",
             make: { patched($0, at: 32, to: [0, 0, 0, 0x40, 0, 0, 0, 0]) }),

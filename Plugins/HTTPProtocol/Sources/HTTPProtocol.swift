@@ -62,7 +62,7 @@ public final class HTTPProtocol: Plugin {
     public func stop(timeout: Duration) throws { server.stop(timeout: timeout) }
 
     public func health() throws {
-        guard server.localAddress != nil else { throw PluginError(PX_ERR_UNAVAILABLE, "http-protocol: not listening") }
+        guard server.isListening else { throw PluginError(PX_ERR_UNAVAILABLE, "http-protocol: not listening") }
     }
 
     var port: Int { server.localAddress?.port ?? 0 }

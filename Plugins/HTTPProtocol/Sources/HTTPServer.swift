@@ -41,6 +41,8 @@ final class HTTPServer: Sendable {
 
     /// The address the server listens on, once bound.
     var localAddress: SocketAddress? { state.withLock { $0.listener?.localAddress } }
+    /// Whether the listening socket is open and accepting.
+    var isListening: Bool { state.withLock { $0.listener?.isActive ?? false } }
 
     /// Restores the push subscriptions, then binds and starts accepting.
     /// - Throws: `PluginError` naming the address when it cannot be bound, or the file when the stored

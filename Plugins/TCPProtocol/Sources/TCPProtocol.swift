@@ -51,6 +51,11 @@ public final class TCPProtocol: Plugin {
 
     public func stop(timeout: Duration) throws { server.stop(timeout: timeout) }
 
+    /// Unhealthy when the listener is not accepting connections (so the node is not ready).
+    public func health() throws {
+        guard server.isListening else { throw PluginError(PX_ERR_UNAVAILABLE, "tcp-protocol: not listening") }
+    }
+
     var connections: Int { server.sessionCount }
     var port: Int { server.localAddress?.port ?? 0 }
 }

@@ -31,6 +31,8 @@ final class TCPServer: Sendable {
 
     /// The address the server listens on, once bound.
     var localAddress: SocketAddress? { state.withLock { $0.listener?.localAddress } }
+    /// Whether the listening socket is open and accepting.
+    var isListening: Bool { state.withLock { $0.listener?.isActive ?? false } }
 
     /// Binds and starts accepting.
     /// - Throws: `PluginError` naming the address when it cannot be bound.
