@@ -7,6 +7,8 @@ import NIOPosix
 ///
 /// - `GET /v1/plugins`: every plugin's status; `GET /v1/plugins/NAME`: one.
 /// - `POST /v1/plugins/NAME/operations/OP` with `{"args": ["…"]}`: calls a manifest operation.
+/// - `POST /v1/plugins` `{"manifest": PATH}`: installs; `POST /v1/plugins/NAME/upgrade` `{"manifest": PATH}`,
+///   `POST /v1/plugins/NAME/rollback`, `DELETE /v1/plugins/NAME` (docs/operations.md, "Deploying").
 /// - `GET /v1/health`: the kernel is up (liveness); `GET /v1/ready`: 200 when every enabled plugin is active and
 ///   healthy (protocols accepting), else 503 with the reasons; `GET /metrics`: Prometheus text.
 public final class AdminServer: Sendable {
@@ -147,6 +149,18 @@ enum AdminRoutes {
                 return (.notFound, json, problem("no plugin named '\(p[2])' on this node"))
             }
             return (.ok, json, encode(status))
+        case (.POST, ["v1", "plugins"]):
+            return deployment(kernel: kernel, plugin: nil) {
+                try kernel.deploy(manifestFrom: try manifestPath(body), replacing: nil)
+            }
+        case (.POST, let p) where p.count == 4 && p[0] == "v1" && p[1] == "plugins" && p[3] == "upgrade":
+            return deployment(kernel: kernel, plugin: p[2]) {
+                try kernel.deploy(manifestFrom: try manifestPath(body), replacing: p[2])
+            }
+        case (.POST, let p) where p.count == 4 && p[0] == "v1" && p[1] == "plugins" && p[3] == "rollback":
+            return deployment(kernel: kernel, plugin: p[2]) { [try kernel.rollback(p[2])] }
+        case (.DELETE, let p) where p.count == 3 && p[0] == "v1" && p[1] == "plugins":
+            return deployment(kernel: kernel, plugin: p[2]) { try kernel.undeploy(p[2]) }
         case (.POST, let p) where p.count == 5 && p[0] == "v1" && p[1] == "plugins" && p[3] == "operations":
             let arguments: [String]
             if body.isEmpty {
@@ -182,6 +196,46 @@ enum AdminRoutes {
     }
 
     struct OperationRequest: Codable { var args: [String] }
+    struct DeployRequest: Codable { var manifest: String }
+    struct DeployResponse: Codable {
+        var changes: [DeploymentChange]
+        var plugin: PluginStatus?
+    }
+
+    /// The manifest path of an install or upgrade request body.
+    static func manifestPath(_ body: String) throws -> String {
+        guard let request = try? JSONDecoder().decode(DeployRequest.self, from: Data(body.utf8)),
+            request.manifest.hasPrefix("/")
+        else {
+            throw KernelError(
+                .manifestInvalid, subject: "request", #"expected a JSON body {"manifest": "/absolute/path.yaml"}"#)
+        }
+        return request.manifest
+    }
+
+    /// Runs a deployment command: 200 with the changes and the plugin's status afterwards; 409 when a change
+    /// was refused; 404, 409 or 400 for the command's own errors.
+    static func deployment(kernel: Kernel, plugin: String?, _ body: () throws -> [DeploymentChange]) -> (
+        HTTPResponseStatus, String, String
+    ) {
+        let json = "application/json"
+        do {
+            let changes = try body()
+            let name = plugin ?? changes.last?.plugin
+            let response = DeployResponse(changes: changes, plugin: name.flatMap { kernel.status(of: $0) })
+            return (changes.contains { $0.action == .refuse } ? .conflict : .ok, json, encode(response))
+        } catch let error as KernelError {
+            let status: HTTPResponseStatus =
+                switch error.code {
+                case .notFound: .notFound
+                case .invalidState: .conflict
+                default: .badRequest
+                }
+            return (status, json, problem(error.description, code: error.code.rawValue))
+        } catch {
+            return (.internalServerError, json, problem("\(error)"))
+        }
+    }
     struct ReadyResponse: Codable {
         var status: String
         var node: String

@@ -66,7 +66,8 @@ public struct ConfigOverrides: Sendable {
             let substituted = try substitute(text, environment: environment, subject: subject, field: field)
             // A value that is one reference and nothing else takes the type its text has, as a plain YAML
             // scalar would: `port: "${PORT}"` is a number when PORT is.
-            guard substituted != text, text.hasPrefix("${"), text.hasSuffix("}"), text.dropFirst(2).firstIndex(of: "$") == nil
+            guard substituted != text, text.hasPrefix("${"), text.hasSuffix("}"),
+                text.dropFirst(2).firstIndex(of: "$") == nil
             else { return .string(substituted) }
             if let number = Int(substituted) { return .int(number) }
             if substituted == "true" || substituted == "false" { return .bool(substituted == "true") }
@@ -81,7 +82,11 @@ public struct ConfigOverrides: Sendable {
         case .object(let pairs):
             return .object(
                 try pairs.map {
-                    ($0.0, try substitutingEnvironment($0.1, environment: environment, subject: subject, field: "\(field).\($0.0)"))
+                    (
+                        $0.0,
+                        try substitutingEnvironment(
+                            $0.1, environment: environment, subject: subject, field: "\(field).\($0.0)")
+                    )
                 })
         default:
             return value

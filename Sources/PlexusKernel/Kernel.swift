@@ -11,13 +11,15 @@ public final class Kernel: Sendable {
     public let services: HostServices
     let logger: Logger
     let loader: PluginLoader
-    private let records = Mutex<[String: PluginRecord]>([:])
+    let records = Mutex<[String: PluginRecord]>([:])
     /// Start order of the plugins that were resolved.
-    private let order = Mutex<[String]>([])
+    let order = Mutex<[String]>([])
     /// Serialises start and stop.
-    private let lifecycleLock = Mutex<Void>(())
+    let lifecycleLock = Mutex<Void>(())
     /// Whether `start()` has run to its end (every plugin active or failed).
     private let started = Atomic<Bool>(false)
+    /// What the manifest directories held when the node last applied them (`reconcile()`).
+    let deployed = Mutex<DeploymentState>(DeploymentState())
 
     public init(
         config: NodeConfig, logger: Logger, metrics: MetricsRegistry = MetricsRegistry(),
@@ -33,14 +35,16 @@ public final class Kernel: Sendable {
 
     // MARK: Discovery
 
-    /// The manifest files in the node's manifest directories (`*.yaml`, `*.yml`), sorted.
+    /// The manifest files in the node's manifest directories (`*.yaml`, `*.yml`, not hidden), sorted.
     public func manifestFiles() -> [String] {
         config.manifestDirectories.flatMap { directory -> [String] in
             guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else {
                 logger.warning("manifest directory \(directory) cannot be read; no plugins come from it")
                 return []
             }
-            return names.filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted().map { directory + "/" + $0 }
+            // Hidden files are skipped: editors' and copiers' temporary files are not manifests yet.
+            return names.filter { !$0.hasPrefix(".") && ($0.hasSuffix(".yaml") || $0.hasSuffix(".yml")) }.sorted()
+                .map { directory + "/" + $0 }
         }
     }
 
@@ -218,7 +222,7 @@ public final class Kernel: Sendable {
         }
     }
 
-    private func bringUp(_ record: PluginRecord, manifest: Manifest, library: String, sha256: String) {
+    func bringUp(_ record: PluginRecord, manifest: Manifest, library: String, sha256: String) {
         let loaded: LoadedPlugin
         do {
             let mapped = try loader.cache(library, sha256: sha256, subject: manifest.path)
@@ -297,7 +301,7 @@ public final class Kernel: Sendable {
         }
     }
 
-    private func stop(_ record: PluginRecord, manifest: Manifest) {
+    func stop(_ record: PluginRecord, manifest: Manifest) {
         guard let lifecycle = record.snapshot.lifecycle else { return }
         transition(record, to: .stopping)
         let deadline = ContinuousClock.now + manifest.stopTimeout
@@ -353,6 +357,9 @@ public final class Kernel: Sendable {
         /// One line per reason the node is not ready, naming the plugin.
         public var reasons: [String]
     }
+
+    /// Whether `start()` has finished and `stop()` has not begun.
+    var isStarted: Bool { started.load(ordering: .acquiring) }
 
     /// The node's readiness now (`GET /v1/ready`, `plexus serve --strict`).
     public func readiness() -> Readiness {
@@ -463,7 +470,7 @@ public final class Kernel: Sendable {
 
     func record(_ name: String) -> PluginRecord? { records.withLock { $0[name] } }
 
-    private func register(_ record: PluginRecord) {
+    func register(_ record: PluginRecord) {
         records.withLock { all in
             var name = record.name
             var n = 2
@@ -477,7 +484,7 @@ public final class Kernel: Sendable {
         logger.info("plugin \(record.name): discovered (\(record.manifestPath))")
     }
 
-    private func transition(_ record: PluginRecord, to state: PluginState) {
+    func transition(_ record: PluginRecord, to state: PluginState) {
         let from = record.state
         record.update {
             $0.state = state
@@ -486,7 +493,7 @@ public final class Kernel: Sendable {
         logger.info("plugin \(record.name): \(from.rawValue) -> \(state.rawValue)")
     }
 
-    private func fail(_ record: PluginRecord, _ error: KernelError) {
+    func fail(_ record: PluginRecord, _ error: KernelError) {
         record.update {
             $0.lastError = error
         }
@@ -533,6 +540,10 @@ final class PluginRecord: Sendable {
         var closing = false
         var healthInFlight = false
         var lastHealth: String?
+        /// The image this instance replaced (what `rollback` returns to).
+        var previous: DeployedImage?
+        /// The last deployment change applied to or refused for this plugin, for `plugin list`.
+        var deployment: String?
     }
 
     let manifestPath: String
@@ -585,6 +596,6 @@ final class PluginRecord: Sendable {
             operations: s.manifest?.operations.map {
                 .init(name: $0.name, signature: $0.signature.description, description: $0.description)
             } ?? [],
-            history: s.history)
+            history: s.history, deployment: s.deployment, previousVersion: s.previous.map { "\($0.manifest.version)" })
     }
 }

@@ -33,10 +33,22 @@ public struct KernelService: Service {
                     "not ready after start, and --strict is set: \(readiness.reasons.joined(separator: "; "))")
             }
         }
+        kernel.rememberStartedFiles()
+        var watcher: ManifestWatcher?
+        if kernel.config.watchPlugins {
+            let directories = kernel.config.manifestDirectories + kernel.config.pluginSearchPath
+            watcher = ManifestWatcher(directories: directories, rescan: kernel.config.rescanInterval) { [weak kernel] in
+                kernel?.reconcile().pending ?? false
+            }
+            kernel.logger.notice(
+                "watching \(kernel.config.manifestDirectories.joined(separator: ", ")) for plugins dropped in, changed or removed"
+            )
+        }
         kernel.logger.notice("admin endpoint listening on \(kernel.config.adminHost):\(admin.port)")
         onReady(admin)
         try? await gracefulShutdown()
         kernel.logger.notice("shutting down")
+        watcher?.stop()
         admin.close()
         await Self.onThread { kernel.stop() }
     }

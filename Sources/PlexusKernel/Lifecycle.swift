@@ -35,6 +35,10 @@ public struct PluginStatus: Sendable, Codable, Equatable {
     public var health: String?
     public var operations: [Operation]
     public var history: [Transition]
+    /// The last deployment change applied to or refused for the plugin on the running node.
+    public var deployment: String?
+    /// The version `plexus plugin rollback` returns to, when there is one.
+    public var previousVersion: String?
 }
 
 /// The hooks of one plugin instance, driven the one way every host of Plexus drives them: `on_create` and

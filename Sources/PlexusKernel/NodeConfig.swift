@@ -19,6 +19,10 @@ public struct NodeConfig: Sendable {
     /// Which storage plugin each topic lives in. Every topic is stored: without `topics.defaultStorage` the
     /// node stores unbound topics in `raft-log`, else `memory-storage`, else refuses them (`DefaultStorage`).
     public var topics = TopicConfig()
+    /// Whether the running node applies changes to its manifest directories (`plugins.watch`).
+    public var watchPlugins = true
+    /// How often the manifest directories are rescanned without an inotify event (`plugins.rescanMs`).
+    public var rescanInterval: Duration = .seconds(2)
     /// Config values this node sets for its plugins over their manifests' (`plugins.config`).
     public var pluginConfig = ConfigOverrides()
 
@@ -72,7 +76,15 @@ public struct NodeConfig: Sendable {
         }
         config.manifestDirectories = config.manifestDirectories.map(resolve)
         if let plugins = root.optional("plugins") {
-            try plugins.onlyKeys(["manifestDirectories", "searchPath", "cacheDirectory", "requireSha256", "config"])
+            try plugins.onlyKeys([
+                "manifestDirectories", "searchPath", "cacheDirectory", "requireSha256", "config", "watch", "rescanMs",
+            ])
+            if let flag = plugins.optional("watch") { config.watchPlugins = try flag.bool() }
+            if let field = plugins.optional("rescanMs") {
+                let ms = try field.int("a number of milliseconds")
+                guard (100...3_600_000).contains(ms) else { throw field.fail("expected 100 to 3600000 milliseconds") }
+                config.rescanInterval = .milliseconds(ms)
+            }
             if let dirs = plugins.optional("manifestDirectories") {
                 config.manifestDirectories = try dirs.items("directories").map { resolve(try $0.string()) }
             }

@@ -99,7 +99,7 @@ struct PluginCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plugin",
         abstract: "Inspect plugins, list a running node's plugins, call their operations.",
-        subcommands: [List.self, Inspect.self, Call.self])
+        subcommands: [List.self, Inspect.self, Call.self, Install.self, Upgrade.self, Remove.self, Rollback.self])
 
     struct AdminOptions: ParsableArguments {
         @Option(name: .long, help: "The node's admin endpoint, HOST:PORT.")
@@ -178,6 +178,74 @@ struct PluginCommand: AsyncParsableCommand {
             guard status == 200 else { throw AdminClient.Failure(status: status, body: body) }
             print(try JSONDecoder().decode(Answer.self, from: Data(body.utf8)).result)
         }
+    }
+}
+
+extension PluginCommand {
+    /// Sends a deployment command and prints each change; exits non-zero when one was refused.
+    static func deploy(_ admin: String, _ method: String, _ path: String, body: String = "") throws {
+        struct Answer: Decodable {
+            struct Change: Decodable {
+                var action: String
+                var plugin: String
+                var message: String
+            }
+            var changes: [Change]
+            var plugin: PluginStatus?
+        }
+        let (status, text) = try AdminClient(address: admin).request(method, path, body: body)
+        guard status == 200 || status == 409, let answer = try? JSONDecoder().decode(Answer.self, from: Data(text.utf8))
+        else { throw AdminClient.Failure(status: status, body: text) }
+        for change in answer.changes { print("\(change.action) \(change.plugin): \(change.message)") }
+        if let plugin = answer.plugin {
+            print(
+                "\(plugin.name): \(plugin.state.rawValue), version \(plugin.version)\(plugin.deployment.map { " — \($0)" } ?? "")"
+            )
+        }
+        if status == 409 { throw ExitCode(1) }
+    }
+
+    static func body(manifest: String) throws -> String {
+        let path = URL(fileURLWithPath: manifest).standardizedFileURL.path
+        return String(decoding: try JSONEncoder().encode(["manifest": path]), as: UTF8.self)
+    }
+
+    struct Install: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Copy a manifest (and the library beside it) into a running node's manifest directory and start it.")
+        @OptionGroup var options: AdminOptions
+        @Argument(help: "The manifest file.") var manifest: String
+        func run() throws { try deploy(options.admin, "POST", "/v1/plugins", body: try body(manifest: manifest)) }
+    }
+
+    struct Upgrade: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Replace a running plugin's manifest (and library) with new ones and switch to the new image.")
+        @OptionGroup var options: AdminOptions
+        @Argument(help: "The plugin's name.") var name: String
+        @Argument(help: "The new manifest file.") var manifest: String
+        func run() throws {
+            try deploy(
+                options.admin, "POST", "/v1/plugins/\(AdminClient.escape(name))/upgrade",
+                body: try body(manifest: manifest))
+        }
+    }
+
+    struct Remove: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Stop a plugin and move its manifest out of the node's manifest directory.")
+        @OptionGroup var options: AdminOptions
+        @Argument(help: "The plugin's name.") var name: String
+        func run() throws { try deploy(options.admin, "DELETE", "/v1/plugins/\(AdminClient.escape(name))") }
+    }
+
+    struct Rollback: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Return a running plugin to the image it replaced (still cached and mapped).")
+        @OptionGroup var options: AdminOptions
+        @Argument(help: "The plugin's name.") var name: String
+        func run() throws { try deploy(options.admin, "POST", "/v1/plugins/\(AdminClient.escape(name))/rollback") }
     }
 }
 

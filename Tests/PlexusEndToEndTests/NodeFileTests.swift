@@ -47,7 +47,8 @@ struct NodeFileTests {
             manifests: try directory.shippedManifests(), data: try directory.subdirectory("data"), in: directory.url,
             extraArguments: ["--config", file.path])
         defer { node.kill() }
-        let tcp = try #require(try await node.list().first { $0.name == "tcp-protocol.yaml" || $0.name == "tcp-protocol" })
+        let tcp = try #require(
+            try await node.list().first { $0.name == "tcp-protocol.yaml" || $0.name == "tcp-protocol" })
         #expect(tcp.state == .failed)
         #expect(tcp.errorCode == "config-invalid")
         #expect(tcp.lastError?.contains("plugins.config.tcp-protocol.port") == true, "\(tcp.lastError ?? "none")")

@@ -45,13 +45,15 @@ enum Repository {
     static func plexus() throws -> URL { try products().appendingPathComponent("plexus") }
 
     /// Compiles one fixture of `Tests/Fixtures/plugins` to `<directory>/lib<stem>.so`, as its header says.
-    static func compileFixture(_ stem: String, into directory: URL) async throws -> URL {
+    /// - Parameter defines: `-D` definitions (`NAME=VALUE`) for the compiler.
+    static func compileFixture(_ stem: String, into directory: URL, defines: [String] = []) async throws -> URL {
         let output = directory.appendingPathComponent("lib\(stem).so")
         let result = try await Command.run(
             URL(fileURLWithPath: "/usr/bin/env"),
             [
                 "cc", "-std=c99", "-shared", "-fPIC", "-I",
                 root.appendingPathComponent("Sources/PlexusABI/include").path,
+            ] + defines.map { "-D" + $0 } + [
                 root.appendingPathComponent("Tests/Fixtures/plugins/\(stem).c").path, "-o", output.path,
             ], in: directory)
         guard result.status == 0 else {

@@ -23,7 +23,8 @@ struct ConfigOverridesTests {
         """
 
     static func node(_ text: String, environment: [String: String] = [:]) throws -> NodeConfig {
-        try NodeConfig.parse(text, path: "/etc/plexus/plexus.yaml", baseDirectory: "/etc/plexus", environment: environment)
+        try NodeConfig.parse(
+            text, path: "/etc/plexus/plexus.yaml", baseDirectory: "/etc/plexus", environment: environment)
     }
 
     @Test("a node value replaces the manifest's, the others keep theirs, defaults still apply")

@@ -84,12 +84,17 @@ PX_EXPORT int32_t px_op_echo_len(void *instance, const char *s) {
     return s == NULL ? 0 : (int32_t)strlen(s);
 }
 
+/* The version it reports; the deployment tests build a second image with -DOK_MINIMAL_VERSION='"1.1.0"'. */
+#ifndef OK_MINIMAL_VERSION
+#define OK_MINIMAL_VERSION "1.0.0"
+#endif
+
 static const px_plugin_descriptor ok_descriptor = {
     sizeof(px_plugin_descriptor), /* struct_size */
     PX_ABI_VERSION_MAJOR,         /* abi_major */
     PX_ABI_VERSION_MINOR,         /* abi_minor */
     "ok-minimal",                 /* name */
-    "1.0.0",                      /* version */
+    OK_MINIMAL_VERSION,           /* version */
     PX_KIND_CONNECTOR,            /* kinds */
     0,                            /* reserved */
     NULL,                         /* toolchain */
