@@ -66,7 +66,8 @@ extension Kernel {
                 let record = all.first { $0.manifestPath == path }
                 let library = record?.snapshot.library.flatMap(Self.stamp)
                 state.applied[path] = .init(
-                    manifest: stamp, library: library, name: record?.name ?? URL(fileURLWithPath: path).lastPathComponent)
+                    manifest: stamp, library: library,
+                    name: record?.name ?? URL(fileURLWithPath: path).lastPathComponent)
             }
         }
     }
@@ -139,7 +140,8 @@ extension Kernel {
             if let running = record(name), running.state == .active {
                 running.update { $0.deployment = "the new manifest was refused: \(error)" }
                 return .init(
-                    action: .refuse, plugin: name, message: "the new manifest was refused; the running one serves: \(error)")
+                    action: .refuse, plugin: name,
+                    message: "the new manifest was refused; the running one serves: \(error)")
             }
             let failed = PluginRecord(name: fileName, manifestPath: path, manifest: nil)
             records.withLock { $0[fileName] = failed }
@@ -170,7 +172,8 @@ extension Kernel {
             if let removed { change.message = "\(removed.message); \(change.message)" }
             return change
         }
-        return replace(current, with: manifest, path: path, library: image.library, sha256: image.sha256, action: .upgrade)
+        return replace(
+            current, with: manifest, path: path, library: image.library, sha256: image.sha256, action: .upgrade)
     }
 
     private func refuseOrFail(_ manifest: Manifest, path: String, _ error: any Error) -> DeploymentChange {
@@ -392,7 +395,9 @@ extension Kernel {
                 try Self.place(library, at: targetDirectory + "/" + manifest.library)
             }
         }
-        if URL(fileURLWithPath: source).standardizedFileURL.path != URL(fileURLWithPath: target).standardizedFileURL.path {
+        if URL(fileURLWithPath: source).standardizedFileURL.path
+            != URL(fileURLWithPath: target).standardizedFileURL.path
+        {
             try Self.place(source, at: target)
         }
         return settle()
@@ -437,7 +442,8 @@ extension Kernel {
 
     /// Copies `source` to `target` through a temporary file and a rename.
     private static func place(_ source: String, at target: String) throws {
-        let temporary = URL(fileURLWithPath: target).deletingLastPathComponent().path + "/.plexus-deploy-\(getpid())-"
+        let temporary =
+            URL(fileURLWithPath: target).deletingLastPathComponent().path + "/.plexus-deploy-\(getpid())-"
             + URL(fileURLWithPath: target).lastPathComponent
         do {
             try? FileManager.default.removeItem(atPath: temporary)

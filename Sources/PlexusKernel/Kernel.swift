@@ -226,6 +226,17 @@ public final class Kernel: Sendable {
         let loaded: LoadedPlugin
         do {
             let mapped = try loader.cache(library, sha256: sha256, subject: manifest.path)
+            if config.probe, manifest.sha256 == nil {
+                guard let executable = config.probeExecutable else {
+                    throw KernelError(
+                        .loadFailed, subject: manifest.path, field: "library",
+                        "plugins.probe is on but this node has no executable to probe with; pin the library's sha256 or turn the probe off"
+                    )
+                }
+                try PluginProbe.check(
+                    path: mapped, name: manifest.name, subject: manifest.path, executable: executable,
+                    deadline: manifest.startTimeout)
+            }
             loaded = try loader.load(manifest, path: mapped, sha256: sha256, deadline: manifest.startTimeout)
         } catch let error as KernelError {
             return fail(record, error)

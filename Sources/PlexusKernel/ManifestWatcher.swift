@@ -32,7 +32,8 @@ final class ManifestWatcher: Sendable {
         for end in pipeEnds where end >= 0 { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         wake = pipeEnds[1]
         let wakeRead = pipeEnds[0]
-        let rescanMs = Int32(clamping: rescan.components.seconds * 1000 + rescan.components.attoseconds / 1_000_000_000_000_000)
+        let rescanMs = Int32(
+            clamping: rescan.components.seconds * 1000 + rescan.components.attoseconds / 1_000_000_000_000_000)
         // The thread keeps the watcher (and its flag) alive until it ends.
         let worker = Thread { [self] in
             var buffer = [UInt8](repeating: 0, count: 64 * 1024)

@@ -19,6 +19,10 @@ public struct NodeConfig: Sendable {
     /// Which storage plugin each topic lives in. Every topic is stored: without `topics.defaultStorage` the
     /// node stores unbound topics in `raft-log`, else `memory-storage`, else refuses them (`DefaultStorage`).
     public var topics = TopicConfig()
+    /// Load each plugin without a pinned sha256 in a child process first (`plugins.probe`).
+    public var probe = false
+    /// The executable the probe runs as `plugin-host --probe` (the `plexus` binary); set by `plexus serve`.
+    public var probeExecutable: String?
     /// Whether the running node applies changes to its manifest directories (`plugins.watch`).
     public var watchPlugins = true
     /// How often the manifest directories are rescanned without an inotify event (`plugins.rescanMs`).
@@ -78,8 +82,10 @@ public struct NodeConfig: Sendable {
         if let plugins = root.optional("plugins") {
             try plugins.onlyKeys([
                 "manifestDirectories", "searchPath", "cacheDirectory", "requireSha256", "config", "watch", "rescanMs",
+                "probe",
             ])
             if let flag = plugins.optional("watch") { config.watchPlugins = try flag.bool() }
+            if let flag = plugins.optional("probe") { config.probe = try flag.bool() }
             if let field = plugins.optional("rescanMs") {
                 let ms = try field.int("a number of milliseconds")
                 guard (100...3_600_000).contains(ms) else { throw field.fail("expected 100 to 3600000 milliseconds") }

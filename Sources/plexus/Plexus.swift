@@ -12,7 +12,24 @@ struct Plexus: AsyncParsableCommand {
         version: PlexusVersion.kernel,
         subcommands: [
             Serve.self, PluginCommand.self, Pub.self, Sub.self, BenchCommand.self, ConformanceCommand.self,
+            PluginHost.self,
         ])
+}
+
+/// What the node runs in a child process to load a plugin image before mapping it itself (`plugins.probe`).
+struct PluginHost: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plugin-host", abstract: "Internal: load a plugin image in this process and report.",
+        shouldDisplay: false)
+
+    @Option(name: .long, help: "The library to load and call the entry of.") var probe: String
+    @Option(name: .long, help: "The plugin's name, for messages.") var name: String = "probe"
+    @Option(name: .long, help: "How long the entry may take, in milliseconds.") var deadlineMs: Int = 10000
+
+    func run() throws {
+        let status = PluginProbe.runChild(path: probe, name: name, deadline: .milliseconds(deadlineMs))
+        if status != 0 { throw ExitCode(status) }
+    }
 }
 
 struct Serve: AsyncParsableCommand {
@@ -82,6 +99,7 @@ struct Serve: AsyncParsableCommand {
         if let adminPort { node.adminPort = adminPort }
         if let dataDir { node.dataDirectory = absolute(dataDir) }
         if let defaultStorage { node.topics.defaultStorage = defaultStorage }
+        node.probeExecutable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
         let kernel = Kernel(config: node, logger: logger)
         let adminHost = node.adminHost
         let service = KernelService(kernel: kernel, strict: strict) { admin in

@@ -100,3 +100,46 @@ struct NodeFileTests {
         #expect(strict.stderr.contains("kernel stopped"), "the plugins that started are stopped: \(strict.stderr)")
     }
 }
+
+/// `plugins.probe`: libraries without a pinned sha256 are loaded in a child process first.
+@Suite("Plugin probe")
+struct PluginProbeTests {
+    @Test(
+        "with plugins.probe, a library that crashes while loading is refused and the node stays up",
+        arguments: [
+            ("crash_in_entry", "signal 11"), ("crash_in_constructor", "signal 11"),
+        ])
+    func crashing(_ stem: String, _ reason: String) async throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let manifests = try directory.shippedManifests()
+        let library = try await Repository.compileFixture(stem, into: manifests)
+        let name = stem.replacingOccurrences(of: "_", with: "-")
+        try """
+        manifest: 1
+        name: \(name)
+        version: 1.0.0
+        kind: connector
+        library: \(library.lastPathComponent)
+        abi: {major: 1, minor: 1}
+
+        """.write(to: manifests.appendingPathComponent("\(name).yaml"), atomically: true, encoding: .utf8)
+        let file = directory.url.appendingPathComponent("plexus.yaml")
+        try "plugins:\n  probe: true\n".write(to: file, atomically: true, encoding: .utf8)
+        let node = try await NodeProcess.start(
+            manifests: manifests, data: try directory.subdirectory("data"), in: directory.url,
+            extraArguments: ["--config", file.path])
+        defer { node.kill() }
+        let plugins = try await node.list()
+        let crashed = try #require(plugins.first { $0.name == name }, "\(plugins.map(\.name))")
+        #expect(crashed.state == .failed)
+        #expect(crashed.errorCode == "load-failed")
+        #expect(
+            crashed.lastError?.contains("the probe process died with \(reason)") == true,
+            "\(crashed.lastError ?? "none")")
+        // The shipped plugins were probed too, and run.
+        #expect(plugins.first { $0.name == "console-sink" }?.state == .active)
+        #expect(plugins.first { $0.name == "heartbeat-source" }?.state == .active)
+        #expect(node.process.isRunning)
+    }
+}
