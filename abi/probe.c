@@ -89,6 +89,7 @@ PX_PROBE(host_storage_read, px_host_storage_read)
 PX_PROBE(host_run, px_host_run)
 PX_PROBE(host_metric_create, px_host_metric_create)
 PX_PROBE(host_metric_record, px_host_metric_record)
+PX_PROBE(host_listen, px_host_listen)
 
 /* Storage hooks. */
 PX_PROBE(storage_on_open_stream, px_storage_on_open_stream)

@@ -222,11 +222,12 @@ extension Kernel {
             message: "installed version \(manifest.version) (sha256 \(sha256.prefix(12)))")
     }
 
-    /// Replaces a running plugin's instance with another image: a connector starts beside the old instance
-    /// and the old one stops after it; a protocol's old instance stops first (its port is released) and the
-    /// new one starts. When the new image does not start, the old image is started again. Storage and
-    /// registry plugins are refused: their streams, consumer groups and registrations would close under the
-    /// node's clients (upgrade them with a node restart).
+    /// Replaces a running plugin's instance with another image: the new instance starts beside the old one,
+    /// which then stops (a protocol plugin that takes its listener from the kernel accepts from the same
+    /// socket, so no connection is refused). A protocol plugin that binds its own port and so cannot start
+    /// beside is retried after the old instance stops. When the new image does not start, the old one keeps
+    /// (or, if stopped, starts again) serving. Storage and registry plugins are refused: their streams,
+    /// consumer groups and registrations would close under the node's clients (upgrade them by a restart).
     private func replace(
         _ current: PluginRecord, with manifest: Manifest, path: String, library: String, sha256: String,
         action: DeploymentChange.Action
@@ -250,20 +251,36 @@ extension Kernel {
             return .init(action: .refuse, plugin: manifest.name, from: from, to: to, message: reason)
         }
         let previous = DeployedImage(manifest: oldManifest, mappedPath: oldLoaded.mappedPath, sha256: oldLoaded.sha256)
-        let next = PluginRecord(name: manifest.name, manifestPath: path, manifest: manifest)
-        next.update {
-            $0.library = library
-            $0.sha256 = sha256
-            $0.previous = previous
+        func candidate() -> PluginRecord {
+            let record = PluginRecord(name: manifest.name, manifestPath: path, manifest: manifest)
+            record.update {
+                $0.library = library
+                $0.sha256 = sha256
+                $0.previous = previous
+            }
+            transition(record, to: .verified)
+            transition(record, to: .resolved)
+            return record
         }
-        let stopFirst = kinds.contains(.protocolKind)
-        if stopFirst { stop(current, manifest: oldManifest) }
-        transition(next, to: .verified)
-        transition(next, to: .resolved)
+        // Beside the running instance first: a connector joins its groups, a protocol plugin that takes its
+        // listener from the kernel (`listen`, ABI 1.2) accepts from the same socket.
+        var next = candidate()
         bringUp(next, manifest: manifest, library: library, sha256: sha256)
+        var stoppedOld = false
+        if next.state != .active, kinds.contains(.protocolKind) {
+            // A protocol plugin that binds its own port cannot start beside the old instance: stop that one
+            // first (its clients reconnect; connections attempted meanwhile are refused), then try again.
+            logger.notice(
+                "deploy: \(manifest.name) \(to) did not start beside \(from) (\(next.snapshot.lastError.map { "\($0)" } ?? "no reason")); stopping \(from) first"
+            )
+            stop(current, manifest: oldManifest)
+            stoppedOld = true
+            next = candidate()
+            bringUp(next, manifest: manifest, library: library, sha256: sha256)
+        }
         guard next.state == .active else {
             let reason = next.snapshot.lastError.map { "\($0)" } ?? "it did not become active"
-            if stopFirst {
+            if stoppedOld {
                 // The old image serves again, as a new instance.
                 let again = PluginRecord(name: manifest.name, manifestPath: current.manifestPath, manifest: oldManifest)
                 again.update {
@@ -276,8 +293,10 @@ extension Kernel {
                 transition(again, to: .resolved)
                 bringUp(again, manifest: oldManifest, library: oldLoaded.mappedPath, sha256: oldLoaded.sha256)
                 records.withLock { $0[manifest.name] = again }
+                services.listeners.release(plugin: manifest.name, keeping: again.snapshot.context?.id)
             } else {
                 current.update { $0.deployment = "version \(to) did not start: \(reason)" }
+                services.listeners.release(plugin: manifest.name, keeping: old.context?.id)
             }
             return .init(
                 action: .refuse, plugin: manifest.name, from: from, to: to,
@@ -285,11 +304,12 @@ extension Kernel {
         }
         next.update { $0.deployment = "\(action.rawValue) from \(from) (sha256 \(oldLoaded.sha256.prefix(12)))" }
         records.withLock { $0[manifest.name] = next }
-        if !stopFirst { stop(current, manifest: oldManifest) }
+        if !stoppedOld { stop(current, manifest: oldManifest) }
+        services.listeners.release(plugin: manifest.name, keeping: next.snapshot.context?.id)
         return .init(
             action: action, plugin: manifest.name, from: from, to: to,
             message:
-                "\(action == .rollback ? "rolled back" : "upgraded") from \(from) (sha256 \(oldLoaded.sha256.prefix(12))) to \(to) (sha256 \(sha256.prefix(12)))"
+                "\(action == .rollback ? "rolled back" : "upgraded") from \(from) (sha256 \(oldLoaded.sha256.prefix(12))) to \(to) (sha256 \(sha256.prefix(12)))\(stoppedOld ? "; the old instance stopped first" : "")"
         )
     }
 
@@ -320,6 +340,7 @@ extension Kernel {
         }
         records.withLock { $0[name] = nil }
         order.withLock { $0.removeAll { $0 == name } }
+        services.listeners.release(plugin: name)
         return .init(
             action: .remove, plugin: name, from: version,
             message: "its manifest \(path) is gone; stopped\(version.map { " version \($0)" } ?? "") and removed")

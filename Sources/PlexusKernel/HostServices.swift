@@ -16,6 +16,9 @@ public final class HostServices: Sendable {
     /// Registry watches by id, with the plugin that made them (cancelled when it goes).
     let watches = Mutex<[UInt64: ObjectIdentifier]>([:])
 
+    /// Listening sockets owned for protocol plugins (`listen`, ABI 1.2).
+    let listeners = ListenerTable()
+
     /// The most events one publish may carry.
     static let maxBatch = 1 << 20
 
@@ -122,6 +125,7 @@ public final class HostServices: Sendable {
         table.pointee.run = hostRun
         table.pointee.metric_create = hostMetricCreate
         table.pointee.metric_record = hostMetricRecord
+        table.pointee.listen = hostListen
         return UnsafePointer(table)
     }()
 }
@@ -221,6 +225,22 @@ private let hostMetricCreate: px_host_metric_create = { host, spec, out, err in
 private let hostMetricRecord: px_host_metric_record = { metric, value in
     guard let metric else { return }
     Unmanaged<PluginMetric>.fromOpaque(UnsafeRawPointer(metric)).takeUnretainedValue().record(value)
+}
+
+private let hostListen: px_host_listen = { host, address, port, backlog, out, err in
+    guard let context = PluginContext.from(host), let out else {
+        setError(err, "listen needs a host handle and an out pointer")
+        return PX_ERR_INVALID_ARGUMENT.status
+    }
+    do throws(ListenerTable.Refusal) {
+        out.pointee = try context.services.listeners.listen(
+            plugin: context.name, requester: context.id, host: address.string, port: Int(port),
+            backlog: Int(backlog))
+        return PX_OK.status
+    } catch {
+        setError(err, error.description)
+        return error.status
+    }
 }
 
 private let hostPublish: px_host_publish = { host, topic, events, count, done, user, err in

@@ -308,6 +308,7 @@ public final class Kernel: Sendable {
                 guard record.state == .active else { continue }
                 stop(record, manifest: manifest)
             }
+            services.listeners.releaseAll()
             logger.notice("kernel stopped")
         }
     }

@@ -73,7 +73,8 @@ public enum PluginProbe {
         case .exit where process.terminationStatus != 0:
             throw KernelError(
                 .loadFailed, subject: subject, field: "library",
-                "the probe process refused \(path): \(said.isEmpty ? "exit status \(process.terminationStatus)" : said)")
+                "the probe process refused \(path): \(said.isEmpty ? "exit status \(process.terminationStatus)" : said)"
+            )
         default:
             return
         }

@@ -141,6 +141,24 @@ public final class Host: @unchecked Sendable {
         }
     }
 
+    /// A listening TCP socket for `host:port` that the kernel owns (`px_host_api.listen`, ABI 1.2), as a
+    /// descriptor of this instance's own: accept on it (SwiftNIO: `ServerBootstrap.withBoundSocket`) and close
+    /// it when stopping. The kernel keeps the socket open while the plugin is replaced on a running node, so
+    /// the next instance accepts from it and no connection is refused. `nil` when the kernel is older than
+    /// 1.2: bind a socket of your own then.
+    /// - Throws: `PluginError` with the kernel's status and reason (an address in use, a bad port).
+    public func listen(host: String, port: Int, backlog: Int = 256) throws -> Int32? {
+        let end = MemoryLayout<px_host_api>.offset(of: \px_host_api.listen)! + MemoryLayout<px_host_listen?>.size
+        guard Int(api.pointee.struct_size) >= end, let listen = api.pointee.listen else { return nil }
+        var fd: Int32 = -1
+        let (status, message) = withPXStr(host) { address in
+            Self.errorBuffer { err in listen(handle, address, Int32(clamping: port), Int32(clamping: backlog), &fd, err)
+            }
+        }
+        guard status == PX_OK.status else { throw PluginError(status: status, message) }
+        return fd
+    }
+
     /// Calls `body` with a fresh error buffer; returns its status and, on failure, the text written.
     static func errorBuffer(_ body: (UnsafeMutablePointer<px_error>) -> px_status) -> (px_status, String) {
         let capacity = Int(PX_ERROR_CAPACITY)

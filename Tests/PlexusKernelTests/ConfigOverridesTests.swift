@@ -10,7 +10,7 @@ struct ConfigOverridesTests {
         version: 1.0.0
         kind: protocol
         library: libTCPProtocol.so
-        abi: {major: 1, minor: 1}
+        abi: {major: 1, minor: 2}
         config:
           schema:
             port: {type: integer, default: 10000, minimum: 0, maximum: 65535, description: The port.}

@@ -71,7 +71,14 @@ final class HTTPServer: Sendable {
                 }
             }
         do {
-            let listener = try bootstrap.bind(host: settings.host, port: settings.port).wait()
+            // The kernel's socket when it offers one (ABI 1.2): an upgrade of this plugin then refuses no
+            // connection. Otherwise a socket of our own.
+            let listener: any Channel
+            if let fd = try host.listen(host: settings.host, port: settings.port, backlog: 256) {
+                listener = try bootstrap.withBoundSocket(fd).wait()
+            } else {
+                listener = try bootstrap.bind(host: settings.host, port: settings.port).wait()
+            }
             state.withLock { $0.listener = listener }
             ready.store(true, ordering: .relaxed)
             host.log(

@@ -58,7 +58,7 @@ extern "C" {
 /* The ABI version this header describes. A plugin built against M.m loads
  * into a host offering M.n when n >= m. */
 #define PX_ABI_VERSION_MAJOR 1
-#define PX_ABI_VERSION_MINOR 1
+#define PX_ABI_VERSION_MINOR 2
 
 #define PX_STRINGIFY_(x) #x
 #define PX_STRINGIFY(x) PX_STRINGIFY_(x)
@@ -561,6 +561,28 @@ typedef px_status (*px_host_metric_create)(px_host *host, const px_metric_spec *
  * THREADING: any thread; lock-free or nearly so; never blocks. */
 typedef void (*px_host_metric_record)(px_metric *metric, double value);
 
+/* Gives the plugin a listening TCP socket the kernel owns (since 1.2), for a
+ * protocol plugin's listener. The kernel binds host_address:port (port 0: a
+ * free port, chosen once), listens with `backlog`, and keeps the socket open
+ * while the plugin is replaced on a running node, so a new instance accepts
+ * from the same socket before the old one stops: connections waiting in its
+ * backlog are taken by whichever instance accepts first, and none is refused
+ * while instances change. The same plugin asking again for the same address
+ * (or for port 0 on the same host) gets the same socket. The kernel closes
+ * its socket when the plugin stops for good, or when a replacing instance no
+ * longer asks for that address.
+ * OWNERSHIP: host_address is borrowed for the call; *out_fd is a new
+ *            descriptor of the socket (a dup) that the plugin owns: it accepts
+ *            on it and closes it when it stops. Closing it never closes the
+ *            kernel's socket. Never call shutdown() on it: that would stop the
+ *            socket for every holder.
+ * THREADING: any thread; binds synchronously (quick).
+ * Errors: PX_ERR_INVALID_ARGUMENT for a bad address or port,
+ *         PX_ERR_UNAVAILABLE when the address cannot be bound (the reason,
+ *         such as "address already in use", is in err). */
+typedef px_status (*px_host_listen)(px_host *host, px_str host_address, int32_t port, int32_t backlog,
+                                    int32_t *out_fd, px_error *err);
+
 /* The table of host services. The kernel builds it once; it stays valid and
  * unchanged for the life of the process.
  * OWNERSHIP: owned by the kernel; a plugin may keep the pointer.
@@ -591,6 +613,8 @@ typedef struct px_host_api {
     px_host_run run;
     px_host_metric_create metric_create;
     px_host_metric_record metric_record;
+    /* 1.2 */
+    px_host_listen listen;
 } px_host_api;
 
 /* ------------------------------------------------------------------------ */
