@@ -136,32 +136,26 @@ public enum CloudEventHTTP {
     }
 
     /// What is wrong with an event arriving over HTTP, naming the attribute, or `nil` when it may be accepted:
-    /// `invalidReason`, plus `time` in RFC 3339 and no control characters in any attribute or extension
-    /// (the CloudEvents type system's String excludes them).
+    /// `invalidReason`'s required attributes and extension names, then `CloudEventRules` (the same rules the
+    /// kernel applies to every publish), with the attribute at fault named for the problem body.
     public static func problem(_ event: CloudEvent) -> (attribute: String, message: String)? {
-        if let reason = event.invalidReason {
+        if event.id.isEmpty || event.source.isEmpty || event.specversion != "1.0" || event.type.isEmpty
+            || !event.extensions.allSatisfy({ CloudEventHTTP.isExtensionName($0.key) })
+        {
+            let reason = event.invalidReason ?? "the event is not valid"
             for name in ["id", "source", "specversion", "type"] where reason.contains("'\(name)'") {
                 return (name, reason)
             }
             let name = event.extensions.first { reason.contains("'\($0.key)'") }?.key ?? "extension"
             return (name, reason)
         }
-        if let time = event.time, !isTimestamp(time) {
-            return ("time", "attribute 'time' must be an RFC 3339 timestamp, found \"\(time)\"")
-        }
-        let attributes: [(String, String?)] =
-            [
-                ("id", event.id), ("source", event.source), ("type", event.type), ("subject", event.subject),
-                ("dataschema", event.dataschema), ("datacontenttype", event.datacontenttype),
-            ] + event.extensions.map { ($0.key, $0.value) }
-        for case (let name, let value?) in attributes where value.unicodeScalars.contains(where: isControl) {
-            return (name, "attribute '\(name)' contains a control character")
-        }
-        return nil
+        return CloudEventRules.problem(event)
     }
 
-    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
+    /// Whether `name` is 1 to 20 lower-case ASCII letters or digits (an extension attribute's name).
+    static func isExtensionName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 20
+            && name.utf8.allSatisfy { (97...122).contains($0) || (48...57).contains($0) }
     }
 
     /// Whether `text` is an RFC 3339 `date-time`: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, with its fields

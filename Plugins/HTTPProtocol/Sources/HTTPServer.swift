@@ -56,10 +56,13 @@ final class HTTPServer: Sendable {
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // A client that shuts its write side after a request still gets the answer (RequestHandler).
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let watch = ByteWatch()
+                    try channel.pipeline.syncOperations.addHandler(Linger())
                     try channel.pipeline.syncOperations.addHandler(watch)
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                         withPipeliningAssistance: true, withErrorHandling: false, withOutboundHeaderValidation: true,
@@ -165,6 +168,9 @@ final class ByteWatch: ChannelDuplexHandler, RemovableChannelHandler {
         buffer.writeString(text)
         buffer.writeBytes(response.body)
         let channel = context.channel
-        context.writeAndFlush(NIOAny(buffer)).whenComplete { _ in channel.close(promise: nil) }
+        context.writeAndFlush(NIOAny(buffer)).whenComplete { result in
+            guard case .success = result else { return channel.close(promise: nil) }
+            Linger.start(on: channel)
+        }
     }
 }

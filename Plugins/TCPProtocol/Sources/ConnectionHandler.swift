@@ -22,6 +22,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var subscriptions: [UInt64: Subscription] = [:]
     private var nextGate: UInt64 = 1
 
+    /// Frame types that only a server sends: fatal from a client (docs/protocols/tcp.md).
+    static let serverOnly: Set<Frame.Kind> = [.welcome, .publishAck, .subscribed, .unsubscribed, .deliver]
+
     init(server: TCPServer, session: Session) {
         self.server = server
         self.session = session
@@ -51,6 +54,20 @@ final class ConnectionHandler: ChannelInboundHandler {
         switch unwrapInboundIn(data) {
         case .invalid(let error):
             server.host.count("frames_invalid")
+            // A frame only servers send is a protocol violation whatever its body (fatal), and so is any
+            // frame before a good HELLO: the spec's fatal cases do not depend on whether the body parses.
+            if let kind = Frame.Kind(rawValue: error.frameType), Self.serverOnly.contains(kind) {
+                return fail(
+                    .protocolViolation, "\(kind) is sent by servers only", frameType: error.frameType, id: error.frameID
+                )
+            }
+            if phase == .awaitingHello {
+                return fail(
+                    error.frameType == Frame.Kind.hello.rawValue ? error.status : .protocolViolation,
+                    error.frameType == Frame.Kind.hello.rawValue
+                        ? error.message : "the first frame must be HELLO: \(error.message)",
+                    frameType: error.frameType, id: error.frameID)
+            }
             session.send(
                 Frame(
                     id: error.frameID,
@@ -60,10 +77,27 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let event = event as? ChannelEvent, event == .inputClosed else {
+            return context.fireUserInboundEventTriggered(event)
+        }
+        // The client will send nothing more (a half-close, or a close seen first as one): as after GOODBYE,
+        // its subscriptions end, the acknowledgements owed for its publishes are sent, then the server closes.
+        guard phase != .closing else { return }
+        phase = .closing
+        endSession(reason: "client closed its side")
+        closeWhenAcknowledged()
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let wire = error as? WireError {
             server.host.count("frames_invalid")
             fail(wire.status, wire.message, frameType: wire.frameType, id: wire.frameID)
+        } else if phase == .closing || error is ByteToMessageDecoderError {
+            // More bytes after a fatal error (the decoder gave up on the stream), or anything while the
+            // connection is ending: closing now would reset it over the frames still to be read, so the
+            // ending (`Linger`) closes it. A reset from the client closes the channel by itself.
+            return
         } else {
             // A reset or a write to a closed socket: nothing to tell the client.
             session.channel.close(promise: nil)
@@ -140,7 +174,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                     Welcome(
                         version: Frame.version, node: settings.node, session: session.id, heartbeatMs: agreed,
                         maxFrameSize: UInt32(settings.maxFrameSize)))))
-        server.host.log(.debug, "session \(session.id): hello from '\(hello.client)'")
+        server.host.log(.debug, "session \(session.id): hello from \(TopicName.quoted(hello.client))")
     }
 
     // MARK: Publish

@@ -39,10 +39,13 @@ final class TCPServer: Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // A client that shuts its write side still gets the answers it is owed (ConnectionHandler).
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let session = register(channel)
+                    try channel.pipeline.syncOperations.addHandler(Linger())
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(FrameDecoder(maxFrameSize: settings.maxFrameSize)))
                     try channel.pipeline.syncOperations.addHandler(ConnectionHandler(server: self, session: session))
