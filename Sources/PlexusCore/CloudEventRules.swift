@@ -81,7 +81,6 @@ public enum CloudEventRules {
         }
         for index in 0..<e.extension_count {
             guard let pair = e.extensions?[index], let ptr = pair.value.ptr else { continue }
-            let name = pair.key.string
             if hasControl(UnsafeRawBufferPointer(start: ptr, count: pair.value.len)) {
                 return "extension '\(pair.key.string)' contains a control character"
             }
