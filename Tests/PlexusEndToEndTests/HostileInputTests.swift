@@ -165,6 +165,16 @@ struct HostileInputTests {
                 continue
             }
             #expect(!error.fatal && error.status == .invalidArgument && error.message.contains("topic name"))
+
+            // As a dead-letter topic: refused when subscribing, not retried forever later.
+            try await raw.send(
+                Frame(id: UInt64(200 + index), .subscribe(Subscribe(topic: "fine", deadLetterTopic: topic))))
+            let deadLetter = try #require(try await raw.nextFrame())
+            guard case .error(let dlq) = deadLetter.body else {
+                Issue.record("expected ERROR for dead-letter topic \(topic.debugDescription), got \(deadLetter)")
+                continue
+            }
+            #expect(dlq.status == .invalidArgument && dlq.message.contains("dead_letter_topic"), "\(dlq)")
         }
 
         for path in ["..", "..%2Fescape", "a%00b", "a%0Ab", "a%1B%5B31m", "a%5Cb"] {

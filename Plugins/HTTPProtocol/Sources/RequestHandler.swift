@@ -96,12 +96,14 @@ final class RequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard let event = event as? ChannelEvent, event == .inputClosed else {
             return context.fireUserInboundEventTriggered(event)
         }
-        // The client will send nothing more (a half-close). A request being answered still gets its answer,
-        // whose write then closes; between requests, or in the middle of one that can never end, close now.
+        // The client will send nothing more (a half-close, or a close seen first as one). A request being
+        // answered still gets its answer, whose write then closes. Between requests, in the middle of one
+        // that can never end, or on a pull stream (whose consumer is gone: its deliveries go to the rest
+        // of its group), close now.
         inputClosed = true
         switch phase {
-        case .idle, .receiving: context.close(promise: nil)
-        case .responding, .streaming, .closing: break
+        case .idle, .receiving, .streaming: context.close(promise: nil)
+        case .responding, .closing: break
         }
     }
 
