@@ -161,7 +161,12 @@ public enum CloudEventHTTP {
     /// Whether `text` is an RFC 3339 `date-time`: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, with its fields
     /// in range (`T` and `Z` in either case).
     public static func isTimestamp(_ text: String) -> Bool {
-        let b = Array(text.utf8)
+        isTimestamp(bytes: Array(text.utf8))
+    }
+
+    /// `isTimestamp` over UTF-8 bytes, without making a string.
+    static func isTimestamp<Bytes: RandomAccessCollection>(bytes b: Bytes) -> Bool
+    where Bytes.Element == UInt8, Bytes.Index == Int {
         func digits(_ at: Int, _ count: Int) -> Int? {
             guard at + count <= b.count else { return nil }
             var value = 0
@@ -177,8 +182,13 @@ public enum CloudEventHTTP {
             b[16] == UInt8(ascii: ":"), let second = digits(17, 2)
         else { return false }
         let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-        let daysInMonth = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
-        guard (1...12).contains(month), (1...daysInMonth[month - 1]).contains(day), hour <= 23, minute <= 59,
+        let daysInMonth: Int
+        switch month {
+        case 2: daysInMonth = leap ? 29 : 28
+        case 4, 6, 9, 11: daysInMonth = 30
+        default: daysInMonth = 31
+        }
+        guard (1...12).contains(month), (1...daysInMonth).contains(day), hour <= 23, minute <= 59,
             second <= 60
         else { return false }
         var i = 19

@@ -19,48 +19,58 @@ import PlexusABI
 /// (1 to 20 lower-case letters or digits) are checked beside these by `EventCheck` and `invalidReason`.
 public enum CloudEventRules {
     /// The context attributes whose values these rules constrain, in the order they are checked.
-    static let attributes = ["id", "source", "type", "datacontenttype", "dataschema", "subject", "time"]
+    enum Attribute: String, CaseIterable {
+        case id, source, type, datacontenttype, dataschema, subject, time
+    }
 
-    /// What is wrong with the value of a present context attribute named `name`, or `nil`.
+    /// What is wrong with the value of a present context attribute named `name`, or `nil` (also for a
+    /// name that is not a context attribute: extensions are only checked for control characters).
     /// - Parameters:
-    ///   - name: a context attribute's name (`id`, `source`, …; extensions are only checked for control
-    ///     characters, by the callers below).
+    ///   - name: a context attribute's name (`id`, `source`, …).
     ///   - value: the value's UTF-8 bytes (already known to be valid UTF-8).
     public static func problem(_ name: String, _ value: UnsafeRawBufferPointer) -> String? {
-        switch name {
-        case "datacontenttype", "dataschema", "subject", "time":
-            if value.isEmpty { return "attribute '\(name)' must not be empty when present" }
-        default: break
+        Attribute(rawValue: name).flatMap { problem($0, value) }
+    }
+
+    /// What is wrong with the value of a present context attribute, or `nil`. Allocates nothing unless it
+    /// finds a problem: the kernel runs it for every event it stores.
+    static func problem(_ attribute: Attribute, _ value: UnsafeRawBufferPointer) -> String? {
+        switch attribute {
+        case .datacontenttype, .dataschema, .subject, .time:
+            if value.isEmpty { return "attribute '\(attribute.rawValue)' must not be empty when present" }
+        case .id, .source, .type: break
         }
-        if hasControl(value) { return "attribute '\(name)' contains a control character" }
-        switch name {
-        case "source":
+        if hasControl(value) { return "attribute '\(attribute.rawValue)' contains a control character" }
+        switch attribute {
+        case .source:
             if !isURIReference(value) {
                 return "attribute 'source' must be a URI-reference (RFC 3986), found \(shown(value))"
             }
-        case "dataschema":
+        case .dataschema:
             if !isAbsoluteURI(value) {
                 return "attribute 'dataschema' must be an absolute URI (RFC 3986), found \(shown(value))"
             }
-        case "datacontenttype":
+        case .datacontenttype:
             if !isMediaType(value) {
                 return "attribute 'datacontenttype' must be a media type (RFC 2046: type/subtype, then optional "
                     + "'; name=value' parameters), found \(shown(value))"
             }
-        case "time":
-            if !CloudEventHTTP.isTimestamp(String(decoding: value, as: UTF8.self)) {
+        case .time:
+            if !CloudEventHTTP.isTimestamp(bytes: value) {
                 return "attribute 'time' must be an RFC 3339 timestamp, found \(shown(value))"
             }
-        default: break
+        case .id, .type, .subject: break
         }
         return nil
     }
 
     /// The first rule an owned event breaks, with the attribute's name; `nil` when it keeps them all.
     public static func problem(_ event: CloudEvent) -> (attribute: String, message: String)? {
-        for name in attributes {
-            guard var value = event.attribute(name) else { continue }
-            if let message = value.withUTF8({ problem(name, UnsafeRawBufferPointer($0)) }) { return (name, message) }
+        for attribute in Attribute.allCases {
+            guard var value = event.attribute(attribute.rawValue) else { continue }
+            if let message = value.withUTF8({ problem(attribute, UnsafeRawBufferPointer($0)) }) {
+                return (attribute.rawValue, message)
+            }
         }
         for (key, value) in event.extensions where value.unicodeScalars.contains(where: TopicName.isControl) {
             return (key, "extension '\(key)' contains a control character")
@@ -71,13 +81,15 @@ public enum CloudEventRules {
     /// The first rule a borrowed event breaks; `nil` when it keeps them all. Its text must already be
     /// known to be sound (`EventCheck.isPlainText`).
     static func problem(_ e: px_event) -> String? {
-        let present: [(String, px_str)] = [
-            ("id", e.id), ("source", e.source), ("type", e.type), ("datacontenttype", e.datacontenttype),
-            ("dataschema", e.dataschema), ("subject", e.subject), ("time", e.time),
-        ]
-        for (name, value) in present {
-            guard let ptr = value.ptr else { continue }
-            if let message = problem(name, UnsafeRawBufferPointer(start: ptr, count: value.len)) { return message }
+        func check(_ attribute: Attribute, _ value: px_str) -> String? {
+            guard let ptr = value.ptr else { return nil }
+            return problem(attribute, UnsafeRawBufferPointer(start: ptr, count: value.len))
+        }
+        if let message = check(.id, e.id) ?? check(.source, e.source) ?? check(.type, e.type)
+            ?? check(.datacontenttype, e.datacontenttype) ?? check(.dataschema, e.dataschema)
+            ?? check(.subject, e.subject) ?? check(.time, e.time)
+        {
+            return message
         }
         for index in 0..<e.extension_count {
             guard let pair = e.extensions?[index], let ptr = pair.value.ptr else { continue }
@@ -145,7 +157,8 @@ public enum CloudEventRules {
     /// The length of the scheme when `b` starts with `scheme ":"` (the `:` before any `/`, `?` or `#`);
     /// `0` when it has no `:` there; `nil` when the text before that `:` is not a scheme.
     private static func schemeLength(_ b: UnsafeRawBufferPointer) -> Int? {
-        guard let colon = b.firstIndex(where: { [UInt8(ascii: ":"), 47, 63, 35].contains($0) }),
+        // The first of ':', '/', '?' and '#'.
+        guard let colon = b.firstIndex(where: { $0 == 58 || $0 == 47 || $0 == 63 || $0 == 35 }),
             b[colon] == UInt8(ascii: ":")
         else { return 0 }
         guard colon > 0, isAlpha(b[0]) else { return nil }
@@ -173,7 +186,14 @@ public enum CloudEventRules {
 
     private static func isTokenChar(_ c: UInt8) -> Bool {
         if isAlpha(c) || isDigit(c) { return true }
-        return Array("!#$%&'*+-.^_`|~".utf8).contains(c)
+        switch c {
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
+            UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
+            UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            return true
+        default:
+            return false
+        }
     }
 
     /// Whether `b` is a media type: `type "/" subtype *( OWS ";" OWS name "=" ( token / quoted-string ) )`.
