@@ -38,6 +38,10 @@ protocol AbuseDriver: Sendable {
     func refusedAsTooSlow(_ received: [UInt8]) -> Bool
     /// Opens a subscription on `topic` from its earliest event (after `opening`).
     func subscribe(topic: String) throws -> [UInt8]
+    /// The plugin's `maxConnections`, per `values`.
+    var maxConnections: Int { get }
+    /// Whether `received` holds the refusal a connection over `maxConnections` must get.
+    func refusedAsOverLimit(_ received: [UInt8]) -> Bool
 }
 
 extension AbuseDriver {
@@ -55,7 +59,12 @@ extension AbuseDriver {
 /// The TCP protocol (docs/protocols/tcp.md).
 struct TCPAbuseDriver: AbuseDriver {
     let plugin = "tcp-protocol"
-    var values: [String: String] { ["heartbeatMs": "500", "handshakeTimeoutMs": "1000", "maxFrameSize": "65536"] }
+    var values: [String: String] {
+        ["heartbeatMs": "500", "handshakeTimeoutMs": "1000", "maxFrameSize": "65536", "maxConnections": "400"]
+    }
+    var maxConnections: Int { 400 }
+
+    func refusedAsOverLimit(_ received: [UInt8]) -> Bool { fatalError(in: received) == .resourceExhausted }
     /// No complete frame for three heartbeat intervals.
     var requestTimeout: Duration { .milliseconds(1500) }
     var maxRequestBytes: Int { 65536 }
@@ -104,8 +113,14 @@ struct TCPAbuseDriver: AbuseDriver {
 struct HTTPAbuseDriver: AbuseDriver {
     let plugin = "http-protocol"
     var values: [String: String] {
-        ["requestTimeoutMs": "1000", "idleTimeoutMs": "1500", "maxBodyBytes": "65536", "pullCredits": "20"]
+        [
+            "requestTimeoutMs": "1000", "idleTimeoutMs": "1500", "maxBodyBytes": "65536", "pullCredits": "20",
+            "maxConnections": "400",
+        ]
     }
+    var maxConnections: Int { 400 }
+
+    func refusedAsOverLimit(_ received: [UInt8]) -> Bool { statuses(received).contains(503) }
     var requestTimeout: Duration { .milliseconds(1000) }
     var maxRequestBytes: Int { 65536 }
 
@@ -255,26 +270,34 @@ struct ProtocolAbuseTests {
         #expect(end == .endOfStream, "\(name) half-close: then the server closes (\(end))")
     }
 
-    /// 500 connections at once that say nothing: the node stays up, answers a fresh client, its memory
-    /// stays bounded, and it closes the silent ones within its timeouts.
+    /// 500 connections at once that say nothing, over a bound of 400: the node stays up, the ones over the
+    /// bound are refused with the right error, its memory stays bounded, it closes the silent ones within
+    /// its timeouts, and then answers a fresh client.
     func flood(_ driver: any AbuseDriver, node: NodeProcess, port: Int, _ name: String) async throws {
         let before = try Self.anonymousRSS(node)
         var flood: [PlainSocket] = []
         for _ in 0..<500 { flood.append(try PlainSocket(port: port)) }
+        var refused = 0
+        for socket in flood.suffix(50) {
+            let (bytes, _) = socket.read(until: { driver.refusedAsOverLimit($0) }, timeout: .seconds(3))
+            if driver.refusedAsOverLimit(bytes) { refused += 1 }
+        }
+        #expect(refused == 50, "\(name) flood: \(refused) of the last 50 connections over the bound were refused")
+        let during = try Self.anonymousRSS(node)
+        #expect(during - before < 64 << 20, "\(name) flood: anonymous RSS grew \((during - before) >> 20) MiB")
+        #expect(node.process.isRunning, "\(name) flood: the node is up")
+        // The silent ones are closed by the handshake or idle timeout.
+        let deadline = ContinuousClock.now + driver.requestTimeout + .seconds(8)
+        var open = try await driver.connections(node)
+        while open > 0, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(250))
+            open = try await driver.connections(node)
+        }
+        #expect(open == 0, "\(name) flood: \(open) silent connections still open")
         let fresh = try PlainSocket(port: port)
         try fresh.send(try driver.opening() + driver.publish(topic: "flood", id: "f1", dataBytes: 16))
         let (bytes, end) = fresh.read(until: { driver.accepted($0) == 1 }, timeout: .seconds(10))
         #expect(end == nil, "\(name) flood: a fresh client got \(bytes.count) bytes (\(String(describing: end)))")
-        let during = try Self.anonymousRSS(node)
-        #expect(during - before < 64 << 20, "\(name) flood: anonymous RSS grew \((during - before) >> 20) MiB")
-        // The silent ones are closed by the handshake or idle timeout.
-        let deadline = ContinuousClock.now + driver.requestTimeout + .seconds(8)
-        var open = try await driver.connections(node)
-        while open > 1, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(250))
-            open = try await driver.connections(node)
-        }
-        #expect(open <= 1, "\(name) flood: \(open) silent connections still open")
         withExtendedLifetime(flood) {}
     }
 

@@ -25,15 +25,26 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Frame types that only a server sends: fatal from a client (docs/protocols/tcp.md).
     static let serverOnly: Set<Frame.Kind> = [.welcome, .publishAck, .subscribed, .unsubscribed, .deliver]
 
-    init(server: TCPServer, session: Session) {
+    /// The connection is one over `maxConnections`: it is told so and closed as soon as it is active.
+    private let overLimit: Bool
+
+    init(server: TCPServer, session: Session, overLimit: Bool = false) {
         self.server = server
         self.session = session
+        self.overLimit = overLimit
         self.heartbeatNs = Int64(server.settings.heartbeatMs) * 1_000_000
     }
 
     var settings: TCPProtocol.Settings { server.settings }
 
     func channelActive(context: ChannelHandlerContext) {
+        if overLimit {
+            server.host.count("connections_refused")
+            fail(
+                .resourceExhausted,
+                "the server serves \(server.maxConnections) connections at most (maxConnections); retry later")
+            return context.fireChannelActive()
+        }
         let tick = TimeAmount.milliseconds(Int64(max(50, min(1000, settings.heartbeatMs / 4))))
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         ticker = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
