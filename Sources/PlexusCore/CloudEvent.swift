@@ -109,7 +109,8 @@ public struct CloudEvent: Sendable, Equatable {
         }
     }
 
-    /// The reason this event is not a valid CloudEvents 1.0 event, or `nil`.
+    /// The reason this event is not a valid CloudEvents 1.0 event, or `nil`: the required attributes, the
+    /// extension names, and the value constraints of `CloudEventRules`.
     public var invalidReason: String? {
         if id.isEmpty { return "attribute 'id' is required and must not be empty" }
         if source.isEmpty { return "attribute 'source' is required and must not be empty" }
@@ -121,7 +122,7 @@ public struct CloudEvent: Sendable, Equatable {
                 return "extension name '\(key)' must be 1 to 20 lowercase letters or digits"
             }
         }
-        return nil
+        return CloudEventRules.problem(self)?.message
     }
 
     /// Lends the event as a `px_event` for the duration of `body`.

@@ -136,38 +136,37 @@ public enum CloudEventHTTP {
     }
 
     /// What is wrong with an event arriving over HTTP, naming the attribute, or `nil` when it may be accepted:
-    /// `invalidReason`, plus `time` in RFC 3339 and no control characters in any attribute or extension
-    /// (the CloudEvents type system's String excludes them).
+    /// `invalidReason`'s required attributes and extension names, then `CloudEventRules` (the same rules the
+    /// kernel applies to every publish), with the attribute at fault named for the problem body.
     public static func problem(_ event: CloudEvent) -> (attribute: String, message: String)? {
-        if let reason = event.invalidReason {
+        if event.id.isEmpty || event.source.isEmpty || event.specversion != "1.0" || event.type.isEmpty
+            || !event.extensions.allSatisfy({ CloudEventHTTP.isExtensionName($0.key) })
+        {
+            let reason = event.invalidReason ?? "the event is not valid"
             for name in ["id", "source", "specversion", "type"] where reason.contains("'\(name)'") {
                 return (name, reason)
             }
             let name = event.extensions.first { reason.contains("'\($0.key)'") }?.key ?? "extension"
             return (name, reason)
         }
-        if let time = event.time, !isTimestamp(time) {
-            return ("time", "attribute 'time' must be an RFC 3339 timestamp, found \"\(time)\"")
-        }
-        let attributes: [(String, String?)] =
-            [
-                ("id", event.id), ("source", event.source), ("type", event.type), ("subject", event.subject),
-                ("dataschema", event.dataschema), ("datacontenttype", event.datacontenttype),
-            ] + event.extensions.map { ($0.key, $0.value) }
-        for case (let name, let value?) in attributes where value.unicodeScalars.contains(where: isControl) {
-            return (name, "attribute '\(name)' contains a control character")
-        }
-        return nil
+        return CloudEventRules.problem(event)
     }
 
-    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
+    /// Whether `name` is 1 to 20 lower-case ASCII letters or digits (an extension attribute's name).
+    static func isExtensionName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 20
+            && name.utf8.allSatisfy { (97...122).contains($0) || (48...57).contains($0) }
     }
 
     /// Whether `text` is an RFC 3339 `date-time`: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, with its fields
     /// in range (`T` and `Z` in either case).
     public static func isTimestamp(_ text: String) -> Bool {
-        let b = Array(text.utf8)
+        isTimestamp(bytes: Array(text.utf8))
+    }
+
+    /// `isTimestamp` over UTF-8 bytes, without making a string.
+    static func isTimestamp<Bytes: RandomAccessCollection>(bytes b: Bytes) -> Bool
+    where Bytes.Element == UInt8, Bytes.Index == Int {
         func digits(_ at: Int, _ count: Int) -> Int? {
             guard at + count <= b.count else { return nil }
             var value = 0
@@ -183,8 +182,13 @@ public enum CloudEventHTTP {
             b[16] == UInt8(ascii: ":"), let second = digits(17, 2)
         else { return false }
         let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-        let daysInMonth = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
-        guard (1...12).contains(month), (1...daysInMonth[month - 1]).contains(day), hour <= 23, minute <= 59,
+        let daysInMonth: Int
+        switch month {
+        case 2: daysInMonth = leap ? 29 : 28
+        case 4, 6, 9, 11: daysInMonth = 30
+        default: daysInMonth = 31
+        }
+        guard (1...12).contains(month), (1...daysInMonth).contains(day), hour <= 23, minute <= 59,
             second <= 60
         else { return false }
         var i = 19

@@ -6,7 +6,8 @@ public enum EventCheck {
     /// Why `event` is not a valid CloudEvent to store, or `nil` when it is.
     ///
     /// The rules are `CloudEvent.invalidReason`'s, applied to the bytes: `id`, `source` and `type` present and
-    /// non-empty, `specversion` "1.0", extension names 1 to 20 lower-case letters or digits. On top, what a
+    /// non-empty, `specversion` "1.0", extension names 1 to 20 lower-case letters or digits, and the attribute
+    /// value constraints of `CloudEventRules` (URIs, media type, timestamp, no control characters). On top, what a
     /// copy would have papered over and a borrowed pointer cannot: every `px_str` and `px_bytes` with a
     /// length has a pointer, lengths fit in `Int`, attribute text is UTF-8, and an extension array is given
     /// when the count says so.
@@ -19,7 +20,7 @@ public enum EventCheck {
             e.data.ptr != nil || e.data.len == 0, Int(bitPattern: UInt(e.data.len)) >= 0,
             extensionsAreSound(e)
         {
-            return nil
+            return CloudEventRules.problem(e)
         }
         return reason(e)
     }
@@ -87,7 +88,7 @@ public enum EventCheck {
                 return "extension name '\(pair.key.string)' must be 1 to 20 lowercase letters or digits"
             }
         }
-        return nil
+        return CloudEventRules.problem(e)
     }
 
     /// The value of an attribute or extension, as it lies in the event; `nil` when absent.

@@ -58,6 +58,10 @@ public struct DeliveryPolicy: Sendable, Equatable {
         if spec.backoff_max_ms > 0 { backoffMax = Self.nanoseconds(ms: spec.backoff_max_ms) }
         if spec.timeout_ms > 0 { timeout = Self.nanoseconds(ms: spec.timeout_ms) }
         deadLetterTopic = spec.dead_letter_topic.optionalString.flatMap { $0.isEmpty ? nil : $0 }
+        // Checked now: a dead letter to a topic the router refuses would be retried forever.
+        if let topic = deadLetterTopic, let problem = TopicName.problem(topic) {
+            throw DeliveryPolicyError("dead_letter_topic: \(problem)")
+        }
         ordered = spec.ordered != 0
         if spec.max_in_flight > 0 { maxInFlight = Int(min(spec.max_in_flight, 100_000)) }
     }

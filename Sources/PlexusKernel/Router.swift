@@ -114,24 +114,28 @@ public final class Router: Sendable {
 
     /// The storage a topic is (to be) stored in, per the topics configuration.
     private func binding(for topic: String, create: Bool) throws(Refusal) -> (StorageBinding, TopicConfig.Binding?) {
+        // Every way to a stream passes here before it is opened: publish, subscribe, dead letters, pull streams.
+        if let problem = TopicName.problem(topic) {
+            throw Refusal(status: PX_ERR_INVALID_ARGUMENT.status, message: problem)
+        }
         let explicit = config.bindings.first { $0.topic == topic }
         guard explicit != nil || (create && config.autoCreate) else {
             throw Refusal(
                 status: PX_ERR_NOT_FOUND.status,
-                message: "topic '\(topic)' is not bound to a storage and topics.autoCreate is off")
+                message: "topic \(TopicName.quoted(topic)) is not bound to a storage and topics.autoCreate is off")
         }
         guard let storageName = explicit?.storage ?? defaultStorage else {
             throw Refusal(
                 status: PX_ERR_UNAVAILABLE.status,
                 message:
-                    "topic '\(topic)' has no storage: it has no binding, the node file names no "
+                    "topic \(TopicName.quoted(topic)) has no storage: it has no binding, the node file names no "
                     + "topics.defaultStorage, and neither \(DefaultStorage.durable) nor \(DefaultStorage.volatile) "
                     + "is active on this node; nothing is acknowledged without a storage")
         }
         guard let binding = storages.withLock({ $0[storageName] }) else {
             throw Refusal(
                 status: PX_ERR_UNAVAILABLE.status,
-                message: "topic '\(topic)' is stored in '\(storageName)', which is not active")
+                message: "topic \(TopicName.quoted(topic)) is stored in '\(storageName)', which is not active")
         }
         return (binding, explicit)
     }
@@ -182,7 +186,7 @@ public final class Router: Sendable {
             .mapError {
                 Refusal(
                     status: $0.status,
-                    message: "storage '\(binding.name)' cannot open topic '\(topic)': \($0.message)")
+                    message: "storage '\(binding.name)' cannot open topic \(TopicName.quoted(topic)): \($0.message)")
             }
             let waiters =
                 self?.streams.withLock { all -> [@Sendable (Result<OpenTopic, Refusal>) -> Void] in

@@ -22,7 +22,11 @@ struct EventCheckTests {
 
     @Test("a valid event passes, and the same rules as CloudEvent.invalidReason refuse the rest")
     func rules() {
-        #expect(Self.valid.withCEvent { EventCheck.invalidReason($0) } == nil)
+        var valid = Self.valid
+        valid.subject = "s"
+        #expect(valid.withCEvent { EventCheck.invalidReason($0) } == nil)
+        // A present optional attribute must not be empty (`valid` keeps one for the layout tests below).
+        #expect(Self.valid.withCEvent { EventCheck.invalidReason($0) }?.contains("'subject'") == true)
         let cases: [(CloudEvent, String)] = [
             (CloudEvent(id: "", source: "/s", type: "t"), "'id' is required"),
             (CloudEvent(id: "1", source: "", type: "t"), "'source' is required"),

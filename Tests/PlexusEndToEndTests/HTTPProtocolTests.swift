@@ -53,20 +53,21 @@ struct HTTPProtocolTests {
         let (node, port, tcp) = try await Self.node(in: directory)
         defer { node.kill() }
 
-        // Binary mode, written by hand: percent-encoded values, a present but empty subject, extensions.
+        // Binary mode, written by hand: percent-encoded values, a non-ASCII subject, extensions.
         let binary = try await HTTPTest.request(
             port: port, "POST", "/topics/modes",
             headers: [
-                ("ce-specversion", "1.0"), ("CE-ID", "b1"), ("ce-source", "/http%20test"),
+                ("ce-specversion", "1.0"), ("CE-ID", "b1"), ("ce-source", "/http%2520test"),
                 ("ce-type", "com.example.bin"),
-                ("ce-subject", ""), ("ce-time", "2026-11-25T10:00:00.5Z"), ("ce-traceparent", "00-abc-def-01"),
+                ("ce-subject", "s%C3%BCbject"), ("ce-time", "2026-11-25T10:00:00.5Z"),
+                ("ce-traceparent", "00-abc-def-01"),
                 ("ce-myext", "a%22b%25c%C3%A9"), ("Content-Type", "application/octet-stream"),
             ], body: (0..<256).map { UInt8($0) })
         #expect(binary.status == 202, "\(binary)")
         #expect(binary.header("Plexus-Offset") == "0")
         let expectedBinary = CloudEvent(
-            id: "b1", source: "/http test", type: "com.example.bin", datacontenttype: "application/octet-stream",
-            subject: "", time: "2026-11-25T10:00:00.5Z",
+            id: "b1", source: "/http%20test", type: "com.example.bin", datacontenttype: "application/octet-stream",
+            subject: "sübject", time: "2026-11-25T10:00:00.5Z",
             extensions: [("traceparent", "00-abc-def-01"), ("myext", "a\"b%cé")],
             data: (0..<256).map { UInt8($0) })
 
@@ -307,7 +308,7 @@ struct HTTPProtocolTests {
         for code in retried + refused { _ = try await subscribe("code-\(code)", "/code/\(code)", fast) }
 
         let event = CloudEvent(
-            id: "w1", source: "/webhook test", type: "com.example.w", datacontenttype: "application/json",
+            id: "w1", source: "/webhook%20test", type: "com.example.w", datacontenttype: "application/json",
             subject: "ümlaut \"quoted\"", time: "2026-11-25T10:00:00Z", extensions: [("traceparent", "00-1-2-01")],
             data: Array(#"{"hello": "world"}"#.utf8))
         for topic in ["plain", "flaky", "busy", "ping", "once", "refused", "slow"]

@@ -89,7 +89,7 @@ struct TCPProtocolTests {
         let full = (0..<10).map { i in
             CloudEvent(
                 id: "full-\(i)", source: "urn:test:ü", type: "com.example.full", datacontenttype: "application/json",
-                dataschema: "https://example.com/schema", subject: "", time: "2026-11-25T10:00:00.5Z",
+                dataschema: "https://example.com/schema", subject: "full", time: "2026-11-25T10:00:00.5Z",
                 extensions: [("traceparent", "00-abc-def-01"), ("empty", "")],
                 data: (0..<256).map { UInt8(($0 + i) % 256) })
         }

@@ -27,6 +27,8 @@ public final class HTTPProtocol: Plugin {
         var maxRetryAfterMs: Int
         var pullCredits: Int
         var pullHeartbeatMs: Int
+        /// Client connections served at once (absent in an older manifest: 4096).
+        var maxConnections: Int?
     }
 
     let host: Host
@@ -46,6 +48,7 @@ public final class HTTPProtocol: Plugin {
             ("requestTimeoutMs", settings.requestTimeoutMs), ("idleTimeoutMs", settings.idleTimeoutMs),
             ("webhookTimeoutMs", settings.webhookTimeoutMs), ("maxConnectionsPerSink", settings.maxConnectionsPerSink),
             ("pullCredits", settings.pullCredits), ("pullHeartbeatMs", settings.pullHeartbeatMs),
+            ("maxConnections", settings.maxConnections ?? 1),
         ]
         if let (key, value) = positive.first(where: { $0.1 < 1 }) {
             throw PluginError.invalidArgument("http-protocol: \(key) must be at least 1, found \(value)")

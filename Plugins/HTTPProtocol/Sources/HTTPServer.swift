@@ -58,16 +58,32 @@ final class HTTPServer: Sendable {
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // A client that shuts its write side after a request still gets the answer (RequestHandler).
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    guard register(channel) <= maxConnections else {
+                        // One over the bound: answered 503 and closed, nothing it sends is read as a request.
+                        host.count("connections_refused")
+                        try channel.pipeline.syncOperations.addHandler(Linger())
+                        try channel.pipeline.syncOperations.addHandler(
+                            Refusal(
+                                .problem(
+                                    .serviceUnavailable,
+                                    "the server serves \(maxConnections) connections at most (maxConnections); "
+                                        + "retry later",
+                                    headers: [("Retry-After", String(settings.overloadRetryAfterSeconds))],
+                                    close: true)))
+                        return
+                    }
                     let watch = ByteWatch()
+                    try channel.pipeline.syncOperations.addHandler(Linger())
                     try channel.pipeline.syncOperations.addHandler(watch)
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                         withPipeliningAssistance: true, withErrorHandling: false, withOutboundHeaderValidation: true,
                         withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
                     try channel.pipeline.syncOperations.addHandler(RequestHandler(server: self, watch: watch))
-                    register(channel)
                 }
             }
         do {
@@ -91,7 +107,12 @@ final class HTTPServer: Sendable {
         }
     }
 
-    private func register(_ channel: any Channel) {
+    /// Client connections served at once (`maxConnections`).
+    var maxConnections: Int { settings.maxConnections ?? 4096 }
+
+    /// Records a new connection until it closes; returns how many are open with it.
+    @discardableResult
+    private func register(_ channel: any Channel) -> Int {
         let key = ObjectIdentifier(channel)
         let count = state.withLock { s -> Int in
             s.connections[key] = channel
@@ -106,6 +127,7 @@ final class HTTPServer: Sendable {
             }
             host.gauge("connections", Double(count))
         }
+        return count
     }
 
     /// Stops accepting, ends the pull streams and push subscriptions (their unacknowledged events are
@@ -167,13 +189,45 @@ final class ByteWatch: ChannelDuplexHandler, RemovableChannelHandler {
     /// that never became one (its head is incomplete or unparsable), which the HTTP handlers know nothing of.
     func fail(with response: Response) {
         guard let context else { return }
-        var text = "HTTP/1.1 \(response.status.code) \(response.status.reasonPhrase)\r\n"
-        for (name, value) in response.headers { text += "\(name): \(value)\r\n" }
-        text += "Content-Length: \(response.body.count)\r\nConnection: close\r\n\r\n"
-        var buffer = context.channel.allocator.buffer(capacity: text.utf8.count + response.body.count)
-        buffer.writeString(text)
-        buffer.writeBytes(response.body)
+        let buffer = response.closingBytes(allocator: context.channel.allocator)
         let channel = context.channel
-        context.writeAndFlush(NIOAny(buffer)).whenComplete { _ in channel.close(promise: nil) }
+        context.writeAndFlush(NIOAny(buffer)).whenComplete { result in
+            guard case .success = result else { return channel.close(promise: nil) }
+            Linger.start(on: channel)
+        }
+    }
+}
+
+/// Answers a connection over `maxConnections` with its response as soon as it is active, then ends it
+/// (`Linger`); what the client sends is never parsed, so no request on it is acted on.
+final class Refusal: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    let response: Response
+
+    init(_ response: Response) { self.response = response }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel
+        context.writeAndFlush(NIOAny(response.closingBytes(allocator: channel.allocator))).whenComplete { result in
+            guard case .success = result else { return channel.close(promise: nil) }
+            Linger.start(on: channel)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+}
+
+extension Response {
+    /// The response as raw HTTP/1.1 bytes with `Connection: close`, for writing below the HTTP handlers.
+    func closingBytes(allocator: ByteBufferAllocator) -> ByteBuffer {
+        var text = "HTTP/1.1 \(status.code) \(status.reasonPhrase)\r\n"
+        for (name, value) in headers { text += "\(name): \(value)\r\n" }
+        text += "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+        var buffer = allocator.buffer(capacity: text.utf8.count + body.count)
+        buffer.writeString(text)
+        buffer.writeBytes(body)
+        return buffer
     }
 }

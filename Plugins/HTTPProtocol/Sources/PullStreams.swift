@@ -149,7 +149,8 @@ final class PullStreams: Sendable {
     /// is not in flight on a stream of the topic.
     func settle(topic: String, delivery: UInt64, ack: Bool, deadLetter: Bool, reason: String) -> Response {
         guard !claim([delivery], topic: topic).known.isEmpty else {
-            return .problem(.notFound, "delivery \(delivery) is not in flight on a stream of topic '\(topic)'")
+            return .problem(
+                .notFound, "delivery \(delivery) is not in flight on a stream of topic \(TopicName.quoted(topic))")
         }
         let status =
             ack

@@ -41,7 +41,7 @@ final class PushSubscriptions: Sendable {
                 let subscriptions = try start(spec)
                 state.withLock { $0[spec.id] = Active(spec: spec, subscriptions: subscriptions) }
             } catch {
-                host.log(.error, "subscription \(spec.id) on '\(spec.topic)' cannot start: \(error)")
+                host.log(.error, "subscription \(spec.id) on \(TopicName.quoted(spec.topic)) cannot start: \(error)")
                 state.withLock { $0[spec.id] = Active(spec: spec, subscriptions: []) }
             }
         }
@@ -135,7 +135,10 @@ final class PushSubscriptions: Sendable {
                 for subscription in subscriptions { host.unsubscribe(subscription) }
                 return completion(.problem(.internalServerError, "the subscription could not be stored: \(error)"))
             }
-            host.log(.info, "subscription \(spec.id): '\(spec.topic)' (group \(spec.group)) → \(spec.sink)")
+            host.log(
+                .info,
+                "subscription \(spec.id): \(TopicName.quoted(spec.topic)) (group \(TopicName.quoted(spec.group))) → \(spec.sink)"
+            )
             completion(.json(.created, spec.json, headers: [("Location", "/subscriptions/\(spec.id)")]))
         }
     }

@@ -30,6 +30,8 @@ final class RequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var context: ChannelHandlerContext?
     private var ticker: RepeatedTask?
     private var stream: PullStream?
+    /// The client shut its write side: answer what it sent, then close.
+    private var inputClosed = false
 
     init(server: HTTPServer, watch: ByteWatch) {
         self.server = server
@@ -90,10 +92,38 @@ final class RequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let event = event as? ChannelEvent, event == .inputClosed else {
+            return context.fireUserInboundEventTriggered(event)
+        }
+        // The client will send nothing more (a half-close, or a close seen first as one). A request being
+        // answered still gets its answer, whose write then closes. Between requests, in the middle of one
+        // that can never end, or on a pull stream (whose consumer is gone: its deliveries go to the rest
+        // of its group), close now.
+        inputClosed = true
+        switch phase {
+        case .idle, .receiving, .streaming: context.close(promise: nil)
+        case .responding, .closing: break
+        }
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is ByteToMessageDecoderError || (phase == .closing && !(error is HTTPParserError)) {
+            // More bytes after the parser gave up (its error was handled), or anything while the connection
+            // is ending: the answer still being written, then `Linger`, close it. A reset closes it by itself.
+            return
+        }
         guard let parserError = error as? HTTPParserError else {
             // A reset or a write to a closed socket: nothing to tell the client.
             context.close(promise: nil)
+            return
+        }
+        // The request being answered ends the connection (`Connection: close`, or HTTP/1.0 without
+        // keep-alive): what the client sent after it is ignored, and the parser's complaint about it
+        // (`closedConnection`) must not close the connection before that answer is flushed. The answer's
+        // own write closes it.
+        if phase == .closing || parserError == .closedConnection {
+            if parserError == .closedConnection { server.host.count("bytes_after_close_ignored") }
             return
         }
         server.host.count("requests_malformed")
@@ -248,7 +278,7 @@ final class RequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func respond(_ response: Response) {
         guard phase == .receiving || phase == .responding, let head else { return }
         self.head = nil
-        write(response, version: head.version, keepAlive: head.isKeepAlive && !response.close)
+        write(response, version: head.version, keepAlive: head.isKeepAlive && !response.close && !inputClosed)
     }
 
     private func write(_ response: Response, version: HTTPVersion, keepAlive: Bool) {
@@ -275,7 +305,10 @@ final class RequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         } else {
             phase = .closing
             let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { result in
+                guard case .success = result else { return channel.close(promise: nil) }
+                Linger.start(on: channel)
+            }
         }
     }
 

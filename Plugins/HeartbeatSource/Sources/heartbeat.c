@@ -17,7 +17,7 @@
  *                 completions that arrive after on_destroy free the
  *                 instance, and never touch the host.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* getrandom */
 
 #include <errno.h>
 #include <inttypes.h>
@@ -28,7 +28,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "plexus.h"
 
@@ -54,6 +56,7 @@ typedef struct hb_instance {
     hb_text source;
     hb_text node_id;
     hb_text node_json; /* node_id as the inside of a JSON string */
+    char run[17];      /* this instance's run token: 16 hex digits, fresh at every on_create */
 
     _Atomic uint64_t interval_ms;
     atomic_uint_fast64_t seq;       /* last sequence number used */
@@ -300,14 +303,32 @@ static size_t hb_now_rfc3339(char *buf, size_t cap) {
     return n < cap ? n : 0;
 }
 
+/* Writes a fresh run token (16 hex digits and a NUL) into out: 64 bits from
+ * the kernel's random source, or, should that fail, the wall clock's
+ * nanoseconds mixed with the process id. Event ids carry it, so that ids stay
+ * unique across restarts of the node and of the plugin while seq restarts
+ * from 1 (consumers de-duplicate on source + id). */
+static void hb_new_run(char out[17]) {
+    uint64_t bits = 0;
+    if (getrandom(&bits, sizeof bits, GRND_NONBLOCK) != (ssize_t)sizeof bits) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        bits = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ ((uint64_t)getpid() << 48);
+        bits ^= bits >> 33;
+        bits *= 0xff51afd7ed558ccdu;
+        bits ^= bits >> 33;
+    }
+    snprintf(out, 17, "%016" PRIx64, bits);
+}
+
 /* One timer tick: publishes one heartbeat.
  * THREADING: a kernel timer thread; never concurrently for one timer, but
  *            two timers may overlap briefly while set_interval swaps them. */
 static void hb_tick(void *user, uint64_t timer_id) {
     hb_instance *hb = user;
     uint64_t seq = (uint64_t)atomic_fetch_add(&hb->seq, 1) + 1;
-    size_t id_cap = hb->node_id.len + 32;
-    size_t data_cap = hb->node_json.len + 64;
+    size_t id_cap = hb->node_id.len + sizeof hb->run + 32;
+    size_t data_cap = hb->node_json.len + sizeof hb->run + 80;
     char *id = malloc(id_cap);
     char *data = malloc(data_cap);
     char time_buf[48];
@@ -328,8 +349,9 @@ static void hb_tick(void *user, uint64_t timer_id) {
         hb_log(hb, PX_LOG_ERROR, "heartbeat %" PRIu64 " skipped: out of memory", seq);
         return;
     }
-    id_len = snprintf(id, id_cap, "%s-%" PRIu64, hb->node_id.ptr, seq);
-    data_len = snprintf(data, data_cap, "{\"seq\":%" PRIu64 ",\"node\":\"%s\"}", seq, hb->node_json.ptr);
+    id_len = snprintf(id, id_cap, "%s-%s-%" PRIu64, hb->node_id.ptr, hb->run, seq);
+    data_len = snprintf(data, data_cap, "{\"seq\":%" PRIu64 ",\"node\":\"%s\",\"run\":\"%s\"}", seq,
+                        hb->node_json.ptr, hb->run);
     time_len = hb_now_rfc3339(time_buf, sizeof time_buf);
 
     memset(&event, 0, sizeof event);
@@ -398,6 +420,7 @@ static px_status hb_on_create(const px_host_api *api, px_host *host, const px_pl
     hb->host = host;
     atomic_init(&hb->interval_ms, interval_ms);
     atomic_init(&hb->seq, 0);
+    hb_new_run(hb->run);
     atomic_init(&hb->published, 0);
     atomic_init(&hb->failed, 0);
     pthread_mutex_init(&hb->timer_lock, NULL);

@@ -22,15 +22,29 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var subscriptions: [UInt64: Subscription] = [:]
     private var nextGate: UInt64 = 1
 
-    init(server: TCPServer, session: Session) {
+    /// Frame types that only a server sends: fatal from a client (docs/protocols/tcp.md).
+    static let serverOnly: Set<Frame.Kind> = [.welcome, .publishAck, .subscribed, .unsubscribed, .deliver]
+
+    /// The connection is one over `maxConnections`: it is told so and closed as soon as it is active.
+    private let overLimit: Bool
+
+    init(server: TCPServer, session: Session, overLimit: Bool = false) {
         self.server = server
         self.session = session
+        self.overLimit = overLimit
         self.heartbeatNs = Int64(server.settings.heartbeatMs) * 1_000_000
     }
 
     var settings: TCPProtocol.Settings { server.settings }
 
     func channelActive(context: ChannelHandlerContext) {
+        if overLimit {
+            server.host.count("connections_refused")
+            fail(
+                .resourceExhausted,
+                "the server serves \(server.maxConnections) connections at most (maxConnections); retry later")
+            return context.fireChannelActive()
+        }
         let tick = TimeAmount.milliseconds(Int64(max(50, min(1000, settings.heartbeatMs / 4))))
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         ticker = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
@@ -51,6 +65,20 @@ final class ConnectionHandler: ChannelInboundHandler {
         switch unwrapInboundIn(data) {
         case .invalid(let error):
             server.host.count("frames_invalid")
+            // A frame only servers send is a protocol violation whatever its body (fatal), and so is any
+            // frame before a good HELLO: the spec's fatal cases do not depend on whether the body parses.
+            if let kind = Frame.Kind(rawValue: error.frameType), Self.serverOnly.contains(kind) {
+                return fail(
+                    .protocolViolation, "\(kind) is sent by servers only", frameType: error.frameType, id: error.frameID
+                )
+            }
+            if phase == .awaitingHello {
+                return fail(
+                    error.frameType == Frame.Kind.hello.rawValue ? error.status : .protocolViolation,
+                    error.frameType == Frame.Kind.hello.rawValue
+                        ? error.message : "the first frame must be HELLO: \(error.message)",
+                    frameType: error.frameType, id: error.frameID)
+            }
             session.send(
                 Frame(
                     id: error.frameID,
@@ -60,10 +88,27 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let event = event as? ChannelEvent, event == .inputClosed else {
+            return context.fireUserInboundEventTriggered(event)
+        }
+        // The client will send nothing more (a half-close, or a close seen first as one): as after GOODBYE,
+        // its subscriptions end, the acknowledgements owed for its publishes are sent, then the server closes.
+        guard phase != .closing else { return }
+        phase = .closing
+        endSession(reason: "client closed its side")
+        closeWhenAcknowledged()
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let wire = error as? WireError {
             server.host.count("frames_invalid")
             fail(wire.status, wire.message, frameType: wire.frameType, id: wire.frameID)
+        } else if phase == .closing || error is ByteToMessageDecoderError {
+            // More bytes after a fatal error (the decoder gave up on the stream), or anything while the
+            // connection is ending: closing now would reset it over the frames still to be read, so the
+            // ending (`Linger`) closes it. A reset from the client closes the channel by itself.
+            return
         } else {
             // A reset or a write to a closed socket: nothing to tell the client.
             session.channel.close(promise: nil)
@@ -140,7 +185,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                     Welcome(
                         version: Frame.version, node: settings.node, session: session.id, heartbeatMs: agreed,
                         maxFrameSize: UInt32(settings.maxFrameSize)))))
-        server.host.log(.debug, "session \(session.id): hello from '\(hello.client)'")
+        server.host.log(.debug, "session \(session.id): hello from \(TopicName.quoted(hello.client))")
     }
 
     // MARK: Publish

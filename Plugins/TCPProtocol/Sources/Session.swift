@@ -198,7 +198,7 @@ final class Session: Sendable {
 
     private let closing = Atomic<Bool>(false)
 
-    /// Writes what is queued, then closes the connection; only the first call acts.
+    /// Writes what is queued, then closes the connection gracefully (`Linger`); only the first call acts.
     func flushThenClose() {
         guard !closing.exchange(true, ordering: .relaxed) else { return }
         let channel = self.channel
@@ -207,7 +207,10 @@ final class Session: Sendable {
                 defer { box.buffer.clear() }
                 return box.buffer
             }
-            channel.writeAndFlush(bytes).whenComplete { _ in channel.close(promise: nil) }
+            channel.writeAndFlush(bytes).whenComplete { result in
+                guard case .success = result else { return channel.close(promise: nil) }
+                Linger.start(on: channel)
+            }
         }
     }
 }

@@ -18,6 +18,8 @@ public final class TCPProtocol: Plugin {
         var heartbeatMs: UInt32
         var handshakeTimeoutMs: Int
         var maxPendingEvents: Int
+        /// Client connections served at once (absent in an older manifest: 4096).
+        var maxConnections: Int?
         var defaultCredits: UInt32
         var tokens: [String]
     }
@@ -37,10 +39,11 @@ public final class TCPProtocol: Plugin {
                 "tcp-protocol: maxFrameSize \(settings.maxFrameSize) is below \(Frame.minimumMaxFrameSize)")
         }
         guard settings.threads >= 1, settings.heartbeatMs >= 100, settings.handshakeTimeoutMs >= 1,
-            settings.maxPendingEvents >= 1, settings.defaultCredits >= 1
+            settings.maxPendingEvents >= 1, settings.defaultCredits >= 1, (settings.maxConnections ?? 1) >= 1
         else {
             throw PluginError.invalidArgument(
-                "tcp-protocol: threads, maxPendingEvents and defaultCredits must be at least 1, heartbeatMs at least 100"
+                "tcp-protocol: threads, maxPendingEvents, maxConnections and defaultCredits must be at least 1, "
+                    + "heartbeatMs at least 100"
             )
         }
         self.settings = settings

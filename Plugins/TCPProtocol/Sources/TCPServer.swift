@@ -41,13 +41,17 @@ final class TCPServer: Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // A client that shuts its write side still gets the answers it is owed (ConnectionHandler).
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let session = register(channel)
+                    let (session, open) = register(channel)
+                    try channel.pipeline.syncOperations.addHandler(Linger())
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(FrameDecoder(maxFrameSize: settings.maxFrameSize)))
-                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(server: self, session: session))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ConnectionHandler(server: self, session: session, overLimit: open > maxConnections))
                 }
             }
         do {
@@ -69,16 +73,20 @@ final class TCPServer: Sendable {
         }
     }
 
-    private func register(_ channel: any Channel) -> Session {
-        let session = state.withLock { s -> Session in
+    /// Client connections served at once (`maxConnections`).
+    var maxConnections: Int { settings.maxConnections ?? 4096 }
+
+    /// Records a new connection's session; returns it and how many connections are open with it.
+    private func register(_ channel: any Channel) -> (Session, Int) {
+        let (session, open) = state.withLock { s -> (Session, Int) in
             let session = Session(id: s.nextSession, channel: channel, host: host)
             s.nextSession += 1
             s.sessions[session.id] = session
-            return session
+            return (session, s.sessions.count)
         }
         host.count("connections_accepted")
-        host.gauge("connections", Double(sessionCount))
-        return session
+        host.gauge("connections", Double(open))
+        return (session, open)
     }
 
     /// Runs `work` on a Dispatch worker, counted so that `stop` can wait for it.

@@ -50,7 +50,7 @@ def when():
 JSON_DATA = {"message": "Hello, Plexus", "n": [1, 2.5, None], "nested": {"ü": True}}
 EVENTS = [
     ("binary", CloudEvent(
-        attributes={"id": "py-binary-json", "source": "/python sdk", "type": "com.example.py.json",
+        attributes={"id": "py-binary-json", "source": "/python%20sdk", "type": "com.example.py.json",
                     "datacontenttype": "application/json", "subject": 'ümlaut "quoted" 100%',
                     "time": when(), "pyext": "value with spaces"},
         data=JSON_DATA), json.dumps(JSON_DATA).encode()),
