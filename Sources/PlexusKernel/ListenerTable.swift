@@ -69,7 +69,12 @@ final class ListenerTable: Sendable {
         let closing = entries.withLock { all -> [Entry] in
             let mine = all[plugin] ?? []
             let kept = mine.filter { entry in keeping.map { entry.requesters.contains($0) } ?? false }
-            all[plugin] = kept.isEmpty ? nil : kept.map { var e = $0; e.requesters = [keeping!]; return e }
+            all[plugin] =
+                kept.isEmpty
+                ? nil
+                : kept.map {
+                    var e = $0; e.requesters = [keeping!]; return e
+                }
             return mine.filter { entry in !kept.contains { $0.fd == entry.fd } }
         }
         for entry in closing { close(entry.fd) }

@@ -65,7 +65,8 @@ struct ProtocolUpgradeTests {
                     tally.withLock { $0.welcomed += 1 }
                     let event = CloudEvent(id: id, source: "/upgrade", type: "t")
                     tally.withLock { $0.attempts += 1 }
-                    try await connection.send(Frame(id: 2, .publish(Publish(topic: "upgrade", events: try WireEvents([event])))))
+                    try await connection.send(
+                        Frame(id: 2, .publish(Publish(topic: "upgrade", events: try WireEvents([event])))))
                     while case .frame(let frame)? = try await connection.next() {
                         if case .publishAck(let ack) = frame.body, frame.id == 2 {
                             if ack.status == .ok { tally.withLock { $0.acked.append(id) } }

@@ -41,6 +41,9 @@ final class HTTPServer: Sendable {
 
     /// The address the server listens on, once bound.
     var localAddress: SocketAddress? { state.withLock { $0.listener?.localAddress } }
+    /// The listening socket's accept queue (a flood of connections waits here, not in SYN retries).
+    static let backlog: Int32 = 1024
+
     /// Whether the listening socket is open and accepting.
     var isListening: Bool { state.withLock { $0.listener?.isActive ?? false } }
 
@@ -55,7 +58,7 @@ final class HTTPServer: Sendable {
         limits.maxHeaderFieldCount = 1000
         let decoderLimits = limits
         let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.backlog, value: Self.backlog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             // A client that shuts its write side after a request still gets the answer (RequestHandler).
@@ -90,8 +93,11 @@ final class HTTPServer: Sendable {
             // The kernel's socket when it offers one (ABI 1.2): an upgrade of this plugin then refuses no
             // connection. Otherwise a socket of our own.
             let listener: any Channel
-            if let fd = try host.listen(host: settings.host, port: settings.port, backlog: 256) {
+            if let fd = try host.listen(host: settings.host, port: settings.port, backlog: Int(Self.backlog)) {
                 listener = try bootstrap.withBoundSocket(fd).wait()
+                // SwiftNIO listens again on a socket it is given, with its default backlog (128), which
+                // shrinks the kernel's shared socket; set ours back.
+                _ = Glibc.listen(fd, Self.backlog)
             } else {
                 listener = try bootstrap.bind(host: settings.host, port: settings.port).wait()
             }

@@ -31,6 +31,9 @@ final class TCPServer: Sendable {
 
     /// The address the server listens on, once bound.
     var localAddress: SocketAddress? { state.withLock { $0.listener?.localAddress } }
+    /// The listening socket's accept queue (a flood of connections waits here, not in SYN retries).
+    static let backlog: Int32 = 1024
+
     /// Whether the listening socket is open and accepting.
     var isListening: Bool { state.withLock { $0.listener?.isActive ?? false } }
 
@@ -38,7 +41,7 @@ final class TCPServer: Sendable {
     /// - Throws: `PluginError` naming the address when it cannot be bound.
     func start() throws {
         let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.backlog, value: Self.backlog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             // A client that shuts its write side still gets the answers it is owed (ConnectionHandler).
@@ -58,8 +61,11 @@ final class TCPServer: Sendable {
             // The kernel's socket when it offers one (ABI 1.2): an upgrade of this plugin then refuses no
             // connection. Otherwise a socket of our own.
             let listener: any Channel
-            if let fd = try host.listen(host: settings.host, port: settings.port, backlog: 256) {
+            if let fd = try host.listen(host: settings.host, port: settings.port, backlog: Int(Self.backlog)) {
                 listener = try bootstrap.withBoundSocket(fd).wait()
+                // SwiftNIO listens again on a socket it is given, with its default backlog (128), which
+                // shrinks the kernel's shared socket; set ours back.
+                _ = Glibc.listen(fd, Self.backlog)
             } else {
                 listener = try bootstrap.bind(host: settings.host, port: settings.port).wait()
             }
