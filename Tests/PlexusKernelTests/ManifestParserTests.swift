@@ -63,7 +63,7 @@ struct ManifestParserTests {
         #expect(m.kinds == [.connector, .storage])
         #expect(m.library == "libHeartbeatSource.so")
         #expect(m.sha256 == "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
-        #expect(m.abiMajor == 1 && m.abiMinor == 1)
+        #expect(m.abiMajor == 1 && m.abiMinor == 2)
         #expect(m.toolchain == "swift-6.3")
 
         #expect(m.requires.count == 2)
