@@ -70,9 +70,12 @@ struct RaftLogDiskFaultTests {
         let data: URL
     }
 
-    static func start(_ directory: TestDirectory) async throws -> Node {
+    static func start(_ directory: TestDirectory, topic: String) async throws -> Node {
         let data = try directory.subdirectory("data")
-        let shim = try await FaultFS.make(in: try directory.subdirectory("shim"), root: data)
+        // Only the test's stream: the heartbeat stream of the same node never takes a fault meant for it.
+        let shim = try await FaultFS.make(
+            in: try directory.subdirectory("shim"),
+            root: RaftSegmentReader.streamDirectory(data: data, stream: topic))
         let node = try await NodeProcess.start(
             manifests: try directory.shippedManifests(intervalMs: 1000, raftValues: ["segmentBytes": "65536"]),
             data: data, in: try directory.subdirectory("run"), extraArguments: ["--default-storage", "raft-log"],
@@ -196,7 +199,7 @@ struct RaftLogDiskFaultTests {
     func diskFull() async throws {
         let directory = try TestDirectory()
         defer { directory.remove() }
-        let node = try await Self.start(directory)
+        let node = try await Self.start(directory, topic: topic)
         defer { node.process.kill() }
         let client = try await PlexusClient.connect(
             ClientConfiguration(port: node.port, name: "full", reconnect: false))
@@ -252,7 +255,7 @@ struct RaftLogDiskFaultTests {
     func fdatasyncFails() async throws {
         let directory = try TestDirectory()
         defer { directory.remove() }
-        let node = try await Self.start(directory)
+        let node = try await Self.start(directory, topic: topic)
         defer { node.process.kill() }
         let client = try await PlexusClient.connect(ClientConfiguration(port: node.port, name: "eio", reconnect: false))
         let acknowledged = Acknowledged()
@@ -300,7 +303,7 @@ struct RaftLogDiskFaultTests {
     func shortWrites() async throws {
         let directory = try TestDirectory()
         defer { directory.remove() }
-        let node = try await Self.start(directory)
+        let node = try await Self.start(directory, topic: topic)
         defer { node.process.kill() }
         let client = try await PlexusClient.connect(
             ClientConfiguration(port: node.port, name: "short", reconnect: false))

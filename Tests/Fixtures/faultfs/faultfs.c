@@ -6,6 +6,7 @@
  *
  * Only files under FAULTFS_ROOT are affected (by the path the descriptor was opened with, read back from
  * /proc/self/fd); every other file, and every call while no rule applies, goes straight to the C library.
+ * FAULTFS_ROOT need not exist yet (a stream directory created later); then give it without symbolic links.
  * The control file is read again whenever its modification time or size changes, so a test changes the
  * faults of a running process by rewriting it (a missing or empty file: no faults). One rule per line:
  *
