@@ -1,4 +1,5 @@
 import Foundation
+import PlexusClient
 import Testing
 
 /// Corruption on a minority (the Jepsen NATS 2.12.1 scenario): a member whose log lost acknowledged entries
@@ -85,6 +86,49 @@ struct RaftClusterCorruptionTests {
     @Test("a truncated segment on a follower: it cuts its log, neither votes nor stands until refetched")
     func truncatedSegmentOnFollower() async throws {
         try await Self.scenario(.truncatedSegment, name: "truncated segment on a minority")
+    }
+
+    @Test("damage found while the leader runs: it fences the stream and steps down; `recover` cuts and refetches")
+    func damageFoundOnTheRunningLeader() async throws {
+        try await RaftCluster.run(raftValues: ["repairOnStart": "truncate"]) { cluster in
+            let workload = RaftClusterTests.load(cluster)
+            let (leader, term) = try await RaftClusterTests.warmUp(cluster, workload, count: 600)
+            let others = cluster.ids.filter { $0 != leader }
+            // One bit of a committed entry, in place under the running node (its page cache sees it).
+            let directory = try cluster.streamDirectory(leader, Self.stream)
+            let log = try RaftSegmentReader.read(directory: directory)
+            let victim = try #require(log.entries.first { $0.isEvent && $0.index > 10 && $0.bodyLength > 0 })
+            let handle = try FileHandle(forUpdating: directory.appendingPathComponent(victim.file))
+            let position = UInt64(victim.position + RaftSegmentReader.entryHeaderSize + Int(victim.bodyLength) / 2)
+            try handle.seek(toOffset: position)
+            var byte = try #require(try handle.read(upToCount: 1)?.first)
+            byte ^= 0x08
+            try handle.seek(toOffset: position)
+            try handle.write(contentsOf: [byte])
+            try handle.close()
+
+            // A subscriber reading from the start makes the leader read the damaged entry.
+            let reader = try await PlexusClient.connect(
+                ClientConfiguration(port: try cluster.member(leader).tcpPort, name: "damage-reader", reconnect: false))
+            let subscription = try await reader.subscribe(
+                topic: Self.stream, options: SubscribeOptions(group: "damage", start: .earliest, credits: 1000))
+            let reading = Task { for await delivery in subscription { delivery.ack() } }
+            try await Task.sleep(for: .seconds(2))
+            reading.cancel()
+            await reader.close(timeout: .milliseconds(500))
+            let (next, nextTerm) = try await cluster.waitForLeader(Self.stream, among: others, timeout: .seconds(20))
+            #expect(next != leader && nextTerm > term, "the others elected \(next) in term \(nextTerm)")
+            let health = try await cluster.member(leader).process!.list().first { $0.name == "raft-log" }?.health
+            #expect(health?.contains("degraded") == true && health?.contains("damage") == true, "\(health ?? "")")
+            await RaftClusterTests.expectProgress(workload, "the two others without the damaged leader")
+
+            let recovered = try await cluster.member(leader).process!.call("raft-log", "recover", [Self.stream])
+            #expect(recovered.output.contains("recovered"), "recover: \(recovered.output) \(recovered.stderr)")
+            let report = try await RaftClusterTests.finish(cluster, workload, "damage found on the running leader")
+            #expect(report.failures.isEmpty)
+            let repaired = try RaftSegmentReader.read(directory: directory)
+            #expect(repaired.problems.isEmpty && repaired.lastIndex > victim.index, "\(repaired.problems)")
+        }
     }
 
     /// Flips one bit in the middle of the body of the entry with Raft index `index`.

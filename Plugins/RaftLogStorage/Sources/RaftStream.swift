@@ -537,7 +537,7 @@ public final class RaftStream: Sendable {
     /// `recover`.
     private func fail(_ fence: StreamLog.Fence) {
         let completions = state.withLock { s in
-            failAll(&s, .init(reason: "its log could not be written: \(fence.reason)", outOfSpace: fence.outOfSpace))
+            failAll(&s, .init(reason: "its log is fenced: \(fence.reason)", outOfSpace: fence.outOfSpace))
         }
         run(completions)
     }

@@ -296,6 +296,7 @@ public final class StreamLog: Sendable {
             do {
                 completion(.success(try load(spans, from: offset)))
             } catch let error as PluginError {
+                if error.status == PX_ERR_CORRUPTION.status { fenceForDamage(error.message) }
                 completion(.failure(error))
             } catch {
                 completion(.failure(PluginError(PX_ERR_IO, "raft-log: stream '\(name)': \(error)")))
@@ -415,7 +416,8 @@ public final class StreamLog: Sendable {
                 PluginError(
                     PX_ERR_CORRUPTION,
                     "raft-log: stream '\(name)': the entry at byte \(span.start + position) of \(span.file.path) "
-                        + "(offset \(offset)) is corrupt: \(reason); restart the node to have recovery check the log")
+                        + "(offset \(offset)) is corrupt: \(reason); the stream is fenced until `plexus plugin call "
+                        + "raft-log recover \(name)` has recovery check the log")
             }
             let rest = UnsafeRawBufferPointer(rebasing: raw[position...])
             guard let header = EntryHeader.decode(rest) else { throw corrupt("wrong magic or header CRC") }
@@ -492,10 +494,7 @@ public final class StreamLog: Sendable {
             return true
         }
         if !ok {
-            report(
-                .error,
-                "raft-log: stream '\(name)': an entry from index \(index) failed its checks while read "
-                    + "for replication; restart the node to have recovery check the log")
+            fenceForDamage("an entry from index \(index) failed its checks while read for replication")
             return nil
         }
         return entries
@@ -524,6 +523,24 @@ public final class StreamLog: Sendable {
     }
 
     // MARK: Recovering from a fence
+
+    /// Damage found while running (a checksum failed on a read): the stream fences itself, so that it neither
+    /// serves nor replicates the damaged range and its group takes no further part (a leader stops
+    /// heartbeating: the others elect another). `recover` then has recovery check the files: it refuses the
+    /// damage, or with `repairOnStart: truncate` cuts the log there and marks the member as recovering.
+    func fenceForDamage(_ reason: String) {
+        let fence = Fence(reason: "damage found on read: \(reason)", outOfSpace: false)
+        let first = queue.withLock { q -> Bool in
+            guard q.failure == nil else { return false }
+            q.failure = fence
+            return true
+        }
+        guard first else { return }
+        report(.error, "raft-log: stream '\(name)' is fenced: \(fence.reason)")
+        // Not on this thread: a replication read runs under the group's lock, which the listener takes.
+        let listener = listener.withLock { $0 }
+        DispatchQueue.global().async { listener?.failed(fence) }
+    }
 
     /// Lifts the fence a failed write or sync put up, without a restart: discards what the failed cycle wrote
     /// past the durable log (segment files it created, the tail of the active segment beyond what was synced),
