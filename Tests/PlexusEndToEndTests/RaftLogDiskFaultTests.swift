@@ -321,3 +321,103 @@ struct RaftLogDiskFaultTests {
         try await Self.checkNothingLost(node, topic: topic, acknowledged: acknowledged, refused: [])
     }
 }
+
+/// The disk faults of `RaftLogDiskFaultTests` at random for `PLEXUS_SOAK_MINUTES` (`make soak`) against one
+/// node under a continuous acknowledged load: a full disk (on writes, on file creation, on syncs), an `EIO`
+/// from a write, a sync or a truncation, and short writes, each held for 0.5–3 s and then cleared (after an
+/// `EIO`, with `recover`); after each, writes must resume. At the end every acknowledged event is read back
+/// and checked in the segment files, and no refused event was stored. Only with `PLEXUS_SOAK_MINUTES` set;
+/// `PLEXUS_SOAK_SEED` replays a run.
+@Suite(
+    "raft-log disk fault soak", .serialized, .timeLimit(.minutes(180)),
+    .enabled(if: ProcessInfo.processInfo.environment["PLEXUS_SOAK_MINUTES"] != nil))
+struct RaftLogDiskFaultSoakTests {
+    let topic = "disk"
+
+    @Test("random disk faults for PLEXUS_SOAK_MINUTES under load: writes resume after each, nothing acknowledged lost")
+    func soak() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let minutes = environment["PLEXUS_SOAK_MINUTES"].flatMap(Double.init) ?? 1
+        let duration = Duration.milliseconds(Int(minutes * 60_000))
+        let seed = environment["PLEXUS_SOAK_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 1...UInt64.max)
+        var random = RaftClusterSoakTests.SeededGenerator(state: seed)
+        print("disk soak: seed \(seed) (PLEXUS_SOAK_SEED), faults for \(duration)")
+        let faults: [(rules: String, operator: Bool)] = [
+            ("write ENOSPC\n", false), ("open ENOSPC\nwrite ENOSPC\n", false), ("sync ENOSPC\n", false),
+            ("write EIO 1\n", true), ("sync EIO 1\n", true), ("truncate EIO\nsync EIO 1\n", true),
+            ("write short\n", false),
+        ]
+
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let node = try await RaftLogDiskFaultTests.start(directory, topic: topic)
+        defer { node.process.kill() }
+        let acknowledged = Acknowledged()
+        let refused = Acknowledged()
+        let stopping = StopFlag()
+        let port = node.port
+        let publishers = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for publisher in 0..<4 {
+                    group.addTask {
+                        guard
+                            let client = try? await PlexusClient.connect(
+                                ClientConfiguration(port: port, name: "soak-\(publisher)", reconnect: false))
+                        else { return }
+                        var sequence = 0
+                        // Bounded: at most 100,000 batches each, and only until the soak stops them.
+                        while !stopping.isSet && sequence < 100_000 {
+                            let batch = RaftLogDiskFaultTests.events("p\(publisher)-\(sequence)", 1 + sequence % 4)
+                            sequence += 1
+                            do {
+                                acknowledged.add(batch, first: try await client.publish(topic: "disk", batch))
+                            } catch {
+                                refused.add(batch, first: UInt64(refused.count))
+                                try? await Task.sleep(for: .milliseconds(20))
+                            }
+                        }
+                        await client.close()
+                    }
+                }
+            }
+        }
+        var injected: [String] = []
+        let end = ContinuousClock.now + duration
+        while ContinuousClock.now < end {
+            let fault = faults.randomElement(using: &random)!
+            let hold = Duration.milliseconds(Int.random(in: 500...3000, using: &random))
+            try node.shim.set(fault.rules)
+            try await Task.sleep(for: hold)
+            try node.shim.set("")
+            if fault.operator {
+                let answer = try await node.process.call("raft-log", "recover", ["*"])
+                #expect(answer.status == 0, "recover: \(answer.stderr)")
+            }
+            let before = acknowledged.count
+            let deadline = ContinuousClock.now + .seconds(15)
+            while acknowledged.count < before + 20 && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let resumed = acknowledged.count >= before + 20
+            #expect(resumed, "writes resume after \(fault.rules.split(separator: "\n")) held \(hold)")
+            injected.append("\(fault.rules.split(separator: "\n").joined(separator: ", ")) for \(hold)")
+            if !resumed { break }
+        }
+        stopping.set()
+        await publishers.value
+        print(
+            "disk soak: \(injected.count) faults, \(acknowledged.count) events acknowledged, "
+                + "\(refused.count) refused, \(node.shim.injected.count) faults injected:\n  "
+                + injected.joined(separator: "\n  "))
+        #expect(try await RaftLogDiskFaultTests.health(node) { $0 == "healthy" } == "healthy")
+        try await RaftLogDiskFaultTests.checkNothingLost(
+            node, topic: topic, acknowledged: acknowledged, refused: Array(refused.events.values))
+    }
+}
+
+/// A flag publishers poll to stop.
+final class StopFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var isSet: Bool { flag.load(ordering: .relaxed) }
+    func set() { flag.store(true, ordering: .relaxed) }
+}
