@@ -59,7 +59,8 @@ extension StreamLog {
         var clock = self.clock.withLock { $0 }
         let interval = DispatchTimeInterval.milliseconds(settings.fsyncIntervalMs)
         if !work.isEmpty { run(work, dirty: &clock.dirty) }
-        if clock.dirty && (stopping || DispatchTime.now() >= clock.lastSync + interval) {
+        // A fenced stream syncs nothing again: a sync that succeeds after one failed proves nothing.
+        if clock.dirty && failure == nil && (stopping || DispatchTime.now() >= clock.lastSync + interval) {
             syncActive()
             clock.dirty = false
             clock.lastSync = .now()
