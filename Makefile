@@ -48,13 +48,14 @@ bench-core: bootstrap
 bench-tcp: bootstrap
 	benchmarks/tcp/run
 
-## Random faults (kill -9, SIGSTOP, cut links, restarts) against a three-node raft-log cluster under an
-## acknowledged write load for SOAK_MINUTES (default 10), then every replica checked from disk.
-## PLEXUS_SOAK_SEED=N replays a run. The short form of the same test runs in `make test`.
+## Random faults (kill -9, SIGSTOP, cut links, restarts, a flipped bit or a truncated segment on a member)
+## against a three-node raft-log cluster under an acknowledged write load for SOAK_MINUTES (default 10), then
+## every replica checked from disk; then random disk faults (ENOSPC, EIO, short writes through the faultfs
+## shim) against one node for SOAK_MINUTES. PLEXUS_SOAK_SEED=N replays a run. The short forms run in `make test`.
 SOAK_MINUTES ?= 10
 soak: bootstrap
 	$(SWIFT) build
-	PLEXUS_SOAK_MINUTES=$(SOAK_MINUTES) $(SWIFT) test --filter RaftClusterSoakTests
+	PLEXUS_SOAK_MINUTES=$(SOAK_MINUTES) $(SWIFT) test --filter 'RaftClusterSoakTests|RaftLogDiskFaultSoakTests'
 
 ## libFuzzer on the TCP frame decoder for FUZZ_SECONDS (default 60); findings go to .build/fuzz/crashes/.
 fuzz: bootstrap

@@ -189,10 +189,12 @@ enum Command {
             stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "")
     }
 
-    /// Starts a program with stdout and stderr going to files (never pipes: a chatty node must not block).
-    static func launch(_ executable: URL, _ arguments: [String], in directory: URL, stdout: URL, stderr: URL) throws
-        -> Process
-    {
+    /// Starts a program with stdout and stderr going to files (never pipes: a chatty node must not block), with
+    /// `environment` added to this process's own.
+    static func launch(
+        _ executable: URL, _ arguments: [String], in directory: URL, stdout: URL, stderr: URL,
+        environment: [String: String] = [:]
+    ) throws -> Process {
         _ = FileManager.default.createFile(atPath: stdout.path, contents: nil)
         _ = FileManager.default.createFile(atPath: stderr.path, contents: nil)
         let out = try FileHandle(forWritingTo: stdout)
@@ -204,6 +206,9 @@ enum Command {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.currentDirectoryURL = directory
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = out
@@ -236,11 +241,11 @@ final class NodeProcess {
     /// Starts a node on `adminPort` (0: an ephemeral one) and waits for its `plexus: admin endpoint …` line.
     static func start(
         manifests: URL, pluginPaths: [URL] = [], data: URL, in directory: URL, adminPort: Int = 0,
-        extraArguments: [String] = []
+        extraArguments: [String] = [], environment: [String: String] = [:]
     ) async throws -> NodeProcess {
         try await launch(
             manifests: manifests, pluginPaths: pluginPaths, data: data, in: directory, adminPort: adminPort,
-            extraArguments: extraArguments
+            extraArguments: extraArguments, environment: environment
         ).ready()
     }
 
@@ -281,10 +286,11 @@ final class NodeProcess {
         }
     }
 
-    /// Launches `plexus serve` with its output in `directory` (`node.out`, `node.err`) without waiting for it.
+    /// Launches `plexus serve` with its output in `directory` (`node.out`, `node.err`) without waiting for it;
+    /// `environment` is added to the test process's own (for example an `LD_PRELOAD` fault shim).
     static func launch(
         manifests: URL, pluginPaths: [URL] = [], data: URL, in directory: URL, adminPort: Int = 0,
-        extraArguments: [String] = []
+        extraArguments: [String] = [], environment: [String: String] = [:]
     ) throws -> Launched {
         let products = try Repository.products()
         let stdoutFile = directory.appendingPathComponent("node.out")
@@ -293,7 +299,8 @@ final class NodeProcess {
         for path in pluginPaths { arguments += ["--plugin-path", path.path] }
         arguments += ["--admin-port", "\(adminPort)", "--data-dir", data.path] + extraArguments
         let process = try Command.launch(
-            products.appendingPathComponent("plexus"), arguments, in: directory, stdout: stdoutFile, stderr: stderrFile)
+            products.appendingPathComponent("plexus"), arguments, in: directory, stdout: stdoutFile, stderr: stderrFile,
+            environment: environment)
         return Launched(process: process, directory: directory, stdoutFile: stdoutFile, stderrFile: stderrFile)
     }
 

@@ -37,6 +37,9 @@ struct StreamStatus: Decodable, Sendable, CustomStringConvertible {
     var commitChain: UInt32
     /// Only on the leader.
     var peers: [Peer]?
+    /// Non-zero while the member lacks entries it lost to damage and neither votes nor stands (absent from
+    /// older builds).
+    var recoveringUntil: UInt64?
 
     var description: String {
         "\(role) term \(term) leader '\(leader)' commit \(commitIndex) last \(lastIndex) next offset \(nextOffset)"

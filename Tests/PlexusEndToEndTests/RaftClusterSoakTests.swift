@@ -21,6 +21,9 @@ struct RaftClusterSoakTests {
         case leaderCannotSend = "cut the leader's links to the others, one way"
         case slowLinks = "delay every link by 50 ms"
         case restartAll = "kill -9 every node and start them again"
+        case flipBitOnFollower = "flip a bit mid-log on a stopped follower"
+        case truncateSegmentOnFollower = "truncate a segment of a stopped follower"
+        case flipBitOnLeader = "flip a bit mid-log on the stopped leader"
     }
 
     /// SplitMix64: a small seeded generator, so that a run can be replayed.
@@ -45,7 +48,9 @@ struct RaftClusterSoakTests {
         print("soak: seed \(seed) (PLEXUS_SOAK_SEED), faults for \(duration)")
         let stream = RaftClusterTests.stream
 
-        try await RaftCluster.run { cluster in
+        // Damage is repaired by cutting the log (the damaged member then neither votes nor stands until it has
+        // refetched what it lost); 1 MiB segments, so that damage also falls in sealed segments.
+        try await RaftCluster.run(raftValues: ["repairOnStart": "truncate", "segmentBytes": "1048576"]) { cluster in
             // Bounded: paced to about 200,000 events over the run (some 45 MB of log per node; the short run
             // goes unpaced), at most 400,000, and the publishers stop a minute after the faults end at the latest.
             let seconds = Double(duration.components.seconds)
@@ -89,6 +94,20 @@ struct RaftClusterSoakTests {
                 case .restartAll:
                     for id in cluster.ids { try cluster.kill(id) }
                     undo.append { try await cluster.start(cluster.ids) }
+                case .flipBitOnFollower, .truncateSegmentOnFollower, .flipBitOnLeader:
+                    let victim = fault == .flipBitOnLeader ? leader : follower
+                    try cluster.kill(victim)
+                    let directory = try cluster.streamDirectory(victim, stream)
+                    let log = try RaftSegmentReader.read(directory: directory)
+                    let candidates = log.entries.filter { $0.bodyLength > 0 && $0.index < log.lastIndex }
+                    if let entry = candidates.randomElement(using: &random) {
+                        if fault == .truncateSegmentOnFollower {
+                            try RaftClusterCorruptionTests.truncateSegment(in: directory, at: entry.index)
+                        } else {
+                            try RaftClusterCorruptionTests.flipBit(in: directory, at: entry.index)
+                        }
+                    }
+                    undo.append { try await cluster.start(victim) }
                 }
                 injected.append("\(fault.rawValue) (leader \(leader), follower \(follower), \(hold))")
                 try await Task.sleep(for: hold)

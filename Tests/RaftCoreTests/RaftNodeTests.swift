@@ -290,6 +290,42 @@ struct Simulation {
         #expect(!reference.contains { $0.body == Array("lost".utf8) })
     }
 
+    /// The Jepsen NATS scenario at the level of the state machine: `behind` is down while the leader and
+    /// `damaged` commit entries; `damaged` then loses them (damage on disk) and the leader goes down. With
+    /// `setRecovering(until:)` the two left elect nobody (`damaged` grants no vote, stands for nothing); once
+    /// the old leader returns it leads, `damaged` gets the entries back and votes again; no committed entry
+    /// ever changes (the simulation checks). Without it they would elect a leader lacking the entries.
+    @Test func aMemberThatLostEntriesToDamageNeitherVotesNorStandsUntilItHasThemAgain() {
+        var sim = Simulation(ids: ["a", "b", "c"], seed: 5)
+        sim.run(ticks: 40)
+        let leader = try! #require(sim.leader)
+        let others = ["a", "b", "c"].filter { $0 != leader }
+        let (damaged, behind) = (others[0], others[1])
+        sim.crash(behind)
+        for i in 0..<10 { _ = sim.propose("x\(i)") }
+        sim.run(ticks: 10)
+        let lost = sim.disks[damaged]!.lastIndex
+        let keep = sim.disks[behind]!.lastIndex
+        #expect(lost > keep && sim.members[leader]!.commitIndex >= lost, "entries committed without \(behind)")
+
+        sim.crash(damaged)
+        let disk = sim.disks[damaged]!
+        disk.entries.removeSubrange(Int(keep - disk.snapshot.index)...)
+        sim.crash(leader)
+        sim.start(damaged)
+        sim.members[damaged]!.setRecovering(until: lost)
+        #expect(sim.members[damaged]!.isRecovering)
+        sim.start(behind)
+        sim.run(ticks: 80)
+        #expect(sim.leader == nil, "\(damaged) and \(behind) elected \(sim.leader ?? "")")
+
+        sim.start(leader)
+        sim.run(ticks: 80)
+        #expect(sim.leader != nil)
+        #expect(!sim.members[damaged]!.isRecovering, "\(damaged) has the entries again")
+        #expect(sim.disks[damaged]!.lastIndex >= lost)
+    }
+
     @Test func preVoteKeepsAPartitionedFollowerFromRaisingTerms() {
         var sim = Simulation(ids: ["a", "b", "c"], seed: 5)
         sim.run(ticks: 40)

@@ -92,10 +92,13 @@ public struct RaftNode: Sendable {
         public var membership: Membership?
         /// The role or leader changed.
         public var roleChanged = false
+        /// The log is persisted through `recoveringUntil` again: the member votes and stands again (the
+        /// owner removes its marker).
+        public var recovered = false
 
         public var isEmpty: Bool {
             hardState == nil && log.isEmpty && messages.isEmpty && commitIndex == nil && membership == nil
-                && !roleChanged
+                && !roleChanged && !recovered
         }
     }
 
@@ -133,6 +136,13 @@ public struct RaftNode: Sendable {
     public private(set) var transferee: NodeID?
     /// The next offset an event appended after the last entry takes.
     public private(set) var nextOffset: UInt64
+    /// Non-zero while this member's log lacks entries it once held (damage on disk cut it, and it may have
+    /// acknowledged them): until its log is persisted through this index again, fetched from a leader, it
+    /// grants no vote or pre-vote and never stands for election, so that it cannot help elect a leader
+    /// lacking entries it counted towards a commit. It still takes entries, and acknowledges those it has.
+    public private(set) var recoveringUntil: UInt64 = 0
+
+    public var isRecovering: Bool { recoveringUntil > 0 }
 
     private var electionElapsed = 0
     private var heartbeatElapsed = 0
@@ -198,6 +208,13 @@ public struct RaftNode: Sendable {
     }
 
     public var isVoter: Bool { membership.member(configuration.id).map { !$0.learner } ?? false }
+
+    /// Marks the log as lacking entries up to `index` (see `recoveringUntil`); nothing when the log already
+    /// reaches it.
+    public mutating func setRecovering(until index: UInt64) {
+        // A single voter has nobody to fetch from, and nobody to mislead.
+        recoveringUntil = index > persistedIndex && voters.count > 1 ? index : 0
+    }
     private var isLearner: Bool { membership.member(configuration.id)?.learner ?? false }
     /// `membership.voters`, kept with it (read on every commit decision).
     public private(set) var voters: [NodeID]
@@ -234,7 +251,7 @@ public struct RaftNode: Sendable {
             }
         } else {
             electionElapsed += 1
-            if electionElapsed >= randomizedElectionTicks && isVoter {
+            if electionElapsed >= randomizedElectionTicks && isVoter && !isRecovering {
                 electionElapsed = 0
                 campaign(transfer: false)
             }
@@ -243,7 +260,7 @@ public struct RaftNode: Sendable {
 
     /// Starts an election now (a single voter becomes leader at once).
     public mutating func campaign(transfer: Bool) {
-        guard isVoter else { return }
+        guard isVoter, !isRecovering else { return }
         if configuration.preVote && !transfer && voters.count > 1 {
             becomePreCandidate()
         } else {
@@ -329,6 +346,10 @@ public struct RaftNode: Sendable {
         // Stale when the entry was replaced since (a truncation happened after that write was queued).
         guard index > persistedIndex, log.term(at: index) == entryTerm else { return }
         persistedIndex = index
+        if isRecovering && persistedIndex >= recoveringUntil {
+            recoveringUntil = 0
+            ready.recovered = true
+        }
         if role == .leader {
             maybeCommit()
         } else {
@@ -389,12 +410,13 @@ public struct RaftNode: Sendable {
         switch message {
         case .preVote(let request):
             let grant =
-                log.isUpToDate(lastIndex: request.lastIndex, lastTerm: request.lastTerm) && !inLease
+                !isRecovering && log.isUpToDate(lastIndex: request.lastIndex, lastTerm: request.lastTerm) && !inLease
                 && request.term > term
             send(from, .preVoteReply(VoteReply(term: grant ? request.term : term, granted: grant)))
         case .vote(let request):
             let canVote = votedFor == from || (votedFor == nil && leader == nil)
-            let grant = canVote && log.isUpToDate(lastIndex: request.lastIndex, lastTerm: request.lastTerm)
+            let grant =
+                canVote && !isRecovering && log.isUpToDate(lastIndex: request.lastIndex, lastTerm: request.lastTerm)
             if grant {
                 votedFor = from
                 electionElapsed = 0

@@ -59,7 +59,8 @@ extension StreamLog {
         var clock = self.clock.withLock { $0 }
         let interval = DispatchTimeInterval.milliseconds(settings.fsyncIntervalMs)
         if !work.isEmpty { run(work, dirty: &clock.dirty) }
-        if clock.dirty && (stopping || DispatchTime.now() >= clock.lastSync + interval) {
+        // A fenced stream syncs nothing again: a sync that succeeds after one failed proves nothing.
+        if clock.dirty && failure == nil && (stopping || DispatchTime.now() >= clock.lastSync + interval) {
             syncActive()
             clock.dirty = false
             clock.lastSync = .now()
@@ -354,18 +355,19 @@ extension StreamLog {
     }
 
     /// After a failed write or sync nothing on disk past the visible log can be trusted (a failed
-    /// `fdatasync` may have dropped dirty pages): the stream refuses writes until a restart recovers it, and
-    /// every queued call fails.
+    /// `fdatasync` may have dropped dirty pages): the stream is fenced, every queued call fails, and nothing
+    /// written by this cycle is reported or synced again. `recover` lifts the fence.
     private func failWrites(_ error: any Error) {
-        let message = "\(error)"
-        report(.error, "raft-log: stream '\(name)': a write failed, the stream takes no more writes: \(message)")
+        let fence = Fence(error)
+        let message = fence.reason
+        report(.error, "raft-log: stream '\(name)': a write failed, the stream is fenced (takes no writes): \(message)")
         let pending = queue.withLock { q -> [Work] in
-            q.failure = message
+            q.failure = fence
             defer { q.work = [] }
             return q.work
         }
         let failure = PluginError(PX_ERR_IO, "raft-log: stream '\(name)': \(message)")
-        listener.withLock { $0 }?.failed(message)
+        listener.withLock { $0 }?.failed(fence)
         for item in pending {
             switch item {
             case .entries, .snapshot: break

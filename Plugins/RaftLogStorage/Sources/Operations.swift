@@ -149,3 +149,16 @@ public func raftLogRemoveMember(_ instance: UnsafeMutableRawPointer?, _ id: Unsa
         return Membership(members: current.members.filter { $0.id != node })
     }
 }
+
+/// Operation `recover STREAM`: lifts the fence a failed write or sync put on STREAM (`*`: on every fenced
+/// stream) without a restart, once the operator has cleared the cause: the unsynced tail is discarded, the
+/// log recovered from disk and its Raft group rebuilt (`RaftStream.recover`).
+@_cdecl("px_op_raft_log_recover")
+public func raftLogRecover(_ instance: UnsafeMutableRawPointer?, _ stream: UnsafePointer<CChar>?)
+    -> UnsafeMutablePointer<CChar>?
+{
+    guard let plugin = PluginExport.instance(RaftLogStorage.self, instance), let stream else { return cText("") }
+    let name = String(cString: stream)
+    guard !name.isEmpty else { return cText("expected a stream name (or * for every fenced stream)") }
+    return cText(plugin.recover(name))
+}

@@ -35,6 +35,10 @@ public final class RaftLogStorage: LendingStoragePlugin {
     /// Where streams are recovered or created (mkdir, fsync, recovery, the writer's start), one at a time, so
     /// that no open does disk work on the caller's thread (`on_open_stream_async`) or under `state`'s lock.
     private let opener = DispatchQueue(label: "raft-log.open")
+    /// Where the space probe of fenced streams runs (`probeFencedStreams`), and whether it does.
+    private let prober = DispatchQueue(label: "raft-log.probe")
+    private let probing = Mutex(false)
+    private let ticks = Mutex(0)
 
     private enum Phase { case created, started, stopped }
     private struct State {
@@ -170,12 +174,55 @@ public final class RaftLogStorage: LendingStoragePlugin {
         }
     }
 
+    /// Healthy unless a stream is fenced: then `degraded`, naming the fenced streams and the first one's
+    /// reason (the other streams take writes as before).
     public func health() throws {
-        let failed = state.withLock {
-            $0.streams.values.compactMap { stream in stream.log.failure.map { (stream.name, $0) } }
+        let fenced = allStreams.compactMap { stream in stream.fence.map { (stream.name, $0) } }
+        guard let (name, fence) = fenced.first else { return }
+        let names = fenced.prefix(8).map { "'\($0.0)'" }.joined(separator: ", ") + (fenced.count > 8 ? ", …" : "")
+        throw PluginError(
+            PX_ERR_IO,
+            "degraded: \(fenced.count) stream(s) fenced after a failed write, taking no writes (\(names)); "
+                + "'\(name)': \(fence.reason). "
+                + (fence.outOfSpace ? "It recovers by itself once the disk has space again, or with " : "Recover with ")
+                + "`plexus plugin call raft-log recover \(name)` once the cause is cleared")
+    }
+
+    /// Lifts the fence of stream `name` (`*`: of every fenced stream) without a restart (`RaftStream.recover`).
+    /// - Returns: one line per stream, saying what happened.
+    func recover(_ name: String) -> String {
+        let streams = name == "*" ? allStreams.filter { $0.fence != nil } : allStreams.filter { $0.name == name }
+        guard !streams.isEmpty else {
+            return name == "*" ? "no stream is fenced" : "raft-log has no open stream '\(name)'"
         }
-        if let (name, failure) = failed.first {
-            throw PluginError(PX_ERR_IO, "raft-log: stream '\(name)' takes no writes: \(failure)")
+        return streams.map { stream in
+            do {
+                return try stream.recover() ?? "stream '\(stream.name)' is not fenced"
+            } catch {
+                return "stream '\(stream.name)' stays fenced: \(error)"
+            }
+        }.joined(separator: "\n")
+    }
+
+    /// Probes, about once a second, the disk of each stream fenced because it was full, and recovers the
+    /// stream once a write and sync succeed there again; one probe at a time, off the tick.
+    private func probeFencedStreams() {
+        let fenced = allStreams.filter { $0.fence?.outOfSpace == true }
+        guard !fenced.isEmpty else { return }
+        let start = probing.withLock { running -> Bool in
+            defer { running = true }
+            return !running
+        }
+        guard start else { return }
+        prober.async { [self] in
+            defer { probing.withLock { $0 = false } }
+            for stream in fenced where stream.log.probeSpace() {
+                do {
+                    _ = try stream.recover()
+                } catch {
+                    host.log(.warning, "raft-log: stream '\(stream.name)' stays fenced after the space probe: \(error)")
+                }
+            }
         }
     }
 
@@ -261,6 +308,13 @@ public final class RaftLogStorage: LendingStoragePlugin {
         var lag: UInt64 = 0
         for stream in streams { lag = max(lag, stream.tick() ?? 0) }
         if context.transport != nil { host.gauge("replication_lag_max", Double(lag)) }
+        let probeDue = ticks.withLock { count -> Bool in
+            count += 1
+            guard count * settings.heartbeatIntervalMs >= Self.probeIntervalMs else { return false }
+            count = 0
+            return true
+        }
+        if probeDue { probeFencedStreams() }
     }
 
     /// Recovers or creates the log of `name` and its Raft group.
@@ -331,6 +385,9 @@ public final class RaftLogStorage: LendingStoragePlugin {
     }
 
     var streamCount: UInt64 { state.withLock { UInt64($0.streams.count) } }
+
+    /// How often the disk of a stream fenced for lack of space is probed.
+    static let probeIntervalMs = 1000
 
     var allStreams: [RaftStream] { state.withLock { $0.streams.values.sorted { $0.name < $1.name } } }
 }

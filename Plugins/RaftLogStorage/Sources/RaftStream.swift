@@ -62,8 +62,9 @@ public final class RaftStream: Sendable {
         var nextForwardID = UInt64.random(in: 1...(UInt64.max >> 1))
         /// The role and leader last reported, to log changes once.
         var reportedLeader: NodeID?
-        /// Set when the log or the `raft` file could not be written: the group takes no further part.
-        var failure: String?
+        /// Set when the log or the `raft` file could not be written: the group takes no further part until
+        /// `recover` rebuilds it.
+        var failure: StreamLog.Fence?
         /// The forwarded appends among the entries that reached this member's log in messages (a new leader
         /// answers a forward resent to it from here instead of appending it twice).
         var forwarded: [ForwardTag: ForwardedEntries] = [:]
@@ -97,6 +98,24 @@ public final class RaftStream: Sendable {
         self.name = name
         self.log = log
         self.context = context
+        let (node, raftState) = try Self.makeNode(name: name, log: log, context: context, commitFloor: 0)
+        state = Mutex(
+            State(node: node, raftState: raftState, wantedRaftState: raftState, hintWritten: node.commitIndex))
+        log.start(
+            StreamLog.Listener(
+                persisted: { [weak self] index, term in self?.persisted(index, term) },
+                compacted: { [weak self] in self?.compacted() },
+                failed: { [weak self] fence in self?.fail(fence) }))
+        let completions = state.withLock { s in process(&s) }
+        run(completions)
+    }
+
+    /// The group over the log as it is on disk: its term, vote and membership from the `raft` file, its log
+    /// from the recovered segments, its commit index from the `commit` hint (or `commitFloor`, an index known
+    /// committed). A single voter becomes leader at once.
+    private static func makeNode(name: String, log: StreamLog, context: RaftContext, commitFloor: UInt64) throws
+        -> (RaftNode, RaftState)
+    {
         var raftState = try RaftState.load(directory: log.directory, stream: name)
         let (meta, history, nextOffset) = log.visible.withLock { v -> (LogMeta, [(UInt64, Membership)], UInt64) in
             let first = v.segments[0].header
@@ -122,25 +141,29 @@ public final class RaftStream: Sendable {
         let hint = CommitHint.load(directory: log.directory)
         var node = RaftNode(
             configuration: context.raftConfiguration,
-            hardState: .init(term: raftState.term, votedFor: raftState.votedFor), log: meta, commitIndex: hint,
+            hardState: .init(term: raftState.term, votedFor: raftState.votedFor), log: meta,
+            commitIndex: max(hint, commitFloor),
             baseMembership: raftState.membership!, history: history, nextOffset: nextOffset,
             seed: UInt64.random(in: 0...UInt64.max), fetch: fetch)
         let point = log.snapshotPoint()
         node.snapshotRequest = SnapshotRequest(
             term: 0, index: point.index, indexTerm: point.term, nextOffset: point.nextOffset, chain: point.chain,
             membership: raftState.membership!)
+        let lost = RecoveringMarker.load(directory: log.directory)
+        if lost > 0 && !context.isSingleVoter(node) {
+            node.setRecovering(until: lost)
+            if node.isRecovering {
+                context.report(
+                    .warning,
+                    "raft-log: stream '\(name)': this member lost entries up to index \(lost) to damage on disk; it "
+                        + "neither votes nor stands for election until it has them again from a leader")
+            }
+        }
+        if lost > 0 && !node.isRecovering { RecoveringMarker.remove(directory: log.directory) }
         if context.isSingleVoter(node) { node.campaign(transfer: false) }
         context.membershipChanged(node.membership, stream: name)
         if node.commitIndex > 0 { log.publishCommit(node.commitIndex) }
-        state = Mutex(
-            State(node: node, raftState: raftState, wantedRaftState: raftState, hintWritten: node.commitIndex))
-        log.start(
-            StreamLog.Listener(
-                persisted: { [weak self] index, term in self?.persisted(index, term) },
-                compacted: { [weak self] in self?.compacted() },
-                failed: { [weak self] reason in self?.fail(reason) }))
-        let completions = state.withLock { s in process(&s) }
-        run(completions)
+        return (node, raftState)
     }
 
     // MARK: Appends
@@ -163,14 +186,10 @@ public final class RaftStream: Sendable {
             bodies.append(body)
             crcs.append(CRC32C.checksum(body))
         }
-        if let failure = log.failure {
-            throw PluginError(PX_ERR_IO, "raft-log: stream '\(name)' takes no writes until restarted: \(failure)")
-        }
+        if let failure = log.failure { throw failure.refusal(stream: name) }
         let forwardBytes = bodies.reduce(0) { $0 + $1.count + 8 }
         let completions = try state.withLock { s throws(PluginError) -> [() -> Void] in
-            if let failure = s.failure {
-                throw PluginError(PX_ERR_IO, "raft-log: stream '\(name)' takes no writes until restarted: \(failure)")
-            }
+            if let failure = s.failure { throw failure.refusal(stream: name) }
             if s.node.role == .leader {
                 try propose(&s, bodies: bodies, crcs: crcs, completion: completion, forwardedBy: nil)
             } else {
@@ -418,6 +437,15 @@ public final class RaftStream: Sendable {
                 if s.hardStatePending { s.held.append(.message(envelope)) } else { context.send(envelope) }
             }
             if let membership = ready.membership { context.membershipChanged(membership, stream: name) }
+            if ready.recovered {
+                completions.append { [self] in
+                    RecoveringMarker.remove(directory: log.directory)
+                    context.report(
+                        .info,
+                        "raft-log: stream '\(name)': this member has every entry it lost again; it votes and stands "
+                            + "for election again")
+                }
+            }
             if let commit = ready.commitIndex {
                 log.publishCommit(commit)
                 // The newest committed membership is kept beside the log, so that retention may drop its entry.
@@ -505,18 +533,21 @@ public final class RaftStream: Sendable {
         return completions
     }
 
-    /// The log's writer failed: every waiting append fails, and the group takes no further part.
-    private func fail(_ reason: String) {
-        let completions = state.withLock { s in failAll(&s, "its log could not be written: \(reason)") }
+    /// The log's writer failed: every waiting append fails, and the group takes no further part until
+    /// `recover`.
+    private func fail(_ fence: StreamLog.Fence) {
+        let completions = state.withLock { s in
+            failAll(&s, .init(reason: "its log is fenced: \(fence.reason)", outOfSpace: fence.outOfSpace))
+        }
         run(completions)
     }
 
-    private func failAll(_ s: inout State, _ reason: String) -> [() -> Void] {
+    private func failAll(_ s: inout State, _ fence: StreamLog.Fence) -> [() -> Void] {
         if s.failure == nil {
-            s.failure = reason
-            context.report(.error, "raft-log: stream '\(name)' stops taking part in replication: \(reason)")
+            s.failure = fence
+            context.report(.error, "raft-log: stream '\(name)' stops taking part in replication: \(fence.reason)")
         }
-        let error = PluginError(PX_ERR_IO, "raft-log: stream '\(name)' takes no writes until restarted: \(reason)")
+        let error = (s.failure ?? fence).refusal(stream: name)
         var completions: [() -> Void] = []
         for proposal in s.proposals { completions += answer(proposal, .failure(error)) }
         for (_, forward) in s.forwards.sorted(by: { $0.key < $1.key }) {
@@ -579,16 +610,23 @@ public final class RaftStream: Sendable {
                 return s.wantedRaftState
             }
             guard let target else { return }
-            let written = write(target)
+            let failed = write(target)
             let (proceed, completions) = state.withLock { s -> (Bool, [() -> Void]) in
                 guard s.failure == nil else {
                     s.persisting = false
                     return (false, [])
                 }
-                guard written else {
+                if let failed {
                     s.persisting = false
                     guard s.hardStatePending else { return (false, []) }
-                    return (false, failAll(&s, "its Raft state (term and vote) could not be written"))
+                    return (
+                        false,
+                        failAll(
+                            &s,
+                            .init(
+                                reason: "its Raft state (term and vote) could not be written: \(failed.reason)",
+                                outOfSpace: failed.outOfSpace))
+                    )
                 }
                 s.raftState = target
                 if s.wantedRaftState.term == target.term && s.wantedRaftState.votedFor == target.votedFor {
@@ -615,14 +653,15 @@ public final class RaftStream: Sendable {
     }
 
     /// Writes the `raft` file durably; on failure the stream stops taking part (its messages are dropped).
-    private func write(_ next: RaftState) -> Bool {
+    /// - Returns: why it failed, or nil when it is written.
+    private func write(_ next: RaftState) -> StreamLog.Fence? {
         do {
             try Files.replace(
                 log.directory + "/" + RaftState.fileName, with: next.encoded(), directory: log.directory, sync: true)
-            return true
+            return nil
         } catch {
             context.report(.error, "raft-log: stream '\(name)': cannot write its Raft state (term and vote): \(error)")
-            return false
+            return StreamLog.Fence(error)
         }
     }
 
@@ -634,6 +673,66 @@ public final class RaftStream: Sendable {
     func saveCommitHint() {
         let commit = state.withLock { $0.node.commitIndex }
         if commit > 0 { _ = CommitHint.write(commit, directory: log.directory) }
+    }
+
+    // MARK: Fencing
+
+    /// Why the stream is fenced (its log or its `raft` file could not be written), if it is.
+    var fence: StreamLog.Fence? { log.failure ?? state.withLock { $0.failure } }
+
+    /// One recovery at a time (the operation and the storage's probe may both ask).
+    private let recovering = Mutex(false)
+
+    /// Lifts the fence without a restart (`plexus plugin call raft-log recover STREAM`, or the storage's probe
+    /// once space returns): the log discards what was not durable and is recovered from disk
+    /// (`StreamLog.recover`), then the group is rebuilt over it from the `raft` file as at a start (a follower
+    /// again, or leader at once when it is the only voter), with the commit index it had. Every append that
+    /// waited failed when the fence went up, and nothing unsynced was reported, so the group forgets only
+    /// entries it never counted as its own.
+    /// - Returns: what the log now holds, or nil when the stream was not fenced.
+    /// - Throws: `PluginError` when the disk still fails or the stream is busy (retry); it stays fenced.
+    func recover() throws -> String? {
+        guard fence != nil else { return nil }
+        let busy = recovering.withLock { running -> Bool in
+            defer { running = true }
+            return running
+        }
+        guard !busy else { throw PluginError(PX_ERR_UNAVAILABLE, "raft-log: stream '\(name)' is being recovered") }
+        defer { recovering.withLock { $0 = false } }
+        // The group stops first (the log's failure reaches it through the listener, perhaps not yet).
+        let (persisting, oldCommit, failed) = state.withLock { s -> (Bool, UInt64, [() -> Void]) in
+            let failed =
+                s.failure == nil ? failAll(&s, .init(reason: "its log is being recovered", outOfSpace: false)) : []
+            return (s.persisting, s.node.commitIndex, failed)
+        }
+        run(failed)
+        guard !persisting else {
+            throw PluginError(PX_ERR_UNAVAILABLE, "raft-log: stream '\(name)': its Raft state is being written; retry")
+        }
+        _ = try log.recover()
+        let (node, raftState) = try Self.makeNode(name: name, log: log, context: context, commitFloor: oldCommit)
+        let completions = state.withLock { s -> [() -> Void] in
+            s.node = node
+            s.raftState = raftState
+            s.wantedRaftState = raftState
+            s.hardStatePending = false
+            s.held = []
+            s.proposals = []
+            s.forwards = [:]
+            s.forwarded = [:]
+            s.reportedLeader = nil
+            s.hintWritten = node.commitIndex
+            s.failure = nil
+            return process(&s)
+        }
+        run(completions)
+        let info = log.info()
+        let last = log.visible.withLock { $0.lastIndex }
+        context.report(
+            .info,
+            "raft-log: stream '\(name)' recovered from its fence: the log ends at index \(last), next offset "
+                + "\(info.nextOffset); it takes writes again")
+        return "stream '\(name)' recovered: its log ends at index \(last) (next offset \(info.nextOffset))"
     }
 
     // MARK: Operations
@@ -690,7 +789,8 @@ public final class RaftStream: Sendable {
         return "{\"stream\":\(CloudEventJSON.quote(name)),\"role\":\"\(node.role.rawValue)\",\"term\":\(node.term),"
             + "\"leader\":\(CloudEventJSON.quote(node.leader ?? "")),\"commitIndex\":\(node.commitIndex),"
             + "\"lastIndex\":\(node.log.lastIndex),\"firstIndex\":\(node.log.firstIndex),"
-            + "\"persistedIndex\":\(node.persistedIndex),\"firstOffset\":\(info.firstOffset),"
+            + "\"persistedIndex\":\(node.persistedIndex),\"recoveringUntil\":\(node.recoveringUntil),"
+            + "\"firstOffset\":\(info.firstOffset),"
             + "\"nextOffset\":\(info.nextOffset),\"commitChain\":\(chain ?? "null"),"
             + "\"voters\":[\(node.membership.voters.map(CloudEventJSON.quote).joined(separator: ","))],"
             + "\"learners\":[\(node.membership.learners.map(CloudEventJSON.quote).joined(separator: ","))],"
@@ -733,5 +833,39 @@ enum CommitHint {
     static func write(_ index: UInt64, directory: String) -> Bool {
         let bytes = SealedRecord.seal(magic: magic, withUnsafeBytes(of: index.littleEndian) { Array($0) })
         return (try? Files.replace(directory + "/" + fileName, with: bytes, directory: directory, sync: false)) != nil
+    }
+}
+
+/// A stream's `recovering` file: written (durably) when recovery cut entries out of the log for damage
+/// (`repairOnStart: truncate`), holding the highest index the log is known to have held. Entries this member
+/// may have acknowledged are gone, so until its log reaches that index again, fetched from a leader, it
+/// neither votes nor stands for election (`RaftNode.recoveringUntil`): it cannot help elect a leader lacking
+/// them. Removed once the log reaches it. A `SealedRecord` with magic "PXRV" whose body is the `u64` index;
+/// a damaged file counts as the highest index possible (the member then waits for an operator, or for the
+/// log to be replaced by a leader's snapshot).
+enum RecoveringMarker {
+    static let fileName = "recovering"
+    static let magic: UInt32 = 0x5652_5850
+
+    static func load(directory: String) -> UInt64 {
+        let path = directory + "/" + fileName
+        guard Files.exists(path) else { return 0 }
+        guard let file = try? OpenFile(path: path), let bytes = try? file.read(count: try file.size, at: 0),
+            let body = try? SealedRecord.open(bytes, magic: magic, what: "the recovering file"), body.count == 8
+        else { return .max }
+        return body.withUnsafeBytes { $0.loadLE(UInt64.self, at: 0) }
+    }
+
+    /// Writes `index` (or keeps a higher one already there) durably.
+    static func write(_ index: UInt64, directory: String) throws {
+        let existing = load(directory: directory)
+        let bytes = SealedRecord.seal(
+            magic: magic, withUnsafeBytes(of: max(index, existing == .max ? 0 : existing).littleEndian) { Array($0) })
+        try Files.replace(directory + "/" + fileName, with: bytes, directory: directory, sync: true)
+    }
+
+    static func remove(directory: String) {
+        try? Files.remove(directory + "/" + fileName)
+        try? Files.syncDirectory(directory)
     }
 }

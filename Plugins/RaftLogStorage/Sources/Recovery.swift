@@ -67,6 +67,13 @@ struct Recovery {
             if let damage {
                 let fileSize = try io("stat", { try file.size })
                 if damage.torn && isLast {
+                    // A crash tears only what was not synced, hence never committed here: a torn tail below
+                    // the commit hint is damage that cut committed entries.
+                    let hint = CommitHint.load(directory: directory)
+                    if hint >= segment.nextIndex {
+                        try io(
+                            "write the recovering marker", { try RecoveringMarker.write(hint, directory: directory) })
+                    }
                     try io("truncate", { try cut(segment, at: damage.position, sync: sync) })
                     report(
                         "stream '\(name)': cut a torn tail of \(fileSize - damage.position) bytes at byte "
@@ -117,6 +124,12 @@ struct Recovery {
                     + "the raft-log manifest's config values, start the node once, then set it back to `refuse`.")
         }
         let sync = settings.fsync != .never
+        // Before anything is cut: the entries lost may have been acknowledged by this member, so it must
+        // not vote until it has them again (`RecoveringMarker`).
+        let lost = lostThrough(from: path, at: position, laterNames: names[dropFrom...].map(\.name))
+        if lost >= (lastGood?.nextIndex ?? 1) {
+            try io("write the recovering marker", { try RecoveringMarker.write(lost, directory: directory) })
+        }
         if let file, let lastGood {
             try io("truncate", { try cut(lastGood, at: position, sync: sync, file: file) })
         } else {
@@ -127,6 +140,33 @@ struct Recovery {
         report(
             "stream '\(name)': repairOnStart truncate: cut the log at byte \(position) of \(path) (\(reason)), "
                 + "dropping \(extent); the log now ends after offset \(lastOffset)")
+    }
+
+    /// The highest index the log is known to have held past damage at `position` of `path`: the highest of
+    /// the commit hint, the index before each later segment's base, and every entry header that still checks
+    /// out from `position` on in this file and in the later ones.
+    private func lostThrough(from path: String, at position: Int, laterNames: [String]) -> UInt64 {
+        var highest = CommitHint.load(directory: directory)
+        for name in laterNames {
+            if let base = Segment.baseIndex(fileName: name), base > 0 { highest = max(highest, base - 1) }
+        }
+        for (file, start) in [(path, position)] + laterNames.map({ (directory + "/" + $0, 0) }) {
+            guard let open = try? OpenFile(path: file), let size = try? open.size, size > start,
+                let bytes = try? open.read(count: size - start, at: start)
+            else { continue }
+            bytes.withUnsafeBytes { raw in
+                var at = 0
+                while at + LogFormat.entryHeaderSize <= raw.count {
+                    if raw.loadLE(UInt32.self, at: at) == LogFormat.entryMagic,
+                        let header = EntryHeader.decode(UnsafeRawBufferPointer(rebasing: raw[at...]))
+                    {
+                        highest = max(highest, header.index)
+                    }
+                    at += 1
+                }
+            }
+        }
+        return highest
     }
 
     private func cut(_ segment: Segment, at position: Int, sync: Bool, file: OpenFile? = nil) throws {

@@ -92,8 +92,38 @@ public final class StreamLog: Sendable {
         var stopping = false
         /// The last cycle ran (after `stop`): nothing is submitted any more.
         var exited = false
-        /// Set when a write or sync failed: the stream takes no more writes until a restart recovers it.
-        var failure: String?
+        /// Set when a write or sync failed: the stream is fenced (takes no writes, acknowledges nothing) until
+        /// `recover` lifts it.
+        var failure: Fence?
+    }
+
+    /// Why a stream is fenced: a write or sync of its log failed. Whatever was not durable then is
+    /// discarded by `recover`, never synced again and acknowledged (a failed `fdatasync` may have dropped the
+    /// dirty pages while the page cache still shows them).
+    struct Fence: Sendable, Equatable {
+        var reason: String
+        /// The disk was full (`ENOSPC`, `EDQUOT`): the storage's probe lifts the fence once space returns.
+        var outOfSpace: Bool
+
+        init(_ error: any Error) {
+            reason = "\(error)"
+            let code = (error as? IOFailure)?.code
+            outOfSpace = code == ENOSPC || code == EDQUOT
+        }
+
+        init(reason: String, outOfSpace: Bool) {
+            self.reason = reason
+            self.outOfSpace = outOfSpace
+        }
+
+        /// The refusal of a write to a fenced stream, saying how it recovers.
+        func refusal(stream name: String) -> PluginError {
+            PluginError(
+                PX_ERR_IO,
+                "raft-log: stream '\(name)' is fenced after a failed write and takes no writes: \(reason). It "
+                    + (outOfSpace ? "recovers by itself once the disk has space again, or with " : "recovers with ")
+                    + "`plexus plugin call raft-log recover \(name)` once the cause is cleared")
+        }
     }
 
     let visible: Mutex<Visible>
@@ -112,7 +142,7 @@ public final class StreamLog: Sendable {
         var persisted: @Sendable (_ index: UInt64, _ term: UInt64) -> Void
         var compacted: @Sendable () -> Void
         /// A write or sync failed: the log takes no more writes until a restart.
-        var failed: @Sendable (_ reason: String) -> Void
+        var failed: @Sendable (_ fence: Fence) -> Void
     }
     let listener = Mutex<Listener?>(nil)
 
@@ -213,15 +243,13 @@ public final class StreamLog: Sendable {
     var sizeBytes: Int { visible.withLock { $0.sizeBytes } }
 
     /// Why the stream takes no writes, if it does not.
-    var failure: String? { queue.withLock { $0.failure } }
+    var failure: Fence? { queue.withLock { $0.failure } }
 
     /// Adds work made by `make` (under the queue lock, so offsets follow call order) and submits a writer cycle
     /// unless one is pending.
     private func enqueue(_ make: (inout Queue) throws -> Work) throws {
         let submit = try queue.withLock { q -> Bool in
-            if let failure = q.failure {
-                throw PluginError(PX_ERR_IO, "raft-log: stream '\(name)' takes no writes until restarted: \(failure)")
-            }
+            if let failure = q.failure { throw failure.refusal(stream: name) }
             guard !q.stopping else { throw PluginError(PX_ERR_UNAVAILABLE, "raft-log: stream '\(name)' is stopped") }
             q.work.append(try make(&q))
             defer { q.scheduled = true }
@@ -233,7 +261,8 @@ public final class StreamLog: Sendable {
     /// An interval sync is due: runs a cycle unless one is pending or the writer is done.
     func wakeForSync() {
         let submit = queue.withLock { q -> Bool in
-            guard !q.scheduled && !q.exited else { return false }
+            // A fenced stream syncs nothing again: what was not durable when it failed is discarded by `recover`.
+            guard !q.scheduled && !q.exited && q.failure == nil else { return false }
             q.scheduled = true
             return true
         }
@@ -267,6 +296,7 @@ public final class StreamLog: Sendable {
             do {
                 completion(.success(try load(spans, from: offset)))
             } catch let error as PluginError {
+                if error.status == PX_ERR_CORRUPTION.status { fenceForDamage(error.message) }
                 completion(.failure(error))
             } catch {
                 completion(.failure(PluginError(PX_ERR_IO, "raft-log: stream '\(name)': \(error)")))
@@ -386,7 +416,8 @@ public final class StreamLog: Sendable {
                 PluginError(
                     PX_ERR_CORRUPTION,
                     "raft-log: stream '\(name)': the entry at byte \(span.start + position) of \(span.file.path) "
-                        + "(offset \(offset)) is corrupt: \(reason); restart the node to have recovery check the log")
+                        + "(offset \(offset)) is corrupt: \(reason); the stream is fenced until `plexus plugin call "
+                        + "raft-log recover \(name)` has recovery check the log")
             }
             let rest = UnsafeRawBufferPointer(rebasing: raw[position...])
             guard let header = EntryHeader.decode(rest) else { throw corrupt("wrong magic or header CRC") }
@@ -463,10 +494,7 @@ public final class StreamLog: Sendable {
             return true
         }
         if !ok {
-            report(
-                .error,
-                "raft-log: stream '\(name)': an entry from index \(index) failed its checks while read "
-                    + "for replication; restart the node to have recovery check the log")
+            fenceForDamage("an entry from index \(index) failed its checks while read for replication")
             return nil
         }
         return entries
@@ -491,6 +519,101 @@ public final class StreamLog: Sendable {
         visible.withLock {
             let header = $0.segments[0].header
             return (header.baseIndex - 1, header.baseTerm, header.baseOffset, header.baseChain)
+        }
+    }
+
+    // MARK: Recovering from a fence
+
+    /// Damage found while running (a checksum failed on a read): the stream fences itself, so that it neither
+    /// serves nor replicates the damaged range and its group takes no further part (a leader stops
+    /// heartbeating: the others elect another). `recover` then has recovery check the files: it refuses the
+    /// damage, or with `repairOnStart: truncate` cuts the log there and marks the member as recovering.
+    func fenceForDamage(_ reason: String) {
+        let fence = Fence(reason: "damage found on read: \(reason)", outOfSpace: false)
+        let first = queue.withLock { q -> Bool in
+            guard q.failure == nil else { return false }
+            q.failure = fence
+            return true
+        }
+        guard first else { return }
+        report(.error, "raft-log: stream '\(name)' is fenced: \(fence.reason)")
+        // Not on this thread: a replication read runs under the group's lock, which the listener takes.
+        let listener = listener.withLock { $0 }
+        DispatchQueue.global().async { listener?.failed(fence) }
+    }
+
+    /// Lifts the fence a failed write or sync put up, without a restart: discards what the failed cycle wrote
+    /// past the durable log (segment files it created, the tail of the active segment beyond what was synced),
+    /// syncs that, recovers the log from disk again (`Recovery`, every entry checked) and takes writes again.
+    /// The caller (`RaftStream.recover`) rebuilds the Raft group over the recovered log.
+    /// - Returns: false when the stream is not fenced.
+    /// - Throws: `PluginError` when the writer has not finished its last cycle yet (retry), the stream stops,
+    ///   or the disk still fails: the stream stays fenced.
+    func recover() throws -> Bool {
+        let fenced = try queue.withLock { q -> Bool in
+            guard q.failure != nil else { return false }
+            guard !q.stopping else { throw PluginError(PX_ERR_UNAVAILABLE, "raft-log: stream '\(name)' is stopped") }
+            // While fenced nothing is queued and no interval sync is woken, so an idle writer stays idle.
+            guard !q.scheduled else {
+                throw PluginError(
+                    PX_ERR_UNAVAILABLE, "raft-log: stream '\(name)': its writer is finishing a cycle; retry")
+            }
+            return true
+        }
+        guard fenced else { return false }
+        let durable = visible.withLock { $0.segments }
+        let last = durable[durable.count - 1]
+        do {
+            // Newest first, so that an interruption leaves a prefix of the log.
+            for entry in try Files.list(directory).sorted().reversed() {
+                guard let base = Segment.baseIndex(fileName: entry), base > last.header.baseIndex else { continue }
+                try Files.remove(directory + "/" + entry)
+            }
+            if Files.exists(last.file.path) {
+                try last.file.truncate(to: last.size)
+                if syncs { try last.file.syncData() }
+            }
+            if syncs { try Files.syncDirectory(directory) }
+        } catch {
+            throw PluginError(
+                PX_ERR_IO, "raft-log: stream '\(name)' stays fenced: its unsynced tail cannot be discarded: \(error)")
+        }
+        let (segments, state) = try Recovery(
+            name: name, directory: directory, settings: settings,
+            report: { [report] in report(.warning, "raft-log: \($0)") }
+        ).run()
+        visible.withLock { v in
+            v.segments = segments
+            v.state = state
+            v.validThrough = .max
+            v.pendingTruncations = 0
+            v.pendingInstalls = 0
+            v.committedEnd = max(
+                min(v.committedEnd, segments[segments.count - 1].endOffset),
+                max(state.trimmedBefore, segments[0].header.baseOffset))
+            v.updateCommittedEnd()
+        }
+        clock.withLock { $0 = WriterClock() }
+        queue.withLock { q in
+            q.failure = nil
+            q.work = []
+        }
+        return true
+    }
+
+    /// Whether the stream's disk takes a write again: 1 MiB written to a temporary file (removed by recovery
+    /// if left behind), synced and removed.
+    func probeSpace() -> Bool {
+        let path = directory + "/space-probe.tmp"
+        defer { try? Files.remove(path) }
+        do {
+            try Files.remove(path)
+            let file = try OpenFile(path: path, create: true)
+            try file.write([UInt8](repeating: 0, count: 1 << 20), at: 0)
+            try file.syncData()
+            return true
+        } catch {
+            return false
         }
     }
 
