@@ -185,6 +185,8 @@ struct PluginLifecycle: Sendable {
         switch outcome {
         case .timedOut: return "unknown: on_health did not answer within \(deadline.components.seconds) s"
         case .finished(let result) where result.status == PX_OK.status: return "healthy"
+        case .finished(let result) where result.status == PX_DEGRADED.status:
+            return "degraded: \(result.message.isEmpty ? "no reason given" : result.message)"
         case .finished(let result): return "unhealthy (\(StatusText.name(result.status))): \(result.message)"
         }
     }

@@ -326,7 +326,7 @@ public enum StatusText {
             "PX_OK", "PX_ERR_INVALID_ARGUMENT", "PX_ERR_NOT_FOUND", "PX_ERR_ALREADY_EXISTS", "PX_ERR_UNSUPPORTED",
             "PX_ERR_VERSION_MISMATCH", "PX_ERR_TIMEOUT", "PX_ERR_UNAVAILABLE", "PX_ERR_RESOURCE_EXHAUSTED",
             "PX_ERR_OUT_OF_RANGE", "PX_ERR_FAILED_PRECONDITION", "PX_ERR_IO", "PX_ERR_CORRUPTION", "PX_ERR_CANCELLED",
-            "PX_ERR_PERMISSION_DENIED", "PX_ERR_INTERNAL",
+            "PX_ERR_PERMISSION_DENIED", "PX_ERR_INTERNAL", "PX_DEGRADED",
         ]
         return (0..<names.count).contains(Int(status)) ? names[Int(status)] : "status \(status)"
     }

@@ -226,6 +226,9 @@ struct RaftLogDiskFaultTests {
         let degraded = try await Self.health(node) { $0 != "healthy" }
         #expect(degraded.contains("degraded") && degraded.contains("No space left on device"), "health: \(degraded)")
         #expect(degraded.contains("'\(topic)'"), "health names the fenced stream: \(degraded)")
+        #expect(degraded.hasPrefix("degraded: "), "PX_DEGRADED, not unhealthy: \(degraded)")
+        let ready = try await HTTPTest.request(port: node.process.port, "GET", "/v1/ready")
+        #expect(ready.status == 200, "a degraded storage leaves the node ready: \(ready.text)")
 
         // Still full: the probe (every second) keeps the fence up, and publishes stay refused.
         try await Task.sleep(for: .milliseconds(2500))

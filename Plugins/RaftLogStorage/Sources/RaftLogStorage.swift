@@ -181,8 +181,8 @@ public final class RaftLogStorage: LendingStoragePlugin {
         guard let (name, fence) = fenced.first else { return }
         let names = fenced.prefix(8).map { "'\($0.0)'" }.joined(separator: ", ") + (fenced.count > 8 ? ", …" : "")
         throw PluginError(
-            PX_ERR_IO,
-            "degraded: \(fenced.count) stream(s) fenced after a failed write, taking no writes (\(names)); "
+            PX_DEGRADED,
+            "\(fenced.count) stream(s) fenced after a failed write, taking no writes (\(names)); "
                 + "'\(name)': \(fence.reason). "
                 + (fence.outOfSpace ? "It recovers by itself once the disk has space again, or with " : "Recover with ")
                 + "`plexus plugin call raft-log recover \(name)` once the cause is cleared")

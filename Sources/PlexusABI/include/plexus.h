@@ -103,7 +103,8 @@ enum px_status_code {
     PX_ERR_CORRUPTION = 12,        /* stored data failed a check */
     PX_ERR_CANCELLED = 13,
     PX_ERR_PERMISSION_DENIED = 14,
-    PX_ERR_INTERNAL = 15
+    PX_ERR_INTERNAL = 15,
+    PX_DEGRADED = 16               /* since 1.2, from on_health only: serving, but impaired; err says how */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -850,6 +851,10 @@ typedef void (*px_plugin_on_destroy)(void *instance);
  * THREADING: any thread, concurrently with the plugin's own work; must be
  *            quick. */
 typedef px_status (*px_plugin_on_health)(void *instance, px_error *err);
+/* on_health answers PX_OK (healthy), PX_DEGRADED with the reason in err
+ * (since 1.2: still serving, but part of it is impaired, e.g. one stream
+ * fenced; the node stays ready), or any error status (unhealthy: the node is
+ * not ready while it lasts). A 1.1 kernel reports PX_DEGRADED as unhealthy. */
 
 /* What a plugin is: returned by the entry symbol.
  * OWNERSHIP: owned by the plugin; must stay valid while the image is mapped
