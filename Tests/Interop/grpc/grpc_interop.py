@@ -395,6 +395,40 @@ def check_badinput(node):
     print("ok badinput", flush=True)
 
 
+def check_httpprotobuf(node):
+    """The HTTP plugin's structured mode in the CloudEvents protobuf format (PLEXUS_HTTP_PORT)."""
+    import urllib.error
+    import urllib.request
+
+    port = int(os.environ["PLEXUS_HTTP_PORT"])
+    topic = "http-protobuf"
+
+    def post(body, content_type):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/topics/{topic}", data=body, method="POST",
+                                         headers={"Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    event = node.px_event("proto body", id="http-pb-1")
+    event.attributes["subject"].ce_string = "via-http"
+    event.attributes["count"].ce_integer = 3
+    status = post(event.SerializeToString(), "application/cloudevents+protobuf")
+    check(200 <= status < 300, f"a protobuf structured event: HTTP {status}")
+    batch = node.ce.CloudEventBatch(events=[node.px_event("b1", id="http-pb-2"), node.px_event("b2", id="http-pb-3")])
+    status = post(batch.SerializeToString(), "application/cloudevents-batch+protobuf")
+    check(200 <= status < 300, f"a protobuf batch: HTTP {status}")
+    missing = node.px_event("x")
+    missing.source = ""
+    status = post(missing.SerializeToString(), "application/cloudevents+protobuf")
+    check(status == 400, f"a protobuf event without source: HTTP {status}")
+    status = post(b"\xff\xff\xff", "application/cloudevents+protobuf")
+    check(status == 400, f"a body that is not protobuf: HTTP {status}")
+    print("ok httpprotobuf", flush=True)
+
+
 def main():
     port, stubs, checks = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
     if checks[:1] == ["hold"]:
