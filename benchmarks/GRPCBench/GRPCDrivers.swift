@@ -163,6 +163,8 @@ final class SubscribeConsumer: BenchConsumer {
     private let acks: AsyncStream<UInt64>.Continuation
     private let call: Task<Void, Never>
     private let failures = Locked<[String]>([])
+    /// Set by `close`: the call's cancellation is not an error.
+    private let closing = Locked<Bool>(false)
 
     init(
         plexus: PXPlexus.Client<HTTP2ClientTransport.Posix>, topic: String, group: String,
@@ -172,6 +174,7 @@ final class SubscribeConsumer: BenchConsumer {
         acks = continuation
         let (subscribed, subscribedContinuation) = AsyncStream<Void>.makeStream()
         let failures = self.failures
+        let closing = self.closing
         call = Task {
             do {
                 try await plexus.subscribe(
@@ -201,7 +204,7 @@ final class SubscribeConsumer: BenchConsumer {
                         }
                     })
             } catch {
-                failures.withLock { $0.append("\(error)") }
+                if !closing.withLock({ $0 }) { failures.withLock { $0.append("\(error)") } }
             }
             subscribedContinuation.finish()
         }
@@ -211,6 +214,7 @@ final class SubscribeConsumer: BenchConsumer {
     var errors: [String] { failures.withLock { $0 } }
 
     func close() async {
+        closing.withLock { $0 = true }
         acks.finish()
         call.cancel()
         await call.value
