@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local bench-raft fuzz soak clean
+.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local bench-raft bench-grpc gen-protos fuzz soak clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -73,6 +73,16 @@ bench-raft: bootstrap
 ## HTTP ingress (1 KiB binary-mode events, wrk, keep-alive) vs nginx's static 202; webhook delivery rate and p99.
 bench-http: bootstrap
 	benchmarks/http/run
+
+## Client-streaming gRPC publish of 1 KiB events into raft-log against the TCP protocol on the same storage and
+## harness (ratio), unary publish and streaming subscribe rates, p99s (benchmarks/grpc/README.md).
+bench-grpc: bootstrap
+	benchmarks/grpc/run
+
+## Checks that the committed Swift code of protos/ is what they generate (builds the protoc plugins first, about
+## ten minutes the first time); `scripts/gen-protos` rewrites it.
+gen-protos:
+	scripts/gen-protos --check
 
 clean:
 	rm -rf .build .plexus

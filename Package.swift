@@ -55,8 +55,17 @@ let plugins = [
     plugin(
         "HTTPProtocol", language: .swift,
         dependencies: [
+            "PlexusProtos",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+    plugin(
+        "GRPCProtocol", language: .swift,
+        dependencies: [
+            "PlexusGRPCServices", .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
 ]
 
@@ -73,6 +82,7 @@ let package = Package(
         .executable(name: "plexus-bench-abi", targets: ["PlexusBenchABI"]),
         .executable(name: "plexus-bench-core", targets: ["PlexusBenchCore"]),
         .executable(name: "plexus-bench-raft-local", targets: ["PlexusBenchRaftLocal"]),
+        .executable(name: "plexus-bench-grpc", targets: ["PlexusBenchGRPC"]),
     ] + plugins.map(\.product),
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -84,6 +94,10 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.0"),
     ],
     targets: [
         .target(name: "PlexusABI", path: "Sources/PlexusABI"),
@@ -107,6 +121,20 @@ let package = Package(
             ]
         ),
         .target(name: "PlexusPluginSDK", dependencies: ["PlexusABI", "PlexusCore"]),
+        // The messages generated from protos/ (scripts/gen-protos) and the conversion of the CloudEvent
+        // messages to and from the SDK's events: shared by the HTTP and gRPC plugins, never linked by the kernel.
+        .target(
+            name: "PlexusProtos",
+            dependencies: ["PlexusCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
+        // The gRPC services generated from protos/: servers for the gRPC plugin, clients for its benchmark.
+        .target(
+            name: "PlexusGRPCServices",
+            dependencies: [
+                "PlexusProtos", .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            ]
+        ),
         // The consensus of raft-log (messages, their codec, the Raft state machine, the node-to-node transport),
         // a library of its own so that it is unit-tested without a kernel.
         .target(name: "RaftCore", path: "Plugins/RaftLogStorage/RaftCore"),
@@ -169,6 +197,15 @@ let package = Package(
             ],
             path: "benchmarks/RaftLocalBench"
         ),
+        .executableTarget(
+            name: "PlexusBenchGRPC",
+            dependencies: [
+                "PlexusBench", "PlexusGRPCServices", .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            ],
+            path: "benchmarks/GRPCBench"
+        ),
         .testTarget(
             name: "PlexusKernelTests",
             dependencies: [
@@ -178,6 +215,10 @@ let package = Package(
         ),
         .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore"]),
         .testTarget(name: "PlexusPluginSDKTests", dependencies: ["PlexusPluginSDK"]),
+        .testTarget(
+            name: "PlexusProtosTests",
+            dependencies: ["PlexusProtos", "PlexusCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore"]),
         .testTarget(
             name: "PlexusBenchTests",

@@ -19,7 +19,7 @@ enum Repository {
 
     static let requiredProducts = [
         "plexus", "libHeartbeatSource.so", "libConsoleSink.so", "libMemoryStorage.so", "libRaftLogStorage.so",
-        "libStandaloneRegistry.so", "libTCPProtocol.so", "libHTTPProtocol.so",
+        "libStandaloneRegistry.so", "libTCPProtocol.so", "libHTTPProtocol.so", "libGRPCProtocol.so",
     ]
 
     /// The directory holding the `plexus` binary and the plugin libraries: the test bundle's own build
@@ -82,13 +82,14 @@ struct TestDirectory {
 
     /// Copies the shipped `plugin-manifests/*.yaml` into `name/` (default `manifests/`), with the heartbeat
     /// interval set to `intervalMs` (so that tests do not wait seconds for events), the TCP protocol on a free
-    /// port with `tcpValues` as further config values, the HTTP protocol likewise with `httpValues`, and
+    /// port with `tcpValues` as further config values, the HTTP and gRPC protocols likewise with `httpValues`
+    /// and `grpcValues`, and
     /// raft-log with `raftValues` as its config values (none: the manifest's defaults).
     /// - Throws: `SetupError` when a copy does not parse with the values or does not carry them (for example a
     ///   key the plugin's config schema does not declare).
     func shippedManifests(
         intervalMs: Int = 100, tcpValues: [String: String] = [:], httpValues: [String: String] = [:],
-        raftValues: [String: String] = [:], name directoryName: String = "manifests"
+        grpcValues: [String: String] = [:], raftValues: [String: String] = [:], name directoryName: String = "manifests"
     ) throws -> URL {
         let target = try subdirectory(directoryName)
         let source = Repository.root.appendingPathComponent("plugin-manifests")
@@ -108,8 +109,8 @@ struct TestDirectory {
                     throw SetupError(description: "could not set interval_ms in the copy of \(name):\n\(text)")
                 }
             }
-            if name == "tcp-protocol.yaml" || name == "http-protocol.yaml" {
-                let extra = name == "tcp-protocol.yaml" ? tcpValues : httpValues
+            if name == "tcp-protocol.yaml" || name == "http-protocol.yaml" || name == "grpc-protocol.yaml" {
+                let extra = ["tcp-protocol.yaml": tcpValues, "http-protocol.yaml": httpValues][name] ?? grpcValues
                 let values = (["port": "0"].merging(extra) { $1 }).sorted { $0.key < $1.key }
                 text = text.replacingOccurrences(
                     of: "\noperations:",
@@ -331,6 +332,14 @@ final class NodeProcess {
         let result = try await call("tcp-protocol", "port")
         let port = try #require(Int(result.output), "tcp-protocol port: '\(result.stdout)' \(result.stderr)")
         try #require(port > 0, "tcp-protocol is not listening")
+        return port
+    }
+
+    /// The port the node's gRPC protocol plugin listens on.
+    func grpcPort() async throws -> Int {
+        let result = try await call("grpc-protocol", "port")
+        let port = try #require(Int(result.output), "grpc-protocol port: '\(result.stdout)' \(result.stderr)")
+        try #require(port > 0, "grpc-protocol is not listening")
         return port
     }
 

@@ -1,5 +1,6 @@
 import NIOHTTP1
 import PlexusPluginSDK
+import PlexusProtos
 
 /// Turns a request into the events it carries, in whichever mode it uses, or into the problem that says
 /// why it carries none.
@@ -31,12 +32,17 @@ enum Ingress {
                 events = [try CloudEventJSON.decode(body)]
             case .batch:
                 events = try CloudEventJSON.decodeBatch(body)
+            case .unsupportedFormat(let media) where media == protobufType || media == protobufBatchType:
+                switch protobufEvents(body, batch: media == protobufBatchType) {
+                case .success(let decoded): events = decoded
+                case .failure(let problem): return .failure(problem)
+                }
             case .unsupportedFormat(let media):
                 return .failure(
                     .problem(
                         .unsupportedMediaType,
                         "event format '\(media)' is not supported; use \(CloudEventHTTP.structuredType), "
-                            + "\(CloudEventHTTP.batchType) or binary mode"))
+                            + "\(protobufType), their batch forms or binary mode"))
             }
         } catch {
             return .failure(.problem(.badRequest, error.description, attribute: error.attribute, index: error.index))
@@ -48,6 +54,36 @@ enum Ingress {
                     .problem(
                         .badRequest, batch ? "event \(index): \(message)" : message, attribute: attribute,
                         index: batch ? index : nil))
+            }
+        }
+        return .success(events)
+    }
+
+    /// `application/cloudevents+protobuf`: one event in the CloudEvents protobuf format (structured mode).
+    static let protobufType = "application/cloudevents+protobuf"
+    /// `application/cloudevents-batch+protobuf`: a `CloudEventBatch` message.
+    static let protobufBatchType = "application/cloudevents-batch+protobuf"
+
+    /// The events of a protobuf body (the same generated message and conversion as the gRPC plugin's).
+    static func protobufEvents(_ body: [UInt8], batch: Bool) -> Outcome {
+        let messages: [CECloudEvent]
+        do {
+            messages =
+                batch ? try CECloudEventBatch(serializedBytes: body).events : [try CECloudEvent(serializedBytes: body)]
+        } catch {
+            return .failure(.problem(.badRequest, "the body is not a CloudEvents protobuf message: \(error)"))
+        }
+        var events: [CloudEvent] = []
+        for (index, message) in messages.enumerated() {
+            do {
+                events.append(try message.plexusEvent())
+            } catch let error as CloudEventConversionError {
+                return .failure(
+                    .problem(
+                        .badRequest, batch ? "event \(index): \(error.message)" : error.message,
+                        attribute: error.attribute, index: batch ? index : nil))
+            } catch {
+                return .failure(.problem(.badRequest, "event \(index): \(error)"))
             }
         }
         return .success(events)
