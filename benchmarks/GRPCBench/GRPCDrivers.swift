@@ -127,11 +127,15 @@ final class StreamProducer: BenchProducer {
     }
 }
 
-/// One unary `Publish` call per event.
+/// One unary `Publish` call per event, at most `maxCalls` at a time on the connection (HTTP/2 servers limit
+/// the concurrent streams of a connection; grpc-swift's default is 100): sends beyond it wait in a queue, so
+/// the harness's window of unacknowledged publishes stays what it is for the other drivers.
 final class UnaryProducer: BenchProducer {
+    static let maxCalls = 100
     private let plexus: PXPlexus.Client<HTTP2ClientTransport.Posix>
     private let topic: String
-    private let next = Atomic<UInt64>(1)
+    private let state = Locked<(next: UInt64, active: Int, queue: [(PXPublishRequest, Completion)])>((1, 0, []))
+    typealias Completion = @Sendable ((any Error)?) -> Void
 
     init(plexus: PXPlexus.Client<HTTP2ClientTransport.Posix>, topic: String) {
         self.plexus = plexus
@@ -139,11 +143,24 @@ final class UnaryProducer: BenchProducer {
     }
 
     func send(key: String?, payload: [UInt8], completion: @escaping @Sendable ((any Error)?) -> Void) {
-        var request = PXPublishRequest()
-        request.topic = topic
-        let sequence = next.add(1, ordering: .relaxed).oldValue
-        request.sequence = sequence
-        request.events = [GRPCDriver.event(payload, sequence: sequence)]
+        let topic = self.topic
+        let start = state.withLock { state -> PXPublishRequest? in
+            var request = PXPublishRequest()
+            request.topic = topic
+            request.sequence = state.next
+            request.events = [GRPCDriver.event(payload, sequence: state.next)]
+            state.next += 1
+            guard state.active < Self.maxCalls else {
+                state.queue.append((request, completion))
+                return nil
+            }
+            state.active += 1
+            return request
+        }
+        if let start { call(start, completion) }
+    }
+
+    private func call(_ request: PXPublishRequest, _ completion: @escaping Completion) {
         let plexus = self.plexus
         Task {
             do {
@@ -152,6 +169,14 @@ final class UnaryProducer: BenchProducer {
             } catch {
                 completion(error)
             }
+            let next = self.state.withLock { state -> (PXPublishRequest, Completion)? in
+                guard !state.queue.isEmpty else {
+                    state.active -= 1
+                    return nil
+                }
+                return state.queue.removeFirst()
+            }
+            if let (request, completion) = next { self.call(request, completion) }
         }
     }
 
@@ -225,7 +250,7 @@ final class SubscribeConsumer: BenchConsumer {
 final class Locked<Value: Sendable>: Sendable {
     private let mutex: Mutex<Value>
     init(_ value: Value) { mutex = Mutex(value) }
-    func withLock<R: Sendable>(_ body: (inout sending Value) -> sending R) -> R { mutex.withLock(body) }
+    func withLock<R>(_ body: (inout sending Value) -> sending R) -> R { mutex.withLock(body) }
 }
 
 struct BenchFailure: Error, CustomStringConvertible {
