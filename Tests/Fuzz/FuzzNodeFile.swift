@@ -106,7 +106,7 @@ public func initialize(
           dataDirectory: data
         admin: {host: 0.0.0.0, port: 10107}
         plugins:
-          manifestDirectories: [plugin-manifests, /opt/plexus/manifests]
+          manifestDirectories: [plugin-manifests, /srv/plexus/manifests]
           searchPath: [lib]
           cacheDirectory: cache
           requireSha256: true
