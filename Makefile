@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local bench-raft bench-grpc gen-protos fuzz soak clean
+.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local bench-raft bench-grpc gen-protos fuzz fuzz-long soak clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -17,7 +17,8 @@ release: bootstrap
 run: release
 	.build/release/plexus serve --config plexus.yaml
 
-## The whole test suite: formatting, the ABI guard, then the Swift unit, fixture, end-to-end and interop tests.
+## The whole test suite: formatting, the ABI guard, then the Swift unit, fixture, end-to-end and interop tests,
+## then every fuzz target's committed inputs replayed and a short run of each (FUZZ_SECONDS, default 10).
 test: bootstrap
 	scripts/lint
 	scripts/abi-check
@@ -25,6 +26,7 @@ test: bootstrap
 	scripts/interop-deps
 	$(SWIFT) build
 	$(SWIFT) test
+	scripts/fuzz --check
 
 abi-check: bootstrap
 	scripts/abi-check
@@ -57,9 +59,14 @@ soak: bootstrap
 	$(SWIFT) build
 	PLEXUS_SOAK_MINUTES=$(SOAK_MINUTES) $(SWIFT) test --filter 'RaftClusterSoakTests|RaftLogDiskFaultSoakTests'
 
-## libFuzzer on the TCP frame decoder for FUZZ_SECONDS (default 60); findings go to .build/fuzz/crashes/.
+## libFuzzer on every decoder (Tests/Fuzz/README.md), one target after another, FUZZ_SECONDS each (default 60);
+## a table of executions, executions/s and coverage at the end; findings go to .build/fuzz/<target>/crashes/.
 fuzz: bootstrap
-	scripts/fuzz
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} scripts/fuzz --all
+
+## The same, FUZZ_SECONDS each with a default of 600 (ten minutes a target, an hour in all).
+fuzz-long: bootstrap
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-600} scripts/fuzz --all
 
 ## Single-member raft-log: 1 KiB appends through the plugin (fsync always) vs raw write+fdatasync group commits.
 bench-raft-local: bootstrap

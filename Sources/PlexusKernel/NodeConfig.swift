@@ -66,10 +66,11 @@ public struct NodeConfig: Sendable {
                         "'\(config.nodeID)' is not a valid node id; expected lowercase letters, digits and '-'")
                 }
             }
-            if let dir = node.optional("dataDirectory") { config.dataDirectory = resolve(try dir.string()) }
-        } else {
-            config.dataDirectory = resolve(config.dataDirectory)
+            if let dir = node.optional("dataDirectory") { config.dataDirectory = try dir.string() }
         }
+        // The default too: a `node` section without `dataDirectory` must not leave it relative to the
+        // working directory.
+        config.dataDirectory = resolve(config.dataDirectory)
         if let admin = root.optional("admin") {
             try admin.onlyKeys(["host", "port"])
             if let host = admin.optional("host") { config.adminHost = try host.string() }

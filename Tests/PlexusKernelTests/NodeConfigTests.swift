@@ -23,6 +23,15 @@ struct NodeConfigTests {
         #expect(config.topics.bindings == [.init(topic: "orders", storage: "raft-log", retentionBytes: 1024)])
     }
 
+    @Test("the default data directory is relative to the node file, with or without a node section")
+    func defaultDataDirectory() throws {
+        // Found by the node-file fuzz target (Tests/Fuzz/corpus/node-file/node-section-without-data-directory).
+        for text in ["admin: {port: 0}\n", "node: {id: n}\n"] {
+            let config = try NodeConfig.parse(text, path: "/srv/plexus.yaml", baseDirectory: "/srv")
+            #expect(config.dataDirectory == "/srv/.plexus/data", "\(text)")
+        }
+    }
+
     @Test("an unknown key under topics is named in the error")
     func unknownTopicKey() {
         #expect {

@@ -139,11 +139,16 @@ enum EventCodec {
             return UnsafeRawBufferPointer(rebasing: raw[position..<(position + count)])
         }
 
-        /// The codec version (checked) and the bits of the present optional attributes.
+        /// The codec version (checked) and the bits of the present optional attributes (only the four defined
+        /// ones: `encode` sets no other, so another is damage, not an attribute to skip).
         mutating func header() throws -> UInt8 {
             let codec = try take(1)[0]
             guard codec == version else { throw LogFormatError("unknown event codec version \(codec)") }
-            return try take(1)[0]
+            let present = try take(1)[0]
+            guard present & 0xF0 == 0 else {
+                throw LogFormatError("undefined optional-attribute bits \(present & 0xF0) in the event body")
+            }
+            return present
         }
 
         mutating func length() throws -> Int { Int(try take(4).loadLE(UInt32.self, at: 0)) }
