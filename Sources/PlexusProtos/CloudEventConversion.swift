@@ -25,7 +25,8 @@ extension CECloudEvent {
     /// Optional attributes of any type become their canonical string form (booleans `true`/`false`, integers
     /// in decimal, bytes in base64, timestamps in RFC 3339); `text_data` is stored as its UTF-8 bytes,
     /// `binary_data` as is, and `proto_data` as the `Any`'s value bytes, with `datacontenttype`
-    /// `application/protobuf` and `dataschema` the `Any`'s type URL unless the event names its own.
+    /// `application/protobuf` and `dataschema` the `Any`'s type URL (with `https://` when it has no scheme, as
+    /// any.proto says) unless the event names its own.
     /// - Parameter dropping: attribute names left out (credentials a protocol takes out of the event).
     /// - Throws: `CloudEventConversionError` for a missing required attribute or an invalid extension name.
     public func plexusEvent(dropping: Set<String> = []) throws -> CloudEvent {
@@ -49,7 +50,10 @@ extension CECloudEvent {
         case .protoData(let any):
             event.data = [UInt8](any.value)
             if event.datacontenttype == nil { event.datacontenttype = "application/protobuf" }
-            if event.dataschema == nil, !any.typeURL.isEmpty { event.dataschema = any.typeURL }
+            // dataschema must be an absolute URI; an Any's type URL without a scheme means https (any.proto).
+            if event.dataschema == nil, !any.typeURL.isEmpty {
+                event.dataschema = any.typeURL.contains("://") ? any.typeURL : "https://" + any.typeURL
+            }
         case nil: break
         }
         if let reason = event.invalidReason {

@@ -81,13 +81,18 @@ struct ProtocolUpgradeTests {
         }
 
         for round in 1...10 {
-            try await Task.sleep(for: .milliseconds(150))
+            // Traffic before each replacement: at least five more handshakes (or 3 s on a slow machine).
+            let before = tally.withLock { $0.welcomed }
+            let quiet = ContinuousClock.now + .seconds(3)
+            while tally.withLock({ $0.welcomed }) < before + 5, ContinuousClock.now < quiet {
+                try await Task.sleep(for: .milliseconds(20))
+            }
             let changed = tcpText.replacingOccurrences(
                 of: "\n  values:\n", with: "\n  values:\n    maxFrameSize: \(16_777_216 - round)\n")
             try #require(changed != tcpText, "could not set maxFrameSize in the copy of tcp-protocol.yaml")
             try changed.write(to: tcpFile, atomically: true, encoding: .utf8)
             // Each replacement is logged once it is done.
-            let deadline = ContinuousClock.now + .seconds(15)
+            let deadline = ContinuousClock.now + .seconds(30)
             while Self.upgrades(node) < round, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(50))
             }

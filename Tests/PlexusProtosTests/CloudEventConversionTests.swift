@@ -27,7 +27,7 @@ struct CloudEventConversionTests {
         var stamp = CECloudEvent.CloudEventAttributeValue()
         stamp.ceTimestamp = Google_Protobuf_Timestamp(seconds: 1_764_930_000, nanos: 500_000_000)
         var schema = CECloudEvent.CloudEventAttributeValue()
-        schema.ceUriRef = "/schemas/reading"
+        schema.ceUriRef = "https://example.com/schemas/reading"
         message.attributes = [
             "flag": flag, "count": count, "blob": blob, "time": stamp, "dataschema": schema,
             "subject": .string("room-1"),
@@ -38,7 +38,7 @@ struct CloudEventConversionTests {
         #expect(event.attribute("count") == "-42")
         #expect(event.attribute("blob") == "3q0=")
         #expect(event.time == "2025-12-05T10:20:00.5Z")
-        #expect(event.dataschema == "/schemas/reading")
+        #expect(event.dataschema == "https://example.com/schemas/reading")
         #expect(event.subject == "room-1")
         #expect(event.data == Array("21.5".utf8))
         #expect(event.extensions.map(\.key) == ["blob", "count", "flag"])
@@ -73,7 +73,7 @@ struct CloudEventConversionTests {
         let event = try message.plexusEvent()
         #expect(event.data == [1, 2, 3])
         #expect(event.datacontenttype == "application/protobuf")
-        #expect(event.dataschema == "type.googleapis.com/example.Reading")
+        #expect(event.dataschema == "https://type.googleapis.com/example.Reading")
     }
 
     @Test("missing required attributes, bad extension names and required names in attributes are refused")
