@@ -49,13 +49,13 @@ let plugins = [
     plugin(
         "TCPProtocol", language: .swift,
         dependencies: [
-            "PlexusWire", .product(name: "NIOCore", package: "swift-nio"),
+            "PlexusWire", "PlexusNIOServer", .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
     plugin(
         "HTTPProtocol", language: .swift,
         dependencies: [
-            "PlexusProtos",
+            "PlexusProtos", "PlexusNIOServer",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
@@ -142,6 +142,13 @@ let package = Package(
             name: "PlexusClient",
             dependencies: [
                 "PlexusWire", "PlexusCore", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .target(
+            name: "PlexusNIOServer",
+            dependencies: [
+                "PlexusPluginSDK", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),

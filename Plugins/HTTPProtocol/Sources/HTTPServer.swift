@@ -2,6 +2,7 @@ import Dispatch
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import PlexusNIOServer
 import PlexusPluginSDK
 import Synchronization
 
@@ -90,17 +91,8 @@ final class HTTPServer: Sendable {
                 }
             }
         do {
-            // The kernel's socket when it offers one (ABI 1.2): an upgrade of this plugin then refuses no
-            // connection. Otherwise a socket of our own.
-            let listener: any Channel
-            if let fd = try host.listen(host: settings.host, port: settings.port, backlog: Int(Self.backlog)) {
-                listener = try bootstrap.withBoundSocket(fd).wait()
-                // SwiftNIO listens again on a socket it is given, with its default backlog (128), which
-                // shrinks the kernel's shared socket; set ours back.
-                _ = Glibc.listen(fd, Self.backlog)
-            } else {
-                listener = try bootstrap.bind(host: settings.host, port: settings.port).wait()
-            }
+            let listener = try bindListener(
+                bootstrap, host: host, address: settings.host, port: settings.port, backlog: Self.backlog)
             state.withLock { $0.listener = listener }
             ready.store(true, ordering: .relaxed)
             host.log(

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import PlexusNIOServer
 import PlexusPluginSDK
 
 /// Serves one connection on its event loop: reads each request (bounded in size and time), routes it, and

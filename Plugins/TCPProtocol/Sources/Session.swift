@@ -1,5 +1,6 @@
 import Dispatch
 import NIOCore
+import PlexusNIOServer
 import PlexusPluginSDK
 import PlexusWire
 import Synchronization
