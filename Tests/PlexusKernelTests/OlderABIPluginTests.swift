@@ -232,3 +232,53 @@ struct OlderABIPluginTests {
         #expect(report.plugin == "abi10-storage" && report.durability == "NONE")
     }
 }
+
+/// The same promise one minor later: `Tests/Fixtures/abi-1.1/abi11_source.c`, compiled from the published 1.1
+/// header (`abi/published/1.1/plexus.h`), runs in this kernel and uses what 1.1 added to the host table (work
+/// items on the kernel's pool, metric handles), beside the 1.0 storage.
+@Suite("Plugins built against ABI 1.1")
+struct OneOnePluginTests {
+    @Test("a 1.1 source declares 1.1, its work items run, its publishes are acknowledged and its counter counts")
+    func source() throws {
+        let sets = try FixtureLibraries.sourceSets()
+        let set = try #require(sets.first { $0.sources.lastPathComponent == "abi-1.1" })
+        #expect(set.include.path.hasSuffix("abi/published/1.1"), "built against the published 1.1 header")
+        let library = try FixtureLibraries.library("abi11_source")
+        let (_, descriptor) = try PluginLoader.open(
+            library, subject: library, library: library, entryName: "abi11_source", deadline: .seconds(5))
+        #expect(descriptor.abi_major == 1 && descriptor.abi_minor == 1)
+        #expect(Int(descriptor.struct_size) == ABIStruct.size("px_plugin_descriptor", minor: 1))
+
+        let node = try FixtureNode()
+        defer { node.remove() }
+        try node.writeManifest(
+            fixture: "abi10_storage", kind: "storage", abi: OlderABIPluginTests.abi,
+            extra: OlderABIPluginTests.storageManifest)
+        try node.writeManifest(
+            fixture: "abi11_source", abi: "{major: 1, minor: 1}",
+            extra: """
+                requires:
+                  - {capability: storage, version: "^1.0.0"}
+                operations:
+                  - {name: ran, symbol: px_op_abi11_source_ran, signature: "uint64 (instance)"}
+                  - {name: acked, symbol: px_op_abi11_source_acked, signature: "uint64 (instance)"}
+                  - {name: failed, symbol: px_op_abi11_source_failed, signature: "uint64 (instance)"}
+                """)
+        let kernel = try node.kernel { $0.topics.defaultStorage = "abi10-storage" }
+        defer { kernel.stop() }
+        kernel.start()
+        for status in kernel.statuses() {
+            #expect(status.state == .active, "\(status.name): \(status.lastError ?? "")")
+        }
+        func count(_ operation: String) throws -> Int {
+            Int(try kernel.callOperation(plugin: "abi11-source", operation: operation, arguments: [])) ?? -1
+        }
+        #expect(try OlderABIPluginTests.eventually { try count("acked") == 20 }, "every publish acknowledged")
+        #expect(try count("ran") == 20)
+        #expect(try count("failed") == 0)
+        let text = kernel.services.metrics.prometheusText()
+        #expect(
+            text.contains(#"plexus_abi11_published_total{plugin="abi11-source"} 20"#),
+            "the 1.1 metric handle counted: \(text.split(separator: "\n").filter { $0.contains("abi11") })")
+    }
+}
