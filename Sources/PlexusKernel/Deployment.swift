@@ -22,6 +22,8 @@ struct DeploymentState: Sendable {
     struct Applied: Sendable {
         var manifest: Stamp
         var library: Stamp?
+        /// Where its library was found (none when it did not parse or the library is missing).
+        var libraryPath: String?
         /// The plugin name it declared (or the file's name when it did not parse).
         var name: String
     }
@@ -64,9 +66,9 @@ extension Kernel {
             for path in files {
                 guard let stamp = Self.stamp(path) else { continue }
                 let record = all.first { $0.manifestPath == path }
-                let library = record?.snapshot.library.flatMap(Self.stamp)
+                let libraryPath = record?.snapshot.library
                 state.applied[path] = .init(
-                    manifest: stamp, library: library,
+                    manifest: stamp, library: libraryPath.flatMap(Self.stamp), libraryPath: libraryPath,
                     name: record?.name ?? URL(fileURLWithPath: path).lastPathComponent)
             }
         }
@@ -87,9 +89,14 @@ extension Kernel {
             let files = manifestFiles()
             for path in files {
                 guard let manifestStamp = Self.stamp(path) else { continue }
-                let libraryPath = (try? ManifestParser.load(path: path)).flatMap { try? loader.locate($0) }
-                let libraryStamp = libraryPath.flatMap(Self.stamp)
                 let applied = deployed.withLock { $0.applied[path] }
+                // The manifest is parsed again only when it changed or its library was not found (it may have
+                // arrived since); otherwise its library is where it was.
+                let libraryPath =
+                    applied?.manifest == manifestStamp && applied?.libraryPath != nil
+                    ? applied?.libraryPath
+                    : (try? ManifestParser.load(path: path)).flatMap { try? loader.locate($0) }
+                let libraryStamp = libraryPath.flatMap(Self.stamp)
                 if let applied, applied.manifest == manifestStamp, applied.library == libraryStamp { continue }
                 // Changed (or new): wait until two scans agree and the newest write is old enough.
                 let settled = deployed.withLock { state -> Bool in
@@ -107,7 +114,8 @@ extension Kernel {
                 let name = change.plugin
                 deployed.withLock {
                     $0.seen[path] = nil
-                    $0.applied[path] = .init(manifest: manifestStamp, library: libraryStamp, name: name)
+                    $0.applied[path] = .init(
+                        manifest: manifestStamp, library: libraryStamp, libraryPath: libraryPath, name: name)
                 }
             }
             let gone = deployed.withLock { state in state.applied.filter { !files.contains($0.key) } }
