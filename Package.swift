@@ -248,7 +248,8 @@ let package = Package(
         .testTarget(
             name: "PlexusEndToEndTests",
             dependencies: [
-                "PlexusKernel", "PlexusClient", "PlexusWire", .product(name: "NIOCore", package: "swift-nio"),
+                "PlexusBench", "PlexusKernel", "PlexusClient", "PlexusWire",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),

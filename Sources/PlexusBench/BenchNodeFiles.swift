@@ -75,7 +75,7 @@ public struct BenchNodeFiles: Sendable, Equatable {
             texts.append((name, file, text))
         }
         let owners = texts.filter { listenerKeys(in: $0.text).contains("port") }.map(\.name)
-        let ports = try freePorts(1 + owners.count)
+        let ports = try LoopbackPorts.free(1 + owners.count)
         var listeners = [Listener(owner: "admin", port: ports[0])]
         for (index, owner) in owners.enumerated() { listeners.append(Listener(owner: owner, port: ports[index + 1])) }
         for entry in texts {
@@ -173,42 +173,6 @@ public struct BenchNodeFiles: Sendable, Equatable {
             lines.insert(contentsOf: ["  values:"] + entries, at: at)
         }
         return lines.joined(separator: "\n")
-    }
-
-    /// `count` distinct 127.0.0.1 ports, each bound (to port 0, read back) with every socket held until all
-    /// are chosen, then released.
-    ///
-    /// - Throws: ``BenchError`` (`invalidOption`) when a socket cannot be made or bound.
-    public static func freePorts(_ count: Int) throws -> [Int] {
-        var sockets: [Int32] = []
-        defer { for fd in sockets { close(fd) } }
-        var ports: [Int] = []
-        for _ in 0..<count {
-            #if canImport(Glibc)
-                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            #else
-                let fd = socket(AF_INET, SOCK_STREAM, 0)
-            #endif
-            guard fd >= 0 else {
-                throw BenchError(.invalidOption, subject: "127.0.0.1:0", "socket: \(String(cString: strerror(errno)))")
-            }
-            sockets.append(fd)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = 0
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let bound = withUnsafeMutablePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
-                }
-            }
-            guard bound else {
-                throw BenchError(.invalidOption, subject: "127.0.0.1:0", "bind: \(String(cString: strerror(errno)))")
-            }
-            ports.append(Int(UInt16(bigEndian: address.sin_port)))
-        }
-        return ports
     }
 
     private static func absolute(_ path: String) -> String {

@@ -52,11 +52,10 @@ struct BenchNodeFilesTests {
         deadlines: {start_ms: 5000}
         """
 
-    @Test func freePortsAreDistinct() throws {
-        let ports = try BenchNodeFiles.freePorts(8)
-        #expect(ports.count == 8)
-        #expect(Set(ports).count == 8)
-        #expect(ports.allSatisfy { (1...65535).contains($0) })
+    @Test func freePortsAreDistinctFreeAndBelowTheEphemeralRange() throws {
+        let ports = try LoopbackPorts.free(8) + LoopbackPorts.free(8)
+        #expect(Set(ports).count == 16)
+        #expect(ports.allSatisfy { (1024..<LoopbackPorts.ephemeralLow).contains($0) })
     }
 
     @Test func findsPortKeysInTheSchemaOnly() {

@@ -1,4 +1,5 @@
 import Foundation
+import PlexusBench
 
 #if canImport(Glibc)
     import Glibc
@@ -28,24 +29,8 @@ final class ServerProcess {
         return directories.map { "\($0)/\(executable)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    /// A TCP port on 127.0.0.1 that was free a moment ago (the kernel's choice for port 0).
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ServerSetupError(description: "socket() failed: errno \(errno)") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
-                bind(fd, socketAddress, length) == 0 && getsockname(fd, socketAddress, &length) == 0
-            }
-        }
-        guard bound else { throw ServerSetupError(description: "bind(127.0.0.1:0) failed: errno \(errno)") }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    /// A TCP port on 127.0.0.1 that was free a moment ago, outside the ephemeral range (``LoopbackPorts``).
+    static func freePort() throws -> Int { try LoopbackPorts.one() }
 
     /// Starts `executable` with the arguments `arguments(port, directory)` and waits until the port accepts.
     ///

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import PlexusBench
 import PlexusClient
 import PlexusCore
 import PlexusWire
@@ -324,23 +325,9 @@ struct TCPProtocolTests {
 
 @Suite("TCP client reconnection", .serialized)
 struct TCPReconnectionTests {
-    /// A port that was free a moment ago.
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Bool in
-                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
-            }
-        }
-        guard bound else { throw SetupError(description: "no free port: errno \(errno)") }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    /// A port that was free a moment ago, outside the ephemeral range, so that no client's connection takes it
+    /// before the node binds it (``LoopbackPorts``).
+    static func freePort() throws -> Int { try LoopbackPorts.one() }
 
     @Test("a client reconnects with backoff after the node dies and subscribes again")
     func reconnects() async throws {

@@ -1,4 +1,5 @@
 import Foundation
+import PlexusBench
 
 #if canImport(Glibc)
     import Glibc
@@ -8,37 +9,11 @@ import Foundation
 public enum Loopback {
     public static let host = "127.0.0.1"
 
-    /// A port that was free a moment ago: bound to port 0, read back, closed.
+    /// `count` distinct ports, free a moment ago and outside the ephemeral range (``LoopbackPorts``).
     ///
-    /// - Throws: ``HarnessError`` when no socket can be bound.
-    public static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw HarnessError("socket: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var address = loopback(port: 0)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard bound == 0 else { throw HarnessError("bind 127.0.0.1:0: \(String(cString: strerror(errno)))") }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    /// `count` distinct free ports.
-    ///
-    /// - Throws: ``HarnessError`` when no socket can be bound.
+    /// - Throws: ``HarnessError`` when that many free ports are not found.
     public static func freePorts(_ count: Int) throws -> [Int] {
-        var ports: [Int] = []
-        while ports.count < count {
-            let port = try freePort()
-            if !ports.contains(port) { ports.append(port) }
-        }
-        return ports
+        do { return try LoopbackPorts.free(count) } catch { throw HarnessError("\(error)") }
     }
 
     /// Whether something accepts connections on 127.0.0.1:`port` now.
