@@ -4,9 +4,10 @@ public enum CloudEventJSON {
     /// One event as one line of JSON (no newline).
     ///
     /// `data` is embedded as JSON when `datacontenttype` is JSON (`application/json` or `…+json`) and the
-    /// bytes are valid JSON, as a string when the type is textual but not JSON (or absent) and the bytes are
-    /// valid UTF-8, and as `data_base64` otherwise (JSON-typed bytes that are not JSON included: as a string
-    /// they would read back as a JSON string value, not as those bytes). Extensions are written as strings.
+    /// bytes are one valid JSON value, not `null`, with no white space around it; as a string when the type is
+    /// textual but not JSON (or absent) and the bytes are valid UTF-8; and as `data_base64` otherwise (JSON-typed
+    /// bytes that are not embedded included: as a string they would read back as a JSON string value, not as
+    /// those bytes). Extensions are written as strings.
     /// `CloudEventJSON.decode` reads what this writes back to the same event.
     /// - Parameter fields: extra members written first (the CLI adds the topic and offset), as raw JSON values.
     public static func encode(_ event: CloudEvent, fields: [(String, String)] = []) -> String {
@@ -29,8 +30,8 @@ public enum CloudEventJSON {
         for (key, value) in event.extensions { member(key, raw: quote(value)) }
         if !event.data.isEmpty || event.datacontenttype != nil {
             let text = String(validating: event.data, as: UTF8.self)
-            if isJSONType(event.datacontenttype), let text, JSONReader.isValidDocument(event.data) {
-                member("data", raw: text.trimmingWhitespace)
+            if isJSONType(event.datacontenttype), let text, embedsAsJSON(event.data) {
+                member("data", raw: text)
             } else if isTextType(event.datacontenttype), !isJSONType(event.datacontenttype), let text {
                 member("data", raw: quote(text))
             } else {
@@ -38,6 +39,17 @@ public enum CloudEventJSON {
             }
         }
         return out + "}"
+    }
+
+    /// Whether JSON-typed data goes out as the JSON value itself: a valid document, with no white space around
+    /// it (the reader would not keep it: those bytes then go as `data_base64`), and not the literal `null`
+    /// (which reads back as no data).
+    static func embedsAsJSON(_ data: [UInt8]) -> Bool {
+        let space: Set<UInt8> = [0x20, 0x09, 0x0A, 0x0D]
+        guard let first = data.first, let last = data.last, !space.contains(first), !space.contains(last) else {
+            return false
+        }
+        return data != Array("null".utf8) && JSONReader.isValidDocument(data)
     }
 
     /// The media type without parameters, lowercased: `Application/JSON; charset=utf-8` → `application/json`.

@@ -22,17 +22,3 @@ func writeSeeds(_ seeds: [(name: String, bytes: [UInt8])]) {
         guard written == bytes.count else { fatalError("cannot write seed file \(path): errno \(errno)") }
     }
 }
-
-/// Whether `decoded` is `original` after a trip through the CloudEvents JSON format: equal, or equal but for
-/// the two open findings of Tests/Fuzz/README.md: JSON white space around `data` that `CloudEventJSON.encode`
-/// trims when it embeds JSON data as JSON, and JSON data `null`, which comes back as no data.
-func sameAfterJSON(_ decoded: CloudEvent, _ original: CloudEvent) -> Bool {
-    if decoded == original { return true }
-    let space: Set<UInt8> = [0x20, 0x09, 0x0A, 0x0D]
-    var trimmed = original.data[...]
-    while let first = trimmed.first, space.contains(first) { trimmed.removeFirst() }
-    while let last = trimmed.last, space.contains(last) { trimmed.removeLast() }
-    var expected = original
-    expected.data = Array(trimmed) == Array("null".utf8) ? [] : Array(trimmed)
-    return decoded == expected
-}

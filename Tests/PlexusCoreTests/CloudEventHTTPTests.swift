@@ -21,6 +21,15 @@ struct CloudEventHTTPTests {
             id: "string-json", source: "/s", type: "t", datacontenttype: "application/json", data: Array(#""hi""#.utf8)),
         CloudEvent(
             id: "not-json", source: "/s", type: "t", datacontenttype: "application/json", data: Array("not json".utf8)),
+        // Found by the `http` fuzz target: JSON data with white space around it, and the JSON literal null.
+        CloudEvent(
+            id: "json-spaced", source: "/s", type: "t", datacontenttype: "application/x+json",
+            data: Array("-5.5e+3\t\t".utf8)),
+        CloudEvent(
+            id: "json-newline", source: "/s", type: "t", datacontenttype: "application/json",
+            data: Array("{\"a\": 1}\n".utf8)),
+        CloudEvent(
+            id: "json-null", source: "/s", type: "t", datacontenttype: "application/json", data: Array("null".utf8)),
         CloudEvent(id: "untyped-object", source: "/s", type: "t", data: Array(#"{"a": 1}"#.utf8)),
         CloudEvent(id: "untyped-quoted", source: "/s", type: "t", data: Array(#""hi""#.utf8)),
     ]

@@ -84,7 +84,7 @@ enum Samples {
             from: "a", to: "b", stream: "big",
             message: .append(
                 AppendRequest(
-                    term: 1, prevIndex: 0, prevTerm: 0, commit: 0,
+                    term: 3, prevIndex: 0, prevTerm: 0, commit: 0,
                     entries: [entry(1, body: megabyte), entry(2, body: []), entry(3, body: Array(megabyte.prefix(10)))]
                 ))),
         Envelope(
@@ -321,6 +321,47 @@ func drain(_ decoder: inout FrameDecoder) throws -> [PeerFrame] {
             [UInt8(10)] + Bytes.string("a") + Bytes.string("b") + Bytes.string("s") + Bytes.u64(1)
             + Bytes.u32(1) + Bytes.u32(.max)
         expectCodecError(.truncated) { _ = try PeerCodec.decode(frame: Bytes.frame(body), maxFrameBytes: 1024) }
+    }
+
+    /// An append no leader sends (the defect: entries not following `prevIndex` one by one reached a
+    /// `precondition` in `RaftNode` and killed the node) is refused by the codec, so its connection closes.
+    @Test(arguments: [
+        ("a gap", [Samples.entry(10, body: []), Samples.entry(12, body: [])], UInt64(3), UInt64(2)),
+        ("not after prevIndex", [Samples.entry(11, body: [])], 3, 2),
+        ("a repeated index", [Samples.entry(10, body: []), Samples.entry(10, body: [])], 3, 2),
+        ("an entry term after the leader's", [Samples.entry(10, body: [])], 2, 2),
+        ("prevTerm after the leader's term", [], 3, 4),
+        ("an unknown kind", [Samples.entry(10, body: [], kind: 9)], 3, 2),
+        ("the index overflowing", [Samples.entry(0, body: [])], 3, 2),
+    ])
+    func inconsistentAppendsAreRefused(_ name: String, _ entries: [WireEntry], _ term: UInt64, _ prevTerm: UInt64)
+        throws
+    {
+        // Samples.entry makes entries of term 3.
+        let prevIndex: UInt64 = name == "the index overflowing" ? .max : 9
+        let envelope = Envelope(
+            from: "a", to: "b", stream: "s",
+            message: .append(
+                AppendRequest(term: term, prevIndex: prevIndex, prevTerm: prevTerm, commit: 0, entries: entries)))
+        expectCodecError(.badValue, name) {
+            _ = try PeerCodec.decode(frame: PeerCodec.encode(envelope), maxFrameBytes: Self.limit)
+        }
+    }
+
+    @Test func decreasingEntryTermsAndVotesFromTheFutureAreRefused() throws {
+        var decreasing = AppendRequest(
+            term: 5, prevIndex: 9, prevTerm: 2, commit: 0,
+            entries: [Samples.entry(10, body: []), Samples.entry(11, body: [])])
+        decreasing.entries[1].term = 2
+        let append = Envelope(from: "a", to: "b", stream: "s", message: .append(decreasing))
+        expectCodecError(.badValue) {
+            _ = try PeerCodec.decode(frame: PeerCodec.encode(append), maxFrameBytes: Self.limit)
+        }
+        let vote = Envelope(
+            from: "a", to: "b", stream: "s", message: .vote(VoteRequest(term: 2, lastIndex: 1, lastTerm: 3)))
+        expectCodecError(.badValue) {
+            _ = try PeerCodec.decode(frame: PeerCodec.encode(vote), maxFrameBytes: Self.limit)
+        }
     }
 
     @Test func strangersAndOtherVersionsAreRefusedAtHello() throws {

@@ -55,7 +55,7 @@ func numbered(_ index: Int, from: NodeID, to: NodeID, body: Int = 0) -> Envelope
         body > 0
         ? .append(
             AppendRequest(
-                term: 1, prevIndex: UInt64(index), prevTerm: 1, commit: 0,
+                term: 3, prevIndex: UInt64(index), prevTerm: 1, commit: 0,
                 entries: [Samples.entry(UInt64(index) + 1, body: Array(repeating: UInt8(index & 0xFF), count: body))]))
         : .appendReply(AppendReply(term: 1, success: true, index: UInt64(index)))
     return Envelope(from: from, to: to, stream: "orders", message: message)
@@ -303,6 +303,28 @@ final class RawClient {
         b.send(numbered(7, from: "b", to: "a"))
         #expect(await eventually { aInbox.count == 1 })
         #expect(a.framesReceived == 1)
+    }
+
+    /// The defect: an append whose entries skip an index reached the state machine's `precondition` and killed
+    /// the node. Now the connection that carried it closes, with a log line naming what was wrong, and nothing
+    /// reaches `receive`.
+    @Test func anAppendNoLeaderSendsClosesItsConnectionBeforeTheStateMachine() async throws {
+        let (a, aInbox, b, _) = try await connectedPair()
+        defer {
+            a.stop()
+            b.stop()
+        }
+        let entries = [Samples.entry(10, body: [1]), Samples.entry(12, body: [2])]
+        let bad = Envelope(
+            from: "b", to: "a", stream: "s",
+            message: .append(AppendRequest(term: 3, prevIndex: 9, prevTerm: 3, commit: 0, entries: entries)))
+        let forger = try RawClient(port: a.port)
+        forger.write(PeerCodec.encodeHello(node: "b") + PeerCodec.encode(bad))
+        #expect(forger.closedByPeer(within: 2000))
+        #expect(aInbox.count == 0)
+        #expect(aInbox.logLines.contains { $0.contains("entries follow prevIndex") })
+        b.send(numbered(1, from: "b", to: "a"))
+        #expect(await eventually { aInbox.count == 1 })
     }
 
     @Test func aHalfWrittenFrameFromADyingPeerIsDroppedAndLogged() async throws {

@@ -256,6 +256,28 @@ struct Simulation {
         #expect(events.map(\.offset) == Array(0..<50))
     }
 
+    /// A follower given an append whose entries skip an index (a peer's frame is refused by the codec first;
+    /// this is the state machine's own guard) keeps its log and the cluster goes on.
+    @Test func anAppendWithAGapIsIgnoredNotTrappedOn() {
+        var sim = Simulation(ids: ["a", "b", "c"])
+        sim.run(ticks: 40)
+        let leader = try! #require(sim.leader)
+        for i in 0..<5 { #expect(sim.propose("e\(i)") != nil) }
+        sim.run(ticks: 5)
+        let follower = try! #require(["a", "b", "c"].first { $0 != leader })
+        let before = sim.disks[follower]!.lastIndex
+        let term = sim.members[leader]!.term
+        let gap = WireEntry(term: term, index: before + 2, offset: 99, appendTime: 1, kind: 1, bodyCRC: 0, body: [1])
+        sim.members[follower]!.step(
+            from: leader,
+            .append(AppendRequest(term: term, prevIndex: before, prevTerm: term, commit: 0, entries: [gap])))
+        sim.drain(follower)
+        #expect(sim.disks[follower]!.lastIndex == before)
+        #expect(sim.propose("after") != nil)
+        sim.run(ticks: 5)
+        #expect(sim.members[follower]!.commitIndex == sim.disks[leader]!.lastIndex)
+    }
+
     @Test func singleVoterLeadsAtOnceAndCommitsOnPersist() {
         var sim = Simulation(ids: ["solo"])
         sim.members["solo"]!.campaign(transfer: false)

@@ -483,9 +483,14 @@ struct WireReader {
     }
 
     private mutating func voteRequest() throws(PeerCodecError) -> VoteRequest {
-        VoteRequest(
+        let request = VoteRequest(
             term: try u64("term"), lastIndex: try u64("lastIndex"), lastTerm: try u64("lastTerm"),
             transfer: try bool("transfer"))
+        guard request.lastTerm <= request.term else {
+            throw PeerCodecError(
+                .badValue, "the vote request's last log term \(request.lastTerm) is after its term \(request.term)")
+        }
+        return request
     }
 
     private mutating func voteReply() throws(PeerCodecError) -> VoteReply {
@@ -510,7 +515,10 @@ struct WireReader {
             if !origin.isEmpty { entry.forward = ForwardTag(origin: origin, id: id) }
             entries.append(entry)
         }
-        return AppendRequest(term: term, prevIndex: prevIndex, prevTerm: prevTerm, commit: commit, entries: entries)
+        let request = AppendRequest(
+            term: term, prevIndex: prevIndex, prevTerm: prevTerm, commit: commit, entries: entries)
+        if let problem = request.inconsistency { throw PeerCodecError(.badValue, "the append frame: \(problem)") }
+        return request
     }
 
     private mutating func appendReply() throws(PeerCodecError) -> AppendReply {

@@ -106,6 +106,34 @@ public struct AppendRequest: Sendable, Equatable {
     }
 }
 
+extension AppendRequest {
+    /// What makes this request one no leader sends, or nil: its entries must follow `prevIndex` one by one,
+    /// with terms that never decrease, from `prevTerm` up to the leader's `term`, and be of a known kind.
+    /// A peer's frame is checked before it reaches the state machine (`PeerCodec`), whose log relies on it.
+    public var inconsistency: String? {
+        guard prevTerm <= term else { return "prevTerm \(prevTerm) is after the leader's term \(term)" }
+        guard UInt64(entries.count) <= UInt64.max - prevIndex else {
+            return "\(entries.count) entries after prevIndex \(prevIndex) overflow the index"
+        }
+        var previousTerm = prevTerm
+        for (position, entry) in entries.enumerated() {
+            let expected = prevIndex + 1 + UInt64(position)
+            guard entry.index == expected else {
+                return
+                    "entry \(position) has index \(entry.index), not \(expected) (entries follow prevIndex one by one)"
+            }
+            guard entry.term >= previousTerm, entry.term <= term else {
+                return "entry \(entry.index) has term \(entry.term), outside \(previousTerm)...\(term)"
+            }
+            guard EntryKind(rawValue: entry.kind) != nil else {
+                return "entry \(entry.index) has the unknown kind \(entry.kind)"
+            }
+            previousTerm = entry.term
+        }
+        return nil
+    }
+}
+
 public struct AppendReply: Sendable, Equatable {
     public var term: UInt64
     public var success: Bool

@@ -795,6 +795,9 @@ public struct RaftNode: Sendable {
     private var pendingLeaderCommit: UInt64 = 0
 
     private mutating func handleAppend(from: NodeID, _ request: AppendRequest) {
+        // PeerCodec refuses such a frame from a peer and closes its connection; a request made in-process is
+        // held to the same rule here, before the log relies on it.
+        guard request.inconsistency == nil else { return }
         guard let localTerm = log.term(at: request.prevIndex), localTerm == request.prevTerm else {
             if request.prevIndex < log.snapshotIndex {
                 // Behind our snapshot: everything up to it is committed and stored here.
@@ -896,6 +899,7 @@ public struct RaftNode: Sendable {
             }
         }
         for entry in entries {
+            // Holds for every append handleAppend lets through (it refuses inconsistent requests first).
             precondition(entry.index == log.lastIndex + 1, "raft: entries must follow the log")
             log.append(term: entry.term)
             nextOffset = entry.offset + (entry.kind == EntryKind.event.rawValue ? 1 : 0)
