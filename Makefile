@@ -9,9 +9,11 @@ bootstrap:
 
 build: bootstrap
 	$(SWIFT) build
+	scripts/build-c-plugins debug
 
 release: bootstrap
 	$(SWIFT) build -c release
+	scripts/build-c-plugins release
 
 ## Builds the kernel and every plugin in release and starts a node with plugin-manifests/ (Ctrl-C stops it).
 run: release
@@ -25,6 +27,7 @@ test: bootstrap
 	scripts/abi-check --self-test
 	scripts/interop-deps
 	$(SWIFT) build
+	scripts/build-c-plugins debug
 	$(SWIFT) test
 	scripts/fuzz --check
 
@@ -57,6 +60,7 @@ bench-tcp: bootstrap
 SOAK_MINUTES ?= 10
 soak: bootstrap
 	$(SWIFT) build
+	scripts/build-c-plugins debug
 	PLEXUS_SOAK_MINUTES=$(SOAK_MINUTES) $(SWIFT) test --filter 'RaftClusterSoakTests|RaftLogDiskFaultSoakTests'
 
 ## libFuzzer on every decoder (Tests/Fuzz/README.md), one target after another, FUZZ_SECONDS each (default 60);

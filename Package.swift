@@ -4,63 +4,42 @@ import PackageDescription
 /// Exports only the plugin entry symbol and manifest operations (`px_op_*`) from a plugin image.
 let pluginVersionScript = "\(Context.packageDirectory)/Plugins/plugin.version-script"
 
-/// One plugin: a target under `Plugins/<name>/Sources` and a `.dynamic` library product `lib<name>.so`.
-func plugin(
-    _ name: String,
-    language: PluginLanguage,
-    dependencies: [Target.Dependency] = []
-) -> (product: Product, target: Target) {
+/// One Swift plugin: a target under `Plugins/<name>/Sources` and a `.dynamic` library product `lib<name>.so`.
+/// (Plugins written in C are built by the system C compiler, not by SwiftPM: `scripts/build-c-plugins`.)
+func plugin(_ name: String, dependencies: [Target.Dependency] = []) -> (product: Product, target: Target) {
     let product = Product.library(name: name, type: .dynamic, targets: [name])
     let linker: [LinkerSetting] = [.unsafeFlags(["-Xlinker", "--version-script=\(pluginVersionScript)"])]
-    switch language {
-    case .c:
-        return (
-            product,
-            .target(
-                name: name,
-                dependencies: ["PlexusABI"] + dependencies,
-                path: "Plugins/\(name)/Sources",
-                publicHeadersPath: ".",
-                cSettings: [.unsafeFlags(["-fvisibility=hidden"])],
-                linkerSettings: linker
-            )
+    return (
+        product,
+        .target(
+            name: name,
+            dependencies: ["PlexusPluginSDK"] + dependencies,
+            path: "Plugins/\(name)/Sources",
+            linkerSettings: linker
         )
-    case .swift:
-        return (
-            product,
-            .target(
-                name: name,
-                dependencies: ["PlexusPluginSDK"] + dependencies,
-                path: "Plugins/\(name)/Sources",
-                linkerSettings: linker
-            )
-        )
-    }
+    )
 }
 
-enum PluginLanguage { case c, swift }
-
 let plugins = [
-    plugin("HeartbeatSource", language: .c),
-    plugin("ConsoleSink", language: .swift),
-    plugin("MemoryStorage", language: .swift),
-    plugin("RaftLogStorage", language: .swift, dependencies: ["RaftCore"]),
-    plugin("StandaloneRegistry", language: .swift),
+    plugin("ConsoleSink"),
+    plugin("MemoryStorage"),
+    plugin("RaftLogStorage", dependencies: ["RaftCore"]),
+    plugin("StandaloneRegistry"),
     plugin(
-        "TCPProtocol", language: .swift,
+        "TCPProtocol",
         dependencies: [
             "PlexusWire", "PlexusNIOServer", .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
     plugin(
-        "HTTPProtocol", language: .swift,
+        "HTTPProtocol",
         dependencies: [
             "PlexusProtos", "PlexusNIOServer",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
     plugin(
-        "GRPCProtocol", language: .swift,
+        "GRPCProtocol",
         dependencies: [
             "PlexusGRPCServices", .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),

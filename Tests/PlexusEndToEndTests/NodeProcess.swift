@@ -39,7 +39,7 @@ enum Repository {
         throw SetupError(
             description: "the end-to-end tests need \(requiredProducts.joined(separator: ", ")) from `swift build` "
                 + "(all products, not only the tests); none of \(candidates.map(\.path)) has them all. "
-                + "Run `swift build && swift test` (or `make test`).")
+                + "Run `swift build && scripts/build-c-plugins && swift test` (or `make test`).")
     }
 
     static func plexus() throws -> URL { try products().appendingPathComponent("plexus") }
