@@ -14,7 +14,9 @@ public struct ClientConfiguration: Sendable {
     /// How long a subscribe or unsubscribe waits for the server's answer.
     public var requestTimeout: Duration
     /// Reconnection after a lost connection: the first delay, doubled after each failed attempt up to
-    /// `reconnectMaxDelay`. `reconnect` false: a lost connection closes the client.
+    /// `reconnectMaxDelay`. After a GOODBYE from the server (a protocol plugin replaced or stopping: its
+    /// successor may already listen on the same socket) the first attempt is made at once, and the delays
+    /// start only if it fails. `reconnect` false: a lost connection closes the client.
     public var reconnect: Bool
     public var reconnectDelay: Duration
     public var reconnectMaxDelay: Duration

@@ -64,6 +64,10 @@ final class ClientCore: @unchecked Sendable {
     private var lastSent: Int64 = 0
     private var tickerTask: RepeatedTask?
     private var closed = false
+    /// The server said GOODBYE on the current connection: the next attempt is made without waiting, unless
+    /// the connection lasted less than a second (a server saying goodbye at once would make a busy loop).
+    private var serverSaidGoodbye = false
+    private var establishedAt: Int64 = 0
     private(set) var welcome: Welcome?
     /// Failures the server reported for fire-and-forget publishes and other frames with nobody waiting.
     let asyncErrors = Atomic<Int>(0)
@@ -134,6 +138,7 @@ final class ClientCore: @unchecked Sendable {
         self.welcome = welcome
         sessionCounter += 1
         session = sessionCounter
+        establishedAt = Self.now()
         let session = self.session
         staging.withLock { $0.session = session }
         heartbeatNs = Int64(welcome.heartbeatMs) * 1_000_000
@@ -158,6 +163,8 @@ final class ClientCore: @unchecked Sendable {
     func connectionLost() {
         guard channel != nil else { return }
         let wasEstablished = session != 0
+        let goodbye = serverSaidGoodbye && Self.now() - establishedAt >= 1_000_000_000
+        serverSaidGoodbye = false
         channel = nil
         session = 0
         welcome = nil
@@ -189,7 +196,7 @@ final class ClientCore: @unchecked Sendable {
         if closed || !config.reconnect {
             finishSubscriptions()
         } else {
-            scheduleReconnect(after: config.reconnectDelay)
+            scheduleReconnect(after: goodbye ? .zero : config.reconnectDelay)
         }
     }
 
@@ -198,7 +205,7 @@ final class ClientCore: @unchecked Sendable {
         eventLoop.scheduleTask(in: .nanoseconds(nanos(delay))) { [self] in
             guard !closed, channel == nil else { return }
             openConnection().whenFailure { [self] _ in
-                scheduleReconnect(after: min(delay * 2, config.reconnectMaxDelay))
+                scheduleReconnect(after: min(max(delay * 2, config.reconnectDelay), config.reconnectMaxDelay))
             }
         }
     }
@@ -241,6 +248,7 @@ final class ClientCore: @unchecked Sendable {
                 noteAsyncError("\(error.status): \(error.message)")
             }
         case .goodbye:
+            serverSaidGoodbye = true
             channel?.close(promise: nil)
         case .hello, .publish, .subscribe, .unsubscribe, .ack, .nack:
             noteAsyncError("the server sent a client-only frame \(frame.kind)")
