@@ -7,8 +7,9 @@ import NIOPosix
 ///
 /// - `GET /v1/plugins`: every plugin's status; `GET /v1/plugins/NAME`: one.
 /// - `POST /v1/plugins/NAME/operations/OP` with `{"args": ["…"]}`: calls a manifest operation.
-/// - `POST /v1/plugins` `{"manifest": PATH}`: installs; `POST /v1/plugins/NAME/upgrade` `{"manifest": PATH}`,
-///   `POST /v1/plugins/NAME/rollback`, `DELETE /v1/plugins/NAME` (docs/operations.md, "Deploying").
+/// - `POST /v1/plugins` `{"manifest": PATH}` or `{"archive": PATH}`: installs; `POST /v1/plugins/NAME/upgrade`
+///   (the same body), `POST /v1/plugins/NAME/rollback`, `DELETE /v1/plugins/NAME` (docs/operations.md,
+///   "Deploying").
 /// - `GET /v1/health`: the kernel is up (liveness); `GET /v1/ready`: 200 when every enabled plugin is active and
 ///   healthy (protocols accepting), else 503 with the reasons; `GET /metrics`: Prometheus text.
 public final class AdminServer: Sendable {
@@ -150,13 +151,9 @@ enum AdminRoutes {
             }
             return (.ok, json, encode(status))
         case (.POST, ["v1", "plugins"]):
-            return deployment(kernel: kernel, plugin: nil) {
-                try kernel.deploy(manifestFrom: try manifestPath(body), replacing: nil)
-            }
+            return deployment(kernel: kernel, plugin: nil) { try deploy(kernel, body, replacing: nil) }
         case (.POST, let p) where p.count == 4 && p[0] == "v1" && p[1] == "plugins" && p[3] == "upgrade":
-            return deployment(kernel: kernel, plugin: p[2]) {
-                try kernel.deploy(manifestFrom: try manifestPath(body), replacing: p[2])
-            }
+            return deployment(kernel: kernel, plugin: p[2]) { try deploy(kernel, body, replacing: p[2]) }
         case (.POST, let p) where p.count == 4 && p[0] == "v1" && p[1] == "plugins" && p[3] == "rollback":
             return deployment(kernel: kernel, plugin: p[2]) { [try kernel.rollback(p[2])] }
         case (.DELETE, let p) where p.count == 3 && p[0] == "v1" && p[1] == "plugins":
@@ -196,21 +193,29 @@ enum AdminRoutes {
     }
 
     struct OperationRequest: Codable { var args: [String] }
-    struct DeployRequest: Codable { var manifest: String }
+    struct DeployRequest: Codable {
+        var manifest: String?
+        var archive: String?
+    }
     struct DeployResponse: Codable {
         var changes: [DeploymentChange]
         var plugin: PluginStatus?
     }
 
     /// The manifest path of an install or upgrade request body.
-    static func manifestPath(_ body: String) throws -> String {
-        guard let request = try? JSONDecoder().decode(DeployRequest.self, from: Data(body.utf8)),
-            request.manifest.hasPrefix("/")
-        else {
-            throw KernelError(
-                .manifestInvalid, subject: "request", #"expected a JSON body {"manifest": "/absolute/path.yaml"}"#)
+    /// Deploys what a request body names: `{"manifest": PATH}` (a manifest, its library beside it) or
+    /// `{"archive": PATH}` (a plugin archive), an absolute path on the node's machine.
+    static func deploy(_ kernel: Kernel, _ body: String, replacing name: String?) throws -> [DeploymentChange] {
+        let request = try? JSONDecoder().decode(DeployRequest.self, from: Data(body.utf8))
+        if let archive = request?.archive, archive.hasPrefix("/"), request?.manifest == nil {
+            return try kernel.deploy(archiveFrom: archive, replacing: name)
         }
-        return request.manifest
+        guard let manifest = request?.manifest, manifest.hasPrefix("/"), request?.archive == nil else {
+            throw KernelError(
+                .manifestInvalid, subject: "request",
+                #"expected a JSON body {"manifest": "/absolute/path.yaml"} or {"archive": "/absolute/path.pxp"}"#)
+        }
+        return try kernel.deploy(manifestFrom: manifest, replacing: name)
     }
 
     /// Runs a deployment command: 200 with the changes and the plugin's status afterwards; 409 when a change

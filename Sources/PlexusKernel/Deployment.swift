@@ -427,9 +427,66 @@ extension Kernel {
         if URL(fileURLWithPath: source).standardizedFileURL.path
             != URL(fileURLWithPath: target).standardizedFileURL.path
         {
+            // A signature travels with its manifest, placed first; a stale one from an earlier version goes.
+            if FileManager.default.fileExists(atPath: source + ".sig") {
+                try Self.place(source + ".sig", at: target + ".sig")
+            } else {
+                try? FileManager.default.removeItem(atPath: target + ".sig")
+            }
             try Self.place(source, at: target)
         }
         return settle()
+    }
+
+    /// Installs (or, with `replacing`, upgrades to) the plugin in an archive made by `plexus plugin pack`: the
+    /// archive is checked (`PluginArchive.decode`), its files are written under `<data>/archives/`, the
+    /// signature beside the manifest, and deployed from there as `deploy(manifestFrom:)` does. Whether a
+    /// signature is required and its key trusted is checked when the plugin is verified, as for any plugin.
+    /// - Throws: `KernelError` when the archive cannot be read or is not a valid plugin archive.
+    public func deploy(archiveFrom path: String, replacing name: String? = nil) throws -> [DeploymentChange] {
+        let bytes: [UInt8]
+        do {
+            let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+            guard size <= PluginArchive.maxBytes else {
+                throw KernelError(.archiveInvalid, subject: path, "is larger than \(PluginArchive.maxBytes) bytes")
+            }
+            bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+        } catch let error as KernelError {
+            throw error
+        } catch {
+            throw KernelError(.io, subject: path, "cannot be read: \(error.localizedDescription)")
+        }
+        let archive = try PluginArchive.decode(bytes, subject: path)
+        guard let text = String(validating: archive.manifest, as: UTF8.self) else {
+            throw KernelError(.archiveInvalid, subject: path + "!manifest.yaml", "is not UTF-8 text")
+        }
+        let manifest = try ManifestParser.parse(text, path: path + "!manifest.yaml")
+        guard manifest.library == archive.libraryName else {
+            throw KernelError(
+                .archiveInvalid, subject: path + "!manifest.yaml", field: "library",
+                "names '\(manifest.library)', but the archive holds the library '\(archive.libraryName)'")
+        }
+        let directory =
+            config.dataDirectory + "/archives/\(manifest.name)-\(archive.manifestSHA256.prefix(12))-"
+            + archive.librarySHA256.prefix(12)
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try Data(archive.library).write(
+                to: URL(fileURLWithPath: directory + "/" + archive.libraryName), options: .atomic)
+            let manifestPath = directory + "/" + PluginArchive.manifestName
+            if let signature = archive.signature {
+                try Data(signature.text.utf8).write(to: URL(fileURLWithPath: manifestPath + ".sig"), options: .atomic)
+            } else {
+                try? FileManager.default.removeItem(atPath: manifestPath + ".sig")
+            }
+            try Data(archive.manifest).write(to: URL(fileURLWithPath: manifestPath), options: .atomic)
+        } catch {
+            throw KernelError(.io, subject: directory, "cannot unpack \(path) here: \(error.localizedDescription)")
+        }
+        logger.notice(
+            "deploy: unpacked \(path) (\(manifest.name) \(manifest.version), \(archive.signature == nil ? "unsigned" : "signed")) into \(directory)"
+        )
+        return try deploy(manifestFrom: directory + "/" + PluginArchive.manifestName, replacing: name)
     }
 
     /// Moves a plugin's manifest out of the manifest directory (into `<data>/removed-manifests/`) and stops

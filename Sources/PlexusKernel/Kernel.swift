@@ -30,7 +30,8 @@ public final class Kernel: Sendable {
         self.services = HostServices(metrics: metrics, topics: config.topics, clock: clock)
         self.loader = PluginLoader(
             searchPath: config.pluginSearchPath, cacheDirectory: config.resolvedCacheDirectory,
-            requireSHA256: config.requireSHA256)
+            requireSHA256: config.requireSHA256,
+            trust: PluginTrust(trustedKeys: config.trustedKeys, requireSigned: config.requireSigned))
     }
 
     // MARK: Discovery

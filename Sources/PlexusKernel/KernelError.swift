@@ -26,6 +26,14 @@ public struct KernelError: Error, CustomStringConvertible, Sendable, Equatable {
         case notFound = "not-found"
         case invalidState = "invalid-state"
         case io = "io"
+        /// `security.requireSigned` is on and a plugin has no signature.
+        case signatureMissing = "signature-missing"
+        /// A signature file or archive that is malformed, does not verify, or signs other bytes.
+        case signatureInvalid = "signature-invalid"
+        /// A valid signature by a key that is not in `security.trustedKeys`.
+        case signatureUntrusted = "signature-untrusted"
+        /// A plugin archive that is not one (`plexus plugin pack`).
+        case archiveInvalid = "archive-invalid"
     }
 
     public var code: Code

@@ -49,6 +49,9 @@ public struct Manifest: Sendable {
 
     /// Where the manifest was read from (for messages).
     public var path: String
+    /// The manifest file's bytes that were parsed, when it was read from a file (`ManifestParser.load`): a
+    /// plugin signature signs their digest (`PluginTrust`), so it is taken of these, never of the file again.
+    public var fileBytes: [UInt8]?
     public var name: String
     public var version: SemanticVersion
     public var description: String

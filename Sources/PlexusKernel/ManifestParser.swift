@@ -11,13 +11,18 @@ public enum ManifestParser {
 
     /// Reads and parses the manifest at `path`.
     public static func load(path: String) throws -> Manifest {
-        let text: String
+        let bytes: Data
         do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
+            bytes = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
             throw KernelError(.manifestUnreadable, subject: path, "cannot be read: \(error.localizedDescription)")
         }
-        return try parse(text, path: path)
+        guard let text = String(data: bytes, encoding: .utf8) else {
+            throw KernelError(.manifestUnreadable, subject: path, "cannot be read: it is not UTF-8 text")
+        }
+        var manifest = try parse(text, path: path)
+        manifest.fileBytes = Array(bytes)
+        return manifest
     }
 
     /// Parses manifest text; `path` names it in errors.

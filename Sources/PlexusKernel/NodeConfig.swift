@@ -29,6 +29,10 @@ public struct NodeConfig: Sendable {
     public var rescanInterval: Duration = .seconds(2)
     /// Config values this node sets for its plugins over their manifests' (`plugins.config`).
     public var pluginConfig = ConfigOverrides()
+    /// `security.trustedKeys`: raw Ed25519 public keys whose plugin signatures the node accepts.
+    public var trustedKeys: [[UInt8]] = []
+    /// `security.requireSigned`: refuse every plugin without a signature by a trusted key.
+    public var requireSigned = false
 
     public init() {}
 
@@ -54,7 +58,7 @@ public struct NodeConfig: Sendable {
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws -> NodeConfig {
         let root = try YAMLReader(subject: path, code: .nodeConfigInvalid).document(text)
-        try root.onlyKeys(["node", "admin", "plugins", "topics"])
+        try root.onlyKeys(["node", "admin", "plugins", "topics", "security"])
         var config = NodeConfig()
         func resolve(_ p: String) -> String { p.hasPrefix("/") ? p : baseDirectory + "/" + p }
         if let node = root.optional("node") {
@@ -114,6 +118,26 @@ public struct NodeConfig: Sendable {
                     }
                     config.pluginConfig.values.append((name, pairs))
                 }
+            }
+        }
+        if let security = root.optional("security") {
+            try security.onlyKeys(["trustedKeys", "requireSigned"])
+            if let flag = security.optional("requireSigned") { config.requireSigned = try flag.bool() }
+            if let keys = security.optional("trustedKeys") {
+                config.trustedKeys = try keys.items("base64 Ed25519 public keys").map { item in
+                    let text = try item.string()
+                    guard let raw = Data(base64Encoded: text), raw.count == 32 else {
+                        throw item.fail(
+                            "'\(text)' is not an Ed25519 public key: expected 32 bytes in base64 (the second word of a key file from `plexus plugin keygen`)"
+                        )
+                    }
+                    return Array(raw)
+                }
+            }
+            if config.requireSigned, config.trustedKeys.isEmpty {
+                throw KernelError(
+                    .nodeConfigInvalid, subject: path, field: "security.trustedKeys",
+                    "is empty, but security.requireSigned is on: no plugin could ever be accepted")
             }
         }
         if let topics = root.optional("topics") {

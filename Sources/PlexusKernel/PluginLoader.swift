@@ -24,6 +24,8 @@ struct PluginLoader: Sendable {
     var searchPath: [String]
     var cacheDirectory: String
     var requireSHA256: Bool
+    /// Which plugin signatures are accepted, and whether one is required (`security` in the node file).
+    var trust = PluginTrust()
 
     /// The library file a manifest names: its own directory first, then the search path.
     func locate(_ manifest: Manifest) throws -> String {
@@ -55,7 +57,8 @@ struct PluginLoader: Sendable {
         return hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 
-    /// Checks the library against the manifest's pin (and the node's pinning policy); returns its hash.
+    /// Checks the library against the manifest's pin (and the node's pinning policy) and the plugin's signature
+    /// (and the node's signing policy); returns its hash.
     func verify(_ manifest: Manifest, library: String) throws -> String {
         let digest = try Self.sha256(ofFile: library)
         if let pinned = manifest.sha256 {
@@ -83,6 +86,9 @@ struct PluginLoader: Sendable {
                 "the plugin was built with \(toolchain) but this kernel with \(Toolchain.current); Swift's ABI is not stable on Linux, so rebuild the plugin with \(Toolchain.current)"
             )
         }
+        // The digest checked is the one `cache` holds the mapped copy to, so the bytes signed are the bytes
+        // mapped.
+        try trust.check(manifest, librarySHA256: digest)
         return digest
     }
 

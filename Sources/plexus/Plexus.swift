@@ -117,7 +117,10 @@ struct PluginCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plugin",
         abstract: "Inspect plugins, list a running node's plugins, call their operations.",
-        subcommands: [List.self, Inspect.self, Call.self, Install.self, Upgrade.self, Remove.self, Rollback.self])
+        subcommands: [
+            List.self, Inspect.self, Call.self, Install.self, Upgrade.self, Remove.self, Rollback.self, Keygen.self,
+            Pack.self, Sign.self, Verify.self,
+        ])
 
     struct AdminOptions: ParsableArguments {
         @Option(name: .long, help: "The node's admin endpoint, HOST:PORT.")
@@ -223,17 +226,20 @@ extension PluginCommand {
         if status == 409 { throw ExitCode(1) }
     }
 
+    /// `{"manifest": PATH}`, or `{"archive": PATH}` when the file is a plugin archive (`plexus plugin pack`).
     static func body(manifest: String) throws -> String {
         let path = URL(fileURLWithPath: manifest).standardizedFileURL.path
-        return String(decoding: try JSONEncoder().encode(["manifest": path]), as: UTF8.self)
+        let key = PluginArchiveFile.isArchive(path) ? "archive" : "manifest"
+        return String(decoding: try JSONEncoder().encode([key: path]), as: UTF8.self)
     }
 
     struct Install: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract:
-                "Copy a manifest (and the library beside it) into a running node's manifest directory and start it.")
+                "Copy a manifest (and the library beside it), or unpack a plugin archive, into a running node and start it."
+        )
         @OptionGroup var options: AdminOptions
-        @Argument(help: "The manifest file.") var manifest: String
+        @Argument(help: "The manifest file, or a plugin archive from `plexus plugin pack`.") var manifest: String
         func run() throws { try deploy(options.admin, "POST", "/v1/plugins", body: try body(manifest: manifest)) }
     }
 
@@ -242,7 +248,7 @@ extension PluginCommand {
             abstract: "Replace a running plugin's manifest (and library) with new ones and switch to the new image.")
         @OptionGroup var options: AdminOptions
         @Argument(help: "The plugin's name.") var name: String
-        @Argument(help: "The new manifest file.") var manifest: String
+        @Argument(help: "The new manifest file, or a plugin archive.") var manifest: String
         func run() throws {
             try deploy(
                 options.admin, "POST", "/v1/plugins/\(AdminClient.escape(name))/upgrade",
