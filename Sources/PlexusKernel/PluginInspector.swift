@@ -95,6 +95,33 @@ public enum PluginInspector {
         }
     }
 
+    /// What a library's descriptor declares, enough to write a manifest for it (`plexus dev LIBRARY`).
+    public struct Declared: Sendable {
+        public var name: String
+        public var version: String
+        public var kinds: [Manifest.Kind]
+        public var abiMajor: Int
+        public var abiMinor: Int
+        public var toolchain: String?
+    }
+
+    /// Maps `path` (its content-addressed copy) and reads its descriptor.
+    /// - Throws: `KernelError` when it is not a loadable plugin.
+    public static func declared(library path: String, cacheDirectory: String) throws -> Declared {
+        let digest = try PluginLoader.sha256(ofFile: path)
+        let loader = PluginLoader(searchPath: [], cacheDirectory: cacheDirectory, requireSHA256: false)
+        let mapped = try loader.cache(path, sha256: digest, subject: path)
+        let (_, d) = try PluginLoader.open(
+            mapped, subject: path, library: path, entryName: "dev", deadline: .seconds(10))
+        guard let name = d.name.map({ String(cString: $0) }), let version = d.version.map({ String(cString: $0) })
+        else {
+            throw KernelError(.descriptorInvalid, subject: path, "the descriptor names no plugin name or version")
+        }
+        return Declared(
+            name: name, version: version, kinds: Manifest.Kind.kinds(in: d.kinds), abiMajor: Int(d.abi_major),
+            abiMinor: Int(d.abi_minor), toolchain: d.toolchain.map { String(cString: $0) })
+    }
+
     static func describe(_ d: px_plugin_descriptor) -> Report {
         [
             ("plugin name", d.name.map { String(cString: $0) } ?? "(none)"),

@@ -11,7 +11,7 @@ struct Plexus: AsyncParsableCommand {
         abstract: "Plexus: an event mesh built as a microkernel of C-ABI plugins.",
         version: PlexusVersion.kernel,
         subcommands: [
-            Serve.self, PluginCommand.self, Pub.self, Sub.self, BenchCommand.self, ConformanceCommand.self,
+            Serve.self, Dev.self, PluginCommand.self, Pub.self, Sub.self, BenchCommand.self, ConformanceCommand.self,
             PluginHost.self,
         ])
 }

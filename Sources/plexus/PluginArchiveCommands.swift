@@ -38,13 +38,17 @@ enum PluginArchiveFile {
     static func plugin(manifest path: String, searchPath: [String]) throws -> (Manifest, library: String) {
         let manifest = try ManifestParser.load(path: path)
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
-        let candidates = manifest.library.hasPrefix("/") ? [manifest.library] : ([directory] + searchPath).map {
-            $0 + "/" + manifest.library
-        }
+        let candidates =
+            manifest.library.hasPrefix("/")
+            ? [manifest.library]
+            : ([directory] + searchPath).map {
+                $0 + "/" + manifest.library
+            }
         guard let library = candidates.first(where: FileManager.default.isReadableFile(atPath:)) else {
             throw KernelError(
                 .libraryNotFound, subject: path, field: "library",
-                "'\(manifest.library)' was not found; looked in \(candidates.joined(separator: ", ")) (use --search-path)")
+                "'\(manifest.library)' was not found; looked in \(candidates.joined(separator: ", ")) (use --search-path)"
+            )
         }
         return (manifest, library)
     }
@@ -73,7 +77,8 @@ extension PluginCommand {
                 let key = SigningKey.generate()
                 try PluginArchiveFile.write(Array(key.privateText.utf8), to: prefix + ".key", mode: 0o600)
                 try PluginArchiveFile.write(Array(key.publicText.utf8), to: prefix + ".pub")
-                print("public key (for security.trustedKeys): \(key.publicText.split(separator: " ")[1])", terminator: "")
+                print(
+                    "public key (for security.trustedKeys): \(key.publicText.split(separator: " ")[1])", terminator: "")
             }
         }
     }
@@ -105,7 +110,9 @@ extension PluginCommand {
                 }
                 let path = out ?? "\(manifest.name)-\(manifest.version).pxp"
                 try PluginArchiveFile.write(archive.encoded(), to: path)
-                print("\(path): \(manifest.name) \(manifest.version), \(archive.signature == nil ? "unsigned" : "signed")")
+                print(
+                    "\(path): \(manifest.name) \(manifest.version), \(archive.signature == nil ? "unsigned" : "signed")"
+                )
             }
         }
     }
@@ -167,7 +174,8 @@ extension PluginCommand {
                 }
                 let signer = Data(signature.publicKey).base64EncodedString()
                 if !trusted.isEmpty, !trusted.contains(signature.publicKey) {
-                    throw KernelError(.signatureUntrusted, subject: archive, "is signed by \(signer), not a trusted key")
+                    throw KernelError(
+                        .signatureUntrusted, subject: archive, "is signed by \(signer), not a trusted key")
                 }
                 print("\(archive): sums ok, signed by \(signer)\(trusted.isEmpty ? "" : " (trusted)")")
             }

@@ -36,7 +36,8 @@ struct PluginSigningTests {
         let byOther = directory.url.appendingPathComponent("other.pxp").path
         let signed = directory.url.appendingPathComponent("signed.pxp").path
         #expect(try await run(["plugin", "pack", manifest.path, "--out", unsigned]).status == 0)
-        #expect(try await run(["plugin", "pack", manifest.path, "--out", byOther, "--key", other + ".key"]).status == 0)
+        #expect(
+            try await run(["plugin", "pack", manifest.path, "--out", byOther, "--key", other + ".key"]).status == 0)
         #expect(try await run(["plugin", "pack", manifest.path, "--out", signed]).status == 0)
         let sign = try await run(["plugin", "sign", signed, "--key", trusted + ".key"])
         #expect(sign.status == 0, "\(sign.stderr)")

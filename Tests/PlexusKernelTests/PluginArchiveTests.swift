@@ -80,7 +80,8 @@ struct PluginArchiveTests {
     @Test func signatureFilesAreReadStrictly() throws {
         let key = SigningKey.generate()
         let signature = try PluginSignature.sign(
-            manifestSHA256: String(repeating: "a", count: 64), librarySHA256: String(repeating: "b", count: 64), with: key)
+            manifestSHA256: String(repeating: "a", count: 64), librarySHA256: String(repeating: "b", count: 64),
+            with: key)
         for (broken, why) in [
             (signature.text.replacingOccurrences(of: "plexus-plugin-signature 1", with: "x"), "header"),
             (signature.text.replacingOccurrences(of: String(repeating: "a", count: 64), with: "A"), "digest"),
