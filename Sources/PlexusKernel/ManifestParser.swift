@@ -144,7 +144,7 @@ public enum ManifestParser {
         return manifest
     }
 
-    static func isValidName(_ name: String) -> Bool {
+    public static func isValidName(_ name: String) -> Bool {
         guard let first = name.first, first.isASCII, first.isLowercase, name.count <= 64 else { return false }
         return name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }
     }

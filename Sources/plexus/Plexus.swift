@@ -119,7 +119,7 @@ struct PluginCommand: AsyncParsableCommand {
         abstract: "Inspect plugins, list a running node's plugins, call their operations.",
         subcommands: [
             List.self, Inspect.self, Call.self, Install.self, Upgrade.self, Remove.self, Rollback.self, Keygen.self,
-            Pack.self, Sign.self, Verify.self,
+            Pack.self, Sign.self, Verify.self, New.self,
         ])
 
     struct AdminOptions: ParsableArguments {

@@ -27,7 +27,8 @@ struct DevCommandTests {
         while !lines.contains(where: { $0.hasPrefix("plexus dev: reloading") }), ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(100))
             lines = ((try? String(contentsOf: out, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
-            try #require(process.isRunning, "plexus dev exited: \((try? String(contentsOf: err, encoding: .utf8)) ?? "")")
+            try #require(
+                process.isRunning, "plexus dev exited: \((try? String(contentsOf: err, encoding: .utf8)) ?? "")")
         }
         #expect(lines.contains("plexus dev: plugin ok-minimal: active"), "\(lines)")
         let admin = try #require(lines.first { $0.hasPrefix("plexus dev: admin ") }?.split(separator: " ")[3])
