@@ -200,6 +200,8 @@ let package = Package(
             ]
         ),
         .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore"]),
+        // The CLI's own pieces (its table renderer), tested through `@testable import plexus`.
+        .testTarget(name: "PlexusCLITests", dependencies: ["plexus"]),
         .testTarget(name: "PlexusPluginSDKTests", dependencies: ["PlexusPluginSDK"]),
         .testTarget(
             name: "PlexusProtosTests",

@@ -177,6 +177,7 @@ enum AdminRoutes {
                 case .notFound: status = .notFound
                 case .invalidState: status = .conflict
                 case .deadlineExceeded: status = .gatewayTimeout
+                case .operationFailed: status = .unprocessableEntity
                 default: status = .badRequest
                 }
                 return (status, json, problem(error.description, code: error.code.rawValue))

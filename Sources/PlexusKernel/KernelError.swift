@@ -23,6 +23,8 @@ public struct KernelError: Error, CustomStringConvertible, Sendable, Equatable {
         case hookFailed = "hook-failed"
         case deadlineExceeded = "deadline-exceeded"
         case operationInvalid = "operation-invalid"
+        /// An operation ran and returned a `px_status` other than `PX_OK` (signature return type `status`).
+        case operationFailed = "operation-failed"
         case notFound = "not-found"
         case invalidState = "invalid-state"
         case io = "io"

@@ -71,7 +71,7 @@ struct OperationInvoker: @unchecked Sendable {
             case .string:
                 guard !text.utf8.contains(0) else { throw bad() }
                 return .string(text)
-            case .void, .instance, .text:
+            case .void, .instance, .text, .status:
                 throw bad()
             }
         }
@@ -115,7 +115,7 @@ struct OperationInvoker: @unchecked Sendable {
         case .int8: return px_ffi_type_sint8()
         case .int16: return px_ffi_type_sint16()
         case .uint16: return px_ffi_type_uint16()
-        case .int32: return px_ffi_type_sint32()
+        case .int32, .status: return px_ffi_type_sint32()
         case .uint32: return px_ffi_type_uint32()
         case .int64: return px_ffi_type_sint64()
         case .uint64: return px_ffi_type_uint64()
@@ -182,6 +182,16 @@ struct OperationInvoker: @unchecked Sendable {
         withUnsafeMutableBytes(of: &result) { raw in
             ffi_call(&cif, unsafeBitCast(function, to: (@convention(c) () -> Void).self), raw.baseAddress, argPointers)
         }
+        if signature.returnType == .status {
+            // PX_OK (0) and PX_DEGRADED (16) are answers; every other px_status is a failure.
+            let status = Int32(truncatingIfNeeded: withUnsafeBytes(of: &result) { $0.load(as: Int64.self) })
+            guard status == 0 || status == 16 else {
+                throw KernelError(
+                    .operationFailed, subject: plugin, field: "operations.\(declaration.name)",
+                    "returned \(StatusText.name(status))")
+            }
+            return StatusText.name(status)
+        }
         return withUnsafeBytes(of: &result) { raw -> String in
             switch signature.returnType {
             case .void: return ""
@@ -196,7 +206,7 @@ struct OperationInvoker: @unchecked Sendable {
             case .uint64: return String(raw.load(as: UInt64.self))
             case .float: return String(raw.load(as: Float.self))
             case .double: return String(raw.load(as: Double.self))
-            case .string, .instance: return ""
+            case .string, .instance, .status: return ""
             case .text:
                 // The plugin's malloc'd string, ours to free.
                 guard let text = raw.load(as: UnsafeMutablePointer<CChar>?.self) else { return "" }

@@ -20,6 +20,9 @@ public struct OperationSignature: Sendable, Equatable, CustomStringConvertible {
         case void, bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float, double, string, instance
         /// Return only: a NUL-terminated UTF-8 string allocated with `malloc`, which the kernel frees (ABI 1.1).
         case text
+        /// Return only: an `int32_t` that is a `px_status`. `PX_OK` (and `PX_DEGRADED`) is a result; any other
+        /// value fails the call with the status's name (`operation-failed`).
+        case status
     }
 
     public struct ParseError: Error { public var message: String }
@@ -57,6 +60,10 @@ public struct OperationSignature: Sendable, Equatable, CustomStringConvertible {
                 guard type != .void else { throw ParseError(message: "'\(text)': void is not a parameter type") }
                 guard type != .text else {
                     throw ParseError(message: "'\(text)': text is a return type only; a string parameter is 'string'")
+                }
+                guard type != .status else {
+                    throw ParseError(
+                        message: "'\(text)': status is a return type only; an integer parameter is 'int32'")
                 }
                 return type
             }

@@ -6,13 +6,20 @@ import Foundation
 
 /// A minimal blocking HTTP/1.1 client for the node's admin endpoint on loopback.
 struct AdminClient {
+    /// A non-success answer of the node: its HTTP status and body (`{"error", "code"}` when it is JSON).
     struct Failure: Error, CustomStringConvertible {
         var status: Int
         var body: String
-        var description: String {
-            struct Problem: Decodable { var error: String }
-            let text = (try? JSONDecoder().decode(Problem.self, from: Data(body.utf8)))?.error ?? body
-            return "the node answered \(status): \(text)"
+        var description: String { "the node answered \(status): \(problem)" }
+        /// The node's error text and code (`heartbeat-source: operations.set-interval: returned
+        /// PX_ERR_INVALID_ARGUMENT [operation-failed, HTTP 422]`), or the body as it is when it is not JSON.
+        var problem: String {
+            struct Problem: Decodable {
+                var error: String
+                var code: String?
+            }
+            guard let answer = try? JSONDecoder().decode(Problem.self, from: Data(body.utf8)) else { return body }
+            return "\(answer.error) [\(answer.code.map { "\($0), " } ?? "")HTTP \(status)]"
         }
     }
 

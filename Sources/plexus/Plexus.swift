@@ -11,8 +11,8 @@ struct Plexus: AsyncParsableCommand {
         abstract: "Plexus: an event mesh built as a microkernel of C-ABI plugins.",
         version: PlexusVersion.kernel,
         subcommands: [
-            Serve.self, Dev.self, PluginCommand.self, Pub.self, Sub.self, BenchCommand.self, ConformanceCommand.self,
-            PluginHost.self,
+            Serve.self, Dev.self, PluginCommand.self, Pub.self, Sub.self, Health.self, Ready.self, BenchCommand.self,
+            ConformanceCommand.self, PluginHost.self,
         ])
 }
 
@@ -118,8 +118,8 @@ struct PluginCommand: AsyncParsableCommand {
         commandName: "plugin",
         abstract: "Inspect plugins, list a running node's plugins, call their operations.",
         subcommands: [
-            List.self, Inspect.self, Call.self, Install.self, Upgrade.self, Remove.self, Rollback.self, Keygen.self,
-            Pack.self, Sign.self, Verify.self, New.self,
+            List.self, Status.self, Inspect.self, Call.self, Install.self, Upgrade.self, Remove.self, Rollback.self,
+            Keygen.self, Pack.self, Sign.self, Verify.self, New.self,
         ])
 
     struct AdminOptions: ParsableArguments {
@@ -149,7 +149,7 @@ struct PluginCommand: AsyncParsableCommand {
                     p.lastError ?? "",
                 ]
             }
-            print(Table.render(header: ["NAME", "STATE", "VERSION", "KINDS", "HEALTH", "LAST ERROR"], rows: rows))
+            print(Table(columns: ["NAME", "STATE", "VERSION", "KINDS", "HEALTH", "LAST ERROR"]).render(rows: rows))
         }
     }
 
@@ -165,15 +165,38 @@ struct PluginCommand: AsyncParsableCommand {
         @Option(name: .long, help: "A directory searched for the manifest's library (repeatable).")
         var pluginPath: [String] = []
 
+        @Flag(
+            name: .long, help: #"Print {"ok", "error", "fields": [{"key", "value"}]} as JSON, in the report's order."#)
+        var json = false
+
         func run() throws {
             let cache = FileManager.default.temporaryDirectory.path + "/plexus-inspect-cache"
             let (report, error) =
                 file.hasSuffix(".so") || file.contains(".so.")
                 ? PluginInspector.inspectLibrary(path: file, cacheDirectory: cache)
                 : PluginInspector.inspectManifest(path: file, searchPath: pluginPath, cacheDirectory: cache)
-            let width = report.map(\.0.count).max() ?? 0
-            for (key, value) in report {
-                print(key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value)
+            if json {
+                struct Field: Encodable {
+                    var key: String
+                    var value: String
+                }
+                struct Report: Encodable {
+                    var ok: Bool
+                    var error: String?
+                    var fields: [Field]
+                }
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                let answer = Report(
+                    ok: error == nil, error: error.map { "\($0)" }, fields: report.map { Field(key: $0.0, value: $0.1) }
+                )
+                print(String(decoding: try encoder.encode(answer), as: UTF8.self))
+            } else {
+                // Key and value, without a header: the value column is never cut (it is the report's point).
+                let width = report.map(\.0.count).max() ?? 0
+                for (key, value) in report {
+                    print(Table.cut(key, to: width) + Table.separator + Table.singleLine(value))
+                }
             }
             if error != nil { throw ExitCode(2) }
         }
@@ -188,6 +211,8 @@ struct PluginCommand: AsyncParsableCommand {
         @OptionGroup var options: AdminOptions
         @Argument(help: "The plugin's name.") var name: String
         @Argument(help: "The operation's name.") var operation: String
+        @Flag(name: .long, help: #"Print the node's JSON answer as it is ({"result": …} or {"error", "code"})."#)
+        var json = false
         @Argument(parsing: .allUnrecognized, help: "The operation's arguments.") var arguments: [String] = []
 
         func run() throws {
@@ -196,7 +221,17 @@ struct PluginCommand: AsyncParsableCommand {
             let payload = String(decoding: try JSONEncoder().encode(Body(args: arguments)), as: UTF8.self)
             let path = "/v1/plugins/\(AdminClient.escape(name))/operations/\(AdminClient.escape(operation))"
             let (status, body) = try AdminClient(address: options.admin).request("POST", path, body: payload)
-            guard status == 200 else { throw AdminClient.Failure(status: status, body: body) }
+            if json {
+                print(body)
+                if status != 200 { throw ExitCode.failure }
+                return
+            }
+            guard status == 200 else {
+                let failure = AdminClient.Failure(status: status, body: body)
+                FileHandle.standardError.write(
+                    Data("plexus plugin call \(name) \(operation): \(failure.problem)\n".utf8))
+                throw ExitCode.failure
+            }
             print(try JSONDecoder().decode(Answer.self, from: Data(body.utf8)).result)
         }
     }
@@ -204,7 +239,7 @@ struct PluginCommand: AsyncParsableCommand {
 
 extension PluginCommand {
     /// Sends a deployment command and prints each change; exits non-zero when one was refused.
-    static func deploy(_ admin: String, _ method: String, _ path: String, body: String = "") throws {
+    static func deploy(_ admin: String, _ method: String, _ path: String, body: String = "", json: Bool) throws {
         struct Answer: Decodable {
             struct Change: Decodable {
                 var action: String
@@ -215,6 +250,11 @@ extension PluginCommand {
             var plugin: PluginStatus?
         }
         let (status, text) = try AdminClient(address: admin).request(method, path, body: body)
+        if json {
+            print(text)
+            if status != 200 { throw ExitCode.failure }
+            return
+        }
         guard status == 200 || status == 409, let answer = try? JSONDecoder().decode(Answer.self, from: Data(text.utf8))
         else { throw AdminClient.Failure(status: status, body: text) }
         for change in answer.changes { print("\(change.action) \(change.plugin): \(change.message)") }
@@ -239,8 +279,11 @@ extension PluginCommand {
                 "Copy a manifest (and the library beside it), or unpack a plugin archive, into a running node and start it."
         )
         @OptionGroup var options: AdminOptions
+        @Flag(name: .long, help: "Print the node's JSON answer as it is.") var json = false
         @Argument(help: "The manifest file, or a plugin archive from `plexus plugin pack`.") var manifest: String
-        func run() throws { try deploy(options.admin, "POST", "/v1/plugins", body: try body(manifest: manifest)) }
+        func run() throws {
+            try deploy(options.admin, "POST", "/v1/plugins", body: try body(manifest: manifest), json: json)
+        }
     }
 
     struct Upgrade: ParsableCommand {
@@ -249,10 +292,11 @@ extension PluginCommand {
         @OptionGroup var options: AdminOptions
         @Argument(help: "The plugin's name.") var name: String
         @Argument(help: "The new manifest file, or a plugin archive.") var manifest: String
+        @Flag(name: .long, help: "Print the node's JSON answer as it is.") var json = false
         func run() throws {
             try deploy(
                 options.admin, "POST", "/v1/plugins/\(AdminClient.escape(name))/upgrade",
-                body: try body(manifest: manifest))
+                body: try body(manifest: manifest), json: json)
         }
     }
 
@@ -261,7 +305,10 @@ extension PluginCommand {
             abstract: "Stop a plugin and move its manifest out of the node's manifest directory.")
         @OptionGroup var options: AdminOptions
         @Argument(help: "The plugin's name.") var name: String
-        func run() throws { try deploy(options.admin, "DELETE", "/v1/plugins/\(AdminClient.escape(name))") }
+        @Flag(name: .long, help: "Print the node's JSON answer as it is.") var json = false
+        func run() throws {
+            try deploy(options.admin, "DELETE", "/v1/plugins/\(AdminClient.escape(name))", json: json)
+        }
     }
 
     struct Rollback: ParsableCommand {
@@ -269,19 +316,9 @@ extension PluginCommand {
             abstract: "Return a running plugin to the image it replaced (still cached and mapped).")
         @OptionGroup var options: AdminOptions
         @Argument(help: "The plugin's name.") var name: String
-        func run() throws { try deploy(options.admin, "POST", "/v1/plugins/\(AdminClient.escape(name))/rollback") }
-    }
-}
-
-/// Plain-text tables for the terminal.
-enum Table {
-    static func render(header: [String], rows: [[String]]) -> String {
-        let all = [header] + rows
-        let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
-        return all.map { row in
-            row.enumerated().map { index, cell in
-                index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
-            }.joined(separator: "  ")
-        }.joined(separator: "\n")
+        @Flag(name: .long, help: "Print the node's JSON answer as it is.") var json = false
+        func run() throws {
+            try deploy(options.admin, "POST", "/v1/plugins/\(AdminClient.escape(name))/rollback", json: json)
+        }
     }
 }

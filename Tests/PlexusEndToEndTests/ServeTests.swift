@@ -74,7 +74,7 @@ struct ServeTests {
 
         let good = try await node.call("heartbeat-source", "set-interval", ["50"])
         #expect(good.status == 0, "\(good.stderr)")
-        #expect(good.output == "0", "px_op_heartbeat_set_interval returns PX_OK")
+        #expect(good.output == "PX_OK", "px_op_heartbeat_set_interval returns PX_OK (signature return type status)")
     }
 
     @Test("without --config, plexus.yaml in the working directory is the node file, and the log says so")

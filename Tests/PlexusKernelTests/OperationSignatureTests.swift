@@ -22,6 +22,9 @@ struct OperationSignatureTests {
             Valid(
                 text: "int32 compact(pointer, uint64)", returnType: .int32, parameters: [.instance, .uint64],
                 callerParameters: [.uint64], canonical: "int32 (instance, uint64)"),
+            Valid(
+                text: "status (instance, uint64)", returnType: .status, parameters: [.instance, .uint64],
+                callerParameters: [.uint64], canonical: "status (instance, uint64)"),
             Valid(text: "void ()", returnType: .void, parameters: [], callerParameters: [], canonical: "void ()"),
             Valid(text: "void (void)", returnType: .void, parameters: [], callerParameters: [], canonical: "void ()"),
             Valid(
@@ -65,6 +68,7 @@ struct OperationSignatureTests {
             Invalid(text: "int32 (void, void)", phrase: "void is not a parameter type"),
             Invalid(text: "string (instance)", phrase: "may not return string"),
             Invalid(text: "int32 (instance, text)", phrase: "text is a return type only"),
+            Invalid(text: "int32 (instance, status)", phrase: "status is a return type only"),
             Invalid(text: "instance (instance)", phrase: "may not return instance"),
             Invalid(text: "pointer ()", phrase: "may not return instance"),
             Invalid(text: "int32", phrase: "is not a signature"),

@@ -550,7 +550,7 @@ PX_EXPORT int32_t px_op_heartbeat_set_interval(void *instance, uint64_t interval
 PX_EXPORT uint64_t px_op_heartbeat_published(void *instance);
 
 /* Changes the interval; restarts the timer when it runs. Manifest signature:
- * int32 (instance, uint64). Returns a px_status: PX_ERR_INVALID_ARGUMENT
+ * status (instance, uint64), an int32_t read as a px_status. Returns a px_status: PX_ERR_INVALID_ARGUMENT
  * unless 1 <= interval_ms <= HB_MAX_INTERVAL_MS; on a host timer error the
  * old timer and interval stay in effect. */
 PX_EXPORT int32_t px_op_heartbeat_set_interval(void *instance, uint64_t interval_ms) {

@@ -6,7 +6,8 @@ import PlexusKernel
 extension PluginCommand {
     struct New: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Scaffold an out-of-tree plugin that builds with one command (make), with its manifest and a test.",
+            abstract:
+                "Scaffold an out-of-tree plugin that builds with one command (make), with its manifest and a test.",
             discussion: """
                 Written so far: --kind connector --lang c, a sink showing the deliver → queue → worker → ack \
                 pattern and a stop that loses nothing (docs/operations.md, "Writing a plugin from a scaffold").

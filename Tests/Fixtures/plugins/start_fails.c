@@ -2,7 +2,8 @@
  * start_fails.c - fixture plugin "start-fails".
  *
  * Embodies: on_start refuses: it returns PX_ERR_UNAVAILABLE with the text
- * "fixture: start refused on purpose".
+ * "fixture: start refused on purpose" (or START_FAILS_MESSAGE, a C string
+ * literal given with -D, for example one with line breaks).
  * The kernel must report the plugin failed with that status and text, must
  * not call on_stop (the instance never started), must call on_destroy
  * exactly once to free the instance, and must keep running the other
@@ -14,6 +15,10 @@
 #include <stdlib.h>
 
 #include "plexus.h"
+
+#ifndef START_FAILS_MESSAGE
+#define START_FAILS_MESSAGE "fixture: start refused on purpose"
+#endif
 
 static px_status fx_on_create(const px_host_api *api, px_host *host, const px_plugin_config *config,
                               void **out_instance, px_error *err) {
@@ -32,7 +37,7 @@ static px_status fx_on_create(const px_host_api *api, px_host *host, const px_pl
 
 static px_status fx_on_start(void *instance, px_error *err) {
     (void)instance;
-    px_error_set(err, "fixture: start refused on purpose");
+    px_error_set(err, START_FAILS_MESSAGE);
     return PX_ERR_UNAVAILABLE;
 }
 
