@@ -12,7 +12,7 @@ struct Plexus: AsyncParsableCommand {
         version: PlexusVersion.kernel,
         subcommands: [
             Serve.self, PluginCommand.self, Pub.self, Sub.self, BenchCommand.self, ConformanceCommand.self,
-            PluginHost.self,
+            PluginHost.self, TopicCommand.self, GroupCommand.self,
         ])
 }
 
