@@ -99,7 +99,15 @@ struct TopicAdminTests {
         #expect(group?.lag == UInt64(n - m))
         #expect(group?.members == 1)
         #expect(group?.memberList?.first?.protocol == "tcp-protocol")
-        let described = try Self.decode(Topic.self, try await node.cli(["topic", "describe", "orders", "--json"]))
+        let raw = try await node.cli(["topic", "describe", "orders", "--json"])
+        // The contract's nulls are explicit: no leader for a single-member raft-log, unlimited retention.
+        #expect(raw.stdout.contains(#""leader":null"#), "\(raw.stdout)")
+        #expect(
+            raw.stdout.contains(#""retention":{"maxAgeMs":null,"maxBytes":null,"maxEvents":null}"#), "\(raw.stdout)")
+        let described = try Self.decode(Topic.self, raw)
+        struct GroupList: Decodable { var groups: [Group] }
+        let groups = try Self.decode(GroupList.self, try await node.cli(["group", "list", "--json"]))
+        #expect(groups.groups.filter { $0.topic == "orders" }.map(\.group) == ["billing"])
         #expect(described.groups?.map(\.group) == ["billing"])
         #expect(described.groups?.first?.lag == UInt64(n - m))
         let groupTable = try await node.cli(["group", "describe", "orders", "billing"])
