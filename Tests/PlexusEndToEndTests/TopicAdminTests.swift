@@ -169,7 +169,6 @@ struct TopicAdminTests {
             ClientConfiguration(port: try await node.tcpPort(), name: "test", reconnect: false))
         let events = (0..<10).map { CloudEvent(id: "a\($0)", source: "/test", type: "t") }
         _ = try await client.publish(topic: "audit", events)
-        await client.close()
         struct Retention: Decodable { var maxEvents: UInt64? }
         struct Described: Decodable {
             var firstOffset: UInt64
@@ -185,5 +184,22 @@ struct TopicAdminTests {
         }
         #expect(trimmed, "\(String(describing: topic))")
         #expect(topic?.retention.maxEvents == 3 && topic?.nextOffset == 10)
+
+        // Events published while the topic is sampled show in its publish rate (events/s over the last 10 s).
+        struct Rates: Decodable {
+            var publishRate: Double
+            var publishedTotal: UInt64
+        }
+        _ = try await client.publish(
+            topic: "audit", (10..<20).map { CloudEvent(id: "a\($0)", source: "/test", type: "t") })
+        await client.close()
+        var rates: Rates?
+        let measured = try await Self.eventually {
+            let result = try await node.cli(["topic", "describe", "audit", "--json"])
+            rates = try JSONDecoder().decode(Rates.self, from: Data(result.stdout.utf8))
+            return (rates?.publishRate ?? 0) > 0
+        }
+        #expect(measured, "\(String(describing: rates))")
+        #expect(rates?.publishedTotal == 20, "published through this node since it started")
     }
 }
