@@ -49,6 +49,7 @@ PX_PROBE(registry_vtable, const px_registry_vtable *)
 PX_PROBE(plugin_descriptor, const px_plugin_descriptor *)
 PX_PROBE(record_batch, const px_record_batch *)
 PX_PROBE(metric_spec, const px_metric_spec *)
+PX_PROBE(group_offset, const px_group_offset *)
 
 /* Opaque handles. */
 PX_PROBE(host, px_host *)
@@ -67,6 +68,8 @@ PX_PROBE(deliver_fn, px_deliver_fn)
 PX_PROBE(read_batch_done_fn, px_read_batch_done_fn)
 PX_PROBE(open_done_fn, px_open_done_fn)
 PX_PROBE(work_fn, px_work_fn)
+PX_PROBE(list_streams_done_fn, px_list_streams_done_fn)
+PX_PROBE(list_offsets_done_fn, px_list_offsets_done_fn)
 
 /* Host services. */
 PX_PROBE(host_log, px_host_log)
@@ -102,6 +105,10 @@ PX_PROBE(storage_on_trim, px_storage_on_trim)
 PX_PROBE(storage_on_stream_info, px_storage_on_stream_info)
 PX_PROBE(storage_on_open_stream_async, px_storage_on_open_stream_async)
 PX_PROBE(storage_on_read_batch, px_storage_on_read_batch)
+PX_PROBE(storage_on_list_streams, px_storage_on_list_streams)
+PX_PROBE(storage_on_delete_stream, px_storage_on_delete_stream)
+PX_PROBE(storage_on_list_offsets, px_storage_on_list_offsets)
+PX_PROBE(storage_on_delete_offset, px_storage_on_delete_offset)
 
 /* Registry hooks. */
 PX_PROBE(registry_on_register, px_registry_on_register)

@@ -15,11 +15,17 @@ enum CompletionPayload: Sendable {
     case lent(status: px_status, batch: LentBatch, error: String)
     /// `px_open_done_fn`: the stream handle's address.
     case opened(status: px_status, stream: UInt, error: String)
+    /// `px_list_streams_done_fn` (1.3): the names listed.
+    case names(status: px_status, names: [String], error: String)
+    /// `px_list_offsets_done_fn` (1.3): each group's offset (a NULL entry or a too small struct lists as a
+    /// group named `(invalid)`).
+    case groupOffsets(status: px_status, offsets: [String: UInt64], error: String)
 
     var status: px_status {
         switch self {
         case .done(let status, _), .append(let status, _, _), .read(let status, _, _, _), .offset(let status, _, _),
-            .lookup(let status, _, _), .lent(let status, _, _), .opened(let status, _, _):
+            .lookup(let status, _, _), .lent(let status, _, _), .opened(let status, _, _), .names(let status, _, _),
+            .groupOffsets(let status, _, _):
             return status
         }
     }
@@ -27,7 +33,8 @@ enum CompletionPayload: Sendable {
     var error: String {
         switch self {
         case .done(_, let error), .append(_, _, let error), .read(_, _, _, let error), .offset(_, _, let error),
-            .lookup(_, _, let error), .lent(_, _, let error), .opened(_, _, let error):
+            .lookup(_, _, let error), .lent(_, _, let error), .opened(_, _, let error), .names(_, _, let error),
+            .groupOffsets(_, _, let error):
             return error
         }
     }
@@ -282,6 +289,28 @@ let readBatchCompletion: px_read_batch_done_fn = { user, status, batch, error in
 
 let openCompletion: px_open_done_fn = { user, status, stream, error in
     CallLedger.deliver(user) { .opened(status: status, stream: UInt(bitPattern: stream), error: error.string) }
+}
+
+let listStreamsCompletion: px_list_streams_done_fn = { user, status, names, count, error in
+    CallLedger.deliver(user) {
+        .names(status: status, names: (0..<count).map { names?[$0].string ?? "" }, error: error.string)
+    }
+}
+
+let listOffsetsCompletion: px_list_offsets_done_fn = { user, status, offsets, count, error in
+    CallLedger.deliver(user) {
+        var copies: [String: UInt64] = [:]
+        for index in 0..<count {
+            guard let entry = offsets?[index],
+                Int(entry.pointee.struct_size) >= MemoryLayout<px_group_offset>.size
+            else {
+                copies["(invalid)"] = UInt64.max
+                continue
+            }
+            copies[entry.pointee.group.string] = entry.pointee.offset
+        }
+        return .groupOffsets(status: status, offsets: copies, error: error.string)
+    }
 }
 
 let readCompletion: px_read_done_fn = { user, status, records, count, next, error in

@@ -117,6 +117,52 @@ final class StorageClient: @unchecked Sendable {
         return call
     }
 
+    /// `on_list_streams` (since 1.3; `missing` when the vtable has none).
+    func listStreams() -> CallRecord {
+        let call = ledger.begin("on_list_streams")
+        guard let hook = vtable.on_list_streams else { return missing(call) }
+        let (status, message) = StandalonePlugin.withErrorBuffer { err in
+            hook(instance, listStreamsCompletion, CallLedger.user(call.token), err)
+        }
+        call.returned(status, message: message)
+        return call
+    }
+
+    /// `on_delete_stream` (since 1.3; `missing` when the vtable has none).
+    func deleteStream(_ stream: OpaquePointer?) -> CallRecord {
+        let call = ledger.begin("on_delete_stream")
+        guard let hook = vtable.on_delete_stream else { return missing(call) }
+        let (status, message) = StandalonePlugin.withErrorBuffer { err in
+            hook(instance, stream, doneCompletion, CallLedger.user(call.token), err)
+        }
+        call.returned(status, message: message)
+        return call
+    }
+
+    /// `on_list_offsets` (since 1.3; `missing` when the vtable has none).
+    func listOffsets(_ stream: OpaquePointer?) -> CallRecord {
+        let call = ledger.begin("on_list_offsets")
+        guard let hook = vtable.on_list_offsets else { return missing(call) }
+        let (status, message) = StandalonePlugin.withErrorBuffer { err in
+            hook(instance, stream, listOffsetsCompletion, CallLedger.user(call.token), err)
+        }
+        call.returned(status, message: message)
+        return call
+    }
+
+    /// `on_delete_offset` (since 1.3; `missing` when the vtable has none).
+    func deleteOffset(_ stream: OpaquePointer?, group: String) -> CallRecord {
+        let call = ledger.begin("on_delete_offset")
+        guard let hook = vtable.on_delete_offset else { return missing(call) }
+        let (status, message) = withPXStr(group) { text in
+            StandalonePlugin.withErrorBuffer { err in
+                hook(instance, stream, text, doneCompletion, CallLedger.user(call.token), err)
+            }
+        }
+        call.returned(status, message: message)
+        return call
+    }
+
     func commit(_ stream: OpaquePointer?, group: String, offset: UInt64) -> CallRecord {
         let call = ledger.begin("on_commit_offset")
         guard let hook = vtable.on_commit_offset else { return missing(call) }
@@ -216,6 +262,24 @@ final class StorageClient: @unchecked Sendable {
             throw Violation("on_fetch_offset completed with \(payload)")
         }
         return offset
+    }
+
+    /// The names `on_list_streams` lists.
+    func listStreamsOK(_ what: String) throws -> [String] {
+        let payload = try completed(listStreams(), what)
+        guard case .names(_, let names, _) = payload else {
+            throw Violation("on_list_streams completed with \(payload)")
+        }
+        return names
+    }
+
+    /// The offsets `on_list_offsets` lists, by group.
+    func listOffsetsOK(_ stream: StreamHandle, _ what: String) throws -> [String: UInt64] {
+        let payload = try completed(listOffsets(stream.raw), what)
+        guard case .groupOffsets(_, let offsets, _) = payload else {
+            throw Violation("on_list_offsets completed with \(payload)")
+        }
+        return offsets
     }
 
     func trimOK(_ stream: StreamHandle, before offset: UInt64) throws {

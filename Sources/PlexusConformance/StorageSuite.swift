@@ -87,6 +87,18 @@ enum StorageSuite {
             "on_open_stream_async (1.1, optional) completes once with a stream that takes appends and reads, and reopens the same stream",
             openAsyncCompletes),
         rule(
+            "storage.catalog.list-streams",
+            "on_list_streams (1.3, optional) lists every stream opened, and (durability above NONE) after a restart",
+            listStreams),
+        rule(
+            "storage.catalog.offsets",
+            "on_list_offsets (1.3, optional) lists each group's latest commit; on_delete_offset forgets one group only",
+            listAndDeleteOffsets),
+        rule(
+            "storage.catalog.delete-stream",
+            "on_delete_stream (1.3, optional) removes the stream from the listing with its events and offsets; the name opens empty again, also after a restart",
+            deleteStream),
+        rule(
             "storage.completion.exactly-once",
             "every hook that returned PX_OK called its completion exactly once (checked over every call of the run)",
             completionExactlyOnce),
@@ -526,6 +538,88 @@ enum StorageSuite {
         s = try h.open(name)
         try expectIntact(
             "after a restart of the plugin on the same data directory (durability \(durabilityName(h.durability)))")
+    }
+
+    // MARK: 1.3 hooks
+
+    static func listStreams(_ h: StorageHarness) throws {
+        let c = try h.client()
+        guard c.vtable.on_list_streams != nil else { return }  // optional: the kernel says it cannot list
+        let name = h.uniqueName("listed")
+        let s = try h.open(name)
+        _ = try c.appendOK(s, events("l", 1), "appending an event")
+        let listed = try c.listStreamsOK("listing the streams")
+        try check(
+            listed.contains(name), expected: "'\(name)' among the \(listed.count) streams listed",
+            observed: show(listed))
+        guard h.durability > UInt32(PX_DURABILITY_NONE.rawValue) else { return }
+        try h.restart()
+        let after = try h.client().listStreamsOK("listing the streams after a restart")
+        try check(
+            after.contains(name),
+            expected: "'\(name)' listed after a restart of the plugin (durability \(durabilityName(h.durability)))",
+            observed: show(after))
+    }
+
+    static func listAndDeleteOffsets(_ h: StorageHarness) throws {
+        let c = try h.client()
+        guard c.vtable.on_list_offsets != nil else { return }
+        let s = try h.stream("list-offsets")
+        let first = try c.appendOK(s, events("o", 4), "appending 4 events")
+        try c.commitOK(s, group: "g1", offset: first + 1)
+        try c.commitOK(s, group: "g2", offset: first + 2)
+        try c.commitOK(s, group: "g1", offset: first + 3)
+        let listed = try c.listOffsetsOK(s, "listing the offsets")
+        try check(
+            listed == ["g1": first + 3, "g2": first + 2],
+            expected: "g1 at \(first + 3) and g2 at \(first + 2), nothing else", observed: "\(listed)")
+        guard c.vtable.on_delete_offset != nil else { return }
+        _ = try c.completed(c.deleteOffset(s.raw, group: "g1"), "deleting the offset of g1")
+        _ = try c.completed(c.deleteOffset(s.raw, group: "never-committed"), "deleting a group with no offset")
+        let fetched = try c.fetchOK(s, group: "g1")
+        try check(
+            fetched == offsetNone, expected: "PX_OFFSET_NONE for g1 after on_delete_offset",
+            observed: "offset \(fetched)")
+        let remaining = try c.listOffsetsOK(s, "listing the offsets after deleting g1")
+        try check(remaining == ["g2": first + 2], expected: "only g2 at \(first + 2)", observed: "\(remaining)")
+    }
+
+    static func deleteStream(_ h: StorageHarness) throws {
+        let c = try h.client()
+        guard c.vtable.on_delete_stream != nil else { return }
+        let name = h.uniqueName("deleted")
+        let s = try h.open(name)
+        _ = try c.appendOK(s, events("d", 3), "appending 3 events")
+        try c.commitOK(s, group: "g", offset: 1)
+        _ = try c.completed(c.deleteStream(s.raw), "deleting the stream")
+        h.close(s)
+        func expectGone(_ after: String) throws {
+            let c = try h.client()
+            if c.vtable.on_list_streams != nil {
+                let listed = try c.listStreamsOK("listing the streams \(after)")
+                try check(!listed.contains(name), expected: "'\(name)' not listed \(after)", observed: show(listed))
+            }
+            let again = try h.open(name)
+            let info = try c.infoOK(again, "of the stream opened again \(after)")
+            try check(
+                info.next_offset == info.first_offset,
+                expected: "the name to open an empty stream \(after)",
+                observed: "first_offset \(info.first_offset), next_offset \(info.next_offset)")
+            let offset = try c.fetchOK(again, group: "g")
+            try check(
+                offset == offsetNone, expected: "no committed offset for g \(after)", observed: "offset \(offset)")
+            h.close(again)
+        }
+        if h.durability > UInt32(PX_DURABILITY_NONE.rawValue) {
+            try h.restart()
+            try expectGone("after the deletion and a restart (durability \(durabilityName(h.durability)))")
+        } else {
+            try expectGone("after the deletion")
+        }
+    }
+
+    static func show(_ names: [String]) -> String {
+        names.count <= 8 ? "\(names.sorted())" : "\(names.count) names, e.g. \(names.sorted().prefix(8))"
     }
 
     // MARK: 1.1 hooks

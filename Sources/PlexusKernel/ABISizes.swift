@@ -5,7 +5,7 @@
 enum ABISizes {
     /// Minor version → struct name → size in bytes (LP64).
     static let byMinor: [UInt16: [String: Int]] = [
-        2: [
+        3: [
             "px_error": 24,
             "px_event": 168,
             "px_record": 32,
@@ -18,7 +18,8 @@ enum ABISizes {
             "px_plugin_config": 88,
             "px_stream_options": 24,
             "px_stream_info": 32,
-            "px_storage_vtable": 88,
+            "px_group_offset": 32,
+            "px_storage_vtable": 120,
             "px_registry_vtable": 48,
             "px_plugin_descriptor": 96,
         ],
@@ -47,6 +48,23 @@ enum ABISizes {
             "px_subscription_spec": 144,
             "px_metric_spec": 72,
             "px_host_api": 176,
+            "px_plugin_config": 88,
+            "px_stream_options": 24,
+            "px_stream_info": 32,
+            "px_storage_vtable": 88,
+            "px_registry_vtable": 48,
+            "px_plugin_descriptor": 96,
+        ],
+        2: [
+            "px_error": 24,
+            "px_event": 168,
+            "px_record": 32,
+            "px_record_batch": 48,
+            "px_service_instance": 80,
+            "px_delivery": 48,
+            "px_subscription_spec": 144,
+            "px_metric_spec": 72,
+            "px_host_api": 184,
             "px_plugin_config": 88,
             "px_stream_options": 24,
             "px_stream_info": 32,

@@ -129,6 +129,7 @@ enum AdminRoutes {
         let path = uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? uri
         let parts = path.split(separator: "/").map { $0.removingPercentEncoding ?? String($0) }
         let json = "application/json"
+        if let answer = AdminTopics.respond(kernel: kernel, method: method, parts: parts, body: body) { return answer }
         switch (method, parts) {
         case (.GET, ["v1", "health"]):
             return (.ok, json, #"{"status":"up","node":\#(ConfigValue.quote(kernel.config.nodeID))}"#)

@@ -22,6 +22,8 @@ final class ConsumerGroup: Sendable {
         let gate: CallGate
         let deliver: @Sendable (UnsafePointer<px_delivery>) -> Void
         var inFlight = 0
+        /// The subscribing plugin's name (the admin API's member list).
+        var ownerName = ""
     }
 
     /// An event read but not yet done: where it lies in its read batch (kept alive by this reference until

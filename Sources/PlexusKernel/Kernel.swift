@@ -55,6 +55,7 @@ public final class Kernel: Sendable {
     /// failed with the reason; the others go on. Returns when every plugin is active or failed.
     public func start() {
         lifecycleLock.withLock { _ in
+            startTopicAdmin()
             var manifests: [Manifest] = []
             for path in manifestFiles() {
                 do {
@@ -310,6 +311,7 @@ public final class Kernel: Sendable {
                 stop(record, manifest: manifest)
             }
             services.listeners.releaseAll()
+            services.router.rates.stop()
             logger.notice("kernel stopped")
         }
     }

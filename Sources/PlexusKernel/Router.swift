@@ -15,6 +15,10 @@ public final class Router: Sendable {
     /// Every topic's stream: open, or being opened with the callers that wait for it (its future). One topic
     /// gets one stream handle; no lock is held while a storage opens a stream.
     private let streams = Mutex<[String: Slot]>([:])
+    /// Topics created and retention set through the admin API, kept in the data directory (`TopicSettings`).
+    let settings = TopicSettings()
+    /// Publish and delivery rates per topic over the last seconds (`TopicRates`).
+    let rates = TopicRates()
 
     /// A topic's open stream, with its metric handles (made once, when it opens).
     struct OpenTopic: Sendable {
@@ -87,12 +91,13 @@ public final class Router: Sendable {
             throw Refusal(status: PX_ERR_INVALID_ARGUMENT.status, message: problem)
         }
         let explicit = config.bindings.first { $0.topic == topic }
-        guard explicit != nil || (create && config.autoCreate) else {
+        let created = settings.storage(for: topic)
+        guard explicit != nil || created != nil || (create && config.autoCreate) else {
             throw Refusal(
                 status: PX_ERR_NOT_FOUND.status,
                 message: "topic \(TopicName.quoted(topic)) is not bound to a storage and topics.autoCreate is off")
         }
-        guard let storageName = explicit?.storage ?? defaultStorage else {
+        guard let storageName = explicit?.storage ?? created ?? defaultStorage else {
             throw Refusal(
                 status: PX_ERR_UNAVAILABLE.status,
                 message:
@@ -144,9 +149,10 @@ public final class Router: Sendable {
         case .start: break
         }
         let metrics = metrics
+        let retention = settings.retention(for: topic)
         binding.openStream(
-            topic, retentionBytes: explicit?.retentionBytes ?? config.defaultRetentionBytes,
-            retentionMs: explicit?.retentionMs ?? config.defaultRetentionMs
+            topic, retentionBytes: retention?.maxBytes ?? explicit?.retentionBytes ?? config.defaultRetentionBytes,
+            retentionMs: retention?.maxAgeMs ?? explicit?.retentionMs ?? config.defaultRetentionMs
         ) { [weak self] result in
             let mapped = result.map {
                 OpenTopic(binding: binding, stream: $0, metrics: TopicMetrics(metrics, topic: topic))
@@ -177,6 +183,28 @@ public final class Router: Sendable {
         }
         opened.wait()
         return try result.withLock { $0! }.get()
+    }
+
+    /// Every topic whose stream is open now.
+    func openTopics() -> [String: OpenTopic] {
+        streams.withLock { all in
+            all.compactMapValues { slot in
+                guard case .open(let open) = slot else { return nil }
+                return open
+            }
+        }
+    }
+
+    /// The storage plugins bound now, by name.
+    func boundStorages() -> [String: StorageBinding] { storages.withLock { $0 } }
+
+    /// Forgets a topic's open stream (after it was deleted) and returns it for closing.
+    func forget(topic: String) -> OpenTopic? {
+        streams.withLock { all in
+            guard case .open(let open)? = all[topic] else { return nil }
+            all[topic] = nil
+            return open
+        }
     }
 
     /// Stores a batch of borrowed events: when the topic's stream is open, the caller's pointers go to the
@@ -340,7 +368,9 @@ final class DeliveryEngine: Sendable {
         }
         // No queue or thread of its own: the member is pinned to one pool loop, which keeps its deliveries in order.
         consumerGroup.join(
-            ConsumerGroup.Member(id: id, owner: owner, loop: KernelPool.next(), gate: CallGate(), deliver: deliver))
+            ConsumerGroup.Member(
+                id: id, owner: owner, loop: KernelPool.next(), gate: CallGate(), deliver: deliver,
+                ownerName: ownerName))
         if created { consumerGroup.initialize(start: spec.start_position, startOffset: spec.start_offset) }
         return id
     }
@@ -387,6 +417,27 @@ final class DeliveryEngine: Sendable {
     func notify(topic: String) {
         let groups = state.withLock { $0.byTopic[topic] ?? [] }
         for group in groups { group.notify() }
+    }
+
+    /// Every consumer group of the node, by topic and group name.
+    func allGroups() -> [GroupKey: ConsumerGroup] { state.withLock { $0.groups } }
+
+    /// Closes and forgets one group that has no members (the admin API's reset and delete): a later
+    /// subscription makes a new one, which starts from the offset the storage then holds.
+    /// - Returns: `false` when the group has members (nothing changed).
+    func removeIdleGroup(_ key: GroupKey) -> Bool {
+        let removed = state.withLock { s -> ConsumerGroup?? in
+            guard let group = s.groups[key] else { return .some(nil) }
+            guard group.isEmpty else { return nil }
+            s.groups[key] = nil
+            s.byTopic[key.topic]?.removeAll { $0 === group }
+            if s.byTopic[key.topic]?.isEmpty == true { s.byTopic[key.topic] = nil }
+            s.byID[group.id] = nil
+            return .some(group)
+        }
+        guard let removed else { return false }
+        removed?.close()
+        return true
     }
 
     /// Stops every group reading from a storage plugin that is going away.

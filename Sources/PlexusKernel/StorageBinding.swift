@@ -13,8 +13,8 @@ final class StorageBinding: @unchecked Sendable {
     // plugin, whose storage hooks are thread-safe by contract; `calls` is atomic.
     let name: String
     let durability: UInt32
-    private let vtable: UnsafePointer<px_storage_vtable>
-    private let instance: UnsafeMutableRawPointer?
+    let vtable: UnsafePointer<px_storage_vtable>
+    let instance: UnsafeMutableRawPointer?
     let calls = Atomic<Int>(0)
 
     /// A failure reported by the storage plugin.
@@ -46,7 +46,7 @@ final class StorageBinding: @unchecked Sendable {
     private static let dones = TokenTable<@Sendable (Result<Void, Failure>) -> Void>()
     private static let offsets = TokenTable<@Sendable (Result<UInt64?, Failure>) -> Void>()
 
-    private func counted<R>(_ body: () throws -> R) rethrows -> R {
+    func counted<R>(_ body: () throws -> R) rethrows -> R {
         calls.add(1, ordering: .relaxed)
         defer { calls.subtract(1, ordering: .releasing) }
         return try body()

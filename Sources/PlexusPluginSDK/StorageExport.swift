@@ -28,6 +28,12 @@ enum StorageExport {
         table.pointee.on_stream_info = onStreamInfo
         table.pointee.on_open_stream_async = onOpenStreamAsync
         table.pointee.on_read_batch = dispatcher.lends ? onReadBatch : nil
+        if dispatcher.manages {
+            table.pointee.on_list_streams = onListStreams
+            table.pointee.on_delete_stream = onDeleteStream
+            table.pointee.on_list_offsets = onListOffsets
+            table.pointee.on_delete_offset = onDeleteOffset
+        }
         vtable = table
         return UnsafePointer(table)
     }
@@ -305,6 +311,123 @@ enum StorageExport {
             }
         }
     }
+
+    private static let onListStreams: px_storage_on_list_streams = { instance, done, user, err in
+        guard let dispatcher = StorageExport.dispatcher, let instance, let done else {
+            PluginExport.write(err, "on_list_streams needs an instance and a completion")
+            return StorageExport.invalid
+        }
+        let completion = CCompletion(fn: done, user: user)
+        return CompletionGate<[String]>.run(
+            err,
+            deliver: { result in
+                switch result {
+                case .success(let names):
+                    CStrings.with(names) {
+                        completion.fn(completion.user, PX_OK.status, $0.baseAddress, $0.count, px_str(ptr: nil, len: 0))
+                    }
+                case .failure(let error):
+                    withPXStr(error.message) { completion.fn(completion.user, error.failureStatus, nil, 0, $0) }
+                }
+            }
+        ) { done in
+            try dispatcher.listStreams(instance, completion: done)
+        }
+    }
+
+    private static let onDeleteStream: px_storage_on_delete_stream = { instance, stream, done, user, err in
+        guard case let (dispatcher, instance, stream)? = StorageExport.target(instance, stream, "on_delete_stream", err)
+        else {
+            return StorageExport.invalid
+        }
+        guard let done else {
+            PluginExport.write(err, "on_delete_stream: the completion is NULL")
+            return StorageExport.invalid
+        }
+        return CompletionGate<Void>.run(err, deliver: CCompletion(fn: done, user: user).deliverStatus) { done in
+            try dispatcher.deleteStream(instance, stream, completion: done)
+        }
+    }
+
+    private static let onListOffsets: px_storage_on_list_offsets = { instance, stream, done, user, err in
+        guard case let (dispatcher, instance, stream)? = StorageExport.target(instance, stream, "on_list_offsets", err)
+        else {
+            return StorageExport.invalid
+        }
+        guard let done else {
+            PluginExport.write(err, "on_list_offsets: the completion is NULL")
+            return StorageExport.invalid
+        }
+        let completion = CCompletion(fn: done, user: user)
+        return CompletionGate<[GroupOffset]>.run(
+            err,
+            deliver: { result in
+                switch result {
+                case .success(let offsets):
+                    CStrings.with(offsets.map(\.group)) { names in
+                        let structs = UnsafeMutablePointer<px_group_offset>.allocate(capacity: max(offsets.count, 1))
+                        let pointers = UnsafeMutablePointer<UnsafePointer<px_group_offset>?>.allocate(
+                            capacity: max(offsets.count, 1))
+                        defer {
+                            structs.deallocate()
+                            pointers.deallocate()
+                        }
+                        for (index, entry) in offsets.enumerated() {
+                            (structs + index).initialize(
+                                to: px_group_offset(
+                                    struct_size: UInt32(MemoryLayout<px_group_offset>.size), reserved: 0,
+                                    group: names[index], offset: entry.offset))
+                            pointers[index] = UnsafePointer(structs + index)
+                        }
+                        completion.fn(completion.user, PX_OK.status, pointers, offsets.count, px_str(ptr: nil, len: 0))
+                    }
+                case .failure(let error):
+                    withPXStr(error.message) { completion.fn(completion.user, error.failureStatus, nil, 0, $0) }
+                }
+            }
+        ) { done in
+            try dispatcher.listOffsets(instance, stream, completion: done)
+        }
+    }
+
+    private static let onDeleteOffset: px_storage_on_delete_offset = { instance, stream, group, done, user, err in
+        guard case let (dispatcher, instance, stream)? = StorageExport.target(instance, stream, "on_delete_offset", err)
+        else {
+            return StorageExport.invalid
+        }
+        guard let done else {
+            PluginExport.write(err, "on_delete_offset: the completion is NULL")
+            return StorageExport.invalid
+        }
+        let name = group.string
+        return CompletionGate<Void>.run(err, deliver: CCompletion(fn: done, user: user).deliverStatus) { done in
+            try dispatcher.deleteOffset(instance, stream, group: name, completion: done)
+        }
+    }
+}
+
+/// Strings laid out as `px_str`s in one allocation, for the length of a callback.
+enum CStrings {
+    static func with<R>(_ strings: [String], _ body: (UnsafeBufferPointer<px_str>) -> R) -> R {
+        let total = strings.reduce(0) { $0 + $1.utf8.count }
+        let bytes = UnsafeMutablePointer<UInt8>.allocate(capacity: max(total, 1))
+        let strs = UnsafeMutablePointer<px_str>.allocate(capacity: max(strings.count, 1))
+        defer {
+            bytes.deallocate()
+            strs.deallocate()
+        }
+        var position = 0
+        for (index, string) in strings.enumerated() {
+            let utf8 = Array(string.utf8)
+            utf8.withUnsafeBufferPointer { source in
+                if let base = source.baseAddress { (bytes + position).initialize(from: base, count: source.count) }
+            }
+            let start = UnsafeRawPointer(bytes + position).assumingMemoryBound(to: CChar.self)
+            (strs + index).initialize(to: px_str(ptr: utf8.isEmpty ? nil : start, len: utf8.count))
+            position += utf8.count
+        }
+        return body(UnsafeBufferPointer(start: strs, count: strings.count))
+    }
 }
 
 /// A C completion and its `user` pointer, carried to whichever thread completes.
@@ -357,6 +480,20 @@ protocol StorageDispatch: Sendable {
         _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, before offset: UInt64,
         completion: @escaping @Sendable (Result<Void, PluginError>) -> Void) throws
     func streamInfo(_ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer) throws -> StreamInfo
+    /// Whether the plugin lists and deletes streams and offsets (`ManagedStoragePlugin`, ABI 1.3).
+    var manages: Bool { get }
+    func listStreams(
+        _ instance: UnsafeMutableRawPointer, completion: @escaping @Sendable (Result<[String], PluginError>) -> Void)
+        throws
+    func deleteStream(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer,
+        completion: @escaping @Sendable (Result<Void, PluginError>) -> Void) throws
+    func listOffsets(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer,
+        completion: @escaping @Sendable (Result<[GroupOffset], PluginError>) -> Void) throws
+    func deleteOffset(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, group: String,
+        completion: @escaping @Sendable (Result<Void, PluginError>) -> Void) throws
 }
 
 /// `StorageDispatch` for `S`: the instance pointer is the retained plugin (see `PluginExport`), the stream
@@ -371,12 +508,60 @@ struct StorageDispatcher<S: StoragePlugin>: StorageDispatch {
             _ maxBytes: Int, _ completion: @escaping @Sendable (Result<LentRecordBatch, PluginError>) -> Void
         ) throws -> Void
 
+    /// The `ManagedStoragePlugin` calls of `S`, when it adopts it.
+    private let manager: (any ManagedStorageCalls)?
+
     init() {
         if let lending = S.self as? any LendingStoragePlugin.Type {
             lender = Self.readBatchCall(lending)
         } else {
             lender = nil
         }
+        if let managed = S.self as? any ManagedStoragePlugin.Type {
+            manager = Self.managerCalls(managed)
+        } else {
+            manager = nil
+        }
+    }
+
+    private static func managerCalls<M: ManagedStoragePlugin>(_ type: M.Type) -> any ManagedStorageCalls {
+        ManagedCalls<M>()
+    }
+
+    var manages: Bool { manager != nil }
+
+    private func managed() throws -> any ManagedStorageCalls {
+        guard let manager else {
+            throw PluginError(PX_ERR_UNSUPPORTED, "\(S.name) does not list or delete streams and offsets")
+        }
+        return manager
+    }
+
+    func listStreams(
+        _ instance: UnsafeMutableRawPointer, completion: @escaping @Sendable (Result<[String], PluginError>) -> Void
+    ) throws {
+        try managed().listStreams(instance, completion: completion)
+    }
+
+    func deleteStream(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer,
+        completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        try managed().deleteStream(instance, stream, completion: completion)
+    }
+
+    func listOffsets(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer,
+        completion: @escaping @Sendable (Result<[GroupOffset], PluginError>) -> Void
+    ) throws {
+        try managed().listOffsets(instance, stream, completion: completion)
+    }
+
+    func deleteOffset(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, group: String,
+        completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        try managed().deleteOffset(instance, stream, group: group, completion: completion)
     }
 
     /// `readBatch` of `L` (which is `S`) on raw pointers.
@@ -467,5 +652,60 @@ struct StorageDispatcher<S: StoragePlugin>: StorageDispatch {
 
     func streamInfo(_ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer) throws -> StreamInfo {
         try plugin(instance).streamInfo(handle(stream))
+    }
+}
+
+/// The `ManagedStoragePlugin` calls on raw pointers (a protocol, so that `StorageDispatcher<S>` holds them
+/// without `S` itself conforming).
+protocol ManagedStorageCalls: Sendable {
+    func listStreams(
+        _ instance: UnsafeMutableRawPointer, completion: @escaping @Sendable (Result<[String], PluginError>) -> Void)
+        throws
+    func deleteStream(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer,
+        completion: @escaping @Sendable (Result<Void, PluginError>) -> Void) throws
+    func listOffsets(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer,
+        completion: @escaping @Sendable (Result<[GroupOffset], PluginError>) -> Void) throws
+    func deleteOffset(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, group: String,
+        completion: @escaping @Sendable (Result<Void, PluginError>) -> Void) throws
+}
+
+/// `ManagedStorageCalls` for `M`: the instance pointer is the retained plugin, the stream a retained handle.
+struct ManagedCalls<M: ManagedStoragePlugin>: ManagedStorageCalls {
+    private func plugin(_ instance: UnsafeMutableRawPointer) -> M {
+        Unmanaged<M>.fromOpaque(instance).takeUnretainedValue()
+    }
+
+    private func handle(_ stream: UnsafeMutableRawPointer) -> M.StreamHandle {
+        Unmanaged<M.StreamHandle>.fromOpaque(stream).takeUnretainedValue()
+    }
+
+    func listStreams(
+        _ instance: UnsafeMutableRawPointer, completion: @escaping @Sendable (Result<[String], PluginError>) -> Void
+    ) throws {
+        try plugin(instance).listStreams(completion: completion)
+    }
+
+    func deleteStream(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer,
+        completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        try plugin(instance).deleteStream(handle(stream), completion: completion)
+    }
+
+    func listOffsets(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer,
+        completion: @escaping @Sendable (Result<[GroupOffset], PluginError>) -> Void
+    ) throws {
+        try plugin(instance).listOffsets(handle(stream), completion: completion)
+    }
+
+    func deleteOffset(
+        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, group: String,
+        completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        try plugin(instance).deleteOffset(handle(stream), group: group, completion: completion)
     }
 }

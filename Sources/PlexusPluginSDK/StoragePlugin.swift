@@ -209,3 +209,45 @@ public struct StreamInfo: Sendable, Equatable {
         self.sizeBytes = sizeBytes
     }
 }
+
+/// A storage plugin that can say which streams and consumer offsets it holds and delete them (ABI 1.3:
+/// `on_list_streams`, `on_delete_stream`, `on_list_offsets`, `on_delete_offset`). The kernel's topic and
+/// consumer-group admin API is built on these; a storage that does not adopt it leaves the hooks NULL and the
+/// kernel answers those requests with "not supported by storage X".
+///
+/// - Important: Every method may be called from any thread, concurrently with the storage's other work.
+///   Each completion must be called exactly once, on any thread, unless the method throws.
+public protocol ManagedStoragePlugin: StoragePlugin {
+    /// The name of every stream the storage holds, open or not (those recovered from disk too).
+    func listStreams(completion: @escaping @Sendable (Result<[String], PluginError>) -> Void) throws
+
+    /// Deletes the stream `stream` was opened on, with its events and consumer offsets, durably per
+    /// `durability`. The kernel makes no other call on the handle afterwards but `closeStream`; opening the
+    /// name again creates an empty stream.
+    /// - Throws: `PluginError` (`PX_ERR_UNSUPPORTED`, `PX_ERR_FAILED_PRECONDITION`) when it cannot now.
+    func deleteStream(_ stream: StreamHandle, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void)
+        throws
+
+    /// Every consumer group with a committed offset on the stream, with that offset.
+    func listOffsets(
+        _ stream: StreamHandle, completion: @escaping @Sendable (Result<[GroupOffset], PluginError>) -> Void
+    ) throws
+
+    /// Forgets a group's committed offset (succeeds when it has none), durably per `durability`.
+    func deleteOffset(
+        _ stream: StreamHandle, group: String, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws
+}
+
+/// A consumer group's committed offset on a stream (`px_group_offset`).
+public struct GroupOffset: Sendable, Equatable {
+    /// The group's name.
+    public var group: String
+    /// The next offset the group consumes.
+    public var offset: UInt64
+
+    public init(group: String, offset: UInt64) {
+        self.group = group
+        self.offset = offset
+    }
+}

@@ -11,8 +11,8 @@ struct Plexus: AsyncParsableCommand {
         abstract: "Plexus: an event mesh built as a microkernel of C-ABI plugins.",
         version: PlexusVersion.kernel,
         subcommands: [
-            Serve.self, Dev.self, PluginCommand.self, Pub.self, Sub.self, Health.self, Ready.self, BenchCommand.self,
-            ConformanceCommand.self, PluginHost.self,
+            Serve.self, Dev.self, PluginCommand.self, TopicCommand.self, GroupCommand.self, Pub.self, Sub.self,
+            Health.self, Ready.self, BenchCommand.self, ConformanceCommand.self, PluginHost.self,
         ])
 }
 

@@ -26,6 +26,7 @@ struct ABIStructTests {
         "px_storage_vtable": MemoryLayout<px_storage_vtable>.size,
         "px_registry_vtable": MemoryLayout<px_registry_vtable>.size,
         "px_plugin_descriptor": MemoryLayout<px_plugin_descriptor>.size,
+        "px_group_offset": MemoryLayout<px_group_offset>.size,
     ]
 
     static let currentMinor = UInt16(PX_ABI_VERSION_MINOR)
@@ -47,6 +48,9 @@ struct ABIStructTests {
         #expect(ABIStruct.size("px_metric_spec", minor: 0) == nil, "1.1 added it")
         #expect(ABIStruct.size("px_host_api", minor: 1) == 176)
         #expect(ABIStruct.size("px_storage_vtable", minor: 1) == 88)
+        #expect(ABIStruct.size("px_storage_vtable", minor: 2) == 88)
+        #expect(ABIStruct.size("px_storage_vtable", minor: 3) == 120, "1.3 appended four hooks")
+        #expect(ABIStruct.size("px_group_offset", minor: 2) == nil, "1.3 added it")
     }
 
     @Test("every published size of every struct is accepted")

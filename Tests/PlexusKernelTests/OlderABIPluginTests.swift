@@ -99,6 +99,10 @@ struct OlderABIPluginTests {
         #expect(MemoryLayout<px_storage_vtable>.size > 72, "this kernel's table is larger (1.1 appended hooks)")
         #expect(table.pointee.on_open_stream_async == nil, "1.1's on_open_stream_async is absent in a 1.0 table")
         #expect(table.pointee.on_read_batch == nil, "1.1's on_read_batch is absent in a 1.0 table")
+        #expect(
+            table.pointee.on_list_streams == nil && table.pointee.on_delete_stream == nil
+                && table.pointee.on_list_offsets == nil && table.pointee.on_delete_offset == nil,
+            "1.3's listing and deletion hooks are absent in a 1.0 table")
         let t = table.pointee
         #expect(
             t.on_open_stream != nil && t.on_close_stream != nil && t.on_append != nil && t.on_read != nil
@@ -207,6 +211,26 @@ struct OlderABIPluginTests {
         #expect(records.map(\.offset) == (0..<UInt64(total)).map { $0 })
         #expect(records.map(\.id) == (1...total).map { "abi10-\($0)" })
         #expect(records.allSatisfy { $0.appendTime > 0 })
+
+        // The topic admin API (ABI 1.3 hooks) on a storage that has none: the kernel lists the topic it has open,
+        // says the storage cannot list or delete, and never calls past the 72-byte table.
+        let (topics, problems) = try kernel.listTopics()
+        #expect(topics.map(\.name) == [Self.topic])
+        #expect(topics.first?.nextOffset == UInt64(total))
+        #expect(
+            problems.contains { $0.contains("listing topics is not supported by storage 'abi10-storage'") },
+            "the list says why it may be incomplete: \(problems)")
+        let group = try kernel.group(topic: Self.topic, group: Self.group)
+        #expect(group.committed == UInt64(total) && group.lag == 0 && group.members.count == 1)
+        do {
+            try kernel.deleteTopic(Self.topic)
+            Issue.record("deleting a topic of a 1.0 storage succeeded")
+        } catch let error as Kernel.TopicAdminError {
+            #expect(error.kind == .unavailable)
+            #expect(error.message.contains("deleting a topic is not supported by storage 'abi10-storage'"), "\(error)")
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
 
         #expect(try count("abi10-storage", "beyond-end-calls") == 0, "nothing past the 1.0 table was called")
 

@@ -15,7 +15,7 @@ import Synchronization
 /// (`CopiedEventBatch`), and never again: reads lend the kernel pointers into those immutable batches
 /// (`LendingStoragePlugin`), and a lent read keeps the batches it points into alive however the stream is
 /// trimmed meanwhile.
-public final class MemoryStorage: LendingStoragePlugin {
+public final class MemoryStorage: LendingStoragePlugin, ManagedStoragePlugin {
     public static let name = "memory-storage"
     public static let version = "1.0.0"
     public static let durability = Durability.none
@@ -122,6 +122,35 @@ public final class MemoryStorage: LendingStoragePlugin {
     }
 
     public func streamInfo(_ stream: MemoryStream) throws -> StreamInfo { stream.info() }
+
+    public func listStreams(completion: @escaping @Sendable (Result<[String], PluginError>) -> Void) throws {
+        completion(.success(streams.withLock { Array($0.keys) }))
+    }
+
+    /// Forgets the stream: it leaves the listing, its events and offsets go, and opening the name again
+    /// creates an empty stream from offset 0.
+    public func deleteStream(
+        _ stream: MemoryStream, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        streams.withLock { streams in
+            if streams[stream.name] === stream { streams[stream.name] = nil }
+        }
+        stream.markDeleted()
+        completion(.success(()))
+    }
+
+    public func listOffsets(
+        _ stream: MemoryStream, completion: @escaping @Sendable (Result<[GroupOffset], PluginError>) -> Void
+    ) throws {
+        completion(.success(stream.committedOffsets()))
+    }
+
+    public func deleteOffset(
+        _ stream: MemoryStream, group: String, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        stream.forget(group: group)
+        completion(.success(()))
+    }
 
     /// Unix time in nanoseconds.
     static func now() -> UInt64 {

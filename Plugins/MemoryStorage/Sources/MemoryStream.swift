@@ -22,6 +22,8 @@ public final class MemoryStream: Sendable {
         var firstOffset: UInt64 = 0
         var sizeBytes = 0
         var committed: [String: UInt64] = [:]
+        /// Deleted (`on_delete_stream`): the handle takes no more appends.
+        var deleted = false
 
         var count: Int { entries.count - head }
         var nextOffset: UInt64 { firstOffset + UInt64(count) }
@@ -55,6 +57,9 @@ public final class MemoryStream: Sendable {
     func append(_ batch: CopiedEventBatch?, sizes: [Int], now: UInt64, maxStreamBytes: Int) throws -> UInt64 {
         let batchBytes = sizes.reduce(0, +)
         return try state.withLock { s in
+            guard !s.deleted else {
+                throw PluginError(PX_ERR_NOT_FOUND, "memory-storage: stream '\(name)' was deleted")
+            }
             let first = s.nextOffset
             guard let batch, batch.count > 0 else { return first }
             // Time retention: records older than retentionMs go now.
@@ -141,6 +146,22 @@ public final class MemoryStream: Sendable {
     func commit(group: String, offset: UInt64) { state.withLock { $0.committed[group] = offset } }
 
     func committed(group: String) -> UInt64? { state.withLock { $0.committed[group] } }
+
+    /// Every group's committed offset, by group name.
+    func committedOffsets() -> [GroupOffset] {
+        state.withLock { s in s.committed.map { GroupOffset(group: $0.key, offset: $0.value) } }
+    }
+
+    func forget(group: String) { _ = state.withLock { $0.committed.removeValue(forKey: group) } }
+
+    /// Marks the stream deleted and lets go of its events and offsets (lent batches keep what they point into).
+    func markDeleted() {
+        state.withLock { s in
+            s.deleted = true
+            s.dropFirst(s.count)
+            s.committed = [:]
+        }
+    }
 
     /// Discards records below `offset`.
     /// - Throws: `PX_ERR_OUT_OF_RANGE` past the end of the stream.

@@ -163,6 +163,14 @@ enum Files {
 
     static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
+    /// Removes `path` and, when it is a directory, everything under it (symbolic links are not followed).
+    static func removeTree(_ path: String) throws {
+        if unlink(path) == 0 || errno == ENOENT { return }
+        guard errno == EISDIR || errno == EPERM else { throw IOFailure("unlink", path) }
+        for name in try list(path) { try removeTree(path + "/" + name) }
+        guard rmdir(path) == 0 || errno == ENOENT else { throw IOFailure("rmdir", path) }
+    }
+
     /// The names in a directory, without `.` and `..`.
     static func list(_ path: String) throws -> [String] {
         guard let dir = opendir(path) else { throw IOFailure("opendir", path) }

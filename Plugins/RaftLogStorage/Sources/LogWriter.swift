@@ -384,7 +384,8 @@ extension StreamLog {
         for item in work {
             switch item {
             case .commit(let group, let offset, let completion):
-                state.committed[group] = offset
+                // PX_OFFSET_NONE: the group's offset is deleted (`deleteOffset`).
+                state.committed[group] = offset == UInt64.max ? nil : offset
                 results.append((completion, nil))
             case .trim(let before, let completion):
                 if before > next {

@@ -15,7 +15,7 @@ import Synchronization
 /// that group-commit its entries (`LogWriter.swift`), run one at a time per stream on a fixed pool of writer
 /// threads shared by every stream (`WriterPool`), and its Raft group (`RaftStream`); a timer ticks every group
 /// each `heartbeatIntervalMs`, and the transport (`PeerTransport`) carries their messages.
-public final class RaftLogStorage: LendingStoragePlugin {
+public final class RaftLogStorage: LendingStoragePlugin, ManagedStoragePlugin {
     public static let name = "raft-log"
     public static let version = "1.0.0"
     public static let durability = Durability.local
@@ -28,6 +28,9 @@ public final class RaftLogStorage: LendingStoragePlugin {
     private let timer = Mutex<DispatchSourceTimer?>(nil)
     /// Where the streams live: one directory per stream, its name escaped (`StreamName`).
     let root: String
+    /// Where a deleted stream's directory is moved (one atomic, synced rename) before it is removed; emptied
+    /// on start, so that a crash mid-removal leaves nothing behind that could come back.
+    let graveyard: String
     let dataDirectory: String
     private let readers = DispatchQueue(label: "raft-log.read", attributes: .concurrent)
     /// The writer threads of every stream, started with the storage and stopped after its streams.
@@ -56,6 +59,7 @@ public final class RaftLogStorage: LendingStoragePlugin {
         }
         dataDirectory = config.dataDirectory
         root = config.dataDirectory + "/streams"
+        graveyard = config.dataDirectory + "/deleted-streams"
         var transport: PeerTransport?
         if !settings.peers.isEmpty {
             let membership = try settings.initialMembership()
@@ -93,6 +97,14 @@ public final class RaftLogStorage: LendingStoragePlugin {
             }
         } catch {
             throw PluginError(PX_ERR_IO, "raft-log: cannot create \(root): \(error)")
+        }
+        // What a crash left of deleted streams: their rename was durable, so they are gone.
+        if Files.exists(graveyard) {
+            do {
+                try Files.removeTree(graveyard)
+            } catch {
+                host.log(.warning, "raft-log: cannot empty \(graveyard): \(error)")
+            }
         }
         writers.start()
         var recovered: [String: RaftStream] = [:]
@@ -377,6 +389,70 @@ public final class RaftLogStorage: LendingStoragePlugin {
     }
 
     public func streamInfo(_ stream: RaftStream) throws -> StreamInfo { stream.log.info() }
+
+    /// Every stream under the storage's directory: those recovered at start and those created since.
+    public func listStreams(completion: @escaping @Sendable (Result<[String], PluginError>) -> Void) throws {
+        let names = try state.withLock { s -> [String] in
+            guard s.phase == .started else { throw PluginError(PX_ERR_UNAVAILABLE, "raft-log is not running") }
+            return Array(s.streams.keys)
+        }
+        completion(.success(names))
+    }
+
+    /// Deletes a stream on this node: its writer stops (what it has queued finishes first), its directory is
+    /// renamed out of `streams/` (synced, so the deletion survives a crash) and removed. Refused on a
+    /// replicated raft-log (`peers`): the other members hold the stream too and nothing replicates a
+    /// deletion to them yet, so deleting here alone would let them bring it back or leave the members
+    /// disagreeing.
+    public func deleteStream(
+        _ stream: RaftStream, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        guard context.transport == nil else {
+            throw PluginError(
+                PX_ERR_UNSUPPORTED,
+                "raft-log: deleting stream '\(stream.name)' is not supported on a replicated raft-log (peers are "
+                    + "configured): a deletion is not replicated to the other members yet")
+        }
+        let removed = try state.withLock { s -> Bool in
+            guard s.phase == .started else { throw PluginError(PX_ERR_UNAVAILABLE, "raft-log is not running") }
+            guard s.streams[stream.name] === stream else { return false }
+            s.streams[stream.name] = nil
+            return true
+        }
+        guard removed else {
+            throw PluginError(PX_ERR_NOT_FOUND, "raft-log: stream '\(stream.name)' was already deleted")
+        }
+        opener.async { [self] in
+            let directory = root + "/" + StreamName.escape(stream.name)
+            _ = stream.log.stop(deadline: .now() + .seconds(10))
+            do {
+                if !Files.exists(graveyard) { try Files.makeDirectory(graveyard) }
+                let grave = graveyard + "/" + StreamName.escape(stream.name) + "-" + String(Files.now())
+                try Files.rename(directory, grave)
+                if settings.fsync != .never {
+                    try Files.syncDirectory(root)
+                    try Files.syncDirectory(graveyard)
+                }
+                try Files.removeTree(grave)
+                completion(.success(()))
+            } catch {
+                completion(
+                    .failure(PluginError(PX_ERR_IO, "raft-log: cannot delete stream '\(stream.name)': \(error)")))
+            }
+        }
+    }
+
+    public func listOffsets(
+        _ stream: RaftStream, completion: @escaping @Sendable (Result<[GroupOffset], PluginError>) -> Void
+    ) throws {
+        completion(.success(stream.log.committedOffsets()))
+    }
+
+    public func deleteOffset(
+        _ stream: RaftStream, group: String, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        try stream.log.deleteOffset(group: group, completion: completion)
+    }
 
     /// The bytes of every stream's segment files.
     var bytesOnDisk: UInt64 {

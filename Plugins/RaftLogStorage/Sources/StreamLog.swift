@@ -222,6 +222,17 @@ public final class StreamLog: Sendable {
 
     func fetchOffset(group: String) -> UInt64? { visible.withLock { $0.state.committed[group] } }
 
+    /// Every group's committed offset.
+    func committedOffsets() -> [GroupOffset] {
+        visible.withLock { v in v.state.committed.map { GroupOffset(group: $0.key, offset: $0.value) } }
+    }
+
+    /// Queues the removal of a group's committed offset; `completion` runs once the state file without it is
+    /// durable. (`PX_OFFSET_NONE` in a queued commit means "forget", which a caller cannot commit.)
+    func deleteOffset(group: String, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void) throws {
+        try enqueue { _ in .commit(group: group, offset: UInt64.max, completion: completion) }
+    }
+
     /// Queues a trim; `completion` runs once the new first offset is durable.
     /// - Throws: `PX_ERR_OUT_OF_RANGE` past the end of the stream (counting queued appends).
     func trim(before offset: UInt64, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void) throws {

@@ -1,5 +1,5 @@
 /*
- * plexus.h - the Plexus plugin ABI, version 1.1.
+ * plexus.h - the Plexus plugin ABI, version 1.3.
  *
  * This header is the whole contract between the Plexus kernel and a plugin.
  * It is pure C99: a plugin may be written in C, Swift, or anything that can
@@ -58,7 +58,7 @@ extern "C" {
 /* The ABI version this header describes. A plugin built against M.m loads
  * into a host offering M.n when n >= m. */
 #define PX_ABI_VERSION_MAJOR 1
-#define PX_ABI_VERSION_MINOR 2
+#define PX_ABI_VERSION_MINOR 3
 
 #define PX_STRINGIFY_(x) #x
 #define PX_STRINGIFY(x) PX_STRINGIFY_(x)
@@ -742,6 +742,66 @@ typedef px_status (*px_storage_on_read_batch)(void *instance, px_stream *stream,
                                               size_t max_records, size_t max_bytes, px_read_batch_done_fn done,
                                               void *user, px_error *err);
 
+/* One consumer group's committed offset, as px_storage_on_list_offsets
+ * reports it (since 1.3).
+ * OWNERSHIP: borrowed for the callback that hands it over; group too.
+ * THREADING: plain data. */
+typedef struct px_group_offset {
+    uint32_t struct_size;
+    uint32_t reserved;
+    px_str group;
+    uint64_t offset;   /* the next offset the group consumes */
+} px_group_offset;
+
+/* Completion of a stream listing (since 1.3): the name of every stream the
+ * storage holds, in no particular order; none is not an error.
+ * OWNERSHIP: names, the text they point to, and error are borrowed for the
+ *            callback; copy what you keep.
+ * THREADING: called exactly once, on any thread; must not block. */
+typedef void (*px_list_streams_done_fn)(void *user, px_status status, const px_str *names, size_t count,
+                                        px_str error);
+
+/* Completion of an offset listing (since 1.3): every consumer group with a
+ * committed offset on the stream, in no particular order.
+ * OWNERSHIP: offsets, everything they point to, and error are borrowed for
+ *            the callback; copy what you keep.
+ * THREADING: called exactly once, on any thread; must not block. */
+typedef void (*px_list_offsets_done_fn)(void *user, px_status status, const px_group_offset *const *offsets,
+                                        size_t count, px_str error);
+
+/* Lists the streams the storage holds, open or not, including those it
+ * recovered from disk (since 1.3). A storage that cannot tell leaves the
+ * hook NULL; the kernel then reports that it cannot list its topics.
+ * THREADING: any thread; done is called exactly once, on any thread. */
+typedef px_status (*px_storage_on_list_streams)(void *instance, px_list_streams_done_fn done, void *user,
+                                                px_error *err);
+
+/* Deletes the stream `stream` was opened on, with its events and every
+ * consumer offset (since 1.3), durably per the plugin's durability. The
+ * kernel makes no other call on the handle while this one is in flight and
+ * afterwards only closes it; opening the name again creates an empty stream.
+ * A storage that cannot delete a stream now (a replicated one whose members
+ * would disagree) refuses with PX_ERR_UNSUPPORTED or
+ * PX_ERR_FAILED_PRECONDITION and a reason.
+ * THREADING: any thread; done is called exactly once, on any thread. */
+typedef px_status (*px_storage_on_delete_stream)(void *instance, px_stream *stream, px_done_fn done, void *user,
+                                                 px_error *err);
+
+/* Lists the committed offset of every consumer group of a stream (since
+ * 1.3), as on_fetch_offset would report each one.
+ * THREADING: any thread; done is called exactly once, on any thread. */
+typedef px_status (*px_storage_on_list_offsets)(void *instance, px_stream *stream, px_list_offsets_done_fn done,
+                                                void *user, px_error *err);
+
+/* Forgets a consumer group's committed offset (since 1.3): on_fetch_offset
+ * then reports PX_OFFSET_NONE and on_list_offsets leaves the group out.
+ * Forgetting a group with no offset succeeds.
+ * OWNERSHIP: group is borrowed for the call.
+ * THREADING: any thread; done is called exactly once, on any thread, when
+ *            the removal is durable per the plugin's durability. */
+typedef px_status (*px_storage_on_delete_offset)(void *instance, px_stream *stream, px_str group, px_done_fn done,
+                                                 void *user, px_error *err);
+
 /* The storage vtable, hung off the descriptor of a PX_KIND_STORAGE plugin.
  * OWNERSHIP: owned by the plugin; must stay valid while the image is mapped
  *            (a static const table).
@@ -760,6 +820,12 @@ typedef struct px_storage_vtable {
     /* 1.1: each may be NULL (the kernel then uses the 1.0 hook above). */
     px_storage_on_open_stream_async on_open_stream_async;
     px_storage_on_read_batch on_read_batch;
+    /* 1.3: each may be NULL (the kernel then answers that the storage does
+     * not support the operation). */
+    px_storage_on_list_streams on_list_streams;
+    px_storage_on_delete_stream on_delete_stream;
+    px_storage_on_list_offsets on_list_offsets;
+    px_storage_on_delete_offset on_delete_offset;
 } px_storage_vtable;
 
 /* ------------------------------------------------------------------------ */
