@@ -19,9 +19,10 @@ struct TopicCommand: ParsableCommand {
             let list = try AdminCall.decode(AdminTopicList.self, body)
             for problem in list.problems ?? [] { FileHandle.standardError.write(Data("plexus: \(problem)\n".utf8)) }
             print(
-                AdminTable.render(
-                    ["TOPIC", "STORAGE", "FIRST", "NEXT", "EVENTS", "BYTES", "PUB/S", "DEL/S", "GROUPS", "RETENTION"],
-                    list.topics.map { t in
+                Table(columns: [
+                    "TOPIC", "STORAGE", "FIRST", "NEXT", "EVENTS", "BYTES", "PUB/S", "DEL/S", "GROUPS", "RETENTION",
+                ]).render(
+                    rows: list.topics.map { t in
                         [
                             t.name, t.storage, String(t.firstOffset), String(t.nextOffset), String(t.events),
                             t.bytes.map(String.init) ?? "-", AdminTable.rate(t.publishRate),
@@ -177,14 +178,14 @@ struct GroupCommand: ParsableCommand {
     }
 
     static func table(_ groups: [AdminGroup]) -> String {
-        AdminTable.render(
-            ["TOPIC", "GROUP", "MEMBERS", "COMMITTED", "LAG", "IN FLIGHT", "REDELIVERED", "DEAD-LETTERED"],
-            groups.map { g in
-                [
-                    g.topic, g.group, String(g.members), g.committed.map(String.init) ?? "-", String(g.lag),
-                    String(g.inFlight), String(g.redeliveries), String(g.deadLettered),
-                ]
-            })
+        Table(columns: ["TOPIC", "GROUP", "MEMBERS", "COMMITTED", "LAG", "IN FLIGHT", "REDELIVERED", "DEAD-LETTERED"])
+            .render(
+                rows: groups.map { g in
+                    [
+                        g.topic, g.group, String(g.members), g.committed.map(String.init) ?? "-", String(g.lag),
+                        String(g.inFlight), String(g.redeliveries), String(g.deadLettered),
+                    ]
+                })
     }
 
     static func show(_ g: AdminGroup) {
@@ -198,9 +199,8 @@ struct GroupCommand: ParsableCommand {
         if let members = g.memberList, !members.isEmpty {
             print("")
             print(
-                AdminTable.render(
-                    ["MEMBER", "PROTOCOL", "IN FLIGHT"],
-                    members.map { [$0.id, $0.protocol, String($0.inFlight)] }))
+                Table(columns: ["MEMBER", "PROTOCOL", "IN FLIGHT"]).render(
+                    rows: members.map { [$0.id, $0.protocol, String($0.inFlight)] }))
         }
     }
 }
@@ -341,35 +341,15 @@ struct AdminGroup: Decodable {
 
 struct AdminGroupList: Decodable { var groups: [AdminGroup] }
 
-/// Plain-text tables whose cells are cut with `…` so that a long value never breaks the layout.
+/// Key–value listings for `describe`: values on one line, cut with `…` (tables use ``Table``).
 enum AdminTable {
-    /// The widest a cell may be.
-    static let maxCell = 40
-
-    static func cut(_ text: String, _ width: Int = maxCell) -> String {
-        let flat = text.replacingOccurrences(of: "\n", with: " ")
-        return flat.count <= width ? flat : String(flat.prefix(width - 1)) + "…"
-    }
-
-    static func render(_ header: [String], _ rows: [[String]]) -> String {
-        let cells = ([header] + rows).map { $0.map { cut($0) } }
-        var widths = header.map(\.count)
-        for row in cells {
-            for (index, cell) in row.enumerated() where index < widths.count {
-                widths[index] = max(widths[index], cell.count)
-            }
-        }
-        return cells.map { row in
-            row.enumerated().map { index, cell in
-                index == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[index] - cell.count)
-            }.joined(separator: "  ")
-        }.joined(separator: "\n")
-    }
-
     static func pairs(_ pairs: [(String, String)]) -> String {
         let width = pairs.map(\.0.count).max() ?? 0
-        return pairs.map { "\($0.0 + String(repeating: " ", count: width - $0.0.count))  \(cut($0.1, 80))" }
-            .joined(separator: "\n")
+        return pairs.map { key, value in
+            let flat = Table.singleLine(value)
+            let shown = flat.count <= 80 ? flat : Table.cut(flat, to: 80)
+            return "\(key + String(repeating: " ", count: width - key.count))  \(shown)"
+        }.joined(separator: "\n")
     }
 
     static func rate(_ value: Double) -> String { String(format: "%.1f", value) }
