@@ -117,11 +117,21 @@ struct PluginCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plugin",
         abstract: "Inspect plugins, list a running node's plugins, call their operations.",
-        subcommands: [List.self, Inspect.self, Call.self, Install.self, Upgrade.self, Remove.self, Rollback.self])
+        subcommands: [
+            List.self, Inspect.self, Call.self, Install.self, Upgrade.self, Remove.self, Rollback.self, Stop.self,
+            Start.self, Restart.self,
+        ])
 
     struct AdminOptions: ParsableArguments {
         @Option(name: .long, help: "The node's admin endpoint, HOST:PORT.")
         var admin: String = "127.0.0.1:10106"
+
+        @Option(
+            name: .long,
+            help: "The node's admin token (admin.token), sent as a bearer token; default: $PLEXUS_ADMIN_TOKEN.")
+        var token: String?
+
+        func client() throws -> AdminClient { try AdminClient(address: admin, token: token) }
     }
 
     struct List: ParsableCommand {
@@ -133,7 +143,7 @@ struct PluginCommand: AsyncParsableCommand {
         var json = false
 
         func run() throws {
-            let (status, body) = try AdminClient(address: options.admin).request("GET", "/v1/plugins")
+            let (status, body) = try options.client().request("GET", "/v1/plugins")
             guard status == 200 else { throw AdminClient.Failure(status: status, body: body) }
             if json {
                 print(body)
@@ -192,7 +202,7 @@ struct PluginCommand: AsyncParsableCommand {
             struct Answer: Decodable { var result: String }
             let payload = String(decoding: try JSONEncoder().encode(Body(args: arguments)), as: UTF8.self)
             let path = "/v1/plugins/\(AdminClient.escape(name))/operations/\(AdminClient.escape(operation))"
-            let (status, body) = try AdminClient(address: options.admin).request("POST", path, body: payload)
+            let (status, body) = try options.client().request("POST", path, body: payload)
             guard status == 200 else { throw AdminClient.Failure(status: status, body: body) }
             print(try JSONDecoder().decode(Answer.self, from: Data(body.utf8)).result)
         }
@@ -201,7 +211,9 @@ struct PluginCommand: AsyncParsableCommand {
 
 extension PluginCommand {
     /// Sends a deployment command and prints each change; exits non-zero when one was refused.
-    static func deploy(_ admin: String, _ method: String, _ path: String, body: String = "") throws {
+    static func deploy(
+        _ options: AdminOptions, _ method: String, _ path: String, body: String = ""
+    ) throws {
         struct Answer: Decodable {
             struct Change: Decodable {
                 var action: String
@@ -211,7 +223,7 @@ extension PluginCommand {
             var changes: [Change]
             var plugin: PluginStatus?
         }
-        let (status, text) = try AdminClient(address: admin).request(method, path, body: body)
+        let (status, text) = try options.client().request(method, path, body: body)
         guard status == 200 || status == 409, let answer = try? JSONDecoder().decode(Answer.self, from: Data(text.utf8))
         else { throw AdminClient.Failure(status: status, body: text) }
         for change in answer.changes { print("\(change.action) \(change.plugin): \(change.message)") }
@@ -234,7 +246,7 @@ extension PluginCommand {
                 "Copy a manifest (and the library beside it) into a running node's manifest directory and start it.")
         @OptionGroup var options: AdminOptions
         @Argument(help: "The manifest file.") var manifest: String
-        func run() throws { try deploy(options.admin, "POST", "/v1/plugins", body: try body(manifest: manifest)) }
+        func run() throws { try deploy(options, "POST", "/v1/plugins", body: try body(manifest: manifest)) }
     }
 
     struct Upgrade: ParsableCommand {
@@ -245,7 +257,7 @@ extension PluginCommand {
         @Argument(help: "The new manifest file.") var manifest: String
         func run() throws {
             try deploy(
-                options.admin, "POST", "/v1/plugins/\(AdminClient.escape(name))/upgrade",
+                options, "POST", "/v1/plugins/\(AdminClient.escape(name))/upgrade",
                 body: try body(manifest: manifest))
         }
     }
@@ -255,7 +267,7 @@ extension PluginCommand {
             abstract: "Stop a plugin and move its manifest out of the node's manifest directory.")
         @OptionGroup var options: AdminOptions
         @Argument(help: "The plugin's name.") var name: String
-        func run() throws { try deploy(options.admin, "DELETE", "/v1/plugins/\(AdminClient.escape(name))") }
+        func run() throws { try deploy(options, "DELETE", "/v1/plugins/\(AdminClient.escape(name))") }
     }
 
     struct Rollback: ParsableCommand {
@@ -263,7 +275,33 @@ extension PluginCommand {
             abstract: "Return a running plugin to the image it replaced (still cached and mapped).")
         @OptionGroup var options: AdminOptions
         @Argument(help: "The plugin's name.") var name: String
-        func run() throws { try deploy(options.admin, "POST", "/v1/plugins/\(AdminClient.escape(name))/rollback") }
+        func run() throws { try deploy(options, "POST", "/v1/plugins/\(AdminClient.escape(name))/rollback") }
+    }
+}
+
+extension PluginCommand {
+    struct Stop: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Stop a plugin on a running node (it starts again with the node, or with `plugin start`).")
+        @OptionGroup var options: AdminOptions
+        @Argument(help: "The plugin's name.") var name: String
+        func run() throws { try deploy(options, "POST", "/v1/plugins/\(AdminClient.escape(name))/stop") }
+    }
+
+    struct Start: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start a stopped or failed plugin again from the image it last ran.")
+        @OptionGroup var options: AdminOptions
+        @Argument(help: "The plugin's name.") var name: String
+        func run() throws { try deploy(options, "POST", "/v1/plugins/\(AdminClient.escape(name))/start") }
+    }
+
+    struct Restart: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Stop a running plugin and start a new instance of the same image.")
+        @OptionGroup var options: AdminOptions
+        @Argument(help: "The plugin's name.") var name: String
+        func run() throws { try deploy(options, "POST", "/v1/plugins/\(AdminClient.escape(name))/restart") }
     }
 }
 
