@@ -273,6 +273,9 @@ def main():
         for path in ["/", "/v1/plugins", "/v1/ready", "/v1/topics", "/v1/groups", "/metrics"]:
             status, data = request(admin, "GET", path)
             sizes[path] = (status, len(data))
+        status, data = request(admin, "POST", "/v1/plugins/raft-log/operations/status", b'{"args":[]}',
+                               {"Content-Type": "application/json"})
+        sizes["raft-log status"] = (status, len(data))
         missing = [p for p in ["/v1/topics", "/v1/groups"] if sizes[p][0] == 404]
         if not missing:
             listed = len(json.loads(request(admin, "GET", "/v1/topics")[1])["topics"])
@@ -303,10 +306,11 @@ def main():
         paint = statistics.median(paints)
         median_cost = statistics.median(cost)
         print()
-        print(f"bench-admin: idle node, release build, {args.topics} topics (one event each, default storage "
+        build = "release build" if os.path.basename(os.path.normpath(args.products)) == "release" else args.products
+        print(f"bench-admin: idle node, {build}, {args.topics} topics (one event each, default storage "
               f"raft-log) and {args.groups} consumer groups; medians of {args.runs} runs; loopback; 2 shared cores")
         for path, (status, size) in sizes.items():
-            print(f"  GET {path:<12} {status}  {size:>9,} bytes")
+            print(f"  {path if ' ' in path else 'GET ' + path:<16} {status}  {size:>9,} bytes")
         if missing:
             print(f"  NOT TAKEN: {', '.join(missing)} answered 404 on this node, so the page showed no topic or group "
                   f"table: the figures below are for plugins only, not for {args.topics} topics and {args.groups} "
@@ -320,7 +324,7 @@ def main():
         print(f"  the dashboard's refresh costs the node {median_cost:.2f}% of one core (runs: "
               f"{', '.join(f'{c:.2f}' for c in cost)}); target <= 2%; ratio {median_cost / 2:.2f}")
         print("  Plexus batches nothing here: every refresh is 4 requests (ready, plugins, topics, groups), plus "
-              "health, metrics and raft-log status every 10th")
+              "health every 10th and metrics and raft-log status every 30th; no response is cached")
         with open(os.path.join(args.out, "results.json"), "w") as f:
             json.dump({"topics": args.topics, "groups": args.groups, "runs": args.runs, "seconds": args.seconds,
                        "sizes": sizes, "missing": missing, "firstPaintMs": paints, "firstContentfulPaintMs": contentful,
