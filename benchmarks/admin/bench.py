@@ -303,12 +303,14 @@ def main():
             ticks.append(((devtools.evaluate("state.ticks", session) or 0) - (start_ticks or 0)) / args.seconds)
             devtools.close(target)
         cost = [o - i for o, i in zip(cpu_open, cpu_idle)]
+        load = os.getloadavg()
         paint = statistics.median(paints)
         median_cost = statistics.median(cost)
         print()
         build = "release build" if os.path.basename(os.path.normpath(args.products)) == "release" else args.products
         print(f"bench-admin: idle node, {build}, {args.topics} topics (one event each, default storage "
-              f"raft-log) and {args.groups} consumer groups; medians of {args.runs} runs; loopback; 2 shared cores")
+              f"raft-log) and {args.groups} consumer groups; medians of {args.runs} runs; loopback; "
+              f"{os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end")
         for path, (status, size) in sizes.items():
             print(f"  {path if ' ' in path else 'GET ' + path:<16} {status}  {size:>9,} bytes")
         if missing:
@@ -329,7 +331,7 @@ def main():
             json.dump({"topics": args.topics, "groups": args.groups, "runs": args.runs, "seconds": args.seconds,
                        "sizes": sizes, "missing": missing, "firstPaintMs": paints, "firstContentfulPaintMs": contentful,
                        "cpuIdlePercent": cpu_idle, "cpuOpenPercent": cpu_open, "refreshesPerSecond": ticks,
-                       "costPercent": cost}, f, indent=2)
+                       "costPercent": cost, "loadAverage": load}, f, indent=2)
     finally:
         if browser:
             browser.kill()
