@@ -10,6 +10,9 @@ import NIOPosix
 /// - `POST /v1/plugins` `{"manifest": PATH}` or `{"archive": PATH}`: installs; `POST /v1/plugins/NAME/upgrade`
 ///   (the same body), `POST /v1/plugins/NAME/rollback`, `DELETE /v1/plugins/NAME` (docs/operations.md,
 ///   "Deploying").
+/// - `POST /v1/plugins/NAME/stop|start|restart`: one plugin's lifecycle (`Kernel.stopPlugin` and the others).
+/// - `GET /`: the dashboard (`Dashboard`), a page that polls the endpoints below.
+/// - With `admin.token` set, every request but `GET`/`HEAD` needs `Authorization: Bearer <token>` (`AdminAuth`).
 /// - `GET /v1/health`: the kernel is up (liveness); `GET /v1/ready`: 200 when every enabled plugin is active and
 ///   healthy (protocols accepting), else 503 with the reasons; `GET /metrics`: Prometheus text.
 public final class AdminServer: Sendable {
@@ -20,9 +23,11 @@ public final class AdminServer: Sendable {
     public var port: Int { channel.localAddress?.port ?? 0 }
 
     /// Binds the endpoint.
-    /// - Throws: when the address cannot be bound, with the address in the message.
+    /// - Throws: when the address cannot be bound, with the address in the message; when `host` is beyond
+    ///   loopback and the node has no `admin.token`.
     public init(kernel: Kernel, host: String, port: Int) throws {
         self.kernel = kernel
+        try AdminAuth.requireToken(host: host, token: kernel.config.adminToken)
         // On the kernel pool, like every other kernel socket: no thread of its own.
         let bootstrap = ServerBootstrap(group: KernelPool.group)
             .serverChannelOption(.backlog, value: 64)
@@ -78,6 +83,15 @@ private final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
                     text: AdminRoutes.problem("the request body is over 1 MiB"), keepAlive: false)
                 return
             }
+            if let refusal = AdminAuth.refusal(
+                method: head.method.rawValue, authorization: head.headers.first(name: "Authorization"),
+                token: kernel.config.adminToken)
+            {
+                write(
+                    context: context, status: .unauthorized, contentType: "application/json",
+                    text: AdminRoutes.problem(refusal, code: "unauthorized"), keepAlive: head.isKeepAlive)
+                return
+            }
             let request = (
                 method: head.method, uri: head.uri, body: body.readString(length: body.readableBytes) ?? "",
                 keepAlive: head.isKeepAlive
@@ -110,6 +124,12 @@ private final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Content-Length", value: String(buffer.readableBytes))
         headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+        if contentType == Dashboard.contentType {
+            for (name, value) in Dashboard.headers { headers.add(name: name, value: value) }
+        } else {
+            headers.add(name: "Cache-Control", value: "no-store")
+        }
+        if status == .unauthorized { headers.add(name: "WWW-Authenticate", value: #"Bearer realm="plexus-admin""#) }
         context.write(
             wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
@@ -131,6 +151,8 @@ enum AdminRoutes {
         let json = "application/json"
         if let answer = AdminTopics.respond(kernel: kernel, method: method, parts: parts, body: body) { return answer }
         switch (method, parts) {
+        case (.GET, []):
+            return (.ok, Dashboard.contentType, Dashboard.page)
         case (.GET, ["v1", "health"]):
             return (.ok, json, #"{"status":"up","node":\#(ConfigValue.quote(kernel.config.nodeID))}"#)
         case (.GET, ["v1", "ready"]):
@@ -157,6 +179,9 @@ enum AdminRoutes {
             return deployment(kernel: kernel, plugin: p[2]) { try deploy(kernel, body, replacing: p[2]) }
         case (.POST, let p) where p.count == 4 && p[0] == "v1" && p[1] == "plugins" && p[3] == "rollback":
             return deployment(kernel: kernel, plugin: p[2]) { [try kernel.rollback(p[2])] }
+        case (.POST, let p)
+        where p.count == 4 && p[0] == "v1" && p[1] == "plugins" && ["stop", "start", "restart"].contains(p[3]):
+            return deployment(kernel: kernel, plugin: p[2]) { [try kernel.lifecycle(p[3], plugin: p[2])] }
         case (.DELETE, let p) where p.count == 3 && p[0] == "v1" && p[1] == "plugins":
             return deployment(kernel: kernel, plugin: p[2]) { try kernel.undeploy(p[2]) }
         case (.POST, let p) where p.count == 5 && p[0] == "v1" && p[1] == "plugins" && p[3] == "operations":
@@ -186,8 +211,10 @@ enum AdminRoutes {
                 return (.internalServerError, json, problem("\(error)"))
             }
         case (_, let p)
-        where p == ["v1", "health"] || p == ["v1", "ready"] || p == ["metrics"]
-            || (p.count <= 3 && p.starts(with: ["v1", "plugins"])):
+        where p.isEmpty || p == ["v1", "health"] || p == ["v1", "ready"] || p == ["metrics"]
+            || (p.count <= 3 && p.starts(with: ["v1", "plugins"]))
+            || (p.count == 4 && p.starts(with: ["v1", "plugins"])
+                && ["stop", "start", "restart", "upgrade", "rollback"].contains(p[3])):
             return (.methodNotAllowed, json, problem("method \(method) is not allowed on \(path)"))
         default:
             return (.notFound, json, problem("no such endpoint: \(method) \(path)"))

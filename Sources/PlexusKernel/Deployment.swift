@@ -35,7 +35,9 @@ struct DeploymentState: Sendable {
 
 /// One change a scan or a command made to the running node.
 public struct DeploymentChange: Sendable, Codable, Equatable, CustomStringConvertible {
-    public enum Action: String, Sendable, Codable { case install, upgrade, remove, rollback, refuse }
+    public enum Action: String, Sendable, Codable {
+        case install, upgrade, remove, rollback, refuse, stop, start, restart
+    }
     public var action: Action
     public var plugin: String
     public var from: String?

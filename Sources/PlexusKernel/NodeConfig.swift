@@ -9,6 +9,9 @@ public struct NodeConfig: Sendable {
     public var adminHost: String = "127.0.0.1"
     /// 0 picks a free port (tests); the default is EventMesh's admin port.
     public var adminPort: Int = 10106
+    /// The bearer token every mutating admin request must carry (`admin.token`); none: no check. Required when
+    /// `adminHost` is not a loopback address.
+    public var adminToken: String?
     public var manifestDirectories: [String] = ["plugin-manifests"]
     /// Directories searched for a manifest's `library` after the manifest's own directory.
     public var pluginSearchPath: [String] = []
@@ -52,7 +55,7 @@ public struct NodeConfig: Sendable {
     }
 
     /// Parses node-file text; relative paths are taken relative to `baseDirectory`.
-    /// - Parameter environment: what `${NAME}` in `plugins.config` values is replaced from.
+    /// - Parameter environment: what `${NAME}` in `plugins.config` values and `admin.token` is replaced from.
     public static func parse(
         _ text: String, path: String, baseDirectory: String,
         environment: [String: String] = ProcessInfo.processInfo.environment
@@ -76,8 +79,16 @@ public struct NodeConfig: Sendable {
         // working directory.
         config.dataDirectory = resolve(config.dataDirectory)
         if let admin = root.optional("admin") {
-            try admin.onlyKeys(["host", "port"])
+            try admin.onlyKeys(["host", "port", "token"])
             if let host = admin.optional("host") { config.adminHost = try host.string() }
+            if let field = admin.optional("token") {
+                let token = try ConfigOverrides.substitute(
+                    try field.string(), environment: environment, subject: path, field: "admin.token")
+                guard !token.isEmpty else {
+                    throw field.fail("admin.token is empty (an unset environment variable?); give a non-empty token")
+                }
+                config.adminToken = token
+            }
             if let port = admin.optional("port") {
                 config.adminPort = try port.int("a TCP port")
                 guard (0...65535).contains(config.adminPort) else { throw port.fail("expected a port from 0 to 65535") }

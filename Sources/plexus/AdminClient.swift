@@ -29,8 +29,13 @@ struct AdminClient {
 
     var host: String
     var port: UInt16
+    /// Sent as `Authorization: Bearer …` on every request when set (the node's `admin.token`).
+    var token: String?
 
-    init(address: String) throws {
+    /// - Parameter token: the admin token; nil takes `PLEXUS_ADMIN_TOKEN` from the environment, if set.
+    init(address: String, token: String? = nil) throws {
+        self.token =
+            token ?? ProcessInfo.processInfo.environment["PLEXUS_ADMIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
         guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else {
             throw ConnectionError(description: "'\(address)' is not HOST:PORT")
         }
@@ -64,8 +69,10 @@ struct AdminClient {
                     "no node answers at \(host):\(port) (\(String(cString: strerror(errno)))); is `plexus serve` running, and is --admin right?"
             )
         }
+        let authorization = token.map { "Authorization: Bearer \($0)\r\n" } ?? ""
         let request =
-            "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\(authorization)"
+            + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
         var bytes = Array(request.utf8)
         var sent = 0
         while sent < bytes.count {

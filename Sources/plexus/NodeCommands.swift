@@ -12,7 +12,7 @@ extension PluginCommand {
         @Argument(help: "The plugin's name.") var name: String
 
         func run() throws {
-            let (status, body) = try AdminClient(address: options.admin).request(
+            let (status, body) = try options.client().request(
                 "GET", "/v1/plugins/\(AdminClient.escape(name))")
             guard status == 200 else { throw AdminClient.Failure(status: status, body: body) }
             if json {
@@ -48,7 +48,7 @@ struct Health: ParsableCommand {
             var status: String
             var node: String
         }
-        let (status, body) = try AdminClient(address: options.admin).request("GET", "/v1/health")
+        let (status, body) = try options.client().request("GET", "/v1/health")
         if json {
             print(body)
         } else if status == 200, let answer = try? JSONDecoder().decode(Answer.self, from: Data(body.utf8)) {
@@ -76,7 +76,7 @@ struct Ready: ParsableCommand {
             var node: String
             var reasons: [String]
         }
-        let (status, body) = try AdminClient(address: options.admin).request("GET", "/v1/ready")
+        let (status, body) = try options.client().request("GET", "/v1/ready")
         if json {
             print(body)
         } else if status == 200 || status == 503,

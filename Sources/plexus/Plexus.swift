@@ -119,12 +119,19 @@ struct PluginCommand: AsyncParsableCommand {
         abstract: "Inspect plugins, list a running node's plugins, call their operations.",
         subcommands: [
             List.self, Status.self, Inspect.self, Call.self, Install.self, Upgrade.self, Remove.self, Rollback.self,
-            Keygen.self, Pack.self, Sign.self, Verify.self, New.self,
+            Stop.self, Start.self, Restart.self, Keygen.self, Pack.self, Sign.self, Verify.self, New.self,
         ])
 
     struct AdminOptions: ParsableArguments {
         @Option(name: .long, help: "The node's admin endpoint, HOST:PORT.")
         var admin: String = "127.0.0.1:10106"
+
+        @Option(
+            name: .long,
+            help: "The node's admin token (admin.token), sent as a bearer token; default: $PLEXUS_ADMIN_TOKEN.")
+        var token: String?
+
+        func client() throws -> AdminClient { try AdminClient(address: admin, token: token) }
     }
 
     struct List: ParsableCommand {
@@ -136,7 +143,7 @@ struct PluginCommand: AsyncParsableCommand {
         var json = false
 
         func run() throws {
-            let (status, body) = try AdminClient(address: options.admin).request("GET", "/v1/plugins")
+            let (status, body) = try options.client().request("GET", "/v1/plugins")
             guard status == 200 else { throw AdminClient.Failure(status: status, body: body) }
             if json {
                 print(body)
@@ -220,7 +227,7 @@ struct PluginCommand: AsyncParsableCommand {
             struct Answer: Decodable { var result: String }
             let payload = String(decoding: try JSONEncoder().encode(Body(args: arguments)), as: UTF8.self)
             let path = "/v1/plugins/\(AdminClient.escape(name))/operations/\(AdminClient.escape(operation))"
-            let (status, body) = try AdminClient(address: options.admin).request("POST", path, body: payload)
+            let (status, body) = try options.client().request("POST", path, body: payload)
             if json {
                 print(body)
                 if status != 200 { throw ExitCode.failure }
@@ -239,7 +246,8 @@ struct PluginCommand: AsyncParsableCommand {
 
 extension PluginCommand {
     /// Sends a deployment command and prints each change; exits non-zero when one was refused.
-    static func deploy(_ admin: String, _ method: String, _ path: String, body: String = "", json: Bool) throws {
+    static func deploy(_ options: AdminOptions, _ method: String, _ path: String, body: String = "", json: Bool) throws
+    {
         struct Answer: Decodable {
             struct Change: Decodable {
                 var action: String
@@ -249,7 +257,7 @@ extension PluginCommand {
             var changes: [Change]
             var plugin: PluginStatus?
         }
-        let (status, text) = try AdminClient(address: admin).request(method, path, body: body)
+        let (status, text) = try options.client().request(method, path, body: body)
         if json {
             print(text)
             if status != 200 { throw ExitCode.failure }
@@ -282,7 +290,7 @@ extension PluginCommand {
         @Flag(name: .long, help: "Print the node's JSON answer as it is.") var json = false
         @Argument(help: "The manifest file, or a plugin archive from `plexus plugin pack`.") var manifest: String
         func run() throws {
-            try deploy(options.admin, "POST", "/v1/plugins", body: try body(manifest: manifest), json: json)
+            try deploy(options, "POST", "/v1/plugins", body: try body(manifest: manifest), json: json)
         }
     }
 
@@ -295,7 +303,7 @@ extension PluginCommand {
         @Flag(name: .long, help: "Print the node's JSON answer as it is.") var json = false
         func run() throws {
             try deploy(
-                options.admin, "POST", "/v1/plugins/\(AdminClient.escape(name))/upgrade",
+                options, "POST", "/v1/plugins/\(AdminClient.escape(name))/upgrade",
                 body: try body(manifest: manifest), json: json)
         }
     }
@@ -307,7 +315,7 @@ extension PluginCommand {
         @Argument(help: "The plugin's name.") var name: String
         @Flag(name: .long, help: "Print the node's JSON answer as it is.") var json = false
         func run() throws {
-            try deploy(options.admin, "DELETE", "/v1/plugins/\(AdminClient.escape(name))", json: json)
+            try deploy(options, "DELETE", "/v1/plugins/\(AdminClient.escape(name))", json: json)
         }
     }
 
@@ -318,7 +326,36 @@ extension PluginCommand {
         @Argument(help: "The plugin's name.") var name: String
         @Flag(name: .long, help: "Print the node's JSON answer as it is.") var json = false
         func run() throws {
-            try deploy(options.admin, "POST", "/v1/plugins/\(AdminClient.escape(name))/rollback", json: json)
+            try deploy(options, "POST", "/v1/plugins/\(AdminClient.escape(name))/rollback", json: json)
         }
+    }
+}
+
+extension PluginCommand {
+    struct Stop: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Stop a plugin on a running node (it starts again with the node, or with `plugin start`).")
+        @OptionGroup var options: AdminOptions
+        @Argument(help: "The plugin's name.") var name: String
+        @Flag(name: .long, help: "Print the node's JSON answer as it is.") var json = false
+        func run() throws { try deploy(options, "POST", "/v1/plugins/\(AdminClient.escape(name))/stop", json: json) }
+    }
+
+    struct Start: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start a stopped or failed plugin again from the image it last ran.")
+        @OptionGroup var options: AdminOptions
+        @Argument(help: "The plugin's name.") var name: String
+        @Flag(name: .long, help: "Print the node's JSON answer as it is.") var json = false
+        func run() throws { try deploy(options, "POST", "/v1/plugins/\(AdminClient.escape(name))/start", json: json) }
+    }
+
+    struct Restart: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Stop a running plugin and start a new instance of the same image.")
+        @OptionGroup var options: AdminOptions
+        @Argument(help: "The plugin's name.") var name: String
+        @Flag(name: .long, help: "Print the node's JSON answer as it is.") var json = false
+        func run() throws { try deploy(options, "POST", "/v1/plugins/\(AdminClient.escape(name))/restart", json: json) }
     }
 }

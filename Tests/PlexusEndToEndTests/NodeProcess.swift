@@ -160,14 +160,16 @@ struct CommandResult {
 
 enum Command {
     /// Runs a program to completion (killing it after `timeout`), its output captured in files under `directory`.
-    static func run(_ executable: URL, _ arguments: [String], in directory: URL, timeout: Duration = .seconds(60))
-        async throws
-        -> CommandResult
-    {
+    /// `environment` is added to this process's own.
+    static func run(
+        _ executable: URL, _ arguments: [String], in directory: URL, timeout: Duration = .seconds(60),
+        environment: [String: String] = [:]
+    ) async throws -> CommandResult {
         let id = UUID().uuidString
         let out = directory.appendingPathComponent("cmd-\(id).out")
         let err = directory.appendingPathComponent("cmd-\(id).err")
-        let process = try launch(executable, arguments, in: directory, stdout: out, stderr: err)
+        let process = try launch(
+            executable, arguments, in: directory, stdout: out, stderr: err, environment: environment)
         let deadline = ContinuousClock.now + timeout
         while process.isRunning {
             if ContinuousClock.now > deadline {
