@@ -450,7 +450,7 @@ extension CCompletion where F == px_done_fn {
 }
 
 /// The storage calls of one plugin type, on raw instance and stream pointers.
-protocol StorageDispatch: Sendable {
+protocol StorageDispatch: ManagedStorageCalls {
     func openStream(_ instance: UnsafeMutableRawPointer, name: String, options: StreamOptions) throws
         -> UnsafeMutableRawPointer
     func openStream(
@@ -480,20 +480,9 @@ protocol StorageDispatch: Sendable {
         _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, before offset: UInt64,
         completion: @escaping @Sendable (Result<Void, PluginError>) -> Void) throws
     func streamInfo(_ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer) throws -> StreamInfo
-    /// Whether the plugin lists and deletes streams and offsets (`ManagedStoragePlugin`, ABI 1.3).
+    /// Whether the plugin lists and deletes streams and offsets (`ManagedStoragePlugin`, ABI 1.3); the calls
+    /// themselves are `ManagedStorageCalls`'.
     var manages: Bool { get }
-    func listStreams(
-        _ instance: UnsafeMutableRawPointer, completion: @escaping @Sendable (Result<[String], PluginError>) -> Void)
-        throws
-    func deleteStream(
-        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer,
-        completion: @escaping @Sendable (Result<Void, PluginError>) -> Void) throws
-    func listOffsets(
-        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer,
-        completion: @escaping @Sendable (Result<[GroupOffset], PluginError>) -> Void) throws
-    func deleteOffset(
-        _ instance: UnsafeMutableRawPointer, _ stream: UnsafeMutableRawPointer, group: String,
-        completion: @escaping @Sendable (Result<Void, PluginError>) -> Void) throws
 }
 
 /// `StorageDispatch` for `S`: the instance pointer is the retained plugin (see `PluginExport`), the stream

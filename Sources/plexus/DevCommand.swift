@@ -32,14 +32,7 @@ struct Dev: AsyncParsableCommand {
     static let companions = ["memory-storage", "tcp-protocol", "http-protocol"]
 
     func run() async throws {
-        guard let level = Logger.Level(rawValue: logLevel) else {
-            throw ValidationError("unknown log level '\(logLevel)'")
-        }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        try Serve.bootstrapLogging(level: logLevel)
         let logger = Logger(label: "plexus-dev")
         let executable =
             (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))

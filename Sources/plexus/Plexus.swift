@@ -68,15 +68,19 @@ struct Serve: AsyncParsableCommand {
     /// The node file read when `--config` names none and the working directory holds one.
     static let nodeFileName = "plexus.yaml"
 
-    func run() async throws {
-        guard let level = Logger.Level(rawValue: logLevel) else {
-            throw ValidationError("unknown log level '\(logLevel)'")
-        }
+    /// Sends every log line at `name` or above to standard error.
+    /// - Throws: `ValidationError` for an unknown level.
+    static func bootstrapLogging(level name: String) throws {
+        guard let level = Logger.Level(rawValue: name) else { throw ValidationError("unknown log level '\(name)'") }
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
+    }
+
+    func run() async throws {
+        try Self.bootstrapLogging(level: logLevel)
         let logger = Logger(label: "plexus")
         let cwd = FileManager.default.currentDirectoryPath
         func absolute(_ p: String) -> String { p.hasPrefix("/") ? p : cwd + "/" + p }

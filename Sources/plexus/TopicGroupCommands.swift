@@ -207,20 +207,14 @@ struct GroupCommand: ParsableCommand {
 
 /// The admin endpoint and `--json`, shared by the topic and group commands.
 struct AdminCall: ParsableArguments {
-    @Option(name: .long, help: "The node's admin endpoint, HOST:PORT.")
-    var admin: String = "127.0.0.1:10106"
-
-    @Option(
-        name: .long,
-        help: "The node's admin token (admin.token), sent as a bearer token; default: $PLEXUS_ADMIN_TOKEN.")
-    var token: String?
+    @OptionGroup var endpoint: PluginCommand.AdminOptions
 
     @Flag(name: .long, help: "Print the node's JSON answer as it is.")
     var json = false
 
     /// Sends a request; a status other than 2xx throws the node's message (the command exits non-zero).
     func call(_ method: String, _ path: String, body: String = "") throws -> String {
-        let (status, text) = try AdminClient(address: admin, token: token).request(method, path, body: body)
+        let (status, text) = try endpoint.client().request(method, path, body: body)
         guard (200..<300).contains(status) else { throw AdminClient.Failure(status: status, body: text) }
         return text
     }
