@@ -95,6 +95,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.0"),
         .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.0"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.0"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.0"),
@@ -118,6 +119,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
         .target(name: "PlexusPluginSDK", dependencies: ["PlexusABI", "PlexusCore"]),
@@ -218,6 +220,7 @@ let package = Package(
             dependencies: [
                 "PlexusKernel", "PlexusABI", "PlexusCore", "PlexusConformance",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
         .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore"]),
@@ -248,7 +251,9 @@ let package = Package(
         .testTarget(
             name: "PlexusEndToEndTests",
             dependencies: [
-                "PlexusBench", "PlexusKernel", "PlexusClient", "PlexusWire",
+                "PlexusBench", "PlexusKernel", "PlexusClient", "PlexusWire", "PlexusGRPCServices",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
             ]

@@ -48,7 +48,8 @@ public enum LoopbackPorts {
         while ports.count < count {
             guard tried < size else {
                 throw BenchError(
-                    .invalidOption, subject: "127.0.0.1:\(low)-\(high)", "no \(count) free ports below the ephemeral range")
+                    .invalidOption, subject: "127.0.0.1:\(low)-\(high)",
+                    "no \(count) free ports below the ephemeral range")
             }
             tried += 1
             let port = low + cursor % size
