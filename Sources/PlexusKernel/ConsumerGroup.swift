@@ -3,6 +3,7 @@ import NIOCore
 import PlexusABI
 import PlexusCore
 import Synchronization
+import Tracing
 
 /// One consumer group on one topic: reads the topic's stream from the group's committed offset, hands each
 /// event to one member (clustering; a broadcast member is a group of its own), and carries out the delivery
@@ -16,14 +17,14 @@ final class ConsumerGroup: Sendable {
     struct Member: Sendable {
         let id: UInt64
         let owner: ObjectIdentifier
+        /// The subscribing plugin's name (spans' attributes, the admin API's member list).
+        let ownerName: String
         /// The pool loop this member's deliveries run on, in order (docs/abi.md, "Threading").
         let loop: any EventLoop
         /// Closed when the member leaves; `unsubscribe` waits on it for a delivery in progress.
         let gate: CallGate
         let deliver: @Sendable (UnsafePointer<px_delivery>) -> Void
         var inFlight = 0
-        /// The subscribing plugin's name (the admin API's member list).
-        var ownerName = ""
     }
 
     /// An event read but not yet done: where it lies in its read batch (kept alive by this reference until
@@ -92,6 +93,9 @@ final class ConsumerGroup: Sendable {
     let clock: any DeliveryClock
     /// This group's metric handles (labels `topic` and `group`).
     let metrics: GroupMetrics
+    let tracing: KernelTracing
+    /// The `deliver` span of each delivery of a traced event, until it is settled (only with tracing on).
+    private let spans = Mutex<[UInt64: any Span]>([:])
     /// Publishes dead letters (through the router).
     let publish:
         @Sendable (String, [CloudEvent], @escaping @Sendable (Result<UInt64, StorageBinding.Failure>) -> Void) -> Void
@@ -103,6 +107,7 @@ final class ConsumerGroup: Sendable {
     init(
         id: UInt64, topic: String, name: String, policy: DeliveryPolicy, filters: [(String, String)],
         storage: StorageBinding, stream: StorageBinding.Stream, clock: any DeliveryClock, metrics: MetricsRegistry,
+        tracing: KernelTracing = .off,
         publish:
             @escaping @Sendable (
                 String, [CloudEvent], @escaping @Sendable (Result<UInt64, StorageBinding.Failure>) -> Void
@@ -117,6 +122,7 @@ final class ConsumerGroup: Sendable {
         self.stream = stream
         self.clock = clock
         self.metrics = GroupMetrics(metrics, topic: topic, group: name)
+        self.tracing = tracing
         self.publish = publish
     }
 
@@ -159,6 +165,7 @@ final class ConsumerGroup: Sendable {
 
     /// Removes a member; its unacknowledged events go back to be delivered to others.
     func leave(_ memberID: UInt64) -> Member? {
+        var returned: [UInt64] = []
         let member = state.withLock { s -> Member? in
             guard let member = s.members.removeValue(forKey: memberID) else { return nil }
             s.rotation.removeAll { $0 == memberID }
@@ -167,8 +174,12 @@ final class ConsumerGroup: Sendable {
                 var pending = flight.pending
                 pending.attempt += 1
                 Self.requeue(&s, pending)
+                returned.append(deliveryID)
             }
             return member
+        }
+        if tracing.tracer != nil {
+            for deliveryID in returned { endSpan(deliveryID, outcome: "returned", error: "the member left") }
         }
         pump()
         return member
@@ -189,6 +200,7 @@ final class ConsumerGroup: Sendable {
             return flight.deadline &- policy.timeout
         }
         guard let deliveredAt else { return false }
+        if tracing.tracer != nil { endSpan(deliveryID, outcome: "ack", error: nil) }
         metrics.acked.increment()
         metrics.ackSeconds.record(Double(clock.now() &- deliveredAt) / 1e9)
         schedulePump()
@@ -198,6 +210,7 @@ final class ConsumerGroup: Sendable {
     /// Settles a delivery negatively: a retry after backoff, or dead-lettering.
     func nack(_ deliveryID: UInt64, owner: ObjectIdentifier?, deadLetter: Bool, reason: String) -> Bool {
         var actions: [Action] = []
+        var outcome = "nack"
         let settled = state.withLock { s -> Bool in
             guard let flight = s.inFlight[deliveryID] else { return false }
             if let owner, s.members[flight.member]?.owner != owner { return false }
@@ -206,6 +219,7 @@ final class ConsumerGroup: Sendable {
             var pending = flight.pending
             pending.lastError = reason
             if deadLetter || pending.attempt > policy.retry {
+                outcome = policy.deadLetterTopic == nil ? "dropped" : "dead-letter"
                 s.deadLettering += 1
                 actions.append(
                     .deadLetter(
@@ -222,6 +236,7 @@ final class ConsumerGroup: Sendable {
             return true
         }
         if settled { (deadLetter ? metrics.rejected : metrics.nacked).increment() }
+        if settled, tracing.tracer != nil { endSpan(deliveryID, outcome: outcome, error: reason) }
         run(actions)
         if settled { pump() }
         return settled
@@ -283,6 +298,11 @@ final class ConsumerGroup: Sendable {
             s.ready = []
             s.inFlight = [:]
             s.retrying = [:]
+        }
+        if tracing.tracer != nil {
+            for deliveryID in spans.withLock({ Array($0.keys) }) {
+                endSpan(deliveryID, outcome: "closed", error: "the storage is going away")
+            }
         }
     }
 
@@ -460,6 +480,14 @@ final class ConsumerGroup: Sendable {
                 // Unsubscribed from inside an earlier delivery of this batch: the rest go to other members.
                 if member.gate.isClosed { return }
                 withExtendedLifetime(pending.batch) {
+                    // The span is kept before the plugin is called: it may acknowledge from inside the call.
+                    if tracing.tracer != nil,
+                        let span = tracing.delivering(
+                            pending.record, topic: topic, group: name, attempt: pending.attempt,
+                            consumer: member.ownerName, storage: storage.name)
+                    {
+                        spans.withLock { $0[deliveryID] = span }
+                    }
                     var delivery = px_delivery(
                         struct_size: UInt32(MemoryLayout<px_delivery>.size), attempt: pending.attempt,
                         delivery_id: deliveryID, subscription_id: subscription, topic: topicStr,
@@ -468,6 +496,23 @@ final class ConsumerGroup: Sendable {
                 }
             }
         }
+    }
+
+    /// Ends a delivery's `deliver` span, if it has one: status ok for an acknowledgement, else error with the
+    /// reason (a nack, a timeout, a dead letter, a member that left).
+    private func endSpan(_ deliveryID: UInt64, outcome: String, error: String?) {
+        guard let span = spans.withLock({ $0.removeValue(forKey: deliveryID) }) else { return }
+        span.attributes[KernelTracing.Attribute.outcome] = outcome
+        if let error {
+            span.attributes[KernelTracing.Attribute.error] = error
+            if outcome == "dead-letter", let target = policy.deadLetterTopic {
+                span.attributes[KernelTracing.Attribute.deadLetterTopic] = target
+            }
+            span.setStatus(SpanStatus(code: .error, message: error))
+        } else {
+            span.setStatus(SpanStatus(code: .ok))
+        }
+        span.end()
     }
 
     private func deadLetter(_ pending: Pending, reason: String) {

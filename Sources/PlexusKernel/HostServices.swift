@@ -91,10 +91,11 @@ public final class HostServices: Sendable {
     let router: Router
 
     init(
-        metrics: MetricsRegistry, topics: TopicConfig = TopicConfig(), clock: any DeliveryClock = SystemDeliveryClock()
+        metrics: MetricsRegistry, topics: TopicConfig = TopicConfig(), clock: any DeliveryClock = SystemDeliveryClock(),
+        tracing: KernelTracing = .off
     ) {
         self.metrics = metrics
-        self.router = Router(config: topics, clock: clock, metrics: metrics)
+        self.router = Router(config: topics, clock: clock, metrics: metrics, tracing: tracing)
     }
 
     /// The table handed to every plugin; built once per process and never freed.
@@ -296,7 +297,12 @@ private let hostPublish: px_host_publish = { host, topic, events, count, done, u
         }
         context.owe()
         let target = Completion(fn: done, user: user)
-        context.services.router.publish(topic: topicName, events: batch) { result in
+        let router = context.services.router
+        // Tracing off (the default): one check per batch, nothing per event.
+        let spans =
+            router.tracing.tracer == nil
+            ? nil : router.tracing.publishing(topic: topicName, producer: context.name, events: batch)
+        router.publish(topic: topicName, events: batch, spans: spans) { result in
             switch result {
             case .success(let first):
                 context.published.increment(by: UInt64(count))

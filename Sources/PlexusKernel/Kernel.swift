@@ -23,11 +23,11 @@ public final class Kernel: Sendable {
 
     public init(
         config: NodeConfig, logger: Logger, metrics: MetricsRegistry = MetricsRegistry(),
-        clock: any DeliveryClock = SystemDeliveryClock()
+        clock: any DeliveryClock = SystemDeliveryClock(), tracing: KernelTracing = .off
     ) {
         self.config = config
         self.logger = logger
-        self.services = HostServices(metrics: metrics, topics: config.topics, clock: clock)
+        self.services = HostServices(metrics: metrics, topics: config.topics, clock: clock, tracing: tracing)
         self.loader = PluginLoader(
             searchPath: config.pluginSearchPath, cacheDirectory: config.resolvedCacheDirectory,
             requireSHA256: config.requireSHA256,

@@ -36,6 +36,8 @@ public struct NodeConfig: Sendable {
     public var trustedKeys: [[UInt8]] = []
     /// `security.requireSigned`: refuse every plugin without a signature by a trusted key.
     public var requireSigned = false
+    /// Whether spans of traced events are exported, and where (`tracing`); off by default.
+    public var tracing = TracingConfig()
 
     public init() {}
 
@@ -61,7 +63,7 @@ public struct NodeConfig: Sendable {
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws -> NodeConfig {
         let root = try YAMLReader(subject: path, code: .nodeConfigInvalid).document(text)
-        try root.onlyKeys(["node", "admin", "plugins", "topics", "security"])
+        try root.onlyKeys(["node", "admin", "plugins", "topics", "security", "tracing"])
         var config = NodeConfig()
         func resolve(_ p: String) -> String { p.hasPrefix("/") ? p : baseDirectory + "/" + p }
         if let node = root.optional("node") {
@@ -185,6 +187,85 @@ public struct NodeConfig: Sendable {
                         "topic '\(binding.topic)' is bound twice")
                 }
             }
+        }
+        if let tracing = root.optional("tracing") { config.tracing = try TracingConfig.parse(tracing) }
+        return config
+    }
+}
+
+/// The node file's `tracing` section (docs/operations.md, "Tracing"): whether the node makes spans for traced
+/// events and exports them over OTLP/HTTP.
+public struct TracingConfig: Sendable, Equatable {
+    /// Where spans go: `none` (tracing off, the default) or `otlp`.
+    public enum Exporter: String, Sendable, Equatable { case none, otlp }
+    /// The OTLP encodings over HTTP (`http/protobuf`, the default, or `http/json`).
+    public enum OTLPProtocol: String, Sendable, Equatable {
+        case httpProtobuf = "http/protobuf"
+        case httpJSON = "http/json"
+    }
+    /// Which traces are recorded (the OpenTelemetry sampler names).
+    public enum Sampler: String, Sendable, Equatable, CaseIterable {
+        case alwaysOn = "always_on"
+        case alwaysOff = "always_off"
+        case traceIDRatio = "traceidratio"
+        case parentBasedAlwaysOn = "parentbased_always_on"
+        case parentBasedAlwaysOff = "parentbased_always_off"
+        case parentBasedTraceIDRatio = "parentbased_traceidratio"
+    }
+
+    public var exporter = Exporter.none
+    /// The collector's base URL; spans go to `<endpoint>/v1/traces`.
+    public var endpoint = "http://127.0.0.1:4318"
+    public var otlpProtocol = OTLPProtocol.httpProtobuf
+    public var sampler = Sampler.parentBasedAlwaysOn
+    /// The probability of the ratio samplers, 0 to 1.
+    public var ratio = 1.0
+    /// The `service.name` resource attribute.
+    public var serviceName = "plexus"
+
+    public init() {}
+
+    static func parse(_ node: YAMLField) throws -> TracingConfig {
+        try node.onlyKeys(["exporter", "endpoint", "protocol", "sampler", "ratio", "serviceName"])
+        var config = TracingConfig()
+        if let field = node.optional("exporter") {
+            let text = try field.string()
+            guard let exporter = Exporter(rawValue: text) else {
+                throw field.fail("unknown exporter '\(text)'; expected none or otlp")
+            }
+            config.exporter = exporter
+        }
+        if let field = node.optional("endpoint") {
+            config.endpoint = try field.string()
+            guard config.endpoint.hasPrefix("http://") || config.endpoint.hasPrefix("https://") else {
+                throw field.fail("'\(config.endpoint)' is not an http:// or https:// URL")
+            }
+        }
+        if let field = node.optional("protocol") {
+            let text = try field.string()
+            guard let value = OTLPProtocol(rawValue: text) else {
+                throw field.fail("unsupported OTLP protocol '\(text)'; expected http/protobuf or http/json")
+            }
+            config.otlpProtocol = value
+        }
+        if let field = node.optional("sampler") {
+            let text = try field.string()
+            guard let value = Sampler(rawValue: text) else {
+                let known = Sampler.allCases.map(\.rawValue).joined(separator: ", ")
+                throw field.fail("unknown sampler '\(text)'; expected one of \(known)")
+            }
+            config.sampler = value
+        }
+        if let field = node.optional("ratio") {
+            let text = try field.string()
+            guard let ratio = Double(text), (0...1).contains(ratio) else {
+                throw field.fail("expected a probability from 0 to 1, not '\(text)'")
+            }
+            config.ratio = ratio
+        }
+        if let field = node.optional("serviceName") {
+            config.serviceName = try field.string()
+            guard !config.serviceName.isEmpty else { throw field.fail("the service name is empty") }
         }
         return config
     }

@@ -9,6 +9,8 @@ public final class Router: Sendable {
     let config: TopicConfig
     let engine: DeliveryEngine
     let metrics: MetricsRegistry
+    /// Spans for traced events (off unless the node was given a tracer).
+    let tracing: KernelTracing
     private let storages = Mutex<[String: StorageBinding]>([:])
     /// The default storage the node chose for topics without a binding when the node file names none.
     private let chosenDefault = Mutex<String?>(nil)
@@ -39,10 +41,11 @@ public final class Router: Sendable {
         public var description: String { message }
     }
 
-    init(config: TopicConfig, clock: any DeliveryClock, metrics: MetricsRegistry) {
+    init(config: TopicConfig, clock: any DeliveryClock, metrics: MetricsRegistry, tracing: KernelTracing = .off) {
         self.config = config
         self.metrics = metrics
-        self.engine = DeliveryEngine(clock: clock, metrics: metrics)
+        self.tracing = tracing
+        self.engine = DeliveryEngine(clock: clock, metrics: metrics, tracing: tracing)
         engine.router = WeakRouter(self)
     }
 
@@ -211,25 +214,31 @@ public final class Router: Sendable {
     /// storage's `on_append` as they are (no copy; they need to live only for this call); otherwise they are
     /// copied once and appended when the stream has opened. `completion` gets the first offset once the
     /// storage reports the batch durable, and the topic's groups are told there is more to read.
+    /// - Parameter spans: the batch's `publish` spans (tracing on and some event traced); `store` spans start
+    ///   when the batch goes to the storage.
     func publish(
         topic: String, events: UnsafeBufferPointer<UnsafePointer<px_event>?>,
-        completion: @escaping @Sendable (Result<UInt64, Refusal>) -> Void
+        spans: KernelTracing.PublishSpans? = nil, completion: @escaping @Sendable (Result<UInt64, Refusal>) -> Void
     ) {
         if case .open(let open)? = streams.withLock({ $0[topic] }) {
-            return append(open, topic: topic, events, completion: completion)
+            return append(open, topic: topic, events, spans: spans, completion: completion)
         }
-        publish(topic: topic, batch: CEventBatch(copying: events), completion: completion)
+        publish(topic: topic, batch: CEventBatch(copying: events), spans: spans, completion: completion)
     }
 
     /// Stores a batch the router owns (a copy, or events the kernel made: dead letters).
     func publish(
-        topic: String, batch: CEventBatch, completion: @escaping @Sendable (Result<UInt64, Refusal>) -> Void
+        topic: String, batch: CEventBatch, spans: KernelTracing.PublishSpans? = nil,
+        completion: @escaping @Sendable (Result<UInt64, Refusal>) -> Void
     ) {
         withStream(for: topic, create: true) { [self] result in
             switch result {
             case .success(let open):
-                withExtendedLifetime(batch) { append(open, topic: topic, batch.pointers, completion: completion) }
+                withExtendedLifetime(batch) {
+                    append(open, topic: topic, batch.pointers, spans: spans, completion: completion)
+                }
             case .failure(let refusal):
+                spans?.finish(.failure(refusal))
                 completion(.failure(refusal))
             }
         }
@@ -237,8 +246,9 @@ public final class Router: Sendable {
 
     private func append(
         _ target: OpenTopic, topic: String, _ events: UnsafeBufferPointer<UnsafePointer<px_event>?>,
-        completion: @escaping @Sendable (Result<UInt64, Refusal>) -> Void
+        spans: KernelTracing.PublishSpans?, completion: @escaping @Sendable (Result<UInt64, Refusal>) -> Void
     ) {
+        spans?.storing(in: target.binding.name)
         let started = ContinuousClock.now
         let count = UInt64(events.count)
         let bytes = TopicMetrics.bytes(of: events)
@@ -250,14 +260,15 @@ public final class Router: Sendable {
                 target.metrics.publishedBytes.increment(by: bytes)
                 target.metrics.publishSeconds.record(
                     Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+                spans?.finish(.success(first))
                 completion(.success(first))
                 engine.notify(topic: topic)
             case .failure(let failure):
                 target.metrics.publishFailures.increment()
-                completion(
-                    .failure(
-                        Refusal(status: failure.status, message: "storage '\(target.binding.name)': \(failure.message)")
-                    ))
+                let refusal = Refusal(
+                    status: failure.status, message: "storage '\(target.binding.name)': \(failure.message)")
+                spans?.finish(.failure(refusal))
+                completion(.failure(refusal))
             }
         }
     }
@@ -290,6 +301,7 @@ final class DeliveryEngine: Sendable {
 
     let clock: any DeliveryClock
     let metrics: MetricsRegistry
+    let tracing: KernelTracing
     private let state = Mutex(State())
     private let routerSlot = Mutex<WeakRouter?>(nil)
 
@@ -298,9 +310,10 @@ final class DeliveryEngine: Sendable {
         set { routerSlot.withLock { $0 = newValue } }
     }
 
-    init(clock: any DeliveryClock, metrics: MetricsRegistry) {
+    init(clock: any DeliveryClock, metrics: MetricsRegistry, tracing: KernelTracing = .off) {
         self.clock = clock
         self.metrics = metrics
+        self.tracing = tracing
     }
 
     /// Joins (creating if needed) the consumer group a subscription names.
@@ -357,7 +370,7 @@ final class DeliveryEngine: Sendable {
             let made = ConsumerGroup(
                 id: s.nextGroupID, topic: topic, name: groupName, policy: policy, filters: filters,
                 storage: target.binding,
-                stream: target.stream, clock: clock, metrics: metrics, publish: publish)
+                stream: target.stream, clock: clock, metrics: metrics, tracing: tracing, publish: publish)
             s.nextGroupID += 1
             if let replaced = s.groups[key] { s.byTopic[topic]?.removeAll { $0 === replaced } }
             s.groups[key] = made
@@ -369,8 +382,8 @@ final class DeliveryEngine: Sendable {
         // No queue or thread of its own: the member is pinned to one pool loop, which keeps its deliveries in order.
         consumerGroup.join(
             ConsumerGroup.Member(
-                id: id, owner: owner, loop: KernelPool.next(), gate: CallGate(), deliver: deliver,
-                ownerName: ownerName))
+                id: id, owner: owner, ownerName: ownerName, loop: KernelPool.next(), gate: CallGate(), deliver: deliver)
+        )
         if created { consumerGroup.initialize(start: spec.start_position, startOffset: spec.start_offset) }
         return id
     }

@@ -104,7 +104,11 @@ struct Serve: AsyncParsableCommand {
         if let dataDir { node.dataDirectory = absolute(dataDir) }
         if let defaultStorage { node.topics.defaultStorage = defaultStorage }
         node.probeExecutable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
-        let kernel = Kernel(config: node, logger: logger)
+        let exporter = try TracingExporter.make(node.tracing, nodeID: node.nodeID, logger: logger)
+        if node.tracing.exporter == .otlp {
+            logger.notice("tracing: OTLP \(node.tracing.otlpProtocol.rawValue) to \(node.tracing.endpoint)")
+        }
+        let kernel = Kernel(config: node, logger: logger, tracing: exporter.tracing)
         let adminHost = node.adminHost
         let service = KernelService(kernel: kernel, strict: strict) { admin in
             // A machine-readable line for scripts and tests that start the node.
@@ -112,7 +116,9 @@ struct Serve: AsyncParsableCommand {
         }
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                // The exporter first: services stop in reverse order, so it flushes the kernel's last spans.
+                services: (exporter.service.map { [.init(service: $0)] } ?? []) + [.init(service: service)],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -20,7 +20,7 @@ final class DeliveryHarness: Sendable {
     let client: LocalClient
     private let subscribers = Mutex<[Subscriber]>([])
 
-    init(topics configure: (inout TopicConfig) -> Void = { _ in }) throws {
+    init(tracing: KernelTracing = .off, topics configure: (inout TopicConfig) -> Void = { _ in }) throws {
         let repository = ManifestSamples.repositoryRoot()
         let pluginDirectory = repository.appendingPathComponent(".build/debug").path
         guard FileManager.default.fileExists(atPath: pluginDirectory + "/libMemoryStorage.so") else {
@@ -41,7 +41,7 @@ final class DeliveryHarness: Sendable {
         config.topics.defaultStorage = "memory-storage"
         configure(&config.topics)
         let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
-        kernel = Kernel(config: config, logger: logger, clock: clock)
+        kernel = Kernel(config: config, logger: logger, clock: clock, tracing: tracing)
         kernel.start()
         guard kernel.status(of: "memory-storage")?.state == .active else {
             throw Failure(
