@@ -20,6 +20,8 @@ public final class Kernel: Sendable {
     private let started = Atomic<Bool>(false)
     /// What the manifest directories held when the node last applied them (`reconcile()`).
     let deployed = Mutex<DeploymentState>(DeploymentState())
+    /// The leaders of replicated streams as storages last reported them, and when (`TopicAdmin`).
+    let leaderCache = Mutex<(at: ContinuousClock.Instant, leaders: [String: String])?>(nil)
 
     public init(
         config: NodeConfig, logger: Logger, metrics: MetricsRegistry = MetricsRegistry(),

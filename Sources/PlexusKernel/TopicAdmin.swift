@@ -104,16 +104,21 @@ extension Kernel {
 
     /// Every topic, sorted by name.
     /// - Throws: `.unavailable` when no topic is known and a storage could not list its streams.
-    public func listTopics() throws(TopicAdminError) -> (topics: [TopicInfo], problems: [String]) {
+    /// - Parameter withLeaders: whether each topic's `leader` is filled in (from the storages' `status`).
+    public func listTopics(withLeaders: Bool = true) throws(TopicAdminError) -> (
+        topics: [TopicInfo], problems: [String]
+    ) {
         let (names, problems) = topicNames()
         if names.isEmpty, !problems.isEmpty {
             throw TopicAdminError(.unavailable, problems.joined(separator: "; "))
         }
-        let leaders = streamLeaders()
+        let leaders = withLeaders ? streamLeaders() : [:]
+        let live = liveGroupsByTopic()
         var topics: [TopicInfo] = []
         for name in names.keys.sorted() {
             // A topic deleted meanwhile is left out.
-            guard let topic = try? describe(name, storage: names[name], leaders: leaders) else { continue }
+            guard let topic = try? describe(name, storage: names[name], leaders: leaders, live: live[name] ?? [])
+            else { continue }
             topics.append(topic)
         }
         return (topics, problems)
@@ -142,9 +147,11 @@ extension Kernel {
         }
     }
 
-    private func describe(_ name: String, storage: String?, leaders: [String: String]) throws(TopicAdminError)
-        -> TopicInfo
-    {
+    /// - Parameter live: the delivery engine's groups of this topic (nil: looked up).
+    private func describe(
+        _ name: String, storage: String?, leaders: [String: String],
+        live: [(DeliveryEngine.GroupKey, ConsumerGroup)]? = nil
+    ) throws(TopicAdminError) -> TopicInfo {
         let open = try open(name)
         let extent: StorageBinding.Extent
         do throws(StorageBinding.Failure) {
@@ -164,12 +171,28 @@ extension Kernel {
             name: name, storage: open.binding.name, firstOffset: extent.first, nextOffset: extent.next,
             bytes: extent.bytes, publishedTotal: open.metrics.published.value, publishRate: rates.publish,
             deliveredRate: rates.delivered, retention: retention, leader: leaders[name],
-            groups: groups(of: name, open: open, extent: extent))
+            groups: groups(
+                of: name, open: open, extent: extent,
+                live: live ?? router.engine.allGroups().filter { $0.key.topic == name }.map { ($0.key, $0.value) }))
+    }
+
+    /// How long a stream's leader, as a storage's `status` reported it, is shown before it is asked again:
+    /// a `status` of a storage with 1,000 streams costs about as much as the rest of a topic listing, and a
+    /// dashboard lists topics every second, while leaders change at elections.
+    static let leaderCacheTime: Duration = .seconds(5)
+
+    /// The leader of each replicated stream (more than one voter), at most `leaderCacheTime` old.
+    private func streamLeaders() -> [String: String] {
+        let now = ContinuousClock.now
+        if let cached = leaderCache.withLock({ $0 }), now - cached.at < Self.leaderCacheTime { return cached.leaders }
+        let leaders = askStreamLeaders()
+        leaderCache.withLock { $0 = (now, leaders) }
+        return leaders
     }
 
     /// The leader of each replicated stream, from a storage's `status` operation where it has one (raft-log's
     /// reports each stream's `leader` and `voters`); a stream with one voter has no leader worth showing.
-    private func streamLeaders() -> [String: String] {
+    private func askStreamLeaders() -> [String: String] {
         struct Status: Decodable {
             struct Stream: Decodable {
                 var stream: String
@@ -317,9 +340,17 @@ extension Kernel {
 
     /// The groups of a topic: those the delivery engine runs (with or without members) and those the storage
     /// holds an offset for, sorted by name.
-    private func groups(of topic: String, open: Router.OpenTopic, extent: StorageBinding.Extent) -> [GroupInfo] {
-        let stored = (try? open.binding.listOffsets(open.stream)) ?? [:]
-        let live = router.engine.allGroups().filter { $0.key.topic == topic }
+    /// The delivery engine's groups, by topic: taken once per listing, not once per topic.
+    private func liveGroupsByTopic() -> [String: [(DeliveryEngine.GroupKey, ConsumerGroup)]] {
+        Dictionary(grouping: router.engine.allGroups().map { ($0.key, $0.value) }, by: { $0.0.topic })
+    }
+
+    private func groups(
+        of topic: String, open: Router.OpenTopic, extent: StorageBinding.Extent,
+        live: [(DeliveryEngine.GroupKey, ConsumerGroup)],
+        stored known: [String: UInt64]? = nil
+    ) -> [GroupInfo] {
+        let stored = known ?? (try? open.binding.listOffsets(open.stream)) ?? [:]
         var groups: [String: GroupInfo] = [:]
         for (group, offset) in stored {
             groups[group] = GroupInfo(
@@ -345,7 +376,23 @@ extension Kernel {
 
     /// Every group of every topic, sorted by topic, then group.
     public func listGroups() throws(TopicAdminError) -> [GroupInfo] {
-        try listTopics().topics.flatMap(\.groups)
+        let (names, problems) = topicNames()
+        if names.isEmpty, !problems.isEmpty {
+            throw TopicAdminError(.unavailable, problems.joined(separator: "; "))
+        }
+        let live = liveGroupsByTopic()
+        var groups: [GroupInfo] = []
+        for name in names.keys.sorted() {
+            // Only a topic with a group (live, or an offset stored) is described: a listing of 1,000 topics
+            // with a few groups costs the few, not the 1,000.
+            guard let open = try? open(name) else { continue }
+            let stored = (try? open.binding.listOffsets(open.stream)) ?? [:]
+            let members = live[name] ?? []
+            if stored.isEmpty && members.isEmpty { continue }
+            guard let extent = try? open.binding.extent(open.stream) else { continue }
+            groups += self.groups(of: name, open: open, extent: extent, live: members, stored: stored)
+        }
+        return groups
     }
 
     /// One group.
