@@ -20,7 +20,9 @@ struct BaselineDriverTests {
 
     static func expectConsistent(_ report: BenchReport) {
         let context = Comment(rawValue: ReportFormatter.table(report))
-        #expect(report.published > 1000, context)
+        // How many a second the driver managed is the benchmark's business, not this test's: here it must
+        // have published, and every count must match.
+        #expect(report.published > 0, context)
         #expect(report.published == report.sent, context)
         #expect(report.consumed == report.published, context)
         #expect(report.publishErrors == 0 && report.consumerErrors == 0 && report.malformed == 0, context)

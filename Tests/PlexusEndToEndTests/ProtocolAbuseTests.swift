@@ -280,7 +280,15 @@ struct ProtocolAbuseTests {
             let (bytes, _) = socket.read(until: { driver.refusedAsOverLimit($0) }, timeout: .seconds(3))
             if driver.refusedAsOverLimit(bytes) { refused += 1 }
         }
-        #expect(refused == 50, "\(name) flood: \(refused) of the last 50 connections over the bound were refused")
+        // All 50 are over the bound unless silent connections of the flood's start were closed by their timeout
+        // while it was still being opened (a loaded machine): then later ones fit under it, rightly. Either
+        // way the node never holds more than the bound.
+        let openNow = try await driver.connections(node)
+        #expect(refused > 0, "\(name) flood: none of the last 50 connections over the bound was refused")
+        #expect(
+            refused == 50 || openNow <= driver.maxConnections,
+            "\(name) flood: \(refused) of the last 50 refused while \(openNow) connections are open (bound \(driver.maxConnections))"
+        )
         let during = try Self.anonymousRSS(node)
         #expect(during - before < 64 << 20, "\(name) flood: anonymous RSS grew \((during - before) >> 20) MiB")
         #expect(node.process.isRunning, "\(name) flood: the node is up")

@@ -69,8 +69,9 @@ struct RaftLogCheckerTests {
                 ports: ["solo": port],
                 configuration: .init(
                     topic: RaftLogCheckerTests.stream, publishersPerNode: publishers, maxEvents: count,
-                    duration: .seconds(20)))
-            let enough = await workload.waitForAcknowledged(count, timeout: .seconds(25))
+                    duration: .seconds(60)))
+            // Bounded by the count: a few seconds here, a minute at most on a loaded machine.
+            let enough = await workload.waitForAcknowledged(count, timeout: .seconds(65))
             await workload.stop()
             #expect(enough, "acknowledged: \(workload.ledger.summary)")
             return workload.ledger
