@@ -333,6 +333,10 @@ func drain(_ decoder: inout FrameDecoder) throws -> [PeerFrame] {
         ("prevTerm after the leader's term", [], 3, 4),
         ("an unknown kind", [Samples.entry(10, body: [], kind: 9)], 3, 2),
         ("the index overflowing", [Samples.entry(0, body: [])], 3, 2),
+        (
+            "an event at the last offset",
+            [WireEntry(term: 3, index: 10, offset: .max, appendTime: 1, kind: 1, bodyCRC: 0, body: [])], 3, 2
+        ),
     ])
     func inconsistentAppendsAreRefused(_ name: String, _ entries: [WireEntry], _ term: UInt64, _ prevTerm: UInt64)
         throws

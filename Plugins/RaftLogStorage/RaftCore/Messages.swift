@@ -108,7 +108,8 @@ public struct AppendRequest: Sendable, Equatable {
 
 extension AppendRequest {
     /// What makes this request one no leader sends, or nil: its entries must follow `prevIndex` one by one,
-    /// with terms that never decrease, from `prevTerm` up to the leader's `term`, and be of a known kind.
+    /// with terms that never decrease, from `prevTerm` up to the leader's `term`, be of a known kind, and no
+    /// event may stand at the last offset (the next would overflow).
     /// A peer's frame is checked before it reaches the state machine (`PeerCodec`), whose log relies on it.
     public var inconsistency: String? {
         guard prevTerm <= term else { return "prevTerm \(prevTerm) is after the leader's term \(term)" }
@@ -125,8 +126,12 @@ extension AppendRequest {
             guard entry.term >= previousTerm, entry.term <= term else {
                 return "entry \(entry.index) has term \(entry.term), outside \(previousTerm)...\(term)"
             }
-            guard EntryKind(rawValue: entry.kind) != nil else {
+            guard let kind = EntryKind(rawValue: entry.kind) else {
                 return "entry \(entry.index) has the unknown kind \(entry.kind)"
+            }
+            // An event takes its offset, and the next one follows it: none can stand at the last offset.
+            guard kind != .event || entry.offset < UInt64.max else {
+                return "entry \(entry.index) is an event at offset \(entry.offset), the last there is"
             }
             previousTerm = entry.term
         }
