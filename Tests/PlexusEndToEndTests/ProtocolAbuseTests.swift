@@ -283,8 +283,8 @@ struct ProtocolAbuseTests {
         // All 50 are over the bound unless silent connections of the flood's start were closed by their timeout
         // while it was still being opened (a loaded machine): then later ones fit under it, rightly. Either
         // way the node never holds more than the bound.
+        // (On a machine loaded enough, the node accepts so slowly that none of the 50 is over the bound then.)
         let openNow = try await driver.connections(node)
-        #expect(refused > 0, "\(name) flood: none of the last 50 connections over the bound was refused")
         #expect(
             refused == 50 || openNow <= driver.maxConnections,
             "\(name) flood: \(refused) of the last 50 refused while \(openNow) connections are open (bound \(driver.maxConnections))"
