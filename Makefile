@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local bench-raft bench-grpc bench-admin gen-protos fuzz fuzz-long soak clean
+.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local bench-raft bench-grpc bench-admin bench-deploy gen-protos fuzz fuzz-long soak clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -102,3 +102,8 @@ gen-protos:
 
 clean:
 	rm -rf .build .plexus
+
+## A running node's TCP protocol replaced 100 times under a steady 20,000 events/s acknowledged load: p99 against
+## the same load without replacements, acknowledged loss and refused connections (benchmarks/deploy/README.md).
+bench-deploy: bootstrap
+	benchmarks/deploy/run

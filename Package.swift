@@ -62,6 +62,7 @@ let package = Package(
         .executable(name: "plexus-bench-core", targets: ["PlexusBenchCore"]),
         .executable(name: "plexus-bench-raft-local", targets: ["PlexusBenchRaftLocal"]),
         .executable(name: "plexus-bench-grpc", targets: ["PlexusBenchGRPC"]),
+        .executable(name: "plexus-bench-deploy", targets: ["PlexusBenchDeploy"]),
     ] + plugins.map(\.product),
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -195,6 +196,13 @@ let package = Package(
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
             ],
             path: "benchmarks/GRPCBench"
+        ),
+        .executableTarget(
+            name: "PlexusBenchDeploy",
+            dependencies: [
+                "PlexusClient", "PlexusCore", .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            path: "benchmarks/DeployBench"
         ),
         .testTarget(
             name: "PlexusKernelTests",
