@@ -120,7 +120,9 @@ let package = Package(
         ),
         // The consensus of raft-log (messages, their codec, the Raft state machine, the node-to-node transport),
         // a library of its own so that it is unit-tested without a kernel.
-        .target(name: "RaftCore", path: "Plugins/RaftLogStorage/RaftCore"),
+        .target(
+            name: "RaftCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            path: "Plugins/RaftLogStorage/RaftCore"),
         .target(
             name: "PlexusClient",
             dependencies: [
