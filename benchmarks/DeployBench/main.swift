@@ -297,7 +297,9 @@ func main() async throws {
     await probing.value
     // Wait for what is still in flight (resends included).
     let drain = now() + 40_000_000_000
-    while publisher.inFlight.load(ordering: .relaxed) > 0, now() < drain { try await Task.sleep(for: .milliseconds(20)) }
+    while publisher.inFlight.load(ordering: .relaxed) > 0, now() < drain {
+        try await Task.sleep(for: .milliseconds(20))
+    }
     let tally = publisher.tally.withLock { $0 }
 
     // Read the topic back from its start and check every acknowledged id is there.
