@@ -154,7 +154,9 @@ let package = Package(
         .target(
             name: "PlexusConformance",
             dependencies: [
-                "PlexusKernel", "PlexusABI", "PlexusCore", .product(name: "Logging", package: "swift-log"),
+                "PlexusKernel", "PlexusABI", "PlexusCore", "PlexusClient", "PlexusGRPCServices",
+                .product(name: "Logging", package: "swift-log"), .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ]
         ),
         .executableTarget(
