@@ -90,8 +90,11 @@ final class ConnectorNode: Sendable {
         }
     }
 
+    /// A YAML scalar: integers and booleans as they are, everything else as a double-quoted string.
     static func quoted(_ value: String) -> String {
-        "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        if Int(value) != nil || value == "true" || value == "false" { return value }
+        return "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            + "\""
     }
 
     /// The connector's data directory.
@@ -180,10 +183,17 @@ final class ServerProcess: @unchecked Sendable {
     private var process: Process?
     let log: URL
 
-    init(executable: String, arguments: [String], log: URL) {
+    /// The signal `stop` sends. The test process blocks some signals in its threads (the node's signal
+    /// handling), and a child inherits that mask: a server that does not reset its mask (redis-server)
+    /// never sees SIGTERM, so it is stopped with SIGKILL (a crash: with fsync always, nothing written is
+    /// lost); postgres resets its mask and stops fast on SIGINT.
+    let stopSignal: Int32
+
+    init(executable: String, arguments: [String], log: URL, stopSignal: Int32) {
         self.executable = executable
         self.arguments = arguments
         self.log = log
+        self.stopSignal = stopSignal
     }
 
     func start() throws {
@@ -199,11 +209,14 @@ final class ServerProcess: @unchecked Sendable {
         self.process = process
     }
 
+    /// Stops the server (`stopSignal`, then SIGKILL after 10 s) and waits until it exited.
     func stop() {
-        guard let process, process.isRunning else { return }
-        process.terminate()
-        process.waitUntilExit()
+        guard let process else { return }
         self.process = nil
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, stopSignal)
+        if !Wait.until(seconds: 10, { !process.isRunning }) { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
     }
 
     var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }

@@ -5,7 +5,7 @@ import PlexusBench
 /// A real PostgreSQL server (`initdb` + `postgres`) on a free loopback port with its cluster in a temporary
 /// directory. The server binaries are found with `pg_config --bindir`, else in Debian's
 /// `/usr/lib/postgresql/<version>/bin`. PostgreSQL refuses to run as root: a test running as root runs the
-/// server as the `postgres` account the Debian package creates.
+/// server as the `postgres` account the Debian package creates (through `setpriv`).
 final class PostgresServer: @unchecked Sendable {
     // Safe: used from the one test that owns it.
     let port: Int
@@ -45,10 +45,11 @@ final class PostgresServer: @unchecked Sendable {
         user = asRoot ? "postgres" : ProcessInfo.processInfo.userName
         var prefix: [String] = []
         if asRoot {
-            guard let runuser = which("runuser") else {
-                throw HarnessError(description: "running as root and runuser is missing: cannot start PostgreSQL")
+            // setpriv executes the server in its own process (runuser would fork and keep the signals).
+            guard let setpriv = which("setpriv") else {
+                throw HarnessError(description: "running as root and setpriv is missing: cannot start PostgreSQL")
             }
-            prefix = [runuser, "-u", "postgres", "--"]
+            prefix = [setpriv, "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
             let chown = Process()
             chown.executableURL = URL(fileURLWithPath: "/bin/chown")
             chown.arguments = ["-R", "postgres", directory.path]
@@ -78,7 +79,7 @@ final class PostgresServer: @unchecked Sendable {
         server = ServerProcess(
             executable: prefix.first ?? postgres[0],
             arguments: Array(prefix.dropFirst()) + (asRoot ? postgres : Array(postgres.dropFirst())),
-            log: directory.appendingPathComponent("postgres.log"))
+            log: directory.appendingPathComponent("postgres.log"), stopSignal: SIGINT)
         try start()
     }
 

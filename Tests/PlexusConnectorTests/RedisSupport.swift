@@ -19,7 +19,8 @@ indirect enum Reply: Equatable {
                     ?? "")
         case REDIS_REPLY_ERROR: self = .error(r.str.map { String(cString: $0) } ?? "")
         case REDIS_REPLY_INTEGER: self = .integer(Int64(r.integer))
-        case REDIS_REPLY_ARRAY: self = .array((0..<Int(r.elements)).map { r.element[$0].map(Reply.init) ?? .null })
+        case REDIS_REPLY_ARRAY:
+            self = .array((0..<Int(r.elements)).map { r.element[$0].map { Reply(UnsafePointer($0)) } ?? .null })
         default: self = .null
         }
     }
@@ -48,7 +49,7 @@ final class RedisServer: @unchecked Sendable {
             arguments: [
                 "--port", String(port), "--bind", "127.0.0.1", "--dir", directory.path, "--appendonly", "yes",
                 "--appendfsync", "always", "--save", "", "--daemonize", "no",
-            ], log: directory.appendingPathComponent("redis.log"))
+            ], log: directory.appendingPathComponent("redis.log"), stopSignal: SIGKILL)
         try start()
     }
 

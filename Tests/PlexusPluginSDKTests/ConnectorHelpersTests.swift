@@ -38,7 +38,7 @@ struct ConnectorHelpersTests {
     func filePositionStore() throws {
         var template = Array("/tmp/plexus-position-XXXXXX".utf8CString)
         let directory = try #require(
-            template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress) }.map {
+            template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }.map {
                 String(cString: $0)
             })
         defer {

@@ -5,6 +5,10 @@ import Testing
 
 @testable import PlexusPluginSDK
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// What the fake host's publish does and saw (a C function pointer cannot capture, so this is global).
 private let fakeHost = Mutex<FakeHostState>(FakeHostState())
 
@@ -33,8 +37,11 @@ private func fakeAPI() -> UnsafeMutablePointer<px_host_api> {
             return PX_OK
         }
         // Completes on another thread, as the kernel may.
+        let userBits = Int(bitPattern: user)
         let thread = try? ConnectorThread(name: "done") {
-            withPXStr(status == PX_OK ? "" : "refused") { done?(user, status.status, 0, $0) }
+            withPXStr(status == PX_OK ? "" : "refused") {
+                done?(UnsafeMutableRawPointer(bitPattern: userBits), status.status, 0, $0)
+            }
         }
         _ = thread
         return PX_OK.status
