@@ -116,9 +116,14 @@ public final class MemoryPositionStore: PositionStore {
 
 /// Chooses where a source connector keeps its position.
 public enum PositionStores {
-    /// The instance's position store: a file `position` in its data directory.
+    /// The instance's position store: the registry's metadata store (ABI 1.4, key
+    /// `connectors/<instance name>/position`) when the kernel offers it and the node's registry has one,
+    /// else a file `position` in the instance's data directory. Which one is decided at the first `load`.
     /// - Throws: `PluginError` when the data directory cannot be created.
     public static func open(host: Host, config: PluginConfig) throws -> any PositionStore {
-        try FilePositionStore(directory: config.dataDirectory)
+        let file = try FilePositionStore(directory: config.dataDirectory)
+        let metadata =
+            host.hasMetadataStore ? MetadataPositionStore(host: host, instanceName: config.instanceName) : nil
+        return AutomaticPositionStore(metadata: metadata, file: file)
     }
 }

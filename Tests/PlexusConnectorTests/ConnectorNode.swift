@@ -49,9 +49,12 @@ final class ConnectorNode: Sendable {
     /// - Parameters:
     ///   - manifest: the connector's manifest, relative to the repository (`Plugins/X/x.yaml`).
     ///   - values: its `config.values`.
+    ///   - registry: whether the node also runs standalone-registry (whose metadata store then keeps a
+    ///     source's position).
     ///   - prepare: runs with the connector's data directory (created) before the node starts.
     init(
-        manifest: String, library: String, values: [String: String], prepare: (String) throws -> Void = { _ in }
+        manifest: String, library: String, values: [String: String], registry: Bool = false,
+        prepare: (String) throws -> Void = { _ in }
     ) throws {
         root = try Repository.temporaryDirectory("plexus-connector")
         let manifests = root.appendingPathComponent("manifests")
@@ -59,6 +62,12 @@ final class ConnectorNode: Sendable {
         try FileManager.default.copyItem(
             at: Repository.root.appendingPathComponent("plugin-manifests/memory-storage.yaml"),
             to: manifests.appendingPathComponent("memory-storage.yaml"))
+        if registry {
+            _ = try Repository.products(holding: "libStandaloneRegistry.so")
+            try FileManager.default.copyItem(
+                at: Repository.root.appendingPathComponent("plugin-manifests/standalone-registry.yaml"),
+                to: manifests.appendingPathComponent("standalone-registry.yaml"))
+        }
         var text = try String(
             contentsOf: Repository.root.appendingPathComponent(manifest), encoding: .utf8)
         let lines = values.sorted { $0.key < $1.key }.map { "    \($0.key): \(Self.quoted($0.value))\n" }.joined()

@@ -29,6 +29,9 @@ struct FileConnectorTests {
         defer { node.shutDown() }
         let collector = try node.collect("lines")
         #expect(collector.wait(for: 100) == first)
+        #expect(
+            Wait.until(seconds: 5) { FileManager.default.fileExists(atPath: node.dataDirectory + "/position") },
+            "without a registry the position is a file in the instance's data directory")
 
         try node.restartConnector()
         let second = testEvents("b", 0..<50)
@@ -66,6 +69,35 @@ struct FileConnectorTests {
         let wrapped = collector.wait(for: 184).last
         #expect(wrapped?.type == "io.plexus.file.line")
         #expect(wrapped?.data == Array("{\"plain\": true}".utf8))
+    }
+
+    @Test("source: with a registry the position lives in its metadata store, and a restart resumes from it")
+    func sourcePositionInMetadataStore() throws {
+        let directory = try Repository.temporaryDirectory("plexus-file-source-kv")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("events.jsonl").path
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let first = testEvents("a", 0..<40)
+        try Self.append(first, to: path)
+        let node = try ConnectorNode(
+            manifest: Self.manifest, library: Self.library,
+            values: ["mode": "source", "path": path, "topic": "lines", "batchSize": "8"], registry: true)
+        defer { node.shutDown() }
+        let collector = try node.collect("lines")
+        #expect(collector.wait(for: 40) == first)
+        try node.restartConnector()
+        let second = testEvents("b", 0..<10)
+        try Self.append(second, to: path)
+        collector.wait(for: 50)
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(collector.all == first + second, "the restart resumed from the stored position: nothing repeated")
+        #expect(
+            !FileManager.default.fileExists(atPath: node.dataDirectory + "/position"),
+            "the metadata store, not a file, holds the position")
+        let store = try String(
+            contentsOfFile: node.root.appendingPathComponent("data/plugins/standalone-registry/kv.log").path,
+            encoding: .isoLatin1)
+        #expect(store.contains("connectors/file-connector/position"))
     }
 
     @Test("sink: every event appended as a CloudEvents JSON line, in order, fsynced before the ack, across a restart")
