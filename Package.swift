@@ -25,6 +25,10 @@ let plugins = [
     plugin("MemoryStorage"),
     plugin("RaftLogStorage", dependencies: ["RaftCore"]),
     plugin("StandaloneRegistry"),
+    // Connectors (issue 16): each tested against the real server its tests start (Tests/PlexusConnectorTests).
+    plugin("RedisStreamsConnector", dependencies: ["CHiredis"]),
+    plugin("FileConnector"),
+    plugin("PostgresConnector", dependencies: ["CLibpq"]),
     plugin(
         "TCPProtocol",
         dependencies: [
@@ -85,6 +89,9 @@ let package = Package(
         .target(name: "PlexusABI", path: "Sources/PlexusABI"),
         .target(name: "PlexusCore", dependencies: ["PlexusABI"]),
         .systemLibrary(name: "CFFI", path: "Sources/CFFI"),
+        // Debian's client libraries for the connectors (scripts/interop-deps installs them).
+        .systemLibrary(name: "CHiredis", path: "Plugins/RedisStreamsConnector/CHiredis", pkgConfig: "hiredis"),
+        .systemLibrary(name: "CLibpq", path: "Plugins/PostgresConnector/CLibpq", pkgConfig: "libpq"),
         .target(
             name: "PlexusKernel",
             dependencies: [
@@ -225,6 +232,14 @@ let package = Package(
             dependencies: ["PlexusProtos", "PlexusCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore"]),
+        // The connectors against real Redis and PostgreSQL servers and real files, through an in-process node.
+        .testTarget(
+            name: "PlexusConnectorTests",
+            dependencies: [
+                "PlexusKernel", "PlexusCore", "PlexusPluginSDK", "PlexusBench", "CHiredis", "CLibpq",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "PlexusBenchTests",
             dependencies: [
