@@ -18,7 +18,8 @@ struct PluginScaffoldTests {
         // The header written is the one this kernel was built with (scripts/gen-header keeps them equal).
         let written = try String(contentsOf: project.appendingPathComponent("plexus.h"), encoding: .utf8)
         let header = try String(
-            contentsOf: Repository.root.appendingPathComponent("Sources/PlexusABI/include/plexus.h"), encoding: .utf8)
+            contentsOf: Repository.root.appendingPathComponent("sdk/plexus-sdk/Sources/PlexusABI/include/plexus.h"),
+            encoding: .utf8)
         #expect(written == header, "the CLI's copy of plexus.h is stale: run scripts/gen-header")
 
         let env = URL(fileURLWithPath: "/usr/bin/env")
