@@ -1141,7 +1141,7 @@ enum SwiftTemplates {
           - {capability: storage, version: 1.0.0}
         config:
           schema:
-            maxEventBytes: {type: integer, default: 4194304, minimum: 1, description: The largest event accepted, in bytes.}
+            maxEventBytes: {type: integer, default: 4194304, minimum: 1, description: "The largest event accepted, in bytes."}
             maxStreamBytes:
               type: integer
               default: 1073741824
