@@ -94,7 +94,7 @@ struct PluginScaffoldTests {
     }
 
     @Test(
-        "scaffolded C registry and protocol plugins build with make and pass their tests; a Swift registry builds and conforms"
+        "scaffolded C registry, storage and protocol plugins pass their own tests; the Swift ones build and load"
     )
     func otherKinds() async throws {
         let directory = try TestDirectory()
