@@ -1,8 +1,11 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-/// Exports only the plugin entry symbol and manifest operations (`px_op_*`) from a plugin image.
-let pluginVersionScript = "\(Context.packageDirectory)/Plugins/plugin.version-script"
+/// Exports only the plugin entry symbol and manifest operations (`px_op_*`) from a plugin image (the SDK's script).
+let pluginVersionScript = "\(Context.packageDirectory)/sdk/plexus-sdk/plugin.version-script"
+
+/// A product of the plugin SDK (sdk/plexus-sdk, a package of its own that outside plugin authors use too).
+func sdk(_ name: String) -> Target.Dependency { .product(name: name, package: "plexus-sdk") }
 
 /// One Swift plugin: a target under `Plugins/<name>/Sources` and a `.dynamic` library product `lib<name>.so`.
 /// (Plugins written in C are built by the system C compiler, not by SwiftPM: `scripts/build-c-plugins`.)
@@ -13,7 +16,7 @@ func plugin(_ name: String, dependencies: [Target.Dependency] = []) -> (product:
         product,
         .target(
             name: name,
-            dependencies: ["PlexusPluginSDK"] + dependencies,
+            dependencies: [sdk("PlexusPluginSDK")] + dependencies,
             path: "Plugins/\(name)/Sources",
             linkerSettings: linker
         )
@@ -57,7 +60,6 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "plexus", targets: ["plexus"]),
-        .library(name: "PlexusPluginSDK", targets: ["PlexusPluginSDK"]),
         .library(name: "PlexusConformance", targets: ["PlexusConformance"]),
         .library(name: "PlexusClient", targets: ["PlexusClient"]),
         // The benchmark harness's pieces, for benchmarks/RaftBench (a package of its own).
@@ -69,6 +71,7 @@ let package = Package(
         .executable(name: "plexus-bench-deploy", targets: ["PlexusBenchDeploy"]),
     ] + plugins.map(\.product),
     dependencies: [
+        .package(path: "sdk/plexus-sdk"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"4.0.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
@@ -86,8 +89,6 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.0"),
     ],
     targets: [
-        .target(name: "PlexusABI", path: "Sources/PlexusABI"),
-        .target(name: "PlexusCore", dependencies: ["PlexusABI"]),
         .systemLibrary(name: "CFFI", path: "Sources/CFFI"),
         // Debian's client libraries for the connectors (scripts/interop-deps installs them).
         .systemLibrary(name: "CHiredis", path: "Plugins/RedisStreamsConnector/CHiredis", pkgConfig: "hiredis"),
@@ -95,8 +96,8 @@ let package = Package(
         .target(
             name: "PlexusKernel",
             dependencies: [
-                "PlexusABI",
-                "PlexusCore",
+                sdk("PlexusABI"),
+                sdk("PlexusCore"),
                 "CFFI",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -110,12 +111,11 @@ let package = Package(
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
-        .target(name: "PlexusPluginSDK", dependencies: ["PlexusABI", "PlexusCore"]),
         // The messages generated from protos/ (scripts/gen-protos) and the conversion of the CloudEvent
         // messages to and from the SDK's events: shared by the HTTP and gRPC plugins, never linked by the kernel.
         .target(
             name: "PlexusProtos",
-            dependencies: ["PlexusCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+            dependencies: [sdk("PlexusCore"), .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
         // The gRPC services generated from protos/: servers for the gRPC plugin, clients for its benchmark.
         .target(
@@ -133,25 +133,25 @@ let package = Package(
         .target(
             name: "PlexusClient",
             dependencies: [
-                "PlexusWire", "PlexusCore", .product(name: "NIOCore", package: "swift-nio"),
+                "PlexusWire", sdk("PlexusCore"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         .target(
             name: "PlexusNIOServer",
             dependencies: [
-                "PlexusPluginSDK", .product(name: "NIOCore", package: "swift-nio"),
+                sdk("PlexusPluginSDK"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         .target(
             name: "PlexusWire",
-            dependencies: ["PlexusABI", "PlexusCore", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [sdk("PlexusABI"), sdk("PlexusCore"), .product(name: "NIOCore", package: "swift-nio")]
         ),
         .target(
             name: "PlexusBench",
             dependencies: [
-                "PlexusClient", "PlexusCore",
+                "PlexusClient", sdk("PlexusCore"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -161,7 +161,7 @@ let package = Package(
         .target(
             name: "PlexusConformance",
             dependencies: [
-                "PlexusKernel", "PlexusABI", "PlexusCore", "PlexusClient", "PlexusGRPCServices",
+                "PlexusKernel", sdk("PlexusABI"), sdk("PlexusCore"), "PlexusClient", "PlexusGRPCServices",
                 .product(name: "Logging", package: "swift-log"), .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ]
@@ -181,20 +181,20 @@ let package = Package(
         ),
         .executableTarget(
             name: "PlexusBenchABI",
-            dependencies: ["PlexusKernel", "PlexusABI", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["PlexusKernel", sdk("PlexusABI"), .product(name: "Logging", package: "swift-log")],
             path: "benchmarks/ABIBench"
         ),
         .executableTarget(
             name: "PlexusBenchCore",
             dependencies: [
-                "PlexusKernel", "PlexusABI", "PlexusCore", .product(name: "Logging", package: "swift-log"),
+                "PlexusKernel", sdk("PlexusABI"), sdk("PlexusCore"), .product(name: "Logging", package: "swift-log"),
             ],
             path: "benchmarks/CoreBench"
         ),
         .executableTarget(
             name: "PlexusBenchRaftLocal",
             dependencies: [
-                "PlexusKernel", "PlexusABI", "PlexusBench", "PlexusCore",
+                "PlexusKernel", sdk("PlexusABI"), "PlexusBench", sdk("PlexusCore"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "benchmarks/RaftLocalBench"
@@ -211,32 +211,34 @@ let package = Package(
         .executableTarget(
             name: "PlexusBenchDeploy",
             dependencies: [
-                "PlexusClient", "PlexusCore", .product(name: "Histogram", package: "hdrhistogram-swift"),
+                "PlexusClient", sdk("PlexusCore"), .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             path: "benchmarks/DeployBench"
         ),
         .testTarget(
             name: "PlexusKernelTests",
             dependencies: [
-                "PlexusKernel", "PlexusABI", "PlexusCore", "PlexusConformance",
+                "PlexusKernel", sdk("PlexusABI"), sdk("PlexusCore"), "PlexusConformance",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
-        .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore"]),
+        .testTarget(name: "PlexusCoreTests", dependencies: [sdk("PlexusCore")]),
         // The CLI's own pieces (its table renderer), tested through `@testable import plexus`.
         .testTarget(name: "PlexusCLITests", dependencies: ["plexus"]),
-        .testTarget(name: "PlexusPluginSDKTests", dependencies: ["PlexusPluginSDK"]),
+        .testTarget(name: "PlexusPluginSDKTests", dependencies: [sdk("PlexusPluginSDK")]),
         .testTarget(
             name: "PlexusProtosTests",
-            dependencies: ["PlexusProtos", "PlexusCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+            dependencies: [
+                "PlexusProtos", sdk("PlexusCore"), .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
         ),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore"]),
         // The connectors against real Redis and PostgreSQL servers and real files, through an in-process node.
         .testTarget(
             name: "PlexusConnectorTests",
             dependencies: [
-                "PlexusKernel", "PlexusCore", "PlexusPluginSDK", "PlexusBench", "CHiredis", "CLibpq",
+                "PlexusKernel", sdk("PlexusCore"), sdk("PlexusPluginSDK"), "PlexusBench", "CHiredis", "CLibpq",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -252,7 +254,7 @@ let package = Package(
         .testTarget(
             name: "PlexusWireTests",
             dependencies: [
-                "PlexusWire", "PlexusABI", "PlexusCore",
+                "PlexusWire", sdk("PlexusABI"), sdk("PlexusCore"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),

@@ -38,7 +38,7 @@ struct CConnectorHelperTests {
             cc,
             [
                 "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-Wall", "-Wextra", "-Werror",
-                "-I", Repository.root.appendingPathComponent("Sources/PlexusABI/include").path,
+                "-I", Repository.root.appendingPathComponent("sdk/plexus-sdk/Sources/PlexusABI/include").path,
                 "-I", Repository.root.appendingPathComponent("Plugins/include").path, "-o", binary, source.path,
                 "-lpthread",
             ])

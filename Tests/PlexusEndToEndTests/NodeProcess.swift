@@ -52,7 +52,7 @@ enum Repository {
             URL(fileURLWithPath: "/usr/bin/env"),
             [
                 "cc", "-std=c99", "-shared", "-fPIC", "-I",
-                root.appendingPathComponent("Sources/PlexusABI/include").path,
+                root.appendingPathComponent("sdk/plexus-sdk/Sources/PlexusABI/include").path,
             ] + defines.map { "-D" + $0 } + [
                 root.appendingPathComponent("Tests/Fixtures/plugins/\(stem).c").path, "-o", output.path,
             ], in: directory)

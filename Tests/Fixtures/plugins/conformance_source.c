@@ -18,7 +18,7 @@
  * `plexus conformance --kind connector` must fail none of its rules (the
  * conformance tests read the list below, empty here):
  *
- * Built at test time: cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include
+ * Built at test time: cc -std=c99 -shared -fPIC -I sdk/plexus-sdk/Sources/PlexusABI/include
  *                     conformance_source.c -o libconformance_source.so
  */
 #define _POSIX_C_SOURCE 200809L
