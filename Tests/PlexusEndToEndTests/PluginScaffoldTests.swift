@@ -38,10 +38,12 @@ struct PluginScaffoldTests {
         #expect(test.status == 0, "\(test.stdout)\(test.stderr)")
         #expect(test.stdout.contains("test: ok (100 events written in order)"), "\(test.stdout)")
 
-        // Loaded as a node would (`plexus conformance --kind connector`, coming on branch conf, replaces this).
-        let inspect = try await Command.run(plexus, ["plugin", "inspect", "my-sink.yaml"], in: project)
-        #expect(inspect.status == 0, "\(inspect.stdout)\(inspect.stderr)")
-        #expect(inspect.stdout.contains("connector"), "\(inspect.stdout)")
+        // Loaded as a node would, and checked against the connector contract.
+        let conformance = try await Command.run(
+            plexus, ["conformance", "--kind", "connector", "--manifest", "my-sink.yaml", "libmy_sink.so"], in: project,
+            timeout: .seconds(300))
+        #expect(conformance.status == 0, "\(conformance.stdout)\(conformance.stderr)")
+        #expect(conformance.stdout.contains("PASS connector.sink.answers-exactly-once"), "\(conformance.stdout)")
 
         let unknown = try await Command.run(plexus, ["plugin", "new", "other", "--lang", "rust"], in: directory.url)
         #expect(unknown.status != 0)
@@ -79,10 +81,12 @@ struct PluginScaffoldTests {
         #expect(FileManager.default.fileExists(atPath: library.path))
         try Self.expectNoPackageResolved(project, build: build)
 
-        // Loaded as a node would (`plexus conformance --kind connector`, coming on branch conf, replaces this).
-        let inspect = try await Command.run(plexus, ["plugin", "inspect", library.path], in: project)
-        #expect(inspect.status == 0, "\(inspect.stdout)\(inspect.stderr)")
-        #expect(inspect.stdout.contains("plugin kinds      connector"), "\(inspect.stdout)")
+        // Loaded as a node would, and checked against the connector contract.
+        let conformance = try await Command.run(
+            plexus, ["conformance", "--kind", "connector", "--manifest", manifestURL.path, library.path], in: project,
+            timeout: .seconds(300))
+        #expect(conformance.status == 0, "\(conformance.stdout)\(conformance.stderr)")
+        #expect(conformance.stdout.contains("PASS connector.sink.answers-exactly-once"), "\(conformance.stdout)")
 
         // In a dev node: 20 events in, 20 CloudEvents JSON lines out, the same ids in order.
         let make = try await Command.run(Self.env, ["make"], in: project, timeout: .seconds(600))
