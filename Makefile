@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local bench-raft bench-grpc bench-admin bench-deploy gen-protos fuzz fuzz-long soak clean
+.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local bench-raft bench-grpc bench-admin bench-deploy bench-ledger gen-protos fuzz fuzz-long soak clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -107,3 +107,9 @@ clean:
 ## the same load without replacements, acknowledged loss and refused connections (benchmarks/deploy/README.md).
 bench-deploy: bootstrap
 	benchmarks/deploy/run
+
+## One ledger bookie's journal (1 KiB adds, closed-loop writers) against a raw pwrite+fdatasync loop writing the
+## same bytes per sync, in the same run; the ratio per concurrency (benchmarks/LedgerBench/README.md).
+bench-ledger: bootstrap
+	$(SWIFT) build -c release --product plexus-bench-ledger
+	.build/release/plexus-bench-ledger --dir $${BENCH_DIR:-.build} --seconds $${BENCH_SECONDS:-3}

@@ -26,7 +26,8 @@ func plugin(_ name: String, dependencies: [Target.Dependency] = []) -> (product:
 let plugins = [
     plugin("ConsoleSink"),
     plugin("MemoryStorage"),
-    plugin("RaftLogStorage", dependencies: ["RaftCore"]),
+    plugin("RaftLogStorage", dependencies: ["RaftCore", "StorageIO"]),
+    plugin("LedgerStorage", dependencies: ["LedgerCore", "StorageIO"]),
     plugin("StandaloneRegistry"),
     // Connectors (issue 16): each tested against the real server its tests start (Tests/PlexusConnectorTests).
     plugin("RedisStreamsConnector", dependencies: ["CHiredis"]),
@@ -69,6 +70,7 @@ let package = Package(
         .executable(name: "plexus-bench-raft-local", targets: ["PlexusBenchRaftLocal"]),
         .executable(name: "plexus-bench-grpc", targets: ["PlexusBenchGRPC"]),
         .executable(name: "plexus-bench-deploy", targets: ["PlexusBenchDeploy"]),
+        .executable(name: "plexus-bench-ledger", targets: ["PlexusBenchLedger"]),
     ] + plugins.map(\.product),
     dependencies: [
         .package(path: "sdk/plexus-sdk"),
@@ -128,8 +130,15 @@ let package = Package(
         // The consensus of raft-log (messages, their codec, the Raft state machine, the node-to-node transport),
         // a library of its own so that it is unit-tested without a kernel.
         .target(
-            name: "RaftCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            name: "RaftCore", dependencies: ["StorageIO", .product(name: "Crypto", package: "swift-crypto")],
             path: "Plugins/RaftLogStorage/RaftCore"),
+        // The file helpers and CRC-32C the durable storages share (raft-log's segments, ledger-storage's journal
+        // and entry logs): no dependency beyond the C library.
+        .target(name: "StorageIO", path: "Plugins/Shared/StorageIO"),
+        // ledger-storage's bookie (journal with group commit, entry logs, index, checkpoints, recovery, fencing)
+        // and its ledger client (quorum writes, reads, recovery), a library of its own so that it is unit-tested
+        // without a kernel.
+        .target(name: "LedgerCore", dependencies: ["StorageIO"], path: "Plugins/LedgerStorage/LedgerCore"),
         .target(
             name: "PlexusClient",
             dependencies: [
@@ -215,6 +224,8 @@ let package = Package(
             ],
             path: "benchmarks/DeployBench"
         ),
+        .executableTarget(
+            name: "PlexusBenchLedger", dependencies: ["LedgerCore", "StorageIO"], path: "benchmarks/LedgerBench"),
         .testTarget(
             name: "PlexusKernelTests",
             dependencies: [
@@ -242,6 +253,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .testTarget(name: "LedgerCoreTests", dependencies: ["LedgerCore", "StorageIO"]),
         .testTarget(
             name: "PlexusBenchTests",
             dependencies: [

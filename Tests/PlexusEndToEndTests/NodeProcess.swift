@@ -20,6 +20,7 @@ enum Repository {
     static let requiredProducts = [
         "plexus", "libHeartbeatSource.so", "libConsoleSink.so", "libMemoryStorage.so", "libRaftLogStorage.so",
         "libStandaloneRegistry.so", "libTCPProtocol.so", "libHTTPProtocol.so", "libGRPCProtocol.so",
+        "libLedgerStorage.so",
     ]
 
     /// The directory holding the `plexus` binary and the plugin libraries: the test bundle's own build

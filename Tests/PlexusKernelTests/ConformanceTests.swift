@@ -160,6 +160,22 @@ struct ConformanceTests {
         #expect(report.results.count == Conformance.rules(for: .storage).count)
     }
 
+    @Test(
+        "LedgerStorage passes every rule of the storage suite with its shipped manifest, also rolling ledgers often",
+        arguments: [
+            #"{}"#,
+            #"{"ledgerRollBytes": 2048, "journalFileBytes": 8192, "entryLogFileBytes": 8192, "checkpointIntervalMs": 50}"#,
+        ])
+    func ledgerStorage(config: String) throws {
+        let library = try Self.builtLibrary("libLedgerStorage.so")
+        let manifest = FixtureLibraries.repositoryRoot.appendingPathComponent("plugin-manifests/ledger-storage.yaml")
+            .path
+        let report = try Self.run(.storage, library: library, manifest: manifest, configJSON: config)
+        #expect(report.failed == 0, "\n\(report.text)")
+        #expect(report.durability == "LOCAL")
+        #expect(report.results.count == Conformance.rules(for: .storage).count)
+    }
+
     @Test("StandaloneRegistry passes every rule of the registry suite, with its shipped manifest")
     func standaloneRegistry() throws {
         let library = try Self.builtLibrary("libStandaloneRegistry.so")
