@@ -26,6 +26,7 @@ test: bootstrap
 	scripts/abi-check
 	scripts/abi-check --self-test
 	scripts/interop-deps
+	scripts/etcd-deps
 	$(SWIFT) build
 	scripts/build-c-plugins debug
 	$(SWIFT) test
@@ -95,10 +96,12 @@ bench-grpc: bootstrap
 bench-admin: bootstrap
 	benchmarks/admin/run
 
-## Checks that the committed Swift code of protos/ is what they generate (builds the protoc plugins first, about
-## ten minutes the first time); `scripts/gen-protos` rewrites it.
+## Checks that the committed Swift code of protos/ and of Plugins/EtcdRegistry/protos/ is what they generate
+## (builds the protoc plugins first, about ten minutes the first time); `scripts/gen-protos` and
+## `scripts/gen-etcd-protos` rewrite it.
 gen-protos:
 	scripts/gen-protos --check
+	scripts/gen-etcd-protos --check
 
 clean:
 	rm -rf .build .plexus

@@ -25,6 +25,7 @@ let plugins = [
     plugin("MemoryStorage"),
     plugin("RaftLogStorage", dependencies: ["RaftCore"]),
     plugin("StandaloneRegistry"),
+    plugin("EtcdRegistry", dependencies: ["EtcdClient"]),
     plugin(
         "TCPProtocol",
         dependencies: [
@@ -120,6 +121,18 @@ let package = Package(
         // The consensus of raft-log (messages, their codec, the Raft state machine, the node-to-node transport),
         // a library of its own so that it is unit-tested without a kernel.
         .target(name: "RaftCore", path: "Plugins/RaftLogStorage/RaftCore"),
+        // The etcd v3 client of the etcd registry (its generated messages and clients, failover, leases,
+        // resumable watches), a library of its own so that it is tested against a real etcd without a kernel.
+        .target(
+            name: "EtcdClient",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            path: "Plugins/EtcdRegistry/EtcdClient"
+        ),
         .target(
             name: "PlexusClient",
             dependencies: [
@@ -199,7 +212,7 @@ let package = Package(
         .testTarget(
             name: "PlexusKernelTests",
             dependencies: [
-                "PlexusKernel", "PlexusABI", "PlexusCore", "PlexusConformance",
+                "PlexusKernel", "PlexusABI", "PlexusCore", "PlexusConformance", "EtcdClient", "PlexusBench",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
