@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local bench-raft bench-grpc bench-admin gen-protos fuzz fuzz-long soak clean
+.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local bench-raft bench-grpc bench-admin bench-registry gen-protos fuzz fuzz-long soak clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -95,6 +95,12 @@ bench-grpc: bootstrap
 ## against 1 s, and the node's CPU at one refresh a second against 2% of a core (benchmarks/admin/README.md).
 bench-admin: bootstrap
 	benchmarks/admin/run
+
+## etcd-registry's lookups/s from its watched cache (in process, through the C vtable; target >= 1,000,000/s) and
+## the p99 time for a membership change to reach a watch on another instance, beside standalone-registry
+## (benchmarks/registry/README.md).
+bench-registry: bootstrap
+	benchmarks/registry/run
 
 ## Checks that the committed Swift code of protos/ and of Plugins/EtcdRegistry/protos/ is what they generate
 ## (builds the protoc plugins first, about ten minutes the first time); `scripts/gen-protos` and

@@ -63,6 +63,7 @@ let package = Package(
         .executable(name: "plexus-bench-core", targets: ["PlexusBenchCore"]),
         .executable(name: "plexus-bench-raft-local", targets: ["PlexusBenchRaftLocal"]),
         .executable(name: "plexus-bench-grpc", targets: ["PlexusBenchGRPC"]),
+        .executable(name: "plexus-bench-registry", targets: ["PlexusBenchRegistry"]),
     ] + plugins.map(\.product),
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -208,6 +209,13 @@ let package = Package(
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
             ],
             path: "benchmarks/GRPCBench"
+        ),
+        .executableTarget(
+            name: "PlexusBenchRegistry",
+            dependencies: [
+                "PlexusKernel", "PlexusABI", "PlexusBench", .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "benchmarks/RegistryBench"
         ),
         .testTarget(
             name: "PlexusKernelTests",

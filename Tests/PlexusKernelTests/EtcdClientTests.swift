@@ -57,7 +57,8 @@ struct EtcdClientTests {
             return
         }
         #expect(v1 == 1)
-        #expect(try await client.put(key, Self.bytes("x"), if: .exactly(0)) == .conflict(currentVersion: 1, revision: r1))
+        #expect(
+            try await client.put(key, Self.bytes("x"), if: .exactly(0)) == .conflict(currentVersion: 1, revision: r1))
         guard case .written(let v2, let r2) = try await client.put(key, Self.bytes("2"), if: .exactly(1)) else {
             Issue.record("compare-and-swap at version 1 failed")
             return
@@ -93,17 +94,33 @@ struct EtcdClientTests {
         #expect(creates == 1, "one create of an absent key succeeds, the others conflict")
         let conflicts = Counter()
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<writers {
+            for writer in 0..<writers {
                 group.addTask {
                     var done = 0
+                    var sequence = 0
                     while done < increments {
                         let (current, _) = try await client.get(key)
                         guard let current else { throw EtcdCluster.SetupError(description: "the counter vanished") }
                         let count = Int(String(decoding: current.value, as: UTF8.self).split(separator: ":")[0]) ?? -1
-                        switch try await client.put(key, Self.bytes("\(count + 1):x"), if: .exactly(current.version)) {
-                        case .written: done += 1
-                        case .conflict: conflicts.add()
-                        case .absent: throw EtcdCluster.SetupError(description: "a put answered absent")
+                        sequence += 1
+                        let token = "\(count + 1):\(writer):\(sequence)"
+                        do {
+                            switch try await client.put(key, Self.bytes(token), if: .exactly(current.version)) {
+                            case .written: done += 1
+                            case .conflict: conflicts.add()
+                            case .absent: throw EtcdCluster.SetupError(description: "a put answered absent")
+                            }
+                        } catch let error as EtcdError where error.code == .unavailable {
+                            // The outcome is unknown (a conditional write is not retried): as any careful
+                            // writer, read again; the unique token tells whether this write was applied.
+                            var (now, _) = try await client.get(key)
+                            while now == nil { (now, _) = try await client.get(key) }
+                            var applied = now?.value == Self.bytes(token)
+                            if !applied {
+                                applied = try await Self.history(
+                                    client, key, contains: token, after: current.modRevision)
+                            }
+                            if applied { done += 1 }
                         }
                     }
                 }
@@ -111,10 +128,26 @@ struct EtcdClientTests {
             try await group.waitForAll()
         }
         let (final, _) = try await client.get(key)
-        #expect(final.map { String(decoding: $0.value, as: UTF8.self) } == "\(writers * increments):x")
+        let total = final.map { String(decoding: $0.value, as: UTF8.self).split(separator: ":").first.map(String.init) }
+        #expect(total == "\(writers * increments)")
         #expect(final?.version == Int64(writers * increments + 1))
         #expect(conflicts.value > 0, "the writers did race")
         await client.close()
+    }
+
+    /// Whether some version of `key` after `revision` held `token` (read from etcd's history).
+    static func history(_ client: EtcdClient, _ key: [UInt8], contains token: String, after revision: Int64)
+        async throws -> Bool
+    {
+        let (now, newest) = try await client.get(key)
+        var at = now?.modRevision ?? newest
+        while at > revision {
+            let (old, _) = try await client.get(key, revision: at)
+            if old?.value == bytes(token) { return true }
+            guard let old else { return false }
+            at = old.modRevision - 1
+        }
+        return false
     }
 
     @Test("a watch resumes after etcd is killed and restarted: no change missed or repeated")
@@ -143,7 +176,7 @@ struct EtcdClientTests {
         _ = try await writer.delete(prefix + Self.bytes("before"))
         expected.append(("t/watch/before", false))
         let events = await updates.wait { $0.count >= expected.count }
-        let seen = events.map { ($0.keyValue.keyString, { if case .put = $0 { true } else { false } }($0)) }
+        let seen = events.map { ($0.keyValue.keyString, $0.isPut) }
         #expect(seen.map(\.0) == expected.map(\.0), "every change once, in order")
         #expect(seen.map(\.1) == expected.map(\.1))
         let revisions = events.map(\.revision)
@@ -181,7 +214,7 @@ struct EtcdClientTests {
         #expect(resync.resynced)
         #expect(resync.revision == last)
         #expect(
-            resync.events.map { "\($0.keyValue.keyString)\({ if case .put = $0 { "+" } else { "-" } }($0))" } == [
+            resync.events.map { $0.keyValue.keyString + ($0.isPut ? "+" : "-") } == [
                 "t/resync/new+", "t/resync/gone-",
             ], "the key added is put, the key removed is deleted, the unchanged key is not repeated")
         _ = try await client.put(prefix + Self.bytes("after"), Self.bytes("1"))

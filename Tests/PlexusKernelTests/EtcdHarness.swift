@@ -33,7 +33,8 @@ final class EtcdCluster: @unchecked Sendable {
         guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
             throw SetupError(description: "\(Self.binary) is missing: run scripts/etcd-deps (Debian's etcd-server)")
         }
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-etcd-\(UUID().uuidString)").path
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-etcd-\(UUID().uuidString)")
+            .path
         self.root = root
         let ports = try LoopbackPorts.free(2 * size)
         members = (0..<size).map { i in
@@ -51,7 +52,8 @@ final class EtcdCluster: @unchecked Sendable {
     }
 
     static var binary: String {
-        for directory in ["/usr/bin", "/usr/local/bin"] where FileManager.default.isExecutableFile(atPath: directory + "/etcd") {
+        for directory in ["/usr/bin", "/usr/local/bin"]
+        where FileManager.default.isExecutableFile(atPath: directory + "/etcd") {
             return directory + "/etcd"
         }
         return "/usr/bin/etcd"
@@ -116,7 +118,8 @@ final class EtcdCluster: @unchecked Sendable {
             last = answer.isEmpty ? "no answer" : answer
             Thread.sleep(forTimeInterval: 0.1)
         }
-        throw SetupError(description: "etcd member \(members[index].name) at \(endpoint) not healthy within 20 s: \(last)")
+        throw SetupError(
+            description: "etcd member \(members[index].name) at \(endpoint) not healthy within 20 s: \(last)")
     }
 
     /// Kills every member and removes the data directories.

@@ -20,7 +20,8 @@ struct EtcdRegistryTests {
         let driver: RegistryDriver
 
         init(_ endpoints: [String], prefix: String, renewal: String = "plugin") throws {
-            let list = "[" + endpoints.joined(separator: ", ") + "]"
+            // As the manifest parser prints a list back (checked by ShippedPlugins.manifest).
+            let list = "[" + endpoints.map { "\"\($0)\"" }.joined(separator: ",") + "]"
             node = try ShippedPluginNode(
                 "etcd-registry", library: "libEtcdRegistry.so", manifestPath: EtcdRegistryTests.manifestPath,
                 values: [
@@ -75,7 +76,8 @@ struct EtcdRegistryTests {
         _ = try a.driver.register(one).value()
         _ = try a.driver.register(two).value()
         #expect(try a.driver.lookup("orders").value() == [one, two], "the writer reads its own writes")
-        #expect(try Self.poll(b.driver, "orders", seconds: 5) { $0 == [one, two] } == [one, two], "another node sees them")
+        #expect(
+            try Self.poll(b.driver, "orders", seconds: 5) { $0 == [one, two] } == [one, two], "another node sees them")
 
         let moved = Self.instance("orders", "one", address: "127.0.0.1:9999")
         _ = try b.driver.register(moved).value()
@@ -171,7 +173,8 @@ struct EtcdRegistryTests {
         _ = try node.driver.register(added).value()
         #expect(try node.driver.lookup("api").value() == [added, kept])
         let stored = try etcdSync {
-            var configuration = EtcdConfiguration(endpoints: try etcd.endpoints.dropFirst().map { try .init(parsing: $0) })
+            var configuration = EtcdConfiguration(
+                endpoints: try etcd.endpoints.dropFirst().map { try .init(parsing: $0) })
             configuration.requestTimeout = .seconds(2)
             let client = try EtcdClient(configuration)
             let keys = try await client.list(prefix: Array("\(prefix)/services/api/".utf8)).0.map(\.keyString)

@@ -27,9 +27,11 @@ public final class EtcdClient: Sendable {
     // MARK: Reads
 
     /// The key, or nil when absent, and the store's revision the read saw.
-    public func get(_ key: [UInt8]) async throws -> (EtcdKeyValue?, revision: Int64) {
+    /// - Parameter revision: the revision to read at; 0 for the newest.
+    public func get(_ key: [UInt8], revision: Int64 = 0) async throws -> (EtcdKeyValue?, revision: Int64) {
         var request = Etcdserverpb_RangeRequest()
         request.key = Data(key)
+        request.revision = revision
         let response = try await range(request, "Range \(Self.show(key))")
         return (response.kvs.first.map(Self.keyValue), response.header.revision)
     }

@@ -1,3 +1,4 @@
+import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Synchronization
@@ -25,6 +26,8 @@ final class EtcdConnection: Sendable {
         var verified = false
         /// The token of each endpoint (tokens may be local to the member that issued them).
         var tokens: [Int: String] = [:]
+        /// The first call on an endpoint not yet verified, which the others wait for.
+        var probes: [Int: Task<Void, any Error>] = [:]
         var closed = false
     }
 
@@ -64,7 +67,8 @@ final class EtcdConnection: Sendable {
         let target: any ResolvableTarget
         if endpoint.host.contains(":") {
             target = ResolvableTargets.IPv6.ipv6(address: endpoint.host, port: endpoint.port)
-        } else if endpoint.host.split(separator: ".").count == 4, endpoint.host.allSatisfy({ $0.isNumber || $0 == "." }) {
+        } else if endpoint.host.split(separator: ".").count == 4, endpoint.host.allSatisfy({ $0.isNumber || $0 == "." })
+        {
             target = ResolvableTargets.IPv4.ipv4(address: endpoint.host, port: endpoint.port)
         } else {
             target = ResolvableTargets.DNS.dns(host: endpoint.host, port: endpoint.port)
@@ -82,7 +86,7 @@ final class EtcdConnection: Sendable {
         // Reconnect quickly: a restarted member is back within a fraction of a second.
         let config = HTTP2ClientTransport.Posix.Config.defaults { config in
             config.backoff = .init(initial: .milliseconds(50), max: .seconds(1), multiplier: 1.6, jitter: 0.2)
-            config.connection.keepalive = .init(time: .seconds(5), timeout: .seconds(3), allowWithoutCalls: true)
+            config.connection.keepalive = nil
         }
         return try HTTP2ClientTransport.Posix(target: target, transportSecurity: security, config: config)
     }
@@ -128,6 +132,36 @@ final class EtcdConnection: Sendable {
         return options
     }
 
+    /// Before the first calls on an endpoint not yet verified, one cheap read alone on the new connection (a
+    /// burst of streams opened while the connection is being made sometimes loses one); the others wait for it.
+    private func dial(_ index: Int) async throws {
+        let probe = state.withLock { s -> Task<Void, any Error>? in
+            if s.current == index, s.verified { return nil }
+            if let probe = s.probes[index] { return probe }
+            let client = members[index].client
+            var options = CallOptions.defaults
+            options.timeout = configuration.requestTimeout + configuration.dialTimeout
+            options.waitForReady = true
+            let probe = Task(executorPreference: EtcdExecutor.shared) {
+                var request = Etcdserverpb_RangeRequest()
+                request.key = Data("\0".utf8)
+                request.countOnly = true
+                request.serializable = true
+                _ = try await Etcdserverpb_KV.Client(wrapping: client).range(request, options: options)
+            }
+            s.probes[index] = probe
+            return probe
+        }
+        guard let probe else { return }
+        defer { state.withLock { s in if s.probes[index] == probe { s.probes[index] = nil } } }
+        do {
+            try await probe.value
+        } catch let error as RPCError where error.code == .unauthenticated || error.code == .permissionDenied {
+            return  // the endpoint answered; the call itself authenticates
+        }
+        markVerified(index)
+    }
+
     private func markVerified(_ index: Int) {
         state.withLock { s in if s.current == index { s.verified = true } }
     }
@@ -157,14 +191,15 @@ final class EtcdConnection: Sendable {
     }
 
     /// Runs a unary call on the current endpoint; on a retriable failure moves to the next endpoint and tries
-    /// again, up to once per endpoint (or once more on a single endpoint) when `retry` is set. A refused
+    /// again after a short pause, up to once per endpoint plus once (at least three attempts) when `retry` is
+    /// set. A refused
     /// token is renewed and the call made again once.
     /// - Throws: `EtcdError` of the last attempt.
     func unary<R: Sendable>(
         _ operation: String, retry: Bool = true,
         _ call: (Client, Metadata, CallOptions) async throws -> R
     ) async throws -> R {
-        let attempts = retry ? max(2, members.count) : 1
+        let attempts = retry ? max(3, members.count + 1) : 1
         var last: EtcdError?
         var renewedToken = false
         var attempt = 0
@@ -172,6 +207,7 @@ final class EtcdConnection: Sendable {
             guard !isClosed else { throw EtcdError(.closed, operation: operation, "the client is closed") }
             let (index, member) = current()
             do {
+                try await dial(index)
                 let metadata = try await self.metadata(index)
                 let result = try await call(member.client, metadata, unaryOptions(index))
                 markVerified(index)
@@ -187,6 +223,7 @@ final class EtcdConnection: Sendable {
                 guard failure.isRetriable else { throw failure }
                 failover(from: index)
                 attempt += 1
+                if attempt < attempts { try? await Task.sleep(for: .milliseconds(50 * attempt)) }
             }
         }
         throw last ?? EtcdError(.unavailable, operation: operation, "no endpoint answered")

@@ -42,6 +42,11 @@ public enum EtcdEvent: Sendable, Equatable {
 
     /// The revision of the change.
     public var revision: Int64 { keyValue.modRevision }
+
+    public var isPut: Bool {
+        if case .put = self { return true }
+        return false
+    }
 }
 
 /// What a conditional write did.

@@ -115,7 +115,8 @@ public final class EtcdRegistry: RegistryPlugin {
         }
         let result = try await client.put(key, InstanceRecord(instance).encoded(), lease: lease)
         guard case .written(_, let revision) = result else {
-            throw PluginError(PX_ERR_INTERNAL, "\(Self.name): an unconditional put of \(instance.service) answered \(result)")
+            throw PluginError(
+                PX_ERR_INTERNAL, "\(Self.name): an unconditional put of \(instance.service) answered \(result)")
         }
         let replaced = state.withLock { s -> Owned? in
             s.written[instance.service] = max(s.written[instance.service] ?? 0, revision)
@@ -143,7 +144,9 @@ public final class EtcdRegistry: RegistryPlugin {
                         s.written[service] = max(s.written[service] ?? 0, revision)
                         return s.owned.removeValue(forKey: key)
                     }
-                    if self.settings.renewal == .caller, let lease = owned?.lease { try? await self.client.revokeLease(lease) }
+                    if self.settings.renewal == .caller, let lease = owned?.lease {
+                        try? await self.client.revokeLease(lease)
+                    }
                     completion(.success(()))
                 case .absent, .conflict:
                     completion(
