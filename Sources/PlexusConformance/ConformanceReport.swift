@@ -5,7 +5,8 @@ public struct RuleResult: Sendable, Codable, Equatable {
     /// The rule's name, e.g. `storage.append.dense-offsets`.
     public var rule: String
     public var passed: Bool
-    /// Why it failed: what was expected and what was observed. `nil` when it passed.
+    /// Why it failed: what was expected and what was observed. `nil` when it passed, or, for a rule that
+    /// passed without being checked because the plugin lacks the optional hooks it needs, `not supported: …`.
     public var reason: String?
     /// How long the rule took, in milliseconds.
     public var milliseconds: Int
@@ -17,8 +18,14 @@ public struct RuleResult: Sendable, Codable, Equatable {
         self.milliseconds = milliseconds
     }
 
-    /// `PASS rule` or `FAIL rule: reason`.
-    public var line: String { passed ? "PASS \(rule)" : "FAIL \(rule): \(reason ?? "no reason recorded")" }
+    /// Whether the rule passed only because the plugin lacks the optional hooks it checks.
+    public var notSupported: Bool { passed && (reason?.hasPrefix("not supported") ?? false) }
+
+    /// `PASS rule`, `SKIP rule: not supported: reason` or `FAIL rule: reason`.
+    public var line: String {
+        if notSupported { return "SKIP \(rule): \(reason ?? "")" }
+        return passed ? "PASS \(rule)" : "FAIL \(rule): \(reason ?? "no reason recorded")"
+    }
 }
 
 /// What a suite found about one plugin.

@@ -9,6 +9,8 @@ public final class Host: @unchecked Sendable {
     // thread-safe handle for this instance; neither is mutated here.
     public let api: UnsafePointer<px_host_api>
     public let handle: OpaquePointer?
+    /// The handlers of this instance's metadata watches (`kvWatch`), retained until `kvUnwatch`.
+    let kvWatchHandlers = Mutex<[UInt64: UInt]>([:])
 
     init(api: UnsafePointer<px_host_api>, handle: OpaquePointer?) {
         self.api = api

@@ -56,6 +56,9 @@ public struct PluginKinds: OptionSet, Sendable {
 public struct PluginError: Error, CustomStringConvertible, Sendable {
     public var status: px_status
     public var message: String
+    /// For a metadata write refused with `PX_ERR_FAILED_PRECONDITION` (ABI 1.4): the key's current version
+    /// and the store's revision. `nil` for every other error.
+    public var conflict: KVConflict?
 
     public init(_ code: px_status_code, _ message: String) {
         self.status = code.status

@@ -113,7 +113,7 @@ struct ServeTests {
         version: 1.0.0
         kind: connector
         library: libcreate_fails.so
-        abi: {major: 1, minor: 3}
+        abi: {major: 1, minor: 4}
         """.write(to: manifests.appendingPathComponent("create-fails.yaml"), atomically: true, encoding: .utf8)
 
         let node = try await NodeProcess.start(

@@ -1,5 +1,5 @@
 /*
- * plexus.h - the Plexus plugin ABI, version 1.3.
+ * plexus.h - the Plexus plugin ABI, version 1.4.
  *
  * This header is the whole contract between the Plexus kernel and a plugin.
  * It is pure C99: a plugin may be written in C, Swift, or anything that can
@@ -58,7 +58,7 @@ extern "C" {
 /* The ABI version this header describes. A plugin built against M.m loads
  * into a host offering M.n when n >= m. */
 #define PX_ABI_VERSION_MAJOR 1
-#define PX_ABI_VERSION_MINOR 3
+#define PX_ABI_VERSION_MINOR 4
 
 #define PX_STRINGIFY_(x) #x
 #define PX_STRINGIFY(x) PX_STRINGIFY_(x)
@@ -343,6 +343,69 @@ enum px_watch_event_kind {
  *            order the changes happened; must not block. */
 typedef void (*px_watch_fn)(void *user, uint32_t kind, const px_service_instance *instance);
 
+/* The registry's metadata store (since 1.4): keys shared by every plugin of
+ * the node (and, with a clustered registry, by every node), each with a
+ * version, changed under store-wide revisions. Revisions start at 1 and
+ * increase by one per change (put or delete), like etcd's. Keys follow the
+ * convention `<area>/<owner>/...` (`connectors/<instance name>/position`,
+ * `ledgers/<stream>/...`, `cluster/nodes/<id>`). */
+
+/* put/delete without a version condition (since 1.4). */
+#define PX_KV_ANY_VERSION UINT64_MAX
+
+/* One key of the registry's metadata store (since 1.4).
+ * OWNERSHIP: borrowed wherever it is passed.
+ * THREADING: plain data. */
+typedef struct px_kv_entry {
+    uint32_t struct_size;
+    uint32_t reserved;
+    px_str key;                 /* UTF-8, 1..1024 bytes */
+    px_bytes value;             /* up to 1 MiB */
+    uint64_t version;           /* 1 when created, +1 per put; 0 in a delete notification */
+    uint64_t create_revision;   /* store revision that created the key */
+    uint64_t mod_revision;      /* store revision of the last change (the delete's, in a delete notification) */
+} px_kv_entry;
+
+/* Completion of a metadata read (since 1.4): PX_OK with entry, or
+ * PX_ERR_NOT_FOUND with entry NULL; revision = the store's revision the read
+ * saw.
+ * OWNERSHIP: entry, everything it points to, and error are borrowed for the
+ *            callback; copy what you keep.
+ * THREADING: called exactly once, on any thread; must not block. */
+typedef void (*px_kv_get_done_fn)(void *user, px_status status, const px_kv_entry *entry, uint64_t revision,
+                                  px_str error);
+
+/* Completion of a metadata write (since 1.4).
+ * put: version = the key's new version, revision = the change's revision.
+ * delete: version = 0, revision = the change's revision.
+ * PX_ERR_FAILED_PRECONDITION when the version condition failed: `version` is
+ * then the key's current version (0: absent) and revision the store's
+ * current revision. Called once the change is durable (standalone: fsynced;
+ * etcd: committed).
+ * OWNERSHIP: error is borrowed for the callback.
+ * THREADING: called exactly once, on any thread; must not block. */
+typedef void (*px_kv_write_done_fn)(void *user, px_status status, uint64_t version, uint64_t revision,
+                                    px_str error);
+
+/* Completion of a metadata listing (since 1.4): the entries under the prefix
+ * in byte order of their keys, as of `revision`.
+ * OWNERSHIP: entries, everything they point to, and error are borrowed for
+ *            the callback; copy what you keep.
+ * THREADING: called exactly once, on any thread; must not block. */
+typedef void (*px_kv_list_done_fn)(void *user, px_status status, const px_kv_entry *const *entries, size_t count,
+                                   uint64_t revision, px_str error);
+
+/* A change under a watched prefix (since 1.4): kind PX_WATCH_PUT (entry = the
+ * key after the put) or PX_WATCH_DELETE (entry->key, empty value, version 0,
+ * mod_revision = the delete's revision). In revision order, never
+ * concurrently for one watch, no change missed or repeated (a registry that
+ * reconnects resumes from the last revision it delivered, or resyncs by
+ * listing and sending the differences if its backend compacted that
+ * history).
+ * OWNERSHIP: entry is borrowed for the callback.
+ * THREADING: any thread, never concurrently for one watch; must not block. */
+typedef void (*px_kv_watch_fn)(void *user, uint32_t kind, const px_kv_entry *entry);
+
 /* ------------------------------------------------------------------------ */
 /* Subscriptions and deliveries                                             */
 /* ------------------------------------------------------------------------ */
@@ -502,6 +565,32 @@ typedef px_status (*px_host_registry_watch)(px_host *host, px_str service, px_wa
  * not run; not to be called from inside that fn. */
 typedef px_status (*px_host_registry_unwatch)(px_host *host, uint64_t watch_id);
 
+/* The node's active registry's leases and metadata store (since 1.4): the
+ * same calls as px_registry_on_keepalive and px_registry_on_kv_* (see there
+ * for their semantics), routed to the node's active registry. Keys are
+ * shared by every plugin of the node (and, with a clustered registry, by
+ * every node): convention `<area>/<owner>/...`.
+ * Errors: PX_ERR_UNSUPPORTED, synchronously with the reason in err, when the
+ * node has no registry or its registry lacks the hook. A plugin built
+ * against 1.4 tests PX_HAS_FIELD(api, px_host_api, kv_get) before using them
+ * on an older kernel.
+ * OWNERSHIP: every argument is borrowed for the call; the kernel copies.
+ *            kv_watch's `user` must stay valid until kv_unwatch returns.
+ * THREADING: any thread; completions exactly once, on any thread; kv_unwatch
+ *            not from inside that watch's fn. */
+typedef px_status (*px_host_registry_keepalive)(px_host *host, px_str service, px_str instance_id, px_done_fn done,
+                                                void *user, px_error *err);
+typedef px_status (*px_host_kv_get)(px_host *host, px_str key, px_kv_get_done_fn done, void *user, px_error *err);
+typedef px_status (*px_host_kv_put)(px_host *host, px_str key, px_bytes value, uint64_t expected_version,
+                                    px_kv_write_done_fn done, void *user, px_error *err);
+typedef px_status (*px_host_kv_delete)(px_host *host, px_str key, uint64_t expected_version,
+                                       px_kv_write_done_fn done, void *user, px_error *err);
+typedef px_status (*px_host_kv_list)(px_host *host, px_str prefix, px_kv_list_done_fn done, void *user,
+                                     px_error *err);
+typedef px_status (*px_host_kv_watch)(px_host *host, px_str prefix, uint64_t from_revision, px_kv_watch_fn fn,
+                                      void *user, uint64_t *out_watch_id, px_error *err);
+typedef px_status (*px_host_kv_unwatch)(px_host *host, uint64_t watch_id);
+
 /* Reads stored events of a topic directly, from `from_offset`, through the
  * storage bound to it (replay, pull consumers): up to max_records and about
  * max_bytes (at least one record), as px_storage_on_read.
@@ -616,6 +705,14 @@ typedef struct px_host_api {
     px_host_metric_record metric_record;
     /* 1.2 */
     px_host_listen listen;
+    /* 1.4 */
+    px_host_registry_keepalive registry_keepalive;
+    px_host_kv_get kv_get;
+    px_host_kv_put kv_put;
+    px_host_kv_delete kv_delete;
+    px_host_kv_list kv_list;
+    px_host_kv_watch kv_watch;
+    px_host_kv_unwatch kv_unwatch;
 } px_host_api;
 
 /* ------------------------------------------------------------------------ */
@@ -859,6 +956,62 @@ typedef px_status (*px_registry_on_watch)(void *instance, px_str service, px_wat
  * THREADING: any thread except inside that watch's fn. */
 typedef px_status (*px_registry_on_unwatch)(void *instance, uint64_t watch_id);
 
+/* Renews a registered instance's TTL (its lease) for another ttl_ms (since
+ * 1.4). PX_ERR_NOT_FOUND if it expired or was never registered (the caller
+ * registers again).
+ * OWNERSHIP: service and instance_id are borrowed for the call.
+ * THREADING: any thread; done is called exactly once, on any thread. */
+typedef px_status (*px_registry_on_keepalive)(void *instance, px_str service, px_str instance_id, px_done_fn done,
+                                              void *user, px_error *err);
+
+/* Reads one key of the metadata store (since 1.4); see px_kv_get_done_fn.
+ * OWNERSHIP: key is borrowed for the call.
+ * THREADING: any thread; done is called exactly once, on any thread. */
+typedef px_status (*px_registry_on_kv_get)(void *instance, px_str key, px_kv_get_done_fn done, void *user,
+                                           px_error *err);
+
+/* Writes one key (since 1.4). expected_version: PX_KV_ANY_VERSION =
+ * unconditional; 0 = only if the key is absent (create); n = only if the
+ * key's current version is n (compare-and-swap). A failed condition
+ * completes with PX_ERR_FAILED_PRECONDITION (see px_kv_write_done_fn).
+ * OWNERSHIP: key and value are borrowed for the call; the registry copies.
+ * THREADING: any thread; done is called exactly once, on any thread, once
+ *            the change is durable. */
+typedef px_status (*px_registry_on_kv_put)(void *instance, px_str key, px_bytes value, uint64_t expected_version,
+                                           px_kv_write_done_fn done, void *user, px_error *err);
+
+/* Deletes one key (since 1.4), under the same version condition as
+ * on_kv_put. Deleting an absent key with PX_KV_ANY_VERSION is
+ * PX_ERR_NOT_FOUND.
+ * OWNERSHIP: key is borrowed for the call.
+ * THREADING: any thread; done is called exactly once, on any thread, once
+ *            the change is durable. */
+typedef px_status (*px_registry_on_kv_delete)(void *instance, px_str key, uint64_t expected_version,
+                                              px_kv_write_done_fn done, void *user, px_error *err);
+
+/* Lists the keys under a prefix (since 1.4; the empty prefix lists all), in
+ * byte order of their keys; see px_kv_list_done_fn.
+ * OWNERSHIP: prefix is borrowed for the call.
+ * THREADING: any thread; done is called exactly once, on any thread. */
+typedef px_status (*px_registry_on_kv_list)(void *instance, px_str prefix, px_kv_list_done_fn done, void *user,
+                                            px_error *err);
+
+/* Watches the keys under a prefix (since 1.4). from_revision 0: changes
+ * after the watch is made (list first and watch from the list's revision + 1
+ * to miss nothing); n > 0: every change with revision >= n, replayed first,
+ * then live ones. PX_ERR_OUT_OF_RANGE (returned synchronously) when history
+ * before n is no longer kept (compacted).
+ * OWNERSHIP: prefix is borrowed for the call; `user` must stay valid until
+ *            unwatch returns.
+ * THREADING: any thread; fn as px_kv_watch_fn says. */
+typedef px_status (*px_registry_on_kv_watch)(void *instance, px_str prefix, uint64_t from_revision,
+                                             px_kv_watch_fn fn, void *user, uint64_t *out_watch_id, px_error *err);
+
+/* Ends a metadata watch (since 1.4). After it returns fn is not running and
+ * will not run.
+ * THREADING: any thread except inside that watch's fn. */
+typedef px_status (*px_registry_on_kv_unwatch)(void *instance, uint64_t watch_id);
+
 /* The registry vtable, hung off the descriptor of a PX_KIND_REGISTRY plugin.
  * OWNERSHIP: owned by the plugin; static for the life of the image.
  * THREADING: read-only. */
@@ -870,6 +1023,15 @@ typedef struct px_registry_vtable {
     px_registry_on_lookup on_lookup;
     px_registry_on_watch on_watch;
     px_registry_on_unwatch on_unwatch;
+    /* 1.4: each may be NULL (the kernel then answers PX_ERR_UNSUPPORTED:
+     * "registry X has no metadata store" / "... has no keep-alive"). */
+    px_registry_on_keepalive on_keepalive;
+    px_registry_on_kv_get on_kv_get;
+    px_registry_on_kv_put on_kv_put;
+    px_registry_on_kv_delete on_kv_delete;
+    px_registry_on_kv_list on_kv_list;
+    px_registry_on_kv_watch on_kv_watch;
+    px_registry_on_kv_unwatch on_kv_unwatch;
 } px_registry_vtable;
 
 /* ------------------------------------------------------------------------ */
