@@ -8,7 +8,7 @@ import SwiftProtobuf
 ///
 /// Every call goes to the endpoint in use and fails over to the next on a connection failure (see
 /// `EtcdConnection`). Reads and unconditional writes are retried on the next endpoint; a conditional write is
-/// retried only when it never reached a member (its outcome would otherwise be unknown).
+/// made again only when a read shows it was not applied (its outcome would otherwise be unknown).
 ///
 /// - Important: Thread-safe; every method may be called concurrently.
 public final class EtcdClient: Sendable {
@@ -126,9 +126,26 @@ public final class EtcdClient: Sendable {
             request.failure = [failure]
         }
         request.success = [success]
-        // A conditional write whose outcome is unknown must not be made again: only unconditional ones retry.
-        return try await connection.unary(operation, retry: condition == .any) { client, metadata, options in
-            try await Etcdserverpb_KV.Client(wrapping: client).txn(request, metadata: metadata, options: options)
+        let txn = request
+        guard case .exactly(let expected) = condition else {
+            return try await connection.unary(operation) { client, metadata, options in
+                try await Etcdserverpb_KV.Client(wrapping: client).txn(txn, metadata: metadata, options: options)
+            }
+        }
+        // A conditional write whose call failed may or may not have been applied. It is made again only when a
+        // read shows the key still at the expected version (so it was not applied); otherwise the failure
+        // stands and the caller reads the key to learn the outcome.
+        var attempt = 0
+        while true {
+            do {
+                return try await connection.unary(operation, retry: false) { client, metadata, options in
+                    try await Etcdserverpb_KV.Client(wrapping: client).txn(txn, metadata: metadata, options: options)
+                }
+            } catch let failure as EtcdError where failure.code == .unavailable && attempt < 3 {
+                attempt += 1
+                let (now, _) = try await get(key)
+                guard (now?.version ?? 0) == expected else { throw failure }
+            }
         }
     }
 

@@ -87,6 +87,7 @@ final class EtcdConnection: Sendable {
         let config = HTTP2ClientTransport.Posix.Config.defaults { config in
             config.backoff = .init(initial: .milliseconds(50), max: .seconds(1), multiplier: 1.6, jitter: 0.2)
             config.connection.keepalive = nil
+            config.connection.flushCoalescing = nil
         }
         return try HTTP2ClientTransport.Posix(target: target, transportSecurity: security, config: config)
     }

@@ -30,6 +30,8 @@ public final class EtcdRegistry: RegistryPlugin {
         var watchServices: [UInt64: String] = [:]
         /// The instances this node registered with a TTL, and their lease (re-registered if the lease is lost).
         var owned: [[UInt8]: Owned] = [:]
+        /// The metadata store's watches.
+        var kvWatches: [UInt64: EtcdWatch] = [:]
         var stopped = false
     }
 
@@ -66,9 +68,10 @@ public final class EtcdRegistry: RegistryPlugin {
     }
 
     public func stop(timeout: Duration) throws {
-        let caches = state.withLock { s in
+        let (caches, kvWatches) = state.withLock { s in
             s.stopped = true
-            return Array(s.caches.values)
+            defer { s.kvWatches = [:] }
+            return (Array(s.caches.values), Array(s.kvWatches.values))
         }
         let done = DispatchSemaphore(value: 0)
         let client = self.client
@@ -76,6 +79,7 @@ public final class EtcdRegistry: RegistryPlugin {
         Task(executorPreference: EtcdExecutor.shared) {
             await keeper.stop()
             for cache in caches { await cache.stop() }
+            for watch in kvWatches { await watch.cancel() }
             await client.close()
             done.signal()
         }
@@ -218,6 +222,17 @@ public final class EtcdRegistry: RegistryPlugin {
             }
         }
     }
+
+    /// The lease of an instance this node registered with a TTL.
+    func ownedLease(_ key: [UInt8]) -> Int64? { state.withLock { $0.owned[key]?.lease } }
+
+    func addKVWatch(_ watch: EtcdWatch) -> UInt64 {
+        let id = nextWatchID.wrappingAdd(1, ordering: .relaxed).oldValue
+        state.withLock { $0.kvWatches[id] = watch }
+        return id
+    }
+
+    func removeKVWatch(_ id: UInt64) -> EtcdWatch? { state.withLock { $0.kvWatches.removeValue(forKey: id) } }
 
     // MARK: Errors
 
