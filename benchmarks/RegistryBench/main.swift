@@ -82,7 +82,8 @@ struct Registry {
                     c.address = px_str(ptr: a, len: 14)
                     return StandalonePlugin.withErrorBuffer { err in
                         vtable.pointee.on_register(
-                            pointer, &c, { user, status, _ in
+                            pointer, &c,
+                            { user, status, _ in
                                 let completion = Completion.from(user)
                                 completion?.status = status
                                 completion?.done.signal()
@@ -111,7 +112,8 @@ struct Registry {
                 for _ in 0..<1000 {
                     _ = StandalonePlugin.withErrorBuffer { err in
                         vtable.pointee.on_lookup(
-                            pointer, name, { user, _, _, _, _ in
+                            pointer, name,
+                            { user, _, _, _, _ in
                                 guard let user else { return }
                                 Unmanaged<Counter>.fromOpaque(user).takeUnretainedValue().value.add(
                                     1, ordering: .relaxed)
@@ -132,7 +134,8 @@ struct Registry {
         let status = service.withCString { s in
             StandalonePlugin.withErrorBuffer { err in
                 vtable.pointee.on_watch(
-                    pointer, px_str(ptr: s, len: service.utf8.count), { user, kind, instance in
+                    pointer, px_str(ptr: s, len: service.utf8.count),
+                    { user, kind, instance in
                         guard let user, let instance, kind == PX_WATCH_PUT.rawValue else { return }
                         let name = instance.pointee.instance_id.string
                         guard let index = Int(name.dropFirst(1)) else { return }
@@ -181,7 +184,8 @@ func startEtcd(root: String) throws -> (Process, String) {
     process.executableURL = URL(fileURLWithPath: "/usr/bin/etcd")
     process.arguments = [
         "--name", "bench", "--data-dir", root + "/etcd",
-        "--listen-client-urls", "http://127.0.0.1:\(ports[0])", "--advertise-client-urls", "http://127.0.0.1:\(ports[0])",
+        "--listen-client-urls", "http://127.0.0.1:\(ports[0])", "--advertise-client-urls",
+        "http://127.0.0.1:\(ports[0])",
         "--listen-peer-urls", "http://127.0.0.1:\(ports[1])",
         "--initial-advertise-peer-urls", "http://127.0.0.1:\(ports[1])",
         "--initial-cluster", "bench=http://127.0.0.1:\(ports[1])", "--log-level", "error",

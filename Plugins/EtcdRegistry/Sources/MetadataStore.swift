@@ -89,7 +89,8 @@ extension EtcdRegistry {
     }
 
     public func kvDelete(
-        _ key: String, expectedVersion: KVVersion, completion: @escaping @Sendable (Result<KVWrite, PluginError>) -> Void
+        _ key: String, expectedVersion: KVVersion,
+        completion: @escaping @Sendable (Result<KVWrite, PluginError>) -> Void
     ) throws {
         try Self.checkKey(key)
         let etcdKey = layout.kvKey(key)
@@ -163,8 +164,14 @@ extension EtcdRegistry {
             done.signal()
         }
         let wait = client.configuration.requestTimeout * 2 + client.configuration.dialTimeout
-        if done.wait(timeout: .now() + .milliseconds(Int(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))) == .timedOut {
-            throw PluginError(PX_ERR_UNAVAILABLE, "\(Self.name): etcd did not answer the watch of '\(prefix)' within \(wait)")
+        if done.wait(
+            timeout: .now()
+                + .milliseconds(
+                    Int(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000)))
+            == .timedOut
+        {
+            throw PluginError(
+                PX_ERR_UNAVAILABLE, "\(Self.name): etcd did not answer the watch of '\(prefix)' within \(wait)")
         }
         switch made.withLock({ $0 }) {
         case .success(let watch):
