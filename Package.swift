@@ -33,6 +33,7 @@ let plugins = [
     plugin("RedisStreamsConnector", dependencies: ["CHiredis"]),
     plugin("FileConnector"),
     plugin("PostgresConnector", dependencies: ["CLibpq"]),
+    plugin("EtcdRegistry", dependencies: ["EtcdClient"]),
     plugin(
         "TCPProtocol",
         dependencies: [
@@ -71,6 +72,7 @@ let package = Package(
         .executable(name: "plexus-bench-grpc", targets: ["PlexusBenchGRPC"]),
         .executable(name: "plexus-bench-deploy", targets: ["PlexusBenchDeploy"]),
         .executable(name: "plexus-bench-ledger", targets: ["PlexusBenchLedger"]),
+        .executable(name: "plexus-bench-registry", targets: ["PlexusBenchRegistry"]),
     ] + plugins.map(\.product),
     dependencies: [
         .package(path: "sdk/plexus-sdk"),
@@ -139,6 +141,18 @@ let package = Package(
         // and its ledger client (quorum writes, reads, recovery), a library of its own so that it is unit-tested
         // without a kernel.
         .target(name: "LedgerCore", dependencies: ["StorageIO"], path: "Plugins/LedgerStorage/LedgerCore"),
+        // The etcd v3 client of the etcd registry (its generated messages and clients, failover, leases,
+        // resumable watches), a library of its own so that it is tested against a real etcd without a kernel.
+        .target(
+            name: "EtcdClient",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            path: "Plugins/EtcdRegistry/EtcdClient"
+        ),
         .target(
             name: "PlexusClient",
             dependencies: [
@@ -226,10 +240,17 @@ let package = Package(
         ),
         .executableTarget(
             name: "PlexusBenchLedger", dependencies: ["LedgerCore", "StorageIO"], path: "benchmarks/LedgerBench"),
+        .executableTarget(
+            name: "PlexusBenchRegistry",
+            dependencies: [
+                "PlexusKernel", sdk("PlexusABI"), "PlexusBench", .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "benchmarks/RegistryBench"
+        ),
         .testTarget(
             name: "PlexusKernelTests",
             dependencies: [
-                "PlexusKernel", sdk("PlexusABI"), sdk("PlexusCore"), "PlexusConformance",
+                "PlexusKernel", sdk("PlexusABI"), sdk("PlexusCore"), "PlexusConformance", "EtcdClient", "PlexusBench",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
