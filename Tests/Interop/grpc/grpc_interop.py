@@ -274,6 +274,53 @@ def check_killed(port, stubs, node):
           flush=True)
 
 
+def stall(port, stubs, topic, credits):
+    """A consumer that subscribes on Plexus Subscribe and then never reads its stream: prints "subscribed"
+    after the first response, then sleeps until it is killed."""
+    generate(stubs)
+    node = Node(port)
+    sub = node.px.Subscription(topic=topic, group="interop-stall", credits=int(credits),
+                               start=node.px.Subscription.EARLIEST)
+
+    def requests():
+        yield node.px.SubscribeRequest(subscription=sub)
+        threading.Event().wait()
+
+    call = node.plexus.Subscribe(requests())
+    first = next(call)
+    check(first.HasField("subscribed"), f"the first response is not 'subscribed': {first}")
+    print("subscribed", flush=True)
+    threading.Event().wait()
+
+
+def check_unknowntopic(node):
+    """With topics.autoCreate off, a topic no binding names is NOT_FOUND on every path, naming the topic; a
+    bound topic still works."""
+    grpc = node.grpc
+    topic = "grpc-interop-nowhere"
+
+    def expect_not_found(call, what):
+        try:
+            call()
+        except grpc.RpcError as error:
+            check(error.code() == grpc.StatusCode.NOT_FOUND, f"{what}: {error.code()} ({error.details()})")
+            check(topic in (error.details() or ""), f"{what}: the details do not name the topic: {error.details()}")
+            return error
+        raise AssertionError(f"{what}: accepted")
+
+    expect_not_found(lambda: node.plexus.Publish(
+        node.px.PublishRequest(topic=topic, events=[node.px_event("x")]), timeout=5), "Plexus Publish")
+    error = expect_not_found(lambda: node.publisher.publish(node.em_event(topic, "x"), timeout=5),
+                             "EventMesh publish")
+    check(trailing_status(error) not in (None, "0"), f"EventMesh publish: statuscode {trailing_status(error)}")
+    sub = node.px.Subscription(topic=topic, group="g", credits=8)
+    expect_not_found(lambda: list(node.plexus.Subscribe(iter([node.px.SubscribeRequest(subscription=sub)]),
+                                                        timeout=5)), "Plexus Subscribe")
+    response = node.plexus.Publish(node.px.PublishRequest(topic="orders", events=[node.px_event("y")]), timeout=5)
+    check(response.code == 0 and response.count == 1, f"a bound topic: {response}")
+    print("ok unknowntopic", flush=True)
+
+
 def check_requestreply(node):
     """A responder on subscribeStream answers requests by publishing to their replyto topic with their
     correlationid; requestReply returns that reply."""
@@ -433,6 +480,8 @@ def main():
     port, stubs, checks = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
     if checks[:1] == ["hold"]:
         return hold(port, stubs, checks[1], checks[2])
+    if checks[:1] == ["stall"]:
+        return stall(port, stubs, checks[1], checks[2])
     generate(stubs)
     node = Node(port)
     if checks == ["all"]:
