@@ -60,6 +60,15 @@ enum ConnectorKitCLI {
         return "{" + members.joined(separator: ", ") + "}"
     }
 
+    /// Whether every rule of `role` (`sink` or `source`) passed in `report`, and there were some: a connector
+    /// of the other role would have them all "N/A".
+    static func passedAll(_ role: String, in report: String) -> Bool {
+        let lines = report.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+            $0.contains("connector.\(role).")
+        }
+        return !lines.isEmpty && lines.allSatisfy { $0.hasPrefix("PASS ") }
+    }
+
     /// The rules a report says failed (lines starting `FAIL`), for the message of a failed expectation.
     static func failures(_ report: String) -> [String] {
         report.split(separator: "\n").filter { $0.contains("FAIL") }.map(String.init)

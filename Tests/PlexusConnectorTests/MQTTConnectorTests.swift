@@ -166,6 +166,7 @@ struct MQTTConnectorTests {
                 "reconnectMaxMs": "200",
             ])
         #expect(sink.status == 0, "\(ConnectorKitCLI.failures(sink.report))\n\(sink.report)")
+        #expect(ConnectorKitCLI.passedAll("sink", in: sink.report), "\(sink.report)")
 
         // The source needs messages to publish: a bounded feed while the kit runs.
         let publisher = try MQTTTestClient(port: broker.port, id: "kit-writer")
@@ -187,6 +188,7 @@ struct MQTTConnectorTests {
             ])
         feeding.stop()
         #expect(source.status == 0, "\(ConnectorKitCLI.failures(source.report))\n\(source.report)")
+        #expect(ConnectorKitCLI.passedAll("source", in: source.report), "\(source.report)")
         Thread.sleep(forTimeInterval: 0.2)
         publisher.close()
     }

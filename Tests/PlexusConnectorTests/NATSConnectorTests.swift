@@ -191,6 +191,7 @@ struct NATSConnectorTests {
         let sink = try ConnectorKitCLI.run(
             library: Self.library, manifest: Self.manifest, values: sinkValues, fault: fault)
         #expect(sink.status == 0, "\(ConnectorKitCLI.failures(sink.report))\n\(sink.report)")
+        #expect(ConnectorKitCLI.passedAll("sink", in: sink.report), "\(sink.report)")
 
         let writer = try NATSTestClient(url: server.url)
         try writer.addStream("KITIN", subject: "kit.in")
@@ -212,6 +213,7 @@ struct NATSConnectorTests {
             ])
         feeding.stop()
         #expect(source.status == 0, "\(ConnectorKitCLI.failures(source.report))\n\(source.report)")
+        #expect(ConnectorKitCLI.passedAll("source", in: source.report), "\(source.report)")
         Thread.sleep(forTimeInterval: 0.2)
     }
 }
