@@ -216,4 +216,32 @@ struct NATSConnectorTests {
         #expect(ConnectorKitCLI.passedAll("source", in: source.report), "\(source.report)")
         Thread.sleep(forTimeInterval: 0.2)
     }
+
+    @Test("conformance kit: the core NATS source fails exactly the at-least-once rule, as core NATS is at most once")
+    func coreSourceConformance() throws {
+        let server = try NATSServer()
+        let writer = try NATSTestClient(url: server.url)
+        let feeding = FeedFlag()
+        let feeder = Thread {
+            var n = 0
+            while feeding.on && n < 2000 {
+                try? writer.publish("kit.core", Self.payloads(testEvents("k", n..<n + 5)))
+                n += 5
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
+        feeder.start()
+        let source = try ConnectorKitCLI.run(
+            library: Self.library, manifest: Self.manifest,
+            values: [
+                "mode": "source", "url": server.url, "subject": "kit.core", "topic": "orders",
+                "reconnectMaxMs": "200",
+            ])
+        feeding.stop()
+        let failed = ConnectorKitCLI.failures(source.report)
+        #expect(source.status == 1, "\(source.report)")
+        #expect(failed.count == 1, "\(source.report)")
+        #expect(failed.first?.contains("connector.source.at-least-once-across-restart") == true, "\(failed)")
+        Thread.sleep(forTimeInterval: 0.2)
+    }
 }

@@ -4,12 +4,12 @@ import Synchronization
 /// Subscribes at QoS 1 with a persistent session (clean session off, a fixed client id) and turns each message
 /// into an event.
 ///
-/// libmosquitto 2.0.11 (Debian's) has no manual acknowledgement (`mosquitto_manual_ack` arrived after 2.0):
-/// it sends the PUBACK of a QoS 1 message before the message reaches this driver. So that a message the broker
-/// no longer holds is not lost by a restart, each batch is written to a spool file in the instance's data
+/// libmosquitto 2.0.11 (Debian's) has no manual acknowledgement (`mosquitto_manual_ack` is not in it): it
+/// sends the PUBACK of a QoS 1 message itself while it reads the packet, before this driver sees it. So that a
+/// message the broker no longer holds is not lost by a restart, each batch is written to a spool file in the instance's data
 /// directory (atomically, fsync'd) before it is handed over for publishing, and cleared only once the node
 /// acknowledged it; `connect` publishes a spooled batch first. What remains uncovered is a crash of the
-/// process between libmosquitto's PUBACK and the spool's fsync (the messages of one network read).
+/// process between libmosquitto's PUBACKs and the spool's fsync (at most the batch being read).
 final class MQTTSource: SourceDriver, @unchecked Sendable {
     // Safe: `SourceConnector` calls a driver from its one thread only.
     let options: MQTTOptions
