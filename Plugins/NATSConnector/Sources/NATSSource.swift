@@ -68,6 +68,8 @@ final class JetStreamSource: SourceDriver, @unchecked Sendable {
             }
             events.append(NATSMessage.event(message, fallbackID: fallback))
         }
+        // The framework releases (or abandons, stopping) a batch before it reads the next: nothing is held here.
+        natsMsgList_Destroy(&held)
         held = list
         return SourceBatch(events: events, position: nil, handles: events.isEmpty ? [] : ["held"])
     }
