@@ -33,6 +33,8 @@ let plugins = [
     plugin("RedisStreamsConnector", dependencies: ["CHiredis"]),
     plugin("FileConnector"),
     plugin("PostgresConnector", dependencies: ["CLibpq"]),
+    plugin("MQTTConnector", dependencies: ["CMosquitto"]),
+    plugin("NATSConnector", dependencies: ["CNats"]),
     plugin("EtcdRegistry", dependencies: ["EtcdClient", "RegistrySupport"]),
     plugin(
         "TCPProtocol",
@@ -97,6 +99,8 @@ let package = Package(
         // Debian's client libraries for the connectors (scripts/interop-deps installs them).
         .systemLibrary(name: "CHiredis", path: "Plugins/RedisStreamsConnector/CHiredis", pkgConfig: "hiredis"),
         .systemLibrary(name: "CLibpq", path: "Plugins/PostgresConnector/CLibpq", pkgConfig: "libpq"),
+        .systemLibrary(name: "CMosquitto", path: "Plugins/MQTTConnector/CMosquitto", pkgConfig: "libmosquitto"),
+        .systemLibrary(name: "CNats", path: "Plugins/NATSConnector/CNats", pkgConfig: "libnats"),
         .target(
             name: "PlexusKernel",
             dependencies: [
@@ -274,6 +278,7 @@ let package = Package(
             name: "PlexusConnectorTests",
             dependencies: [
                 "PlexusKernel", sdk("PlexusCore"), sdk("PlexusPluginSDK"), "PlexusBench", "CHiredis", "CLibpq",
+                "CMosquitto", "CNats",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -1,0 +1,2 @@
+/* Debian's libmosquitto (libmosquitto-dev), found through pkg-config. */
+#include <mosquitto.h>
