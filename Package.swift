@@ -275,6 +275,7 @@ let package = Package(
             dependencies: [
                 "PlexusKernel", sdk("PlexusCore"), sdk("PlexusPluginSDK"), "PlexusBench", "CHiredis", "CLibpq",
                 .product(name: "Logging", package: "swift-log"),
+                "PlexusConformance",  // the connector conformance kit run against each shipped connector
             ]
         ),
         .testTarget(name: "LedgerCoreTests", dependencies: ["LedgerCore", "StorageIO"]),
