@@ -33,6 +33,7 @@ let plugins = [
     plugin("RedisStreamsConnector", dependencies: ["CHiredis"]),
     plugin("FileConnector"),
     plugin("PostgresConnector", dependencies: ["CLibpq"]),
+    plugin("S3Connector", dependencies: ["CCurl", .product(name: "Crypto", package: "swift-crypto")]),
     plugin("EtcdRegistry", dependencies: ["EtcdClient", "RegistrySupport"]),
     plugin(
         "TCPProtocol",
@@ -97,6 +98,7 @@ let package = Package(
         // Debian's client libraries for the connectors (scripts/interop-deps installs them).
         .systemLibrary(name: "CHiredis", path: "Plugins/RedisStreamsConnector/CHiredis", pkgConfig: "hiredis"),
         .systemLibrary(name: "CLibpq", path: "Plugins/PostgresConnector/CLibpq", pkgConfig: "libpq"),
+        .systemLibrary(name: "CCurl", path: "Plugins/S3Connector/CCurl", pkgConfig: "libcurl"),
         .target(
             name: "PlexusKernel",
             dependencies: [
