@@ -34,6 +34,12 @@ let plugins = [
     plugin("FileConnector"),
     plugin("PostgresConnector", dependencies: ["CLibpq"]),
     plugin("S3Connector", dependencies: ["CCurl", .product(name: "Crypto", package: "swift-crypto")]),
+    plugin(
+        "KnativeSource",
+        dependencies: [
+            "PlexusNIOServer", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
     plugin("EtcdRegistry", dependencies: ["EtcdClient", "RegistrySupport"]),
     plugin(
         "TCPProtocol",
