@@ -53,6 +53,14 @@ struct KnativeSourceTests {
         collector.wait(for: 150)
         Thread.sleep(forTimeInterval: 0.3)
         #expect(collector.all == first + second, "nothing rejected is published, nothing accepted is lost")
+
+        // The node refuses (its storage stopped): 503 with Retry-After (last: memory storage
+        // loses its events when stopped).
+        _ = try node.kernel.stopPlugin("memory-storage")
+        let refused = try sender.exchange(
+            method: "POST", headers: CloudEventHTTP.binaryHeaders(first[0]).map { ($0.name, $0.value) },
+            body: first[0].data)
+        #expect(refused.status == 503 && refused.retryAfter == "1", "\(refused)")
     }
 
     @Test("the connector conformance kit passes against the source, fed by a sender that retries until 202")
@@ -113,16 +121,26 @@ final class EventSender: Sendable {
     }
 
     func send(method: String, headers: [(String, String)], body: [UInt8], timeout: Double = 10) throws -> Int {
+        try exchange(method: method, headers: headers, body: body, timeout: timeout).status
+    }
+
+    /// Sends one request; its status and `Retry-After`.
+    func exchange(method: String, headers: [(String, String)], body: [UInt8], timeout: Double = 10) throws -> (
+        status: Int, retryAfter: String?
+    ) {
         guard let target = URL(string: url) else { throw HarnessError(description: "not a URL: \(url)") }
         var request = URLRequest(url: target, timeoutInterval: timeout)
         request.httpMethod = method
         for (name, value) in headers { request.addValue(value, forHTTPHeaderField: name) }
         if method != "GET" { request.httpBody = Data(body) }
-        let status = Mutex<Result<Int, any Error>?>(nil)
+        let status = Mutex<Result<(status: Int, retryAfter: String?), any Error>?>(nil)
         let finished = DispatchSemaphore(value: 0)
         session.dataTask(with: request) { _, response, error in
             status.withLock {
-                $0 = error.map { .failure($0) } ?? .success((response as? HTTPURLResponse)?.statusCode ?? 0)
+                let http = response as? HTTPURLResponse
+                $0 =
+                    error.map { .failure($0) }
+                    ?? .success((http?.statusCode ?? 0, http?.value(forHTTPHeaderField: "Retry-After")))
             }
             finished.signal()
         }.resume()
