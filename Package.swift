@@ -35,6 +35,13 @@ let plugins = [
     plugin("PostgresConnector", dependencies: ["CLibpq"]),
     plugin("MQTTConnector", dependencies: ["CMosquitto"]),
     plugin("NATSConnector", dependencies: ["CNats"]),
+    plugin("S3Connector", dependencies: ["CCurl", .product(name: "Crypto", package: "swift-crypto")]),
+    plugin(
+        "KnativeSource",
+        dependencies: [
+            "PlexusNIOServer", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
     plugin("EtcdRegistry", dependencies: ["EtcdClient", "RegistrySupport"]),
     plugin(
         "TCPProtocol",
@@ -101,6 +108,7 @@ let package = Package(
         .systemLibrary(name: "CLibpq", path: "Plugins/PostgresConnector/CLibpq", pkgConfig: "libpq"),
         .systemLibrary(name: "CMosquitto", path: "Plugins/MQTTConnector/CMosquitto", pkgConfig: "libmosquitto"),
         .systemLibrary(name: "CNats", path: "Plugins/NATSConnector/CNats", pkgConfig: "libnats"),
+        .systemLibrary(name: "CCurl", path: "Plugins/S3Connector/CCurl", pkgConfig: "libcurl"),
         .target(
             name: "PlexusKernel",
             dependencies: [
@@ -280,6 +288,7 @@ let package = Package(
                 "PlexusKernel", sdk("PlexusCore"), sdk("PlexusPluginSDK"), "PlexusBench", "CHiredis", "CLibpq",
                 "CMosquitto", "CNats",
                 .product(name: "Logging", package: "swift-log"),
+                "PlexusConformance",  // the connector conformance kit run against each shipped connector
             ]
         ),
         .testTarget(name: "LedgerCoreTests", dependencies: ["LedgerCore", "StorageIO"]),

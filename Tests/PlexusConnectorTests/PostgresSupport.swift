@@ -99,7 +99,10 @@ final class PostgresServer: @unchecked Sendable {
     }
 
     /// Runs `sql` on a fresh connection; the rows as text (nil for NULL).
-    func query(_ sql: String) throws -> [[String?]] {
+    func query(_ sql: String) throws -> [[String?]] { try Self.query(conninfo, sql) }
+
+    /// Runs `sql` on a fresh connection to `conninfo`; the rows as text (nil for NULL).
+    static func query(_ conninfo: String, _ sql: String) throws -> [[String?]] {
         guard let connection = PQconnectdb(conninfo) else { throw HarnessError(description: "libpq: no connection") }
         defer { PQfinish(connection) }
         guard PQstatus(connection) == CONNECTION_OK else {

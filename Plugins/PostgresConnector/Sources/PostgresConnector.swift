@@ -1,36 +1,87 @@
 import PlexusPluginSDK
 
-/// A PostgreSQL sink: inserts the events of a topic into a table in batches, idempotent on (source, id).
+/// A PostgreSQL connector (named `postgres-sink` since it was only a sink; the name is kept for the manifests
+/// already deployed): with `mode: sink` (the default) it inserts the events of a topic into a table in
+/// batches, idempotent on (source, id); with `mode: source` it publishes the rows of an outbox table into a
+/// topic, in commit-safe order, saving its position after each acknowledged publish.
 public final class PostgresConnector: Plugin {
     public static let name = "postgres-sink"
-    public static let version = "1.0.0"
+    public static let version = "1.1.0"
     public static let kinds: PluginKinds = [.connector]
 
-    let sink: SinkConnector
+    enum Role {
+        case source(SourceConnector)
+        case sink(SinkConnector)
+    }
+
+    let role: Role
 
     public init(host: Host, config: PluginConfig) throws {
         let settings = try ConnectorSettings(config)
         let name = config.instanceName
-        guard let conninfo = config.entries["conninfo"], !conninfo.isEmpty else {
+        let entries = config.entries
+        guard let conninfo = entries["conninfo"], !conninfo.isEmpty else {
             throw PluginError.invalidArgument("\(name): 'conninfo' must be a libpq connection string")
         }
-        guard settings.batchSize <= 5000 else {
-            throw PluginError.invalidArgument("\(name): 'batchSize' must be at most 5000 (PostgreSQL's parameters)")
-        }
-        let driver: PostgresSink
+        let createTable = (entries["createTable"] ?? "true") == "true"
         do {
-            driver = try PostgresSink(
-                conninfo: conninfo, table: config.entries["table"] ?? "plexus_events",
-                createTable: (config.entries["createTable"] ?? "true") == "true", workers: settings.concurrency)
+            switch entries["mode"].flatMap({ $0.isEmpty ? nil : $0 }) ?? "sink" {
+            case "sink":
+                guard settings.batchSize <= 5000 else {
+                    throw PluginError.invalidArgument("'batchSize' must be at most 5000 (PostgreSQL's parameters)")
+                }
+                let driver = try PostgresSink(
+                    conninfo: conninfo, table: entries["table"].flatMap { $0.isEmpty ? nil : $0 } ?? "plexus_events",
+                    createTable: createTable, workers: settings.concurrency)
+                role = .sink(SinkConnector(name: name, host: host, settings: settings, driver: driver))
+            case "source":
+                let interval = entries["pollIntervalMs"].flatMap { $0.isEmpty ? nil : $0 } ?? "1000"
+                guard let pollIntervalMs = Int(interval), pollIntervalMs >= 1 else {
+                    throw PluginError.invalidArgument("'pollIntervalMs' must be a positive integer, not '\(interval)'")
+                }
+                let driver = try PostgresSource(
+                    conninfo: conninfo, table: entries["table"].flatMap { $0.isEmpty ? nil : $0 } ?? "plexus_outbox",
+                    createTable: createTable, notifyChannel: entries["notifyChannel"] ?? "",
+                    pollIntervalMs: pollIntervalMs, host: host, name: name)
+                let positions = try PositionStores.open(host: host, config: config)
+                role = .source(
+                    SourceConnector(name: name, host: host, settings: settings, driver: driver, positions: positions))
+            case let other:
+                throw PluginError.invalidArgument("'mode' must be 'source' or 'sink', not '\(other)'")
+            }
         } catch let error as PluginError {
             throw PluginError(status: error.status, "\(name): \(error.message)")
         }
-        sink = SinkConnector(name: name, host: host, settings: settings, driver: driver)
     }
 
-    public func start() throws { try sink.start() }
-    public func stop(timeout: Duration) throws { try sink.stop(timeout: timeout) }
-    public func health() throws { try sink.health.check() }
+    public func start() throws {
+        switch role {
+        case .source(let source): try source.start()
+        case .sink(let sink): try sink.start()
+        }
+    }
+
+    public func stop(timeout: Duration) throws {
+        switch role {
+        case .source(let source): try source.stop(timeout: timeout)
+        case .sink(let sink): try sink.stop(timeout: timeout)
+        }
+    }
+
+    public func health() throws {
+        switch role {
+        case .source(let source): try source.health.check()
+        case .sink(let sink): try sink.health.check()
+        }
+    }
+
+    /// Events published (source) or written (sink) since this instance started.
+    var transferred: UInt64 {
+        switch role {
+        case .source(let source): source.publishedCount
+        case .sink(let sink): sink.writtenCount
+        }
+    }
 }
 
 @_cdecl("px_plugin_entry_v1")
@@ -41,8 +92,9 @@ public func postgresConnectorEntry(
     PluginExport.entry(PostgresConnector.self, api, out, err)
 }
 
-/// Operation `written`: events this instance inserted (or found there already) and acknowledged.
+/// Operation `written`: events this instance published (source) or inserted, or found there already, and
+/// acknowledged (sink).
 @_cdecl("px_op_postgres_sink_written")
 public func postgresSinkWritten(_ instance: UnsafeMutableRawPointer?) -> UInt64 {
-    PluginExport.instance(PostgresConnector.self, instance)?.sink.writtenCount ?? 0
+    PluginExport.instance(PostgresConnector.self, instance)?.transferred ?? 0
 }

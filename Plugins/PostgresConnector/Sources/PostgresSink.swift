@@ -25,18 +25,8 @@ final class PostgresSink: SinkDriver, @unchecked Sendable {
 
     /// - Parameter table: a table name, optionally schema-qualified, of letters, digits and underscores.
     init(conninfo: String, table: String, createTable: Bool, workers: Int) throws {
-        let parts = table.split(separator: ".", omittingEmptySubsequences: false)
-        guard (1...2).contains(parts.count),
-            parts.allSatisfy({ part in
-                guard let first = part.utf8.first, !(0x30...0x39).contains(first) else { return false }
-                return part.utf8.allSatisfy { $0 == 0x5F || (0x30...0x39).contains($0) || (0x61...0x7A).contains($0) }
-            })
-        else {
-            throw PluginError.invalidArgument(
-                "'table' must be a lowercase name of letters, digits and '_' (optionally schema.table), not '\(table)'")
-        }
         self.conninfo = conninfo
-        self.table = parts.map { "\"\($0)\"" }.joined(separator: ".")
+        self.table = try PostgresTable.quoted(table)
         self.createTable = createTable
         connections = .allocate(capacity: workers)
         connections.initialize(repeating: nil)
