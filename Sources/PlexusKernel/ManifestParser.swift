@@ -10,7 +10,10 @@ public enum ManifestParser {
     ]
 
     /// Reads and parses the manifest at `path`.
-    public static func load(path: String) throws -> Manifest {
+    /// - Parameter values: configuration values that replace the manifest's own `config.values` before they
+    ///   are checked against its schema (the conformance kit's `--config`): a manifest whose required keys have
+    ///   no shipped values loads when `values` gives them.
+    public static func load(path: String, values: ConfigValue? = nil) throws -> Manifest {
         let bytes: Data
         do {
             bytes = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -20,13 +23,13 @@ public enum ManifestParser {
         guard let text = String(data: bytes, encoding: .utf8) else {
             throw KernelError(.manifestUnreadable, subject: path, "cannot be read: it is not UTF-8 text")
         }
-        var manifest = try parse(text, path: path)
+        var manifest = try parse(text, path: path, values: values)
         manifest.fileBytes = Array(bytes)
         return manifest
     }
 
-    /// Parses manifest text; `path` names it in errors.
-    public static func parse(_ text: String, path: String) throws -> Manifest {
+    /// Parses manifest text; `path` names it in errors; `values`, when given, replace `config.values`.
+    public static func parse(_ text: String, path: String, values given: ConfigValue? = nil) throws -> Manifest {
         let root = try YAMLReader(subject: path, code: .manifestInvalid).document(text)
         try root.onlyKeys(topLevelKeys)
 
@@ -99,11 +102,11 @@ public enum ManifestParser {
             if let schemaField = configField.optional("schema") {
                 schema = ConfigSchema(keys: try schemaField.entries("config keys").map(parseSchemaKey))
             }
-            let values = try configField.optional("values")?.configValue() ?? .object([])
+            let values = try given ?? configField.optional("values")?.configValue() ?? .object([])
             configValues = values
             config = try schema.validate(values, subject: path, field: "config.values")
         } else {
-            config = try schema.validate(config, subject: path, field: "config.values")
+            config = try schema.validate(given ?? config, subject: path, field: "config.values")
         }
 
         var isolation = Manifest.Isolation.inProcess

@@ -61,11 +61,9 @@ public final class StandalonePlugin: Sendable {
         let loaded: LoadedPlugin
         var manifest: Manifest
         if let manifestPath {
-            manifest = try ManifestParser.load(path: manifestPath)
-            if let config {
-                manifest.config = try manifest.configSchema.validate(
-                    config, subject: manifestPath, field: "config.values")
-            }
+            // The given configuration replaces the manifest's values before they are checked, so a manifest
+            // whose required keys ship without values (a connector's address) loads with them.
+            manifest = try ManifestParser.load(path: manifestPath, values: config)
             let digest = try loader.verify(manifest, library: library)
             let mapped = try loader.cache(library, sha256: digest, subject: manifest.path)
             loaded = try loader.load(manifest, path: mapped, sha256: digest, deadline: manifest.startTimeout)

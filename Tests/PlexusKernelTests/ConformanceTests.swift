@@ -331,6 +331,34 @@ struct ConformanceTests {
         #expect(pinned?.code == .checksumMismatch)
     }
 
+    @Test("a manifest whose required key ships without a value loads when the given config has it")
+    func requiredKeyFromTheGivenConfig() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        try FileManager.default.createDirectory(atPath: scratch.root, withIntermediateDirectories: true)
+        let library = try FixtureLibraries.library("broken_storage")
+        let path = scratch.root + "/required.yaml"
+        try """
+        manifest: 1
+        name: broken-storage
+        version: 1.0.0
+        kind: storage
+        library: libbroken_storage.so
+        abi: \(FixtureNode.currentABIYAML)
+        config:
+          schema:
+            address: {type: string, required: true, description: Where the external system listens.}
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        let missing = #expect(throws: KernelError.self) {
+            try StandalonePlugin(library: library, manifest: path, cacheDirectory: scratch.cache)
+        }
+        #expect(missing?.code == .configInvalid, "without a value the required key is refused")
+        let plugin = try StandalonePlugin(
+            library: library, manifest: path, configJSON: #"{"address": "127.0.0.1:6379"}"#,
+            cacheDirectory: scratch.cache)
+        #expect(plugin.manifest.config == .object([("address", .string("127.0.0.1:6379"))]))
+    }
+
     @Test("an instance whose on_start fails is refused with the plugin's status and reason")
     func startFails() throws {
         let scratch = Scratch()
