@@ -175,9 +175,9 @@ extension Kernel {
             record.update { $0.deployment = "restarted after: \(reason)" }
         case .quarantined(let message):
             guard record.state == .active else { return }
-            record.update {
-                $0.lastError = KernelError(.hookFailed, subject: record.name, "quarantined: \(message)")
-            }
+            // The record's own lock is held inside `update`: its name is read before.
+            let error = KernelError(.hookFailed, subject: record.name, "quarantined: \(message)")
+            record.update { $0.lastError = error }
             transition(record, to: .quarantined)
             logger.error("plugin \(record.name) quarantined: \(message)")
         }
