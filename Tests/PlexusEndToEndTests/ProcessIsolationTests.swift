@@ -141,7 +141,6 @@ struct ProcessIsolationTests {
         let status = try await Self.status(node, "faulty-storage")
         #expect(status.lastError?.contains("quarantined") ?? false, "\(status.lastError ?? "no error")")
         #expect(status.lastError?.contains("signal 11") ?? false, "\(status.lastError ?? "no error")")
-        #expect(status.health?.contains("quarantined") ?? false, "\(status.health ?? "no health")")
         #expect(node.process.isRunning)
         let refused = try? await client.publish(topic: "faulty", CloudEvent(id: "q", source: "/t", type: "t"))
         #expect(refused == nil, "a quarantined storage refuses appends")
