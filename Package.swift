@@ -1,8 +1,11 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-/// Exports only the plugin entry symbol and manifest operations (`px_op_*`) from a plugin image.
-let pluginVersionScript = "\(Context.packageDirectory)/Plugins/plugin.version-script"
+/// Exports only the plugin entry symbol and manifest operations (`px_op_*`) from a plugin image (the SDK's script).
+let pluginVersionScript = "\(Context.packageDirectory)/sdk/plexus-sdk/plugin.version-script"
+
+/// A product of the plugin SDK (sdk/plexus-sdk, a package of its own that outside plugin authors use too).
+func sdk(_ name: String) -> Target.Dependency { .product(name: name, package: "plexus-sdk") }
 
 /// One Swift plugin: a target under `Plugins/<name>/Sources` and a `.dynamic` library product `lib<name>.so`.
 /// (Plugins written in C are built by the system C compiler, not by SwiftPM: `scripts/build-c-plugins`.)
@@ -13,7 +16,7 @@ func plugin(_ name: String, dependencies: [Target.Dependency] = []) -> (product:
         product,
         .target(
             name: name,
-            dependencies: ["PlexusPluginSDK"] + dependencies,
+            dependencies: [sdk("PlexusPluginSDK")] + dependencies,
             path: "Plugins/\(name)/Sources",
             linkerSettings: linker
         )
@@ -23,8 +26,14 @@ func plugin(_ name: String, dependencies: [Target.Dependency] = []) -> (product:
 let plugins = [
     plugin("ConsoleSink"),
     plugin("MemoryStorage"),
-    plugin("RaftLogStorage", dependencies: ["RaftCore"]),
+    plugin("RaftLogStorage", dependencies: ["RaftCore", "StorageIO"]),
+    plugin("LedgerStorage", dependencies: ["LedgerCore", "StorageIO"]),
     plugin("StandaloneRegistry"),
+    // Connectors (issue 16): each tested against the real server its tests start (Tests/PlexusConnectorTests).
+    plugin("RedisStreamsConnector", dependencies: ["CHiredis"]),
+    plugin("FileConnector"),
+    plugin("PostgresConnector", dependencies: ["CLibpq"]),
+    plugin("EtcdRegistry", dependencies: ["EtcdClient"]),
     plugin(
         "TCPProtocol",
         dependencies: [
@@ -53,7 +62,6 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "plexus", targets: ["plexus"]),
-        .library(name: "PlexusPluginSDK", targets: ["PlexusPluginSDK"]),
         .library(name: "PlexusConformance", targets: ["PlexusConformance"]),
         .library(name: "PlexusClient", targets: ["PlexusClient"]),
         // The benchmark harness's pieces, for benchmarks/RaftBench (a package of its own).
@@ -62,8 +70,12 @@ let package = Package(
         .executable(name: "plexus-bench-core", targets: ["PlexusBenchCore"]),
         .executable(name: "plexus-bench-raft-local", targets: ["PlexusBenchRaftLocal"]),
         .executable(name: "plexus-bench-grpc", targets: ["PlexusBenchGRPC"]),
+        .executable(name: "plexus-bench-deploy", targets: ["PlexusBenchDeploy"]),
+        .executable(name: "plexus-bench-ledger", targets: ["PlexusBenchLedger"]),
+        .executable(name: "plexus-bench-registry", targets: ["PlexusBenchRegistry"]),
     ] + plugins.map(\.product),
     dependencies: [
+        .package(path: "sdk/plexus-sdk"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"4.0.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
@@ -81,14 +93,15 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.0"),
     ],
     targets: [
-        .target(name: "PlexusABI", path: "Sources/PlexusABI"),
-        .target(name: "PlexusCore", dependencies: ["PlexusABI"]),
         .systemLibrary(name: "CFFI", path: "Sources/CFFI"),
+        // Debian's client libraries for the connectors (scripts/interop-deps installs them).
+        .systemLibrary(name: "CHiredis", path: "Plugins/RedisStreamsConnector/CHiredis", pkgConfig: "hiredis"),
+        .systemLibrary(name: "CLibpq", path: "Plugins/PostgresConnector/CLibpq", pkgConfig: "libpq"),
         .target(
             name: "PlexusKernel",
             dependencies: [
-                "PlexusABI",
-                "PlexusCore",
+                sdk("PlexusABI"),
+                sdk("PlexusCore"),
                 "CFFI",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -102,12 +115,11 @@ let package = Package(
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
-        .target(name: "PlexusPluginSDK", dependencies: ["PlexusABI", "PlexusCore"]),
         // The messages generated from protos/ (scripts/gen-protos) and the conversion of the CloudEvent
         // messages to and from the SDK's events: shared by the HTTP and gRPC plugins, never linked by the kernel.
         .target(
             name: "PlexusProtos",
-            dependencies: ["PlexusCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+            dependencies: [sdk("PlexusCore"), .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
         // The gRPC services generated from protos/: servers for the gRPC plugin, clients for its benchmark.
         .target(
@@ -119,29 +131,50 @@ let package = Package(
         ),
         // The consensus of raft-log (messages, their codec, the Raft state machine, the node-to-node transport),
         // a library of its own so that it is unit-tested without a kernel.
-        .target(name: "RaftCore", path: "Plugins/RaftLogStorage/RaftCore"),
+        .target(
+            name: "RaftCore", dependencies: ["StorageIO", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Plugins/RaftLogStorage/RaftCore"),
+        // The file helpers and CRC-32C the durable storages share (raft-log's segments, ledger-storage's journal
+        // and entry logs): no dependency beyond the C library.
+        .target(name: "StorageIO", path: "Plugins/Shared/StorageIO"),
+        // ledger-storage's bookie (journal with group commit, entry logs, index, checkpoints, recovery, fencing)
+        // and its ledger client (quorum writes, reads, recovery), a library of its own so that it is unit-tested
+        // without a kernel.
+        .target(name: "LedgerCore", dependencies: ["StorageIO"], path: "Plugins/LedgerStorage/LedgerCore"),
+        // The etcd v3 client of the etcd registry (its generated messages and clients, failover, leases,
+        // resumable watches), a library of its own so that it is tested against a real etcd without a kernel.
+        .target(
+            name: "EtcdClient",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            path: "Plugins/EtcdRegistry/EtcdClient"
+        ),
         .target(
             name: "PlexusClient",
             dependencies: [
-                "PlexusWire", "PlexusCore", .product(name: "NIOCore", package: "swift-nio"),
+                "PlexusWire", sdk("PlexusCore"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         .target(
             name: "PlexusNIOServer",
             dependencies: [
-                "PlexusPluginSDK", .product(name: "NIOCore", package: "swift-nio"),
+                sdk("PlexusPluginSDK"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         .target(
             name: "PlexusWire",
-            dependencies: ["PlexusABI", "PlexusCore", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [sdk("PlexusABI"), sdk("PlexusCore"), .product(name: "NIOCore", package: "swift-nio")]
         ),
         .target(
             name: "PlexusBench",
             dependencies: [
-                "PlexusClient", "PlexusCore",
+                "PlexusClient", sdk("PlexusCore"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -151,7 +184,9 @@ let package = Package(
         .target(
             name: "PlexusConformance",
             dependencies: [
-                "PlexusKernel", "PlexusABI", "PlexusCore", .product(name: "Logging", package: "swift-log"),
+                "PlexusKernel", sdk("PlexusABI"), sdk("PlexusCore"), "PlexusClient", "PlexusGRPCServices",
+                .product(name: "Logging", package: "swift-log"), .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ]
         ),
         .executableTarget(
@@ -169,20 +204,20 @@ let package = Package(
         ),
         .executableTarget(
             name: "PlexusBenchABI",
-            dependencies: ["PlexusKernel", "PlexusABI", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["PlexusKernel", sdk("PlexusABI"), .product(name: "Logging", package: "swift-log")],
             path: "benchmarks/ABIBench"
         ),
         .executableTarget(
             name: "PlexusBenchCore",
             dependencies: [
-                "PlexusKernel", "PlexusABI", "PlexusCore", .product(name: "Logging", package: "swift-log"),
+                "PlexusKernel", sdk("PlexusABI"), sdk("PlexusCore"), .product(name: "Logging", package: "swift-log"),
             ],
             path: "benchmarks/CoreBench"
         ),
         .executableTarget(
             name: "PlexusBenchRaftLocal",
             dependencies: [
-                "PlexusKernel", "PlexusABI", "PlexusBench", "PlexusCore",
+                "PlexusKernel", sdk("PlexusABI"), "PlexusBench", sdk("PlexusCore"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "benchmarks/RaftLocalBench"
@@ -196,23 +231,50 @@ let package = Package(
             ],
             path: "benchmarks/GRPCBench"
         ),
+        .executableTarget(
+            name: "PlexusBenchDeploy",
+            dependencies: [
+                "PlexusClient", sdk("PlexusCore"), .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            path: "benchmarks/DeployBench"
+        ),
+        .executableTarget(
+            name: "PlexusBenchLedger", dependencies: ["LedgerCore", "StorageIO"], path: "benchmarks/LedgerBench"),
+        .executableTarget(
+            name: "PlexusBenchRegistry",
+            dependencies: [
+                "PlexusKernel", sdk("PlexusABI"), "PlexusBench", .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "benchmarks/RegistryBench"
+        ),
         .testTarget(
             name: "PlexusKernelTests",
             dependencies: [
-                "PlexusKernel", "PlexusABI", "PlexusCore", "PlexusConformance",
+                "PlexusKernel", sdk("PlexusABI"), sdk("PlexusCore"), "PlexusConformance", "EtcdClient", "PlexusBench",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
-        .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore"]),
+        .testTarget(name: "PlexusCoreTests", dependencies: [sdk("PlexusCore")]),
         // The CLI's own pieces (its table renderer), tested through `@testable import plexus`.
         .testTarget(name: "PlexusCLITests", dependencies: ["plexus"]),
-        .testTarget(name: "PlexusPluginSDKTests", dependencies: ["PlexusPluginSDK"]),
+        .testTarget(name: "PlexusPluginSDKTests", dependencies: [sdk("PlexusPluginSDK")]),
         .testTarget(
             name: "PlexusProtosTests",
-            dependencies: ["PlexusProtos", "PlexusCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+            dependencies: [
+                "PlexusProtos", sdk("PlexusCore"), .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
         ),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore"]),
+        // The connectors against real Redis and PostgreSQL servers and real files, through an in-process node.
+        .testTarget(
+            name: "PlexusConnectorTests",
+            dependencies: [
+                "PlexusKernel", sdk("PlexusCore"), sdk("PlexusPluginSDK"), "PlexusBench", "CHiredis", "CLibpq",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "LedgerCoreTests", dependencies: ["LedgerCore", "StorageIO"]),
         .testTarget(
             name: "PlexusBenchTests",
             dependencies: [
@@ -225,7 +287,7 @@ let package = Package(
         .testTarget(
             name: "PlexusWireTests",
             dependencies: [
-                "PlexusWire", "PlexusABI", "PlexusCore",
+                "PlexusWire", sdk("PlexusABI"), sdk("PlexusCore"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),

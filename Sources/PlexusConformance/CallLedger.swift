@@ -20,12 +20,19 @@ enum CompletionPayload: Sendable {
     /// `px_list_offsets_done_fn` (1.3): each group's offset (a NULL entry or a too small struct lists as a
     /// group named `(invalid)`).
     case groupOffsets(status: px_status, offsets: [String: UInt64], error: String)
+    /// `px_kv_get_done_fn` (1.4): the entry (`nil` for a NULL one) and the revision.
+    case kvGet(status: px_status, entry: KVRecord?, revision: UInt64, error: String)
+    /// `px_kv_write_done_fn` (1.4).
+    case kvWrite(status: px_status, version: UInt64, revision: UInt64, error: String)
+    /// `px_kv_list_done_fn` (1.4): the entries in the order listed.
+    case kvList(status: px_status, entries: [KVRecord], revision: UInt64, error: String)
 
     var status: px_status {
         switch self {
         case .done(let status, _), .append(let status, _, _), .read(let status, _, _, _), .offset(let status, _, _),
             .lookup(let status, _, _), .lent(let status, _, _), .opened(let status, _, _), .names(let status, _, _),
-            .groupOffsets(let status, _, _):
+            .groupOffsets(let status, _, _), .kvGet(let status, _, _, _), .kvWrite(let status, _, _, _),
+            .kvList(let status, _, _, _):
             return status
         }
     }
@@ -34,7 +41,8 @@ enum CompletionPayload: Sendable {
         switch self {
         case .done(_, let error), .append(_, _, let error), .read(_, _, _, let error), .offset(_, _, let error),
             .lookup(_, _, let error), .lent(_, _, let error), .opened(_, _, let error), .names(_, _, let error),
-            .groupOffsets(_, _, let error):
+            .groupOffsets(_, _, let error), .kvGet(_, _, _, let error), .kvWrite(_, _, _, let error),
+            .kvList(_, _, _, let error):
             return error
         }
     }
@@ -359,6 +367,30 @@ let lookupCompletion: px_lookup_done_fn = { user, status, instances, count, erro
 
 let watchCallback: px_watch_fn = { user, kind, instance in
     CallLedger.deliverWatch(user, kind: kind, instance: instance)
+}
+
+let kvGetCompletion: px_kv_get_done_fn = { user, status, entry, revision, error in
+    CallLedger.deliver(user) {
+        .kvGet(status: status, entry: KVRecord(copying: entry), revision: revision, error: error.string)
+    }
+}
+
+let kvWriteCompletion: px_kv_write_done_fn = { user, status, version, revision, error in
+    CallLedger.deliver(user) { .kvWrite(status: status, version: version, revision: revision, error: error.string) }
+}
+
+let kvListCompletion: px_kv_list_done_fn = { user, status, entries, count, revision, error in
+    CallLedger.deliver(user) {
+        let copies = (0..<count).map {
+            KVRecord(copying: entries?[$0])
+                ?? KVRecord(key: "(NULL)", value: [], version: 0, createRevision: 0, modRevision: 0)
+        }
+        return .kvList(status: status, entries: copies, revision: revision, error: error.string)
+    }
+}
+
+let kvWatchCallback: px_kv_watch_fn = { user, kind, entry in
+    KVWatchRecorder.deliver(user, kind: kind, entry: entry)
 }
 
 extension Duration {

@@ -7,6 +7,9 @@ import PlexusKernel
 public enum ConformanceKind: String, Sendable, CaseIterable {
     case storage
     case registry
+    case connector
+    /// Protocol plugins: run through `Conformance.runProtocol`, which starts a node around the plugin.
+    case `protocol`
 }
 
 /// Limits and sizes the suites run with.
@@ -27,6 +30,19 @@ public struct ConformanceOptions: Sendable {
     /// `registry.ttl.expires`: the TTL registered, and how long past it the instance may linger.
     public var ttlMilliseconds: UInt64 = 300
     public var ttlSlack: Duration = .seconds(5)
+    /// Connectors: how long after `on_start` the kit waits for a subscribe or a publish (which tells a sink
+    /// from a source), and for a restarted instance to subscribe again.
+    public var connectorObserve: Duration = .seconds(5)
+    /// Connectors: how long one `px_deliver_fn` call may take (a sink must not block the kernel's thread).
+    public var deliverBound: Duration = .milliseconds(100)
+    /// Connectors: the configuration (one JSON object) that points the connector at an unreachable external
+    /// system, for `connector.sink.fault-nacks-never-acks`; `nil`: that rule does not apply.
+    public var faultConfigJSON: String?
+    /// Connectors: the topic the connector is configured with, when its configuration names it otherwise
+    /// than `topic` or `topics`.
+    public var connectorTopic: String?
+    /// Connectors: the most events of the `connector.sink.max-in-flight-no-loss` burst.
+    public var connectorBurst = 300
 
     public init() {}
 }
@@ -50,6 +66,10 @@ public enum Conformance {
             return RegistrySuite.rules.map { RuleDescription(name: $0.name, summary: $0.summary) } + [
                 RuleDescription(name: RegistrySuite.lifecycleRule, summary: lifecycleSummary)
             ]
+        case .connector:
+            return ConnectorSuite.rules
+        case .protocol:
+            return ProtocolSuite.descriptions()
         }
     }
 
@@ -103,10 +123,52 @@ public enum Conformance {
                 throw KernelError(.descriptorInvalid, subject: plugin.library, "the plugin has no registry vtable")
             }
             results = try RegistrySuite.run(plugin, dataDirectory: dataDirectory, options: options, progress: progress)
+        case .protocol:
+            throw KernelError(
+                .invalidState, subject: plugin.library,
+                "a protocol plugin is checked on a node of its own: use Conformance.runProtocol")
+        case .connector:
+            let cache = FileManager.default.temporaryDirectory.path + "/plexus-conformance-cache"
+            results = try ConnectorSuite.run(
+                plugin, dataDirectory: dataDirectory, options: options,
+                reload: { config in
+                    try StandalonePlugin(
+                        library: plugin.library, manifest: plugin.manifestIsSynthetic ? nil : plugin.manifest.path,
+                        configJSON: config, cacheDirectory: cache)
+                }, progress: progress)
         }
         return ConformanceReport(
             kind: kind.rawValue, plugin: plugin.manifest.name, version: "\(plugin.manifest.version)",
             library: plugin.library, durability: durability, results: results)
+    }
+
+    /// Starts a node in this process with memory storage and the protocol plugin on a free 127.0.0.1 port, and
+    /// runs the protocol scenarios against it through the client `driver`.
+    ///
+    /// - Parameters:
+    ///   - library: the protocol plugin's `.so`; `manifest` its manifest (which must declare a `port` key and
+    ///     the `port` operation, as the shipped protocol manifests do).
+    ///   - storage: the memory-storage library and manifest the node stores topics in.
+    ///   - configJSON: configuration values over the manifest's (`port` and `host` are the suite's).
+    /// - Throws: `KernelError` when the node or the driver cannot start: then no rule can run.
+    public static func runProtocol(
+        library: String, manifest: String, driver: ProtocolDriverKind, storage: (library: String, manifest: String),
+        configJSON: String? = nil, options: ConformanceOptions = ConformanceOptions(),
+        logger: Logger = Logger(label: "plexus.conformance", factory: { _ in SwiftLogNoOpLogHandler() }),
+        progress: (RuleResult) -> Void = { _ in }
+    ) throws -> ConformanceReport {
+        let parsed = try ManifestParser.load(path: manifest)
+        guard parsed.kinds.contains(.protocolKind) else {
+            throw KernelError(
+                .descriptorInvalid, subject: manifest, field: "kind",
+                "the manifest declares \(parsed.kinds.map(\.rawValue).joined(separator: ", ")), not protocol")
+        }
+        let results = try ProtocolSuite.run(
+            library: library, manifest: manifest, storage: storage, driver: driver, configJSON: configJSON,
+            options: options, logger: logger, progress: progress)
+        return ConformanceReport(
+            kind: "protocol", plugin: parsed.name, version: "\(parsed.version)", library: library,
+            durability: nil, results: results)
     }
 
     /// Checks that `plugin` declares `kind`, so that its suite can run.

@@ -11,6 +11,7 @@ final class RegistryHarness: Sendable {
     let options: ConformanceOptions
     let ledger: CallLedger
     private let watches = Mutex<[WatchHandle]>([])
+    private let kvWatches = Mutex<[KVWatchHandle]>([])
 
     init(plugin: StandalonePlugin, instance: StandalonePlugin.Instance, options: ConformanceOptions, ledger: CallLedger)
         throws
@@ -41,6 +42,21 @@ final class RegistryHarness: Sendable {
         return client.unwatch(watch)
     }
 
+    /// Watches keys for the current rule (unwatched when the rule ends unless `kvUnwatch` was called).
+    func kvWatch(_ prefix: String, from: UInt64) throws -> KVWatchHandle {
+        let watch = try client.kvWatchOK(prefix, from: from)
+        kvWatches.withLock { $0.append(watch) }
+        return watch
+    }
+
+    /// Ends a metadata watch; returns what `on_kv_unwatch` returned.
+    func kvUnwatch(_ watch: KVWatchHandle) -> px_status {
+        kvWatches.withLock { $0.removeAll { $0.id == watch.id } }
+        let status = client.kvUnwatch(watch)
+        watch.recorder.forget()
+        return status
+    }
+
     /// Ends every watch the current rule left.
     func unwatchAll() {
         let left = watches.withLock { all -> [WatchHandle] in
@@ -48,6 +64,14 @@ final class RegistryHarness: Sendable {
             return all
         }
         for watch in left { _ = client.unwatch(watch) }
+        let kvLeft = kvWatches.withLock { all -> [KVWatchHandle] in
+            defer { all = [] }
+            return all
+        }
+        for watch in kvLeft {
+            _ = client.kvUnwatch(watch)
+            watch.recorder.forget()
+        }
     }
 
     func pause(_ duration: Duration) { Thread.sleep(forTimeInterval: Double(duration.nanoseconds) / 1e9) }
@@ -60,52 +84,55 @@ final class RegistryHarness: Sendable {
 enum RegistrySuite {
     static let lifecycleRule = "registry.lifecycle.stop-destroy"
 
-    static let rules: [Rule<RegistryHarness>] = [
-        rule(
-            "registry.register.lookup",
-            "a lookup lists exactly the instances registered in that service, every field unchanged", registerLookup),
-        rule(
-            "registry.lookup.none-is-not-an-error",
-            "looking up a service without instances succeeds with zero instances", lookupUnknown),
-        rule(
-            "registry.register.replace",
-            "registering the same service and instance id again replaces the instance", registerReplace),
-        rule(
-            "registry.deregister.removes",
-            "a deregistered instance is no longer listed; the others stay", deregisterRemoves),
-        rule(
-            "registry.deregister.unknown-not-found",
-            "deregistering an instance that is not registered fails with PX_ERR_NOT_FOUND", deregisterUnknown),
-        rule(
-            "registry.watch.existing-first",
-            "a new watch sees a PUT for every live instance first, then the changes", watchExistingFirst),
-        rule(
-            "registry.watch.changes-in-order",
-            "a watch sees every change of its service (PUT, DELETE) in the order it happened, and nothing of other services",
-            watchChangesInOrder),
-        rule(
-            "registry.watch.serialized",
-            "callbacks of one watch never run concurrently, even when registrations race", watchSerialized),
-        rule(
-            "registry.unwatch.stops-callbacks",
-            "after on_unwatch returns, the watch's fn is not running and never runs again", unwatchStops),
-        rule(
-            "registry.ttl.expires",
-            "an instance registered with ttl_ms disappears after it, reported as PX_WATCH_DELETE; ttl_ms 0 stays",
-            ttlExpires),
-        rule(
-            "registry.errors.invalid-arguments",
-            "a NULL instance, an empty service or instance id, or a NULL watch fn fail with PX_ERR_INVALID_ARGUMENT",
-            invalidArguments),
-        rule(
-            "registry.completion.exactly-once",
-            "every hook that returned PX_OK called its completion exactly once (checked over every call of the run)",
-            completionExactlyOnce),
-        rule(
-            "registry.completion.never-after-error",
-            "no hook that returned an error called its completion (checked over every call of the run)",
-            completionNeverAfterError),
-    ]
+    static let rules: [Rule<RegistryHarness>] =
+        [
+            rule(
+                "registry.register.lookup",
+                "a lookup lists exactly the instances registered in that service, every field unchanged", registerLookup
+            ),
+            rule(
+                "registry.lookup.none-is-not-an-error",
+                "looking up a service without instances succeeds with zero instances", lookupUnknown),
+            rule(
+                "registry.register.replace",
+                "registering the same service and instance id again replaces the instance", registerReplace),
+            rule(
+                "registry.deregister.removes",
+                "a deregistered instance is no longer listed; the others stay", deregisterRemoves),
+            rule(
+                "registry.deregister.unknown-not-found",
+                "deregistering an instance that is not registered fails with PX_ERR_NOT_FOUND", deregisterUnknown),
+            rule(
+                "registry.watch.existing-first",
+                "a new watch sees a PUT for every live instance first, then the changes", watchExistingFirst),
+            rule(
+                "registry.watch.changes-in-order",
+                "a watch sees every change of its service (PUT, DELETE) in the order it happened, and nothing of other services",
+                watchChangesInOrder),
+            rule(
+                "registry.watch.serialized",
+                "callbacks of one watch never run concurrently, even when registrations race", watchSerialized),
+            rule(
+                "registry.unwatch.stops-callbacks",
+                "after on_unwatch returns, the watch's fn is not running and never runs again", unwatchStops),
+            rule(
+                "registry.ttl.expires",
+                "an instance registered with ttl_ms disappears after it, reported as PX_WATCH_DELETE; ttl_ms 0 stays",
+                ttlExpires),
+            rule(
+                "registry.errors.invalid-arguments",
+                "a NULL instance, an empty service or instance id, or a NULL watch fn fail with PX_ERR_INVALID_ARGUMENT",
+                invalidArguments),
+        ] + RegistryKVRules.rules + [
+            rule(
+                "registry.completion.exactly-once",
+                "every hook that returned PX_OK called its completion exactly once (checked over every call of the run)",
+                completionExactlyOnce),
+            rule(
+                "registry.completion.never-after-error",
+                "no hook that returned an error called its completion (checked over every call of the run)",
+                completionNeverAfterError),
+        ]
 
     /// A rule whose watches end when it ends.
     static func rule(

@@ -75,6 +75,11 @@ enum RuleRunner {
                     milliseconds: elapsed.wholeMilliseconds)
             case .some(.success):
                 result = RuleResult(rule: rule.name, passed: true, reason: nil, milliseconds: elapsed.wholeMilliseconds)
+            case .some(.failure(let skip as NotSupported)):
+                // An optional hook the plugin does not have: nothing to check, nothing broken.
+                result = RuleResult(
+                    rule: rule.name, passed: true, reason: "not supported: \(skip)",
+                    milliseconds: elapsed.wholeMilliseconds)
             case .some(.failure(let error)):
                 result = RuleResult(
                     rule: rule.name, passed: false, reason: "\(error)", milliseconds: elapsed.wholeMilliseconds)

@@ -15,6 +15,10 @@ public final class HostServices: Sendable {
     let owed = OwedCompletions.shared
     /// Registry watches by id, with the plugin that made them (cancelled when it goes).
     let watches = Mutex<[UInt64: ObjectIdentifier]>([:])
+    /// Metadata watches (`kv_watch`, ABI 1.4) by id, with the plugin that made them (cancelled when it goes).
+    let kvWatches = Mutex<[UInt64: ObjectIdentifier]>([:])
+    /// Instances plugins registered with a TTL, renewed by the kernel until deregistered (ABI 1.4).
+    let leases = RegistryLeases()
 
     /// Listening sockets owned for protocol plugins (`listen`, ABI 1.2).
     let listeners = ListenerTable()
@@ -71,6 +75,7 @@ public final class HostServices: Sendable {
     /// and refuses it new ones. `wait: false` for an abandoned instance, whose callbacks may never return.
     func release(owner: ObjectIdentifier, wait: Bool) {
         timers.cancelAll(owner: owner, wait: wait)
+        leases.forgetAll(owner: owner)
         router.engine.unsubscribeAll(owner: owner, wait: wait)
         unwatchAll(owner: owner)
     }
@@ -84,6 +89,14 @@ public final class HostServices: Sendable {
         }
         for id in ids {
             _ = withRegistry { binding in binding.vtable.pointee.on_unwatch?(binding.instance, id) }
+        }
+        let kvIDs = kvWatches.withLock { all in
+            let mine = all.filter { $0.value == owner }.map(\.key)
+            for id in mine { all[id] = nil }
+            return mine
+        }
+        for id in kvIDs {
+            _ = withRegistry { binding in binding.vtable.pointee.on_kv_unwatch?(binding.instance, id) }
         }
     }
 
@@ -127,6 +140,7 @@ public final class HostServices: Sendable {
         table.pointee.metric_create = hostMetricCreate
         table.pointee.metric_record = hostMetricRecord
         table.pointee.listen = hostListen
+        installMetadataStore(table)
         return UnsafePointer(table)
     }()
 }
@@ -421,6 +435,9 @@ final class OwedCompletions: Sendable {
     enum Kind {
         case done(Completion<px_done_fn>)
         case lookup(Completion<px_lookup_done_fn>)
+        case kvGet(Completion<px_kv_get_done_fn>)
+        case kvWrite(Completion<px_kv_write_done_fn>)
+        case kvList(Completion<px_kv_list_done_fn>)
     }
 
     struct Entry: @unchecked Sendable {
@@ -456,7 +473,7 @@ struct Completion<F>: @unchecked Sendable {
     let user: UnsafeMutableRawPointer?
 }
 
-private let registryDone: px_done_fn = { user, status, error in
+let registryDone: px_done_fn = { user, status, error in
     guard let entry = OwedCompletions.shared.take(user), case .done(let c) = entry.kind else { return }
     c.fn(c.user, status, error)
     entry.context.paid()
@@ -469,7 +486,7 @@ private let registryLookupDone: px_lookup_done_fn = { user, status, instances, c
 }
 
 /// Forwards a registry call with a status completion, owed until it runs.
-private func forward(
+func forward(
     _ context: PluginContext, _ kind: OwedCompletions.Kind, _ err: UnsafeMutablePointer<px_error>?,
     _ call: (HostServices.RegistryBinding, UnsafeMutableRawPointer?) -> px_status
 ) -> px_status {
@@ -500,12 +517,17 @@ private let hostRegistryRegister: px_host_registry_register = { host, instance, 
         return PX_ERR_INVALID_ARGUMENT.status
     }
     full.struct_size = UInt32(MemoryLayout<px_service_instance>.size)
-    return withUnsafePointer(to: &full) { instance in
+    let status = withUnsafePointer(to: &full) { instance in
         forward(context, .done(Completion(fn: done, user: user)), err) { binding, token in
             binding.vtable.pointee.on_register?(binding.instance, instance, registryDone, token, err)
                 ?? PX_ERR_UNSUPPORTED.status
         }
     }
+    // Registered with a TTL: the kernel renews it until the plugin deregisters it or stops (ABI 1.4).
+    if status == PX_OK.status {
+        context.services.leases.registered(full, by: context)
+    }
+    return status
 }
 
 private let hostRegistryDeregister: px_host_registry_deregister = { host, service, instanceID, done, user, err in
@@ -513,10 +535,14 @@ private let hostRegistryDeregister: px_host_registry_deregister = { host, servic
         setError(err, "registry_deregister needs a host handle and a completion")
         return PX_ERR_INVALID_ARGUMENT.status
     }
-    return forward(context, .done(Completion(fn: done, user: user)), err) { binding, token in
+    let status = forward(context, .done(Completion(fn: done, user: user)), err) { binding, token in
         binding.vtable.pointee.on_deregister?(binding.instance, service, instanceID, registryDone, token, err)
             ?? PX_ERR_UNSUPPORTED.status
     }
+    if status == PX_OK.status || status == PX_ERR_NOT_FOUND.status {
+        context.services.leases.deregistered(service: service.string, instanceID: instanceID.string, by: context)
+    }
+    return status
 }
 
 private let hostRegistryLookup: px_host_registry_lookup = { host, service, done, user, err in

@@ -92,7 +92,12 @@ struct PluginLifecycle: Sendable {
     }
 
     /// `on_create` with the manifest's configuration: the instance pointer the plugin returned.
-    func create(nodeID: String, dataDirectory: String) -> Result<InstancePointer?, Failure> {
+    ///
+    /// - Parameter host: the host table and handle to give the plugin instead of the kernel's (a host of its
+    ///   own, such as the conformance kit's connector host); `nil` for the kernel's.
+    func create(nodeID: String, dataDirectory: String, host: StandalonePlugin.HostTable? = nil)
+        -> Result<InstancePointer?, Failure>
+    {
         let manifest = manifest
         let loaded = loaded
         let context = context
@@ -100,7 +105,8 @@ struct PluginLifecycle: Sendable {
             PluginConfigBuffer.with(manifest: manifest, nodeID: nodeID, dataDirectory: dataDirectory) { config in
                 ErrorBuffer.with { err in
                     var instance: UnsafeMutableRawPointer?
-                    let status = loaded.descriptor.on_create(HostServices.api, context.handle, config, &instance, err)
+                    let status = loaded.descriptor.on_create(
+                        host?.api ?? HostServices.api, host?.handle ?? context.handle, config, &instance, err)
                     return HookOutcome(status: status, message: ErrorBuffer.text(err), instance: instance)
                 }
             }

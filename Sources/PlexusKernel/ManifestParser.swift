@@ -69,7 +69,7 @@ public enum ManifestParser {
             sha256 = text
         }
 
-        let abi = try root.required("abi", "the ABI version the plugin was built against, {major: 1, minor: 3}")
+        let abi = try root.required("abi", "the ABI version the plugin was built against, {major: 1, minor: 4}")
         try abi.onlyKeys(["major", "minor"])
         let abiMajor = try abi.required("major", "an integer").int()
         let abiMinor = try abi.required("minor", "an integer").int()

@@ -104,8 +104,13 @@ public final class StandalonePlugin: Sendable {
     ///   - dataDirectory: the instance's `data_dir`; created if missing. Start a second instance on the same
     ///     directory (after stopping the first) to test what survives a restart.
     ///   - nodeID: the `node_id` the instance is told.
+    ///   - host: a host table of the caller's own to give the instance instead of the kernel's: the
+    ///     conformance kit hosts a connector itself, to see every publish, subscribe and acknowledgement.
+    ///     `nil` (the default) gives the kernel's table, as a node does.
     /// - Throws: `KernelError` (`hookFailed`, `deadlineExceeded`, `io`) with the plugin's own reason.
-    public func start(dataDirectory: String, nodeID: String = "standalone") throws -> Instance {
+    public func start(dataDirectory: String, nodeID: String = "standalone", host: HostTable? = nil) throws
+        -> Instance
+    {
         let name = manifest.name
         do {
             try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
@@ -117,7 +122,7 @@ public final class StandalonePlugin: Sendable {
             name: name, logger: Kernel.pluginLogger(logger, name: name), services: services)
         let lifecycle = PluginLifecycle(manifest: manifest, loaded: loaded, context: context)
         let pointer: InstancePointer?
-        switch lifecycle.create(nodeID: nodeID, dataDirectory: dataDirectory) {
+        switch lifecycle.create(nodeID: nodeID, dataDirectory: dataDirectory, host: host) {
         case .success(let created): pointer = created
         case .failure(let failure): throw failure.error
         }
@@ -197,6 +202,23 @@ public final class StandalonePlugin: Sendable {
 
     // MARK: Instances
 
+    /// A host table and `px_host *` handle to create an instance with in place of the kernel's (see
+    /// `start(dataDirectory:nodeID:host:)`).
+    ///
+    /// - Important: Both must stay valid, and the table unchanged, until the instance's `on_destroy` has
+    ///   returned and for as long as the plugin may still call in (an abandoned instance may).
+    public struct HostTable: @unchecked Sendable {
+        // Safe: the table is read-only once made and the handle is opaque to this module; the caller
+        // promises both outlive the instance.
+        public let api: UnsafePointer<px_host_api>
+        public let handle: OpaquePointer
+
+        public init(api: UnsafePointer<px_host_api>, handle: OpaquePointer) {
+            self.api = api
+            self.handle = handle
+        }
+    }
+
     /// One created and started instance of a `StandalonePlugin`.
     public final class Instance: Sendable {
         public let plugin: StandalonePlugin
@@ -228,16 +250,20 @@ public final class StandalonePlugin: Sendable {
         /// plugin left behind with the host (timers, subscriptions, watches) is cancelled, every completion
         /// the host owes it runs, and `on_destroy` frees it. Calling it again does nothing.
         ///
+        /// - Parameter afterStop: called once `on_stop` has returned (whatever it returned) and before the
+        ///   instance is destroyed, so that a caller can tell calls made during `on_stop` from calls made after.
         /// - Throws: `KernelError` when a hook overran its deadline (the instance is then abandoned, as a
         ///   node abandons it) or `on_stop` reported an error (the instance is destroyed all the same).
-        public func stop() throws {
+        public func stop(afterStop: () -> Void = {}) throws {
             let proceed = state.withLock { phase -> Bool in
                 guard phase == .running else { return false }
                 phase = .stopping
                 return true
             }
             guard proceed else { return }
-            switch lifecycle.stop(raw) {
+            let stopped = lifecycle.stop(raw)
+            if case .failure(.abandoned) = stopped {} else { afterStop() }
+            switch stopped {
             case .success:
                 try destroy()
             case .failure(.abandoned(let error)):

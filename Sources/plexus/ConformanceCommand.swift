@@ -47,6 +47,36 @@ struct ConformanceCommand: ParsableCommand {
         help: "Seconds one rule may take in all; a hook still running then fails it and the instance is abandoned.")
     var ruleTimeout: Double = 60
 
+    @Option(
+        name: .long,
+        help:
+            "Connectors: a configuration (one JSON object) that points the connector at an unreachable external system, for the fault rule."
+    )
+    var faultConfig: String?
+
+    @Option(
+        name: .long, help: "Connectors: the topic the connector is configured with (default: its `topic` or `topics`).")
+    var topic: String?
+
+    @Option(name: .long, help: "Connectors: seconds to wait after start for a subscribe or publish.")
+    var observe: Double = 5
+
+    @Option(name: .long, help: "Connectors: milliseconds one deliver call may take.")
+    var deliverBound: Double = 100
+
+    @Option(name: .long, help: "Protocols: the client driver to run the scenarios with: tcp, http or grpc.")
+    var driver: String?
+
+    @Option(
+        name: .long,
+        help: "Protocols: the memory-storage library the node stores in (default: libMemoryStorage.so beside plexus).")
+    var storage: String?
+
+    @Option(
+        name: .long,
+        help: "Protocols: the memory-storage manifest (default: memory-storage.yaml of the shipped manifests).")
+    var storageManifest: String?
+
     @Option(name: .long, help: "The plugin's log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "warning"
 
@@ -56,10 +86,20 @@ struct ConformanceCommand: ParsableCommand {
                 "unknown kind '\(kind)'; expected \(ConformanceKind.allCases.map(\.rawValue).joined(separator: " or "))"
             )
         }
-        guard timeout > 0, ruleTimeout > 0 else {
-            throw ValidationError("--timeout and --rule-timeout must be positive numbers of seconds")
+        guard timeout > 0, ruleTimeout > 0, observe > 0, deliverBound > 0 else {
+            throw ValidationError("--timeout, --rule-timeout, --observe and --deliver-bound must be positive numbers")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level '\(logLevel)'") }
+        if kind == ConformanceKind.protocol.rawValue {
+            guard let driver, ProtocolDriverKind(rawValue: driver) != nil else {
+                throw ValidationError(
+                    "--kind protocol needs --driver \(ProtocolDriverKind.allCases.map(\.rawValue).joined(separator: " or "))"
+                )
+            }
+            guard manifest != nil else {
+                throw ValidationError("--kind protocol needs --manifest: the node loads the plugin from it")
+            }
+        }
     }
 
     func run() throws {
@@ -74,7 +114,15 @@ struct ConformanceCommand: ParsableCommand {
         var options = ConformanceOptions()
         options.completionTimeout = .milliseconds(Int(timeout * 1000))
         options.ruleTimeout = .milliseconds(Int(ruleTimeout * 1000))
+        options.connectorObserve = .milliseconds(Int(observe * 1000))
+        options.deliverBound = .microseconds(Int(deliverBound * 1000))
+        options.faultConfigJSON = faultConfig
+        options.connectorTopic = topic
 
+        if suite == .protocol {
+            try runProtocol(options: options, logger: logger)
+            return
+        }
         let plugin: StandalonePlugin
         do {
             plugin = try StandalonePlugin(
@@ -106,6 +154,43 @@ struct ConformanceCommand: ParsableCommand {
                 progress: { result in if !json { Self.emit(result.line) } })
         } catch {
             Self.fail("cannot run the \(suite.rawValue) suite against \(library): \(error)")
+        }
+        if json {
+            Self.emit(try report.json())
+        } else {
+            Self.emit(report.summary)
+        }
+        if report.failed > 0 { throw ExitCode(1) }
+    }
+
+    /// The protocol suite: a node around the plugin, the scenarios through `--driver`.
+    func runProtocol(options: ConformanceOptions, logger: Logger) throws {
+        guard let driverName = driver, let kind = ProtocolDriverKind(rawValue: driverName), let manifest else {
+            throw ExitCode.validationFailure
+        }
+        let executable =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let products = URL(fileURLWithPath: executable).deletingLastPathComponent().path
+        let storageLibrary = storage ?? products + "/libMemoryStorage.so"
+        let storageManifestPath: String
+        if let storageManifest {
+            storageManifestPath = storageManifest
+        } else {
+            do {
+                storageManifestPath = try Dev.findShipped(from: products) + "/memory-storage.yaml"
+            } catch {
+                Self.fail("cannot find the memory-storage manifest: \(error); name it with --storage-manifest")
+            }
+        }
+        if !json { Self.emit("protocol conformance of \(library) over \(kind.rawValue) (manifest \(manifest))") }
+        let report: ConformanceReport
+        do {
+            report = try Conformance.runProtocol(
+                library: library, manifest: manifest, driver: kind,
+                storage: (storageLibrary, storageManifestPath), configJSON: config, options: options, logger: logger,
+                progress: { result in if !json { Self.emit(result.line) } })
+        } catch {
+            Self.fail("cannot run the protocol suite against \(library): \(error)")
         }
         if json {
             Self.emit(try report.json())

@@ -1,6 +1,6 @@
 import PlexusCore
 
-// A libFuzzer target for the CloudEvents JSON decoder (Sources/PlexusCore/CloudEventJSONDecoder.swift), which
+// A libFuzzer target for the CloudEvents JSON decoder (sdk/plexus-sdk/Sources/PlexusCore/CloudEventJSONDecoder.swift), which
 // reads structured- and batch-mode bodies from any HTTP client. Each input is decoded as one event and as a
 // batch. The decoder must never crash, and every event it accepts must survive the round trips the rest of
 // Plexus puts it through: JSON (`CloudEventJSON.encode`), binary-mode headers for an event the HTTP binding

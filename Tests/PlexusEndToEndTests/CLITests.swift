@@ -141,7 +141,7 @@ struct CLITests {
         version: 1.0.0
         kind: connector
         library: libstart_fails.so
-        abi: {major: 1, minor: 3}
+        abi: {major: 1, minor: 4}
         """.write(to: manifests.appendingPathComponent("start-fails.yaml"), atomically: true, encoding: .utf8)
         let node = try await NodeProcess.start(
             manifests: manifests, data: try directory.subdirectory("data"), in: directory.url,

@@ -77,6 +77,30 @@ struct ConformanceCommandTests {
         #expect(result.stdout.contains("FAIL storage.offsets.none-before-commit: expected PX_OFFSET_NONE"))
     }
 
+    @Test(
+        "HeartbeatSource passes the connector suite through the binary; rules it does not take are N/A with the reason")
+    func heartbeatConnector() async throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let library = try Repository.products().appendingPathComponent("libHeartbeatSource.so")
+        let manifest = Repository.root.appendingPathComponent("plugin-manifests/heartbeat-source.yaml")
+        let result = try await Command.run(
+            try Repository.plexus(),
+            [
+                "conformance", "--kind", "connector", library.path, "--manifest", manifest.path, "--config",
+                #"{"topic": "beats", "interval_ms": 20}"#, "--observe", "3",
+            ], in: directory.url)
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        let verdicts = Self.verdicts(result.stdout)
+        #expect(verdicts["connector.source.publishes-valid-events"] == "PASS", "\(result.stdout)")
+        #expect(verdicts["connector.source.stop-clean"] == "PASS", "\(result.stdout)")
+        #expect(
+            result.stdout.contains("N/A  connector.sink.answers-exactly-once: the connector did not subscribe"),
+            "\(result.stdout)")
+        #expect(result.stdout.contains("N/A  connector.source.at-least-once-across-restart: its manifest provides"))
+        #expect(result.stdout.contains(" not applicable"), "\(result.stdout)")
+    }
+
     @Test("a library that cannot be loaded, or a plugin of another kind, exits 2 with the reason")
     func notRunnable() async throws {
         let directory = try TestDirectory()

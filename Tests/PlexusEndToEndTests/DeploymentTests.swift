@@ -54,7 +54,7 @@ struct DeploymentTests {
         version: \(version)
         kind: connector
         library: libok_minimal.so
-        abi: {major: 1, minor: 3}
+        abi: {major: 1, minor: 4}
         operations:
           - {name: started, symbol: px_op_started, signature: uint64 (instance)}
 

@@ -121,7 +121,7 @@ struct PluginProbeTests {
         version: 1.0.0
         kind: connector
         library: \(library.lastPathComponent)
-        abi: {major: 1, minor: 3}
+        abi: {major: 1, minor: 4}
 
         """.write(to: manifests.appendingPathComponent("\(name).yaml"), atomically: true, encoding: .utf8)
         let file = directory.url.appendingPathComponent("plexus.yaml")

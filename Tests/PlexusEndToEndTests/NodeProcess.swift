@@ -20,6 +20,7 @@ enum Repository {
     static let requiredProducts = [
         "plexus", "libHeartbeatSource.so", "libConsoleSink.so", "libMemoryStorage.so", "libRaftLogStorage.so",
         "libStandaloneRegistry.so", "libTCPProtocol.so", "libHTTPProtocol.so", "libGRPCProtocol.so",
+        "libLedgerStorage.so",
     ]
 
     /// The directory holding the `plexus` binary and the plugin libraries: the test bundle's own build
@@ -52,7 +53,7 @@ enum Repository {
             URL(fileURLWithPath: "/usr/bin/env"),
             [
                 "cc", "-std=c99", "-shared", "-fPIC", "-I",
-                root.appendingPathComponent("Sources/PlexusABI/include").path,
+                root.appendingPathComponent("sdk/plexus-sdk/Sources/PlexusABI/include").path,
             ] + defines.map { "-D" + $0 } + [
                 root.appendingPathComponent("Tests/Fixtures/plugins/\(stem).c").path, "-o", output.path,
             ], in: directory)

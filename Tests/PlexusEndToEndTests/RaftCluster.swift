@@ -229,8 +229,10 @@ final class RaftCluster {
                 let port = other == id ? raftPorts[id]! : proxies[Link(from: id, to: other)]!.port
                 return "\(other)=127.0.0.1:\(port)"
             }
+            // Every replicated test cluster authenticates its node-to-node connections (a test fixture secret).
             let membership = [
                 "nodeId": id, "listen": "127.0.0.1:\(raftPorts[id]!)", "peers": peers.joined(separator: ","),
+                "clusterSecret": "test-fixture-cluster-secret",
             ]
             let values = defaultRaftValues.merging(raftValues) { $1 }.merging(replicated ? membership : [:]) { $1 }
             let home = try directory.subdirectory(id)

@@ -30,7 +30,7 @@ struct ServeTests {
         #expect(
             Set(plugins.map(\.name)) == [
                 "heartbeat-source", "console-sink", "memory-storage", "raft-log", "standalone-registry", "tcp-protocol",
-                "http-protocol", "grpc-protocol",
+                "http-protocol", "grpc-protocol", "ledger-storage",
             ])
         for plugin in plugins {
             #expect(plugin.state == .active, "\(plugin.name): \(plugin.lastError ?? "")")
@@ -113,7 +113,7 @@ struct ServeTests {
         version: 1.0.0
         kind: connector
         library: libcreate_fails.so
-        abi: {major: 1, minor: 3}
+        abi: {major: 1, minor: 4}
         """.write(to: manifests.appendingPathComponent("create-fails.yaml"), atomically: true, encoding: .utf8)
 
         let node = try await NodeProcess.start(
@@ -121,7 +121,7 @@ struct ServeTests {
         defer { node.kill() }
 
         let plugins = try await node.list()
-        #expect(plugins.count == 9, "the eight shipped plugins and the broken fixture")
+        #expect(plugins.count == 10, "the nine shipped plugins and the broken fixture")
         let broken = try #require(plugins.first { $0.name == "create-fails" })
         #expect(broken.state == .failed)
         #expect(broken.errorCode == "hook-failed")
@@ -161,7 +161,7 @@ struct ServeTests {
         #expect(
             Set(startOrder) == [
                 "heartbeat-source", "console-sink", "memory-storage", "raft-log", "standalone-registry", "tcp-protocol",
-                "http-protocol", "grpc-protocol",
+                "http-protocol", "grpc-protocol", "ledger-storage",
             ],
             "every shipped plugin started: \(startOrder)")
         #expect(

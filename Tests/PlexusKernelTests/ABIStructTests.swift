@@ -27,6 +27,7 @@ struct ABIStructTests {
         "px_registry_vtable": MemoryLayout<px_registry_vtable>.size,
         "px_plugin_descriptor": MemoryLayout<px_plugin_descriptor>.size,
         "px_group_offset": MemoryLayout<px_group_offset>.size,
+        "px_kv_entry": MemoryLayout<px_kv_entry>.size,
     ]
 
     static let currentMinor = UInt16(PX_ABI_VERSION_MINOR)
@@ -51,6 +52,11 @@ struct ABIStructTests {
         #expect(ABIStruct.size("px_storage_vtable", minor: 2) == 88)
         #expect(ABIStruct.size("px_storage_vtable", minor: 3) == 120, "1.3 appended four hooks")
         #expect(ABIStruct.size("px_group_offset", minor: 2) == nil, "1.3 added it")
+        #expect(ABIStruct.size("px_registry_vtable", minor: 3) == 48)
+        #expect(ABIStruct.size("px_registry_vtable", minor: 4) == 104, "1.4 appended seven hooks")
+        #expect(ABIStruct.size("px_host_api", minor: 3) == 184)
+        #expect(ABIStruct.size("px_host_api", minor: 4) == 240, "1.4 appended seven host functions")
+        #expect(ABIStruct.size("px_kv_entry", minor: 3) == nil, "1.4 added it")
     }
 
     @Test("every published size of every struct is accepted")

@@ -10,7 +10,7 @@ struct ConfigOverridesTests {
         version: 1.0.0
         kind: protocol
         library: libTCPProtocol.so
-        abi: {major: 1, minor: 3}
+        abi: {major: 1, minor: 4}
         config:
           schema:
             port: {type: integer, default: 10000, minimum: 0, maximum: 65535, description: The port.}

@@ -37,7 +37,8 @@ enum FixtureLibraries {
     static func sourceSets() throws -> [SourceSet] {
         var sets = [
             SourceSet(
-                sources: sourceDirectory, include: repositoryRoot.appendingPathComponent("Sources/PlexusABI/include"))
+                sources: sourceDirectory,
+                include: repositoryRoot.appendingPathComponent("sdk/plexus-sdk/Sources/PlexusABI/include"))
         ]
         let fixtures = repositoryRoot.appendingPathComponent("Tests/Fixtures")
         let folders = try FileManager.default.contentsOfDirectory(atPath: fixtures.path)
@@ -147,7 +148,7 @@ struct FixtureNode {
 
     func remove() { try? FileManager.default.removeItem(at: root) }
 
-    /// The ABI of the current header (`Sources/PlexusABI/include/plexus.h`), which the fixtures of
+    /// The ABI of the current header (`sdk/plexus-sdk/Sources/PlexusABI/include/plexus.h`), which the fixtures of
     /// `Tests/Fixtures/plugins` are built against: as text ("1.1") and as a manifest's `abi` value.
     static let currentABI = "\(PX_ABI_VERSION_MAJOR).\(PX_ABI_VERSION_MINOR)"
     static let currentABIYAML = "{major: \(PX_ABI_VERSION_MAJOR), minor: \(PX_ABI_VERSION_MINOR)}"

@@ -14,7 +14,7 @@ struct ManifestParserTests {
         kind: [storage, connector]
         library: libHeartbeatSource.so
         sha256: 9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08
-        abi: {major: 1, minor: 3}
+        abi: {major: 1, minor: 4}
         toolchain: swift-6.3
         requires:
           - {capability: registry, version: ">=1.0.0 <2.0.0", optional: false}
@@ -63,7 +63,7 @@ struct ManifestParserTests {
         #expect(m.kinds == [.connector, .storage])
         #expect(m.library == "libHeartbeatSource.so")
         #expect(m.sha256 == "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
-        #expect(m.abiMajor == 1 && m.abiMinor == 3)
+        #expect(m.abiMajor == 1 && m.abiMinor == 4)
         #expect(m.toolchain == "swift-6.3")
 
         #expect(m.requires.count == 2)
@@ -162,13 +162,13 @@ struct ManifestParserTests {
                 field: "library", phrases: ["must not be empty"]),
             Invalid(
                 label: "missing abi", text: ManifestSamples.minimal(without: "abi"),
-                field: "abi", phrases: ["is missing", "{major: 1, minor: 3}"]),
+                field: "abi", phrases: ["is missing", "{major: 1, minor: 4}"]),
             Invalid(
                 label: "abi without minor", text: ManifestSamples.minimal(setting: "abi", to: "{major: 1}"),
                 field: "abi.minor", phrases: ["is missing", "an integer"]),
             Invalid(
                 label: "abi with an unknown key",
-                text: ManifestSamples.minimal(setting: "abi", to: "{major: 1, minor: 3, patch: 0}"),
+                text: ManifestSamples.minimal(setting: "abi", to: "{major: 1, minor: 4, patch: 0}"),
                 field: "abi.patch", phrases: ["is not a known field", "major, minor"]),
             Invalid(
                 label: "missing version", text: ManifestSamples.minimal(without: "version"),

@@ -14,7 +14,7 @@ enum ManifestSamples {
         version: 1.0.0
         kind: connector
         library: libSample.so
-        abi: {major: 1, minor: 3}
+        abi: {major: 1, minor: 4}
         """
 
     /// `minimal` without the line of top-level `key`.
@@ -46,7 +46,7 @@ enum ManifestSamples {
             version: 1.0.0
             kind: connector
             library: lib\(name).so
-            abi: {major: 1, minor: 3}
+            abi: {major: 1, minor: 4}
 
             """
         if !requires.isEmpty {

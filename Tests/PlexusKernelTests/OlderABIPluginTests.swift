@@ -306,3 +306,73 @@ struct OneOnePluginTests {
             "the 1.1 metric handle counted: \(text.split(separator: "\n").filter { $0.contains("abi11") })")
     }
 }
+
+/// And one minor later again: `Tests/Fixtures/abi-1.2/abi12_source.c`, compiled from the published 1.2 header
+/// (`abi/published/1.2/plexus.h`), runs in this kernel and uses what 1.2 added: a listening socket the kernel
+/// owns (`listen`) and `PX_DEGRADED` from `on_health`.
+@Suite("Plugins built against ABI 1.2")
+struct OneTwoPluginTests {
+    @Test("a 1.2 source declares 1.2, takes the kernel's socket, publishes, and is degraded while the node is ready")
+    func source() throws {
+        let sets = try FixtureLibraries.sourceSets()
+        let set = try #require(sets.first { $0.sources.lastPathComponent == "abi-1.2" })
+        #expect(set.include.path.hasSuffix("abi/published/1.2"), "built against the published 1.2 header")
+        let library = try FixtureLibraries.library("abi12_source")
+        let (_, descriptor) = try PluginLoader.open(
+            library, subject: library, library: library, entryName: "abi12_source", deadline: .seconds(5))
+        #expect(descriptor.abi_major == 1 && descriptor.abi_minor == 2)
+
+        let node = try FixtureNode()
+        defer { node.remove() }
+        try node.writeManifest(
+            fixture: "abi10_storage", kind: "storage", abi: OlderABIPluginTests.abi,
+            extra: OlderABIPluginTests.storageManifest)
+        try node.writeManifest(
+            fixture: "abi12_source", abi: "{major: 1, minor: 2}",
+            extra: """
+                requires:
+                  - {capability: storage, version: "^1.0.0"}
+                operations:
+                  - {name: port, symbol: px_op_abi12_source_port, signature: "uint64 (instance)"}
+                  - {name: acked, symbol: px_op_abi12_source_acked, signature: "uint64 (instance)"}
+                  - {name: failed, symbol: px_op_abi12_source_failed, signature: "uint64 (instance)"}
+                """)
+        let kernel = try node.kernel { $0.topics.defaultStorage = "abi10-storage" }
+        defer { kernel.stop() }
+        kernel.start()
+        for status in kernel.statuses() {
+            #expect(status.state == .active, "\(status.name): \(status.lastError ?? "")")
+        }
+        func count(_ operation: String) throws -> Int {
+            Int(try kernel.callOperation(plugin: "abi12-source", operation: operation, arguments: [])) ?? -1
+        }
+        #expect(try OlderABIPluginTests.eventually { try count("acked") == 20 }, "every publish acknowledged")
+        #expect(try count("failed") == 0)
+
+        // The socket came from the kernel (listen, 1.2): a client connects to it.
+        let port = try count("port")
+        #expect(port > 0 && port < 65_536, "bound to a port: \(port)")
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(clamping: port)).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        #expect(connected == 0, "the kernel's socket accepts connections (errno \(errno))")
+
+        // PX_DEGRADED (1.2) from on_health: reported with the reason, and the node stays ready.
+        #expect(
+            try OlderABIPluginTests.eventually {
+                kernel.statuses().first { $0.name == "abi12-source" }?.health?.hasPrefix("degraded") == true
+            }, "\(kernel.statuses().map { "\($0.name): \($0.health ?? "-")" })")
+        let health = kernel.statuses().first { $0.name == "abi12-source" }?.health ?? ""
+        #expect(health.contains("impaired on purpose"), "\(health)")
+        #expect(kernel.readiness().ready, "\(kernel.readiness().reasons)")
+    }
+}

@@ -30,9 +30,10 @@ enum ShippedPlugins {
                 + "(all products, not only the tests) before `swift test`.")
     }
 
-    /// The text of `plugin-manifests/<name>.yaml`, with `values` set under `config.values`.
-    static func manifest(_ name: String, values: [String: String] = [:]) throws -> String {
-        let path = root.appendingPathComponent("plugin-manifests/\(name).yaml").path
+    /// The text of `plugin-manifests/<name>.yaml` (or of `path`, relative to the repository), with `values` set
+    /// under `config.values`.
+    static func manifest(_ name: String, path: String? = nil, values: [String: String] = [:]) throws -> String {
+        let path = root.appendingPathComponent(path ?? "plugin-manifests/\(name).yaml").path
         var text = try String(contentsOfFile: path, encoding: .utf8)
         if !values.isEmpty {
             let lines = values.sorted { $0.key < $1.key }.map { "    \($0.key): \($0.value)\n" }.joined()
@@ -53,12 +54,14 @@ struct ShippedPluginNode {
     let name: String
     let library: String
 
-    /// A node directory holding the manifest of `name` (with `values`), its library found among the products.
-    init(_ name: String, library: String, values: [String: String] = [:]) throws {
+    /// A node directory holding the manifest of `name` (from `manifestPath` when given, with `values`), its
+    /// library found among the products.
+    init(_ name: String, library: String, manifestPath: String? = nil, values: [String: String] = [:]) throws {
         node = try FixtureNode()
         self.name = name
         self.library = library
-        try node.write(try ShippedPlugins.manifest(name, values: values), file: "\(name).yaml")
+        try node.write(
+            try ShippedPlugins.manifest(name, path: manifestPath, values: values), file: "\(name).yaml")
     }
 
     /// Another node over the same directories (a restart).

@@ -302,8 +302,8 @@ final class RegistryDriver: @unchecked Sendable {
     /// Watchers stay alive as long as the driver: a late call must find its watcher.
     private let watchers = Mutex<[Watcher]>([])
 
-    init(_ kernel: Kernel) throws {
-        let loaded = try kernel.requireLoaded("standalone-registry")
+    init(_ kernel: Kernel, plugin: String = "standalone-registry") throws {
+        let loaded = try kernel.requireLoaded(plugin)
         vtable = try #require(loaded.descriptor.registry, "a registry plugin hangs a registry vtable")
         instance = loaded.instance
     }

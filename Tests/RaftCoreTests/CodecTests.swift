@@ -383,10 +383,10 @@ func drain(_ decoder: inout FrameDecoder) throws -> [PeerFrame] {
         streamed.append(badMagic)
         expectCodecError(.badMagic) { _ = try streamed.next() }
 
-        let version2 = Bytes.frame([0] + Array("PXRN".utf8) + Bytes.u16(2) + Bytes.string("a"))
-        expectCodecError(.badVersion) { _ = try PeerCodec.decodeHello(frame: version2) }
+        let version3 = Bytes.frame([0] + Array("PXRN".utf8) + Bytes.u16(3) + Bytes.string("a"))
+        expectCodecError(.badVersion) { _ = try PeerCodec.decodeHello(frame: version3) }
         var newer = FrameDecoder(maxFrameBytes: Self.limit)
-        newer.append(version2)
+        newer.append(version3)
         expectCodecError(.badVersion) { _ = try newer.next() }
     }
 }

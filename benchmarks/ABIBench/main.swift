@@ -133,7 +133,7 @@ func manifestDirectory(count: Int) -> String {
             version: 1.0.0
             kind: connector
             library: \(options.pluginDirectory)/libbench\(i).so
-            abi: {major: 1, minor: 3}
+            abi: {major: 1, minor: 4}
             operations:
               - {name: host-loop, symbol: px_op_bench_host_loop, signature: "uint64 (instance, uint64)"}
             """

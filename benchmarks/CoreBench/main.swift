@@ -90,7 +90,7 @@ func manifest(for storage: String) throws -> String {
             version: 1.0.0
             kind: storage
             library: libMemoryStorage.so
-            abi: {major: 1, minor: 3}
+            abi: {major: 1, minor: 4}
             toolchain: \(Toolchain.current)
             """
     }

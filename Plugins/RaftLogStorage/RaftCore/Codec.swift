@@ -8,8 +8,11 @@
 public enum PeerCodec {
     /// The HELLO frame's magic, "PXRN".
     public static let magic: [UInt8] = Array("PXRN".utf8)
-    /// The protocol version this node speaks; a HELLO with another one is refused.
+    /// The protocol version of a HELLO without a proof; the envelopes that follow are the same in both versions.
     public static let version: UInt16 = 1
+    /// The version of a HELLO that carries a proof of the cluster secret (timestamp, nonce, HMAC-SHA256).
+    /// A HELLO of any other version is refused.
+    public static let authenticatedVersion: UInt16 = 2
     /// The largest HELLO accepted (the bytes after its length field): a node id of up to 1,013 bytes.
     public static let maxHelloBytes = 1024
 
@@ -48,9 +51,25 @@ public enum PeerCodec {
 
     // MARK: Encoding
 
-    /// The HELLO frame that opens a connection from `node`, length field included.
-    public static func encodeHello(node: NodeID) -> [UInt8] {
-        let size = 4 + 1 + 4 + 2 + stringSize(node)
+    /// The HELLO frame that opens a connection from `node`, length field included: version 1 without a cluster
+    /// secret, version 2 with the proof that the sender knows it (see `PeerSecret`).
+    public static func encodeHello(node: NodeID, secret: PeerSecret? = nil) -> [UInt8] {
+        guard let secret else { return encodeHello(node: node, version: version, proof: nil) }
+        let timestamp = PeerSecret.nowMs()
+        let nonce = PeerSecret.randomNonce()
+        // The MAC covers the payload up to and including the nonce; the frame is built twice (cheap: once a
+        // connection) so that the signed bytes are exactly the ones sent.
+        let unsigned = encodeHello(
+            node: node, version: authenticatedVersion, proof: HelloProof(timestampMs: timestamp, nonce: nonce, mac: []))
+        let signed = Array(unsigned[4..<(unsigned.count - 4)])
+        return encodeHello(
+            node: node, version: authenticatedVersion,
+            proof: HelloProof(timestampMs: timestamp, nonce: nonce, mac: secret.mac(signed)))
+    }
+
+    private static func encodeHello(node: NodeID, version: UInt16, proof: HelloProof?) -> [UInt8] {
+        var size = 4 + 1 + 4 + 2 + stringSize(node)
+        if let proof { size += 8 + 4 + proof.nonce.count + 4 + proof.mac.count }
         return [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
             var writer = WireWriter(buffer.baseAddress.map(UnsafeMutableRawPointer.init))
             writer.u32(UInt32(size - 4))
@@ -61,6 +80,11 @@ public enum PeerCodec {
             writer.u8(magic[3])
             writer.u16(version)
             writer.string(node)
+            if let proof {
+                writer.u64(proof.timestampMs)
+                writer.bytes(proof.nonce)
+                writer.bytes(proof.mac)
+            }
             count = writer.offset
         }
     }
@@ -119,9 +143,14 @@ public enum PeerCodec {
     }
 
     /// Decodes one whole HELLO frame, length field included, and returns the sender's node id.
-    /// - Throws: `PeerCodecError` on anything but a valid HELLO of this protocol version.
+    /// - Throws: `PeerCodecError` on anything but a valid HELLO of version 1 or 2.
     public static func decodeHello(frame: [UInt8]) throws(PeerCodecError) -> NodeID {
-        try withBytes(of: frame) { (raw) throws(PeerCodecError) -> NodeID in
+        try decodeProvenHello(frame: frame).node
+    }
+
+    /// Decodes one whole HELLO frame, length field included: the sender and, in version 2, its proof.
+    public static func decodeProvenHello(frame: [UInt8]) throws(PeerCodecError) -> (node: NodeID, proof: HelloProof?) {
+        try withBytes(of: frame) { (raw) throws(PeerCodecError) -> (node: NodeID, proof: HelloProof?) in
             try checkHelloStart(raw)
             let length = try payloadLength(raw, limit: maxHelloBytes)
             try checkWhole(raw, length: length)
@@ -177,7 +206,9 @@ public enum PeerCodec {
         }
     }
 
-    static func decodeHello(payload: UnsafeRawBufferPointer) throws(PeerCodecError) -> NodeID {
+    static func decodeHello(payload: UnsafeRawBufferPointer) throws(PeerCodecError) -> (
+        node: NodeID, proof: HelloProof?
+    ) {
         var reader = WireReader(payload, type: .hello)
         _ = try reader.u8("type")
         for expected in magic {
@@ -186,14 +217,31 @@ public enum PeerCodec {
             }
         }
         let peerVersion = try reader.u16("version")
-        guard peerVersion == version else {
+        guard peerVersion == version || peerVersion == authenticatedVersion else {
             throw PeerCodecError(
                 .badVersion,
-                "the peer speaks node-to-node protocol version \(peerVersion); this node speaks version \(version)")
+                "the peer speaks node-to-node protocol version \(peerVersion); this node speaks versions \(version) "
+                    + "and \(authenticatedVersion)")
         }
         let node = try reader.string("node id")
+        guard peerVersion == authenticatedVersion else {
+            try reader.finish()
+            return (node, nil)
+        }
+        let timestamp = try reader.u64("timestamp")
+        let nonce = try reader.bytes("nonce")
+        let signedEnd = reader.offset
+        let mac = try reader.bytes("mac")
         try reader.finish()
-        return node
+        guard nonce.count == PeerSecret.nonceBytes, mac.count == PeerSecret.macBytes else {
+            throw PeerCodecError(
+                .badValue,
+                "the HELLO's proof has a \(nonce.count)-byte nonce and a \(mac.count)-byte MAC; expected "
+                    + "\(PeerSecret.nonceBytes) and \(PeerSecret.macBytes)")
+        }
+        var proof = HelloProof(timestampMs: timestamp, nonce: nonce, mac: mac)
+        proof.signed = Array(UnsafeRawBufferPointer(rebasing: payload[0..<signedEnd]))
+        return (node, proof)
     }
 
     /// Decodes an envelope frame's bytes after its length field: type, addressing and message, exactly.

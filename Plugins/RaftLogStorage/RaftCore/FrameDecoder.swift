@@ -6,7 +6,10 @@
 
 /// A frame from a peer: the HELLO that opens its connection, then envelopes.
 public enum PeerFrame: Sendable, Equatable {
+    /// A version 1 HELLO: the sender, without a proof.
     case hello(NodeID)
+    /// A version 2 HELLO: the sender and its proof of the cluster secret.
+    case provenHello(NodeID, HelloProof)
     case envelope(Envelope)
 }
 
@@ -77,10 +80,13 @@ public struct FrameDecoder {
             let size = 4 + (try PeerCodec.payloadLength(view, limit: limit))
             guard view.count >= size else { return .needMore(frameSize: size) }
             let payload = UnsafeRawBufferPointer(rebasing: view[4..<size])
-            let frame: PeerFrame =
-                hello
-                ? .hello(try PeerCodec.decodeHello(payload: payload))
-                : .envelope(try PeerCodec.decodeEnvelope(payload: payload))
+            let frame: PeerFrame
+            if hello {
+                let (node, proof) = try PeerCodec.decodeHello(payload: payload)
+                frame = proof.map { .provenHello(node, $0) } ?? .hello(node)
+            } else {
+                frame = .envelope(try PeerCodec.decodeEnvelope(payload: payload))
+            }
             return .frame(frame, size: size)
         }
         guard case .frame(let frame, let size) = step else {

@@ -13,8 +13,12 @@ final class TransportShared: Sendable {
     let maxQueuedBytes: Int
     let log: @Sendable (String) -> Void
     let receive: @Sendable (Envelope) -> Void
-    /// This node's HELLO frame, sent first on every outbound connection.
-    let hello: [UInt8]
+    /// The cluster secret: sent as a proof in every outbound HELLO and required of every inbound one; nil:
+    /// connections are not authenticated.
+    let secret: PeerSecret?
+
+    /// This node's HELLO frame, made anew for each outbound connection (a proof is good for one connection).
+    var hello: [UInt8] { PeerCodec.encodeHello(node: node, secret: secret) }
 
     let framesSent = Atomic<Int>(0)
     let framesReceived = Atomic<Int>(0)
@@ -27,15 +31,15 @@ final class TransportShared: Sendable {
     let stopPipe: WakePipe
 
     init(
-        node: NodeID, maxFrameBytes: Int, maxQueuedBytes: Int, log: @escaping @Sendable (String) -> Void,
-        receive: @escaping @Sendable (Envelope) -> Void
+        node: NodeID, maxFrameBytes: Int, maxQueuedBytes: Int, secret: PeerSecret?,
+        log: @escaping @Sendable (String) -> Void, receive: @escaping @Sendable (Envelope) -> Void
     ) throws(PeerTransportError) {
         self.node = node
         self.maxFrameBytes = maxFrameBytes
         self.maxQueuedBytes = maxQueuedBytes
         self.log = log
         self.receive = receive
-        self.hello = PeerCodec.encodeHello(node: node)
+        self.secret = secret
         self.stopPipe = try WakePipe()
     }
 }
@@ -63,6 +67,10 @@ enum InboundConnection {
                         switch frame {
                         case .hello(let node):
                             peer = node
+                            if let secret = shared.secret, let refusal = secret.check(nil) { return refuse(refusal) }
+                        case .provenHello(let node, let proof):
+                            peer = node
+                            if let refusal = shared.secret?.check(proof) { return refuse(refusal) }
                         case .envelope(let envelope):
                             guard envelope.from == peer else {
                                 return refuse("it carries a message from '\(envelope.from)'")

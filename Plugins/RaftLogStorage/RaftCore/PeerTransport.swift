@@ -63,12 +63,14 @@ public final class PeerTransport: Sendable {
     ///     frame is disconnected.
     ///   - maxQueuedBytes: the most bytes of frames waiting for one peer (a frame larger than that is queued
     ///     alone).
+    ///   - secret: the cluster secret every HELLO proves and every inbound HELLO must prove (`PeerSecret`); nil
+    ///     leaves connections unauthenticated.
     ///   - log: one line per event worth an operator's attention (connections made and lost, refused input).
     ///   - receive: every envelope from a peer, see the type's threading rules.
     /// - Throws: `PeerTransportError` when `listen` is not `host:port` or a limit is out of range, or the system
     ///   refuses a pipe.
     public init(
-        node: NodeID, listen: String, maxFrameBytes: Int, maxQueuedBytes: Int = 64 << 20,
+        node: NodeID, listen: String, maxFrameBytes: Int, maxQueuedBytes: Int = 64 << 20, secret: PeerSecret? = nil,
         log: @escaping @Sendable (String) -> Void,
         receive: @escaping @Sendable (Envelope) -> Void
     ) throws {
@@ -84,7 +86,8 @@ public final class PeerTransport: Sendable {
         self.maxQueuedBytes = maxQueuedBytes
         self.listenAddress = try HostPort(parsing: listen, role: "listen address")
         self.shared = try TransportShared(
-            node: node, maxFrameBytes: maxFrameBytes, maxQueuedBytes: maxQueuedBytes, log: log, receive: receive)
+            node: node, maxFrameBytes: maxFrameBytes, maxQueuedBytes: maxQueuedBytes, secret: secret, log: log,
+            receive: receive)
     }
 
     // MARK: Counters

@@ -66,9 +66,16 @@ public final class RaftLogStorage: LendingStoragePlugin, ManagedStoragePlugin {
             let listen = settings.listen.isEmpty ? membership.member(settings.memberID)!.address : settings.listen
             let inbox = Inbox()
             do {
+                let secret = settings.clusterSecret.isEmpty ? nil : try PeerSecret(settings.clusterSecret)
+                if secret == nil {
+                    host.log(
+                        .warning,
+                        "raft-log: clusterSecret is not set: anyone who can reach \(listen) can speak to this member; "
+                            + "set the same clusterSecret on every member")
+                }
                 transport = try PeerTransport(
                     node: settings.memberID, listen: listen,
-                    maxFrameBytes: settings.maxAppendBytes + settings.maxEventBytes + (1 << 20),
+                    maxFrameBytes: settings.maxAppendBytes + settings.maxEventBytes + (1 << 20), secret: secret,
                     log: { [host] in host.log(.info, $0) },
                     receive: { inbox.deliver($0) })
             } catch {

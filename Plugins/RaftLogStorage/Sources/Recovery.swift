@@ -1,4 +1,5 @@
 import PlexusPluginSDK
+import StorageIO
 
 /// Brings a stream's directory back to a consistent log at start: every segment is read and checked, a torn
 /// tail (an append cut short by a crash) is cut off, and corruption anywhere before it stops the start unless

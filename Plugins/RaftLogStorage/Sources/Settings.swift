@@ -40,11 +40,13 @@ struct Settings: Decodable, Sendable {
     var maxInflightAppends = 64
     var maxAppendBytes = 1 << 20
     var forwardTimeoutMs = 5000
+    /// The secret every member proves in its node-to-node HELLO (`PeerSecret`); empty: unauthenticated.
+    var clusterSecret = ""
 
     enum CodingKeys: String, CodingKey {
         case segmentBytes, fsync, fsyncIntervalMs, maxEventBytes, maxWriteBytes, repairOnStart
         case nodeId, peers, listen, electionTimeoutMs, heartbeatIntervalMs, maxInflightAppends, maxAppendBytes
-        case forwardTimeoutMs
+        case forwardTimeoutMs, clusterSecret
     }
 
     init() {}
@@ -65,6 +67,7 @@ struct Settings: Decodable, Sendable {
         maxInflightAppends = try keys.decodeIfPresent(Int.self, forKey: .maxInflightAppends) ?? maxInflightAppends
         maxAppendBytes = try keys.decodeIfPresent(Int.self, forKey: .maxAppendBytes) ?? maxAppendBytes
         forwardTimeoutMs = try keys.decodeIfPresent(Int.self, forKey: .forwardTimeoutMs) ?? forwardTimeoutMs
+        clusterSecret = try keys.decodeIfPresent(String.self, forKey: .clusterSecret) ?? clusterSecret
     }
 
     /// The id of this member.

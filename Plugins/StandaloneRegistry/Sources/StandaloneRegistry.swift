@@ -4,7 +4,8 @@ import PlexusPluginSDK
 import Synchronization
 
 /// The embedded service registry: instances in memory, persisted to `<data_dir>/registry.json` on every
-/// change, expired by TTL on a host timer, and watched through one serial queue per watch.
+/// change, expired by TTL on a host timer, and watched through one serial queue per watch; and the node's
+/// metadata store (ABI 1.4, `KVStore`), durable in `<data_dir>/kv.log`.
 ///
 /// Changes are applied and their watch events queued under one lock, so every watch sees them in the order
 /// they happened. The file is written (temporary file, fsync, rename, fsync of the directory) on a serial
@@ -15,14 +16,20 @@ public final class StandaloneRegistry: RegistryPlugin {
 
     struct Settings: Decodable {
         var sweepIntervalMs: Int = 1000
+        /// Metadata changes kept for watches that resume from a revision.
+        var kvHistoryChanges: Int = 10_000
+        /// Bytes of keys and values kept in that history, at most.
+        var kvHistoryBytes: Int = 64 << 20
 
-        enum CodingKeys: String, CodingKey { case sweepIntervalMs }
+        enum CodingKeys: String, CodingKey { case sweepIntervalMs, kvHistoryChanges, kvHistoryBytes }
 
         init() {}
 
         init(from decoder: any Decoder) throws {
             let keys = try decoder.container(keyedBy: CodingKeys.self)
             sweepIntervalMs = try keys.decodeIfPresent(Int.self, forKey: .sweepIntervalMs) ?? sweepIntervalMs
+            kvHistoryChanges = try keys.decodeIfPresent(Int.self, forKey: .kvHistoryChanges) ?? kvHistoryChanges
+            kvHistoryBytes = try keys.decodeIfPresent(Int.self, forKey: .kvHistoryBytes) ?? kvHistoryBytes
         }
     }
 
@@ -64,6 +71,8 @@ public final class StandaloneRegistry: RegistryPlugin {
     let host: PlexusPluginSDK.Host
     let settings: Settings
     let store: RegistryFile
+    /// The metadata store (ABI 1.4).
+    let kv: KVStore
     private let state: Mutex<State>
     private let io = DispatchQueue(label: "plexus.standalone-registry.io")
     /// The generation last written to the file; touched only on `io`.
@@ -80,7 +89,14 @@ public final class StandaloneRegistry: RegistryPlugin {
         guard !config.dataDirectory.isEmpty else {
             throw PluginError.invalidArgument("standalone-registry: the kernel gave no data directory")
         }
+        guard settings.kvHistoryChanges > 0, settings.kvHistoryBytes > 0 else {
+            throw PluginError.invalidArgument(
+                "standalone-registry: kvHistoryChanges and kvHistoryBytes must be positive")
+        }
         store = RegistryFile(directory: config.dataDirectory)
+        kv = try KVStore(
+            directory: config.dataDirectory,
+            limits: .init(historyChanges: settings.kvHistoryChanges, historyBytes: settings.kvHistoryBytes))
         var restored = State()
         let now = Self.now()
         for entry in try store.load() where entry.expiresAt.map({ $0 > now }) ?? true {
@@ -109,6 +125,7 @@ public final class StandaloneRegistry: RegistryPlugin {
             return Array(s.watches.values)
         }
         for watch in watches { watch.end() }
+        kv.stop()
         // Every completion owed runs before on_destroy: wait for the writes queued so far.
         io.sync {}
     }
@@ -190,6 +207,66 @@ public final class StandaloneRegistry: RegistryPlugin {
             throw PluginError(PX_ERR_NOT_FOUND, "standalone-registry: no watch \(id)")
         }
         watch.end()
+    }
+
+    /// Renews an instance's TTL from now. The new expiry time is not written on its own (the next change
+    /// writes it): after a restart an instance expires at the time last written, and the kernel, whose
+    /// renewal then finds it gone, registers it again.
+    public func keepAlive(
+        service: String, instanceID: String, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        try Self.check(service: service, instanceID: instanceID)
+        let now = Self.now()
+        let expired = try state.withLock { s -> Bool in
+            let expired = s.expire(now: now)
+            guard var entry = s.services[service]?[instanceID] else {
+                throw PluginError(
+                    PX_ERR_NOT_FOUND,
+                    "standalone-registry: service '\(service)' has no instance '\(instanceID)' registered (expired "
+                        + "or never registered); register it again")
+            }
+            if entry.instance.ttlMilliseconds > 0 {
+                entry.expiresAt = now &+ entry.instance.ttlMilliseconds
+                s.services[service]?[instanceID] = entry
+            }
+            return expired
+        }
+        if expired { persist { _ in } }
+        completion(.success(()))
+    }
+
+    // MARK: The metadata store (ABI 1.4)
+
+    public func kvGet(_ key: String, completion: @escaping @Sendable (Result<KVRead, PluginError>) -> Void) throws {
+        completion(.success(try kv.get(key)))
+    }
+
+    public func kvPut(
+        _ key: String, _ value: [UInt8], expectedVersion: KVVersion,
+        completion: @escaping @Sendable (Result<KVWrite, PluginError>) -> Void
+    ) throws {
+        try kv.put(key, value, expected: expectedVersion, completion: completion)
+    }
+
+    public func kvDelete(
+        _ key: String, expectedVersion: KVVersion,
+        completion: @escaping @Sendable (Result<KVWrite, PluginError>) -> Void
+    ) throws {
+        try kv.delete(key, expected: expectedVersion, completion: completion)
+    }
+
+    public func kvList(prefix: String, completion: @escaping @Sendable (Result<KVList, PluginError>) -> Void) throws {
+        completion(.success(kv.list(prefix: prefix)))
+    }
+
+    public func kvWatch(prefix: String, fromRevision: UInt64, handler: @escaping @Sendable (KVChange) -> Void) throws
+        -> UInt64
+    {
+        try kv.watch(prefix: prefix, from: fromRevision, handler: handler)
+    }
+
+    public func kvUnwatch(_ id: UInt64) throws {
+        try kv.unwatch(id)
     }
 
     /// The timer's work: expire instances whose TTL passed.

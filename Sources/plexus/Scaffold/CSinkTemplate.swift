@@ -353,6 +353,7 @@ enum CSinkTemplate {
 
     static let makefile = #"""
         # Builds @LIBRARY@ with the system C compiler: it needs libc and libpthread only.
+        # The one command: cc -std=c11 -O2 -fPIC -shared -fvisibility=hidden -I . -Wl,--version-script=plugin.version-script -Wl,-z,defs -o @LIBRARY@ @NAME@.c -lpthread
         CC ?= cc
         CFLAGS ?= -std=c11 -O2 -Wall -Wextra -Werror
         PLEXUS ?= plexus
@@ -368,10 +369,14 @@ enum CSinkTemplate {
         test: @LIBRARY@
         	PLEXUS=$(PLEXUS) sh test.sh
 
-        clean:
-        	rm -f @LIBRARY@ @NAME@.out
+        # The @KIND@ contract, rule by rule, against the built library (docs/conformance.md).
+        conformance: @LIBRARY@
+        	$(PLEXUS) conformance --kind @KIND@ --manifest @NAME@.yaml @LIBRARY@
 
-        .PHONY: dev test clean
+        clean:
+        	rm -f @LIBRARY@ @NAME@.out test-client
+
+        .PHONY: dev test conformance clean
 
         """#
 
@@ -446,6 +451,8 @@ enum CSinkTemplate {
           header the plugin was written against.
         - `make dev` runs it in a throwaway node (`plexus dev`), which reloads it on every rebuild.
         - `make test` runs `test.sh`: 100 events in, 100 lines out, in order.
+        - `make conformance` runs `plexus conformance --kind connector` against it.
+        - `plexus plugin pack @NAME@.yaml` and `plexus plugin sign` make a signed archive to install.
 
         """#
 }

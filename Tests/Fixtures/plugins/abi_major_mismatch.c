@@ -10,7 +10,7 @@
  * must not call on_create; it may read only struct_size, abi_major and
  * abi_minor, the fields every major version keeps in place.
  *
- * Built at test time: cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include
+ * Built at test time: cc -std=c99 -shared -fPIC -I sdk/plexus-sdk/Sources/PlexusABI/include
  *                     abi_major_mismatch.c -o libabi_major_mismatch.so
  */
 #include <stdlib.h>

@@ -9,7 +9,7 @@
  * entries or descriptor fields the kernel does not have). The report names
  * both versions. on_create is never called.
  *
- * Built at test time: cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include
+ * Built at test time: cc -std=c99 -shared -fPIC -I sdk/plexus-sdk/Sources/PlexusABI/include
  *                     abi_minor_newer.c -o libabi_minor_newer.so
  */
 #include <stdlib.h>

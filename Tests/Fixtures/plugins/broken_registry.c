@@ -22,7 +22,7 @@
  *   registry.errors.invalid-arguments      an empty service is accepted
  *   registry.completion.exactly-once       on_lookup completes twice
  *
- * Built at test time: cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include
+ * Built at test time: cc -std=c99 -shared -fPIC -I sdk/plexus-sdk/Sources/PlexusABI/include
  *                     broken_registry.c -o libbroken_registry.so
  */
 #define _POSIX_C_SOURCE 200809L

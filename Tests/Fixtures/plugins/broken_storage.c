@@ -32,7 +32,7 @@
  *   storage.completion.exactly-once       commit twice, that trim never
  *   storage.completion.never-after-error  the completion after an error
  *
- * Built at test time: cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include
+ * Built at test time: cc -std=c99 -shared -fPIC -I sdk/plexus-sdk/Sources/PlexusABI/include
  *                     broken_storage.c -o libbroken_storage.so
  */
 #define _POSIX_C_SOURCE 200809L

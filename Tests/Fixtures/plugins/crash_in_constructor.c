@@ -5,7 +5,7 @@
  * plugin) that raises SIGSEGV. No check of the file can catch this; only loading it in a child process first
  * (`plugins.probe: true`) does. Never load it into a test process.
  *
- *   cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include crash_in_constructor.c -o libcrash_in_constructor.so
+ *   cc -std=c99 -shared -fPIC -I sdk/plexus-sdk/Sources/PlexusABI/include crash_in_constructor.c -o libcrash_in_constructor.so
  */
 #include <signal.h>
 

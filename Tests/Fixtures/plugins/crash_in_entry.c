@@ -5,7 +5,7 @@
  * node down with it; with `plugins.probe: true` the node loads it in a child process first, sees the child
  * die by the signal, and refuses the plugin with that reason. Never load it into a test process.
  *
- *   cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include crash_in_entry.c -o libcrash_in_entry.so
+ *   cc -std=c99 -shared -fPIC -I sdk/plexus-sdk/Sources/PlexusABI/include crash_in_entry.c -o libcrash_in_entry.so
  */
 #include "plexus.h"
 

@@ -7,7 +7,7 @@
  * "created") with that status and text, must not call on_start, on_stop or on_destroy (there is
  * no instance), and must keep running the other plugins.
  *
- * Built at test time: cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include
+ * Built at test time: cc -std=c99 -shared -fPIC -I sdk/plexus-sdk/Sources/PlexusABI/include
  *                     create_fails.c -o libcreate_fails.so
  */
 #include <stdlib.h>

@@ -10,7 +10,7 @@
  * (176 bytes) has them all; a 72-byte (1.0) storage vtable lacks
  * `on_read_batch`, an 88-byte (1.1) one has it; NULL has nothing.
  *
- * Built at test time: cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include
+ * Built at test time: cc -std=c99 -shared -fPIC -I sdk/plexus-sdk/Sources/PlexusABI/include
  *                     has_field.c -o libhas_field.so
  */
 #include "plexus.h"

@@ -7,7 +7,7 @@
  * fails, and the report names the library, the missing symbol and the
  * dlerror() text. It must call nothing in the image.
  *
- * Built at test time: cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include
+ * Built at test time: cc -std=c99 -shared -fPIC -I sdk/plexus-sdk/Sources/PlexusABI/include
  *                     missing_entry.c -o libmissing_entry.so
  */
 #include <stdlib.h>

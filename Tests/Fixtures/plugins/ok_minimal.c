@@ -12,7 +12,7 @@
  * The kernel must load, create, start, stop and destroy it without error,
  * and report it active after start.
  *
- * Built at test time: cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include
+ * Built at test time: cc -std=c99 -shared -fPIC -I sdk/plexus-sdk/Sources/PlexusABI/include
  *                     ok_minimal.c -o libok_minimal.so
  */
 #include <stdlib.h>

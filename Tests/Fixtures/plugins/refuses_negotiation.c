@@ -8,7 +8,7 @@
  * PX_ERR_VERSION_MISMATCH and the plugin's own text, must not read
  * *out_descriptor, and must keep running the other plugins.
  *
- * Built at test time: cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include
+ * Built at test time: cc -std=c99 -shared -fPIC -I sdk/plexus-sdk/Sources/PlexusABI/include
  *                     refuses_negotiation.c -o librefuses_negotiation.so
  */
 #include "plexus.h"

@@ -9,7 +9,7 @@
  * exactly once to free the instance, and must keep running the other
  * plugins.
  *
- * Built at test time: cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include
+ * Built at test time: cc -std=c99 -shared -fPIC -I sdk/plexus-sdk/Sources/PlexusABI/include
  *                     start_fails.c -o libstart_fails.so
  */
 #include <stdlib.h>

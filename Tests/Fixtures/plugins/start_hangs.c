@@ -9,7 +9,7 @@
  * on_stop or on_destroy (no hook runs concurrently with another), and it
  * never unloads the image. The hung thread is abandoned.
  *
- * Built at test time: cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include
+ * Built at test time: cc -std=c99 -shared -fPIC -I sdk/plexus-sdk/Sources/PlexusABI/include
  *                     start_hangs.c -o libstart_hangs.so
  */
 #define _POSIX_C_SOURCE 200809L

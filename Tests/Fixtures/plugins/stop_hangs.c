@@ -8,7 +8,7 @@
  * other plugins in reverse start order. Since on_stop is still running it
  * must not call on_destroy, and it never unloads the image.
  *
- * Built at test time: cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include
+ * Built at test time: cc -std=c99 -shared -fPIC -I sdk/plexus-sdk/Sources/PlexusABI/include
  *                     stop_hangs.c -o libstop_hangs.so
  */
 #define _POSIX_C_SOURCE 200809L

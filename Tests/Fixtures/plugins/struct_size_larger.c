@@ -9,7 +9,7 @@
  * kernel knows is refused), with an error naming the struct, the size given
  * and the size the kernel knows. on_create is never called.
  *
- * Built at test time: cc -std=c99 -shared -fPIC -I Sources/PlexusABI/include
+ * Built at test time: cc -std=c99 -shared -fPIC -I sdk/plexus-sdk/Sources/PlexusABI/include
  *                     struct_size_larger.c -o libstruct_size_larger.so
  */
 #include <stdlib.h>

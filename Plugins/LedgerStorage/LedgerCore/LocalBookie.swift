@@ -1,0 +1,407 @@
+import Foundation
+import StorageIO
+import Synchronization
+
+/// A bookie in this process: a journal (`Journal`, group-committed), entry logs that interleave the ledgers
+/// (`EntryLogger`), an index of where each entry lies, fencing per ledger, checkpoints that let old journal
+/// files go, and recovery from the journal after a crash.
+///
+/// Layout of `directory`: `journal/journal-<n>.jnl`, `ledgers/entrylog-<n>.log`, `ledgers/checkpoint`.
+///
+/// An add is written to the current entry log (no sync) and indexed under the bookie's lock, and its journal
+/// record is enqueued in the same critical section; it completes when the journal has synced it. A fence or a
+/// deletion takes effect at once in memory and completes once its journal record is durable.
+///
+/// On open the checkpoint (the index as of some journal file) is loaded and every journal file from that one
+/// on is replayed into a new entry log. A record torn by a crash at the tail of the last journal file is cut
+/// off (`recovery.tornTail` says where); a damaged record anywhere else stops the open with an error naming
+/// the file and byte offset.
+public final class LocalBookie: Bookie {
+    /// Sizes and intervals of a bookie.
+    public struct Options: Sendable {
+        /// A journal file is closed and the next started past this size.
+        public var journalFileBytes = 64 << 20
+        /// An entry-log file is closed and the next started past this size.
+        public var entryLogFileBytes = 256 << 20
+        /// Checkpoint this often (0: only when `checkpoint()` is called).
+        public var checkpointIntervalMilliseconds = 0
+
+        public init() {}
+    }
+
+    /// What opening the bookie found in its journal.
+    public struct Recovery: Sendable, Equatable {
+        /// Journal files replayed.
+        public var journalFiles = 0
+        /// Records replayed from them.
+        public var records = 0
+        /// The torn record cut off the last journal file: its path, its byte offset, the bytes cut.
+        public var tornTail: (path: String, offset: Int, bytes: Int)?
+
+        public static func == (a: Recovery, b: Recovery) -> Bool {
+            a.journalFiles == b.journalFiles && a.records == b.records && a.tornTail?.path == b.tornTail?.path
+                && a.tornTail?.offset == b.tornTail?.offset && a.tornTail?.bytes == b.tornTail?.bytes
+        }
+    }
+
+    private struct State {
+        var index = LedgerIndex()
+        var entryLogs: EntryLogger
+        var stopped = false
+        var checkpointing = false
+    }
+
+    public let id: String
+    public let directory: String
+    public let recovery: Recovery
+    private let journal: Journal
+    private let state: Mutex<State>
+    /// Signalled to end the periodic checkpoints; `checkpointsEnded` once they have.
+    private let endCheckpoints = DispatchSemaphore(value: 0)
+    private let checkpointsEnded = DispatchSemaphore(value: 0)
+    private let checkpointsRunning = Mutex(false)
+
+    var journalDirectory: String { directory + "/journal" }
+    var ledgerDirectory: String { directory + "/ledgers" }
+
+    /// Opens (creating if needed) the bookie stored in `directory`, recovering it from its journal.
+    /// - Throws: `LedgerError` `.corrupt` naming the file and byte of a damaged checkpoint or journal record,
+    ///   `.io` when the disk refuses.
+    public init(id: String, directory: String, options: Options = Options()) throws(LedgerError) {
+        self.id = id
+        self.directory = directory
+        let journalDirectory = directory + "/journal"
+        let ledgerDirectory = directory + "/ledgers"
+        do {
+            try Files.makeDirectory(directory)
+            try Files.makeDirectory(journalDirectory)
+            try Files.makeDirectory(ledgerDirectory)
+        } catch {
+            throw LedgerError(.io, "bookie \(id): \(error)")
+        }
+        // The checkpoint: the index, and the first journal file it does not cover.
+        var index = LedgerIndex()
+        var replayFrom: UInt64 = 0
+        let checkpointPath = ledgerDirectory + "/" + LedgerIndex.fileName
+        if Files.exists(checkpointPath) {
+            let bytes: [UInt8]
+            do {
+                let file = try OpenFile(path: checkpointPath)
+                bytes = try file.read(count: try file.size, at: 0)
+            } catch {
+                throw LedgerError(.io, "bookie \(id): \(error)")
+            }
+            (index, replayFrom) = try LedgerIndex.decode(bytes, path: checkpointPath)
+        }
+        var entryLogs = try EntryLogger(directory: ledgerDirectory, maxFileBytes: options.entryLogFileBytes)
+
+        // Replay the journal files the checkpoint does not cover, into the new entry log.
+        let names: [String]
+        do {
+            names = try Files.list(journalDirectory)
+        } catch {
+            throw LedgerError(.io, "bookie \(id): \(error)")
+        }
+        let sequences = names.compactMap(Journal.sequence(of:)).sorted()
+        var recovery = Recovery()
+        for sequence in sequences where sequence < replayFrom {
+            // Left by a checkpoint that crashed before deleting them: covered by the checkpoint.
+            try? Files.remove(journalDirectory + "/" + Journal.fileName(sequence))
+        }
+        let replayed = sequences.filter { $0 >= replayFrom }
+        for sequence in replayed {
+            let path = journalDirectory + "/" + Journal.fileName(sequence)
+            recovery.journalFiles += 1
+            try Self.replay(
+                path: path, isLast: sequence == replayed.last, index: &index, entryLogs: &entryLogs,
+                recovery: &recovery)
+        }
+        let start = max(replayFrom, (sequences.last ?? 0) + 1)
+        journal = try Journal(directory: journalDirectory, startSequence: start, maxFileBytes: options.journalFileBytes)
+        self.recovery = recovery
+        state = Mutex(State(index: index, entryLogs: entryLogs))
+        if options.checkpointIntervalMilliseconds > 0 {
+            startCheckpoints(every: options.checkpointIntervalMilliseconds)
+        }
+    }
+
+    /// Replays one journal file into the index and entry logs.
+    private static func replay(
+        path: String, isLast: Bool, index: inout LedgerIndex, entryLogs: inout EntryLogger, recovery: inout Recovery
+    ) throws(LedgerError) {
+        let file: OpenFile
+        do {
+            file = try OpenFile(path: path)
+        } catch {
+            throw LedgerError(.io, "journal: \(error)")
+        }
+        var records: [JournalRecord] = []
+        var cut: (offset: Int, why: String)?
+        var length = 0
+        do {
+            try file.withMapping { raw in
+                length = raw.count
+                var position = 0
+                while position < raw.count {
+                    switch JournalRecord.decode(UnsafeRawBufferPointer(rebasing: raw[position...])) {
+                    case .record(let record, let size):
+                        records.append(record)
+                        position += size
+                    case .truncated:
+                        cut = (position, "the record is cut short at the end of the file")
+                        return
+                    case .invalid(let why):
+                        cut = (position, why)
+                        return
+                    }
+                }
+            }
+        } catch {
+            throw LedgerError(.io, "journal: \(error)")
+        }
+        if let cut {
+            // A torn tail: nothing valid after the damaged record, in the last file. Anything else is corruption.
+            let validLater: Bool =
+                (try? file.withMapping { raw in
+                    var at = cut.offset + 1
+                    while at + JournalRecord.headerSize <= raw.count {
+                        if raw.loadLittleEndian(UInt32.self, at: at) == JournalRecord.magic,
+                            case .record = JournalRecord.decode(UnsafeRawBufferPointer(rebasing: raw[at...]))
+                        {
+                            return true
+                        }
+                        at += 1
+                    }
+                    return false
+                }) ?? true
+            guard isLast && !validLater else {
+                throw LedgerError(
+                    .corrupt,
+                    "journal \(path) byte \(cut.offset): corrupt record (\(cut.why))"
+                        + (isLast ? ", with valid records after it" : ", in a journal file that is not the last"))
+            }
+            do {
+                try file.truncate(to: cut.offset)
+                try file.syncData()
+            } catch {
+                throw LedgerError(.io, "journal: cannot cut the torn tail: \(error)")
+            }
+            recovery.tornTail = (path, cut.offset, length - cut.offset)
+        }
+        for record in records {
+            recovery.records += 1
+            var ledger = index.ledgers[record.ledger] ?? LedgerRecord()
+            switch record.kind {
+            case .entry:
+                guard !ledger.deleted else { continue }
+                ledger.entries[record.entry] = try entryLogs.add(
+                    ledger: record.ledger, entry: record.entry, lastAddConfirmed: record.lastAddConfirmed,
+                    payload: record.payload)
+                ledger.lastEntry = max(ledger.lastEntry, record.entry)
+                ledger.lastAddConfirmed = max(ledger.lastAddConfirmed, record.lastAddConfirmed)
+            case .fence:
+                ledger.fenced = true
+            case .deleteLedger:
+                ledger.deleted = true
+                ledger.entries = [:]
+            }
+            index.ledgers[record.ledger] = ledger
+        }
+    }
+
+    // MARK: Bookie
+
+    public func addEntry(
+        ledger: UInt64, entry: Int64, lastAddConfirmed: Int64, payload: [UInt8], recovery: Bool,
+        completion: @escaping @Sendable (Result<Void, LedgerError>) -> Void
+    ) {
+        let refusal: LedgerError? = state.withLock { s in
+            if s.stopped { return LedgerError(.stopped, "bookie \(id) is stopped") }
+            guard entry >= 0 else { return LedgerError(.invalidArgument, "entry id \(entry) is negative") }
+            var record = s.index.ledgers[ledger] ?? LedgerRecord()
+            if record.deleted { return LedgerError(.deleted, "ledger \(ledger) was deleted on bookie \(id)") }
+            if record.fenced && !recovery {
+                return LedgerError(.fenced, "ledger \(ledger) is fenced on bookie \(id): entry \(entry) refused")
+            }
+            do throws(LedgerError) {
+                record.entries[entry] = try s.entryLogs.add(
+                    ledger: ledger, entry: entry, lastAddConfirmed: lastAddConfirmed, payload: payload)
+            } catch {
+                return error
+            }
+            record.lastEntry = max(record.lastEntry, entry)
+            record.lastAddConfirmed = max(record.lastAddConfirmed, lastAddConfirmed)
+            s.index.ledgers[ledger] = record
+            journal.append(
+                JournalRecord(
+                    kind: .entry, ledger: ledger, entry: entry, lastAddConfirmed: lastAddConfirmed, payload: payload)
+            ) { result in completion(result.map { _ in () }) }
+            return nil
+        }
+        if let refusal { completion(.failure(refusal)) }
+    }
+
+    public func readEntry(
+        ledger: UInt64, entry: Int64, completion: @escaping @Sendable (Result<StoredEntry, LedgerError>) -> Void
+    ) {
+        completion(
+            state.withLock { s -> Result<StoredEntry, LedgerError> in
+                if s.stopped { return .failure(LedgerError(.stopped, "bookie \(id) is stopped")) }
+                guard let record = s.index.ledgers[ledger], !record.deleted else {
+                    return .failure(LedgerError(.noSuchEntry, "bookie \(id) holds no ledger \(ledger)"))
+                }
+                guard let location = record.entries[entry] else {
+                    return .failure(
+                        LedgerError(.noSuchEntry, "bookie \(id) holds no entry \(entry) of ledger \(ledger)"))
+                }
+                do throws(LedgerError) {
+                    let (payload, lac) = try s.entryLogs.read(location, ledger: ledger, entry: entry)
+                    return .success(StoredEntry(entry: entry, lastAddConfirmed: lac, payload: payload))
+                } catch {
+                    return .failure(error)
+                }
+            })
+    }
+
+    public func readTail(ledger: UInt64, completion: @escaping @Sendable (Result<LedgerTail, LedgerError>) -> Void) {
+        completion(.success(tail(ledger)))
+    }
+
+    /// The tail of `ledger` now (-1, -1 for an unknown ledger).
+    public func tail(_ ledger: UInt64) -> LedgerTail {
+        state.withLock { s in
+            let record = s.index.ledgers[ledger] ?? LedgerRecord()
+            return LedgerTail(lastEntry: record.lastEntry, lastAddConfirmed: record.lastAddConfirmed)
+        }
+    }
+
+    /// Whether `ledger` is fenced.
+    public func isFenced(_ ledger: UInt64) -> Bool { state.withLock { $0.index.ledgers[ledger]?.fenced ?? false } }
+
+    public func fence(ledger: UInt64, completion: @escaping @Sendable (Result<LedgerTail, LedgerError>) -> Void) {
+        let refusal: LedgerError? = state.withLock { s in
+            if s.stopped { return LedgerError(.stopped, "bookie \(id) is stopped") }
+            var record = s.index.ledgers[ledger] ?? LedgerRecord()
+            if record.deleted { return LedgerError(.deleted, "ledger \(ledger) was deleted on bookie \(id)") }
+            record.fenced = true
+            s.index.ledgers[ledger] = record
+            let tail = LedgerTail(lastEntry: record.lastEntry, lastAddConfirmed: record.lastAddConfirmed)
+            journal.append(JournalRecord(kind: .fence, ledger: ledger)) { result in
+                completion(result.map { _ in tail })
+            }
+            return nil
+        }
+        if let refusal { completion(.failure(refusal)) }
+    }
+
+    public func deleteLedger(ledger: UInt64, completion: @escaping @Sendable (Result<Void, LedgerError>) -> Void) {
+        let refusal: LedgerError? = state.withLock { s in
+            if s.stopped { return LedgerError(.stopped, "bookie \(id) is stopped") }
+            var record = s.index.ledgers[ledger] ?? LedgerRecord()
+            record.deleted = true
+            record.entries = [:]
+            s.index.ledgers[ledger] = record
+            journal.append(JournalRecord(kind: .deleteLedger, ledger: ledger)) { result in
+                completion(result.map { _ in () })
+            }
+            return nil
+        }
+        if let refusal { completion(.failure(refusal)) }
+    }
+
+    // MARK: Checkpoints, garbage collection, statistics
+
+    /// What a checkpoint did.
+    public struct CheckpointResult: Sendable, Equatable {
+        /// The first journal file the new checkpoint does not cover.
+        public var journalFile: UInt64
+        /// Journal files deleted.
+        public var journalFilesDeleted: Int
+        /// Entry-log files deleted because no live ledger has entries in them.
+        public var entryLogsDeleted: Int
+    }
+
+    /// Makes the entry logs durable, writes the index as of a journal roll to the checkpoint file, deletes the
+    /// journal files it covers, then deletes entry-log files in which no live (undeleted) ledger has an entry.
+    /// Adds keep flowing meanwhile. At most one checkpoint runs at a time (a second call returns `nil`).
+    @discardableResult
+    public func checkpoint() throws(LedgerError) -> CheckpointResult? {
+        let rolled = DispatchSemaphore(value: 0)
+        let rollResult = Mutex<Result<UInt64, LedgerError>?>(nil)
+        let snapshot: LedgerIndex? = state.withLock { s in
+            guard !s.stopped, !s.checkpointing else { return nil }
+            s.checkpointing = true
+            // Same critical section as the adds: what the snapshot holds went to journal files below the roll.
+            journal.roll { result in
+                rollResult.withLock { $0 = result }
+                rolled.signal()
+            }
+            return s.index
+        }
+        guard let snapshot else { return nil }
+        defer { state.withLock { $0.checkpointing = false } }
+        rolled.wait()
+        let replayFrom = try rollResult.withLock { $0! }.get()
+        try state.withLock { s throws(LedgerError) in try s.entryLogs.syncAll() }
+        do {
+            try Files.replace(
+                ledgerDirectory + "/" + LedgerIndex.fileName, with: snapshot.encoded(replayFrom: replayFrom),
+                directory: ledgerDirectory, sync: true)
+        } catch {
+            throw LedgerError(.io, "bookie \(id): cannot write the checkpoint: \(error)")
+        }
+        var result = CheckpointResult(journalFile: replayFrom, journalFilesDeleted: 0, entryLogsDeleted: 0)
+        do {
+            for name in try Files.list(journalDirectory) {
+                guard let sequence = Journal.sequence(of: name), sequence < replayFrom else { continue }
+                try Files.remove(journalDirectory + "/" + name)
+                result.journalFilesDeleted += 1
+            }
+        } catch {
+            throw LedgerError(.io, "bookie \(id): \(error)")
+        }
+        let kept = snapshot.referencedLogs
+        result.entryLogsDeleted = try state.withLock { s throws(LedgerError) in
+            let live = kept.union(s.index.referencedLogs)
+            var deleted = 0
+            for number in try s.entryLogs.existingNumbers()
+            where number != s.entryLogs.current && !live.contains(number) {
+                try s.entryLogs.remove(number)
+                deleted += 1
+            }
+            return deleted
+        }
+        return result
+    }
+
+    private func startCheckpoints(every milliseconds: Int) {
+        checkpointsRunning.withLock { $0 = true }
+        let thread = Thread { [self] in
+            while endCheckpoints.wait(timeout: .now() + .milliseconds(milliseconds)) == .timedOut {
+                _ = try? checkpoint()
+            }
+            checkpointsEnded.signal()
+        }
+        thread.name = "ledger-checkpoint"
+        thread.start()
+    }
+
+    /// The journal's group-commit counters.
+    public var journalStatistics: Journal.Statistics { journal.currentStatistics }
+
+    /// Stops the bookie: the periodic checkpoints end, everything already enqueued is made durable, later
+    /// calls fail with `.stopped`. With `checkpoint`, a last checkpoint first (the next open replays nothing).
+    public func stop(checkpoint: Bool = true) {
+        let running = checkpointsRunning.withLock { running in
+            defer { running = false }
+            return running
+        }
+        if running {
+            endCheckpoints.signal()
+            checkpointsEnded.wait()
+        }
+        if checkpoint { _ = try? self.checkpoint() }
+        state.withLock { $0.stopped = true }
+        journal.stop()
+    }
+}

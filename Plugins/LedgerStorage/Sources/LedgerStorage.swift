@@ -1,0 +1,222 @@
+import LedgerCore
+import PlexusPluginSDK
+import StorageIO
+import Synchronization
+
+/// What every stream of one ledger-storage instance shares: its settings, its bookie, its metadata store and
+/// the ledger manager over them.
+final class StorageContext: Sendable {
+    let settings: Settings
+    let bookie: LocalBookie
+    let store: any MetadataStore
+    let ledgers: LedgerManager
+    let quorum: QuorumConfig
+
+    init(settings: Settings, bookie: LocalBookie, store: any MetadataStore) throws {
+        self.settings = settings
+        self.bookie = bookie
+        self.store = store
+        ledgers = LedgerManager(store: store, prefix: MetadataKeys.ledgerPrefix) { [bookie] id in
+            id == bookie.id ? bookie : nil
+        }
+        do {
+            quorum = try QuorumConfig(
+                ensembleSize: settings.ensembleSize, writeQuorum: settings.writeQuorum, ackQuorum: settings.ackQuorum)
+        } catch {
+            throw error.pluginError
+        }
+    }
+
+    /// The payload bytes of a ledger's entries 0 … `last` on the local bookie (for a recovered ledger's size).
+    func payloadBytes(ledger: UInt64, through last: Int64) throws(LedgerError) -> UInt64 {
+        guard last >= 0 else { return 0 }
+        var total: UInt64 = 0
+        for entry in 0...last {
+            total += UInt64(
+                try waitFor { bookie.readEntry(ledger: ledger, entry: entry, completion: $0) }.payload.count)
+        }
+        return total
+    }
+}
+
+/// Streams stored as BookKeeper-style ledgers on this node's bookie (`LedgerCore`): a durable journal with
+/// group commit, entry logs and an index, fencing and recovery. One node, E = Qw = Qa = 1 (the embedded
+/// setting): an acknowledged append is on this node's disk (fdatasync'd by the journal) and survives kill -9.
+///
+/// A stream is an ordered list of ledgers; the last is open for this node's writer. Opening a stream after a
+/// restart recovers the ledger the previous process left open (fences it, so nothing more can be added to it,
+/// and closes it at its last entry) and opens a new one. Metadata (streams, ledgers) and consumer offsets go
+/// to a `MetadataStore`: the local fsynced file `<data>/metadata` (the registry's store once the kernel offers
+/// it, ABI 1.4).
+public final class LedgerStorage: StoragePlugin, ManagedStoragePlugin {
+    public static let name = "ledger-storage"
+    public static let version = "0.1.0"
+    public static let durability = Durability.local
+
+    let host: Host
+    let context: StorageContext
+    private let streams = Mutex<[String: LedgerStream]>([:])
+
+    public init(host: Host, config: PluginConfig) throws {
+        self.host = host
+        let settings = config.json.isEmpty ? Settings() : try config.decode(Settings.self)
+        try settings.validate()
+        guard !config.dataDirectory.isEmpty else {
+            throw PluginError.invalidArgument("ledger-storage: the node gave the instance no data directory")
+        }
+        if settings.metadata == .registry {
+            throw PluginError(
+                PX_ERR_UNSUPPORTED,
+                "ledger-storage: metadata 'registry' needs the registry's metadata store (ABI 1.4), which this "
+                    + "kernel does not offer; use 'auto' or 'file'")
+        }
+        let id = !settings.bookieId.isEmpty ? settings.bookieId : (config.nodeID.isEmpty ? "local" : config.nodeID)
+        var options = LocalBookie.Options()
+        options.journalFileBytes = settings.journalFileBytes
+        options.entryLogFileBytes = settings.entryLogFileBytes
+        options.checkpointIntervalMilliseconds = settings.checkpointIntervalMs
+        do {
+            try Files.makeDirectory(config.dataDirectory)
+            let bookie = try LocalBookie(id: id, directory: config.dataDirectory + "/bookie", options: options)
+            if let torn = bookie.recovery.tornTail {
+                host.log(
+                    .warning,
+                    "ledger-storage: cut a torn record (\(torn.bytes) bytes) off the journal \(torn.path) at byte "
+                        + "\(torn.offset), left by a crash while it was written")
+            }
+            let store = try FileMetadataStore(path: config.dataDirectory + "/metadata")
+            context = try StorageContext(settings: settings, bookie: bookie, store: store)
+        } catch let error as LedgerError {
+            throw error.pluginError
+        } catch let error as IOFailure {
+            throw PluginError(PX_ERR_IO, "ledger-storage: \(error)")
+        }
+    }
+
+    public func start() throws {}
+
+    /// Closes every open ledger at its LAC and stops the bookie after a last checkpoint.
+    public func stop(timeout: Duration) throws {
+        let open = streams.withLock { streams in
+            defer { streams = [:] }
+            return Array(streams.values)
+        }
+        for stream in open { stream.closeLedger() }
+        context.bookie.stop(checkpoint: true)
+    }
+
+    public func openStream(name: String, options: StreamOptions) throws -> LedgerStream {
+        guard !name.isEmpty else { throw PluginError.invalidArgument("ledger-storage: the stream name is empty") }
+        // One open per name at a time, so that two handles never write two ledgers of one stream.
+        return try streams.withLock { streams in
+            if let existing = streams[name] {
+                existing.setOptions(options)
+                return existing
+            }
+            let stream = try LedgerStream.open(name: name, options: options, context: context)
+            streams[name] = stream
+            return stream
+        }
+    }
+
+    public func append(
+        _ stream: LedgerStream, _ events: EventBatchView,
+        completion: @escaping @Sendable (Result<UInt64, PluginError>) -> Void
+    ) throws {
+        try stream.append(events, maxEventBytes: context.settings.maxEventBytes, completion: completion)
+    }
+
+    public func read(
+        _ stream: LedgerStream, from offset: UInt64, maxRecords: Int, maxBytes: Int,
+        completion: @escaping @Sendable (Result<ReadResult, PluginError>) -> Void
+    ) throws {
+        guard maxRecords > 0 else { throw PluginError.invalidArgument("ledger-storage: maxRecords must be at least 1") }
+        completion(.success(try stream.read(from: offset, maxRecords: maxRecords, maxBytes: maxBytes)))
+    }
+
+    public func commitOffset(
+        _ stream: LedgerStream, group: String, offset: UInt64,
+        completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        guard offset != UInt64.max else {
+            throw PluginError.invalidArgument("ledger-storage: PX_OFFSET_NONE cannot be committed")
+        }
+        context.store.put(
+            MetadataKeys.offset(stream.name, group), Array(String(offset).utf8), expected: .any
+        ) { result in
+            completion(result.map { _ in () }.mapError(\.pluginError))
+        }
+    }
+
+    public func fetchOffset(
+        _ stream: LedgerStream, group: String, completion: @escaping @Sendable (Result<UInt64?, PluginError>) -> Void
+    ) throws {
+        context.store.get(MetadataKeys.offset(stream.name, group)) { result in
+            completion(
+                result.map { stored in stored.flatMap { UInt64(String(decoding: $0.value, as: UTF8.self)) } }
+                    .mapError(\.pluginError))
+        }
+    }
+
+    public func trim(
+        _ stream: LedgerStream, before offset: UInt64,
+        completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        try stream.trim(before: offset)
+        completion(.success(()))
+    }
+
+    public func streamInfo(_ stream: LedgerStream) throws -> StreamInfo { stream.info() }
+
+    public func listStreams(completion: @escaping @Sendable (Result<[String], PluginError>) -> Void) throws {
+        context.store.list(prefix: MetadataKeys.streamPrefix) { result in
+            completion(
+                result.map { entries in
+                    entries.map { MetadataKeys.unescape($0.key.dropFirst(MetadataKeys.streamPrefix.count)) }
+                }.mapError(\.pluginError))
+        }
+    }
+
+    /// Deletes the stream's ledgers, metadata and offsets; opening the name again creates an empty stream.
+    public func deleteStream(
+        _ stream: LedgerStream, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        try streams.withLock { streams in
+            try stream.delete()
+            if streams[stream.name] === stream { streams[stream.name] = nil }
+        }
+        completion(.success(()))
+    }
+
+    public func listOffsets(
+        _ stream: LedgerStream, completion: @escaping @Sendable (Result<[GroupOffset], PluginError>) -> Void
+    ) throws {
+        let prefix = MetadataKeys.offsets(stream.name)
+        context.store.list(prefix: prefix) { result in
+            completion(
+                result.map { entries in
+                    entries.compactMap { entry in
+                        UInt64(String(decoding: entry.value.value, as: UTF8.self)).map {
+                            GroupOffset(group: MetadataKeys.unescape(entry.key.dropFirst(prefix.count)), offset: $0)
+                        }
+                    }
+                }.mapError(\.pluginError))
+        }
+    }
+
+    public func deleteOffset(
+        _ stream: LedgerStream, group: String, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
+    ) throws {
+        context.store.delete(MetadataKeys.offset(stream.name, group), expected: .any) { result in
+            completion(result.mapError(\.pluginError))
+        }
+    }
+}
+
+@_cdecl("px_plugin_entry_v1")
+public func ledgerStorageEntry(
+    _ api: UnsafePointer<px_host_api>?, _ out: UnsafeMutablePointer<UnsafePointer<px_plugin_descriptor>?>?,
+    _ err: UnsafeMutablePointer<px_error>?
+) -> px_status {
+    PluginExport.entry(LedgerStorage.self, api, out, err)
+}

@@ -1,0 +1,74 @@
+import Foundation
+import PlexusPluginSDK
+
+/// The manifest's `config` of ledger-storage (defaults filled in by the kernel; repeated here for a bare
+/// `on_create`). `plugin-manifests/ledger-storage.yaml` describes every key.
+struct Settings: Decodable {
+    /// Where ledger and stream metadata and consumer offsets live.
+    enum Metadata: String, Decodable {
+        /// The registry's metadata store when the kernel offers one, else the local file.
+        case auto
+        /// A local fsynced file in the data directory.
+        case file
+        /// The registry's metadata store; refused when the kernel offers none.
+        case registry
+    }
+
+    var ensembleSize = 1
+    var writeQuorum = 1
+    var ackQuorum = 1
+    var ledgerRollBytes = 64 << 20
+    var ledgerRollMs = 3_600_000
+    var journalFileBytes = 64 << 20
+    var entryLogFileBytes = 128 << 20
+    var checkpointIntervalMs = 10_000
+    var maxEventBytes = 4 << 20
+    var metadata = Metadata.auto
+    var bookieId = ""
+
+    enum CodingKeys: String, CodingKey {
+        case ensembleSize, writeQuorum, ackQuorum, ledgerRollBytes, ledgerRollMs, journalFileBytes, entryLogFileBytes
+        case checkpointIntervalMs, maxEventBytes, metadata, bookieId
+    }
+
+    init() {}
+
+    init(from decoder: any Decoder) throws {
+        let keys = try decoder.container(keyedBy: CodingKeys.self)
+        func value<T: Decodable>(_ key: CodingKeys, _ fallback: T) throws -> T {
+            try keys.decodeIfPresent(T.self, forKey: key) ?? fallback
+        }
+        ensembleSize = try value(.ensembleSize, ensembleSize)
+        writeQuorum = try value(.writeQuorum, writeQuorum)
+        ackQuorum = try value(.ackQuorum, ackQuorum)
+        ledgerRollBytes = try value(.ledgerRollBytes, ledgerRollBytes)
+        ledgerRollMs = try value(.ledgerRollMs, ledgerRollMs)
+        journalFileBytes = try value(.journalFileBytes, journalFileBytes)
+        entryLogFileBytes = try value(.entryLogFileBytes, entryLogFileBytes)
+        checkpointIntervalMs = try value(.checkpointIntervalMs, checkpointIntervalMs)
+        maxEventBytes = try value(.maxEventBytes, maxEventBytes)
+        metadata = try value(.metadata, metadata)
+        bookieId = try value(.bookieId, bookieId)
+    }
+
+    /// Refuses values the manifest schema would refuse, for a bare `on_create` that skipped it.
+    func validate() throws {
+        func positive(_ value: Int, _ key: String) throws {
+            guard value > 0 else { throw PluginError.invalidArgument("ledger-storage: \(key) must be positive") }
+        }
+        try positive(ledgerRollBytes, "ledgerRollBytes")
+        try positive(ledgerRollMs, "ledgerRollMs")
+        try positive(journalFileBytes, "journalFileBytes")
+        try positive(entryLogFileBytes, "entryLogFileBytes")
+        try positive(maxEventBytes, "maxEventBytes")
+        guard checkpointIntervalMs >= 0 else {
+            throw PluginError.invalidArgument("ledger-storage: checkpointIntervalMs must not be negative")
+        }
+        // One bookie per node so far (the bookie network role is not built yet): E = Qw = Qa = 1.
+        guard ensembleSize == 1, writeQuorum == 1, ackQuorum == 1 else {
+            throw PluginError.invalidArgument(
+                "ledger-storage: ensembleSize \(ensembleSize), writeQuorum \(writeQuorum), ackQuorum \(ackQuorum): "
+                    + "this version has one bookie (this node's), so all three must be 1")
+        }
+    }
+}

@@ -1,0 +1,2 @@
+/* Debian's libhiredis (libhiredis-dev), found through pkg-config. */
+#include <hiredis/hiredis.h>

@@ -1,0 +1,114 @@
+import PlexusPluginSDK
+
+/// Where and how the connector reaches Redis, from its configuration.
+struct RedisOptions: Sendable {
+    var host: String
+    var port: Int
+    var stream: String
+    var redisGroup: String
+    var consumer: String
+    var startID: String
+    var maxLen: Int
+    var timeoutMs: Int
+
+    init(_ config: PluginConfig) throws {
+        let entries = config.entries
+        func integer(_ key: String, _ fallback: Int) throws -> Int {
+            guard let text = entries[key], !text.isEmpty else { return fallback }
+            guard let value = Int(text), value >= 0 else {
+                throw PluginError.invalidArgument("\(config.instanceName): '\(key)' must be a non-negative integer")
+            }
+            return value
+        }
+        host = entries["host"].flatMap { $0.isEmpty ? nil : $0 } ?? "127.0.0.1"
+        port = try integer("port", 6379)
+        guard let stream = entries["stream"], !stream.isEmpty else {
+            throw PluginError.invalidArgument("\(config.instanceName): 'stream' must name a Redis stream")
+        }
+        self.stream = stream
+        redisGroup = entries["redisGroup"].flatMap { $0.isEmpty ? nil : $0 } ?? config.instanceName
+        consumer = entries["consumer"].flatMap { $0.isEmpty ? nil : $0 } ?? config.nodeID
+        startID = entries["startID"].flatMap { $0.isEmpty ? nil : $0 } ?? "0"
+        maxLen = try integer("maxLen", 0)
+        timeoutMs = max(1, try integer("timeoutMs", 5000))
+    }
+}
+
+/// A Redis Streams connector: with `mode: source` it publishes the entries of a stream into a topic (a
+/// consumer group, XREADGROUP, XACK after the node acknowledged); with `mode: sink` it appends the events of
+/// a topic to a stream (XADD, pipelined per batch, acknowledged after the replies).
+public final class RedisStreamsConnector: Plugin {
+    public static let name = "redis-streams"
+    public static let version = "1.0.0"
+    public static let kinds: PluginKinds = [.connector]
+
+    enum Role {
+        case source(SourceConnector, RedisStreamsSource)
+        case sink(SinkConnector)
+    }
+
+    let role: Role
+
+    public init(host: Host, config: PluginConfig) throws {
+        let settings = try ConnectorSettings(config)
+        let options = try RedisOptions(config)
+        switch config.entries["mode"] ?? "" {
+        case "source":
+            let driver = RedisStreamsSource(options: options)
+            let positions = try PositionStores.open(host: host, config: config)
+            role = .source(
+                SourceConnector(
+                    name: config.instanceName, host: host, settings: settings, driver: driver, positions: positions),
+                driver)
+        case "sink":
+            let driver = RedisStreamsSink(options: options, workers: settings.concurrency)
+            role = .sink(SinkConnector(name: config.instanceName, host: host, settings: settings, driver: driver))
+        case let other:
+            throw PluginError.invalidArgument(
+                "\(config.instanceName): 'mode' must be 'source' or 'sink', not '\(other)'")
+        }
+    }
+
+    public func start() throws {
+        switch role {
+        case .source(let source, _): try source.start()
+        case .sink(let sink): try sink.start()
+        }
+    }
+
+    public func stop(timeout: Duration) throws {
+        switch role {
+        case .source(let source, _): try source.stop(timeout: timeout)
+        case .sink(let sink): try sink.stop(timeout: timeout)
+        }
+    }
+
+    public func health() throws {
+        switch role {
+        case .source(let source, _): try source.health.check()
+        case .sink(let sink): try sink.health.check()
+        }
+    }
+
+    /// Events published (source) or written (sink) since this instance started.
+    var transferred: UInt64 {
+        switch role {
+        case .source(let source, _): source.publishedCount
+        case .sink(let sink): sink.writtenCount
+        }
+    }
+}
+
+@_cdecl("px_plugin_entry_v1")
+public func redisStreamsConnectorEntry(
+    _ api: UnsafePointer<px_host_api>?, _ out: UnsafeMutablePointer<UnsafePointer<px_plugin_descriptor>?>?,
+    _ err: UnsafeMutablePointer<px_error>?
+) -> px_status {
+    PluginExport.entry(RedisStreamsConnector.self, api, out, err)
+}
+
+/// Operation `transferred`: events published (source) or written (sink) since this instance started.
+@_cdecl("px_op_redis_streams_transferred")
+public func redisStreamsTransferred(_ instance: UnsafeMutableRawPointer?) -> UInt64 {
+    PluginExport.instance(RedisStreamsConnector.self, instance)?.transferred ?? 0
+}
