@@ -21,6 +21,10 @@ run: release
 
 ## The whole test suite: formatting, the ABI guard, then the Swift unit, fixture, end-to-end and interop tests,
 ## then every fuzz target's committed inputs replayed and a short run of each (FUZZ_SECONDS, default 10).
+## Suites that build Swift packages or start servers of their own (etcd, Redis, PostgreSQL) under load: run one at a
+## time after the rest, so that they neither starve the timing-sensitive tests nor are starved by them.
+HEAVY_TESTS := PluginScaffoldTests|EtcdClientTests|EtcdRegistryTests|LedgerStorageCrashTests|PlexusConnectorTests|ProtocolConformanceTests|ConnectorConformanceTests
+
 test: bootstrap
 	scripts/lint
 	scripts/abi-check
@@ -29,7 +33,8 @@ test: bootstrap
 	scripts/etcd-deps
 	$(SWIFT) build
 	scripts/build-c-plugins debug
-	$(SWIFT) test
+	$(SWIFT) test --skip '$(HEAVY_TESTS)'
+	$(SWIFT) test --skip-build --no-parallel --filter '$(HEAVY_TESTS)'
 	scripts/fuzz --check
 
 abi-check: bootstrap

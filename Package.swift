@@ -28,12 +28,12 @@ let plugins = [
     plugin("MemoryStorage"),
     plugin("RaftLogStorage", dependencies: ["RaftCore", "StorageIO"]),
     plugin("LedgerStorage", dependencies: ["LedgerCore", "StorageIO"]),
-    plugin("StandaloneRegistry"),
+    plugin("StandaloneRegistry", dependencies: ["RegistrySupport"]),
     // Connectors (issue 16): each tested against the real server its tests start (Tests/PlexusConnectorTests).
     plugin("RedisStreamsConnector", dependencies: ["CHiredis"]),
     plugin("FileConnector"),
     plugin("PostgresConnector", dependencies: ["CLibpq"]),
-    plugin("EtcdRegistry", dependencies: ["EtcdClient"]),
+    plugin("EtcdRegistry", dependencies: ["EtcdClient", "RegistrySupport"]),
     plugin(
         "TCPProtocol",
         dependencies: [
@@ -137,6 +137,9 @@ let package = Package(
         // The file helpers and CRC-32C the durable storages share (raft-log's segments, ledger-storage's journal
         // and entry logs): no dependency beyond the C library.
         .target(name: "StorageIO", path: "Plugins/Shared/StorageIO"),
+        // What the registry plugins share: a service watch whose handler runs in order on a queue of its own.
+        .target(
+            name: "RegistrySupport", dependencies: [sdk("PlexusPluginSDK")], path: "Plugins/Shared/RegistrySupport"),
         // ledger-storage's bookie (journal with group commit, entry logs, index, checkpoints, recovery, fencing)
         // and its ledger client (quorum writes, reads, recovery), a library of its own so that it is unit-tested
         // without a kernel.

@@ -103,6 +103,9 @@ enum ConnectorSuite {
     ) throws -> [RuleResult] {
         try withoutActuallyEscaping(progress) { progress in
             let run = ConnectorRun(plugin: plugin, dataDirectory: dataDirectory, options: options, progress: progress)
+            // A rule thread abandoned after its deadline, or a host table an abandoned instance still holds, may
+            // keep the run alive after this returns: drop the caller's closure first, so it does not escape.
+            defer { run.dropProgress() }
             return try run.execute(reload: reload)
         }
     }
@@ -117,7 +120,8 @@ final class ConnectorRun: @unchecked Sendable {
     let plugin: StandalonePlugin
     let dataDirectory: String
     let options: ConformanceOptions
-    let progress: (RuleResult) -> Void
+    /// The caller's progress closure, until `dropProgress` (touched under the same rule as `results`).
+    private var reporter: ((RuleResult) -> Void)?
     let kv = KVStore()
     let tag = String(UInt32.random(in: .min ... .max), radix: 16)
     var results: [RuleResult] = []
@@ -133,16 +137,19 @@ final class ConnectorRun: @unchecked Sendable {
         self.plugin = plugin
         self.dataDirectory = dataDirectory
         self.options = options
-        self.progress = progress
+        reporter = progress
     }
 
     // MARK: Running rules
 
     enum Outcome { case passed, notApplicable(String) }
 
+    /// Forgets the caller's progress closure (it must not outlive `ConnectorSuite.run`).
+    func dropProgress() { reporter = nil }
+
     func emit(_ result: RuleResult) {
         results.append(result)
-        progress(result)
+        reporter?(result)
     }
 
     func notApplicable(_ rule: String, _ reason: String) { emit(.notApplicable(rule, reason)) }

@@ -167,6 +167,8 @@ enum RegistryKVRules {
     static func watchOrder(_ h: RegistryHarness) throws {
         let c = h.client
         try c.requireMetadataStore()
+        // A registry whose hooks answer PX_ERR_UNSUPPORTED (the SDK's defaults) is reported as not supported.
+        _ = try c.supported(c.kvPut(prefix(h, "watch-probe") + "k", "probe"))
         let p = prefix(h, "watch")
         let watch = try h.kvWatch(p, from: 0)
         let outside = try h.kvWatch(p + "elsewhere/", from: 0)
@@ -205,6 +207,8 @@ enum RegistryKVRules {
     static func watchResume(_ h: RegistryHarness) throws {
         let c = h.client
         try c.requireMetadataStore()
+        // A registry whose hooks answer PX_ERR_UNSUPPORTED (the SDK's defaults) is reported as not supported.
+        _ = try c.supported(c.kvPut(prefix(h, "resume-probe") + "k", "probe"))
         let p = prefix(h, "resume")
         var revisions: [UInt64] = []
         for i in 1...5 { revisions.append(try c.kvPutOK(p + "k\(i % 2)", "v\(i)").revision) }

@@ -65,39 +65,13 @@ struct LedgerStorageCrashTests {
         let (again, port2) = try await Self.start(directory, manifests: manifests, run: "second")
         defer { again.kill() }
         let reader = try await PlexusClient.connect(ClientConfiguration(port: port2, name: "check", reconnect: false))
-        let stream = try await reader.subscribe(
-            topic: "ledger-crash", options: SubscribeOptions(group: "check", start: .earliest, credits: 1000))
-        let collected = Mutex<[UInt64: CloudEvent]>([:])
-        let collector = Task {
-            for await delivery in stream {
-                collected.withLock { $0[delivery.offset] = delivery.event }
-                delivery.ack()
-            }
-        }
-        let deadline = ContinuousClock.now + .seconds(30)
-        while ContinuousClock.now < deadline {
-            if collected.withLock({ got in (0...highest).allSatisfy { got[$0] != nil } }) { break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
         // What follows the last acknowledged offset (entries durable but not acknowledged before the kill) has
         // a moment to arrive too.
-        try await Task.sleep(for: .milliseconds(300))
-        collector.cancel()
-        let received = collected.withLock { $0 }
+        let received = try await readBack(reader, topic: "ledger-crash", through: highest, settle: .milliseconds(300))
         let published = attempted.events
-
-        // The checker.
-        var missing: [UInt64] = []
-        var changed: [UInt64] = []
-        for (offset, event) in acked {
-            guard let stored = received[offset] else {
-                missing.append(offset)
-                continue
-            }
-            if stored != event { changed.append(offset) }
-        }
-        #expect(missing.isEmpty, "acknowledged offsets missing after the restart: \(missing.sorted().prefix(20))")
-        #expect(changed.isEmpty, "acknowledged offsets holding another event: \(changed.sorted().prefix(20))")
+        let (missing, changed) = acknowledged.compare(with: received)
+        #expect(missing.isEmpty, "acknowledged offsets missing after the restart: \(missing.prefix(20))")
+        #expect(changed.isEmpty, "acknowledged offsets holding another event: \(changed.prefix(20))")
         let end = (received.keys.max() ?? 0) + 1
         #expect((0..<end).allSatisfy { received[$0] != nil }, "the visible offsets are dense from 0 to \(end)")
         let unpublished = received.filter { published[$0.value.id] != $0.value }.keys.sorted()

@@ -261,11 +261,12 @@ final class NodeProcess {
         let stdoutFile: URL
         let stderrFile: URL
 
-        /// Waits (up to 30 s) for the node's `plexus: admin endpoint …` line.
+        /// Waits (up to 90 s: `make test` runs many nodes, servers and builds at once on two cores) for the node's
+        /// `plexus: admin endpoint …` line.
         /// - Throws: `SetupError` when the node exits first (with its stderr) or stays silent; it is killed then.
         func ready() async throws -> NodeProcess {
             let prefix = "plexus: admin endpoint http://127.0.0.1:"
-            let deadline = ContinuousClock.now + .seconds(30)
+            let deadline = ContinuousClock.now + .seconds(90)
             while ContinuousClock.now < deadline {
                 let text = (try? String(contentsOf: stdoutFile, encoding: .utf8)) ?? ""
                 if let line = text.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }),
@@ -286,7 +287,11 @@ final class NodeProcess {
             }
             Glibc.kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
-            throw SetupError(description: "plexus serve did not announce its admin endpoint within 30 s")
+            let stderr = (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? ""
+            throw SetupError(
+                description:
+                    "plexus serve did not announce its admin endpoint within 90 s; its last log lines:\n"
+                    + stderr.split(separator: "\n").suffix(8).joined(separator: "\n"))
         }
     }
 

@@ -34,7 +34,8 @@ struct RaftClusterCorruptionTests {
             let (damaged, behind) = (others[0], others[1])
 
             try cluster.kill(behind)
-            await RaftClusterTests.expectProgress(workload, "the leader and \(damaged) without \(behind)", more: 600)
+            await RaftClusterTests.expectProgress(
+                workload, "the leader and \(damaged) without \(behind)", more: 600, within: .seconds(45))
             await workload.stop()
             // Let every commit reach `damaged` and its commit hint (written about once a second).
             try await Task.sleep(for: .milliseconds(1500))

@@ -63,33 +63,10 @@ struct RaftLogCrashTests {
         let (again, port2) = try await Self.start(directory, manifests: manifests, run: "second")
         defer { again.kill() }
         let reader = try await PlexusClient.connect(ClientConfiguration(port: port2, name: "check", reconnect: false))
-        let stream = try await reader.subscribe(
-            topic: "crash", options: SubscribeOptions(group: "check", start: .earliest, credits: 1000))
-        let collected = Mutex<[UInt64: CloudEvent]>([:])
-        let collector = Task {
-            for await delivery in stream {
-                collected.withLock { $0[delivery.offset] = delivery.event }
-                delivery.ack()
-            }
-        }
-        let deadline = ContinuousClock.now + .seconds(30)
-        while ContinuousClock.now < deadline {
-            if collected.withLock({ got in (0...highest).allSatisfy { got[$0] != nil } }) { break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        collector.cancel()
-        let received = collected.withLock { $0 }
-        var missing: [UInt64] = []
-        var changed: [UInt64] = []
-        for (offset, event) in acked {
-            guard let stored = received[offset] else {
-                missing.append(offset)
-                continue
-            }
-            if stored != event { changed.append(offset) }
-        }
-        #expect(missing.isEmpty, "acknowledged offsets missing after the restart: \(missing.sorted().prefix(20))")
-        #expect(changed.isEmpty, "acknowledged offsets holding another event: \(changed.sorted().prefix(20))")
+        let received = try await readBack(reader, topic: "crash", through: highest)
+        let (missing, changed) = acknowledged.compare(with: received)
+        #expect(missing.isEmpty, "acknowledged offsets missing after the restart: \(missing.prefix(20))")
+        #expect(changed.isEmpty, "acknowledged offsets holding another event: \(changed.prefix(20))")
         #expect(
             (0...highest).allSatisfy { received[$0] != nil }, "the log is dense up to the last acknowledged offset")
 
@@ -111,4 +88,44 @@ final class Acknowledged: Sendable {
 
     var count: Int { byOffset.withLock { $0.count } }
     var events: [UInt64: CloudEvent] { byOffset.withLock { $0 } }
+}
+
+/// After a crash and restart: reads a topic from its start through a group `check` until every offset up to
+/// `highest` is there (or 30 s pass), waits `settle` for what may follow, and returns what arrived, by offset.
+func readBack(_ reader: PlexusClient, topic: String, through highest: UInt64, settle: Duration = .zero) async throws
+    -> [UInt64: CloudEvent]
+{
+    let stream = try await reader.subscribe(
+        topic: topic, options: SubscribeOptions(group: "check", start: .earliest, credits: 1000))
+    let collected = Mutex<[UInt64: CloudEvent]>([:])
+    let collector = Task {
+        for await delivery in stream {
+            collected.withLock { $0[delivery.offset] = delivery.event }
+            delivery.ack()
+        }
+    }
+    let deadline = ContinuousClock.now + .seconds(30)
+    while ContinuousClock.now < deadline {
+        if collected.withLock({ got in (0...highest).allSatisfy { got[$0] != nil } }) { break }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    if settle > .zero { try await Task.sleep(for: settle) }
+    collector.cancel()
+    return collected.withLock { $0 }
+}
+
+extension Acknowledged {
+    /// The acknowledged offsets absent from `received`, and those holding another event, each sorted.
+    func compare(with received: [UInt64: CloudEvent]) -> (missing: [UInt64], changed: [UInt64]) {
+        var missing: [UInt64] = []
+        var changed: [UInt64] = []
+        for (offset, event) in events {
+            guard let stored = received[offset] else {
+                missing.append(offset)
+                continue
+            }
+            if stored != event { changed.append(offset) }
+        }
+        return (missing.sorted(), changed.sorted())
+    }
 }

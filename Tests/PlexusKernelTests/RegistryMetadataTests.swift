@@ -206,15 +206,21 @@ final class KVHostCaller: Sendable {
             withPXStr(prefix) { api.kv_watch(handle, $0, from, Self.watched, user, &id, err) }
         }
         if status == PX_OK.status {
+            // The watch's own reference, released by `unwatch` once the registry promises no further call. A
+            // watch never ended (its node stopped first) keeps its recorder for the life of the test process:
+            // a registry may still call it while it stops.
             changes.withLock { $0[id] = recorder }
+        } else {
+            Unmanaged<Changes>.fromOpaque(user).release()
         }
-        Unmanaged<Changes>.fromOpaque(user).release()  // `changes` (or nobody) keeps it from here
         return (Answer(status: status, message: message), id, recorder)
     }
 
     func unwatch(_ id: UInt64) -> px_status {
         let status = api.kv_unwatch(handle, id)
-        changes.withLock { _ = $0.removeValue(forKey: id) }
+        if status == PX_OK.status, let recorder = changes.withLock({ $0.removeValue(forKey: id) }) {
+            Unmanaged.passUnretained(recorder).release()  // the watch's reference, taken in `watch`
+        }
         return status
     }
 }

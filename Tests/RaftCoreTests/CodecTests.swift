@@ -18,7 +18,8 @@ enum Samples {
             message: .preVote(VoteRequest(term: 7, lastIndex: 100, lastTerm: 6))),
         Envelope(
             from: "node-α", to: "узел-β", stream: "заказы/🚀 émoji",
-            message: .vote(VoteRequest(term: .max, lastIndex: .max, lastTerm: 0, transfer: true))),
+            message: .vote(
+                VoteRequest(term: PeerCodec.maxCounter, lastIndex: PeerCodec.maxCounter, lastTerm: 0, transfer: true))),
         Envelope(from: "b", to: "a", stream: "", message: .preVoteReply(VoteReply(term: 8, granted: true))),
         Envelope(from: "b", to: "a", stream: "a/b c", message: .voteReply(VoteReply(term: 0, granted: false))),
         Envelope(
@@ -388,5 +389,38 @@ func drain(_ decoder: inout FrameDecoder) throws -> [PeerFrame] {
         var newer = FrameDecoder(maxFrameBytes: Self.limit)
         newer.append(version3)
         expectCodecError(.badVersion) { _ = try newer.next() }
+    }
+}
+
+/// Terms, indices and offsets above 2^62 are refused before they reach the state machine, which adds one to
+/// them (a follower told `timeoutNow` at term `UInt64.max` campaigned to `term + 1` and trapped: a libFuzzer
+/// finding, `Tests/Fuzz/corpus/raft-peer/timeout-now-max-term`).
+@Suite struct PeerCounterBoundTests {
+    @Test(arguments: [
+        ("timeout-now term", RaftMessage.timeoutNow(term: .max)),
+        ("vote term", .vote(VoteRequest(term: .max, lastIndex: 1, lastTerm: 1))),
+        ("pre-vote last index", .preVote(VoteRequest(term: 2, lastIndex: .max, lastTerm: 1))),
+        ("vote reply term", .voteReply(VoteReply(term: PeerCodec.maxCounter + 1, granted: true))),
+        ("append reply index", .appendReply(AppendReply(term: 1, success: true, index: .max))),
+        ("append commit", .append(AppendRequest(term: 1, prevIndex: 0, prevTerm: 0, commit: .max, entries: []))),
+        (
+            "snapshot index",
+            .snapshot(
+                SnapshotRequest(
+                    term: 1, index: .max, indexTerm: 1, nextOffset: 0, chain: 0, membership: Membership(members: [])))
+        ),
+    ])
+    func countersAboveTheBoundAreRefused(_ name: String, _ message: RaftMessage) {
+        let frame = PeerCodec.encode(Envelope(from: "a", to: "b", stream: "s", message: message))
+        #expect(throws: PeerCodecError.self, "\(name)") {
+            _ = try PeerCodec.decode(frame: frame, maxFrameBytes: 1 << 16)
+        }
+    }
+
+    @Test func theBoundItselfIsAccepted() throws {
+        let frame = PeerCodec.encode(
+            Envelope(from: "a", to: "b", stream: "s", message: .timeoutNow(term: PeerCodec.maxCounter)))
+        let envelope = try PeerCodec.decode(frame: frame, maxFrameBytes: 1 << 16)
+        #expect(envelope.message == .timeoutNow(term: PeerCodec.maxCounter))
     }
 }

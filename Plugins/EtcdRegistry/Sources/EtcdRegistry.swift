@@ -2,6 +2,7 @@ import Dispatch
 import EtcdClient
 import Foundation
 import PlexusPluginSDK
+import RegistrySupport
 import Synchronization
 
 /// A service registry kept in etcd (v3 API over gRPC), shared by every node that points at the same cluster
@@ -178,7 +179,7 @@ public final class EtcdRegistry: RegistryPlugin {
         let id = nextWatchID.wrappingAdd(1, ordering: .relaxed).oldValue
         let (cache, _) = try self.cache(service)
         state.withLock { $0.watchServices[id] = service }
-        cache.add(RegistryWatch(id: id, service: service, handler: handler))
+        cache.add(ServiceWatch(id: id, service: service, label: "plexus.etcd-registry", handler: handler))
         return id
     }
 

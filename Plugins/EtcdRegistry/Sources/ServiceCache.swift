@@ -2,6 +2,7 @@ import Dispatch
 import EtcdClient
 import Foundation
 import PlexusPluginSDK
+import RegistrySupport
 import Synchronization
 
 /// The live instances of one service, kept by a watch of its prefix in etcd (started at the revision of the
@@ -27,9 +28,9 @@ final class ServiceCache: Sendable {
         /// Updates that arrived before the initial listing was applied.
         var early: [EtcdWatchUpdate] = []
         var waiters: [Waiter] = []
-        var watches: [UInt64: RegistryWatch] = [:]
+        var watches: [UInt64: ServiceWatch] = [:]
         /// Watches added before the cache was ready: they get the snapshot, then changes, once it is.
-        var pending: [RegistryWatch] = []
+        var pending: [ServiceWatch] = []
         var watch: EtcdWatch?
     }
 
@@ -125,7 +126,7 @@ final class ServiceCache: Sendable {
     }
 
     /// Adds a registry watch: a PUT for each live instance first (once the cache is ready), then changes.
-    func add(_ watch: RegistryWatch) {
+    func add(_ watch: ServiceWatch) {
         state.withLock { s in
             guard s.ready else { return s.pending.append(watch) }
             // Queued under the lock, ahead of any change applied after it.
@@ -134,7 +135,7 @@ final class ServiceCache: Sendable {
         }
     }
 
-    func remove(_ id: UInt64) -> RegistryWatch? {
+    func remove(_ id: UInt64) -> ServiceWatch? {
         state.withLock { s in
             if let index = s.pending.firstIndex(where: { $0.id == id }) { return s.pending.remove(at: index) }
             return s.watches.removeValue(forKey: id)
@@ -198,43 +199,5 @@ final class ServiceCache: Sendable {
         let segment = String(decoding: key[prefix.count...], as: UTF8.self)
         guard !segment.contains("/") else { return nil }
         return segment.removingPercentEncoding ?? segment
-    }
-}
-
-/// One registry watch: its handler runs on its own serial queue, so calls never overlap and keep their order.
-final class RegistryWatch: Sendable {
-    let id: UInt64
-    let service: String
-    private let handler: @Sendable (WatchEvent) -> Void
-    private let queue: DispatchQueue
-    private let active = Atomic<Bool>(true)
-    private static let current = DispatchSpecificKey<UInt64>()
-
-    init(id: UInt64, service: String, handler: @escaping @Sendable (WatchEvent) -> Void) {
-        self.id = id
-        self.service = service
-        self.handler = handler
-        queue = DispatchQueue(label: "plexus.etcd-registry.watch.\(id)")
-        queue.setSpecific(key: Self.current, value: id)
-    }
-
-    /// Queues events for the handler, in order.
-    func sendAll(_ events: [WatchEvent]) {
-        guard !events.isEmpty else { return }
-        queue.async { [self] in
-            for event in events {
-                guard active.load(ordering: .acquiring) else { return }
-                handler(event)
-            }
-        }
-    }
-
-    func send(_ event: WatchEvent) { sendAll([event]) }
-
-    /// Stops the watch; when it returns the handler is not running (unless called from the handler itself)
-    /// and will not run again.
-    func end() {
-        active.store(false, ordering: .releasing)
-        if DispatchQueue.getSpecific(key: Self.current) != id { queue.sync {} }
     }
 }

@@ -15,6 +15,9 @@ public enum PeerCodec {
     public static let authenticatedVersion: UInt16 = 2
     /// The largest HELLO accepted (the bytes after its length field): a node id of up to 1,013 bytes.
     public static let maxHelloBytes = 1024
+    /// The largest term, index or offset a peer's frame may carry (2^62): the state machine adds one to
+    /// each, and no honest cluster gets near it.
+    public static let maxCounter: UInt64 = 1 << 62
 
     /// The `u8` after a frame's length.
     public enum FrameType: UInt8, Sendable, CaseIterable {
@@ -460,6 +463,18 @@ struct WireReader {
         UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: try take(8, field), as: UInt64.self))
     }
 
+    /// A term, log index or offset: at most `PeerCodec.maxCounter`. The state machine adds one to each
+    /// (a campaign to `term + 1`, the entry after `index`), so a peer's value near `UInt64.max` would trap
+    /// the node on that addition; no honest cluster reaches 2^62 elections or entries.
+    mutating func counter(_ field: String) throws(PeerCodecError) -> UInt64 {
+        let value = try u64(field)
+        guard value <= PeerCodec.maxCounter else {
+            throw PeerCodecError(
+                .badValue, "\(frame)'s \(field) field is \(value), above \(PeerCodec.maxCounter) (2^62)")
+        }
+        return value
+    }
+
     mutating func bool(_ field: String) throws(PeerCodecError) -> Bool {
         let value = try u8(field)
         guard value <= 1 else {
@@ -520,19 +535,19 @@ struct WireReader {
         case .appendReply: return .appendReply(try appendReply())
         case .snapshotReply: return .snapshotReply(try appendReply())
         case .snapshot: return .snapshot(try snapshotRequest())
-        case .timeoutNow: return .timeoutNow(term: try u64("term"))
+        case .timeoutNow: return .timeoutNow(term: try counter("term"))
         case .forward: return .forward(try forwardRequest())
         case .forwardReply:
             return .forwardReply(
                 ForwardReply(
                     id: try u64("id"), status: Int32(bitPattern: try u32("status")), message: try string("message"),
-                    firstOffset: try u64("firstOffset"), lastIndex: try u64("lastIndex")))
+                    firstOffset: try counter("firstOffset"), lastIndex: try counter("lastIndex")))
         }
     }
 
     private mutating func voteRequest() throws(PeerCodecError) -> VoteRequest {
         let request = VoteRequest(
-            term: try u64("term"), lastIndex: try u64("lastIndex"), lastTerm: try u64("lastTerm"),
+            term: try counter("term"), lastIndex: try counter("lastIndex"), lastTerm: try counter("lastTerm"),
             transfer: try bool("transfer"))
         guard request.lastTerm <= request.term else {
             throw PeerCodecError(
@@ -542,20 +557,20 @@ struct WireReader {
     }
 
     private mutating func voteReply() throws(PeerCodecError) -> VoteReply {
-        VoteReply(term: try u64("term"), granted: try bool("granted"))
+        VoteReply(term: try counter("term"), granted: try bool("granted"))
     }
 
     private mutating func appendRequest() throws(PeerCodecError) -> AppendRequest {
-        let term = try u64("term")
-        let prevIndex = try u64("prevIndex")
-        let prevTerm = try u64("prevTerm")
-        let commit = try u64("commit")
+        let term = try counter("term")
+        let prevIndex = try counter("prevIndex")
+        let prevTerm = try counter("prevTerm")
+        let commit = try counter("commit")
         let count = try count("entries", minimumSize: PeerCodec.entryHeaderSize + 4 + 4 + 8)
         var entries: [WireEntry] = []
         entries.reserveCapacity(count)
         for _ in 0..<count {
             var entry = WireEntry(
-                term: try u64("entry term"), index: try u64("entry index"), offset: try u64("entry offset"),
+                term: try counter("entry term"), index: try counter("entry index"), offset: try counter("entry offset"),
                 appendTime: try u64("entry appendTime"), kind: try u16("entry kind"),
                 bodyCRC: try u32("entry bodyCRC"), body: try bytes("entry body"))
             let origin = try string("entry forward origin")
@@ -571,15 +586,15 @@ struct WireReader {
 
     private mutating func appendReply() throws(PeerCodecError) -> AppendReply {
         AppendReply(
-            term: try u64("term"), success: try bool("success"), index: try u64("index"),
-            rejected: try u64("rejected"))
+            term: try counter("term"), success: try bool("success"), index: try counter("index"),
+            rejected: try counter("rejected"))
     }
 
     private mutating func snapshotRequest() throws(PeerCodecError) -> SnapshotRequest {
-        let term = try u64("term")
-        let index = try u64("index")
-        let indexTerm = try u64("indexTerm")
-        let nextOffset = try u64("nextOffset")
+        let term = try counter("term")
+        let index = try counter("index")
+        let indexTerm = try counter("indexTerm")
+        let nextOffset = try counter("nextOffset")
         let chain = try u32("chain")
         let count = try count("members", minimumSize: 4 + 4 + 1)
         var members: [Membership.Member] = []

@@ -1,12 +1,6 @@
 import Crypto
 import Synchronization
 
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
-
 /// What a version 2 HELLO carries to prove its sender knows the cluster secret.
 public struct HelloProof: Sendable, Equatable {
     /// The sender's clock, Unix milliseconds.
@@ -86,12 +80,8 @@ public final class PeerSecret: Sendable {
         }
     }
 
-    /// Unix time in milliseconds.
-    public static func nowMs() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        return UInt64(time.tv_sec) * 1000 + UInt64(time.tv_nsec) / 1_000_000
-    }
+    /// Unix time in milliseconds (StorageIO's clock).
+    public static func nowMs() -> UInt64 { Files.now() / 1_000_000 }
 
     static func randomNonce() -> [UInt8] {
         var generator = SystemRandomNumberGenerator()

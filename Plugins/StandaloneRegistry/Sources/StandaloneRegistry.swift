@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import PlexusPluginSDK
+import RegistrySupport
 import Synchronization
 
 /// The embedded service registry: instances in memory, persisted to `<data_dir>/registry.json` on every
@@ -42,7 +43,7 @@ public final class StandaloneRegistry: RegistryPlugin {
     struct State {
         /// Live instances by service, then instance id.
         var services: [String: [String: Entry]] = [:]
-        var watches: [UInt64: Watch] = [:]
+        var watches: [UInt64: ServiceWatch] = [:]
         /// Bumped by every change that must reach the file.
         var generation: UInt64 = 0
 
@@ -186,7 +187,7 @@ public final class StandaloneRegistry: RegistryPlugin {
     public func watch(service: String, handler: @escaping @Sendable (WatchEvent) -> Void) throws -> UInt64 {
         try Self.check(service: service)
         let id = nextWatchID.wrappingAdd(1, ordering: .relaxed).oldValue
-        let watch = Watch(id: id, service: service, handler: handler)
+        let watch = ServiceWatch(id: id, service: service, label: "plexus.standalone-registry", handler: handler)
         let now = Self.now()
         let expired = state.withLock { s in
             let expired = s.expire(now: now)
@@ -301,39 +302,6 @@ public final class StandaloneRegistry: RegistryPlugin {
 
     /// Unix time in milliseconds.
     static func now() -> UInt64 { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) }
-}
-
-/// One watch: its handler runs on its own serial queue, so calls never overlap and keep their order.
-final class Watch: Sendable {
-    let id: UInt64
-    let service: String
-    private let handler: @Sendable (WatchEvent) -> Void
-    private let queue: DispatchQueue
-    private let active = Atomic<Bool>(true)
-    private static let current = DispatchSpecificKey<UInt64>()
-
-    init(id: UInt64, service: String, handler: @escaping @Sendable (WatchEvent) -> Void) {
-        self.id = id
-        self.service = service
-        self.handler = handler
-        queue = DispatchQueue(label: "plexus.standalone-registry.watch.\(id)")
-        queue.setSpecific(key: Self.current, value: id)
-    }
-
-    /// Queues an event for the handler.
-    func send(_ event: WatchEvent) {
-        queue.async { [self] in
-            guard active.load(ordering: .acquiring) else { return }
-            handler(event)
-        }
-    }
-
-    /// Stops the watch; when it returns the handler is not running (unless called from the handler itself)
-    /// and will not run again.
-    func end() {
-        active.store(false, ordering: .releasing)
-        if DispatchQueue.getSpecific(key: Self.current) != id { queue.sync {} }
-    }
 }
 
 @_cdecl("px_plugin_entry_v1")
