@@ -279,15 +279,15 @@ struct ProcessIsolationTests {
         let client = try await PlexusClient.connect(
             ClientConfiguration(port: try await node.tcpPort(), name: "kill", reconnect: false))
         let acknowledged = Acknowledged()
-        let refused = Atomic<Int>(0)
-        let stop = Atomic<Bool>(false)
+        // Shared with the publishers' child tasks: a Sendable object, not local atomics a task would capture.
+        let load = LoadControl()
         let publishing = Task {
             await withTaskGroup(of: Void.self) { group in
                 for publisher in 0..<4 {
                     group.addTask {
                         var sequence = 0
                         let deadline = ContinuousClock.now + .seconds(60)
-                        while !stop.load(ordering: .relaxed), ContinuousClock.now < deadline {
+                        while !load.stop.load(ordering: .relaxed), ContinuousClock.now < deadline {
                             let event = CloudEvent(
                                 id: "p\(publisher)-\(sequence)", source: "/kill", type: "t",
                                 data: Array("event \(publisher)/\(sequence)".utf8))
@@ -295,7 +295,7 @@ struct ProcessIsolationTests {
                             do {
                                 acknowledged.add([event], first: try await client.publish(topic: "kill", event))
                             } catch {
-                                refused.add(1, ordering: .relaxed)
+                                load.refused.add(1, ordering: .relaxed)
                                 try? await Task.sleep(for: .milliseconds(20))
                             }
                         }
@@ -311,7 +311,7 @@ struct ProcessIsolationTests {
         let before = acknowledged.count
         // Publishing goes on through the restarted child.
         let resumed = await Self.eventually(.seconds(20)) { acknowledged.count > before + 100 }
-        stop.store(true, ordering: .relaxed)
+        load.stop.store(true, ordering: .relaxed)
         await publishing.value
         #expect(resumed, "publishes did not resume after the restart: \(node.stderr.suffix(2000))")
         #expect(node.process.isRunning, "the node stays up")
@@ -342,4 +342,10 @@ struct ProcessIsolationTests {
             "acknowledged events lost or changed: \(missing.prefix(20)) (of \(acked.count), highest \(highest))")
         await client.close()
     }
+}
+
+/// What the publishers of a load share with the test: whether to stop, and how many publishes were refused.
+final class LoadControl: Sendable {
+    let stop = Atomic<Bool>(false)
+    let refused = Atomic<Int>(0)
 }
