@@ -78,6 +78,23 @@ struct IsolationWireTests {
         }
     }
 
+    @Test("metadata entries (ABI 1.4) round-trip, every truncation refused")
+    func kvEntries() throws {
+        let entries = [
+            KVEntryWire(key: "cfg/a", value: [0, 255, 7], version: 3, createRevision: 1, modRevision: 9),
+            KVEntryWire(key: "cfg/b", value: [], version: 1, createRevision: 4, modRevision: 4),
+        ]
+        var w = WireWriter()
+        KVEntryWire.withC(entries) { w.kvEntries($0.baseAddress, $0.count) }
+        var reader = WireReader(w.bytes)
+        #expect(try reader.kvEntries() == entries)
+        try reader.finish()
+        for end in 0..<w.bytes.count {
+            var truncated = WireReader(Array(w.bytes[..<end]))
+            #expect(throws: IsolationWireError.self, "truncated at \(end)") { _ = try truncated.kvEntries() }
+        }
+    }
+
     @Test("payload fields running past the end, impossible counts, bad flags and leftovers are refused")
     func malformedPayloads() throws {
         func refuses(_ bytes: [UInt8], _ read: (inout WireReader) throws -> Void) -> Bool {

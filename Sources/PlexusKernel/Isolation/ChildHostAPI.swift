@@ -7,10 +7,14 @@ import PlexusCore
 #endif
 
 /// The `px_host_api` a plugin gets inside a plugin-host child: every function is a message to the kernel,
-/// which calls its own table on the plugin's behalf (`IsolatedInstance`). Functions that return a result
-/// synchronously (subscribe, unsubscribe, ack, nack, timer_start, timer_cancel, metric_create, listen,
-/// registry_watch, registry_unwatch) wait for the kernel's answer; asynchronous ones return `PX_OK` at once and
-/// report a refusal through their completion; `run` runs on this process's own pool.
+/// which calls its own table on the plugin's behalf (`IsolatedInstance`). Every entry of the 1.4 table is set.
+/// Functions that return a result synchronously (subscribe, unsubscribe, ack, nack, timer_start, timer_cancel,
+/// metric_create, listen, registry_watch, registry_unwatch, kv_watch, kv_unwatch) wait for the kernel's answer;
+/// the 1.0 asynchronous ones (publish, registry_register, registry_deregister, registry_lookup, storage_read)
+/// return `PX_OK` at once and report a refusal through their completion; the 1.4 asynchronous ones
+/// (registry_keepalive, kv_get, kv_put, kv_delete, kv_list) wait for the kernel's synchronous status, as their
+/// header promises `PX_ERR_UNSUPPORTED` synchronously, and complete later; `run` runs on this process's own
+/// pool.
 extension ChildHost {
     /// Built once per child process.
     nonisolated(unsafe) static let api: UnsafePointer<px_host_api> = {
@@ -358,8 +362,163 @@ extension ChildHost {
             out.pointee = fd
             return PX_OK.status
         }
+        installMetadataCalls(table)
         return UnsafePointer(table)
     }()
+
+    /// The ABI 1.4 entries (`registry_keepalive`, `kv_*`). Each asks the kernel synchronously, so that a refusal
+    /// (`PX_ERR_UNSUPPORTED` when the node has no registry or its registry lacks the hook) is returned with its
+    /// reason as the header promises, and never followed by the completion; the completion comes later as a
+    /// `hostCompletion` notice and runs on the callbacks queue. A watch's changes come as `kvWatchEvent`
+    /// notices, on the same serial queue, in the order the registry made them.
+    private static func installMetadataCalls(_ table: UnsafeMutablePointer<px_host_api>) {
+        table.pointee.registry_keepalive = { _, service, instanceID, done, user, err in
+            guard let host = ChildHost.shared, let done else {
+                setError(err, "registry_keepalive needs a completion")
+                return PX_ERR_INVALID_ARGUMENT.status
+            }
+            let (callback, fn) = (UserPointer(user), Unchecked(done))
+            return host.owedCall(
+                .registryKeepAlive, err,
+                write: { w in
+                    w.text(service)
+                    w.text(instanceID)
+                },
+                completion: { status, error, _ in error.withPxStr { fn.value(callback.raw, status, $0) } })
+        }
+        table.pointee.kv_get = { _, key, done, user, err in
+            guard let host = ChildHost.shared, let done else {
+                setError(err, "kv_get needs a completion")
+                return PX_ERR_INVALID_ARGUMENT.status
+            }
+            let (callback, fn) = (UserPointer(user), Unchecked(done))
+            return host.owedCall(
+                .kvGet, err, write: { $0.text(key) },
+                completion: { status, error, reader in
+                    let entry = (try? reader.u8()) == 1 ? try? reader.kvEntry() : nil
+                    let revision = (try? reader.u64()) ?? 0
+                    KVEntryWire.withC(entry.map { [$0] } ?? []) { pointers in
+                        error.withPxStr {
+                            fn.value(callback.raw, status, entry == nil ? nil : pointers.first ?? nil, revision, $0)
+                        }
+                    }
+                })
+        }
+        table.pointee.kv_put = { _, key, value, expected, done, user, err in
+            guard let host = ChildHost.shared, let done else {
+                setError(err, "kv_put needs a completion")
+                return PX_ERR_INVALID_ARGUMENT.status
+            }
+            let (callback, fn) = (UserPointer(user), Unchecked(done))
+            return host.owedCall(
+                .kvPut, err,
+                write: { w in
+                    w.text(key)
+                    w.raw(value.ptr, value.ptr == nil ? 0 : value.len)
+                    w.u64(expected)
+                },
+                completion: { status, error, reader in
+                    let version = (try? reader.u64()) ?? 0
+                    let revision = (try? reader.u64()) ?? 0
+                    error.withPxStr { fn.value(callback.raw, status, version, revision, $0) }
+                })
+        }
+        table.pointee.kv_delete = { _, key, expected, done, user, err in
+            guard let host = ChildHost.shared, let done else {
+                setError(err, "kv_delete needs a completion")
+                return PX_ERR_INVALID_ARGUMENT.status
+            }
+            let (callback, fn) = (UserPointer(user), Unchecked(done))
+            return host.owedCall(
+                .kvDelete, err,
+                write: { w in
+                    w.text(key)
+                    w.u64(expected)
+                },
+                completion: { status, error, reader in
+                    let version = (try? reader.u64()) ?? 0
+                    let revision = (try? reader.u64()) ?? 0
+                    error.withPxStr { fn.value(callback.raw, status, version, revision, $0) }
+                })
+        }
+        table.pointee.kv_list = { _, prefix, done, user, err in
+            guard let host = ChildHost.shared, let done else {
+                setError(err, "kv_list needs a completion")
+                return PX_ERR_INVALID_ARGUMENT.status
+            }
+            let (callback, fn) = (UserPointer(user), Unchecked(done))
+            return host.owedCall(
+                .kvList, err, write: { $0.text(prefix) },
+                completion: { status, error, reader in
+                    let entries = (try? reader.kvEntries()) ?? []
+                    let revision = (try? reader.u64()) ?? 0
+                    KVEntryWire.withC(entries) { pointers in
+                        error.withPxStr {
+                            fn.value(callback.raw, status, pointers.baseAddress, pointers.count, revision, $0)
+                        }
+                    }
+                })
+        }
+        table.pointee.kv_watch = { _, prefix, from, fn, user, out, err in
+            guard let host = ChildHost.shared, let fn, let out else {
+                setError(err, "kv_watch needs a function and an out id")
+                return PX_ERR_INVALID_ARGUMENT.status
+            }
+            let local = host.kvWatches.withLock { state -> UInt64 in
+                let id = state.next
+                state.next += 1
+                state.byLocal[id] = Callback(fn: unsafeBitCast(fn, to: UnsafeRawPointer.self), user: user)
+                return id
+            }
+            var w = WireWriter()
+            w.u64(local)
+            w.text(prefix)
+            w.u64(from)
+            let (status, id) = host.syncCall(.kvWatch, w.bytes, err) { try $0.u64() }
+            guard status == PX_OK.status, let id else {
+                host.kvWatches.withLock { _ = $0.byLocal.removeValue(forKey: local) }
+                return status
+            }
+            host.kvWatches.withLock { $0.localByKernel[id] = local }
+            out.pointee = id
+            return PX_OK.status
+        }
+        table.pointee.kv_unwatch = { _, id in
+            guard let host = ChildHost.shared else { return PX_ERR_UNAVAILABLE.status }
+            var w = WireWriter()
+            w.u64(id)
+            let (status, _) = host.syncCall(.kvUnwatch, w.bytes, nil) { _ in () }
+            host.kvWatches.withLock { state in
+                if let local = state.localByKernel.removeValue(forKey: id) { state.byLocal[local] = nil }
+            }
+            // The kernel calls the watch no more; a change already on its way here is dropped, and one being
+            // handed to the plugin finishes before this returns (the plugin may free `user` then).
+            host.waitForRunningCallback()
+            return status
+        }
+    }
+
+    /// Makes a call whose completion the kernel owes: the request carries a token, the kernel answers it with
+    /// its synchronous status (returned here, with the reason in `err`), and a `hostCompletion` notice with
+    /// the token later runs `completion` with the status, the error text and a reader at the completion's
+    /// fields. A refused or unanswered call never runs `completion`.
+    func owedCall(
+        _ op: IsolationOp, _ err: UnsafeMutablePointer<px_error>?, write: (inout WireWriter) -> Void,
+        completion: @escaping @Sendable (px_status, String, inout WireReader) -> Void
+    ) -> px_status {
+        let token = owed.withLock { state -> UInt64 in
+            let token = state.next
+            state.next += 1
+            state.completions[token] = completion
+            return token
+        }
+        var w = WireWriter()
+        w.u64(token)
+        write(&w)
+        let (status, _) = syncCall(op, w.bytes, err) { _ in () }
+        if status != PX_OK.status { owed.withLock { _ = $0.completions.removeValue(forKey: token) } }
+        return status
+    }
 
     /// Sends a request and waits for its answer; the status (with its reason in `err`) and what `read` takes from
     /// the rest of the reply.

@@ -85,9 +85,9 @@ enum IsolatedHooks {
 ///
 /// An asynchronous hook returns `PX_OK` once the request is sent, and reports the child's refusal through its
 /// completion; with no running child (restarting, quarantined) it returns `PX_ERR_UNAVAILABLE` at once. The
-/// 1.1 batch read is not offered (the kernel then reads through `on_read`, and the records are copied out of
-/// the reply), nor the 1.3 listing and deletion hooks (the kernel answers that the storage does not support
-/// them).
+/// 1.1 batch read is offered: the records decoded from the reply are laid out once and lent to the kernel
+/// (`on_read_batch`), not copied again. The 1.3 listing and deletion hooks are not offered (the kernel answers
+/// that the storage does not support them).
 enum IsolatedStorage {
     static func vtable(durability: UInt32) -> px_storage_vtable {
         var table = px_storage_vtable()
@@ -102,6 +102,7 @@ enum IsolatedStorage {
         table.on_trim = trim
         table.on_stream_info = streamInfo
         table.on_open_stream_async = openStreamAsync
+        table.on_read_batch = readBatch
         return table
     }
 
@@ -282,6 +283,35 @@ enum IsolatedStorage {
         return PX_OK.status
     }
 
+    static let readBatch: px_storage_on_read_batch = { raw, stream, from, maxRecords, maxBytes, done, user, err in
+        guard let done, let found = target(raw, stream, err) else { return PX_ERR_UNAVAILABLE.status }
+        let (child, handle) = (found.1, found.2)
+        var w = WireWriter()
+        w.u64(handle)
+        w.u64(from)
+        w.u64(UInt64(maxRecords))
+        w.u64(UInt64(maxBytes))
+        let callback = UserPointer(user)
+        let fn = Unchecked(done)
+        child.channel.request(.read, w.bytes) { answer in
+            let done = fn.value
+            switch answer.outcome() {
+            case .failure(let error):
+                error.description.withPxStr { done(callback.raw, PX_ERR_UNAVAILABLE.status, nil, $0) }
+            case .success(let (status, error, reader)):
+                guard status == PX_OK.status else { return error.withPxStr { done(callback.raw, status, nil, $0) } }
+                var r = reader
+                guard let records = try? r.records(), let next = try? r.u64() else {
+                    return "the plugin-host's read reply was malformed".withPxStr {
+                        done(callback.raw, PX_ERR_INTERNAL.status, nil, $0)
+                    }
+                }
+                "".withPxStr { done(callback.raw, PX_OK.status, LentRecords.batch(records, next: next), $0) }
+            }
+        }
+        return PX_OK.status
+    }
+
     private static func statusCall(
         _ child: PluginHostProcess, _ op: IsolationOp, _ payload: [UInt8], _ done: @escaping px_done_fn,
         _ user: UnsafeMutableRawPointer?
@@ -375,5 +405,26 @@ enum IsolatedStorage {
             }
             return PX_OK.status
         }
+    }
+}
+
+/// Records a child read, laid out once and lent to the kernel as a `px_record_batch` until it calls `release`.
+enum LentRecords {
+    static func batch(_ records: [StoredRecord], next: UInt64) -> UnsafeMutablePointer<px_record_batch> {
+        let owned = CRecordBatch(records)
+        let batch = UnsafeMutablePointer<px_record_batch>.allocate(capacity: 1)
+        batch.initialize(
+            to: px_record_batch(
+                struct_size: UInt32(MemoryLayout<px_record_batch>.size), reserved: 0,
+                records: owned.pointers.baseAddress, count: owned.count, next_offset: next, release: release,
+                storage_data: Unmanaged.passRetained(owned).toOpaque()))
+        return batch
+    }
+
+    private static let release: @convention(c) (UnsafeMutablePointer<px_record_batch>?) -> Void = { batch in
+        guard let batch else { return }
+        if let owned = batch.pointee.storage_data { Unmanaged<CRecordBatch>.fromOpaque(owned).release() }
+        batch.deinitialize(count: 1)
+        batch.deallocate()
     }
 }

@@ -49,6 +49,30 @@ extension IsolatedInstance {
         }
     }
 
+    /// A completion the kernel owes a child for a 1.4 call (`registry_keepalive`, `kv_*`): sent as a
+    /// `hostCompletion` notice with the token the child's request carried.
+    final class CompletionLink: @unchecked Sendable {
+        // Safe: immutable.
+        let child: PluginHostProcess
+        let token: UInt64
+        init(_ child: PluginHostProcess, _ token: UInt64) {
+            self.child = child
+            self.token = token
+        }
+        var retained: UnsafeMutableRawPointer { Unmanaged.passRetained(self).toOpaque() }
+        static func take(_ user: UnsafeMutableRawPointer?) -> CompletionLink? {
+            guard let user else { return nil }
+            return Unmanaged<CompletionLink>.fromOpaque(user).takeRetainedValue()
+        }
+        func complete(_ status: px_status, _ error: String, _ more: (inout WireWriter) -> Void = { _ in }) {
+            var w = WireWriter()
+            w.u64(token)
+            w.outcome(status, error)
+            more(&w)
+            child.channel.notify(.hostCompletion, w.bytes)
+        }
+    }
+
     /// A subscription, timer or watch the kernel made for a child: where its callbacks go.
     final class CallbackLink: @unchecked Sendable {
         // Safe: immutable.
@@ -287,10 +311,158 @@ extension IsolatedInstance {
             let id = try r.u64()
             child.watches.withLock { $0.removeAll { $0 == id } }
             answer(api.pointee.registry_unwatch(host, id))
+        case .registryKeepAlive, .kvGet, .kvPut, .kvDelete, .kvList, .kvWatch, .kvUnwatch:
+            try serveMetadata(frame, &r, child, answer)
         default:
             if frame.kind == .request {
                 answer(PX_ERR_UNSUPPORTED.status, "the kernel serves no \(frame.op) from a plugin-host")
             }
+        }
+    }
+
+    /// The ABI 1.4 calls: each answered at once with the kernel's synchronous status (a refusal's reason with
+    /// it), its completion sent after as a `hostCompletion` notice; a watch's changes as `kvWatchEvent` notices.
+    private func serveMetadata(
+        _ frame: IsolationFrame, _ r: inout WireReader, _ child: PluginHostProcess,
+        _ answer: (px_status, String, (inout WireWriter) -> Void) -> Void
+    ) throws {
+        let table = api.pointee
+        // Calls `body` with a retained completion link; released when the call refused (no completion comes).
+        func owed(_ token: UInt64, _ body: (UnsafeMutableRawPointer, UnsafeMutablePointer<px_error>) -> px_status?) {
+            let link = CompletionLink(child, token).retained
+            let (status, message) = ErrorBuffer.with { err -> (px_status, String) in
+                guard let status = body(link, err) else {
+                    return (PX_ERR_UNSUPPORTED.status, "the kernel's host table has no \(frame.op)")
+                }
+                return (status, ErrorBuffer.text(err))
+            }
+            if status != PX_OK.status { _ = CompletionLink.take(link) }
+            answer(status, message, { _ in })
+        }
+        let writeDone: px_kv_write_done_fn = { user, status, version, revision, error in
+            CompletionLink.take(user)?.complete(status, error.string) { w in
+                w.u64(version)
+                w.u64(revision)
+            }
+        }
+        switch frame.op {
+        case .registryKeepAlive:
+            let token = try r.u64()
+            let service = try r.text()
+            let instanceID = try r.text()
+            try r.finish()
+            owed(token) { link, err in
+                guard let keepAlive = table.registry_keepalive else { return nil }
+                return service.withPxStr { s in
+                    instanceID.withPxStr { i in
+                        keepAlive(
+                            host, s, i,
+                            { user, status, error in CompletionLink.take(user)?.complete(status, error.string) },
+                            link, err)
+                    }
+                }
+            }
+        case .kvGet:
+            let token = try r.u64()
+            let key = try r.text()
+            try r.finish()
+            owed(token) { link, err in
+                guard let get = table.kv_get else { return nil }
+                return key.withPxStr { k in
+                    get(
+                        host, k,
+                        { user, status, entry, revision, error in
+                            CompletionLink.take(user)?.complete(status, error.string) { w in
+                                w.u8(entry == nil ? 0 : 1)
+                                if let entry { w.kvEntry(entry.pointee) }
+                                w.u64(revision)
+                            }
+                        }, link, err)
+                }
+            }
+        case .kvPut:
+            let token = try r.u64()
+            let key = try r.text()
+            let value = try r.data()
+            let expected = try r.u64()
+            try r.finish()
+            owed(token) { link, err in
+                guard let put = table.kv_put else { return nil }
+                return key.withPxStr { k in
+                    value.withUnsafeBufferPointer { v in
+                        put(host, k, px_bytes(ptr: v.baseAddress, len: v.count), expected, writeDone, link, err)
+                    }
+                }
+            }
+        case .kvDelete:
+            let token = try r.u64()
+            let key = try r.text()
+            let expected = try r.u64()
+            try r.finish()
+            owed(token) { link, err in
+                guard let delete = table.kv_delete else { return nil }
+                return key.withPxStr { delete(host, $0, expected, writeDone, link, err) }
+            }
+        case .kvList:
+            let token = try r.u64()
+            let prefix = try r.text()
+            try r.finish()
+            owed(token) { link, err in
+                guard let list = table.kv_list else { return nil }
+                return prefix.withPxStr { p in
+                    list(
+                        host, p,
+                        { user, status, entries, count, revision, error in
+                            CompletionLink.take(user)?.complete(status, error.string) { w in
+                                w.kvEntries(entries, count)
+                                w.u64(revision)
+                            }
+                        }, link, err)
+                }
+            }
+        case .kvWatch:
+            let local = try r.u64()
+            let prefix = try r.text()
+            let from = try r.u64()
+            try r.finish()
+            guard let watch = table.kv_watch else {
+                return answer(PX_ERR_UNSUPPORTED.status, "the kernel's host table has no kv_watch", { _ in })
+            }
+            let link = Unmanaged.passRetained(CallbackLink(child, local)).toOpaque()
+            var id: UInt64 = 0
+            let (status, message) = prefix.withPxStr { p in
+                ErrorBuffer.with { err in
+                    (
+                        watch(
+                            host, p, from,
+                            { user, kind, entry in
+                                guard let user, let entry else { return }
+                                let link = Unmanaged<CallbackLink>.fromOpaque(user).takeUnretainedValue()
+                                var w = WireWriter()
+                                w.u64(link.local)
+                                w.u32(kind)
+                                w.kvEntry(entry.pointee)
+                                link.child.channel.notify(.kvWatchEvent, w.bytes)
+                            }, link, &id, err), ErrorBuffer.text(err)
+                    )
+                }
+            }
+            guard status == PX_OK.status else {
+                // Refused: the registry never calls it.
+                Unmanaged<CallbackLink>.fromOpaque(link).release()
+                return answer(status, message, { _ in })
+            }
+            // The link stays retained for the life of the process, as a subscription's: `user` must stay valid
+            // until kv_unwatch returns, which may be the kernel's own when the child dies.
+            child.kvWatches.withLock { $0.append(id) }
+            answer(PX_OK.status, "", { $0.u64(id) })
+        case .kvUnwatch:
+            let id = try r.u64()
+            try r.finish()
+            child.kvWatches.withLock { $0.removeAll { $0 == id } }
+            answer(table.kv_unwatch?(host, id) ?? PX_ERR_UNSUPPORTED.status, "", { _ in })
+        default:
+            break
         }
     }
 

@@ -283,7 +283,7 @@ final class IsolatedInstance: @unchecked Sendable {
         child.kill(because: "plugin-host killed: the restart failed (\(reason))")
     }
 
-    /// Releases, in the kernel, what a gone child held: its subscriptions, timers and registry watches.
+    /// Releases, in the kernel, what a gone child held: its subscriptions, timers, registry and metadata watches.
     private func releaseHoldings(of child: PluginHostProcess) {
         let subscriptions = child.subscriptions.withLock { all -> [UInt64] in
             defer { all = [] }
@@ -300,6 +300,11 @@ final class IsolatedInstance: @unchecked Sendable {
             return all
         }
         for id in watches { _ = api.pointee.registry_unwatch(host, id) }
+        let kvWatches = child.kvWatches.withLock { all -> [UInt64] in
+            defer { all = [] }
+            return all
+        }
+        for id in kvWatches { _ = api.pointee.kv_unwatch?(host, id) }
     }
 }
 

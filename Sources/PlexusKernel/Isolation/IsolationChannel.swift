@@ -9,6 +9,11 @@ import Synchronization
 /// One end of the socket pair between the kernel and a plugin-host child: writes frames from any thread, reads
 /// them on its own thread, and matches replies to the requests that are waiting for them.
 ///
+/// The reader thread only reads: a reply to `request` runs its `answer` on the channel's completions queue
+/// (serial, so completions keep the order their replies came in), and a reply to `call` wakes its waiting
+/// caller directly. So an answer may itself make a `call` on this channel (the kernel's read completion asks
+/// the storage for its stream info): the reader that will dispatch that reply is never the thread waiting.
+///
 /// When the socket closes (the other side exited, was killed, or sent a frame the decoder refused) every
 /// request still waiting completes with `PX_ERR_UNAVAILABLE` and the reason `closeReason` gives.
 final class IsolationChannel: @unchecked Sendable {
@@ -24,8 +29,13 @@ final class IsolationChannel: @unchecked Sendable {
     let fd: Int32
     /// Whether the descriptor is still open; writes happen under this lock, and so does the close.
     private let writeLock = Mutex<Bool>(true)
-    private let pending = Mutex<(next: UInt64, waiting: [UInt64: @Sendable (Answer) -> Void], closed: String?)>(
-        (1, [:], nil))
+    /// Requests waiting for their reply, with whether the answer runs on the reader thread (a `call`'s wake-up)
+    /// or on `completions`.
+    private let pending = Mutex<
+        (next: UInt64, waiting: [UInt64: (answer: @Sendable (Answer) -> Void, inline: Bool)], closed: String?)
+    >((1, [:], nil))
+    /// Where answers to `request` run, in the order their replies arrived.
+    private let completions: DispatchQueue
     /// Descriptors received as `SCM_RIGHTS`, in arrival order.
     private let receivedDescriptors = Mutex<[Int32]>([])
     // Set by `start`, before the reader thread exists, and read only by it.
@@ -37,6 +47,7 @@ final class IsolationChannel: @unchecked Sendable {
     init(fd: Int32, name: String) {
         self.fd = fd
         self.name = name
+        completions = DispatchQueue(label: "\(name).completions")
     }
 
     /// Starts reading.
@@ -64,11 +75,18 @@ final class IsolationChannel: @unchecked Sendable {
     func request(
         _ op: IsolationOp, _ payload: [UInt8], fd passed: Int32? = nil, answer: @escaping @Sendable (Answer) -> Void
     ) {
+        send(op, payload, fd: passed, inline: false, answer: answer)
+    }
+
+    private func send(
+        _ op: IsolationOp, _ payload: [UInt8], fd passed: Int32?, inline: Bool,
+        answer: @escaping @Sendable (Answer) -> Void
+    ) {
         let registered = pending.withLock { state -> (UInt64, String?) in
             if let closed = state.closed { return (0, closed) }
             let id = state.next
             state.next &+= 1
-            state.waiting[id] = answer
+            state.waiting[id] = (answer, inline)
             return (id, nil)
         }
         if let closed = registered.1 { return answer(.closed(closed)) }
@@ -79,7 +97,7 @@ final class IsolationChannel: @unchecked Sendable {
     func call(_ op: IsolationOp, _ payload: [UInt8], timeout: Duration) -> Answer? {
         let box = AnswerBox()
         let semaphore = DispatchSemaphore(value: 0)
-        request(op, payload) { answer in
+        send(op, payload, fd: nil, inline: true) { answer in
             box.set(answer)
             semaphore.signal()
         }
@@ -224,18 +242,26 @@ final class IsolationChannel: @unchecked Sendable {
 
     private func dispatch(_ frame: IsolationFrame) {
         guard frame.kind == .reply else { return onFrame(frame) }
-        let answer = pending.withLock { $0.waiting.removeValue(forKey: frame.id) }
-        answer?(.reply(frame.payload))
+        guard let waiting = pending.withLock({ $0.waiting.removeValue(forKey: frame.id) }) else { return }
+        if waiting.inline { return waiting.answer(.reply(frame.payload)) }
+        let payload = frame.payload
+        completions.async { waiting.answer(.reply(payload)) }
     }
 
     private func close(reason raw: String) {
         let reason = closeReason(raw)
-        let waiting = pending.withLock { state -> [@Sendable (Answer) -> Void] in
+        let waiting = pending.withLock { state -> [(answer: @Sendable (Answer) -> Void, inline: Bool)] in
             state.closed = reason
             defer { state.waiting = [:] }
             return Array(state.waiting.values)
         }
-        for answer in waiting { answer(.closed(reason)) }
+        for waiter in waiting where waiter.inline { waiter.answer(.closed(reason)) }
+        let queued = waiting.filter { !$0.inline }.map(\.answer)
+        completions.async {
+            for answer in queued { answer(.closed(reason)) }
+        }
+        // Every answer has run (after any still queued) before `onClose`.
+        completions.sync {}
         for descriptor in receivedDescriptors.withLock({ all -> [Int32] in
             defer { all = [] }
             return all

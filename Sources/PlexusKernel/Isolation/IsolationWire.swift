@@ -57,6 +57,10 @@ enum IsolationOp: UInt32, Sendable {
     case deliver = 30
     case timerFired = 31
     case watchEvent = 32
+    /// A change under a prefix a child watches through `kv_watch` (ABI 1.4).
+    case kvWatchEvent = 33
+    /// The completion of a child's `registry_keepalive` or `kv_*` call, after its request was answered (ABI 1.4).
+    case hostCompletion = 34
     // Child → kernel.
     case log = 100
     case counterAdd = 101
@@ -78,6 +82,15 @@ enum IsolationOp: UInt32, Sendable {
     case registryLookup = 117
     case registryWatch = 118
     case registryUnwatch = 119
+    // Child → kernel, ABI 1.4: answered at once with the kernel's synchronous status; the completion follows as a
+    // `hostCompletion` notice carrying the token the child chose.
+    case registryKeepAlive = 120
+    case kvGet = 121
+    case kvPut = 122
+    case kvDelete = 123
+    case kvList = 124
+    case kvWatch = 125
+    case kvUnwatch = 126
 }
 
 /// One decoded frame.
@@ -246,6 +259,22 @@ struct WireWriter {
         }
     }
 
+    /// A borrowed metadata entry (`px_kv_entry`): key, value, version, create and mod revisions.
+    mutating func kvEntry(_ e: px_kv_entry) {
+        text(e.key)
+        raw(e.value.ptr, e.value.ptr == nil ? 0 : e.value.len)
+        u64(e.version)
+        u64(e.create_revision)
+        u64(e.mod_revision)
+    }
+
+    /// Borrowed metadata entries, as `px_kv_list_done_fn` hands them over.
+    mutating func kvEntries(_ entries: UnsafePointer<UnsafePointer<px_kv_entry>?>?, _ count: Int) {
+        guard let entries else { return u32(0) }
+        u32(UInt32(truncatingIfNeeded: count))
+        for index in 0..<count { kvEntry(entries[index]?.pointee ?? px_kv_entry()) }
+    }
+
     /// The status and error text every reply begins with.
     mutating func outcome(_ status: px_status, _ error: String) {
         i32(status)
@@ -277,17 +306,26 @@ struct WireReader {
         return bytes[position..<(position + count)]
     }
 
-    mutating func u8() throws -> UInt8 { try take(1, "a u8").first ?? 0 }
-
-    mutating func u32() throws -> UInt32 {
-        try take(4, "a u32").reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+    /// A little-endian integer, loaded in place (every call and completion reads several).
+    private mutating func integer<T: FixedWidthInteger>(_ type: T.Type, _ what: String) throws -> T {
+        let size = MemoryLayout<T>.size
+        guard bytes.endIndex - position >= size else {
+            throw IsolationWireError(
+                "\(what) needs \(size) bytes but \(bytes.endIndex - position) remain at byte \(position - bytes.startIndex)"
+            )
+        }
+        let offset = position - bytes.startIndex
+        defer { position += size }
+        return T(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) })
     }
+
+    mutating func u8() throws -> UInt8 { try integer(UInt8.self, "a u8") }
+
+    mutating func u32() throws -> UInt32 { try integer(UInt32.self, "a u32") }
 
     mutating func i32() throws -> Int32 { Int32(bitPattern: try u32()) }
 
-    mutating func u64() throws -> UInt64 {
-        try take(8, "a u64").reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-    }
+    mutating func u64() throws -> UInt64 { try integer(UInt64.self, "a u64") }
 
     mutating func f64() throws -> Double { Double(bitPattern: try u64()) }
 
@@ -335,6 +373,13 @@ struct WireReader {
         }
     }
 
+    mutating func kvEntry() throws -> KVEntryWire {
+        KVEntryWire(
+            key: try text(), value: try data(), version: try u64(), createRevision: try u64(), modRevision: try u64())
+    }
+
+    mutating func kvEntries() throws -> [KVEntryWire] { try (0..<count(minimumBytes: 32)).map { _ in try kvEntry() } }
+
     /// The status and error text every reply begins with.
     mutating func outcome() throws -> (status: px_status, error: String) { (try i32(), try text()) }
 
@@ -343,5 +388,43 @@ struct WireReader {
         guard isAtEnd else {
             throw IsolationWireError("\(bytes.endIndex - position) bytes follow the last field")
         }
+    }
+}
+
+/// A metadata entry (`px_kv_entry`, ABI 1.4) as it crosses the socket.
+struct KVEntryWire: Equatable, Sendable {
+    var key: String
+    var value: [UInt8]
+    var version: UInt64
+    var createRevision: UInt64
+    var modRevision: UInt64
+
+    /// Lays entries out as C for one call: `body` gets the `const px_kv_entry *const *` array.
+    static func withC<R>(_ entries: [KVEntryWire], _ body: (UnsafeBufferPointer<UnsafePointer<px_kv_entry>?>) -> R)
+        -> R
+    {
+        let strings = CStringArena()
+        defer { strings.free() }
+        let structs = UnsafeMutablePointer<px_kv_entry>.allocate(capacity: max(entries.count, 1))
+        defer { structs.deallocate() }
+        let values = UnsafeMutablePointer<UInt8>.allocate(capacity: max(entries.reduce(0) { $0 + $1.value.count }, 1))
+        defer { values.deallocate() }
+        var pointers: [UnsafePointer<px_kv_entry>?] = []
+        pointers.reserveCapacity(entries.count)
+        var used = 0
+        for (index, entry) in entries.enumerated() {
+            let value = values + used
+            entry.value.withUnsafeBufferPointer { bytes in
+                if let base = bytes.baseAddress { value.update(from: base, count: bytes.count) }
+            }
+            used += entry.value.count
+            (structs + index).initialize(
+                to: px_kv_entry(
+                    struct_size: UInt32(MemoryLayout<px_kv_entry>.size), reserved: 0, key: strings.str(entry.key),
+                    value: px_bytes(ptr: UnsafePointer(value), len: entry.value.count), version: entry.version,
+                    create_revision: entry.createRevision, mod_revision: entry.modRevision))
+            pointers.append(UnsafePointer(structs + index))
+        }
+        return pointers.withUnsafeBufferPointer { body($0) }
     }
 }

@@ -57,10 +57,27 @@ final class ChildHost: @unchecked Sendable {
         (1, [:], [:]))
     let timers = Mutex<(next: UInt64, byLocal: [UInt64: Callback], localByKernel: [UInt64: UInt64])>((1, [:], [:]))
     let watches = Mutex<(next: UInt64, byLocal: [UInt64: Callback], localByKernel: [UInt64: UInt64])>((1, [:], [:]))
+    /// Metadata watches (`kv_watch`, ABI 1.4).
+    let kvWatches = Mutex<(next: UInt64, byLocal: [UInt64: Callback], localByKernel: [UInt64: UInt64])>(
+        (1, [:], [:]))
+    /// Completions the kernel owes the plugin for its 1.4 calls, by the token their request carried.
+    let owed = Mutex<(next: UInt64, completions: [UInt64: @Sendable (px_status, String, inout WireReader) -> Void])>(
+        (1, [:]))
+    /// Marks the callbacks queue, so that a wait for it is not made from inside it.
+    private static let onCallbacks = DispatchSpecificKey<Bool>()
     /// The `px_host` handle the plugin is given: any non-null pointer (the child serves one instance).
     let hostHandle = OpaquePointer(UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8))
 
-    init(channel: IsolationChannel) { self.channel = channel }
+    init(channel: IsolationChannel) {
+        self.channel = channel
+        callbacks.setSpecific(key: Self.onCallbacks, value: true)
+    }
+
+    /// Returns once no callback (delivery, timer, watch change, completion) runs on the callbacks queue, unless
+    /// called from it, where none other can be running.
+    func waitForRunningCallback() {
+        if DispatchQueue.getSpecific(key: Self.onCallbacks) == nil { callbacks.sync {} }
+    }
 
     /// How long a host call that must answer synchronously (subscribe, timer_start, listen, ...) waits.
     static let syncTimeout = Duration.seconds(30)
@@ -71,7 +88,11 @@ final class ChildHost: @unchecked Sendable {
             lifecycle.async { self.lifecycleHook(frame) }
         case .health:
             DispatchQueue.global().async { self.health(frame) }
-        case .deliver, .timerFired, .watchEvent:
+        case .streamInfo:
+            // Synchronous in the plugin and ordered with nothing: not queued behind the appends on `calls` (the
+            // kernel waits for it).
+            DispatchQueue.global().async { self.storageCall(frame) }
+        case .deliver, .timerFired, .watchEvent, .kvWatchEvent, .hostCompletion:
             callbacks.async { self.callback(frame) }
         default:
             calls.async { self.storageCall(frame) }
@@ -450,6 +471,22 @@ final class ChildHost: @unchecked Sendable {
                     metadata: buffer.baseAddress, metadata_count: buffer.count, ttl_ms: ttl)
                 unsafeBitCast(callback.fn, to: px_watch_fn.self)(callback.user, kind, &instance)
             }
+        case .kvWatchEvent:
+            guard let local = try? reader.u64(), let kind = try? reader.u32(), let entry = try? reader.kvEntry(),
+                let callback = kvWatches.withLock({ $0.byLocal[local] })
+            else { return }
+            KVEntryWire.withC([entry]) { pointers in
+                unsafeBitCast(callback.fn, to: px_kv_watch_fn.self)(callback.user, kind, pointers[0])
+            }
+        case .hostCompletion:
+            guard let token = try? reader.u64(),
+                let completion = owed.withLock({ $0.completions.removeValue(forKey: token) })
+            else { return }
+            guard let (status, error) = try? reader.outcome() else {
+                var empty = WireReader([])
+                return completion(PX_ERR_INTERNAL.status, "the kernel's completion was malformed", &empty)
+            }
+            completion(status, error, &reader)
         default:
             break
         }

@@ -25,6 +25,8 @@ final class PluginHostProcess: @unchecked Sendable {
     let subscriptions = Mutex<[UInt64]>([])
     let timers = Mutex<[UInt64]>([])
     let watches = Mutex<[UInt64]>([])
+    /// Kernel-side ids of its metadata watches (`kv_watch`, ABI 1.4).
+    let kvWatches = Mutex<[UInt64]>([])
 
     /// Who handles the child's frames and its exit: nobody until an instance adopts it (`adopt`).
     private let handlers = Mutex<
@@ -110,10 +112,22 @@ final class PluginHostProcess: @unchecked Sendable {
         return process
     }
 
+    /// A kernel end with no process behind it: `fd` is one end of a socket pair whose other end the caller
+    /// serves itself (the proxy tested in one process). `kill` shuts the socket down; nothing is reaped.
+    static func unspawned(fd: Int32, name: String) -> PluginHostProcess {
+        let process = PluginHostProcess(pid: 0, fd: fd, name: name)
+        process.channel.start(
+            closeReason: { [process] raw in process.reap(raw) }, onFrame: { [process] frame in process.route(frame) },
+            onClose: { [process] reason in process.routeExit(reason) })
+        return process
+    }
+
     /// Kills the child (it is reaped by the channel's reader once the socket closes); `reason` is what in-flight
     /// calls and the restart policy are told.
     func kill(because reason: String) {
         killReason.withLock { if $0 == nil { $0 = reason } }
+        // pid 0 would signal the node's whole process group.
+        guard pid > 0 else { return channel.shutDown() }
         _ = Glibc.kill(pid, SIGKILL)
     }
 
@@ -134,6 +148,12 @@ final class PluginHostProcess: @unchecked Sendable {
     /// Reaps the child after its socket closed (killing it if it still runs: the socket was lost) and words
     /// why it is gone.
     private func reap(_ socketReason: String) -> String {
+        guard pid > 0 else {
+            let text = killReason.withLock { $0 } ?? "plugin-host gone: \(socketReason)"
+            exitText.withLock { $0 = text }
+            exited.signal()
+            return text
+        }
         var status: Int32 = 0
         var waited: pid_t = 0
         for _ in 0..<100 {
