@@ -67,6 +67,16 @@ final class PluginHostProcess: @unchecked Sendable {
         handler?(self, reason)
     }
 
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later), which Swift's Glibc module does not
+    /// import. Without it (an older glibc) the child inherits the node's descriptors that lack close-on-exec.
+    private static let addCloseFrom:
+        (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+            guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+            else { return nil }
+            return unsafeBitCast(
+                symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+        }()
+
     /// Starts `executable plugin-host --serve 3` with its end of a new socket pair as descriptor 3.
     static func spawn(executable: String, name: String) throws -> PluginHostProcess {
         var fds: [Int32] = [0, 0]
@@ -86,6 +96,10 @@ final class PluginHostProcess: @unchecked Sendable {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, childEnd, 3)
+        // Nothing else of the node's: a descriptor the child inherited (the admin connection whose request
+        // started this plugin, a client's socket) would stay open as long as the child runs, and the peer would
+        // never see it close.
+        if let closeFrom = Self.addCloseFrom { _ = closeFrom(&actions, 4) }
         let arguments = [executable, "plugin-host", "--serve", "3", "--name", name]
         var environment = ProcessInfo.processInfo.environment
         // Swift's backtracer would catch a crash and exit normally; the signal itself must end the child.
