@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local bench-raft bench-grpc bench-admin bench-deploy bench-ledger bench-registry gen-protos fuzz fuzz-long soak clean
+.PHONY: run test build release bootstrap abi-check lint format bench-abi bench-core bench-tcp bench-http bench-raft-local bench-raft bench-grpc bench-admin bench-deploy bench-ledger bench-registry bench-isolation gen-protos fuzz fuzz-long soak clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -100,6 +100,11 @@ bench-grpc: bootstrap
 ## against 1 s, and the node's CPU at one refresh a second against 2% of a core (benchmarks/admin/README.md).
 bench-admin: bootstrap
 	benchmarks/admin/run
+
+## A storage plugin in a plugin-host child (isolation: process) against the same plugin in-process: publish p50
+## latency and throughput over TCP, same load, and the ratios (benchmarks/isolation/README.md).
+bench-isolation: bootstrap
+	benchmarks/isolation/run
 
 ## etcd-registry's lookups/s from its watched cache (in process, through the C vtable; target >= 1,000,000/s) and
 ## the p99 time for a membership change to reach a watch on another instance, beside standalone-registry

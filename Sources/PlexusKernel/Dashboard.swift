@@ -23,7 +23,7 @@ public enum Dashboard {
         table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}
         th{font-weight:600;color:var(--mute);font-size:12px}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
         .badge{display:inline-block;padding:0 8px;border-radius:10px;font-size:12px;background:var(--line)}
-        .s-active,.s-ready,.s-up{background:#dcfae6;color:var(--ok)}.s-failed,.s-not-ready,.s-down{background:#fee4e2;color:var(--bad)}
+        .s-active,.s-ready,.s-up{background:#dcfae6;color:var(--ok)}.s-failed,.s-quarantined,.s-not-ready,.s-down{background:#fee4e2;color:var(--bad)}
         .s-stopped,.s-stopping{background:#fef0c7;color:var(--warn)}.err{color:var(--bad);max-width:36em;word-break:break-word}
         .note{color:var(--warn);margin:4px 0}[hidden]{display:none!important}button{font:inherit;font-size:12px;margin-right:4px}
         #message{padding:8px 20px;background:#eff8ff}#message.error{background:#fee4e2}details summary{cursor:pointer}
@@ -86,6 +86,7 @@ public enum Dashboard {
           const b = (a, label) => `<button data-action="${a}" data-plugin="${esc(p.name)}">${label || a}</button>`;
           let out = '';
           if (p.state === 'active') out += b('stop') + b('restart');
+          if (p.state === 'quarantined') out += b('restart');
           if (p.state === 'stopped' || p.state === 'failed') out += b('start');
           if (p.state === 'active') out += b('upgrade', 'upgrade…');
           if (p.previousVersion) out += b('rollback', 'rollback to ' + esc(p.previousVersion));

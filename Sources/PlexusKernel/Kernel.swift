@@ -241,7 +241,16 @@ public final class Kernel: Sendable {
                     path: mapped, name: manifest.name, subject: manifest.path, executable: executable,
                     deadline: manifest.startTimeout)
             }
-            loaded = try loader.load(manifest, path: mapped, sha256: sha256, deadline: manifest.startTimeout)
+            if manifest.isolation == .process {
+                loaded = try ProcessIsolation.load(
+                    manifest, path: mapped, sha256: sha256, executable: config.probeExecutable,
+                    observer: { [weak self, weak record] event in
+                        guard let self, let record else { return }
+                        self.isolationEvent(event, record: record)
+                    })
+            } else {
+                loaded = try loader.load(manifest, path: mapped, sha256: sha256, deadline: manifest.startTimeout)
+            }
         } catch let error as KernelError {
             return fail(record, error)
         } catch {
@@ -309,7 +318,7 @@ public final class Kernel: Sendable {
             started.store(false, ordering: .releasing)
             for name in order.withLock({ $0 }).reversed() {
                 guard let record = record(name), let manifest = record.snapshot.manifest else { continue }
-                guard record.state == .active else { continue }
+                guard record.state == .active || record.state == .quarantined else { continue }
                 stop(record, manifest: manifest)
             }
             services.listeners.releaseAll()
@@ -462,6 +471,13 @@ public final class Kernel: Sendable {
         }
         let invocation: OperationInvoker
         let values: [OperationInvoker.Value]
+        guard record.snapshot.manifest?.isolation != .process else {
+            record.endCall()
+            throw KernelError(
+                .operationInvalid, subject: plugin, field: "operations",
+                "operations are not proxied to a process-isolated plugin (isolation: process); run it in-process to call them"
+            )
+        }
         do {
             invocation = try OperationInvoker(declaration: declaration, handle: loaded.handle, plugin: plugin)
             values = try invocation.convert(arguments)

@@ -3,10 +3,12 @@ import PlexusABI
 
 /// Where a plugin is in its life (docs/manifest.md, "Lifecycle").
 ///
-/// `discovered → verified → resolved → loaded → created → active → stopping → stopped`, plus `failed`.
+/// `discovered → verified → resolved → loaded → created → active → stopping → stopped`, plus `failed`, and
+/// `quarantined` for a process-isolated plugin whose child failed too often to be restarted again (`plexus
+/// plugin restart` clears it).
 /// A plugin whose manifest says `enabled: false` stays `resolved`.
 public enum PluginState: String, Sendable, Codable, CaseIterable {
-    case discovered, verified, resolved, loaded, created, active, stopping, stopped, failed
+    case discovered, verified, resolved, loaded, created, active, stopping, stopped, failed, quarantined
 }
 
 /// What the kernel reports about one plugin (`plexus plugin list`, the admin endpoint).

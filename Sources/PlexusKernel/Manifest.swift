@@ -41,10 +41,23 @@ public struct Manifest: Sendable {
         public var version: SemanticVersion
     }
 
-    /// How the plugin runs. Only `inProcess` is implemented in ABI 1.0.
+    /// How the plugin runs: in the node's process, or in a `plexus plugin-host` child (`ProcessIsolation`).
     public enum Isolation: String, Sendable {
         case inProcess = "in-process"
         case process
+    }
+
+    /// How a process-isolated plugin is restarted after its child fails (`restart` in the manifest).
+    public struct RestartPolicy: Sendable, Equatable {
+        /// Failures within `windowSeconds` that quarantine the plugin (no further restart).
+        public var maxFailures = 5
+        public var windowSeconds: Int64 = 60
+        /// The delay before the first restart; doubled for each further failure within the window.
+        public var backoffMs: Int64 = 100
+        /// The longest delay between restarts.
+        public var maxBackoffMs: Int64 = 5000
+
+        public init() {}
     }
 
     /// Where the manifest was read from (for messages).
@@ -81,4 +94,6 @@ public struct Manifest: Sendable {
     public var stopTimeout: Duration
     /// Whether the plugin is to be started (false: verified and reported, not loaded).
     public var enabled: Bool
+    /// With `isolation: process`: when its child is restarted, and when it is quarantined instead.
+    public var restart = RestartPolicy()
 }

@@ -6,7 +6,7 @@ import PlexusCore
 public enum ManifestParser {
     static let topLevelKeys: Set<String> = [
         "manifest", "name", "version", "description", "kind", "library", "sha256", "abi", "toolchain", "requires",
-        "provides", "config", "isolation", "operations", "deadlines", "enabled",
+        "provides", "config", "isolation", "operations", "deadlines", "enabled", "restart",
     ]
 
     /// Reads and parses the manifest at `path`.
@@ -115,8 +115,10 @@ public enum ManifestParser {
             guard let value = Manifest.Isolation(rawValue: text) else {
                 throw field.fail("unknown isolation '\(text)'; expected in-process or process")
             }
-            guard value == .inProcess else {
-                throw field.fail("isolation 'process' is not implemented by this kernel yet; use in-process")
+            if value == .process, kinds.contains(.registry) {
+                throw field.fail(
+                    "isolation 'process' does not proxy the registry kind (its vtable and watches); run a registry in-process"
+                )
             }
             isolation = value
         }
@@ -136,6 +138,26 @@ public enum ManifestParser {
             if let field = deadlines.optional("stop_ms") { stopTimeout = try milliseconds(field) }
         }
 
+        var restart = Manifest.RestartPolicy()
+        if let field = root.optional("restart") {
+            guard isolation == .process else {
+                throw field.fail("restart applies to isolation: process only (an in-process plugin is not restarted)")
+            }
+            try field.onlyKeys(["maxFailures", "windowSeconds", "backoffMs", "maxBackoffMs"])
+            func bounded(_ key: String, _ range: ClosedRange<Int>) throws -> Int? {
+                guard let value = field.optional(key) else { return nil }
+                let number = try value.int("an integer")
+                guard range.contains(number) else {
+                    throw value.fail("expected between \(range.lowerBound) and \(range.upperBound)")
+                }
+                return number
+            }
+            if let value = try bounded("maxFailures", 1...1000) { restart.maxFailures = value }
+            if let value = try bounded("windowSeconds", 1...86400) { restart.windowSeconds = Int64(value) }
+            if let value = try bounded("backoffMs", 1...3_600_000) { restart.backoffMs = Int64(value) }
+            if let value = try bounded("maxBackoffMs", 1...3_600_000) { restart.maxBackoffMs = Int64(value) }
+        }
+
         var manifest = Manifest(
             path: path, name: name, version: version,
             description: try root.optional("description")?.string() ?? "",
@@ -144,6 +166,7 @@ public enum ManifestParser {
             isolation: isolation, operations: operations, startTimeout: startTimeout, stopTimeout: stopTimeout,
             enabled: try root.optional("enabled")?.bool() ?? true)
         manifest.configValues = configValues
+        manifest.restart = restart
         return manifest
     }
 

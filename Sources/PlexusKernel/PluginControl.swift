@@ -60,7 +60,7 @@ extension Kernel {
         guard let record = record(name) else {
             throw KernelError(.notFound, subject: name, "no plugin of that name on this node")
         }
-        guard record.state == .active, let manifest = record.snapshot.manifest else {
+        guard record.state == .active || record.state == .quarantined, let manifest = record.snapshot.manifest else {
             throw KernelError(.invalidState, subject: name, "is \(record.state.rawValue), not active; nothing to stop")
         }
         let dependents = activeDependents(of: manifest)

@@ -140,8 +140,10 @@ struct PluginLoader: Sendable {
     /// - Parameters:
     ///   - subject: what errors are about (the manifest's path, or the library's).
     ///   - library: the library as the user named it, for messages.
+    ///   - api: the host table the entry negotiates with (a plugin-host child offers its own).
     static func open(
-        _ path: String, subject: String, library: String, entryName: String, deadline: Duration
+        _ path: String, subject: String, library: String, entryName: String, deadline: Duration,
+        api: UnsafePointer<px_host_api> = HostServices.api
     ) throws -> (UnsafeMutableRawPointer, px_plugin_descriptor) {
         try ELFImage.check(path, subject: subject)
         dlerror()
@@ -158,10 +160,11 @@ struct PluginLoader: Sendable {
             )
         }
         let entry = unsafeBitCast(symbol, to: px_plugin_entry_fn.self)
+        let table = Unchecked(api)
         let call = Deadline.run(deadline, name: "plexus.entry.\(entryName)") { () -> EntryResult in
             ErrorBuffer.with { err in
                 var descriptor: UnsafePointer<px_plugin_descriptor>?
-                let status = entry(HostServices.api, &descriptor, err)
+                let status = entry(table.value, &descriptor, err)
                 return EntryResult(status: status, descriptor: descriptor, message: ErrorBuffer.text(err))
             }
         }

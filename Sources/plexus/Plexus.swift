@@ -16,17 +16,26 @@ struct Plexus: AsyncParsableCommand {
         ])
 }
 
-/// What the node runs in a child process to load a plugin image before mapping it itself (`plugins.probe`).
+/// What the node runs in a child process to load a plugin image before mapping it itself (`plugins.probe`), or
+/// to run a process-isolated plugin (`isolation: process`).
 struct PluginHost: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plugin-host", abstract: "Internal: load a plugin image in this process and report.",
         shouldDisplay: false)
 
-    @Option(name: .long, help: "The library to load and call the entry of.") var probe: String
+    @Option(name: .long, help: "The library to load and call the entry of.") var probe: String?
+    @Option(name: .long, help: "Serve a process-isolated plugin over this socket descriptor (isolation: process).")
+    var serve: Int32?
     @Option(name: .long, help: "The plugin's name, for messages.") var name: String = "probe"
     @Option(name: .long, help: "How long the entry may take, in milliseconds.") var deadlineMs: Int = 10000
 
     func run() throws {
+        if let serve {
+            let status = PluginHostChild.serve(fd: serve)
+            if status != 0 { throw ExitCode(status) }
+            return
+        }
+        guard let probe else { throw ValidationError("plugin-host needs --probe LIBRARY or --serve FD") }
         let status = PluginProbe.runChild(path: probe, name: name, deadline: .milliseconds(deadlineMs))
         if status != 0 { throw ExitCode(status) }
     }

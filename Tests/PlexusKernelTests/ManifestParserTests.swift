@@ -217,8 +217,13 @@ struct ManifestParserTests {
                 label: "requires not a list", text: ManifestSamples.minimal(appending: "requires: db"),
                 field: "requires", phrases: ["expected a list of requirements"]),
             Invalid(
-                label: "process isolation", text: ManifestSamples.minimal(appending: "isolation: process"),
-                field: "isolation", phrases: ["not implemented"]),
+                label: "restart without process isolation",
+                text: ManifestSamples.minimal(appending: "restart: {maxFailures: 3}"),
+                field: "restart", phrases: ["isolation: process only"]),
+            Invalid(
+                label: "restart with a zero failure count",
+                text: ManifestSamples.minimal(appending: "isolation: process\nrestart: {maxFailures: 0}"),
+                field: "restart.maxFailures", phrases: ["between 1 and 1000"]),
             Invalid(
                 label: "unknown isolation", text: ManifestSamples.minimal(appending: "isolation: sandbox"),
                 field: "isolation", phrases: ["unknown isolation 'sandbox'"]),

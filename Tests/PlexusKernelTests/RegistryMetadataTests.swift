@@ -65,13 +65,28 @@ final class KVHostCaller: Sendable {
 
     let client: LocalClient
     private let changes = Mutex<[UInt64: Changes]>([:])
+    /// The host table the calls go through (as a bit pattern: pointers are not Sendable): the kernel's own, or
+    /// the one a plugin-host child gives its plugin (`ChildHost.api`).
+    private let tableBits: UInt
+    private let handleBits: UInt
 
-    init(_ client: LocalClient) { self.client = client }
+    init(_ client: LocalClient) {
+        self.client = client
+        tableBits = UInt(bitPattern: HostServices.api)
+        handleBits = UInt(bitPattern: client.context.handle)
+    }
 
-    /// The plugin context's handle, as a plugin passes it.
-    var handle: OpaquePointer { client.context.handle }
+    /// Calls through `table` with `handle`, as a plugin given that table does.
+    init(_ client: LocalClient, table: UnsafePointer<px_host_api>, handle: OpaquePointer) {
+        self.client = client
+        tableBits = UInt(bitPattern: table)
+        handleBits = UInt(bitPattern: handle)
+    }
 
-    private var api: px_host_api { HostServices.api.pointee }
+    /// The handle a plugin passes: the plugin context's, or a plugin-host child's.
+    var handle: OpaquePointer { OpaquePointer(bitPattern: handleBits)! }
+
+    private var api: px_host_api { UnsafePointer<px_host_api>(bitPattern: tableBits)!.pointee }
 
     private func call(_ body: (UnsafeMutableRawPointer, UnsafeMutablePointer<px_error>) -> px_status) -> Answer {
         let waiter = Waiter()
@@ -244,57 +259,67 @@ struct RegistryMetadataTests {
 
     @Test("a plugin's kv calls reach the standalone registry: put, CAS, get, list, watch, delete")
     func routedToStandalone() throws {
-        try Self.withStandalone { kv, _, _ in
-            let (watching, watchID, changes) = kv.watch("app/")
-            #expect(watching.status == PX_OK.status, "\(watching.message)")
-            let created = kv.put("app/a", "1", expected: 0)
-            #expect(created.status == PX_OK.status && created.version == 1 && created.completed, "\(created)")
-            let stale = kv.put("app/a", "x", expected: 0)
-            #expect(stale.status == PX_ERR_FAILED_PRECONDITION.status && stale.version == 1, "\(stale)")
-            #expect(stale.message.contains("app/a"), "the refusal names the key: \(stale.message)")
-            let swapped = kv.put("app/a", "2", expected: 1)
-            #expect(swapped.status == PX_OK.status && swapped.version == 2 && swapped.revision == created.revision + 1)
-            let other = kv.put("app/b", "3")
-            let outside = kv.put("apples", "no")
-            #expect(other.status == PX_OK.status && outside.status == PX_OK.status)
+        try Self.withStandalone { kv, _, _ in Self.putGetListWatchDelete(kv) }
+    }
 
-            let read = kv.get("app/a")
-            #expect(read.status == PX_OK.status && read.entry?.value == "2" && read.entry?.version == 2)
-            #expect(read.entry?.createRevision == created.revision && read.entry?.modRevision == swapped.revision)
-            let absent = kv.get("app/none")
-            #expect(absent.status == PX_ERR_NOT_FOUND.status && absent.entry == nil && absent.completed)
+    /// Put, compare-and-swap, get, list, watch and delete against an empty store: the body the in-process test
+    /// and the process-isolation proxy's test share.
+    static func putGetListWatchDelete(_ kv: KVHostCaller) {
+        let (watching, watchID, changes) = kv.watch("app/")
+        #expect(watching.status == PX_OK.status, "\(watching.message)")
+        let created = kv.put("app/a", "1", expected: 0)
+        #expect(created.status == PX_OK.status && created.version == 1 && created.completed, "\(created)")
+        let stale = kv.put("app/a", "x", expected: 0)
+        #expect(stale.status == PX_ERR_FAILED_PRECONDITION.status && stale.version == 1, "\(stale)")
+        #expect(stale.message.contains("app/a"), "the refusal names the key: \(stale.message)")
+        let swapped = kv.put("app/a", "2", expected: 1)
+        #expect(swapped.status == PX_OK.status && swapped.version == 2 && swapped.revision == created.revision + 1)
+        let other = kv.put("app/b", "3")
+        let outside = kv.put("apples", "no")
+        #expect(other.status == PX_OK.status && outside.status == PX_OK.status)
 
-            let listed = kv.list("app/")
-            #expect(listed.entries.map(\.key) == ["app/a", "app/b"] && listed.revision == outside.revision)
+        let read = kv.get("app/a")
+        #expect(read.status == PX_OK.status && read.entry?.value == "2" && read.entry?.version == 2)
+        #expect(read.entry?.createRevision == created.revision && read.entry?.modRevision == swapped.revision)
+        let absent = kv.get("app/none")
+        #expect(absent.status == PX_ERR_NOT_FOUND.status && absent.entry == nil && absent.completed)
 
-            let deleted = kv.delete("app/a", expected: 2)
-            #expect(deleted.status == PX_OK.status && deleted.version == 0)
-            #expect(kv.delete("app/a").status == PX_ERR_NOT_FOUND.status)
+        let listed = kv.list("app/")
+        #expect(listed.entries.map(\.key) == ["app/a", "app/b"] && listed.revision == outside.revision)
 
-            let seen = changes.wait(for: 4)
-            #expect(
-                seen == [
-                    "PUT app/a=1@\(created.revision)", "PUT app/a=2@\(swapped.revision)",
-                    "PUT app/b=3@\(other.revision)",
-                    "DELETE app/a@\(deleted.revision)",
-                ], "in revision order, nothing outside the prefix")
-            #expect(kv.unwatch(watchID) == PX_OK.status)
-            #expect(kv.unwatch(watchID) == PX_ERR_NOT_FOUND.status, "a watch ends once")
-        }
+        let deleted = kv.delete("app/a", expected: 2)
+        #expect(deleted.status == PX_OK.status && deleted.version == 0)
+        #expect(kv.delete("app/a").status == PX_ERR_NOT_FOUND.status)
+
+        let seen = changes.wait(for: 4)
+        #expect(
+            seen == [
+                "PUT app/a=1@\(created.revision)", "PUT app/a=2@\(swapped.revision)",
+                "PUT app/b=3@\(other.revision)",
+                "DELETE app/a@\(deleted.revision)",
+            ], "in revision order, nothing outside the prefix")
+        #expect(kv.unwatch(watchID) == PX_OK.status)
+        #expect(kv.unwatch(watchID) == PX_ERR_NOT_FOUND.status, "a watch ends once")
     }
 
     @Test("without a registry every 1.4 host call is PX_ERR_UNSUPPORTED, synchronously, saying why")
     func noRegistry() throws {
         let h = try DeliveryHarness()
         defer { h.shutDown() }
-        let kv = KVHostCaller(h.client)
+        Self.refusedWithoutRegistry(KVHostCaller(h.client))
+        #expect(HostServices.api.pointee.struct_size == UInt32(MemoryLayout<px_host_api>.size))
+    }
+
+    /// Every 1.4 call refused synchronously with the reason, its completion never called (a node without a
+    /// registry): shared with the process-isolation proxy's test.
+    static func refusedWithoutRegistry(_ kv: KVHostCaller) {
         for answer in [kv.put("a", "1"), kv.get("a"), kv.delete("a"), kv.list(""), kv.watch("a").0] {
             #expect(answer.status == PX_ERR_UNSUPPORTED.status && !answer.completed, "\(answer)")
             #expect(answer.message.contains("no registry plugin is active"), "\(answer.message)")
         }
         let keepAlive = kv.keepAlive("svc", "a")
         #expect(keepAlive.status == PX_ERR_UNSUPPORTED.status && keepAlive.message.contains("keep-alive"))
-        #expect(HostServices.api.pointee.struct_size == UInt32(MemoryLayout<px_host_api>.size))
+        #expect(!keepAlive.completed)
     }
 
     @Test("a registry built against 1.3: its hooks serve, the 1.4 calls answer UNSUPPORTED naming it")
