@@ -32,7 +32,9 @@ struct ClusterCommand: ParsableCommand {
             print("")
             print(
                 Table(columns: ["STREAM", "LEADER", "VOTERS"]).render(
-                    rows: report.streams.map { [$0.stream, $0.leader.isEmpty ? "-" : $0.leader, $0.voters.joined(separator: ",")] }
+                    rows: report.streams.map {
+                        [$0.stream, $0.leader.isEmpty ? "-" : $0.leader, $0.voters.joined(separator: ",")]
+                    }
                 ))
         }
     }
