@@ -74,10 +74,12 @@ struct RaftRegistryClusterTests {
     /// The shipped manifests with etcd-registry (on `etcd`) instead of standalone-registry, and raft-log taking
     /// its members from the registry.
     static func manifests(
-        _ directory: TestDirectory, id: String, etcdPort: Int, raftPort: Int, tcpPort: Int, prefix: String
+        _ directory: TestDirectory, id: String, etcdPort: Int, raftPort: Int, tcpPort: Int, prefix: String,
+        expectMembers: Int
     ) throws -> URL {
         let raftValues = [
-            "nodeId": id, "listen": "127.0.0.1:\(raftPort)", "members": "registry", "expectMembers": "3",
+            "nodeId": id, "listen": "127.0.0.1:\(raftPort)", "members": "registry",
+            "expectMembers": "\(expectMembers)",
             "clusterSecret": "test-fixture-cluster-secret", "fsync": "always",
         ]
         let manifests = try directory.shippedManifests(
@@ -98,11 +100,6 @@ struct RaftRegistryClusterTests {
         return manifests
     }
 
-    struct Cluster {
-        var nodes: [String: NodeProcess]
-        var tcpPorts: [String: Int]
-    }
-
     /// `plexus cluster status --json` of a node, decoded.
     static func clusterStatus(_ node: NodeProcess) async throws -> ClusterStatusReport {
         let result = try await node.cli(["cluster", "status", "--json"])
@@ -110,39 +107,45 @@ struct RaftRegistryClusterTests {
         return try JSONDecoder().decode(ClusterStatusReport.self, from: Data(result.stdout.utf8))
     }
 
-    @Test("three nodes with no peers lists form a cluster; a group resumes at its committed offset after failover")
-    func formsAndFailsOver() async throws {
+    /// Starts etcd in a new test directory, runs `body` with its client port, and kills everything `body`
+    /// started (the nodes it put in `nodes`) and etcd whatever happens; the directory stays when it failed.
+    static func withEtcd(
+        _ name: String, _ body: (TestDirectory, Int, inout [String: NodeProcess]) async throws -> Void
+    ) async throws {
         await ClusterGate.shared.acquire()
         let directory = try TestDirectory()
-        let etcd = try Etcd(in: directory.url)
         var nodes: [String: NodeProcess] = [:]
-        var failed = true
-        defer {
-            for node in nodes.values { node.kill() }
-            etcd.stop()
-            if failed { print("raft registry cluster: logs kept in \(directory.url.path)") } else { directory.remove() }
-        }
         do {
+            let etcd = try Etcd(in: directory.url)
+            defer {
+                for node in nodes.values { node.kill() }
+                etcd.stop()
+            }
             try await etcd.waitHealthy()
-            try await run(directory, etcdPort: etcd.clientPort, nodes: &nodes)
-            failed = false
+            try await body(directory, etcd.clientPort, &nodes)
         } catch {
+            print("\(name): logs kept in \(directory.url.path)")
             await ClusterGate.shared.release()
             throw error
         }
+        directory.remove()
         await ClusterGate.shared.release()
     }
 
-    private func run(_ directory: TestDirectory, etcdPort: Int, nodes: inout [String: NodeProcess]) async throws {
-        let prefix = "plexus-test-\(UUID().uuidString.prefix(8).lowercased())"
-        let ports = try LoopbackPorts.free(2 * Self.ids.count)
+    /// Launches one node per id side by side (each raft-log waits for the others at its first start) and
+    /// waits until each serves; returns each node's TCP port.
+    static func launch(
+        _ ids: [String], expectMembers: Int, in directory: TestDirectory, etcdPort: Int, prefix: String,
+        nodes: inout [String: NodeProcess]
+    ) async throws -> [String: Int] {
+        let ports = try LoopbackPorts.free(2 * ids.count)
         var tcpPorts: [String: Int] = [:]
         var launched: [(String, NodeProcess.Launched)] = []
-        for (index, id) in Self.ids.enumerated() {
+        for (index, id) in ids.enumerated() {
             tcpPorts[id] = ports[2 * index + 1]
             let manifests = try Self.manifests(
                 directory, id: id, etcdPort: etcdPort, raftPort: ports[2 * index], tcpPort: ports[2 * index + 1],
-                prefix: prefix)
+                prefix: prefix, expectMembers: expectMembers)
             launched.append(
                 (
                     id,
@@ -156,10 +159,52 @@ struct RaftRegistryClusterTests {
             do {
                 nodes[id] = try await pending.ready()
             } catch {
-                for (_, other) in launched where other.process.isRunning { Glibc.kill(other.process.processIdentifier, SIGKILL) }
+                for (_, other) in launched where other.process.isRunning {
+                    Glibc.kill(other.process.processIdentifier, SIGKILL)
+                }
                 throw error
             }
         }
+        return tcpPorts
+    }
+
+    @Test("three nodes with no peers lists form a cluster; a group resumes at its committed offset after failover")
+    func formsAndFailsOver() async throws {
+        try await Self.withEtcd("raft registry cluster") { directory, etcdPort, nodes in
+            try await formAndFailOver(directory, etcdPort: etcdPort, nodes: &nodes)
+        }
+    }
+
+    @Test("a malformed member in the registry stops raft-log's start with a message naming it")
+    func malformedMember() async throws {
+        try await Self.withEtcd("raft registry malformed member") { directory, etcdPort, nodes in
+            let prefix = "plexus-test-\(UUID().uuidString.prefix(8).lowercased())"
+            // Another writer's instance of the raft-log service whose address is no host:port, sorted first.
+            let record = #"{"address":"nowhere","instanceId":"0bad","metadata":{},"service":"raft-log","ttlMs":0}"#
+            let key = Data("\(prefix)/services/raft-log/0bad".utf8).base64EncodedString()
+            let value = Data(record.utf8).base64EncodedString()
+            let put = #"{"key":"\#(key)","value":"\#(value)"}"#
+            let answer = try await Command.run(
+                URL(fileURLWithPath: "/usr/bin/curl"),
+                ["-s", "-m", "5", "-X", "POST", "http://127.0.0.1:\(etcdPort)/v3/kv/put", "-d", put],
+                in: directory.url, timeout: .seconds(10))
+            try #require(answer.stdout.contains("revision"), "etcd took the put: \(answer.stdout) \(answer.stderr)")
+            _ = try await Self.launch(
+                ["a"], expectMembers: 2, in: directory, etcdPort: etcdPort, prefix: prefix, nodes: &nodes)
+            let state = try await nodes["a"]!.raftLogState()
+            #expect(state.state == .failed, "raft-log refuses to start: \(state.state.rawValue)")
+            #expect(
+                state.lastError?.contains("the registry lists member '0bad' at 'nowhere', not an id and a host:port")
+                    == true, "\(state.lastError ?? "no error")")
+        }
+    }
+
+    private func formAndFailOver(_ directory: TestDirectory, etcdPort: Int, nodes: inout [String: NodeProcess])
+        async throws
+    {
+        let prefix = "plexus-test-\(UUID().uuidString.prefix(8).lowercased())"
+        let tcpPorts = try await Self.launch(
+            Self.ids, expectMembers: 3, in: directory, etcdPort: etcdPort, prefix: prefix, nodes: &nodes)
         for id in Self.ids {
             let state = try await nodes[id]!.raftLogState()
             try #require(state.state == .active, "raft-log on \(id): \(state.state.rawValue) \(state.lastError ?? "")")
@@ -171,7 +216,8 @@ struct RaftRegistryClusterTests {
         var acknowledged: [UInt64] = []
         for sequence in 0..<20 {
             let event = CloudEvent(
-                id: "e\(sequence)", source: "/cluster", type: "io.plexus.cluster", data: Array("event \(sequence)".utf8))
+                id: "e\(sequence)", source: "/cluster", type: "io.plexus.cluster", data: Array("event \(sequence)".utf8)
+            )
             acknowledged.append(try await publisher.publish(topic: Self.topic, event))
         }
         await publisher.close(timeout: .milliseconds(100))
@@ -223,9 +269,10 @@ struct RaftRegistryClusterTests {
                 }
                 var groups: [Group]
             }
-            committed = (try? JSONDecoder().decode(Topic.self, from: Data(described.stdout.utf8)))?.groups.first {
-                $0.group == "billing"
-            }?.committed
+            committed =
+                (try? JSONDecoder().decode(Topic.self, from: Data(described.stdout.utf8)))?.groups.first {
+                    $0.group == "billing"
+                }?.committed
         }
         #expect(committed == 10, "the group's committed offset on the leader")
         await consumer.close(timeout: .milliseconds(100))
