@@ -164,6 +164,8 @@ enum AdminRoutes {
                         status: readiness.ready ? "ready" : "not-ready", node: kernel.config.nodeID,
                         reasons: readiness.reasons))
             )
+        case (.GET, ["v1", "cluster"]):
+            return (.ok, json, encode(kernel.clusterStatus()))
         case (.GET, ["metrics"]):
             return (.ok, "text/plain; version=0.0.4; charset=utf-8", kernel.services.metrics.prometheusText())
         case (.GET, ["v1", "plugins"]):
@@ -211,7 +213,7 @@ enum AdminRoutes {
                 return (.internalServerError, json, problem("\(error)"))
             }
         case (_, let p)
-        where p.isEmpty || p == ["v1", "health"] || p == ["v1", "ready"] || p == ["metrics"]
+        where p.isEmpty || p == ["v1", "health"] || p == ["v1", "ready"] || p == ["metrics"] || p == ["v1", "cluster"]
             || (p.count <= 3 && p.starts(with: ["v1", "plugins"]))
             || (p.count == 4 && p.starts(with: ["v1", "plugins"])
                 && ["stop", "start", "restart", "upgrade", "rollback"].contains(p[3])):

@@ -22,6 +22,8 @@ public final class Kernel: Sendable {
     let deployed = Mutex<DeploymentState>(DeploymentState())
     /// The leaders of replicated streams as storages last reported them, and when (`TopicAdmin`).
     let leaderCache = Mutex<(at: ContinuousClock.Instant, leaders: [String: String])?>(nil)
+    /// This node's entry in the registry (`ClusterNode`).
+    let clusterNode: ClusterNode
 
     public init(
         config: NodeConfig, logger: Logger, metrics: MetricsRegistry = MetricsRegistry(),
@@ -34,6 +36,7 @@ public final class Kernel: Sendable {
             searchPath: config.pluginSearchPath, cacheDirectory: config.resolvedCacheDirectory,
             requireSHA256: config.requireSHA256,
             trust: PluginTrust(trustedKeys: config.trustedKeys, requireSigned: config.requireSigned))
+        self.clusterNode = ClusterNode(services: services, logger: logger)
     }
 
     // MARK: Discovery

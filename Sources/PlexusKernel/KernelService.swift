@@ -45,12 +45,16 @@ public struct KernelService: Service {
             )
         }
         kernel.logger.notice("admin endpoint listening on \(kernel.config.adminHost):\(admin.port)")
+        await Self.onThread { kernel.registerNode(admin: "\(kernel.config.adminHost):\(admin.port)") }
         onReady(admin)
         try? await gracefulShutdown()
         kernel.logger.notice("shutting down")
         watcher?.stop()
         admin.close()
-        await Self.onThread { kernel.stop() }
+        await Self.onThread {
+            kernel.deregisterNode()
+            kernel.stop()
+        }
     }
 
     /// Runs a node-wide lifecycle step (start every plugin, stop every plugin) on a thread of its own.

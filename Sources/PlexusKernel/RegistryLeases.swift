@@ -69,6 +69,14 @@ final class Lease: Sendable {
         var metadata: [(String, String)]
         var ttlMs: UInt64
 
+        init(service: String, instanceID: String, address: String, metadata: [(String, String)], ttlMs: UInt64) {
+            self.service = service
+            self.instanceID = instanceID
+            self.address = address
+            self.metadata = metadata
+            self.ttlMs = ttlMs
+        }
+
         init(copying raw: px_service_instance) {
             service = raw.service.string
             instanceID = raw.instance_id.string

@@ -12,7 +12,7 @@ struct Plexus: AsyncParsableCommand {
         version: PlexusVersion.kernel,
         subcommands: [
             Serve.self, Dev.self, PluginCommand.self, TopicCommand.self, GroupCommand.self, Pub.self, Sub.self,
-            Health.self, Ready.self, BenchCommand.self, ConformanceCommand.self, PluginHost.self,
+            Health.self, Ready.self, ClusterCommand.self, BenchCommand.self, ConformanceCommand.self, PluginHost.self,
         ])
 }
 
@@ -61,6 +61,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: .long, help: "The node's data directory.")
     var dataDir: String?
+
+    @Option(name: .long, help: "The node's id; replaces node.id of the node file.")
+    var nodeId: String?
 
     @Option(name: .long, help: "The storage plugin for topics without a binding; replaces topics.defaultStorage.")
     var defaultStorage: String?
@@ -111,6 +114,12 @@ struct Serve: AsyncParsableCommand {
         node.pluginSearchPath += pluginPath.map(absolute)
         if let adminPort { node.adminPort = adminPort }
         if let dataDir { node.dataDirectory = absolute(dataDir) }
+        if let nodeId {
+            guard ManifestParser.isValidName(nodeId) else {
+                throw ValidationError("'\(nodeId)' is not a valid node id; expected lowercase letters, digits and '-'")
+            }
+            node.nodeID = nodeId
+        }
         if let defaultStorage { node.topics.defaultStorage = defaultStorage }
         node.probeExecutable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
         let exporter = try TracingExporter.make(node.tracing, nodeID: node.nodeID, logger: logger)

@@ -10,8 +10,10 @@ final class RaftContext: Sendable {
     let statistics: Statistics
     let host: Host
     let raftConfiguration: RaftNode.Configuration
-    /// The voters of a stream created here for the first time.
-    let initialMembership: Membership
+    /// The voters of a stream created here for the first time: `peers`, or with `members: registry` what
+    /// `adopt` was given at start, before any stream opens.
+    var initialMembership: Membership { initial.withLock { $0 } }
+    private let initial: Mutex<Membership>
     let transport: PeerTransport?
     /// Each stream's membership, whose union is who the transport connects to.
     private let memberships = Mutex<(byStream: [String: Membership], applied: [NodeID: String])>(([:], [:]))
@@ -22,7 +24,7 @@ final class RaftContext: Sendable {
         self.host = host
         self.transport = transport
         id = settings.memberID
-        initialMembership = try settings.initialMembership()
+        initial = Mutex(try settings.initialMembership())
         raftConfiguration = RaftNode.Configuration(
             id: settings.memberID,
             electionTicks: max(2, settings.electionTimeoutMs / settings.heartbeatIntervalMs), heartbeatTicks: 1,
@@ -30,6 +32,17 @@ final class RaftContext: Sendable {
     }
 
     func send(_ envelope: Envelope) { transport?.send(envelope) }
+
+    /// Takes the first members found in the registry (`members: registry`), before any stream opens.
+    func adopt(_ membership: Membership) {
+        initial.withLock { $0 = membership }
+        let peers = Dictionary(
+            membership.members.filter { $0.id != id }.map { ($0.id, $0.address) }, uniquingKeysWith: { $1 })
+        memberships.withLock { all in
+            all.applied = peers
+            transport?.setPeers(peers)
+        }
+    }
 
     /// The largest batch a follower forwards: what one transport frame carries.
     var maxForwardBytes: Int { settings.maxAppendBytes + settings.maxEventBytes }

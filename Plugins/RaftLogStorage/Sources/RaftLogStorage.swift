@@ -49,6 +49,8 @@ public final class RaftLogStorage: LendingStoragePlugin, ManagedStoragePlugin {
         var streams: [String: RaftStream] = [:]
     }
     private let state = Mutex(State())
+    /// Consumer offsets replicated through the registry's metadata store (`members: registry`).
+    private let replicated = Mutex<ReplicatedOffsets?>(nil)
 
     public init(host: Host, config: PluginConfig) throws {
         self.host = host
@@ -61,9 +63,10 @@ public final class RaftLogStorage: LendingStoragePlugin, ManagedStoragePlugin {
         root = config.dataDirectory + "/streams"
         graveyard = config.dataDirectory + "/deleted-streams"
         var transport: PeerTransport?
-        if !settings.peers.isEmpty {
-            let membership = try settings.initialMembership()
-            let listen = settings.listen.isEmpty ? membership.member(settings.memberID)!.address : settings.listen
+        if settings.isReplicated {
+            let listen =
+                settings.listen.isEmpty
+                ? (try settings.initialMembership().member(settings.memberID)?.address ?? "") : settings.listen
             let inbox = Inbox()
             do {
                 let secret = settings.clusterSecret.isEmpty ? nil : try PeerSecret(settings.clusterSecret)
@@ -104,6 +107,12 @@ public final class RaftLogStorage: LendingStoragePlugin, ManagedStoragePlugin {
             }
         } catch {
             throw PluginError(PX_ERR_IO, "raft-log: cannot create \(root): \(error)")
+        }
+        if settings.members == .registry {
+            let members = RegistryMembers(host: host, settings: settings, dataDirectory: dataDirectory)
+            context.adopt(try members.resolve())
+            let offsets = try ReplicatedOffsets.start(host: host)
+            replicated.withLock { $0 = offsets }
         }
         // What a crash left of deleted streams: their rename was durable, so they are gone.
         if Files.exists(graveyard) {
@@ -167,6 +176,7 @@ public final class RaftLogStorage: LendingStoragePlugin, ManagedStoragePlugin {
 
     /// Finishes what every writer has queued, syncs and stops them.
     public func stop(timeout: Duration) throws {
+        replicated.withLock { $0 }?.stop()
         timer.withLock {
             $0?.cancel()
             $0 = nil
@@ -380,12 +390,23 @@ public final class RaftLogStorage: LendingStoragePlugin, ManagedStoragePlugin {
         _ stream: RaftStream, group: String, offset: UInt64,
         completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
     ) throws {
-        try stream.log.commitOffset(group: group, offset: offset, completion: completion)
+        guard let offsets = replicated.withLock({ $0 }) else {
+            return try stream.log.commitOffset(group: group, offset: offset, completion: completion)
+        }
+        // Here first (durable in the state file), then in the metadata store for the other members.
+        let name = stream.name
+        try stream.log.commitOffset(group: group, offset: offset) { local in
+            guard case .success = local else { return completion(local) }
+            offsets.commit(stream: name, group: group, offset: offset, completion: completion)
+        }
     }
 
     public func fetchOffset(
         _ stream: RaftStream, group: String, completion: @escaping @Sendable (Result<UInt64?, PluginError>) -> Void
     ) throws {
+        if let offsets = replicated.withLock({ $0 }), let latest = offsets.offset(stream: stream.name, group: group) {
+            return completion(.success(latest))
+        }
         completion(.success(stream.log.fetchOffset(group: group)))
     }
 
@@ -458,7 +479,14 @@ public final class RaftLogStorage: LendingStoragePlugin, ManagedStoragePlugin {
     public func deleteOffset(
         _ stream: RaftStream, group: String, completion: @escaping @Sendable (Result<Void, PluginError>) -> Void
     ) throws {
-        try stream.log.deleteOffset(group: group, completion: completion)
+        guard let offsets = replicated.withLock({ $0 }) else {
+            return try stream.log.deleteOffset(group: group, completion: completion)
+        }
+        let name = stream.name
+        try stream.log.deleteOffset(group: group) { local in
+            guard case .success = local else { return completion(local) }
+            offsets.delete(stream: name, group: group, completion: completion)
+        }
     }
 
     /// The bytes of every stream's segment files.

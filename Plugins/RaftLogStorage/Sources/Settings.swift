@@ -42,11 +42,24 @@ struct Settings: Decodable, Sendable {
     var forwardTimeoutMs = 5000
     /// The secret every member proves in its node-to-node HELLO (`PeerSecret`); empty: unauthenticated.
     var clusterSecret = ""
+    /// Where the first members come from: `peers` (the list above) or `registry` (the instances of the
+    /// `raft-log` service in the node's registry, `RegistryMembers`).
+    var members = MemberSource.peers
+    /// With `members: registry`, how many members a cluster forms with at its first start.
+    var expectMembers = 3
+
+    /// Where the voters of a new cluster come from.
+    enum MemberSource: String, Decodable, Sendable {
+        case peers, registry
+    }
+
+    /// Whether this node replicates (has or will have other members).
+    var isReplicated: Bool { !peers.isEmpty || members == .registry }
 
     enum CodingKeys: String, CodingKey {
         case segmentBytes, fsync, fsyncIntervalMs, maxEventBytes, maxWriteBytes, repairOnStart
         case nodeId, peers, listen, electionTimeoutMs, heartbeatIntervalMs, maxInflightAppends, maxAppendBytes
-        case forwardTimeoutMs, clusterSecret
+        case forwardTimeoutMs, clusterSecret, members, expectMembers
     }
 
     init() {}
@@ -68,6 +81,8 @@ struct Settings: Decodable, Sendable {
         maxAppendBytes = try keys.decodeIfPresent(Int.self, forKey: .maxAppendBytes) ?? maxAppendBytes
         forwardTimeoutMs = try keys.decodeIfPresent(Int.self, forKey: .forwardTimeoutMs) ?? forwardTimeoutMs
         clusterSecret = try keys.decodeIfPresent(String.self, forKey: .clusterSecret) ?? clusterSecret
+        members = try keys.decodeIfPresent(MemberSource.self, forKey: .members) ?? members
+        expectMembers = try keys.decodeIfPresent(Int.self, forKey: .expectMembers) ?? expectMembers
     }
 
     /// The id of this member.
@@ -77,6 +92,12 @@ struct Settings: Decodable, Sendable {
     /// - Throws: `PluginError` naming what is wrong with `peers`.
     func initialMembership() throws -> Membership {
         guard !peers.isEmpty else { return Membership(members: [.init(id: memberID, address: listen)]) }
+        return try Self.membership(peers: peers, nodeId: nodeId)
+    }
+
+    /// Parses an `id=host:port,…` list that must name `nodeId`.
+    /// - Throws: `PluginError` naming the entry at fault.
+    static func membership(peers: String, nodeId: String) throws -> Membership {
         var members: [Membership.Member] = []
         for item in peers.split(separator: ",") {
             let parts = item.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
@@ -130,6 +151,14 @@ struct Settings: Decodable, Sendable {
         try check(settings.maxAppendBytes >= 4096, "maxAppendBytes", "must be at least 4096")
         try check(settings.forwardTimeoutMs >= 1, "forwardTimeoutMs", "must be at least 1")
         try check(settings.listen.isEmpty || isAddress(settings.listen), "listen", "must be host:port")
+        if settings.members == .registry {
+            try check(settings.peers.isEmpty, "peers", "must be empty with members: registry (the registry names them)")
+            try check(!settings.nodeId.isEmpty, "nodeId", "must name this node with members: registry")
+            try check(
+                !settings.listen.isEmpty, "listen",
+                "must be this node's host:port for the other members with members: registry")
+            try check((1...9).contains(settings.expectMembers), "expectMembers", "must be 1 to 9")
+        }
         _ = try settings.initialMembership()
         return settings
     }
