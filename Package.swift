@@ -73,6 +73,7 @@ let package = Package(
         .executable(name: "plexus-bench-deploy", targets: ["PlexusBenchDeploy"]),
         .executable(name: "plexus-bench-ledger", targets: ["PlexusBenchLedger"]),
         .executable(name: "plexus-bench-registry", targets: ["PlexusBenchRegistry"]),
+        .executable(name: "plexus-bench-connectors", targets: ["PlexusBenchConnectors"]),
     ] + plugins.map(\.product),
     dependencies: [
         .package(path: "sdk/plexus-sdk"),
@@ -250,6 +251,15 @@ let package = Package(
             ],
             path: "benchmarks/RegistryBench"
         ),
+        // make bench-connectors: each shipped connector beside its external system's own client (issue 16).
+        .executableTarget(
+            name: "PlexusBenchConnectors",
+            dependencies: [
+                "PlexusKernel", "PlexusBench", sdk("PlexusCore"), "CHiredis", "CLibpq",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "benchmarks/ConnectorBench"
+        ),
         .testTarget(
             name: "PlexusKernelTests",
             dependencies: [
@@ -274,6 +284,8 @@ let package = Package(
             name: "PlexusConnectorTests",
             dependencies: [
                 "PlexusKernel", sdk("PlexusCore"), sdk("PlexusPluginSDK"), "PlexusBench", "CHiredis", "CLibpq",
+                // The conformance kit, run against each shipped connector (ShippedConnectorConformanceTests).
+                "PlexusConformance",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
