@@ -132,3 +132,10 @@ bench-deploy: bootstrap
 bench-ledger: bootstrap
 	$(SWIFT) build -c release --product plexus-bench-ledger
 	.build/release/plexus-bench-ledger --dir $${BENCH_DIR:-.build} --seconds $${BENCH_SECONDS:-3}
+
+## Issue 16: each shipped connector (Redis Streams, PostgreSQL, Files) in a node beside its external system's own
+## client with the same batching (redis-benchmark -P, a libpq INSERT/COPY loop, append+fsync), each source beside
+## its sink; one table with the ratios (benchmarks/connectors/README.md).
+.PHONY: bench-connectors
+bench-connectors: bootstrap
+	benchmarks/connectors/run

@@ -82,6 +82,7 @@ let package = Package(
         .executable(name: "plexus-bench-deploy", targets: ["PlexusBenchDeploy"]),
         .executable(name: "plexus-bench-ledger", targets: ["PlexusBenchLedger"]),
         .executable(name: "plexus-bench-registry", targets: ["PlexusBenchRegistry"]),
+        .executable(name: "plexus-bench-connectors", targets: ["PlexusBenchConnectors"]),
     ] + plugins.map(\.product),
     dependencies: [
         .package(path: "sdk/plexus-sdk"),
@@ -261,6 +262,15 @@ let package = Package(
                 "PlexusKernel", sdk("PlexusABI"), "PlexusBench", .product(name: "Logging", package: "swift-log"),
             ],
             path: "benchmarks/RegistryBench"
+        ),
+        // make bench-connectors: each shipped connector beside its external system's own client (issue 16).
+        .executableTarget(
+            name: "PlexusBenchConnectors",
+            dependencies: [
+                "PlexusKernel", "PlexusBench", sdk("PlexusCore"), "CHiredis", "CLibpq",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "benchmarks/ConnectorBench"
         ),
         .testTarget(
             name: "PlexusKernelTests",
