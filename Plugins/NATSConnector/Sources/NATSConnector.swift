@@ -9,61 +9,34 @@ public final class NATSConnector: Plugin {
     public static let version = "1.0.0"
     public static let kinds: PluginKinds = [.connector]
 
-    enum Role {
-        case source(SourceConnector)
-        case sink(SinkConnector)
-    }
-
-    let role: Role
+    let role: ConnectorRole
 
     public init(host: Host, config: PluginConfig) throws {
         let settings = try ConnectorSettings(config)
         let options = try NATSOptions(config)
-        switch config.entries["mode"] ?? "" {
-        case "source":
-            let driver: any SourceDriver =
-                options.jetStream ? JetStreamSource(options: options) : CoreNATSSource(options: options)
-            let positions = try PositionStores.open(host: host, config: config)
-            role = .source(
-                SourceConnector(
-                    name: config.instanceName, host: host, settings: settings, driver: driver, positions: positions))
-        case "sink":
-            let driver = NATSSink(options: options, workers: settings.concurrency)
-            role = .sink(SinkConnector(name: config.instanceName, host: host, settings: settings, driver: driver))
-        case let other:
-            throw PluginError.invalidArgument(
-                "\(config.instanceName): 'mode' must be 'source' or 'sink', not '\(other)'")
-        }
+        role = try ConnectorRole.from(
+            config,
+            source: {
+                let driver: any SourceDriver =
+                    options.jetStream ? JetStreamSource(options: options) : CoreNATSSource(options: options)
+                let positions = try PositionStores.open(host: host, config: config)
+                return SourceConnector(
+                    name: config.instanceName, host: host, settings: settings, driver: driver, positions: positions)
+            },
+            sink: {
+                let driver = NATSSink(options: options, workers: settings.concurrency)
+                return SinkConnector(name: config.instanceName, host: host, settings: settings, driver: driver)
+            })
     }
 
-    public func start() throws {
-        switch role {
-        case .source(let source): try source.start()
-        case .sink(let sink): try sink.start()
-        }
-    }
+    public func start() throws { try role.start() }
 
-    public func stop(timeout: Duration) throws {
-        switch role {
-        case .source(let source): try source.stop(timeout: timeout)
-        case .sink(let sink): try sink.stop(timeout: timeout)
-        }
-    }
+    public func stop(timeout: Duration) throws { try role.stop(timeout: timeout) }
 
-    public func health() throws {
-        switch role {
-        case .source(let source): try source.health.check()
-        case .sink(let sink): try sink.health.check()
-        }
-    }
+    public func health() throws { try role.health() }
 
     /// Events published (source) or written (sink) since this instance started.
-    var transferred: UInt64 {
-        switch role {
-        case .source(let source): source.publishedCount
-        case .sink(let sink): sink.writtenCount
-        }
-    }
+    var transferred: UInt64 { role.transferred }
 }
 
 @_cdecl("px_plugin_entry_v1")

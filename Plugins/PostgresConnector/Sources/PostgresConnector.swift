@@ -9,12 +9,7 @@ public final class PostgresConnector: Plugin {
     public static let version = "1.1.0"
     public static let kinds: PluginKinds = [.connector]
 
-    enum Role {
-        case source(SourceConnector)
-        case sink(SinkConnector)
-    }
-
-    let role: Role
+    let role: ConnectorRole
 
     public init(host: Host, config: PluginConfig) throws {
         let settings = try ConnectorSettings(config)
@@ -54,34 +49,14 @@ public final class PostgresConnector: Plugin {
         }
     }
 
-    public func start() throws {
-        switch role {
-        case .source(let source): try source.start()
-        case .sink(let sink): try sink.start()
-        }
-    }
+    public func start() throws { try role.start() }
 
-    public func stop(timeout: Duration) throws {
-        switch role {
-        case .source(let source): try source.stop(timeout: timeout)
-        case .sink(let sink): try sink.stop(timeout: timeout)
-        }
-    }
+    public func stop(timeout: Duration) throws { try role.stop(timeout: timeout) }
 
-    public func health() throws {
-        switch role {
-        case .source(let source): try source.health.check()
-        case .sink(let sink): try sink.health.check()
-        }
-    }
+    public func health() throws { try role.health() }
 
     /// Events published (source) or written (sink) since this instance started.
-    var transferred: UInt64 {
-        switch role {
-        case .source(let source): source.publishedCount
-        case .sink(let sink): sink.writtenCount
-        }
-    }
+    var transferred: UInt64 { role.transferred }
 }
 
 @_cdecl("px_plugin_entry_v1")
