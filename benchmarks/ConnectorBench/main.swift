@@ -533,8 +533,7 @@ struct Row {
     let baseline: ([String: Double]) throws -> Double
 }
 
-/// The rows, in the order they run. MQTT and NATS rows go here: a server, the connector's manifest and config,
-/// and a baseline (e.g. `commandRate` of mosquitto_pub, `nats bench`).
+/// The rows, in the order they run: a server, the connector's manifest and config, and a baseline.
 func rows(_ work: String) throws -> [Row] {
     var rows: [Row] = []
     let n = options.events
@@ -703,6 +702,125 @@ func rows(_ work: String) throws -> [Row] {
                         return rate
                     }))
         }
+    }
+
+    if wanted("mqtt-sink") || wanted("mqtt-source") {
+        let mosquitto = try Mosquitto(directory: work + "/mosquitto", queued: n + 1000)
+        let manifest = "Plugins/MQTTConnector/mqtt-connector.yaml"
+        let base = ["port": String(mosquitto.port), "topic": "bench"]
+        let sinkName = "MQTT sink (QoS 1, PUBACKs of \(b) awaited)"
+        let payloads = (0..<n).map { Array(CloudEventJSON.encode(benchEvent($0)).utf8) }
+        if wanted("mqtt-sink") {
+            rows.append(
+                Row(
+                    name: sinkName, baselineName: "libmosquitto QoS 1 loop, \(b) then PUBACKs",
+                    measure: {
+                        let before = try mosquitto.publishesReceived()
+                        return try sinkRate(
+                            manifest: manifest,
+                            values: base.merging(["mode": "sink", "mqttTopic": "sunk"]) { a, _ in a },
+                            operation: "transferred",
+                            stored: { try mosquitto.publishesReceived(atLeast: before + n) - before })
+                    },
+                    baseline: { _ in
+                        // The same payloads (the sink's CloudEvents JSON), the sink's batching and window.
+                        let client = try MQTTBenchClient(port: mosquitto.port, id: "bench-baseline")
+                        let before = try mosquitto.publishesReceived()
+                        let started = ContinuousClock.now
+                        for chunk in stride(from: 0, to: n, by: b) {
+                            try client.publish("baseline", payloads[chunk..<min(n, chunk + b)])
+                        }
+                        let rate = Double(n) / seconds(ContinuousClock.now - started)
+                        let received = try mosquitto.publishesReceived(atLeast: before + n) - before
+                        guard received >= n else { throw BenchFailure("mosquitto received \(received) of \(n)") }
+                        return rate
+                    }))
+        }
+        if wanted("mqtt-source") {
+            rows.append(
+                Row(
+                    name: "MQTT source (QoS 1 session, spool per batch)", baselineName: "the MQTT sink",
+                    measure: {
+                        // The source's persistent session first, so that the broker queues the N messages for it.
+                        do {
+                            let session = try MQTTBenchClient(
+                                port: mosquitto.port, id: "bench-source", cleanSession: false)
+                            try session.subscribe("filled")
+                        }
+                        let publisher = try MQTTBenchClient(port: mosquitto.port, id: "bench-filler")
+                        for chunk in stride(from: 0, to: n, by: 1000) {
+                            try publisher.publish("filled", payloads[chunk..<min(n, chunk + 1000)])
+                        }
+                        return try sourceRate(
+                            manifest: manifest,
+                            values: base.merging(["mode": "source", "mqttTopic": "filled", "clientID": "bench-source"])
+                            {
+                                a, _ in a
+                            },
+                            operation: "transferred")
+                    },
+                    baseline: { rates in
+                        guard let rate = rates[sinkName] else { throw BenchFailure("the sink row did not run") }
+                        return rate
+                    }))
+        }
+        retained.append(mosquitto)
+    }
+
+    if wanted("nats-sink") || wanted("nats-source") {
+        let nats = try NATSServer(directory: work + "/nats")
+        let client = try NATSBenchClient(url: nats.url)
+        let manifest = "Plugins/NATSConnector/nats-connector.yaml"
+        let base = ["url": nats.url, "topic": "bench"]
+        let sinkName = "NATS JetStream sink (PubAck per message)"
+        let messages = (0..<n).map { (id: "bench-\($0)", payload: Array(CloudEventJSON.encode(benchEvent($0)).utf8)) }
+        if wanted("nats-sink") {
+            rows.append(
+                Row(
+                    name: sinkName, baselineName: "libnats js_Publish loop, PubAck each",
+                    measure: {
+                        try sinkRate(
+                            manifest: manifest,
+                            values: base.merging([
+                                "mode": "sink", "jetstream": "true", "stream": "SUNK", "subject": "sunk",
+                            ]) { a, _ in a },
+                            operation: "transferred", stored: { try client.count("SUNK") })
+                    },
+                    baseline: { _ in
+                        try client.addStream("BASELINE", subject: "baseline")
+                        let started = ContinuousClock.now
+                        for chunk in stride(from: 0, to: n, by: b) {
+                            try client.publishToStream("baseline", messages[chunk..<min(n, chunk + b)])
+                        }
+                        let rate = Double(n) / seconds(ContinuousClock.now - started)
+                        let held = try client.count("BASELINE")
+                        guard held == n else { throw BenchFailure("stream BASELINE holds \(held), not \(n)") }
+                        return rate
+                    }))
+        }
+        if wanted("nats-source") {
+            rows.append(
+                Row(
+                    name: "NATS JetStream source (pull consumer, fetch \(b))", baselineName: "the NATS JetStream sink",
+                    measure: {
+                        try client.addStream("FILLED", subject: "filled")
+                        try client.publishToStream("filled", messages[...])
+                        guard try client.count("FILLED") == n else { throw BenchFailure("FILLED was not filled") }
+                        return try sourceRate(
+                            manifest: manifest,
+                            values: base.merging([
+                                "mode": "source", "jetstream": "true", "stream": "FILLED", "subject": "filled",
+                                "durable": "bench",
+                            ]) { a, _ in a },
+                            operation: "transferred")
+                    },
+                    baseline: { rates in
+                        guard let rate = rates[sinkName] else { throw BenchFailure("the sink row did not run") }
+                        return rate
+                    }))
+        }
+        retained.append(nats)
+        retained.append(client)
     }
     return rows
 }
