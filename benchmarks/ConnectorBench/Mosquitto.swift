@@ -117,7 +117,9 @@ final class MQTTBenchClient {
     func loop(seconds: Double, _ what: String, until done: () -> Bool) throws {
         let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
         while !done() {
-            guard ContinuousClock.now < deadline else { throw BenchFailure("mosquitto: no \(what) within \(seconds) s") }
+            guard ContinuousClock.now < deadline else {
+                throw BenchFailure("mosquitto: no \(what) within \(seconds) s")
+            }
             let rc = mosquitto_loop(handle, 100, 1)
             guard rc == MOSQ_ERR_SUCCESS.rawValue else {
                 throw BenchFailure("mosquitto: \(what): \(String(cString: mosquitto_strerror(rc)))")

@@ -767,7 +767,7 @@ func rows(_ work: String) throws -> [Row] {
         retained.append(mosquitto)
     }
 
-    if wanted("nats-sink") || wanted("nats-source") {
+    if wanted("nats-sink") || wanted("nats-source") || wanted("nats-core-sink") {
         let nats = try NATSServer(directory: work + "/nats")
         let client = try NATSBenchClient(url: nats.url)
         let manifest = "Plugins/NATSConnector/nats-connector.yaml"
@@ -816,6 +816,40 @@ func rows(_ work: String) throws -> [Row] {
                     },
                     baseline: { rates in
                         guard let rate = rates[sinkName] else { throw BenchFailure("the sink row did not run") }
+                        return rate
+                    }))
+        }
+        if wanted("nats-core-sink") {
+            // Core NATS keeps nothing: a file-storage stream over each side's subject counts what arrived (the
+            // server stores both sides' messages alike; neither publisher waits for it).
+            let held = { (stream: String) in
+                var count = -1
+                try waitUntil(seconds: 10) {
+                    count = try client.count(stream)
+                    return count >= n
+                }
+                return count
+            }
+            rows.append(
+                Row(
+                    name: "NATS core sink (publish \(b), flush)", baselineName: "libnats publish loop, flush per \(b)",
+                    measure: {
+                        try client.addStream("CORESUNK", subject: "coresunk")
+                        return try sinkRate(
+                            manifest: manifest,
+                            values: base.merging(["mode": "sink", "subject": "coresunk"]) { a, _ in a },
+                            operation: "transferred", stored: { try held("CORESUNK") })
+                    },
+                    baseline: { _ in
+                        try client.addStream("COREBASELINE", subject: "corebaseline")
+                        let payloads = messages.map(\.payload)
+                        let started = ContinuousClock.now
+                        for chunk in stride(from: 0, to: n, by: b) {
+                            try client.publish("corebaseline", payloads[chunk..<min(n, chunk + b)])
+                        }
+                        let rate = Double(n) / seconds(ContinuousClock.now - started)
+                        let count = try held("COREBASELINE")
+                        guard count == n else { throw BenchFailure("stream COREBASELINE holds \(count), not \(n)") }
                         return rate
                     }))
         }
