@@ -715,7 +715,7 @@ func rows(_ work: String) throws -> [Row] {
         }
     }
 
-    if wanted("mqtt-sink") || wanted("mqtt-source") {
+    if wanted("mqtt-sink") || wanted("mqtt-source") || wanted("mqtt-pub") {
         let mosquitto = try Mosquitto(directory: work + "/mosquitto", queued: n + 1000)
         let manifest = "Plugins/MQTTConnector/mqtt-connector.yaml"
         let base = ["port": String(mosquitto.port), "topic": "bench"]
@@ -772,6 +772,40 @@ func rows(_ work: String) throws -> [Row] {
                     },
                     baseline: { rates in
                         guard let rate = rates[sinkName] else { throw BenchFailure("the sink row did not run") }
+                        return rate
+                    }))
+        }
+        if wanted("mqtt-pub") {
+            rows.append(
+                Row(
+                    name: "MQTT sink (the same run's figure)", baselineName: "mosquitto_pub -l -q 1 -M 20",
+                    measure: {
+                        guard let rate = ratesSoFar[sinkName] else { throw BenchFailure("run mqtt-sink with mqtt-pub") }
+                        return rate
+                    },
+                    baseline: { _ in
+                        // mosquitto_pub -l: one QoS 1 message per line of its standard input (the same JSON
+                        // payloads, which hold no newline), 20 in flight, no batch barrier; it exits after the
+                        // last PUBACK. Timed from its start to its exit.
+                        guard let tool = which("mosquitto_pub") else { throw BenchFailure("no mosquitto_pub") }
+                        let input = work + "/mosquitto/lines"
+                        _ = FileManager.default.createFile(
+                            atPath: input, contents: Data(payloads.map { $0 + [0x0A] }.joined()))
+                        let before = try mosquitto.publishesReceived()
+                        let process = Process()
+                        process.executableURL = URL(fileURLWithPath: tool)
+                        process.arguments = [
+                            "-h", "127.0.0.1", "-p", String(mosquitto.port), "-q", "1", "-M", "20", "-t", "pubbed",
+                            "-l", "-i", "bench-mosquitto-pub",
+                        ]
+                        process.standardInput = FileHandle(forReadingAtPath: input)
+                        let started = ContinuousClock.now
+                        try process.run()
+                        process.waitUntilExit()
+                        let rate = Double(n) / seconds(ContinuousClock.now - started)
+                        guard process.terminationStatus == 0 else { throw BenchFailure("mosquitto_pub failed") }
+                        let received = try mosquitto.publishesReceived(atLeast: before + n) - before
+                        guard received >= n else { throw BenchFailure("mosquitto received \(received) of \(n)") }
                         return rate
                     }))
         }
