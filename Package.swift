@@ -267,7 +267,7 @@ let package = Package(
         .executableTarget(
             name: "PlexusBenchConnectors",
             dependencies: [
-                "PlexusKernel", "PlexusBench", sdk("PlexusCore"), "CHiredis", "CLibpq",
+                "PlexusKernel", "PlexusBench", sdk("PlexusCore"), "CHiredis", "CLibpq", "CMosquitto", "CNats",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "benchmarks/ConnectorBench"

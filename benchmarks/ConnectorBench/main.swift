@@ -533,8 +533,18 @@ struct Row {
     let baseline: ([String: Double]) throws -> Double
 }
 
-/// The rows, in the order they run. MQTT and NATS rows go here: a server, the connector's manifest and config,
-/// and a baseline (e.g. `commandRate` of mosquitto_pub, `nats bench`).
+/// The payloads the MQTT and NATS sinks publish for events 0..<n (their CloudEvents JSON), made before any
+/// timing; how fast one thread encodes them is printed, since each sink encodes its events inside its timing.
+func encodedPayloads(_ n: Int) -> [[UInt8]] {
+    let events = (0..<n).map(benchEvent)
+    let started = ContinuousClock.now
+    let payloads = events.map { Array(CloudEventJSON.encode($0).utf8) }
+    let rate = Double(n) / max(seconds(ContinuousClock.now - started), 1e-6)
+    print("  (CloudEventJSON.encode of the \(n) payloads: \(String(format: "%.0f", rate)) events/s on one thread)")
+    return payloads
+}
+
+/// The rows, in the order they run: a server, the connector's manifest and config, and a baseline.
 func rows(_ work: String) throws -> [Row] {
     var rows: [Row] = []
     let n = options.events
@@ -703,6 +713,193 @@ func rows(_ work: String) throws -> [Row] {
                         return rate
                     }))
         }
+    }
+
+    if wanted("mqtt-sink") || wanted("mqtt-source") || wanted("mqtt-pub") {
+        let mosquitto = try Mosquitto(directory: work + "/mosquitto", queued: n + 1000)
+        let manifest = "Plugins/MQTTConnector/mqtt-connector.yaml"
+        let base = ["port": String(mosquitto.port), "topic": "bench"]
+        let sinkName = "MQTT sink (QoS 1, PUBACKs of \(b) awaited)"
+        let payloads = encodedPayloads(n)
+        if wanted("mqtt-sink") {
+            rows.append(
+                Row(
+                    name: sinkName, baselineName: "libmosquitto QoS 1 loop, \(b) then PUBACKs",
+                    measure: {
+                        let before = try mosquitto.publishesReceived()
+                        return try sinkRate(
+                            manifest: manifest,
+                            values: base.merging(["mode": "sink", "mqttTopic": "sunk"]) { a, _ in a },
+                            operation: "transferred",
+                            stored: { try mosquitto.publishesReceived(atLeast: before + n) - before })
+                    },
+                    baseline: { _ in
+                        // The same payloads (the sink's CloudEvents JSON), the sink's batching and window.
+                        let client = try MQTTBenchClient(port: mosquitto.port, id: "bench-baseline")
+                        let before = try mosquitto.publishesReceived()
+                        let started = ContinuousClock.now
+                        for chunk in stride(from: 0, to: n, by: b) {
+                            try client.publish("baseline", payloads[chunk..<min(n, chunk + b)])
+                        }
+                        let rate = Double(n) / seconds(ContinuousClock.now - started)
+                        let received = try mosquitto.publishesReceived(atLeast: before + n) - before
+                        guard received >= n else { throw BenchFailure("mosquitto received \(received) of \(n)") }
+                        return rate
+                    }))
+        }
+        if wanted("mqtt-source") {
+            rows.append(
+                Row(
+                    name: "MQTT source (QoS 1 session, spool per batch)", baselineName: "the MQTT sink",
+                    measure: {
+                        // The source's persistent session first, so that the broker queues the N messages for it.
+                        do {
+                            let session = try MQTTBenchClient(
+                                port: mosquitto.port, id: "bench-source", cleanSession: false)
+                            try session.subscribe("filled")
+                        }
+                        let publisher = try MQTTBenchClient(port: mosquitto.port, id: "bench-filler")
+                        for chunk in stride(from: 0, to: n, by: 1000) {
+                            try publisher.publish("filled", payloads[chunk..<min(n, chunk + 1000)])
+                        }
+                        return try sourceRate(
+                            manifest: manifest,
+                            values: base.merging(["mode": "source", "mqttTopic": "filled", "clientID": "bench-source"])
+                            {
+                                a, _ in a
+                            },
+                            operation: "transferred")
+                    },
+                    baseline: { rates in
+                        guard let rate = rates[sinkName] else { throw BenchFailure("the sink row did not run") }
+                        return rate
+                    }))
+        }
+        if wanted("mqtt-pub") {
+            rows.append(
+                Row(
+                    name: "MQTT sink (the same run's figure)", baselineName: "mosquitto_pub -l -q 1 -M 20",
+                    measure: {
+                        guard let rate = ratesSoFar[sinkName] else { throw BenchFailure("run mqtt-sink with mqtt-pub") }
+                        return rate
+                    },
+                    baseline: { _ in
+                        // mosquitto_pub -l: one QoS 1 message per line of its standard input (the same JSON
+                        // payloads, which hold no newline), 20 in flight, no batch barrier; it exits after the
+                        // last PUBACK. Timed from its start to its exit.
+                        guard let tool = which("mosquitto_pub") else { throw BenchFailure("no mosquitto_pub") }
+                        let input = work + "/mosquitto/lines"
+                        _ = FileManager.default.createFile(
+                            atPath: input, contents: Data(payloads.map { $0 + [0x0A] }.joined()))
+                        let before = try mosquitto.publishesReceived()
+                        let process = Process()
+                        process.executableURL = URL(fileURLWithPath: tool)
+                        process.arguments = [
+                            "-h", "127.0.0.1", "-p", String(mosquitto.port), "-q", "1", "-M", "20", "-t", "pubbed",
+                            "-l", "-i", "bench-mosquitto-pub",
+                        ]
+                        process.standardInput = FileHandle(forReadingAtPath: input)
+                        let started = ContinuousClock.now
+                        try process.run()
+                        process.waitUntilExit()
+                        let rate = Double(n) / seconds(ContinuousClock.now - started)
+                        guard process.terminationStatus == 0 else { throw BenchFailure("mosquitto_pub failed") }
+                        let received = try mosquitto.publishesReceived(atLeast: before + n) - before
+                        guard received >= n else { throw BenchFailure("mosquitto received \(received) of \(n)") }
+                        return rate
+                    }))
+        }
+        retained.append(mosquitto)
+    }
+
+    if wanted("nats-sink") || wanted("nats-source") || wanted("nats-core-sink") {
+        let nats = try NATSServer(directory: work + "/nats")
+        let client = try NATSBenchClient(url: nats.url)
+        let manifest = "Plugins/NATSConnector/nats-connector.yaml"
+        let base = ["url": nats.url, "topic": "bench"]
+        let sinkName = "NATS JetStream sink (PubAck per message)"
+        let messages = encodedPayloads(n).enumerated().map { (id: "bench-\($0.offset)", payload: $0.element) }
+        if wanted("nats-sink") {
+            rows.append(
+                Row(
+                    name: sinkName, baselineName: "libnats js_Publish loop, PubAck each",
+                    measure: {
+                        try sinkRate(
+                            manifest: manifest,
+                            values: base.merging([
+                                "mode": "sink", "jetstream": "true", "stream": "SUNK", "subject": "sunk",
+                            ]) { a, _ in a },
+                            operation: "transferred", stored: { try client.count("SUNK") })
+                    },
+                    baseline: { _ in
+                        try client.addStream("BASELINE", subject: "baseline")
+                        let started = ContinuousClock.now
+                        for chunk in stride(from: 0, to: n, by: b) {
+                            try client.publishToStream("baseline", messages[chunk..<min(n, chunk + b)])
+                        }
+                        let rate = Double(n) / seconds(ContinuousClock.now - started)
+                        let held = try client.count("BASELINE")
+                        guard held == n else { throw BenchFailure("stream BASELINE holds \(held), not \(n)") }
+                        return rate
+                    }))
+        }
+        if wanted("nats-source") {
+            rows.append(
+                Row(
+                    name: "NATS JetStream source (pull consumer, fetch \(b))", baselineName: "the NATS JetStream sink",
+                    measure: {
+                        try client.addStream("FILLED", subject: "filled")
+                        try client.publishToStream("filled", messages[...])
+                        guard try client.count("FILLED") == n else { throw BenchFailure("FILLED was not filled") }
+                        return try sourceRate(
+                            manifest: manifest,
+                            values: base.merging([
+                                "mode": "source", "jetstream": "true", "stream": "FILLED", "subject": "filled",
+                                "durable": "bench",
+                            ]) { a, _ in a },
+                            operation: "transferred")
+                    },
+                    baseline: { rates in
+                        guard let rate = rates[sinkName] else { throw BenchFailure("the sink row did not run") }
+                        return rate
+                    }))
+        }
+        if wanted("nats-core-sink") {
+            // Core NATS keeps nothing: a file-storage stream over each side's subject counts what arrived (the
+            // server stores both sides' messages alike; neither publisher waits for it).
+            let held = { (stream: String) in
+                var count = -1
+                try waitUntil(seconds: 10) {
+                    count = try client.count(stream)
+                    return count >= n
+                }
+                return count
+            }
+            rows.append(
+                Row(
+                    name: "NATS core sink (publish \(b), flush)", baselineName: "libnats publish loop, flush per \(b)",
+                    measure: {
+                        try client.addStream("CORESUNK", subject: "coresunk")
+                        return try sinkRate(
+                            manifest: manifest,
+                            values: base.merging(["mode": "sink", "subject": "coresunk"]) { a, _ in a },
+                            operation: "transferred", stored: { try held("CORESUNK") })
+                    },
+                    baseline: { _ in
+                        try client.addStream("COREBASELINE", subject: "corebaseline")
+                        let payloads = messages.map(\.payload)
+                        let started = ContinuousClock.now
+                        for chunk in stride(from: 0, to: n, by: b) {
+                            try client.publish("corebaseline", payloads[chunk..<min(n, chunk + b)])
+                        }
+                        let rate = Double(n) / seconds(ContinuousClock.now - started)
+                        let count = try held("COREBASELINE")
+                        guard count == n else { throw BenchFailure("stream COREBASELINE holds \(count), not \(n)") }
+                        return rate
+                    }))
+        }
+        retained.append(nats)
+        retained.append(client)
     }
     return rows
 }
