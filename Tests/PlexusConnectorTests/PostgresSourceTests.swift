@@ -90,6 +90,14 @@ struct PostgresSourceTests {
         defer { node.shutDown() }
         let collector = try node.collect("incoming")
 
+        // The connector has connected and made its index (the DDL waits for open transactions on the table, so
+        // it must not meet A's).
+        let deadline = Date().addingTimeInterval(60)
+        while try postgres.query("SELECT to_regclass('plexus_outbox_txid_position') IS NOT NULL").first?.first == "f",
+            Date() < deadline
+        {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
         // Writer A takes the first position and keeps its transaction open; writer B commits ten rows after it.
         let writerA = try PostgresSession(postgres.conninfo)
         try writerA.execute("BEGIN")

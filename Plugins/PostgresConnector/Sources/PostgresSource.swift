@@ -111,6 +111,21 @@ final class PostgresSource: SourceDriver, @unchecked Sendable {
         return statements
     }
 
+    /// Whether the outbox table, its index and (with a channel) its trigger already exist. The DDL runs only
+    /// when one is missing: even `CREATE INDEX IF NOT EXISTS` takes a lock that waits for every open
+    /// transaction on the table and queues every writer behind it, so a (re)connecting source would stall the
+    /// application's inserts while any transaction on the outbox is open.
+    func outboxIsReady() throws -> Bool {
+        var sql = "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL"
+        var parameters = [table, PostgresTable.derived(table, "_txid_position")]
+        if !notifyChannel.isEmpty {
+            sql += " AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $3)"
+            parameters.append(
+                String(PostgresTable.derived(table, "_notify", qualified: false).dropFirst().dropLast()))
+        }
+        return try query(sql, parameters).first?.first == "t"
+    }
+
     func connect(position: [UInt8]?) throws {
         disconnect()
         cursor = try position.map(OutboxCursor.init(bytes:)) ?? .start
@@ -123,7 +138,7 @@ final class PostgresSource: SourceDriver, @unchecked Sendable {
             throw PostgresError(context: "cannot connect", reason: reason)
         }
         connection = made
-        if createTable {
+        if createTable, try !outboxIsReady() {
             for statement in createStatements { _ = try query(statement, []) }
         }
         if !notifyChannel.isEmpty { _ = try query("LISTEN \(notifyChannel)", []) }
