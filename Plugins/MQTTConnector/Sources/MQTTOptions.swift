@@ -11,26 +11,19 @@ struct MQTTOptions: Sendable {
 
     init(_ config: PluginConfig) throws {
         let entries = config.entries
-        func integer(_ key: String, _ fallback: Int) throws -> Int {
-            guard let text = entries[key], !text.isEmpty else { return fallback }
-            guard let value = Int(text), value >= 0 else {
-                throw PluginError.invalidArgument("\(config.instanceName): '\(key)' must be a non-negative integer")
-            }
-            return value
-        }
-        host = entries["host"].flatMap { $0.isEmpty ? nil : $0 } ?? "127.0.0.1"
-        port = try integer("port", 1883)
+        host = config.text("host", default: "127.0.0.1")
+        port = try config.nonNegativeInteger("port", default: 1883)
         guard let topic = entries["mqttTopic"], !topic.isEmpty else {
             throw PluginError.invalidArgument(
                 "\(config.instanceName): 'mqttTopic' must name an MQTT topic (a source: a topic filter)")
         }
         mqttTopic = topic
         clientID =
-            entries["clientID"].flatMap { $0.isEmpty ? nil : $0 } ?? "plexus-\(config.nodeID)-\(config.instanceName)"
+            config.text("clientID", default: "plexus-\(config.nodeID)-\(config.instanceName)")
         guard clientID.utf8.count <= 65535 else {
             throw PluginError.invalidArgument("\(config.instanceName): 'clientID' is longer than MQTT allows")
         }
-        keepAlive = max(5, try integer("keepAliveSeconds", 30))
-        timeoutMs = max(1, try integer("timeoutMs", 5000))
+        keepAlive = max(5, try config.nonNegativeInteger("keepAliveSeconds", default: 30))
+        timeoutMs = max(1, try config.nonNegativeInteger("timeoutMs", default: 5000))
     }
 }

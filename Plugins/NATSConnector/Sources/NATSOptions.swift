@@ -12,14 +12,7 @@ struct NATSOptions: Sendable {
 
     init(_ config: PluginConfig) throws {
         let entries = config.entries
-        func integer(_ key: String, _ fallback: Int) throws -> Int {
-            guard let text = entries[key], !text.isEmpty else { return fallback }
-            guard let value = Int(text), value >= 0 else {
-                throw PluginError.invalidArgument("\(config.instanceName): '\(key)' must be a non-negative integer")
-            }
-            return value
-        }
-        url = entries["url"].flatMap { $0.isEmpty ? nil : $0 } ?? "nats://127.0.0.1:4222"
+        url = config.text("url", default: "nats://127.0.0.1:4222")
         guard let subject = entries["subject"], !subject.isEmpty else {
             throw PluginError.invalidArgument("\(config.instanceName): 'subject' must name a NATS subject")
         }
@@ -36,8 +29,8 @@ struct NATSOptions: Sendable {
             throw PluginError.invalidArgument(
                 "\(config.instanceName): 'jetstream: true' needs 'stream', the stream's name")
         }
-        durable = entries["durable"].flatMap { $0.isEmpty ? nil : $0 } ?? config.instanceName
-        ackWaitMs = max(100, try integer("ackWaitMs", 30000))
-        timeoutMs = max(1, try integer("timeoutMs", 5000))
+        durable = config.text("durable", default: config.instanceName)
+        ackWaitMs = max(100, try config.nonNegativeInteger("ackWaitMs", default: 30000))
+        timeoutMs = max(1, try config.nonNegativeInteger("timeoutMs", default: 5000))
     }
 }

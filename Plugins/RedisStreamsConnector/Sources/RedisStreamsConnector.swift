@@ -13,24 +13,17 @@ struct RedisOptions: Sendable {
 
     init(_ config: PluginConfig) throws {
         let entries = config.entries
-        func integer(_ key: String, _ fallback: Int) throws -> Int {
-            guard let text = entries[key], !text.isEmpty else { return fallback }
-            guard let value = Int(text), value >= 0 else {
-                throw PluginError.invalidArgument("\(config.instanceName): '\(key)' must be a non-negative integer")
-            }
-            return value
-        }
-        host = entries["host"].flatMap { $0.isEmpty ? nil : $0 } ?? "127.0.0.1"
-        port = try integer("port", 6379)
+        host = config.text("host", default: "127.0.0.1")
+        port = try config.nonNegativeInteger("port", default: 6379)
         guard let stream = entries["stream"], !stream.isEmpty else {
             throw PluginError.invalidArgument("\(config.instanceName): 'stream' must name a Redis stream")
         }
         self.stream = stream
-        redisGroup = entries["redisGroup"].flatMap { $0.isEmpty ? nil : $0 } ?? config.instanceName
-        consumer = entries["consumer"].flatMap { $0.isEmpty ? nil : $0 } ?? config.nodeID
-        startID = entries["startID"].flatMap { $0.isEmpty ? nil : $0 } ?? "0"
-        maxLen = try integer("maxLen", 0)
-        timeoutMs = max(1, try integer("timeoutMs", 5000))
+        redisGroup = config.text("redisGroup", default: config.instanceName)
+        consumer = config.text("consumer", default: config.nodeID)
+        startID = config.text("startID", default: "0")
+        maxLen = try config.nonNegativeInteger("maxLen", default: 0)
+        timeoutMs = max(1, try config.nonNegativeInteger("timeoutMs", default: 5000))
     }
 }
 

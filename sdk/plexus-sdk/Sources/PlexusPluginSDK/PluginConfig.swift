@@ -31,6 +31,21 @@ public struct PluginConfig: Sendable {
             dataDirectory: config.data_dir.string, json: config.json.string, entries: entries)
     }
 
+    /// The value of `key`, or `fallback` when it is absent or empty.
+    public func text(_ key: String, default fallback: String) -> String {
+        entries[key].flatMap { $0.isEmpty ? nil : $0 } ?? fallback
+    }
+
+    /// The non-negative integer value of `key`, or `fallback` when it is absent or empty.
+    /// - Throws: `PluginError` (`PX_ERR_INVALID_ARGUMENT`) naming the instance and key when it is not one.
+    public func nonNegativeInteger(_ key: String, default fallback: Int) throws -> Int {
+        guard let text = entries[key], !text.isEmpty else { return fallback }
+        guard let value = Int(text), value >= 0 else {
+            throw PluginError.invalidArgument("\(instanceName): '\(key)' must be a non-negative integer")
+        }
+        return value
+    }
+
     /// Decodes the configuration into a `Decodable` type.
     /// - Throws: `PluginError` with `PX_ERR_INVALID_ARGUMENT` naming what did not decode.
     public func decode<T: Decodable>(_ type: T.Type) throws -> T {
