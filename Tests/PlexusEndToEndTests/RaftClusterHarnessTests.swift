@@ -4,7 +4,7 @@ import Testing
 /// The cluster harness itself, where it does not need replication: the `status` decoding and the leader and
 /// settle decisions on synthetic views, and the process, port, fault, workload and damage handling on three
 /// independent single-member nodes (`RaftCluster.run(replicated: false)`).
-@Suite("raft cluster harness", .serialized, .timeLimit(.minutes(2)))
+@Suite("raft cluster harness", .serialized, .timeLimit(.minutes(4)))
 struct RaftClusterHarnessTests {
     /// The example of the raft-log contract, "Operations".
     static let contractExample = """

@@ -228,7 +228,7 @@ final class RawClient {
             if i % 100 == 0 { largestQueue = max(largestQueue, a.queuedBytes(to: "b")) }
         }
         let elapsed = began.duration(to: .now)
-        #expect(elapsed < .seconds(3), "\(total) sends to a stalled peer took \(elapsed)")
+        #expect(elapsed < .seconds(15), "\(total) sends to a stalled peer took \(elapsed)")
         #expect(a.dropped > 0)
         #expect(largestQueue <= limit)
         #expect(a.queuedBytes(to: "b") <= limit)
