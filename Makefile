@@ -128,10 +128,12 @@ bench-deploy: bootstrap
 	benchmarks/deploy/run
 
 ## One ledger bookie's journal (1 KiB adds, closed-loop writers) against a raw pwrite+fdatasync loop writing the
-## same bytes per sync, in the same run; the ratio per concurrency (benchmarks/LedgerBench/README.md).
+## same bytes per sync, in the same run; then three ledger-storage bookies (E=3 Qw=2 Qa=2) against three raft-log
+## members on the same harness and load (benchmarks/RaftBench, section ledger); ratios (benchmarks/LedgerBench/README.md).
 bench-ledger: bootstrap
 	$(SWIFT) build -c release --product plexus-bench-ledger
 	.build/release/plexus-bench-ledger --dir $${BENCH_DIR:-.build} --seconds $${BENCH_SECONDS:-3}
+	BENCH_RAFT_JSON=benchmarks/results/ledger.json benchmarks/RaftBench/run --sections ledger $(BENCH_LEDGER_ARGS)
 
 ## Issue 16: each shipped connector (Redis Streams, PostgreSQL, Files) in a node beside its external system's own
 ## client with the same batching (redis-benchmark -P, a libpq INSERT/COPY loop, append+fsync), each source beside

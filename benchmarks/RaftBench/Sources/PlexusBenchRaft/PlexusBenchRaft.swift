@@ -16,8 +16,9 @@ struct PlexusBenchRaft: AsyncParsableCommand {
             Sections: durable (three Plexus members vs three etcd members, 1 KiB acknowledged writes at each \
             concurrency), single (one member end to end over TCP vs raw pwrite+fdatasync at its best grouping \
             for the same window, measured on its own), failover (kill -9 of the leader, time to the next \
-            acknowledged write). Every server listens on 127.0.0.1 and is killed when the benchmark ends, \
-            however it ends.
+            acknowledged write), ledger (three ledger-storage bookies with E=3 Qw=2 Qa=2 vs three raft-log \
+            members, the same load; not in the default set: `make bench-ledger` runs it). Every server listens \
+            on 127.0.0.1 and is killed when the benchmark ends, however it ends.
             """)
 
     @Option(help: "The plexus binary.") var plexus: String
@@ -29,7 +30,7 @@ struct PlexusBenchRaft: AsyncParsableCommand {
     @Flag(help: "Keep the working directory (logs, data) afterwards.") var keepWork = false
     @Option(help: "A file to append the pid of every server started to (for the calling script's cleanup).")
     var pidFile: String?
-    @Option(help: "Sections to run, comma-separated: durable, single, failover.") var sections =
+    @Option(help: "Sections to run, comma-separated: durable, single, failover, ledger.") var sections =
         "durable,single,failover"
     @Option(help: "Writes in flight per level, comma-separated.") var concurrency = "1,16,128"
     @Option(help: "Measured seconds per level (three members).") var seconds = 10.0
@@ -41,13 +42,17 @@ struct PlexusBenchRaft: AsyncParsableCommand {
     @Option(help: "Writes per second during the failover test.") var failoverRate = 100.0
     @Option(name: .customLong("raft-set"), help: "A raft-log value for the three members, KEY=VALUE (repeatable).")
     var raftSet: [String] = []
+    @Option(
+        name: .customLong("ledger-set"),
+        help: "A ledger-storage value for the three ledger nodes, KEY=VALUE (repeatable; section ledger).")
+    var ledgerSet: [String] = []
     @Option(help: "The nodes' log level.") var logLevel = "warning"
     @Option(help: "Write the report as JSON to this file.") var json: String?
 
     func validate() throws {
-        let known = Set(["durable", "single", "failover"])
+        let known = Set(["durable", "single", "failover", "ledger"])
         for section in sectionList where !known.contains(section) {
-            throw ValidationError("unknown section '\(section)'; known: durable, single, failover")
+            throw ValidationError("unknown section '\(section)'; known: durable, single, failover, ledger")
         }
         guard !levels.isEmpty, levels.allSatisfy({ $0 > 0 }) else {
             throw ValidationError("--concurrency: expected positive numbers, e.g. 1,16,128")
@@ -97,6 +102,7 @@ struct PlexusBenchRaft: AsyncParsableCommand {
         settings.kills = kills
         settings.failoverRate = failoverRate
         settings.raftValues = raftSet
+        settings.ledgerValues = ledgerSet
         settings.logLevel = logLevel
         let runner = RaftBenchSections(settings: settings) { line in
             FileHandle.standardError.write(Data("bench-raft: \(line)\n".utf8))
@@ -122,6 +128,11 @@ struct PlexusBenchRaft: AsyncParsableCommand {
             let failover = await runner.failover()
             report.failover = failover
             print("\n" + ReportText.failover(failover))
+        }
+        if chosen.contains("ledger") {
+            let ledger = await runner.ledger()
+            report.ledger = ledger
+            print("\n" + ReportText.ledger(ledger, report))
         }
         print("\n" + ReportText.targets(report))
         if let json {

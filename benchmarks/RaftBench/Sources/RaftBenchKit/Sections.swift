@@ -19,6 +19,8 @@ public struct RaftBenchSettings: Sendable {
     public var failoverRate = 100.0
     /// More raft-log values for the three members (`KEY=VALUE`), e.g. `electionTimeoutMs=300`.
     public var raftValues: [String] = []
+    /// More ledger-storage values for the three ledger nodes (`KEY=VALUE`), e.g. `ackQuorum=1`.
+    public var ledgerValues: [String] = []
     public var logLevel = "warning"
 
     public init(installation: PlexusInstallation, workDirectory: String) {
@@ -126,6 +128,81 @@ public struct RaftBenchSections: Sendable {
         if let etcd {
             await etcd.client.close()
             etcd.cluster.stop()
+        }
+        return report
+    }
+
+    // MARK: Ledgers against raft-log
+
+    /// Three ledger-storage nodes (bookies; E=3, Qw=2, Qa=2) and three raft-log members, both up at once; at
+    /// each concurrency raft-log, then the ledger, through one node each: raft's leader, the ledger's writer.
+    public func ledger() async -> RaftBenchReport.Ledger {
+        var report = RaftBenchReport.Ledger()
+        let payload = benchPayload(size: settings.payloadSize)
+        let topic = "ledgerbench"
+
+        progress("ledger: starting ledger-storage nodes a, b, c (bookies)")
+        var ledger: (cluster: PlexusCluster, client: PlexusClient)?
+        do {
+            let cluster = try await PlexusCluster.ledger(
+                installation: settings.installation, directory: settings.workDirectory,
+                extraLedgerValues: settings.ledgerValues, logLevel: settings.logLevel)
+            do {
+                let writer = cluster.nodes[0]
+                try await cluster.prime(stream: topic, through: writer)
+                let client = try await PlexusWriteTarget.connect(
+                    host: Loopback.host, port: writer.tcpPort, name: "bench-ledger")
+                ledger = (cluster, client)
+            } catch {
+                cluster.stop()
+                throw error
+            }
+        } catch {
+            report.ledgerError = "\(error)"
+            progress("ledger: ledger-storage not run: \(error)")
+        }
+
+        progress("ledger: starting raft-log members a, b, c")
+        var raft: (cluster: PlexusCluster, client: PlexusClient)?
+        do {
+            let cluster = try await PlexusCluster.replicated(
+                installation: settings.installation, directory: settings.workDirectory + "/raft",
+                extraRaftValues: settings.raftValues, logLevel: settings.logLevel)
+            do {
+                try await cluster.prime(stream: topic, through: cluster.nodes[0])
+                let leader = try await cluster.leader(of: topic)
+                let client = try await PlexusWriteTarget.connect(
+                    host: Loopback.host, port: leader.tcpPort, name: "bench-ledger-raft")
+                raft = (cluster, client)
+            } catch {
+                cluster.stop()
+                throw error
+            }
+        } catch {
+            report.raftError = "\(error)"
+            progress("ledger: raft-log not run: \(error)")
+        }
+
+        for concurrency in settings.concurrency {
+            var row = RaftBenchReport.LedgerRow(concurrency: concurrency)
+            let loop = ClosedLoop(concurrency: concurrency, warmup: loopShape.warmup, duration: loopShape.duration)
+            if let raft {
+                progress("ledger: raft-log, \(concurrency) in flight")
+                row.raft = await loop.run(PlexusWriteTarget(client: raft.client, topic: topic, payload: payload))
+            }
+            if let ledger {
+                progress("ledger: ledger-storage, \(concurrency) in flight")
+                row.ledger = await loop.run(PlexusWriteTarget(client: ledger.client, topic: topic, payload: payload))
+            }
+            report.rows.append(row)
+        }
+        if let ledger {
+            await ledger.client.close()
+            ledger.cluster.stop()
+        }
+        if let raft {
+            await raft.client.close()
+            raft.cluster.stop()
         }
         return report
     }

@@ -22,7 +22,7 @@ public final class PlexusCluster: Sendable {
     ) async throws -> PlexusCluster {
         let node = try PlexusNode(
             id: "single", directory: directory + "/plexus-single", installation: installation,
-            raftValues: ManifestValues(), logLevel: logLevel)
+            storageValues: ManifestValues(), logLevel: logLevel)
         let cluster = PlexusCluster(nodes: [node])
         do {
             try await node.start()
@@ -54,7 +54,7 @@ public final class PlexusCluster: Sendable {
             for assignment in extraRaftValues { try values.set(assignment: assignment) }
             nodes.append(
                 try PlexusNode(
-                    id: id, directory: "\(directory)/plexus-\(id)", installation: installation, raftValues: values,
+                    id: id, directory: "\(directory)/plexus-\(id)", installation: installation, storageValues: values,
                     logLevel: logLevel,
                     ports: (ports[ids.count + 2 * number], ports[ids.count + 2 * number + 1])))
         }
@@ -70,6 +70,70 @@ public final class PlexusCluster: Sendable {
             throw error
         }
         return cluster
+    }
+
+    /// Nodes `ids` (default a, b, c) with ledger-storage as every topic's storage, each serving its bookie on a
+    /// free port (`bookieListen`) and naming the others' bookies (`bookies`); ledgers are striped over
+    /// `ensembleSize` bookies with `writeQuorum` and `ackQuorum` (`extraLedgerValues`, e.g. `ackQuorum=2`,
+    /// override the defaults E=3, Qw=2, Qa=2). Every node keeps its ledger metadata in its own file: the writer's
+    /// node is the one the benchmark publishes to, the others serve as bookies.
+    ///
+    /// - Throws: ``HarnessError`` with the failing node's log when one does not start; the others are stopped.
+    public static func ledger(
+        installation: PlexusInstallation, directory: String, ids: [String] = ["a", "b", "c"],
+        extraLedgerValues: [String] = [], logLevel: String = "warning"
+    ) async throws -> PlexusCluster {
+        try requireKeys(["bookieListen", "bookies", "ensembleSize"], of: "ledger-storage", installation)
+        let ports = try Loopback.freePorts(3 * ids.count)
+        let bookiePorts = Array(ports[0..<ids.count])
+        var nodes: [PlexusNode] = []
+        for (number, id) in ids.enumerated() {
+            var values = ManifestValues()
+            values.set("bookieId", string: id)
+            values.set("bookieListen", string: "127.0.0.1:\(bookiePorts[number])")
+            values.set(
+                "bookies",
+                string: zip(ids, bookiePorts).filter { $0.0 != id }.map { "\($0)=127.0.0.1:\($1)" }
+                    .joined(separator: ","))
+            values.set("ensembleSize", int: min(3, ids.count))
+            values.set("writeQuorum", int: min(2, ids.count))
+            values.set("ackQuorum", int: min(2, ids.count))
+            values.set("metadata", string: "file")
+            for assignment in extraLedgerValues { try values.set(assignment: assignment) }
+            nodes.append(
+                try PlexusNode(
+                    id: id, directory: "\(directory)/ledger-\(id)", installation: installation, storageValues: values,
+                    storage: "ledger-storage", logLevel: logLevel,
+                    ports: (ports[ids.count + 2 * number], ports[ids.count + 2 * number + 1])))
+        }
+        let cluster = PlexusCluster(nodes: nodes)
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for node in nodes { group.addTask { try await node.start() } }
+                try await group.waitForAll()
+            }
+        } catch {
+            cluster.stop()
+            throw error
+        }
+        return cluster
+    }
+
+    /// Fails unless the shipped manifest of `plugin` declares every config key of `keys`.
+    ///
+    /// - Throws: ``HarnessError`` naming the keys missing.
+    static func requireKeys(_ keys: [String], of plugin: String, _ installation: PlexusInstallation) throws {
+        let path = installation.manifestDirectory + "/\(plugin).yaml"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw HarnessError("cannot read \(path)")
+        }
+        let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        let missing = keys.filter { key in !lines.contains("\(key):") }
+        guard missing.isEmpty else {
+            throw HarnessError(
+                "\(plugin) in this build has no config key " + missing.map { "'\($0)'" }.joined(separator: ", ")
+                    + " (\(path))")
+        }
     }
 
     /// Fails unless the shipped raft-log manifest declares the replicated mode of the contract: the `nodeId` and

@@ -66,9 +66,9 @@ public struct ManifestValues: Sendable, Equatable {
     }
 }
 
-/// One `plexus serve` node of the benchmark: raft-log as every topic's storage and tcp-protocol, on free
-/// 127.0.0.1 ports, in a directory of its own (manifests, node file, data, log). It can be killed and started
-/// again on the same data directory and ports.
+/// One `plexus serve` node of the benchmark: one storage plugin (raft-log unless told otherwise) as every
+/// topic's storage and tcp-protocol, on free 127.0.0.1 ports, in a directory of its own (manifests, node file,
+/// data, log). It can be killed and started again on the same data directory and ports.
 public final class PlexusNode: Sendable {
     /// The node id (also raft-log's `nodeId` in a cluster).
     public let id: String
@@ -76,6 +76,8 @@ public final class PlexusNode: Sendable {
     public let tcpPort: Int
     public let adminPort: Int
     public let installation: PlexusInstallation
+    /// The storage plugin every topic is stored in (`raft-log`, `ledger-storage`).
+    public let storage: String
     private let logLevel: String
     private let process = Mutex<ServerProcess?>(nil)
 
@@ -84,15 +86,19 @@ public final class PlexusNode: Sendable {
 
     /// Writes the node's manifests and node file under `directory`.
     ///
-    /// - Parameter raftValues: raft-log's `config.values` (empty: the shipped defaults, a single member).
-    /// - Throws: ``HarnessError`` when the shipped manifests cannot be read or the files written.
+    /// - Parameters:
+    ///   - storageValues: the storage plugin's `config.values` (empty: the shipped defaults; for raft-log, a single
+    ///     member).
+    ///   - storage: the storage plugin's name (its shipped manifest is `<storage>.yaml`).
     ///   - ports: its TCP and admin ports; `nil`: two free ones. A cluster passes ports it took in one call with
     ///     its members' raft ports, so that no two collide.
+    /// - Throws: ``HarnessError`` when the shipped manifests cannot be read or the files written.
     public init(
-        id: String, directory: String, installation: PlexusInstallation, raftValues: ManifestValues,
-        logLevel: String = "warning", ports: (tcp: Int, admin: Int)? = nil
+        id: String, directory: String, installation: PlexusInstallation, storageValues: ManifestValues,
+        storage: String = "raft-log", logLevel: String = "warning", ports: (tcp: Int, admin: Int)? = nil
     ) throws {
         self.id = id
+        self.storage = storage
         self.directory = directory
         self.installation = installation
         self.logLevel = logLevel
@@ -109,17 +115,17 @@ public final class PlexusNode: Sendable {
             var tcpValues = ManifestValues()
             tcpValues.set("port", int: tcpPort)
             tcpValues.set("node", string: "plexus-\(id)")
-            for (name, values) in [("raft-log", raftValues), ("tcp-protocol", tcpValues)] {
+            for (name, values) in [(storage, storageValues), ("tcp-protocol", tcpValues)] {
                 let source = "\(installation.manifestDirectory)/\(name).yaml"
                 let text = try String(contentsOfFile: source, encoding: .utf8)
                 try values.applied(to: text, manifest: source).write(
                     toFile: "\(manifests)/\(name).yaml", atomically: true, encoding: .utf8)
             }
             let node = """
-                # Written by plexus-bench-raft: node \(id), raft-log and tcp-protocol only.
+                # Written by plexus-bench-raft: node \(id), \(storage) and tcp-protocol only.
                 node: {id: \(id), dataDirectory: \(directory)/data}
                 admin: {host: 127.0.0.1, port: \(adminPort)}
-                topics: {defaultStorage: raft-log, autoCreate: true}
+                topics: {defaultStorage: \(storage), autoCreate: true}
                 plugins: {manifestDirectories: [\(manifests)], searchPath: [\(installation.pluginDirectory)], requireSha256: false}
 
                 """
@@ -131,10 +137,10 @@ public final class PlexusNode: Sendable {
         }
     }
 
-    /// Starts `plexus serve` and waits until its TCP port accepts and raft-log is active.
+    /// Starts `plexus serve` and waits until its TCP port accepts and the storage plugin is active.
     ///
     /// - Throws: ``HarnessError`` with the node's log when it exits or does not listen within `timeout`, or
-    ///   with raft-log's last error when the plugin failed.
+    ///   with the storage plugin's last error when it failed.
     public func start(timeout: Duration = .seconds(60)) async throws {
         let server = try ServerProcess(
             name: "plexus-\(id)", executable: installation.plexus,
@@ -142,7 +148,7 @@ public final class PlexusNode: Sendable {
             logPath: directory + "/node.log")
         process.withLock { $0 = server }
         try await Loopback.waitUntilListening(server, port: tcpPort, timeout: timeout)
-        try await waitForRaftLog(timeout: timeout)
+        try await waitForStorage(timeout: timeout)
     }
 
     /// What `plexus plugin list --json` says about one plugin.
@@ -152,8 +158,8 @@ public final class PlexusNode: Sendable {
         var lastError: String?
     }
 
-    /// Waits until the node reports raft-log `active`.
-    private func waitForRaftLog(timeout: Duration) async throws {
+    /// Waits until the node reports its storage plugin `active`.
+    private func waitForStorage(timeout: Duration) async throws {
         let deadline = ContinuousClock.now + timeout
         var last = "not listed"
         while ContinuousClock.now < deadline {
@@ -161,16 +167,16 @@ public final class PlexusNode: Sendable {
             if output.status == 0,
                 let plugins = try? JSONDecoder().decode([PluginListEntry].self, from: Data(output.stdout.utf8))
             {
-                // The TCP protocol starts after the storage, so by now raft-log is active or has failed; a
+                // The TCP protocol starts after the storage, so by now the storage is active or has failed; a
                 // manifest the kernel refused is not listed at all (the log says why).
-                guard let raftLog = plugins.first(where: { $0.name == "raft-log" }) else { break }
-                if raftLog.state == "active" { return }
-                last = raftLog.state + (raftLog.lastError.map { ": \($0)" } ?? "")
-                if raftLog.state == "failed" { break }
+                guard let plugin = plugins.first(where: { $0.name == storage }) else { break }
+                if plugin.state == "active" { return }
+                last = plugin.state + (plugin.lastError.map { ": \($0)" } ?? "")
+                if plugin.state == "failed" { break }
             }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw HarnessError("raft-log on node \(id) is not active (\(last)); \(directory)/node.log:\n\(logTail())")
+        throw HarnessError("\(storage) on node \(id) is not active (\(last)); \(directory)/node.log:\n\(logTail())")
     }
 
     /// Whether the node's process is running.

@@ -86,6 +86,46 @@ public struct RaftBenchReport: Codable, Sendable {
         public init() {}
     }
 
+    /// Ledgers against raft-log, both three nodes on 127.0.0.1 over TCP, at each concurrency.
+    public struct LedgerRow: Codable, Sendable, Equatable {
+        public var concurrency: Int
+        public var ledger: LevelResult? { didSet { updateRatios() } }
+        public var raft: LevelResult? { didSet { updateRatios() } }
+        /// Ledger ops/s over raft-log ops/s (target ≥ 1); nil unless both ran.
+        public private(set) var throughputRatio: Double?
+        /// Ledger p99 over raft-log p99 (target ≤ 1); nil unless both ran.
+        public private(set) var p99Ratio: Double?
+
+        public init(concurrency: Int, ledger: LevelResult? = nil, raft: LevelResult? = nil) {
+            self.concurrency = concurrency
+            self.ledger = ledger
+            self.raft = raft
+            updateRatios()
+        }
+
+        private mutating func updateRatios() {
+            guard let ledger, let raft else {
+                throughputRatio = nil
+                p99Ratio = nil
+                return
+            }
+            throughputRatio = raft.opsPerSecond > 0 ? ledger.opsPerSecond / raft.opsPerSecond : nil
+            p99Ratio =
+                raft.latency.p99 > 0 && ledger.latency.count > 0
+                ? Double(ledger.latency.p99) / Double(raft.latency.p99) : nil
+        }
+    }
+
+    public struct Ledger: Codable, Sendable {
+        public var rows: [LedgerRow] = []
+        /// Why ledger-storage or raft-log did not run (or stopped), if so.
+        public var ledgerError: String?
+        public var raftError: String?
+        public var notes: [String] = []
+
+        public init() {}
+    }
+
     public struct Failover: Codable, Sendable {
         public var summary: FailoverSummary?
         public var error: String?
@@ -103,6 +143,7 @@ public struct RaftBenchReport: Codable, Sendable {
     public var durable: Durable?
     public var single: Single?
     public var failover: Failover?
+    public var ledger: Ledger?
 
     public init(
         machine: String, startedAt: String, payloadSize: Int, warmupSeconds: Double, seconds: Double,
@@ -122,6 +163,7 @@ public struct RaftBenchReport: Codable, Sendable {
         if let durable, durable.plexusError != nil || durable.etcdError != nil { return false }
         if let single, single.error != nil { return false }
         if let failover, failover.error != nil { return false }
+        if let ledger, ledger.ledgerError != nil || ledger.raftError != nil { return false }
         return true
     }
 }

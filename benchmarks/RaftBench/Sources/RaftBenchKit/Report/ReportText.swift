@@ -29,16 +29,6 @@ public enum ReportText {
             right("err", 5), " |", right("ops/s ratio", 12), right("p99 ratio", 10),
         ]
         lines.append(header.joined(separator: " "))
-        func cells(_ level: LevelResult?, _ width: Int) -> [String] {
-            guard let level else {
-                return [right("-", width), right("-", 7), right("-", 7), right("-", 8), right("-", 5)]
-            }
-            return [
-                right(rate(level.opsPerSecond), width), right(String(level.latency.p50), 7),
-                right(String(level.latency.p99), 7), right(String(level.latency.max), 8),
-                right(String(level.errors), 5),
-            ]
-        }
         for row in durable.rows {
             let line =
                 [right(String(row.concurrency), 5)] + cells(row.plexus, 13) + [" |"] + cells(row.etcd, 11) + [
@@ -58,6 +48,55 @@ public enum ReportText {
         }
         lines += durable.notes
         return lines.joined(separator: "\n")
+    }
+
+    /// The ledger table: ledger-storage (E=3, Qw=2, Qa=2) and raft-log (three members) side by side at each
+    /// concurrency, with the two ratios.
+    public static func ledger(_ ledger: RaftBenchReport.Ledger, _ report: RaftBenchReport) -> String {
+        var lines = [
+            "3 nodes on 127.0.0.1: ledger-storage (3 bookies, E=3 Qw=2 Qa=2, journal fdatasync before a bookie "
+                + "acknowledges) vs raft-log (3 members, fsync always)",
+            "both over TCP to one node (the ledger's writer, raft's leader); \(report.payloadSize)-byte events, one per "
+                + "publish, C in flight, \(format(report.warmupSeconds)) s warm-up + \(format(report.seconds)) s per "
+                + "level; latencies in µs",
+        ]
+        let header = [
+            right("C", 5), right("ledger ops/s", 13), right("p50", 7), right("p99", 7), right("max", 8),
+            right("err", 5), " |", right("raft ops/s", 11), right("p50", 7), right("p99", 7), right("max", 8),
+            right("err", 5), " |", right("ops/s ratio", 12), right("p99 ratio", 10),
+        ]
+        lines.append(header.joined(separator: " "))
+        for row in ledger.rows {
+            let line =
+                [right(String(row.concurrency), 5)] + cells(row.ledger, 13) + [" |"] + cells(row.raft, 11) + [
+                    " |", right(ratio(row.throughputRatio), 12), right(ratio(row.p99Ratio), 10),
+                ]
+            lines.append(line.joined(separator: " "))
+        }
+        if let error = ledger.ledgerError { lines.append("ledger-storage: not run: \(error)") }
+        if let error = ledger.raftError { lines.append("raft-log: not run: \(error)") }
+        for row in ledger.rows {
+            for (name, level) in [("ledger", row.ledger), ("raft", row.raft)] {
+                if let level, !level.errorSamples.isEmpty {
+                    lines.append("\(name) C=\(row.concurrency) errors (by first occurrence):")
+                    lines += level.errorSamples.map { "  \($0)" }
+                }
+            }
+        }
+        lines += ledger.notes
+        return lines.joined(separator: "\n")
+    }
+
+    /// One side's cells of a side-by-side row: ops/s, p50, p99, max, errors.
+    static func cells(_ level: LevelResult?, _ width: Int) -> [String] {
+        guard let level else {
+            return [right("-", width), right("-", 7), right("-", 7), right("-", 8), right("-", 5)]
+        }
+        return [
+            right(rate(level.opsPerSecond), width), right(String(level.latency.p50), 7),
+            right(String(level.latency.p99), 7), right(String(level.latency.max), 8),
+            right(String(level.errors), 5),
+        ]
     }
 
     /// The single-member table: end-to-end events/s over TCP beside the ceiling, measured on its own.
@@ -165,11 +204,24 @@ public enum ReportText {
                 rows.append(["failover: kills with a write acknowledged < 2 s", "-", "all", "not measured"])
             }
         }
+        if let ledger = report.ledger {
+            for row in ledger.rows {
+                rows.append([
+                    "ledger E=3 Qw=2 Qa=2 C=\(row.concurrency): throughput ledger/raft-log", ratio(row.throughputRatio),
+                    ">= 1x", verdict(row.throughputRatio) { $0 >= 1 },
+                ])
+                rows.append([
+                    "ledger E=3 Qw=2 Qa=2 C=\(row.concurrency): p99 ledger/raft-log", ratio(row.p99Ratio), "<= 1x",
+                    verdict(row.p99Ratio) { $0 <= 1 },
+                ])
+            }
+            if ledger.rows.isEmpty { rows.append(["ledger vs raft-log", "-", ">= 1x, <= 1x", "not measured"]) }
+        }
         let widths = (0..<4).map { column in
             ([["target", "measured", "goal", ""]] + rows).map { $0[column].count }.max() ?? 0
         }
         return
-            (["Issue 6 targets"]
+            ([report.ledger != nil && report.durable == nil ? "Issue 15 targets" : "Targets"]
             + ([["target", "measured", "goal", ""]] + rows).map { row in
                 [left(row[0], widths[0]), right(row[1], widths[1]), left(row[2], widths[2]), row[3]].joined(
                     separator: "   ")
