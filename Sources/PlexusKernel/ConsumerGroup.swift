@@ -88,8 +88,12 @@ final class ConsumerGroup: Sendable {
     let name: String
     let policy: DeliveryPolicy
     let filters: [(AttributeKey, [UInt8])]
-    let storage: StorageBinding
-    let stream: StorageBinding.Stream
+    /// The storage and stream the group reads and commits to; both change when the storage is replaced on a
+    /// running node (`rebind`).
+    private let target: Mutex<(storage: StorageBinding, stream: StorageBinding.Stream)>
+    var storage: StorageBinding { target.withLock { $0.storage } }
+    /// The storage and stream, read together (a rebind between two separate reads would mix them).
+    var bound: (storage: StorageBinding, stream: StorageBinding.Stream) { target.withLock { $0 } }
     let clock: any DeliveryClock
     /// This group's metric handles (labels `topic` and `group`).
     let metrics: GroupMetrics
@@ -118,8 +122,7 @@ final class ConsumerGroup: Sendable {
         self.name = name
         self.policy = policy
         self.filters = filters.map { (AttributeKey($0.0), Array($0.1.utf8)) }
-        self.storage = storage
-        self.stream = stream
+        self.target = Mutex((storage, stream))
         self.clock = clock
         self.metrics = GroupMetrics(metrics, topic: topic, group: name)
         self.tracing = tracing
@@ -129,14 +132,32 @@ final class ConsumerGroup: Sendable {
     // MARK: Starting
 
     /// Finds where the group starts: its committed offset, or else the subscription's start position.
+    /// While the storage is being replaced (`PX_ERR_UNAVAILABLE`), it asks again 100 ms later rather than
+    /// start from a guess.
     func initialize(start: UInt32, startOffset: UInt64) {
+        let (storage, stream) = bound
         storage.fetchOffset(stream, group: name) { result in
+            let again: @Sendable () -> Void = { [weak self] in
+                guard let self, !self.state.withLock({ $0.closed }) else { return }
+                self.clock.schedule(at: self.clock.now() &+ 100_000_000) { [weak self] in
+                    self?.initialize(start: start, startOffset: startOffset)
+                }
+            }
+            if case .failure(let failure) = result, failure.status == PX_ERR_UNAVAILABLE.status { return again() }
             var position: UInt64 = 0
             switch result {
             case .success(let committed?):
                 position = committed
             case .success(nil), .failure:
-                let extent = (try? self.storage.info(self.stream)) ?? (first: 0, next: 0)
+                let (storage, stream) = self.bound
+                let extent: (first: UInt64, next: UInt64)
+                do {
+                    extent = try storage.info(stream)
+                } catch let failure as StorageBinding.Failure where failure.status == PX_ERR_UNAVAILABLE.status {
+                    return again()
+                } catch {
+                    extent = (0, 0)
+                }
                 switch start {
                 case UInt32(PX_START_EARLIEST.rawValue): position = extent.first
                 case UInt32(PX_START_OFFSET.rawValue): position = max(startOffset, extent.first)
@@ -306,6 +327,34 @@ final class ConsumerGroup: Sendable {
         }
     }
 
+    /// Lets go of what the group holds of a storage that is being replaced: every read batch the storage lent
+    /// is exchanged for a copy the kernel owns, so the old instance can stop while events stay in flight (their
+    /// delivery ids, attempts and timeouts unchanged).
+    func detachBatches() {
+        state.withLock { s in
+            var copies: [ObjectIdentifier: RecordBatch] = [:]
+            func detach(_ pending: inout Pending) {
+                let key = ObjectIdentifier(pending.batch)
+                if let copy = copies[key] {
+                    pending.batch = copy
+                } else {
+                    let copy = pending.batch.detached()
+                    copies[key] = copy
+                    pending.batch = copy
+                }
+            }
+            for index in s.ready.indices { detach(&s.ready[index]) }
+            for key in Array(s.inFlight.keys) { detach(&s.inFlight[key]!.pending) }
+            for key in Array(s.retrying.keys) { detach(&s.retrying[key]!) }
+        }
+    }
+
+    /// Reads and commits from now on go to `storage`'s `stream` (the instance that replaced the old one).
+    func rebind(to storage: StorageBinding, stream: StorageBinding.Stream) {
+        target.withLock { $0 = (storage, stream) }
+        schedulePump()
+    }
+
     func pump() {
         let actions = state.withLock { plan(&$0) }
         run(actions)
@@ -386,12 +435,14 @@ final class ConsumerGroup: Sendable {
         for action in actions {
             switch action {
             case .read(let from, let max):
+                let (storage, stream) = bound
                 storage.read(stream, from: from, maxRecords: max, maxBytes: 4 << 20) { [self] result in
                     received(result, from: from)
                 }
             case .deliver:
                 break
             case .commit(let offset):
+                let (storage, stream) = bound
                 storage.commitOffset(stream, group: name, offset: offset) { [self] result in
                     state.withLock { s in
                         s.committing = false
@@ -417,6 +468,7 @@ final class ConsumerGroup: Sendable {
     /// Sets `plexus_group_lag`: the stream's next offset minus the group's committed offset.
     private func updateLag(committed: UInt64? = nil) {
         // A closed group's stream is being closed: ask the storage nothing more about it.
+        let (storage, stream) = bound
         guard let known = state.withLock({ s in s.closed ? nil : s.committed }),
             let extent = try? storage.info(stream)
         else { return }
@@ -449,6 +501,7 @@ final class ConsumerGroup: Sendable {
             }
             if batch.count > 0 { pump() }
         case .failure(let failure):
+            let (storage, stream) = bound
             if failure.status == PX_ERR_OUT_OF_RANGE.status, let extent = try? storage.info(stream), from < extent.first
             {
                 // Trimmed away under us: what is gone cannot be delivered; go on from the first retained.

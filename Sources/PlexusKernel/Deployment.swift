@@ -236,8 +236,9 @@ extension Kernel {
     /// which then stops (a protocol plugin that takes its listener from the kernel accepts from the same
     /// socket, so no connection is refused). A protocol plugin that binds its own port and so cannot start
     /// beside is retried after the old instance stops. When the new image does not start, the old one keeps
-    /// (or, if stopped, starts again) serving. Storage and registry plugins are refused: their streams,
-    /// consumer groups and registrations would close under the node's clients (upgrade them by a restart).
+    /// (or, if stopped, starts again) serving. A storage plugin is stopped first and its topics paused
+    /// (`replaceStorage`); a registry plugin is refused: its registrations would end under the node's plugins
+    /// (upgrade it by a restart).
     private func replace(
         _ current: PluginRecord, with manifest: Manifest, path: String, library: String, sha256: String,
         action: DeploymentChange.Action
@@ -254,11 +255,18 @@ extension Kernel {
                 message: "already running this image and configuration; nothing to do")
         }
         let kinds = Set(oldManifest.kinds).union(manifest.kinds)
-        if kinds.contains(.storage) || kinds.contains(.registry) {
+        if kinds.contains(.registry) {
             let reason =
-                "a \(kinds.contains(.storage) ? "storage" : "registry") plugin is not replaced on a running node (its streams, consumer groups or registrations would close under the node's clients); restart the node to run version \(to)"
+                "a registry plugin is not replaced on a running node (its registrations, leases and watches would end under the node's plugins); restart the node to run version \(to)"
             current.update { $0.deployment = "version \(to) was refused: \(reason)" }
             return .init(action: .refuse, plugin: manifest.name, from: from, to: to, message: reason)
+        }
+        if kinds.contains(.storage) {
+            // Stopped first, then started on the same data directory (StorageReplacement.swift).
+            let swap = StorageSwap(
+                current: current, oldManifest: oldManifest, oldLibrary: oldLoaded.mappedPath,
+                oldSHA256: oldLoaded.sha256, previous: old.previous, from: from, to: to)
+            return replaceStorage(swap, with: manifest, path: path, library: library, sha256: sha256, action: action)
         }
         let previous = DeployedImage(manifest: oldManifest, mappedPath: oldLoaded.mappedPath, sha256: oldLoaded.sha256)
         func candidate() -> PluginRecord {

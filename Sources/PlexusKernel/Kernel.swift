@@ -330,11 +330,14 @@ public final class Kernel: Sendable {
         }
     }
 
-    func stop(_ record: PluginRecord, manifest: Manifest) {
+    /// Stops a plugin within its stop deadline.
+    /// - Parameter keepingTopics: a storage being replaced (`replaceStorage`): its topics and consumer groups
+    ///   stay with the router, which the replacement has already paused and detached from the instance.
+    func stop(_ record: PluginRecord, manifest: Manifest, keepingTopics: Bool = false) {
         guard let lifecycle = record.snapshot.lifecycle else { return }
         transition(record, to: .stopping)
         let deadline = ContinuousClock.now + manifest.stopTimeout
-        let storageUnbound = services.router.unbind(manifest.name, until: deadline)
+        let storageUnbound = keepingTopics || services.router.unbind(manifest.name, until: deadline)
         guard storageUnbound, services.unbindRegistry(manifest.name, until: deadline), record.close(until: deadline)
         else {
             record.update { $0.abandoned = true }

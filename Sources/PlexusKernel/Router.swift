@@ -152,13 +152,12 @@ public final class Router: Sendable {
         case .start: break
         }
         let metrics = metrics
-        let retention = settings.retention(for: topic)
-        binding.openStream(
-            topic, retentionBytes: retention?.maxBytes ?? explicit?.retentionBytes ?? config.defaultRetentionBytes,
-            retentionMs: retention?.maxAgeMs ?? explicit?.retentionMs ?? config.defaultRetentionMs
-        ) { [weak self] result in
+        let options = streamOptions(for: topic, explicit: explicit)
+        binding.openStream(topic, retentionBytes: options.retentionBytes, retentionMs: options.retentionMs) {
+            [weak self] result in
+            // An open that waited out a replacement of the storage was made by the instance that took over.
             let mapped = result.map {
-                OpenTopic(binding: binding, stream: $0, metrics: TopicMetrics(metrics, topic: topic))
+                OpenTopic(binding: binding.current, stream: $0, metrics: TopicMetrics(metrics, topic: topic))
             }
             .mapError {
                 Refusal(
@@ -173,6 +172,57 @@ public final class Router: Sendable {
                 } ?? [completion]
             for waiter in waiters { waiter(mapped) }
         }
+    }
+
+    /// The retention a topic's stream is opened with: the admin API's setting, else its binding's, else the
+    /// node's default.
+    func streamOptions(for topic: String, explicit: TopicConfig.Binding? = nil) -> (
+        retentionBytes: UInt64, retentionMs: UInt64
+    ) {
+        let explicit = explicit ?? config.bindings.first { $0.topic == topic }
+        let retention = settings.retention(for: topic)
+        return (
+            retention?.maxBytes ?? explicit?.retentionBytes ?? config.defaultRetentionBytes,
+            retention?.maxAgeMs ?? explicit?.retentionMs ?? config.defaultRetentionMs
+        )
+    }
+
+    // MARK: Replacing a storage (`Kernel.replaceStorage`)
+
+    /// Every topic whose stream `binding` holds open now.
+    func topics(on binding: StorageBinding) -> [String: OpenTopic] {
+        openTopics().filter { $0.value.binding === binding }
+    }
+
+    /// Points each topic still open on `old` at the stream the new instance opened for it, and moves the
+    /// consumer groups reading from `old` to the same streams.
+    func switchTopics(from old: StorageBinding, to opened: [String: OpenTopic]) {
+        var moved: [UInt: StorageBinding.Stream] = [:]
+        streams.withLock { all in
+            for (topic, open) in opened {
+                guard case .open(let current)? = all[topic], current.binding === old else { continue }
+                all[topic] = .open(open)
+                moved[UInt(bitPattern: current.stream.pointer)] = open.stream
+            }
+        }
+        guard let binding = opened.first?.value.binding else { return }
+        engine.rebindGroups(from: old, to: binding, streams: moved)
+    }
+
+    /// Gives up a storage whose replacement failed and whose old image did not start again: its topics are
+    /// forgotten (their streams are already closed), its groups stop, and calls that waited fail.
+    func abandon(_ binding: StorageBinding) {
+        storages.withLock { all in
+            if all[binding.name] === binding || all[binding.name]?.isPaused == true { all[binding.name] = nil }
+        }
+        engine.closeGroups(on: binding)
+        streams.withLock { all in
+            for (topic, slot) in all {
+                guard case .open(let open) = slot, open.binding === binding else { continue }
+                all[topic] = nil
+            }
+        }
+        binding.release(to: nil)
     }
 
     /// The stream a topic is stored in, opened on first use; waits for an open in progress (holding no lock).
@@ -451,6 +501,26 @@ final class DeliveryEngine: Sendable {
         guard let removed else { return false }
         removed?.close()
         return true
+    }
+
+    /// Every group reading from `binding` exchanges the read batches it holds for copies (`detachBatches`).
+    func detachGroups(on binding: StorageBinding) {
+        let groups = state.withLock { s in s.groups.values.filter { $0.storage === binding } }
+        for group in groups { group.detachBatches() }
+    }
+
+    /// Moves every group reading from `old` to `new`, each to the stream that replaced its own (a group whose
+    /// stream was not reopened stops).
+    func rebindGroups(from old: StorageBinding, to new: StorageBinding, streams: [UInt: StorageBinding.Stream]) {
+        let groups = state.withLock { s in s.groups.values.filter { $0.storage === old } }
+        for group in groups {
+            if let stream = streams[UInt(bitPattern: group.bound.stream.pointer)] {
+                group.rebind(to: new, stream: stream)
+            }
+        }
+        // A group whose stream was not reopened still reads from `old`: it stops like any group of a storage
+        // that went away.
+        closeGroups(on: old)
     }
 
     /// Stops every group reading from a storage plugin that is going away.

@@ -8,14 +8,48 @@ import Synchronization
 /// Completions travel through a token table, so a storage plugin that breaks the completion rule cannot
 /// make the kernel run a completion twice. Calls in flight are counted so that the kernel stops the plugin
 /// only when none runs.
+///
+/// While the storage is replaced on a running node (`Kernel.replaceStorage`) the binding is paused: appends,
+/// reads, offset calls and stream opens wait in order (bounded in number) instead of reaching the instance,
+/// and are handed, in the same order, to the instance that replaces it (`release(to:)`), with each stream
+/// handle mapped to the one the new instance opened for the same topic.
 final class StorageBinding: @unchecked Sendable {
     // Safe: the vtable is a static table in a never-unmapped image; the instance is only passed back to the
-    // plugin, whose storage hooks are thread-safe by contract; `calls` is atomic.
+    // plugin, whose storage hooks are thread-safe by contract; `calls` is atomic; `gate` is a mutex.
     let name: String
     let durability: UInt32
     let vtable: UnsafePointer<px_storage_vtable>
     let instance: UnsafeMutableRawPointer?
     let calls = Atomic<Int>(0)
+
+    /// Where the calls of a paused binding go: the instance that replaced it, each old stream handle mapped to
+    /// the new one of the same topic (or, for a pause that ended without a replacement, this binding itself).
+    struct Handoff: Sendable {
+        let binding: StorageBinding
+        /// Old stream handle (its bit pattern) -> the stream the new instance opened; unused when `identity`.
+        let streams: [UInt: Stream]
+        let identity: Bool
+
+        /// The stream that takes over `old`; `nil` when the new instance has none for it.
+        func stream(for old: Stream) -> Stream? { identity ? old : streams[UInt(bitPattern: old.pointer)] }
+    }
+
+    /// A call that waits while the binding is paused; called with `nil` when no instance takes over.
+    typealias Waiting = @Sendable (Handoff?) -> Void
+
+    private struct Gate {
+        var paused = false
+        /// Calls admitted and not yet completed (their completion has not run).
+        var outstanding = 0
+        var waiting: [Waiting] = []
+        /// Set once a pause ended in a handoff (or in failure, `.some(nil)`): later calls go there at once.
+        var after: Handoff??
+    }
+
+    private let gate = Mutex(Gate())
+
+    /// The most calls that wait while a storage is replaced; later ones fail with `PX_ERR_UNAVAILABLE`.
+    static let maxWaiting = 65_536
 
     /// A failure reported by the storage plugin.
     struct Failure: Error, CustomStringConvertible {
@@ -46,6 +80,127 @@ final class StorageBinding: @unchecked Sendable {
     private static let dones = TokenTable<@Sendable (Result<Void, Failure>) -> Void>()
     private static let offsets = TokenTable<@Sendable (Result<UInt64?, Failure>) -> Void>()
 
+    // MARK: Pausing (replacement on a running node)
+
+    /// Admits a call into the instance (counted as outstanding until `leave`), or, when the binding is paused
+    /// or replaced, queues `later` (made only then) or runs it now with the binding that took over. False when
+    /// the caller must not call the instance.
+    private func admit(_ later: () -> Waiting) -> Bool {
+        let open = gate.withLock { g -> Bool in
+            guard !g.paused else { return false }
+            g.outstanding += 1
+            return true
+        }
+        if open { return true }
+        let call = later()
+        enum Next {
+            case admitted
+            case queued
+            case now(Handoff?)
+        }
+        let next = gate.withLock { g -> Next in
+            if !g.paused {
+                g.outstanding += 1
+                return .admitted
+            }
+            if let after = g.after { return .now(after) }
+            guard g.waiting.count < Self.maxWaiting else { return .now(nil) }
+            g.waiting.append(call)
+            return .queued
+        }
+        switch next {
+        case .admitted: return true
+        case .queued: return false
+        case .now(let handoff):
+            call(handoff)
+            return false
+        }
+    }
+
+    /// Admits a call that cannot wait (the admin API's catalog calls): false when the binding is paused.
+    func admitNow() -> Bool {
+        gate.withLock { g in
+            guard !g.paused else { return false }
+            g.outstanding += 1
+            return true
+        }
+    }
+
+    /// An admitted call completed.
+    func leave() { gate.withLock { $0.outstanding -= 1 } }
+
+    /// The failure of a call that no instance took over.
+    func unavailable(_ what: String = "") -> Failure {
+        Failure(
+            status: PX_ERR_UNAVAILABLE.status,
+            message: "storage '\(name)' is being replaced\(what.isEmpty ? "" : " (\(what))"); try again")
+    }
+
+    /// Whether calls wait now (a replacement is under way).
+    var isPaused: Bool { gate.withLock { $0.paused } }
+
+    /// The binding that serves this one's calls now: itself, or the one it was handed to (and so on).
+    var current: StorageBinding {
+        var binding = self
+        while let next = binding.gate.withLock({ $0.after })??.binding, next !== binding { binding = next }
+        return binding
+    }
+
+    /// Makes new calls wait, then waits until every admitted call has completed (or `deadline` passes).
+    /// - Returns: true when none is outstanding; false leaves the binding paused (`resume` or `release`).
+    func pause(until deadline: ContinuousClock.Instant) -> Bool {
+        gate.withLock { $0.paused = true }
+        while gate.withLock({ $0.outstanding }) > 0 {
+            if ContinuousClock.now >= deadline { return false }
+            Thread.sleep(forTimeInterval: 0.001)
+        }
+        return true
+    }
+
+    /// Ends a pause without a replacement: the calls that waited run on this instance, in order.
+    func resume() {
+        let waiting = gate.withLock { g -> [Waiting] in
+            g.paused = false
+            defer { g.waiting = [] }
+            return g.waiting
+        }
+        let handoff = Handoff(binding: self, streams: [:], identity: true)
+        for call in waiting { call(handoff) }
+    }
+
+    /// Ends a pause by handing every waiting call, in order, to `handoff` (`nil`: they fail with
+    /// `PX_ERR_UNAVAILABLE`); calls that arrive later go there at once. Calls arriving while the queue drains
+    /// queue behind it, so none overtakes one that waited.
+    func release(to handoff: Handoff?) {
+        while true {
+            let waiting = gate.withLock { g -> [Waiting] in
+                if g.waiting.isEmpty { g.after = .some(handoff) }
+                defer { g.waiting = [] }
+                return g.waiting
+            }
+            if waiting.isEmpty { return }
+            for call in waiting { call(handoff) }
+        }
+    }
+
+    /// Closes a stream without passing the gate (the replacement closes the old instance's streams itself).
+    func closeStreamNow(_ stream: Stream) {
+        counted { vtable.pointee.on_close_stream?(instance, stream.pointer) }
+    }
+
+    /// A stream's extent without passing the gate (the replacement checks a paused memory storage with it).
+    func extentNow(_ stream: Stream) -> Extent? {
+        counted {
+            var info = px_stream_info()
+            info.struct_size = UInt32(MemoryLayout<px_stream_info>.size)
+            let status = ErrorBuffer.with { err in
+                vtable.pointee.on_stream_info?(instance, stream.pointer, &info, err) ?? PX_ERR_UNSUPPORTED.status
+            }
+            guard status == PX_OK.status else { return nil }
+            return Extent(first: info.first_offset, next: info.next_offset, bytes: info.size_bytes)
+        }
+    }
+
     func counted<R>(_ body: () throws -> R) rethrows -> R {
         calls.add(1, ordering: .relaxed)
         defer { calls.subtract(1, ordering: .releasing) }
@@ -59,6 +214,19 @@ final class StorageBinding: @unchecked Sendable {
         _ name: String, retentionBytes: UInt64 = 0, retentionMs: UInt64 = 0,
         completion: @escaping @Sendable (Result<Stream, Failure>) -> Void
     ) {
+        guard
+            admit({
+                { handoff in
+                    guard let handoff else { return completion(.failure(self.unavailable())) }
+                    handoff.binding.openStream(
+                        name, retentionBytes: retentionBytes, retentionMs: retentionMs, completion: completion)
+                }
+            })
+        else { return }
+        let completion: @Sendable (Result<Stream, Failure>) -> Void = { [self] result in
+            completion(result)
+            leave()
+        }
         counted {
             var options = px_stream_options(
                 struct_size: UInt32(MemoryLayout<px_stream_options>.size), reserved: 0, retention_bytes: retentionBytes,
@@ -110,6 +278,22 @@ final class StorageBinding: @unchecked Sendable {
         _ stream: Stream, _ events: UnsafeBufferPointer<UnsafePointer<px_event>?>,
         completion: @escaping @Sendable (Result<UInt64, Failure>) -> Void
     ) {
+        guard
+            admit({
+                // The caller's events are borrowed for this call only: a waiting append keeps a copy.
+                let copy = CEventBatch(copying: events)
+                return { handoff in
+                    guard let handoff, let target = handoff.stream(for: stream) else {
+                        return completion(.failure(self.unavailable()))
+                    }
+                    withExtendedLifetime(copy) { handoff.binding.append(target, copy.pointers, completion: completion) }
+                }
+            })
+        else { return }
+        let completion: @Sendable (Result<UInt64, Failure>) -> Void = { [self] result in
+            completion(result)
+            leave()
+        }
         counted {
             let token = Self.appends.add(completion)
             let (status, message) = ErrorBuffer.with { err in
@@ -137,6 +321,21 @@ final class StorageBinding: @unchecked Sendable {
         _ stream: Stream, from offset: UInt64, maxRecords: Int, maxBytes: Int,
         completion: @escaping @Sendable (Result<RecordBatch, Failure>) -> Void
     ) {
+        guard
+            admit({
+                { handoff in
+                    guard let handoff, let target = handoff.stream(for: stream) else {
+                        return completion(.failure(self.unavailable()))
+                    }
+                    handoff.binding.read(
+                        target, from: offset, maxRecords: maxRecords, maxBytes: maxBytes, completion: completion)
+                }
+            })
+        else { return }
+        let completion: @Sendable (Result<RecordBatch, Failure>) -> Void = { [self] result in
+            completion(result)
+            leave()
+        }
         counted {
             if let readBatch = vtable.pointee.on_read_batch {
                 let token = Self.batchReads.add((self, maxRecords, completion))
@@ -217,6 +416,20 @@ final class StorageBinding: @unchecked Sendable {
     func commitOffset(
         _ stream: Stream, group: String, offset: UInt64, completion: @escaping @Sendable (Result<Void, Failure>) -> Void
     ) {
+        guard
+            admit({
+                { handoff in
+                    guard let handoff, let target = handoff.stream(for: stream) else {
+                        return completion(.failure(self.unavailable()))
+                    }
+                    handoff.binding.commitOffset(target, group: group, offset: offset, completion: completion)
+                }
+            })
+        else { return }
+        let completion: @Sendable (Result<Void, Failure>) -> Void = { [self] result in
+            completion(result)
+            leave()
+        }
         counted {
             let token = Self.dones.add(completion)
             let (status, message) = ErrorBuffer.with { err in
@@ -242,6 +455,20 @@ final class StorageBinding: @unchecked Sendable {
     func fetchOffset(
         _ stream: Stream, group: String, completion: @escaping @Sendable (Result<UInt64?, Failure>) -> Void
     ) {
+        guard
+            admit({
+                { handoff in
+                    guard let handoff, let target = handoff.stream(for: stream) else {
+                        return completion(.failure(self.unavailable()))
+                    }
+                    handoff.binding.fetchOffset(target, group: group, completion: completion)
+                }
+            })
+        else { return }
+        let completion: @Sendable (Result<UInt64?, Failure>) -> Void = { [self] result in
+            completion(result)
+            leave()
+        }
         counted {
             let token = Self.offsets.add(completion)
             let (status, message) = ErrorBuffer.with { err in
@@ -265,8 +492,11 @@ final class StorageBinding: @unchecked Sendable {
     }
 
     /// The stream's first and next offsets.
+    /// - Throws: `Failure` (`PX_ERR_UNAVAILABLE`) while the storage is being replaced.
     func info(_ stream: Stream) throws -> (first: UInt64, next: UInt64) {
-        try counted {
+        guard admitNow() else { throw unavailable() }
+        defer { leave() }
+        return try counted {
             var info = px_stream_info()
             info.struct_size = UInt32(MemoryLayout<px_stream_info>.size)
             let (status, message) = ErrorBuffer.with { err in
@@ -280,7 +510,17 @@ final class StorageBinding: @unchecked Sendable {
         }
     }
 
+    /// Closes a stream; while the storage is being replaced, its successor's stream of the same topic.
     func closeStream(_ stream: Stream) {
+        guard
+            admit({
+                { handoff in
+                    guard let handoff, let target = handoff.stream(for: stream) else { return }
+                    handoff.binding.closeStream(target)
+                }
+            })
+        else { return }
+        defer { leave() }
         counted { vtable.pointee.on_close_stream?(instance, stream.pointer) }
     }
 }
@@ -324,6 +564,13 @@ final class RecordBatch: @unchecked Sendable {
             release(lent)
             binding?.released()
         }
+    }
+
+    /// This batch, or, when the storage lent it, a copy the kernel owns: what a consumer group keeps while
+    /// its storage is replaced (the old instance stops only once its lent batches are released).
+    func detached() -> RecordBatch {
+        guard lent != nil else { return self }
+        return RecordBatch(copying: UnsafeBufferPointer(start: records, count: count), nextOffset: nextOffset)
     }
 
     /// The record at `index`, as the storage (or the copy) laid it out.

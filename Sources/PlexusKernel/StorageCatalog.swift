@@ -51,6 +51,12 @@ extension StorageBinding {
         _ completion: @escaping @Sendable (Result<T, Failure>) -> Void,
         _ body: (UnsafeMutableRawPointer?, UnsafeMutablePointer<px_error>) -> px_status
     ) {
+        // The admin API does not wait out a replacement: it is told to try again.
+        guard admitNow() else { return completion(.failure(unavailable())) }
+        let completion: @Sendable (Result<T, Failure>) -> Void = { [self] result in
+            completion(result)
+            leave()
+        }
         counted {
             let token = table.add(completion)
             let (status, message) = ErrorBuffer.with { err in (body(token, err), ErrorBuffer.text(err)) }
@@ -160,6 +166,8 @@ extension StorageBinding {
 
     /// The stream's first and next offsets and its size in bytes.
     func extent(_ stream: Stream) throws(Failure) -> Extent {
+        guard admitNow() else { throw unavailable() }
+        defer { leave() }
         calls.add(1, ordering: .relaxed)
         defer { calls.subtract(1, ordering: .releasing) }
         var info = px_stream_info()

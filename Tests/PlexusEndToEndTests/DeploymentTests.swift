@@ -200,7 +200,7 @@ struct DeploymentTests {
         #expect(node.process.isRunning)
     }
 
-    @Test("a changed manifest that does not parse, or a storage plugin's, is refused and the running version serves")
+    @Test("a changed manifest that does not parse, or a registry plugin's, is refused and the running version serves")
     func refusedUpgrade() async throws {
         let directory = try TestDirectory()
         defer { directory.remove() }
@@ -217,13 +217,14 @@ struct DeploymentTests {
         #expect(refused?.version == "1.0.0")
         #expect(refused?.deployment?.contains("bogus") == true, "\(refused?.deployment ?? "none")")
 
-        // A storage plugin is not replaced under its clients: refused with the reason, the old one serves.
-        let raftFile = manifests.appendingPathComponent("raft-log.yaml")
-        let raftText = try String(contentsOf: raftFile, encoding: .utf8)
-        try raftText.replacingOccurrences(of: "\nversion: ", with: "\nversion: 9").write(
-            to: raftFile, atomically: true, encoding: .utf8)
-        let raft = try await Self.waitFor(node, "raft-log") { $0?.deployment != nil }
-        #expect(raft?.state == .active)
-        #expect(raft?.deployment?.contains("restart the node") == true, "\(raft?.deployment ?? "none")")
+        // A registry plugin is not replaced under its clients: refused with the reason, the old one serves.
+        // (Storage plugins are replaced: StorageUpgradeTests.)
+        let registryFile = manifests.appendingPathComponent("standalone-registry.yaml")
+        let registryText = try String(contentsOf: registryFile, encoding: .utf8)
+        try registryText.replacingOccurrences(of: "\nversion: ", with: "\nversion: 9").write(
+            to: registryFile, atomically: true, encoding: .utf8)
+        let registry = try await Self.waitFor(node, "standalone-registry") { $0?.deployment != nil }
+        #expect(registry?.state == .active)
+        #expect(registry?.deployment?.contains("restart the node") == true, "\(registry?.deployment ?? "none")")
     }
 }
