@@ -61,10 +61,20 @@ struct StorageUpgradeTests {
         // each is stored at the offset after the one before.
         let baseline = try #require(Self.deliveries(node).keys.max())
 
-        // 1. Five new configurations, each applied by rewriting the manifest: stopped, started, streams reopened.
+        // 1. Five new configurations, four applied by rewriting the manifest and the last by `plexus plugin
+        //    upgrade` from a manifest elsewhere: each time stopped, started, streams reopened.
         for round in 1...5 {
-            try raftText.replacingOccurrences(of: "fsyncIntervalMs: 10\n", with: "fsyncIntervalMs: \(10 + round)\n")
-                .write(to: raftFile, atomically: true, encoding: .utf8)
+            let text = raftText.replacingOccurrences(
+                of: "fsyncIntervalMs: 10\n", with: "fsyncIntervalMs: \(10 + round)\n")
+            if round < 5 {
+                try text.write(to: raftFile, atomically: true, encoding: .utf8)
+            } else {
+                let staged = try directory.subdirectory("staged").appendingPathComponent("raft-log.yaml")
+                try text.write(to: staged, atomically: true, encoding: .utf8)
+                let upgrade = try await node.cli(["plugin", "upgrade", "raft-log", staged.path])
+                #expect(upgrade.status == 0, "\(upgrade.stdout)\(upgrade.stderr)")
+                #expect(upgrade.stdout.contains("stream(s) reopened"), "\(upgrade.stdout)")
+            }
             let upgraded = try await Self.waitForLines(node, "deploy: upgrade raft-log: upgraded from", count: round)
             #expect(
                 upgraded, "round \(round): \(node.stderr.split(separator: "\n").filter { $0.contains("deploy") })")
@@ -82,7 +92,8 @@ struct StorageUpgradeTests {
         try raftText.replacingOccurrences(
             of: "fsyncIntervalMs: 10\n", with: "fsyncIntervalMs: 10\n    nodeId: a\n    peers: \"b=127.0.0.1:1\"\n"
         ).write(to: raftFile, atomically: true, encoding: .utf8)
-        let refused = try await Self.waitForLines(node, "deploy: refuse raft-log: version 1.0.0 did not start", count: 1)
+        let refused = try await Self.waitForLines(
+            node, "deploy: refuse raft-log: version 1.0.0 did not start", count: 1)
         #expect(refused, "\(node.stderr.split(separator: "\n").filter { $0.contains("deploy") })")
         let serving = try await node.list().first { $0.name == "raft-log" }
         #expect(serving?.state == .active)
@@ -111,7 +122,8 @@ struct StorageUpgradeTests {
         }
         let first = try #require(delivered.keys.min())
         let missing = (first..<published).filter { delivered[$0] == nil }
-        #expect(missing.isEmpty, "acknowledged heartbeats never delivered: \(missing.count), first \(missing.prefix(20))")
+        #expect(
+            missing.isEmpty, "acknowledged heartbeats never delivered: \(missing.count), first \(missing.prefix(20))")
         // Each heartbeat is stored once, and from the baseline on at the offset after its predecessor's: the
         // sequence number minus the offset stays the same (no publish lost, failed, stored twice or reordered).
         let repeated = delivered.values.flatMap { $0 }.reduce(into: [UInt64: Int]()) { $0[$1, default: 0] += 1 }
@@ -121,7 +133,9 @@ struct StorageUpgradeTests {
         let misplaced = delivered.filter { $0.key >= baseline && $0.value != [UInt64(Int64($0.key) + shift)] }
             .sorted { $0.key < $1.key }
         #expect(misplaced.isEmpty, "offsets holding another heartbeat (or several): \(misplaced.prefix(10))")
-        #expect(delivered.keys.max() == published - 1, "\(published) acknowledged, last offset \(delivered.keys.max() ?? 0)")
+        #expect(
+            delivered.keys.max() == published - 1, "\(published) acknowledged, last offset \(delivered.keys.max() ?? 0)"
+        )
         let failures = node.stderr.split(separator: "\n").filter {
             $0.contains("heartbeat to topic") || $0.contains("to topic 'heartbeat' refused")
         }

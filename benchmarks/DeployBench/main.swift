@@ -7,6 +7,8 @@
 // logs the replacement. A publish that fails (its connection went away) is sent again with the same id until it
 // is acknowledged; its latency runs from the first attempt. A prober connects once every 5 ms through both phases
 // and counts refused connections. Afterwards every acknowledged id is read back from the topic's start.
+// --plugin NAME --config-key KEY --config-base N replace another plugin instead (e.g. the topic's storage,
+// raft-log, with a new maxWriteBytes `N - round` each time): the manifest given is then that plugin's.
 import Foundation
 import Histogram
 import PlexusClient
@@ -24,6 +26,10 @@ struct Options {
     var payloadBytes = 128
     var window = 20_000
     var json: String?
+    /// The plugin replaced, and the config value rewritten each time (`base - round`).
+    var plugin = "tcp-protocol"
+    var configKey = "maxFrameSize"
+    var configBase = 16_777_216
 
     static func parse(_ arguments: [String]) throws -> Options {
         var options = Options()
@@ -54,13 +60,17 @@ struct Options {
             case "--payload-bytes": options.payloadBytes = try number(flag)
             case "--window": options.window = try number(flag)
             case "--json": options.json = try value(flag)
+            case "--plugin": options.plugin = try value(flag)
+            case "--config-key": options.configKey = try value(flag)
+            case "--config-base": options.configBase = try number(flag)
             default: throw BenchFailure("unknown option '\(flag)'")
             }
         }
         guard options.port > 0, !options.manifest.isEmpty, !options.nodeLog.isEmpty else {
             throw BenchFailure(
                 "usage: plexus-bench-deploy --server HOST:PORT --manifest TCP_MANIFEST --node-log FILE "
-                    + "[--rate N] [--steady-seconds S] [--upgrades N] [--payload-bytes N] [--window N] [--json FILE]")
+                    + "[--rate N] [--steady-seconds S] [--upgrades N] [--payload-bytes N] [--window N] [--json FILE] "
+                    + "[--plugin NAME --config-key KEY --config-base N]")
         }
         guard options.rate > 0, options.window > 0 else { throw BenchFailure("--rate and --window must be positive") }
         return options
@@ -224,15 +234,16 @@ final class Prober: Sendable {
     }
 }
 
-func upgradeLines(_ log: String) -> Int {
+func upgradeLines(_ log: String, plugin: String) -> Int {
     guard let text = try? String(contentsOfFile: log, encoding: .utf8) else { return 0 }
-    return text.split(separator: "\n").filter { $0.contains("deploy: upgrade tcp-protocol: upgraded") }.count
+    return text.split(separator: "\n").filter { $0.contains("deploy: upgrade \(plugin): upgraded") }.count
 }
 
-/// Rewrites the manifest with maxFrameSize `16 MiB - round` (a new config each time: the node replaces the plugin).
-func rewrite(manifest: String, original: String, round: Int) throws {
+/// Rewrites the manifest with the config key at `base - round` (by default maxFrameSize `16 MiB - round`): a new
+/// config each time, so the node replaces the plugin.
+func rewrite(manifest: String, original: String, round: Int, options: Options) throws {
     let changed = original.replacingOccurrences(
-        of: "\n  values:\n", with: "\n  values:\n    maxFrameSize: \(16_777_216 - round)\n")
+        of: "\n  values:\n", with: "\n  values:\n    \(options.configKey): \(options.configBase - round)\n")
     guard changed != original else { throw BenchFailure("no 'config.values' block in \(manifest) to change") }
     try changed.write(toFile: manifest, atomically: true, encoding: .utf8)
 }
@@ -272,14 +283,14 @@ func main() async throws {
 
     publisher.phase.store(Tally.Phase.upgrading.rawValue, ordering: .relaxed)
     let refusedBefore = prober.refused.load(ordering: .relaxed)
-    let baseline = upgradeLines(options.nodeLog)
+    let baseline = upgradeLines(options.nodeLog, plugin: options.plugin)
     var upgradeSeconds: [Double] = []
     let upgradeStart = now()
     for round in 1...max(options.upgrades, 1) where options.upgrades > 0 {
         let began = now()
-        try rewrite(manifest: options.manifest, original: original, round: round)
+        try rewrite(manifest: options.manifest, original: original, round: round, options: options)
         let deadline = now() + 30_000_000_000
-        while upgradeLines(options.nodeLog) < baseline + round {
+        while upgradeLines(options.nodeLog, plugin: options.plugin) < baseline + round {
             guard now() < deadline else { throw BenchFailure("replacement \(round) was not logged within 30 s") }
             try await Task.sleep(for: .milliseconds(10))
         }
