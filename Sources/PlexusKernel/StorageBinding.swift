@@ -157,7 +157,8 @@ final class StorageBinding: @unchecked Sendable {
         return true
     }
 
-    /// Ends a pause without a replacement: the calls that waited run on this instance, in order.
+    /// Ends a pause without a replacement (the replacement gave up before stopping the instance): the calls
+    /// that waited run on this instance, in order; a call arriving meanwhile may run before the last of them.
     func resume() {
         let waiting = gate.withLock { g -> [Waiting] in
             g.paused = false
