@@ -164,13 +164,28 @@ public final class Router: Sendable {
                     status: $0.status,
                     message: "storage '\(binding.name)' cannot open topic \(TopicName.quoted(topic)): \($0.message)")
             }
-            let waiters =
-                self?.streams.withLock { all -> [@Sendable (Result<OpenTopic, Refusal>) -> Void] in
-                    guard case .opening(_, let waiters)? = all[topic] else { return [] }
-                    if case .success(let open) = mapped { all[topic] = .open(open) } else { all[topic] = nil }
+            guard let self else { return completion(mapped) }
+            // The topic is marked open only once every waiter has run: a publish that arrives meanwhile joins
+            // the waiters, so it is appended after the ones that waited for the open, in arrival order (marked
+            // open first, a publish arriving before the waiters ran was stored ahead of them).
+            while true {
+                let waiters = self.streams.withLock { all -> [@Sendable (Result<OpenTopic, Refusal>) -> Void]? in
+                    guard case .opening(let opener, let waiters)? = all[topic] else { return nil }
+                    guard case .success(let open) = mapped else {
+                        all[topic] = nil
+                        return waiters
+                    }
+                    if waiters.isEmpty {
+                        all[topic] = .open(open)
+                        return nil
+                    }
+                    all[topic] = .opening(opener, [])
                     return waiters
-                } ?? [completion]
-            for waiter in waiters { waiter(mapped) }
+                }
+                guard let waiters else { return }
+                for waiter in waiters { waiter(mapped) }
+                if case .failure = mapped { return }
+            }
         }
     }
 
