@@ -100,7 +100,8 @@ struct AutoRecoveryTests {
         for entry in Int64(0)...8 {
             let ensemble = entry < 6 ? ["b0", "b1", "b2"] : ["b0", "b2", "b3"]
             for position in Self.quorum.writeSet(entry) {
-                cluster.bookie(ensemble[position]).put(created.id, entry, lac: entry - 1, Self.payload(created.id, entry))
+                cluster.bookie(ensemble[position]).put(
+                    created.id, entry, lac: entry - 1, Self.payload(created.id, entry))
             }
         }
         // Its writer closes the ledger at entry 8 just before autorecovery's compare-and-swap lands.

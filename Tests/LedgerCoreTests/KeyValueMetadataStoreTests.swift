@@ -40,7 +40,8 @@ final class MemoryKeyValue: KeyValueBackend {
     }
 
     func delete(
-        _ key: String, expected: ExpectedVersion, completion: @escaping @Sendable (Result<Void, KeyValueFailure>) -> Void
+        _ key: String, expected: ExpectedVersion,
+        completion: @escaping @Sendable (Result<Void, KeyValueFailure>) -> Void
     ) {
         if unreachable { return completion(.failure(outage)) }
         completion(
@@ -88,7 +89,9 @@ struct KeyValueMetadataStoreTests {
         #expect(try waitFor { store.put("ledgers/a", Self.value("2"), expected: .exactly(1), completion: $0) } == 2)
         let stale = outcome { store.put("ledgers/a", Self.value("3"), expected: .exactly(1), completion: $0) }
         #expect((try? stale.get()) == nil && (stale.failureCode == .conflict))
-        #expect(try waitFor { store.get("ledgers/a", completion: $0) } == VersionedValue(value: Self.value("2"), version: 2))
+        #expect(
+            try waitFor { store.get("ledgers/a", completion: $0) } == VersionedValue(value: Self.value("2"), version: 2)
+        )
         #expect(try waitFor { store.get("ledgers/none", completion: $0) } == nil)
         #expect(try waitFor { store.put("ledgers/a", Self.value("4"), expected: .any, completion: $0) } == 3)
 
@@ -100,7 +103,8 @@ struct KeyValueMetadataStoreTests {
 
         // Deletes: absent with .any succeeds (as in the file store); a condition on an absent key conflicts.
         try waitFor { store.delete("ledgers/none", expected: .any, completion: $0) }
-        #expect(outcome { store.delete("ledgers/none", expected: .exactly(1), completion: $0) }.failureCode == .conflict)
+        #expect(
+            outcome { store.delete("ledgers/none", expected: .exactly(1), completion: $0) }.failureCode == .conflict)
         #expect(outcome { store.delete("ledgers/a", expected: .exactly(2), completion: $0) }.failureCode == .conflict)
         try waitFor { store.delete("ledgers/a", expected: .exactly(3), completion: $0) }
         #expect(try waitFor { store.get("ledgers/a", completion: $0) } == nil)

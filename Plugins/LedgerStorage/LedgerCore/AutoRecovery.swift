@@ -177,7 +177,9 @@ public struct AutoRecovery: Sendable {
             }
         }
         report.problems.append(
-            Problem(ledger: ledger, firstEntry: 0, lost: "", reason: "its metadata kept changing under \(maxAttempts) repairs; left for the next run"))
+            Problem(
+                ledger: ledger, firstEntry: 0, lost: "",
+                reason: "its metadata kept changing under \(maxAttempts) repairs; left for the next run"))
     }
 
     /// Copies the entries position `position` of `fragment` held, each from another live bookie of its write
@@ -245,7 +247,7 @@ public struct AutoRecovery: Sendable {
                     store.put(ledgers.key(ledger), metadata.encoded(), expected: .exactly(version), completion: $0)
                 }
                 return true
-            } catch where error.code == .conflict {
+            } catch  where error.code == .conflict {
                 continue
             }
         }

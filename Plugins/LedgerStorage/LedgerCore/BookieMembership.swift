@@ -80,7 +80,8 @@ public enum MetadataKey {
             if plain {
                 out.unicodeScalars.append(scalar)
             } else {
-                out += "%" + String(byte >> 4, radix: 16, uppercase: true) + String(byte & 15, radix: 16, uppercase: true)
+                out +=
+                    "%" + String(byte >> 4, radix: 16, uppercase: true) + String(byte & 15, radix: 16, uppercase: true)
             }
         }
         return out

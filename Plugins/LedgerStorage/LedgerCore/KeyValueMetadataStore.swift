@@ -48,7 +48,8 @@ public protocol KeyValueBackend: Sendable {
         completion: @escaping @Sendable (Result<UInt64, KeyValueFailure>) -> Void)
     /// Deletes under `expected`; an absent key with `.any` fails with `.notFound`.
     func delete(
-        _ key: String, expected: ExpectedVersion, completion: @escaping @Sendable (Result<Void, KeyValueFailure>) -> Void
+        _ key: String, expected: ExpectedVersion,
+        completion: @escaping @Sendable (Result<Void, KeyValueFailure>) -> Void
     )
     /// The keys under `prefix`.
     func list(prefix: String, completion: @escaping @Sendable (Result<[KeyValueRecord], KeyValueFailure>) -> Void)
@@ -101,7 +102,9 @@ public struct KeyValueMetadataStore: MetadataStore {
             case .failure(let failure) where failure.kind == .notFound && expected == .any:
                 completion(.success(()))
             case .failure(let failure) where failure.kind == .notFound:
-                completion(.failure(Self.error(.init(.conflict(currentVersion: 0), ""), "delete", key, name, conditional: true)))
+                completion(
+                    .failure(
+                        Self.error(.init(.conflict(currentVersion: 0), ""), "delete", key, name, conditional: true)))
             case .failure(let failure):
                 completion(.failure(Self.error(failure, "delete", key, name, conditional: expected != .any)))
             }

@@ -43,7 +43,7 @@ public struct MetadataLease: Sendable {
                 store.put(key, bytes, expected: current.map { .exactly($0.version) } ?? .absent, completion: $0)
             }
             return true
-        } catch where error.code == .conflict {
+        } catch  where error.code == .conflict {
             return false
         }
     }
@@ -55,7 +55,7 @@ public struct MetadataLease: Sendable {
         else { return }
         do {
             try store.wait { store.delete(key, expected: .exactly(current.version), completion: $0) }
-        } catch where error.code == .conflict {
+        } catch  where error.code == .conflict {
             // Taken meanwhile (it had expired): not ours any more.
         }
     }
