@@ -40,7 +40,8 @@ struct LedgerRegistryMetadataTests {
         func get(_ key: String, completion: @escaping @Sendable (Result<KeyValueRecord?, KeyValueFailure>) -> Void) {
             let answer = kv.get(key)
             if answer.status == PX_OK.status, let entry = answer.entry {
-                completion(.success(KeyValueRecord(key: entry.key, value: Array(entry.value.utf8), version: entry.version)))
+                completion(
+                    .success(KeyValueRecord(key: entry.key, value: Array(entry.value.utf8), version: entry.version)))
             } else if answer.status == PX_ERR_NOT_FOUND.status {
                 completion(.success(nil))
             } else {
@@ -126,7 +127,8 @@ struct LedgerRegistryMetadataTests {
             }
         }
         let allocated = ids.withLock { $0 }
-        #expect(failures.withLock { $0 }.allSatisfy { $0.contains("outcome is unknown") }, "\(failures.withLock { $0 })")
+        #expect(
+            failures.withLock { $0 }.allSatisfy { $0.contains("outcome is unknown") }, "\(failures.withLock { $0 })")
         #expect(allocated.count == writers * creates)
         #expect(Set(allocated).count == allocated.count, "no id given twice: \(allocated.sorted())")
         let ledgers = try waitFor { store.list(prefix: "ledgers/ledger/", completion: $0) }
@@ -166,7 +168,8 @@ struct LedgerRegistryMetadataTests {
     static func ledgerNode(values: [String: String], registry: Bool = true) throws -> ShippedPluginNode {
         let node = try ShippedPluginNode("ledger-storage", library: "libLedgerStorage.so", values: values)
         if registry {
-            _ = try node.node.write(try ShippedPlugins.manifest("standalone-registry"), file: "standalone-registry.yaml")
+            _ = try node.node.write(
+                try ShippedPlugins.manifest("standalone-registry"), file: "standalone-registry.yaml")
         }
         return node
     }
@@ -208,7 +211,10 @@ struct LedgerRegistryMetadataTests {
             let driver = StorageDriver(vtable: try #require(loaded.descriptor.storage), instance: loaded.instance)
             let stream = try driver.open("orders")
             #expect(try driver.info(stream).next == 3)
-            #expect(try driver.read(stream, from: 0, maxRecords: 10).value().records.map(\.event.id) == ["e-0", "e-1", "e-2"])
+            #expect(
+                try driver.read(stream, from: 0, maxRecords: 10).value().records.map(\.event.id) == [
+                    "e-0", "e-1", "e-2",
+                ])
             #expect(try driver.fetch(stream, group: "g").value() == 2)
             driver.close(stream)
         }
@@ -226,6 +232,41 @@ struct LedgerRegistryMetadataTests {
         #expect(status.lastError?.contains("metadata-location") == true, "\(status.lastError ?? "")")
     }
 
+    @Test("autorecovery runs on the lease holder: a stale registered bookie is replaced, an unknown one is not")
+    func autorecoveryInPlugin() throws {
+        let node = try Self.ledgerNode(values: ["metadata": "registry", "autorecoveryIntervalMs": "100"])
+        defer { node.remove() }
+        let kernel = try node.kernel()
+        kernel.start()
+        defer { kernel.stop() }
+        _ = try kernel.requireLoaded("ledger-storage")
+        let kv = KVHostCaller(LocalClient(kernel: kernel, name: "kv-client"))
+        // Two empty closed ledgers (nothing to copy) on bookies this node cannot reach: "gone" registered once
+        // and stale since, "unknown" never registered.
+        let quorum = try QuorumConfig(ensembleSize: 1, writeQuorum: 1, ackQuorum: 1)
+        for (id, bookie) in [(UInt64(98), "unknown"), (99, "gone")] {
+            let metadata = LedgerMetadata(
+                id: id, quorum: quorum, state: .closed, lastEntry: -1,
+                fragments: [.init(firstEntry: 0, ensemble: [bookie])], createdMilliseconds: 0)
+            let key = "ledgers/ledger/000000000000000000\(id)"
+            #expect(
+                kv.put(key, String(decoding: metadata.encoded(), as: UTF8.self), expected: 0).status == PX_OK.status)
+        }
+        let stale = #"{"address":"","heartbeatMilliseconds":1,"id":"gone"}"#
+        #expect(kv.put("ledgers/bookies/gone", stale).status == PX_OK.status)
+
+        func ensemble(_ id: UInt64) throws -> [String] {
+            let entry = try #require(kv.get("ledgers/ledger/000000000000000000\(id)").entry)
+            return try LedgerMetadata.decode(Array(entry.value.utf8), key: entry.key).fragments.flatMap(\.ensemble)
+        }
+        let deadline = Date().addingTimeInterval(10)
+        while try ensemble(99) != ["test-node"], Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(try ensemble(99) == ["test-node"], "the stale bookie replaced by the live one")
+        #expect(try ensemble(98) == ["unknown"], "a bookie never registered is not taken for lost")
+        let lock = kv.get("ledgers/autorecovery/lock")
+        #expect(lock.entry?.value.contains(#""owner":"test-node""#) == true, "\(lock)")
+    }
+
     @Test("metadata: registry on a node without a registry is refused saying why; auto falls back to the file")
     func refusedWithoutRegistry() throws {
         let node = try Self.ledgerNode(values: ["metadata": "registry"], registry: false)
@@ -236,7 +277,8 @@ struct LedgerRegistryMetadataTests {
             defer { kernel.stop() }
             let status = try kernel.requireStatus("ledger-storage")
             #expect(status.state == .failed)
-            #expect(status.lastError?.contains("needs the registry's metadata store") == true, "\(status.lastError ?? "")")
+            #expect(
+                status.lastError?.contains("needs the registry's metadata store") == true, "\(status.lastError ?? "")")
             #expect(status.lastError?.contains("no registry plugin is active") == true, "\(status.lastError ?? "")")
         }
         let auto = try Self.ledgerNode(values: ["metadata": "auto"], registry: false)

@@ -58,7 +58,8 @@ final class LedgerMaintenance: Sendable {
                 if settings.bookieHeartbeatMs > 0 { due.append(nextHeartbeat) }
                 if settings.autorecoveryIntervalMs > 0 { due.append(nextRecovery) }
                 let wait = max(Duration.zero, due.min()! - ContinuousClock.now)
-                let milliseconds = Int(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000)
+                let milliseconds = Int(
+                    wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000)
                 if stopping.wait(timeout: .now() + .milliseconds(milliseconds)) == .success { break }
                 let now = ContinuousClock.now
                 if settings.bookieHeartbeatMs > 0 && now >= nextHeartbeat {
@@ -105,7 +106,8 @@ final class LedgerMaintenance: Sendable {
             // Lost: registered once, heartbeat stale. A bookie never registered is not taken for lost.
             let now = MetadataKey.nowMilliseconds()
             let members = try membership.members()
-            var live = Set(members.filter { $0.heartbeatMilliseconds + membership.staleAfterMilliseconds >= now }.map(\.id))
+            var live = Set(
+                members.filter { $0.heartbeatMilliseconds + membership.staleAfterMilliseconds >= now }.map(\.id))
             live.insert(context.bookie.id)
             let lost = Set(members.map(\.id)).subtracting(live)
             let report = try AutoRecovery(ledgers: context.ledgers).run(live: live, lost: lost)

@@ -67,7 +67,8 @@ struct HostKeyValue: KeyValueBackend {
     }
 
     func delete(
-        _ key: String, expected: ExpectedVersion, completion: @escaping @Sendable (Result<Void, KeyValueFailure>) -> Void
+        _ key: String, expected: ExpectedVersion,
+        completion: @escaping @Sendable (Result<Void, KeyValueFailure>) -> Void
     ) {
         do {
             try host.kvDelete(key, expectedVersion: Self.version(expected)) { result in
@@ -103,7 +104,9 @@ struct HostKeyValue: KeyValueBackend {
 /// Once the registry's store is chosen, `<data>/metadata-location` records it, and a later start that would
 /// use the file (`file`, or `auto` on a node without a registry) is refused rather than showing empty streams.
 enum MetadataLocation {
-    static func open(_ setting: Settings.Metadata, host: PlexusPluginSDK.Host, dataDirectory: String) throws -> any MetadataStore {
+    static func open(_ setting: Settings.Metadata, host: PlexusPluginSDK.Host, dataDirectory: String) throws
+        -> any MetadataStore
+    {
         let filePath = dataDirectory + "/metadata"
         let markerPath = dataDirectory + "/metadata-location"
         let recordedRegistry =
@@ -126,7 +129,8 @@ enum MetadataLocation {
         }
         if setting == .file { return try file() }
         if setting == .auto && !recordedRegistry && Files.exists(filePath) {
-            host.log(.info, "ledger-storage: metadata 'auto' keeps \(filePath), which holds the metadata of earlier starts")
+            host.log(
+                .info, "ledger-storage: metadata 'auto' keeps \(filePath), which holds the metadata of earlier starts")
             return try file()
         }
         if let missing = try registryMissing(host) {
@@ -170,7 +174,8 @@ enum MetadataLocation {
             return error.message
         }
         guard done.wait(timeout: .now() + 10) == .success, let result = answer.withLock({ $0 }) else {
-            throw PluginError(PX_ERR_TIMEOUT, "ledger-storage: the registry's metadata store did not answer within 10 s")
+            throw PluginError(
+                PX_ERR_TIMEOUT, "ledger-storage: the registry's metadata store did not answer within 10 s")
         }
         switch result {
         case .success: return nil
