@@ -59,6 +59,8 @@ public struct AutoRecovery: Sendable {
     public let ledgers: LedgerManager
     /// Compare-and-swap attempts per fragment before giving up for this run.
     public var maxAttempts = 16
+    /// Asked before each ledger: `true` ends the run there (its owner is stopping).
+    public var isCancelled: @Sendable () -> Bool = { false }
 
     public init(ledgers: LedgerManager) { self.ledgers = ledgers }
 
@@ -75,6 +77,7 @@ public struct AutoRecovery: Sendable {
         let entries = try store.wait { store.list(prefix: prefix, completion: $0) }
         var report = Report()
         for (key, value) in entries {
+            if isCancelled() { break }
             let metadata: LedgerMetadata
             do {
                 metadata = try LedgerMetadata.decode(value.value, key: key)

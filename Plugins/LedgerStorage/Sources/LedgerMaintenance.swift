@@ -77,7 +77,7 @@ final class LedgerMaintenance: Sendable {
         thread.start()
     }
 
-    /// Ends the thread (waiting for a run in progress) and gives the autorecovery lease up.
+    /// Ends the thread (a run in progress stops before its next ledger) and gives the autorecovery lease up.
     func stop() {
         let wasRunning = running.withLock { running in
             defer { running = false }
@@ -110,7 +110,9 @@ final class LedgerMaintenance: Sendable {
                 members.filter { $0.heartbeatMilliseconds + membership.staleAfterMilliseconds >= now }.map(\.id))
             live.insert(context.bookie.id)
             let lost = Set(members.map(\.id)).subtracting(live)
-            let report = try AutoRecovery(ledgers: context.ledgers).run(live: live, lost: lost)
+            var recovery = AutoRecovery(ledgers: context.ledgers)
+            recovery.isCancelled = { [self] in !running.withLock { $0 } }
+            let report = try recovery.run(live: live, lost: lost)
             for done in report.replicated { host.log(.notice, "ledger-storage: autorecovery: \(done)") }
             for problem in report.problems { host.log(.warning, "ledger-storage: autorecovery: \(problem)") }
             return report
