@@ -1,6 +1,7 @@
 import Foundation
 import LedgerCore
 import PlexusABI
+import PlexusConformance
 import PlexusCore
 import Synchronization
 import Testing
@@ -265,6 +266,38 @@ struct LedgerRegistryMetadataTests {
         #expect(try ensemble(98) == ["unknown"], "a bookie never registered is not taken for lost")
         let lock = kv.get("ledgers/autorecovery/lock")
         #expect(lock.entry?.value.contains(#""owner":"test-node""#) == true, "\(lock)")
+    }
+
+    @Test("ledger-storage with metadata: registry passes every rule of the storage suite (the standalone registry)")
+    func conformanceOverRegistry() throws {
+        let scratch = ConformanceTests.Scratch()
+        defer { scratch.remove() }
+        let root = FixtureLibraries.repositoryRoot
+        let registry = try StandalonePlugin(
+            library: try ConformanceTests.builtLibrary("libStandaloneRegistry.so"),
+            manifest: root.appendingPathComponent("plugin-manifests/standalone-registry.yaml").path,
+            cacheDirectory: scratch.cache + "/registry")
+        let running = try registry.start(dataDirectory: scratch.data + "/registry")
+        defer { try? running.stop() }
+        let storage = try StandalonePlugin(
+            library: try ConformanceTests.builtLibrary("libLedgerStorage.so"),
+            manifest: root.appendingPathComponent("plugin-manifests/ledger-storage.yaml").path,
+            configJSON: #"{"metadata": "registry", "ledgerRollBytes": 2048}"#,
+            cacheDirectory: scratch.cache + "/storage")
+        // The storage's host services route kv calls to the registry instance, as a node's would.
+        let vtable = try #require(registry.registry)
+        storage.services.registry.withLock {
+            $0 = .init(vtable: vtable, instance: running.pointer, name: "standalone-registry")
+        }
+        let report = try Conformance.run(
+            .storage, plugin: storage, dataDirectory: scratch.data + "/storage", options: ConformanceTests.options)
+        #expect(report.failed == 0, "\n\(report.text)")
+        #expect(report.results.count == Conformance.rules(for: .storage).count)
+        // Every instance the suite started recorded the registry's store, none wrote a metadata file.
+        let files = FileManager.default.enumerator(atPath: scratch.data + "/storage")?.allObjects as? [String] ?? []
+        let names = files.map { ($0 as NSString).lastPathComponent }
+        #expect(names.contains("metadata-location"), "\(files)")
+        #expect(!names.contains("metadata"), "\(files)")
     }
 
     @Test("metadata: registry on a node without a registry is refused saying why; auto falls back to the file")
