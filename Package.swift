@@ -276,6 +276,7 @@ let package = Package(
             name: "PlexusKernelTests",
             dependencies: [
                 "PlexusKernel", sdk("PlexusABI"), sdk("PlexusCore"), "PlexusConformance", "EtcdClient", "PlexusBench",
+                "LedgerCore",  // the ledger metadata store run against the real registries
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]

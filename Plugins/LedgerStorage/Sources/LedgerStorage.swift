@@ -46,8 +46,8 @@ final class StorageContext: Sendable {
 /// A stream is an ordered list of ledgers; the last is open for this node's writer. Opening a stream after a
 /// restart recovers the ledger the previous process left open (fences it, so nothing more can be added to it,
 /// and closes it at its last entry) and opens a new one. Metadata (streams, ledgers) and consumer offsets go
-/// to a `MetadataStore`: the local fsynced file `<data>/metadata` (the registry's store once the kernel offers
-/// it, ABI 1.4).
+/// to a `MetadataStore`: the registry's metadata store (ABI 1.4) or the local fsynced file `<data>/metadata`
+/// (`MetadataLocation`).
 public final class LedgerStorage: StoragePlugin, ManagedStoragePlugin {
     public static let name = "ledger-storage"
     public static let version = "0.1.0"
@@ -55,6 +55,7 @@ public final class LedgerStorage: StoragePlugin, ManagedStoragePlugin {
 
     let host: Host
     let context: StorageContext
+    let maintenance: LedgerMaintenance
     private let streams = Mutex<[String: LedgerStream]>([:])
 
     public init(host: Host, config: PluginConfig) throws {
@@ -64,12 +65,6 @@ public final class LedgerStorage: StoragePlugin, ManagedStoragePlugin {
         guard !config.dataDirectory.isEmpty else {
             throw PluginError.invalidArgument("ledger-storage: the node gave the instance no data directory")
         }
-        if settings.metadata == .registry {
-            throw PluginError(
-                PX_ERR_UNSUPPORTED,
-                "ledger-storage: metadata 'registry' needs the registry's metadata store (ABI 1.4), which this "
-                    + "kernel does not offer; use 'auto' or 'file'")
-        }
         let id = !settings.bookieId.isEmpty ? settings.bookieId : (config.nodeID.isEmpty ? "local" : config.nodeID)
         var options = LocalBookie.Options()
         options.journalFileBytes = settings.journalFileBytes
@@ -77,6 +72,8 @@ public final class LedgerStorage: StoragePlugin, ManagedStoragePlugin {
         options.checkpointIntervalMilliseconds = settings.checkpointIntervalMs
         do {
             try Files.makeDirectory(config.dataDirectory)
+            // Before the bookie starts, so that a refused metadata setting leaves nothing running.
+            let store = try MetadataLocation.open(settings.metadata, host: host, dataDirectory: config.dataDirectory)
             let bookie = try LocalBookie(id: id, directory: config.dataDirectory + "/bookie", options: options)
             if let torn = bookie.recovery.tornTail {
                 host.log(
@@ -84,16 +81,17 @@ public final class LedgerStorage: StoragePlugin, ManagedStoragePlugin {
                     "ledger-storage: cut a torn record (\(torn.bytes) bytes) off the journal \(torn.path) at byte "
                         + "\(torn.offset), left by a crash while it was written")
             }
-            let store = try FileMetadataStore(path: config.dataDirectory + "/metadata")
             context = try StorageContext(settings: settings, bookie: bookie, store: store)
         } catch let error as LedgerError {
             throw error.pluginError
         } catch let error as IOFailure {
             throw PluginError(PX_ERR_IO, "ledger-storage: \(error)")
         }
+        maintenance = LedgerMaintenance(host: host, context: context)
     }
 
-    public func start() throws {}
+    /// Starts the bookie's heartbeat and autorecovery (`LedgerMaintenance`).
+    public func start() throws { maintenance.start() }
 
     /// Closes every open ledger at its LAC and stops the bookie after a last checkpoint.
     public func stop(timeout: Duration) throws {
@@ -101,6 +99,7 @@ public final class LedgerStorage: StoragePlugin, ManagedStoragePlugin {
             defer { streams = [:] }
             return Array(streams.values)
         }
+        maintenance.stop()
         for stream in open { stream.closeLedger() }
         context.bookie.stop(checkpoint: true)
     }

@@ -10,7 +10,7 @@ struct Settings: Decodable {
         case auto
         /// A local fsynced file in the data directory.
         case file
-        /// The registry's metadata store; refused when the kernel offers none.
+        /// The registry's metadata store; refused when the node offers none.
         case registry
     }
 
@@ -25,10 +25,13 @@ struct Settings: Decodable {
     var maxEventBytes = 4 << 20
     var metadata = Metadata.auto
     var bookieId = ""
+    var bookieHeartbeatMs = 10_000
+    var autorecoveryIntervalMs = 0
 
     enum CodingKeys: String, CodingKey {
         case ensembleSize, writeQuorum, ackQuorum, ledgerRollBytes, ledgerRollMs, journalFileBytes, entryLogFileBytes
         case checkpointIntervalMs, maxEventBytes, metadata, bookieId
+        case bookieHeartbeatMs, autorecoveryIntervalMs
     }
 
     init() {}
@@ -49,6 +52,8 @@ struct Settings: Decodable {
         maxEventBytes = try value(.maxEventBytes, maxEventBytes)
         metadata = try value(.metadata, metadata)
         bookieId = try value(.bookieId, bookieId)
+        bookieHeartbeatMs = try value(.bookieHeartbeatMs, bookieHeartbeatMs)
+        autorecoveryIntervalMs = try value(.autorecoveryIntervalMs, autorecoveryIntervalMs)
     }
 
     /// Refuses values the manifest schema would refuse, for a bare `on_create` that skipped it.
@@ -61,8 +66,11 @@ struct Settings: Decodable {
         try positive(journalFileBytes, "journalFileBytes")
         try positive(entryLogFileBytes, "entryLogFileBytes")
         try positive(maxEventBytes, "maxEventBytes")
-        guard checkpointIntervalMs >= 0 else {
-            throw PluginError.invalidArgument("ledger-storage: checkpointIntervalMs must not be negative")
+        for (value, key) in [
+            (checkpointIntervalMs, "checkpointIntervalMs"), (bookieHeartbeatMs, "bookieHeartbeatMs"),
+            (autorecoveryIntervalMs, "autorecoveryIntervalMs"),
+        ] where value < 0 {
+            throw PluginError.invalidArgument("ledger-storage: \(key) must not be negative")
         }
         // One bookie per node so far (the bookie network role is not built yet): E = Qw = Qa = 1.
         guard ensembleSize == 1, writeQuorum == 1, ackQuorum == 1 else {
