@@ -177,7 +177,8 @@ public enum BookieWire {
     public static func decodeRequest(_ frame: Frame) throws(FrameError) -> Request {
         var body = frame.body
         func short(_ name: String) -> FrameError {
-            FrameError(message: "request \(frame.request): the \(name) body of \(frame.body.readableBytes) bytes is malformed")
+            FrameError(
+                message: "request \(frame.request): the \(name) body of \(frame.body.readableBytes) bytes is malformed")
         }
         guard let op = Op(rawValue: frame.op) else {
             throw FrameError(message: "request \(frame.request): unknown op \(frame.op)")

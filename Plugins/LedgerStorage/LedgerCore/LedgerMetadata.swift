@@ -169,7 +169,7 @@ public struct LedgerManager: Sendable {
                     store.put(key(request.ledger), metadata.encoded(), expected: .exactly(version), completion: $0)
                 }
                 return ensemble
-            } catch where error.code == .conflict {
+            } catch  where error.code == .conflict {
                 continue  // changed meanwhile: look again (a recovery makes it not OPEN)
             }
         }
@@ -243,7 +243,7 @@ public struct LedgerManager: Sendable {
                 guard let bookie = bookie(id) else { continue }
                 do {
                     try waitFor { bookie.deleteLedger(ledger: ledger, completion: $0) }
-                } catch where error.code == .bookieUnavailable {
+                } catch  where error.code == .bookieUnavailable {
                     continue
                 }
             }

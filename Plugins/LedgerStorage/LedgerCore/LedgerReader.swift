@@ -63,7 +63,8 @@ public struct LedgerReader: Sendable {
 
     /// Reads entries `first...last` at once (pipelined), completing with them in order or the first failure.
     public func read(
-        _ first: Int64, through last: Int64, completion: @escaping @Sendable (Result<[StoredEntry], LedgerError>) -> Void
+        _ first: Int64, through last: Int64,
+        completion: @escaping @Sendable (Result<[StoredEntry], LedgerError>) -> Void
     ) {
         guard last >= first else {
             completion(.success([]))

@@ -41,9 +41,10 @@ public struct EnsembleChangeRequest: Sendable {
 /// Replaces the failed bookies of a writer's ensemble: records a new fragment by compare-and-swap on the
 /// ledger's metadata and completes with the new ensemble (the same size, the failed positions replaced), or
 /// fails when no replacement exists or the metadata refuses (the ledger is being recovered). May block.
-public typealias EnsembleChange = @Sendable (
-    EnsembleChangeRequest, @escaping @Sendable (Result<[any Bookie], LedgerError>) -> Void
-) -> Void
+public typealias EnsembleChange =
+    @Sendable (
+        EnsembleChangeRequest, @escaping @Sendable (Result<[any Bookie], LedgerError>) -> Void
+    ) -> Void
 
 /// One stretch of a ledger's entries and the ensemble that holds them, as a writer or reader uses it.
 public struct BookieFragment: Sendable {
@@ -154,7 +155,8 @@ public final class LedgerWriter: Sendable {
 
     /// Sends `payload` as the next entry; `completion` gets its entry id once it completed (see the type).
     public func append(_ payload: [UInt8], completion: @escaping @Sendable (Result<Int64, LedgerError>) -> Void) {
-        let sent: (entry: Int64, lac: Int64, ensemble: [any Bookie], generations: [Int], skip: [Int])? = state.withLock {
+        let sent: (entry: Int64, lac: Int64, ensemble: [any Bookie], generations: [Int], skip: [Int])? = state.withLock
+        {
             s in
             guard s.failure == nil, !s.closed else { return nil }
             let entry = s.nextEntry
@@ -211,7 +213,8 @@ public final class LedgerWriter: Sendable {
                 s.generations[position] += 1
                 s.failedPositions[position] = error
                 for i in s.pending.indices { s.pending[i].acked.remove(position) }
-                if !s.changing {
+                // A closed writer with nothing in flight has nothing to re-send (and its metadata is closing).
+                if !s.changing && !(s.closed && s.pending.isEmpty) {
                     s.changing = true
                     startChange = true
                 }

@@ -66,7 +66,8 @@ public final class RemoteBookie: Bookie {
         (host, port) = try BookieServer.hostPort(address, role: "the address of bookie '\(id)'")
         let tick = max(Duration.milliseconds(10), min(options.timeout / 4, .milliseconds(250)))
         let task = group.next().scheduleRepeatedTask(
-            initialDelay: .nanoseconds(Int64(Self.nanoseconds(tick))), delay: .nanoseconds(Int64(Self.nanoseconds(tick)))
+            initialDelay: .nanoseconds(Int64(Self.nanoseconds(tick))),
+            delay: .nanoseconds(Int64(Self.nanoseconds(tick)))
         ) { [weak self] _ in self?.expire() }
         state.withLock { $0.timer = task }
     }
@@ -226,7 +227,8 @@ public final class RemoteBookie: Bookie {
             .whenComplete { [self] result in
                 switch result {
                 case .success(let channel): connected(channel, generation: generation)
-                case .failure(let error): dropped(generation: generation, reason: "cannot connect to \(address): \(error)")
+                case .failure(let error):
+                    dropped(generation: generation, reason: "cannot connect to \(address): \(error)")
                 }
             }
     }
@@ -263,7 +265,8 @@ public final class RemoteBookie: Bookie {
     /// A response frame of the connection of `generation`.
     /// - Throws: `FrameError` when it is not a response.
     func received(_ frame: BookieWire.Frame) throws(BookieWire.FrameError) {
-        guard frame.op & BookieWire.responseFlag != 0, BookieWire.Op(rawValue: frame.op & ~BookieWire.responseFlag) != nil
+        guard frame.op & BookieWire.responseFlag != 0,
+            BookieWire.Op(rawValue: frame.op & ~BookieWire.responseFlag) != nil
         else { throw BookieWire.FrameError(message: "op \(frame.op) is not a response") }
         var body = frame.body
         let status = try BookieWire.decodeStatus(&body, request: frame.request)
