@@ -79,6 +79,8 @@ public struct BookieFragment: Sendable {
 /// - Important: `append` may be called from any thread; completions run on the bookies' threads (in order)
 ///   and must not block. The ensemble change runs on a Dispatch worker (it may block on the metadata store).
 public final class LedgerWriter: Sendable {
+    private typealias Completions = [(@Sendable (Result<Int64, LedgerError>) -> Void, Result<Int64, LedgerError>)]
+
     private struct Pending {
         var entry: Int64
         var payload: [UInt8]
@@ -105,6 +107,9 @@ public final class LedgerWriter: Sendable {
         var failedPositions: [Int: LedgerError] = [:]
         var changing = false
         var ensembleChanges = 0
+        /// Completions due, in entry order, not yet called; `delivering` while a thread calls them.
+        var ready: Completions = []
+        var delivering = false
     }
 
     public let ledger: UInt64
@@ -196,12 +201,9 @@ public final class LedgerWriter: Sendable {
         }
     }
 
-    private typealias Completions = [(@Sendable (Result<Int64, LedgerError>) -> Void, Result<Int64, LedgerError>)]
-
     private func acknowledge(entry: Int64, position: Int, generation: Int, result: Result<Void, LedgerError>) {
-        var done: Completions = []
-        let startChange: Bool = state.withLock { s in
-            guard s.generations[position] == generation else { return false }  // a replaced or failed bookie
+        let (startChange, deliver): (Bool, Bool) = state.withLock { s in
+            guard s.generations[position] == generation else { return (false, false) }  // a replaced or failed bookie
             let index = Int(entry - (s.lastAddConfirmed + 1))
             let found = index >= 0 && index < s.pending.count && s.pending[index].entry == entry
             var startChange = false
@@ -226,10 +228,10 @@ public final class LedgerWriter: Sendable {
                     fail(&s, from: entry, error, bookie: s.ensemble[position].id)
                 }
             }
-            completeLeading(&s, into: &done)
-            return startChange
+            completeLeading(&s)
+            return (startChange, Self.claimDelivery(&s))
         }
-        for (completion, result) in done { completion(result) }
+        if deliver { deliverReady() }
         if startChange { DispatchQueue.global().async { self.changeEnsemble() } }
     }
 
@@ -244,17 +246,42 @@ public final class LedgerWriter: Sendable {
     }
 
     /// Completes, in order, every leading entry that has its quorum; then fails what follows a failure.
-    private func completeLeading(_ s: inout State, into done: inout Completions) {
+    private func completeLeading(_ s: inout State) {
         while let first = s.pending.first, first.acked.count >= config.ackQuorum {
             s.pending.removeFirst()
             s.lastAddConfirmed = first.entry
-            done.append((first.completion, .success(first.entry)))
+            s.ready.append((first.completion, .success(first.entry)))
         }
         if let failure = s.failure, let failedFrom = s.failedFrom, let first = s.pending.first,
             first.entry >= failedFrom
         {
-            for pending in s.pending { done.append((pending.completion, .failure(failure))) }
+            for pending in s.pending { s.ready.append((pending.completion, .failure(failure))) }
             s.pending = []
+        }
+    }
+
+    /// Whether the caller is to call the ready completions: true unless there are none or another thread is
+    /// calling them (it will take these too).
+    private static func claimDelivery(_ s: inout State) -> Bool {
+        guard !s.ready.isEmpty, !s.delivering else { return false }
+        s.delivering = true
+        return true
+    }
+
+    /// Calls the ready completions, in order, until none is left. One thread at a time (`claimDelivery`), so
+    /// completions are called in entry order even when acknowledgements arrive on several threads.
+    private func deliverReady() {
+        while true {
+            let batch: Completions = state.withLock { s in
+                guard !s.ready.isEmpty else {
+                    s.delivering = false
+                    return []
+                }
+                defer { s.ready = [] }
+                return s.ready
+            }
+            guard !batch.isEmpty else { return }
+            for (completion, result) in batch { completion(result) }
         }
     }
 
@@ -267,9 +294,9 @@ public final class LedgerWriter: Sendable {
                 failed: s.failedPositions)
         }
         ensembleChange(request) { [self] result in
-            var done: Completions = []
             var resend: [(entry: Int64, payload: [UInt8], position: Int)] = []
-            let (again, lac, ensemble, generations) = state.withLock { s -> (Bool, Int64, [any Bookie], [Int]) in
+            let (again, deliver, lac, ensemble, generations) = state.withLock {
+                s -> (Bool, Bool, Int64, [any Bookie], [Int]) in
                 switch result {
                 case .success(let replaced) where replaced.count == s.ensemble.count:
                     for position in request.failed.keys {
@@ -304,16 +331,16 @@ public final class LedgerWriter: Sendable {
                             "no ensemble change: \(error.message)"),
                         bookie: failed.sorted().joined(separator: ", "))
                 }
-                completeLeading(&s, into: &done)
+                completeLeading(&s)
                 s.changing = s.failure == nil && !s.failedPositions.isEmpty
-                return (s.changing, s.lastAddConfirmed, s.ensemble, s.generations)
+                return (s.changing, Self.claimDelivery(&s), s.lastAddConfirmed, s.ensemble, s.generations)
             }
             for item in resend {
                 send(
                     entry: item.entry, lac: lac, payload: item.payload, to: ensemble[item.position],
                     position: item.position, generation: generations[item.position])
             }
-            for (completion, result) in done { completion(result) }
+            if deliver { deliverReady() }
             if again { DispatchQueue.global().async { self.changeEnsemble() } }
         }
     }
