@@ -156,7 +156,13 @@ let package = Package(
         // ledger-storage's bookie (journal with group commit, entry logs, index, checkpoints, recovery, fencing)
         // and its ledger client (quorum writes, reads, recovery), a library of its own so that it is unit-tested
         // without a kernel.
-        .target(name: "LedgerCore", dependencies: ["StorageIO"], path: "Plugins/LedgerStorage/LedgerCore"),
+        .target(
+            name: "LedgerCore",
+            dependencies: [
+                "StorageIO", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Plugins/LedgerStorage/LedgerCore"),
         // The etcd v3 client of the etcd registry (its generated messages and clients, failover, leases,
         // resumable watches), a library of its own so that it is tested against a real etcd without a kernel.
         .target(
@@ -302,7 +308,12 @@ let package = Package(
                 "PlexusConformance",  // the connector conformance kit run against each shipped connector
             ]
         ),
-        .testTarget(name: "LedgerCoreTests", dependencies: ["LedgerCore", "StorageIO"]),
+        .testTarget(
+            name: "LedgerCoreTests",
+            dependencies: [
+                "LedgerCore", "StorageIO", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
         .testTarget(
             name: "PlexusBenchTests",
             dependencies: [

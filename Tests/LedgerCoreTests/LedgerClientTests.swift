@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import LedgerCore
@@ -108,6 +109,79 @@ struct LedgerClientTests {
         let later = outcome { strictWriter.append(Self.payload(3), completion: $0) }
         #expect(throws: LedgerError.self) { try later.get() }
         #expect(strictWriter.lastAddConfirmed == 0)
+    }
+
+    @Test("ensemble change: a failed bookie's acknowledgements are withdrawn, its entries re-sent to a replacement")
+    func ensembleChange() throws {
+        let bookies = (0..<4).map { FakeBookie("b\($0)") }
+        for bookie in bookies { bookie.hold = true }
+        let config = try QuorumConfig(ensembleSize: 3, writeQuorum: 2, ackQuorum: 2)
+        let requests = Recorder<EnsembleChangeRequest>()
+        let writer = try LedgerWriter(
+            ledger: 1, ensemble: Array(bookies[0..<3]), config: config,
+            ensembleChange: { request, completion in
+                requests.record(request)
+                var ensemble: [any Bookie] = Array(bookies[0..<3])
+                for position in request.failed.keys { ensemble[position] = bookies[3] }
+                completion(.success(ensemble))
+            })
+        let completed = Recorder<Result<Int64, LedgerError>>()
+        // Entry 0 → b0, b1; entry 1 → b1, b2; entry 2 → b2, b0; entry 3 → b0, b1.
+        for entry in 0..<3 { writer.append(Self.payload(entry)) { completed.record($0) } }
+        bookies[0].release(0)
+        bookies[1].release(0)
+        #expect(completed.values.compactMap { try? $0.get() } == [0])
+        bookies[1].release(1)  // b1 acknowledges entry 1, then breaks
+        bookies[1].failAdds = true
+        writer.append(Self.payload(3)) { completed.record($0) }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while writer.ensembleChanges == 0 && ContinuousClock.now < deadline { usleep(1000) }
+        #expect(writer.ensembleChanges == 1)
+        #expect(requests.values.map(\.firstEntry) == [1], "the new fragment starts after the LAC")
+        #expect(requests.values.map { Array($0.failed.keys) } == [[1]])
+        #expect(writer.fragments.map(\.firstEntry) == [0, 1])
+        #expect(writer.ensemble.map(\.id) == ["b0", "b3", "b2"])
+        // b1's acknowledgement of entry 1 was withdrawn: b2's alone is not a quorum.
+        bookies[2].release(1)
+        #expect(completed.values.count == 1)
+        // Entries 1 and 3, not completed and striped to position 1, were re-sent to b3.
+        #expect(bookies[3].heldEntries.sorted() == [1, 3])
+        bookies[3].release(1)
+        bookies[2].release(2)
+        bookies[0].release(2)
+        bookies[0].release(3)
+        bookies[3].release(3)
+        #expect(completed.values.compactMap { try? $0.get() } == [0, 1, 2, 3])
+        // Later entries go to the replacement, never to b1.
+        for bookie in bookies { bookie.hold = false }
+        writer.append(Self.payload(4)) { completed.record($0) }
+        #expect(completed.values.compactMap { try? $0.get() } == [0, 1, 2, 3, 4])
+        #expect(bookies[3].stored(1).contains(4) && !bookies[1].adds.contains { $0.entry == 4 })
+    }
+
+    @Test("ensemble change without a replacement: entries not completed fail, completed ones stay")
+    func ensembleChangeWithoutReplacement() throws {
+        let bookies = (0..<3).map { FakeBookie("b\($0)") }
+        let config = try QuorumConfig(ensembleSize: 3, writeQuorum: 2, ackQuorum: 2)
+        let writer = try LedgerWriter(
+            ledger: 1, ensemble: bookies, config: config,
+            ensembleChange: { request, completion in
+                completion(.failure(LedgerError(.notEnoughBookies, "no bookie outside the ensemble")))
+            })
+        let completed = Recorder<Result<Int64, LedgerError>>()
+        writer.append(Self.payload(0)) { completed.record($0) }
+        bookies[2].failAdds = true
+        writer.append(Self.payload(1)) { completed.record($0) }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while completed.values.count < 2 && ContinuousClock.now < deadline { usleep(1000) }
+        #expect(completed.values.compactMap { try? $0.get() } == [0])
+        guard case .failure(let error) = completed.values.last else {
+            Issue.record("entry 1 completed without its quorum")
+            return
+        }
+        #expect(error.code == .notEnoughBookies && error.message.contains("b2"), "\(error)")
+        #expect(writer.lastAddConfirmed == 0)
+        #expect(writer.failure != nil)
     }
 
     @Test("recovery fences, keeps every entry some bookie has (re-replicating it to Qa) and ends at the first missing")

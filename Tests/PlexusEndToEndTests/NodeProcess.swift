@@ -85,12 +85,14 @@ struct TestDirectory {
     /// interval set to `intervalMs` (so that tests do not wait seconds for events), the TCP protocol on a free
     /// port with `tcpValues` as further config values, the HTTP and gRPC protocols likewise with `httpValues`
     /// and `grpcValues`, and
-    /// raft-log with `raftValues` as its config values (none: the manifest's defaults).
+    /// raft-log with `raftValues` and ledger-storage with `ledgerValues` as their config values (none: the
+    /// manifest's defaults).
     /// - Throws: `SetupError` when a copy does not parse with the values or does not carry them (for example a
     ///   key the plugin's config schema does not declare).
     func shippedManifests(
         intervalMs: Int = 100, tcpValues: [String: String] = [:], httpValues: [String: String] = [:],
-        grpcValues: [String: String] = [:], raftValues: [String: String] = [:], name directoryName: String = "manifests"
+        grpcValues: [String: String] = [:], raftValues: [String: String] = [:], ledgerValues: [String: String] = [:],
+        name directoryName: String = "manifests"
     ) throws -> URL {
         let target = try subdirectory(directoryName)
         let source = Repository.root.appendingPathComponent("plugin-manifests")
@@ -121,19 +123,22 @@ struct TestDirectory {
                     throw SetupError(description: "could not set port in the copy of \(name):\n\(text)")
                 }
             }
-            if name == "raft-log.yaml" && !raftValues.isEmpty {
+            let pluginValues = ["raft-log.yaml": raftValues, "ledger-storage.yaml": ledgerValues][name] ?? [:]
+            if !pluginValues.isEmpty {
                 text = text.replacingOccurrences(
                     of: "\noperations:",
                     with: "\n  values:\n"
-                        + raftValues.sorted { $0.key < $1.key }.map { "    \($0.key): \(Self.yamlScalar($0.value))\n" }
+                        + pluginValues.sorted { $0.key < $1.key }.map {
+                            "    \($0.key): \(Self.yamlScalar($0.value))\n"
+                        }
                         .joined() + "operations:")
                 let manifest: Manifest
                 do {
                     manifest = try ManifestParser.parse(text, path: name)
                 } catch {
-                    throw SetupError(description: "the copy of \(name) with \(raftValues) does not parse: \(error)")
+                    throw SetupError(description: "the copy of \(name) with \(pluginValues) does not parse: \(error)")
                 }
-                for (key, value) in raftValues where manifest.config[key]?.text != value {
+                for (key, value) in pluginValues where manifest.config[key]?.text != value {
                     throw SetupError(
                         description: "could not set \(key): \(value) in the copy of \(name) "
                             + "(it reads \(manifest.config[key]?.text ?? "nothing")):\n\(text)")

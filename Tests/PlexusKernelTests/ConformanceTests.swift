@@ -161,10 +161,11 @@ struct ConformanceTests {
     }
 
     @Test(
-        "LedgerStorage passes every rule of the storage suite with its shipped manifest, also rolling ledgers often",
+        "LedgerStorage passes every rule of the storage suite with its shipped manifest, rolling ledgers often, serving its bookie",
         arguments: [
             #"{}"#,
             #"{"ledgerRollBytes": 2048, "journalFileBytes": 8192, "entryLogFileBytes": 8192, "checkpointIntervalMs": 50}"#,
+            #"{"bookieListen": "127.0.0.1:0"}"#,
         ])
     func ledgerStorage(config: String) throws {
         let library = try Self.builtLibrary("libLedgerStorage.so")

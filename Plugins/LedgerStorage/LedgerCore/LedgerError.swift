@@ -24,6 +24,9 @@ public struct LedgerError: Error, Equatable, CustomStringConvertible {
         case invalidArgument
         /// The bookie is stopped.
         case stopped
+        /// A bookie across the network cannot be reached: its connection failed or dropped, or a request timed
+        /// out. The message names the bookie and why.
+        case bookieUnavailable
     }
 
     public var code: Code
@@ -35,4 +38,11 @@ public struct LedgerError: Error, Equatable, CustomStringConvertible {
     }
 
     public var description: String { message }
+}
+
+extension LedgerError {
+    /// A bookie that cannot be reached: `id` and the reason (connection refused, dropped, a request timed out).
+    public static func bookieUnavailable(_ id: String, _ reason: String) -> LedgerError {
+        LedgerError(.bookieUnavailable, "bookie \(id) is unavailable: \(reason)")
+    }
 }

@@ -66,11 +66,26 @@ public struct LedgerManager: Sendable {
     public let prefix: String
     /// The bookie with an id, `nil` when unknown.
     public let bookie: @Sendable (String) -> (any Bookie)?
+    /// A replacement for a failed bookie, not one of the given ids; nil: none (or ensemble changes are off).
+    public let replacement: @Sendable (Set<String>) -> String?
 
-    public init(store: any MetadataStore, prefix: String, bookie: @escaping @Sendable (String) -> (any Bookie)?) {
+    /// - Parameter replacement: picks the bookie that replaces a failed one in an ensemble change; by default
+    ///   none is found, so a writer whose bookie fails fails.
+    public init(
+        store: any MetadataStore, prefix: String, bookie: @escaping @Sendable (String) -> (any Bookie)?,
+        replacement: @escaping @Sendable (Set<String>) -> String? = { _ in nil }
+    ) {
         self.store = store
         self.prefix = prefix
         self.bookie = bookie
+        self.replacement = replacement
+    }
+
+    /// A manager whose bookies and replacements come from `directory`.
+    public init(store: any MetadataStore, prefix: String, directory: BookieDirectory) {
+        self.init(
+            store: store, prefix: prefix, bookie: { directory.bookie($0) },
+            replacement: { directory.replacement(excluding: $0) })
     }
 
     public func key(_ ledger: UInt64) -> String {
@@ -104,7 +119,69 @@ public struct LedgerManager: Sendable {
             id: id, quorum: quorum, fragments: [.init(firstEntry: 0, ensemble: ensemble)],
             createdMilliseconds: UInt64(Date().timeIntervalSince1970 * 1000))
         _ = try store.wait { store.put(key(id), metadata.encoded(), expected: .absent, completion: $0) }
-        return (metadata, try LedgerWriter(ledger: id, ensemble: bookies, config: quorum))
+        return (
+            metadata,
+            try LedgerWriter(
+                ledger: id, ensemble: bookies, config: quorum,
+                ensembleChange: { [self] request, completion in
+                    completion(
+                        Result { () throws(LedgerError) -> [any Bookie] in
+                            try resolve(try changeEnsemble(request))
+                        })
+                })
+        )
+    }
+
+    /// An ensemble change (see `LedgerWriter`): replaces the failed positions of `request` with bookies from
+    /// `replacement`, recording a fragment from `request.firstEntry` by compare-and-swap (replacing the last
+    /// fragment when it starts there too). Returns the new ensemble's ids.
+    /// - Throws: `.notEnoughBookies` when no replacement is found, `.fenced` when the ledger is no longer
+    ///   OPEN (a recovery took it), what the store throws.
+    public func changeEnsemble(_ request: EnsembleChangeRequest) throws(LedgerError) -> [String] {
+        while true {
+            var (metadata, version) = try read(request.ledger)
+            guard metadata.state == .open else {
+                throw LedgerError(
+                    .fenced,
+                    "ledger \(request.ledger) is \(metadata.state.rawValue): its ensemble can no longer change "
+                        + "(another client recovers it)")
+            }
+            var ensemble = metadata.fragments.last?.ensemble ?? request.ensemble
+            var excluded = Set(ensemble).union(request.ensemble)
+            for position in request.failed.keys.sorted() where position < ensemble.count {
+                guard let chosen = replacement(excluded) else {
+                    throw LedgerError(
+                        .notEnoughBookies,
+                        "ledger \(request.ledger): no bookie outside the ensemble "
+                            + "(\(ensemble.joined(separator: ", "))) can replace bookie \(ensemble[position])")
+                }
+                ensemble[position] = chosen
+                excluded.insert(chosen)
+            }
+            let fragment = LedgerMetadata.Fragment(firstEntry: request.firstEntry, ensemble: ensemble)
+            if let last = metadata.fragments.last, last.firstEntry >= request.firstEntry {
+                metadata.fragments[metadata.fragments.count - 1] = fragment
+            } else {
+                metadata.fragments.append(fragment)
+            }
+            do {
+                _ = try store.wait {
+                    store.put(key(request.ledger), metadata.encoded(), expected: .exactly(version), completion: $0)
+                }
+                return ensemble
+            } catch  where error.code == .conflict {
+                continue  // changed meanwhile: look again (a recovery makes it not OPEN)
+            }
+        }
+    }
+
+    /// A reader of `metadata`'s ledger over its fragments.
+    public func reader(_ metadata: LedgerMetadata, preferred: String? = nil) throws(LedgerError) -> LedgerReader {
+        var fragments: [BookieFragment] = []
+        for fragment in metadata.fragments {
+            fragments.append(BookieFragment(firstEntry: fragment.firstEntry, ensemble: try resolve(fragment.ensemble)))
+        }
+        return LedgerReader(ledger: metadata.id, fragments: fragments, config: metadata.quorum, preferred: preferred)
     }
 
     /// The metadata of `ledger` with its version.
@@ -146,7 +223,9 @@ public struct LedgerManager: Sendable {
         }
         let bookies = try resolve(fragment.ensemble)
         let last = try waitFor {
-            LedgerRecovery.recover(ledger: ledger, ensemble: bookies, config: metadata.quorum, completion: $0)
+            LedgerRecovery.recover(
+                ledger: ledger, ensemble: bookies, config: metadata.quorum, firstEntry: fragment.firstEntry,
+                completion: $0)
         }
         metadata.state = .closed
         metadata.lastEntry = last
@@ -154,12 +233,19 @@ public struct LedgerManager: Sendable {
         return metadata
     }
 
-    /// Deletes a ledger: from its bookies, then its metadata.
+    /// Deletes a ledger: from its bookies, then its metadata. A bookie that cannot be reached keeps its copy
+    /// (garbage no ledger names any more).
     public func delete(_ ledger: UInt64) throws(LedgerError) {
         let (metadata, version) = try read(ledger)
+        var seen = Set<String>()
         for fragment in metadata.fragments {
-            for bookie in try resolve(fragment.ensemble) {
-                try waitFor { bookie.deleteLedger(ledger: ledger, completion: $0) }
+            for id in fragment.ensemble where seen.insert(id).inserted {
+                guard let bookie = bookie(id) else { continue }
+                do {
+                    try waitFor { bookie.deleteLedger(ledger: ledger, completion: $0) }
+                } catch  where error.code == .bookieUnavailable {
+                    continue
+                }
             }
         }
         try store.wait { store.delete(key(ledger), expected: .exactly(version), completion: $0) }

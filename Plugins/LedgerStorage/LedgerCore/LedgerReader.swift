@@ -1,29 +1,53 @@
 import Synchronization
 
-/// Reads the entries of a ledger from its ensemble: each entry from the bookies of its write set, one after
-/// the other until one has it.
+/// Reads the entries of a ledger from its ensembles: each entry from the bookies of its write set in the
+/// fragment that holds it, one after the other until one has it (a preferred bookie, such as this node's,
+/// first).
 public struct LedgerReader: Sendable {
     public let ledger: UInt64
-    public let ensemble: [any Bookie]
+    public let fragments: [BookieFragment]
     public let config: QuorumConfig
+    /// The id of the bookie tried first when it is in an entry's write set (this node's: no network hop).
+    public let preferred: String?
 
-    public init(ledger: UInt64, ensemble: [any Bookie], config: QuorumConfig) {
+    /// The ensemble of the last fragment.
+    public var ensemble: [any Bookie] { fragments.last?.ensemble ?? [] }
+
+    public init(ledger: UInt64, ensemble: [any Bookie], config: QuorumConfig, preferred: String? = nil) {
+        self.init(
+            ledger: ledger, fragments: [BookieFragment(firstEntry: 0, ensemble: ensemble)], config: config,
+            preferred: preferred)
+    }
+
+    /// A reader of a ledger with several fragments (in entry order, the first from entry 0).
+    public init(ledger: UInt64, fragments: [BookieFragment], config: QuorumConfig, preferred: String? = nil) {
         self.ledger = ledger
-        self.ensemble = ensemble
+        self.fragments = fragments
         self.config = config
+        self.preferred = preferred
+    }
+
+    /// The ensemble that holds `entry`: the last fragment starting at or before it.
+    public func ensemble(of entry: Int64) -> [any Bookie] {
+        (fragments.last { $0.firstEntry <= entry } ?? fragments.first)?.ensemble ?? []
     }
 
     /// Reads entry `entry`: from the first bookie of its write set that holds it. Fails with the last error
     /// (`.noSuchEntry` when none holds it).
     public func read(_ entry: Int64, completion: @escaping @Sendable (Result<StoredEntry, LedgerError>) -> Void) {
-        read(entry, trying: config.writeSet(entry)[...], lastError: nil, completion: completion)
+        let ensemble = ensemble(of: entry)
+        var order = config.writeSet(entry)
+        if let preferred, let at = order.firstIndex(where: { ensemble[$0].id == preferred }), at > 0 {
+            order.insert(order.remove(at: at), at: 0)
+        }
+        read(entry, ensemble: ensemble, trying: order[...], lastError: nil, completion: completion)
     }
 
     private func read(
-        _ entry: Int64, trying positions: ArraySlice<Int>, lastError: LedgerError?,
+        _ entry: Int64, ensemble: [any Bookie], trying positions: ArraySlice<Int>, lastError: LedgerError?,
         completion: @escaping @Sendable (Result<StoredEntry, LedgerError>) -> Void
     ) {
-        guard let position = positions.first else {
+        guard let position = positions.first, position < ensemble.count else {
             completion(
                 .failure(lastError ?? LedgerError(.noSuchEntry, "ledger \(ledger): no bookie holds entry \(entry)")))
             return
@@ -32,7 +56,36 @@ public struct LedgerReader: Sendable {
             switch result {
             case .success: completion(result)
             case .failure(let error):
-                read(entry, trying: positions.dropFirst(), lastError: error, completion: completion)
+                read(entry, ensemble: ensemble, trying: positions.dropFirst(), lastError: error, completion: completion)
+            }
+        }
+    }
+
+    /// Reads entries `first...last` at once (pipelined), completing with them in order or the first failure.
+    public func read(
+        _ first: Int64, through last: Int64,
+        completion: @escaping @Sendable (Result<[StoredEntry], LedgerError>) -> Void
+    ) {
+        guard last >= first else {
+            completion(.success([]))
+            return
+        }
+        let count = Int(last - first + 1)
+        let gathered = Mutex<(entries: [StoredEntry?], left: Int, error: LedgerError?)>(
+            (Array(repeating: nil, count: count), count, nil))
+        for entry in first...last {
+            read(entry) { result in
+                let finished: Result<[StoredEntry], LedgerError>? = gathered.withLock { g in
+                    switch result {
+                    case .success(let stored): g.entries[Int(entry - first)] = stored
+                    case .failure(let error): if g.error == nil { g.error = error }
+                    }
+                    g.left -= 1
+                    guard g.left == 0 else { return nil }
+                    if let error = g.error { return .failure(error) }
+                    return .success(g.entries.map { $0! })
+                }
+                if let finished { completion(finished) }
             }
         }
     }

@@ -12,9 +12,10 @@ import Synchronization
 ///    have it; the first entry that Qw − Qa + 1 bookies of its write set say they do not have ends the ledger
 ///    (no quorum can have acknowledged it).
 public enum LedgerRecovery {
-    /// Recovers `ledger`; `completion` gets its last entry (-1: empty).
+    /// Recovers `ledger` on the ensemble of its last fragment, which starts at `firstEntry` (every entry before
+    /// it completed: a fragment starts at its writer's LAC + 1); `completion` gets its last entry (-1: empty).
     public static func recover(
-        ledger: UInt64, ensemble: [any Bookie], config: QuorumConfig,
+        ledger: UInt64, ensemble: [any Bookie], config: QuorumConfig, firstEntry: Int64 = 0,
         completion: @escaping @Sendable (Result<Int64, LedgerError>) -> Void
     ) {
         let answers = Mutex<(count: Int, fenced: Set<Int>, lac: Int64, error: LedgerError?)>((0, [], -1, nil))
@@ -45,7 +46,9 @@ public enum LedgerRecovery {
                         return
                     }
                 }
-                forward(ledger: ledger, ensemble: ensemble, config: config, entry: all.lac + 1, completion: completion)
+                forward(
+                    ledger: ledger, ensemble: ensemble, config: config, entry: max(all.lac + 1, firstEntry),
+                    completion: completion)
             }
         }
     }

@@ -3,39 +3,88 @@ import PlexusPluginSDK
 import StorageIO
 import Synchronization
 
-/// What every stream of one ledger-storage instance shares: its settings, its bookie, its metadata store and
-/// the ledger manager over them.
+/// What every stream of one ledger-storage instance shares: its settings, its bookie (and the server that
+/// offers it to other nodes), the bookies it knows, its metadata store and the ledger manager over them.
 final class StorageContext: Sendable {
     let settings: Settings
     let bookie: LocalBookie
     let store: any MetadataStore
     let ledgers: LedgerManager
     let quorum: QuorumConfig
+    /// This node's bookie and the remote ones of `bookies`.
+    let directory: BookieDirectory
+    /// Serves `bookie` on `bookieListen`; nil when that is empty.
+    let server: BookieServer?
+    /// Readers of closed ledgers (their fragments change only by re-replication: refreshed on a failed read).
+    private let readers = Mutex<[UInt64: LedgerReader]>([:])
 
-    init(settings: Settings, bookie: LocalBookie, store: any MetadataStore) throws {
+    init(settings: Settings, bookie: LocalBookie, store: any MetadataStore, log: @escaping @Sendable (String) -> Void)
+        throws
+    {
         self.settings = settings
         self.bookie = bookie
         self.store = store
-        ledgers = LedgerManager(store: store, prefix: MetadataKeys.ledgerPrefix) { [bookie] id in
-            id == bookie.id ? bookie : nil
-        }
         do {
             quorum = try QuorumConfig(
                 ensembleSize: settings.ensembleSize, writeQuorum: settings.writeQuorum, ackQuorum: settings.ackQuorum)
+            var options = RemoteBookie.Options()
+            options.timeout = .milliseconds(settings.bookieTimeoutMs)
+            options.maxFrameBytes = BookieWire.maxFrameBytes(maxPayloadBytes: settings.maxEventBytes)
+            directory = try BookieDirectory.connecting(local: bookie, list: settings.bookies, options: options)
+            ledgers = LedgerManager(store: store, prefix: MetadataKeys.ledgerPrefix, directory: directory)
+            if settings.bookieListen.isEmpty {
+                server = nil
+            } else {
+                let server = BookieServer(
+                    bookie: bookie, maxFrameBytes: BookieWire.maxFrameBytes(maxPayloadBytes: settings.maxEventBytes),
+                    log: log)
+                try server.start(listen: settings.bookieListen)
+                self.server = server
+            }
         } catch {
             throw error.pluginError
         }
     }
 
-    /// The payload bytes of a ledger's entries 0 … `last` on the local bookie (for a recovered ledger's size).
+    /// Creates a ledger on an ensemble of `quorum.ensembleSize` available bookies (this node's first).
+    func createLedger() throws(LedgerError) -> (LedgerMetadata, LedgerWriter) {
+        try ledgers.create(ensemble: try directory.chooseEnsemble(size: quorum.ensembleSize), quorum: quorum)
+    }
+
+    /// A reader of closed ledger `ledger` (cached; `refresh` reads its metadata again).
+    func reader(_ ledger: UInt64, refresh: Bool = false) throws(LedgerError) -> LedgerReader {
+        if !refresh, let cached = readers.withLock({ $0[ledger] }) { return cached }
+        let reader = try ledgers.reader(try ledgers.read(ledger).0, preferred: bookie.id)
+        readers.withLock { $0[ledger] = reader }
+        return reader
+    }
+
+    /// Deletes a ledger (bookies, then metadata) and forgets its reader; a failure leaves garbage, not harm.
+    func deleteLedger(_ ledger: UInt64) {
+        readers.withLock { _ = $0.removeValue(forKey: ledger) }
+        try? ledgers.delete(ledger)
+    }
+
+    /// The payload bytes of a ledger's entries 0 … `last` (for a recovered ledger's size).
     func payloadBytes(ledger: UInt64, through last: Int64) throws(LedgerError) -> UInt64 {
         guard last >= 0 else { return 0 }
+        let reader = try reader(ledger)
         var total: UInt64 = 0
-        for entry in 0...last {
-            total += UInt64(
-                try waitFor { bookie.readEntry(ledger: ledger, entry: entry, completion: $0) }.payload.count)
+        var first: Int64 = 0
+        while first <= last {
+            let end = min(last, first + 255)
+            for stored in try waitFor({ reader.read(first, through: end, completion: $0) }) {
+                total += UInt64(stored.payload.count)
+            }
+            first = end + 1
         }
         return total
+    }
+
+    /// Stops serving other nodes and closes the connections to remote bookies.
+    func stopNetwork() {
+        server?.stop()
+        directory.shutdown()
     }
 }
 
@@ -81,13 +130,24 @@ public final class LedgerStorage: StoragePlugin, ManagedStoragePlugin {
                     "ledger-storage: cut a torn record (\(torn.bytes) bytes) off the journal \(torn.path) at byte "
                         + "\(torn.offset), left by a crash while it was written")
             }
-            context = try StorageContext(settings: settings, bookie: bookie, store: store)
+            context = try StorageContext(settings: settings, bookie: bookie, store: store) { [host] line in
+                host.log(line.contains("closing the connection") ? .warning : .info, line)
+            }
         } catch let error as LedgerError {
             throw error.pluginError
         } catch let error as IOFailure {
             throw PluginError(PX_ERR_IO, "ledger-storage: \(error)")
         }
-        maintenance = LedgerMaintenance(host: host, context: context)
+        // The address other nodes reach this bookie at, as bound (`bookieListen` may name port 0).
+        let address =
+            settings.bookieListen.isEmpty ? "" : Self.boundAddress(settings.bookieListen, context.server?.port)
+        maintenance = LedgerMaintenance(host: host, context: context, bookieAddress: address)
+    }
+
+    /// `listen` (`host:port`) with the port the server bound.
+    static func boundAddress(_ listen: String, _ port: Int?) -> String {
+        guard let port, let colon = listen.lastIndex(of: ":") else { return listen }
+        return listen[..<colon] + ":\(port)"
     }
 
     /// Starts the bookie's heartbeat and autorecovery (`LedgerMaintenance`).
@@ -101,6 +161,7 @@ public final class LedgerStorage: StoragePlugin, ManagedStoragePlugin {
         }
         maintenance.stop()
         for stream in open { stream.closeLedger() }
+        context.stopNetwork()
         context.bookie.stop(checkpoint: true)
     }
 

@@ -56,7 +56,7 @@ public final class LedgerStream: Sendable {
                     ledger.bytes = try context.payloadBytes(ledger: ledger.id, through: recovered.lastEntry)
                     if recovered.lastEntry < 0 {
                         // Empty: nothing to keep.
-                        try? context.ledgers.delete(ledger.id)
+                        context.deleteLedger(ledger.id)
                         continue
                     }
                 }
@@ -64,7 +64,7 @@ public final class LedgerStream: Sendable {
             }
             metadata.ledgers = kept
             let next = metadata.ledgers.last?.endOffset ?? metadata.trimmedBefore
-            let (created, writer) = try context.ledgers.create(ensemble: [context.bookie.id], quorum: context.quorum)
+            let (created, writer) = try context.createLedger()
             metadata.ledgers.append(
                 .init(id: created.id, firstOffset: next, lastEntry: -1, closed: false, bytes: 0, closedMilliseconds: 0))
             version = try store.wait {
@@ -152,7 +152,7 @@ public final class LedgerStream: Sendable {
             metadata.ledgers[index].closed = true
             metadata.ledgers[index].bytes = s.openBytes
             metadata.ledgers[index].closedMilliseconds = UInt64(Date().timeIntervalSince1970 * 1000)
-            let (created, writer) = try context.ledgers.create(ensemble: [context.bookie.id], quorum: context.quorum)
+            let (created, writer) = try context.createLedger()
             metadata.ledgers.append(
                 .init(
                     id: created.id, firstOffset: metadata.ledgers[index].endOffset, lastEntry: -1, closed: false,
@@ -162,7 +162,7 @@ public final class LedgerStream: Sendable {
             s.writer = writer
             s.openedAt = Date()
             s.openBytes = 0
-            for ledger in dropped { try? context.ledgers.delete(ledger) }
+            for ledger in dropped { context.deleteLedger(ledger) }
         } catch {
             throw error.pluginError
         }
@@ -196,14 +196,19 @@ public final class LedgerStream: Sendable {
         s.metadata = metadata
     }
 
-    /// Reads up to `maxRecords` records from `offset`: closed ledgers whole, the open one up to its LAC.
+    /// Reads up to `maxRecords` records from `offset`: closed ledgers whole, the open one up to its LAC. The
+    /// entries of one ledger are read at once (pipelined to their bookies, this node's preferred).
     func read(from offset: UInt64, maxRecords: Int, maxBytes: Int) throws -> ReadResult {
-        let (ledgers, first, end) = try state.withLock { s in
+        let (ledgers, first, end, openReader) = try state.withLock { s in
             guard !s.deleted else {
                 throw PluginError(PX_ERR_NOT_FOUND, "ledger-storage: stream '\(name)' was deleted")
             }
             let (first, end) = Self.extent(s)
-            return (s.metadata.ledgers, first, end)
+            let open = s.metadata.ledgers.last!
+            let reader = LedgerReader(
+                ledger: open.id, fragments: s.writer.fragments, config: s.writer.config,
+                preferred: context.bookie.id)
+            return (s.metadata.ledgers, first, end, reader)
         }
         guard offset >= first else {
             throw PluginError(
@@ -218,19 +223,37 @@ public final class LedgerStream: Sendable {
         var records: [StoredRecord] = []
         var bytes = 0
         var at = offset
-        while at < end && records.count < maxRecords {
-            guard let ledger = ledgers.last(where: { $0.firstOffset <= at }) else { break }
-            let entry = Int64(at - ledger.firstOffset)
-            let stored: StoredEntry
-            do {
-                stored = try waitFor { context.bookie.readEntry(ledger: ledger.id, entry: entry, completion: $0) }
+        reading: while at < end && records.count < maxRecords {
+            guard let index = ledgers.lastIndex(where: { $0.firstOffset <= at }) else { break }
+            let ledger = ledgers[index]
+            let stop = min(end, index + 1 < ledgers.count ? ledgers[index + 1].firstOffset : end)
+            let count = min(UInt64(maxRecords - records.count), stop - at, 256)
+            guard count > 0 else { break }
+            let firstEntry = Int64(at - ledger.firstOffset)
+            let lastEntry = firstEntry + Int64(count) - 1
+            let entries: [StoredEntry]
+            do throws(LedgerError) {
+                if ledger.closed {
+                    do {
+                        let reader = try context.reader(ledger.id)
+                        entries = try waitFor { reader.read(firstEntry, through: lastEntry, completion: $0) }
+                    } catch {
+                        // Its fragments may have moved (re-replication): read the metadata again, once.
+                        let reader = try context.reader(ledger.id, refresh: true)
+                        entries = try waitFor { reader.read(firstEntry, through: lastEntry, completion: $0) }
+                    }
+                } else {
+                    entries = try waitFor { openReader.read(firstEntry, through: lastEntry, completion: $0) }
+                }
             } catch {
                 throw error.pluginError
             }
-            if maxBytes > 0 && !records.isEmpty && bytes + stored.payload.count > maxBytes { break }
-            bytes += stored.payload.count
-            records.append(try EntryCodec.decode(stored.payload, offset: at))
-            at += 1
+            for stored in entries {
+                if maxBytes > 0 && !records.isEmpty && bytes + stored.payload.count > maxBytes { break reading }
+                bytes += stored.payload.count
+                records.append(try EntryCodec.decode(stored.payload, offset: at))
+                at += 1
+            }
         }
         return (records, at)
     }
@@ -257,7 +280,7 @@ public final class LedgerStream: Sendable {
             } catch {
                 throw error.pluginError
             }
-            for ledger in dropped { try? context.ledgers.delete(ledger) }
+            for ledger in dropped { context.deleteLedger(ledger) }
         }
     }
 
@@ -295,7 +318,7 @@ public final class LedgerStream: Sendable {
             metadata.ledgers[index].closedMilliseconds = UInt64(Date().timeIntervalSince1970 * 1000)
             if closed.lastEntry < 0 {
                 metadata.ledgers.removeLast()
-                try? context.ledgers.delete(closed.id)
+                context.deleteLedger(closed.id)
             }
             try? save(&s, metadata)
             s.deleted = true  // stopping: the handle takes nothing more
@@ -309,7 +332,7 @@ public final class LedgerStream: Sendable {
             s.deleted = true
             s.writer.close()
             do throws(LedgerError) {
-                for ledger in s.metadata.ledgers { try? context.ledgers.delete(ledger.id) }
+                for ledger in s.metadata.ledgers { context.deleteLedger(ledger.id) }
                 for (key, _) in try store.wait({ store.list(prefix: MetadataKeys.offsets(name), completion: $0) }) {
                     try store.wait { store.delete(key, expected: .any, completion: $0) }
                 }

@@ -20,3 +20,9 @@ public func ledgerStorageJournalRecords(_ instance: UnsafeMutableRawPointer?) ->
 public func ledgerStorageJournalBytes(_ instance: UnsafeMutableRawPointer?) -> UInt64 {
     PluginExport.instance(LedgerStorage.self, instance)?.context.bookie.journalStatistics.bytes ?? 0
 }
+
+/// Operation `bookie-port`: the port this node's bookie serves other nodes on (0: it serves none).
+@_cdecl("px_op_ledger_storage_bookie_port")
+public func ledgerStorageBookiePort(_ instance: UnsafeMutableRawPointer?) -> UInt64 {
+    UInt64(PluginExport.instance(LedgerStorage.self, instance)?.context.server?.port ?? 0)
+}

@@ -1,4 +1,5 @@
 import Foundation
+import LedgerCore
 import PlexusPluginSDK
 
 /// The manifest's `config` of ledger-storage (defaults filled in by the kernel; repeated here for a bare
@@ -27,10 +28,16 @@ struct Settings: Decodable {
     var bookieId = ""
     var bookieHeartbeatMs = 10_000
     var autorecoveryIntervalMs = 0
+    /// `host:port` on which this node's bookie serves other nodes; empty: it serves none.
+    var bookieListen = ""
+    /// The other nodes' bookies: `id=host:port`, comma-separated.
+    var bookies = ""
+    /// A request to a remote bookie without an answer after this long fails (the bookie is replaced).
+    var bookieTimeoutMs = 5000
 
     enum CodingKeys: String, CodingKey {
         case ensembleSize, writeQuorum, ackQuorum, ledgerRollBytes, ledgerRollMs, journalFileBytes, entryLogFileBytes
-        case checkpointIntervalMs, maxEventBytes, metadata, bookieId
+        case checkpointIntervalMs, maxEventBytes, metadata, bookieId, bookieListen, bookies, bookieTimeoutMs
         case bookieHeartbeatMs, autorecoveryIntervalMs
     }
 
@@ -54,6 +61,9 @@ struct Settings: Decodable {
         bookieId = try value(.bookieId, bookieId)
         bookieHeartbeatMs = try value(.bookieHeartbeatMs, bookieHeartbeatMs)
         autorecoveryIntervalMs = try value(.autorecoveryIntervalMs, autorecoveryIntervalMs)
+        bookieListen = try value(.bookieListen, bookieListen)
+        bookies = try value(.bookies, bookies)
+        bookieTimeoutMs = try value(.bookieTimeoutMs, bookieTimeoutMs)
     }
 
     /// Refuses values the manifest schema would refuse, for a bare `on_create` that skipped it.
@@ -72,11 +82,23 @@ struct Settings: Decodable {
         ] where value < 0 {
             throw PluginError.invalidArgument("ledger-storage: \(key) must not be negative")
         }
-        // One bookie per node so far (the bookie network role is not built yet): E = Qw = Qa = 1.
-        guard ensembleSize == 1, writeQuorum == 1, ackQuorum == 1 else {
+        try positive(bookieTimeoutMs, "bookieTimeoutMs")
+        // E >= Qw >= Qa >= 1, and no more bookies per ensemble than this node knows (its own and `bookies`).
+        do {
+            _ = try QuorumConfig(ensembleSize: ensembleSize, writeQuorum: writeQuorum, ackQuorum: ackQuorum)
+        } catch {
+            throw PluginError.invalidArgument("ledger-storage: \(error.message)")
+        }
+        let known: Int
+        do {
+            known = 1 + (try BookieDirectory.parse(bookies)).filter { $0.id != bookieId || bookieId.isEmpty }.count
+        } catch {
+            throw PluginError.invalidArgument("ledger-storage: \(error.message)")
+        }
+        guard ensembleSize <= known else {
             throw PluginError.invalidArgument(
-                "ledger-storage: ensembleSize \(ensembleSize), writeQuorum \(writeQuorum), ackQuorum \(ackQuorum): "
-                    + "this version has one bookie (this node's), so all three must be 1")
+                "ledger-storage: ensembleSize \(ensembleSize) needs that many bookies, but this node knows \(known) "
+                    + "(its own and \(known - 1) in `bookies`)")
         }
     }
 }

@@ -90,7 +90,7 @@ extension LedgerError {
         case .fenced, .closed, .conflict: status = PX_ERR_FAILED_PRECONDITION
         case .noSuchEntry, .noSuchLedger, .deleted: status = PX_ERR_NOT_FOUND
         case .invalidArgument: status = PX_ERR_INVALID_ARGUMENT
-        case .notEnoughBookies, .stopped: status = PX_ERR_UNAVAILABLE
+        case .notEnoughBookies, .stopped, .bookieUnavailable: status = PX_ERR_UNAVAILABLE
         case .corrupt: status = PX_ERR_CORRUPTION
         case .io: status = PX_ERR_IO
         }
