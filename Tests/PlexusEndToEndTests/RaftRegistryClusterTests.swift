@@ -85,6 +85,12 @@ struct RaftRegistryClusterTests {
         let manifests = try directory.shippedManifests(
             intervalMs: 60_000, tcpValues: ["port": "\(tcpPort)", "node": id], raftValues: raftValues,
             name: "\(id)/manifests")
+        try useEtcdRegistry(in: manifests, etcdPort: etcdPort, prefix: prefix)
+        return manifests
+    }
+
+    /// Replaces standalone-registry in a node's manifest directory by etcd-registry on `etcdPort` with `prefix`.
+    static func useEtcdRegistry(in manifests: URL, etcdPort: Int, prefix: String) throws {
         try FileManager.default.removeItem(at: manifests.appendingPathComponent("standalone-registry.yaml"))
         var etcd = try String(
             contentsOf: Repository.root.appendingPathComponent("Plugins/EtcdRegistry/etcd-registry.yaml"),
@@ -97,7 +103,6 @@ struct RaftRegistryClusterTests {
             throw SetupError(description: "could not set the etcd-registry values:\n\(etcd)")
         }
         try etcd.write(to: manifests.appendingPathComponent("etcd-registry.yaml"), atomically: true, encoding: .utf8)
-        return manifests
     }
 
     /// `plexus cluster status --json` of a node, decoded.

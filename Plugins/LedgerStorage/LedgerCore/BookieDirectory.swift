@@ -8,20 +8,30 @@ import Synchronization
 ///
 /// Ensembles for new ledgers: this node's bookie first (its reads stay local), then the other available
 /// bookies in random order (spreading ledgers over them). Replacements in an ensemble change: a random
-/// available bookie not in the ensemble.
+/// available bookie not in the ensemble. A writer node that is not to hold its own ledgers' entries
+/// (`localInEnsembles` false: a writer whose crash must not take a replica with it, as a BookKeeper client on
+/// a machine without a bookie) puts only remote bookies in ensembles; its own bookie still serves reads of
+/// ledgers that name it.
 public final class BookieDirectory: Sendable {
     /// This node's bookie, if it has one.
     public let local: (any Bookie)?
     private let remote: [any Bookie]
     private let byId: [String: any Bookie]
     private let group: (any EventLoopGroup)?
+    /// Whether `local` is put in new ensembles and taken as a replacement.
+    public let localInEnsembles: Bool
 
     /// A directory of `local` and `remote` bookies (ids must be distinct).
-    /// - Parameter group: the event loops of the remote bookies, shut down by `shutdown()` when given.
-    public init(local: (any Bookie)?, remote: [any Bookie], group: (any EventLoopGroup)? = nil) throws(LedgerError) {
+    /// - Parameters:
+    ///   - group: the event loops of the remote bookies, shut down by `shutdown()` when given.
+    ///   - localInEnsembles: false: `local` is never chosen for an ensemble or as a replacement.
+    public init(
+        local: (any Bookie)?, remote: [any Bookie], group: (any EventLoopGroup)? = nil, localInEnsembles: Bool = true
+    ) throws(LedgerError) {
         self.local = local
         self.remote = remote
         self.group = group
+        self.localInEnsembles = localInEnsembles
         var byId: [String: any Bookie] = [:]
         for bookie in (local.map { [$0] } ?? []) + remote {
             guard byId[bookie.id] == nil else {
@@ -36,7 +46,7 @@ public final class BookieDirectory: Sendable {
     /// separated `bookies` setting; an entry naming the local bookie's id is skipped: it is used in-process).
     public static func connecting(
         local: (any Bookie)?, list: String, options: RemoteBookie.Options = RemoteBookie.Options(),
-        threads: Int = 1
+        threads: Int = 1, localInEnsembles: Bool = true
     ) throws(LedgerError) -> BookieDirectory {
         let entries = try parse(list)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
@@ -44,7 +54,8 @@ public final class BookieDirectory: Sendable {
             let remote = try entries.filter { $0.id != local?.id }.map { (entry) throws(LedgerError) -> any Bookie in
                 try RemoteBookie(id: entry.id, address: entry.address, group: group, options: options)
             }
-            return try BookieDirectory(local: local, remote: remote, group: group)
+            return try BookieDirectory(
+                local: local, remote: remote, group: group, localInEnsembles: localInEnsembles)
         } catch {
             try? group.syncShutdownGracefully()
             throw error
@@ -79,9 +90,11 @@ public final class BookieDirectory: Sendable {
     /// Every known id: this node's first, then the remote ones as listed.
     public var ids: [String] { (local.map { [$0.id] } ?? []) + remote.map(\.id) }
 
-    /// The ids of the bookies thought reachable (remote ones not within their reconnect delay of a failure).
+    /// The ids of the bookies thought reachable (remote ones not within their reconnect delay of a failure)
+    /// that may be put in an ensemble (this node's only when `localInEnsembles`).
     public var availableIds: [String] {
-        (local.map { [$0.id] } ?? []) + remote.filter { ($0 as? RemoteBookie)?.isAvailable ?? true }.map(\.id)
+        (localInEnsembles ? local.map { [$0.id] } ?? [] : [])
+            + remote.filter { ($0 as? RemoteBookie)?.isAvailable ?? true }.map(\.id)
     }
 
     /// An ensemble of `size` bookies for a new ledger: this node's first, then available remote ones at random.
@@ -94,7 +107,7 @@ public final class BookieDirectory: Sendable {
                 "an ensemble of \(size) bookies needs \(size) available, but \(available.count) are "
                     + "(\(available.joined(separator: ", ")); known: \(ids.joined(separator: ", "))")
         }
-        let own = local.map { [$0.id] } ?? []
+        let own = localInEnsembles ? local.map { [$0.id] } ?? [] : []
         return Array((own + available.filter { !own.contains($0) }.shuffled()).prefix(size))
     }
 

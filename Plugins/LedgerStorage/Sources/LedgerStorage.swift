@@ -30,7 +30,9 @@ final class StorageContext: Sendable {
             var options = RemoteBookie.Options()
             options.timeout = .milliseconds(settings.bookieTimeoutMs)
             options.maxFrameBytes = BookieWire.maxFrameBytes(maxPayloadBytes: settings.maxEventBytes)
-            directory = try BookieDirectory.connecting(local: bookie, list: settings.bookies, options: options)
+            directory = try BookieDirectory.connecting(
+                local: bookie, list: settings.bookies, options: options,
+                localInEnsembles: settings.ownBookieInEnsembles)
             ledgers = LedgerManager(store: store, prefix: MetadataKeys.ledgerPrefix, directory: directory)
             if settings.bookieListen.isEmpty {
                 server = nil

@@ -34,10 +34,13 @@ struct Settings: Decodable {
     var bookies = ""
     /// A request to a remote bookie without an answer after this long fails (the bookie is replaced).
     var bookieTimeoutMs = 5000
+    /// Whether this node's own bookie is put in the ensembles of the ledgers it writes.
+    var ownBookieInEnsembles = true
 
     enum CodingKeys: String, CodingKey {
         case ensembleSize, writeQuorum, ackQuorum, ledgerRollBytes, ledgerRollMs, journalFileBytes, entryLogFileBytes
         case checkpointIntervalMs, maxEventBytes, metadata, bookieId, bookieListen, bookies, bookieTimeoutMs
+        case ownBookieInEnsembles
         case bookieHeartbeatMs, autorecoveryIntervalMs
     }
 
@@ -64,6 +67,7 @@ struct Settings: Decodable {
         bookieListen = try value(.bookieListen, bookieListen)
         bookies = try value(.bookies, bookies)
         bookieTimeoutMs = try value(.bookieTimeoutMs, bookieTimeoutMs)
+        ownBookieInEnsembles = try value(.ownBookieInEnsembles, ownBookieInEnsembles)
     }
 
     /// Refuses values the manifest schema would refuse, for a bare `on_create` that skipped it.
@@ -91,14 +95,17 @@ struct Settings: Decodable {
         }
         let known: Int
         do {
-            known = 1 + (try BookieDirectory.parse(bookies)).filter { $0.id != bookieId || bookieId.isEmpty }.count
+            known =
+                (ownBookieInEnsembles ? 1 : 0)
+                + (try BookieDirectory.parse(bookies)).filter { $0.id != bookieId || bookieId.isEmpty }.count
         } catch {
             throw PluginError.invalidArgument("ledger-storage: \(error.message)")
         }
         guard ensembleSize <= known else {
+            let own = ownBookieInEnsembles ? "its own and " : "not its own (ownBookieInEnsembles is false), "
             throw PluginError.invalidArgument(
                 "ledger-storage: ensembleSize \(ensembleSize) needs that many bookies, but this node knows \(known) "
-                    + "(its own and \(known - 1) in `bookies`)")
+                    + "(\(own)\(known - (ownBookieInEnsembles ? 1 : 0)) in `bookies`)")
         }
     }
 }
