@@ -55,8 +55,16 @@ final class RawHTTP: Sendable {
 
     func send(_ text: String) async throws { try await send(bytes: Array(text.utf8)) }
 
+    /// Writes `bytes`; a failure names how much was being sent and what the server had said by then, so a
+    /// connection the server closed early is told apart from one that never worked.
     func send(bytes: [UInt8]) async throws {
-        try await channel.writeAndFlush(channel.allocator.buffer(bytes: bytes))
+        do {
+            try await channel.writeAndFlush(channel.allocator.buffer(bytes: bytes))
+        } catch {
+            throw SetupError(
+                description: "sending \(bytes.count) bytes failed (\(error)); closed by the server: "
+                    + "\(inbox.closed.load(ordering: .relaxed)); received so far: '\(received)'")
+        }
     }
 
     /// Everything received so far, as text.
