@@ -190,22 +190,21 @@ public final class LocalBookie: Bookie {
         }
         for record in records {
             recovery.records += 1
-            var ledger = index.ledgers[record.ledger] ?? LedgerRecord()
+            // In place: a copy of the ledger's record written back would copy its entries on every record.
             switch record.kind {
             case .entry:
-                guard !ledger.deleted else { continue }
-                ledger.entries[record.entry] = try entryLogs.add(
+                guard index.ledgers[record.ledger]?.deleted != true else { continue }
+                let location = try entryLogs.add(
                     ledger: record.ledger, entry: record.entry, lastAddConfirmed: record.lastAddConfirmed,
                     payload: record.payload)
-                ledger.lastEntry = max(ledger.lastEntry, record.entry)
-                ledger.lastAddConfirmed = max(ledger.lastAddConfirmed, record.lastAddConfirmed)
+                index.ledgers[record.ledger, default: LedgerRecord()].add(
+                    record.entry, at: location, lastAddConfirmed: record.lastAddConfirmed)
             case .fence:
-                ledger.fenced = true
+                index.ledgers[record.ledger, default: LedgerRecord()].fenced = true
             case .deleteLedger:
-                ledger.deleted = true
-                ledger.entries = [:]
+                index.ledgers[record.ledger, default: LedgerRecord()].deleted = true
+                index.ledgers[record.ledger, default: LedgerRecord()].entries = [:]
             }
-            index.ledgers[record.ledger] = ledger
         }
     }
 
@@ -218,20 +217,21 @@ public final class LocalBookie: Bookie {
         let refusal: LedgerError? = state.withLock { s in
             if s.stopped { return LedgerError(.stopped, "bookie \(id) is stopped") }
             guard entry >= 0 else { return LedgerError(.invalidArgument, "entry id \(entry) is negative") }
-            var record = s.index.ledgers[ledger] ?? LedgerRecord()
-            if record.deleted { return LedgerError(.deleted, "ledger \(ledger) was deleted on bookie \(id)") }
-            if record.fenced && !recovery {
+            let (deleted, fenced) = s.index.ledgers[ledger].map { ($0.deleted, $0.fenced) } ?? (false, false)
+            if deleted { return LedgerError(.deleted, "ledger \(ledger) was deleted on bookie \(id)") }
+            if fenced && !recovery {
                 return LedgerError(.fenced, "ledger \(ledger) is fenced on bookie \(id): entry \(entry) refused")
             }
+            let location: EntryLocation
             do throws(LedgerError) {
-                record.entries[entry] = try s.entryLogs.add(
+                location = try s.entryLogs.add(
                     ledger: ledger, entry: entry, lastAddConfirmed: lastAddConfirmed, payload: payload)
             } catch {
                 return error
             }
-            record.lastEntry = max(record.lastEntry, entry)
-            record.lastAddConfirmed = max(record.lastAddConfirmed, lastAddConfirmed)
-            s.index.ledgers[ledger] = record
+            // In place: a copy of the record written back would copy its entries on every add (O(entries)).
+            s.index.ledgers[ledger, default: LedgerRecord()].add(
+                entry, at: location, lastAddConfirmed: lastAddConfirmed)
             journal.append(
                 JournalRecord(
                     kind: .entry, ledger: ledger, entry: entry, lastAddConfirmed: lastAddConfirmed, payload: payload)
