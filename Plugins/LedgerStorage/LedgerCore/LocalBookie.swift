@@ -342,7 +342,15 @@ public final class LocalBookie: Bookie {
         defer { state.withLock { $0.checkpointing = false } }
         rolled.wait()
         let replayFrom = try rollResult.withLock { $0! }.get()
-        try state.withLock { s throws(LedgerError) in try s.entryLogs.syncAll() }
+        // The entry logs' buffer is written under the lock, their fdatasync runs outside it: a sync of seconds
+        // of adds can take hundreds of milliseconds, and adds must not wait for it.
+        let written = try state.withLock { s throws(LedgerError) in try s.entryLogs.takeUnsynced() }
+        do throws(LedgerError) {
+            try EntryLogger.sync(written)
+        } catch {
+            state.withLock { $0.entryLogs.markUnsynced(written.map(\.number)) }
+            throw error
+        }
         do {
             try Files.replace(
                 ledgerDirectory + "/" + LedgerIndex.fileName, with: snapshot.encoded(replayFrom: replayFrom),
