@@ -328,17 +328,18 @@ public final class LocalBookie: Bookie {
     public func checkpoint() throws(LedgerError) -> CheckpointResult? {
         let rolled = DispatchSemaphore(value: 0)
         let rollResult = Mutex<Result<UInt64, LedgerError>?>(nil)
-        let snapshot: LedgerIndex? = state.withLock { s in
+        let taken: (index: LedgerIndex, log: UInt64)? = state.withLock { s in
             guard !s.stopped, !s.checkpointing else { return nil }
             s.checkpointing = true
-            // Same critical section as the adds: what the snapshot holds went to journal files below the roll.
+            // Same critical section as the adds: what the snapshot holds went to journal files below the roll,
+            // and every later add goes to the current entry log or a later one.
             journal.roll { result in
                 rollResult.withLock { $0 = result }
                 rolled.signal()
             }
-            return s.index
+            return (s.index, s.entryLogs.current)
         }
-        guard let snapshot else { return nil }
+        guard let (snapshot, currentLog) = taken else { return nil }
         defer { state.withLock { $0.checkpointing = false } }
         rolled.wait()
         let replayFrom = try rollResult.withLock { $0! }.get()
@@ -368,16 +369,14 @@ public final class LocalBookie: Bookie {
         } catch {
             throw LedgerError(.io, "bookie \(id): \(error)")
         }
+        // Garbage: entry logs older than the one current at the snapshot that no entry of the snapshot names
+        // (later adds went to that one or later ones). Found outside the lock: the index may be large.
         let kept = snapshot.referencedLogs
+        let garbage = try state.withLock { s throws(LedgerError) in try s.entryLogs.existingNumbers() }
+            .filter { $0 < currentLog && !kept.contains($0) }
         result.entryLogsDeleted = try state.withLock { s throws(LedgerError) in
-            let live = kept.union(s.index.referencedLogs)
-            var deleted = 0
-            for number in try s.entryLogs.existingNumbers()
-            where number != s.entryLogs.current && !live.contains(number) {
-                try s.entryLogs.remove(number)
-                deleted += 1
-            }
-            return deleted
+            for number in garbage { try s.entryLogs.remove(number) }
+            return garbage.count
         }
         return result
     }

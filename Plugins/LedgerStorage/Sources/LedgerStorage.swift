@@ -15,6 +15,8 @@ final class StorageContext: Sendable {
     let directory: BookieDirectory
     /// Serves `bookie` on `bookieListen`; nil when that is empty.
     let server: BookieServer?
+    /// Writes a line to the node's log (info; a line about a closed connection, warning).
+    let log: @Sendable (String) -> Void
     /// Readers of closed ledgers (their fragments change only by re-replication: refreshed on a failed read).
     private let readers = Mutex<[UInt64: LedgerReader]>([:])
 
@@ -24,6 +26,7 @@ final class StorageContext: Sendable {
         self.settings = settings
         self.bookie = bookie
         self.store = store
+        self.log = log
         do {
             quorum = try QuorumConfig(
                 ensembleSize: settings.ensembleSize, writeQuorum: settings.writeQuorum, ackQuorum: settings.ackQuorum)
