@@ -13,8 +13,9 @@ import Testing
 /// acknowledged publishes.
 ///
 /// - A full disk (the `FaultFS` shim failing every write and file creation under one ensemble bookie's directory
-///   with ENOSPC): that bookie refuses its adds and logs why, the writer replaces it with the spare, no publish
-///   fails; the bookie keeps running, and restarts cleanly once space returns.
+///   with ENOSPC), and EIO from every `fdatasync` there: that bookie refuses its adds and logs why, the writer
+///   replaces it with the spare, no publish fails; the bookie keeps running, and restarts cleanly once the disk
+///   works again.
 /// - A torn journal tail: an ensemble bookie is killed with SIGKILL, half a record is appended to its newest
 ///   journal file (a write the crash cut short), and it is restarted on the same port: it logs the cut with the
 ///   file and byte.
@@ -69,8 +70,25 @@ struct LedgerDiskFaultTests {
             "\(received.count) events visible up to offset \(end), \(acknowledged.count) acknowledged")
     }
 
-    @Test("a bookie's disk full: it refuses adds and says why, the writer moves to the spare, nothing is lost")
-    func diskFull() async throws {
+    /// A disk fault armed under one ensemble bookie's directory.
+    struct Fault: Sendable, CustomTestStringConvertible {
+        /// `FaultFS` rules.
+        var rules: String
+        /// The `strerror` text the shim's fault produces, which the bookie's log must give as the reason.
+        var reason: String
+        var testDescription: String
+
+        static let diskFull = Fault(
+            rules: "write ENOSPC\nopen ENOSPC\n", reason: "No space left on device",
+            testDescription: "disk full (ENOSPC on writes and file creation)")
+        static let syncFails = Fault(
+            rules: "sync EIO\n", reason: "Input/output error", testDescription: "EIO from every fdatasync")
+    }
+
+    @Test(
+        "a bookie's disk fails: it refuses adds and says why, the writer moves to the spare, nothing is lost",
+        arguments: [Fault.diskFull, Fault.syncFails])
+    func diskFault(_ fault: Fault) async throws {
         let directory = try TestDirectory()
         defer { directory.remove() }
         // One shim library; a control file per bookie, scoped to that bookie's directory.
@@ -93,9 +111,9 @@ struct LedgerDiskFaultTests {
         let writer = try await Self.startWriter(directory, bookies: bookies)
         defer { writer.kill() }
         let client = try await PlexusClient.connect(
-            ClientConfiguration(port: try await writer.tcpPort(), name: "full", reconnect: false))
+            ClientConfiguration(port: try await writer.tcpPort(), name: "fault", reconnect: false))
 
-        let topic = "ledger-disk-full"
+        let topic = "ledger-disk-fault"
         let acknowledged = Acknowledged()
         let published = Published()
         let control = PublishControl()
@@ -108,8 +126,9 @@ struct LedgerDiskFaultTests {
         let spare = bookies[order[3]]
         let shim = try #require(shims[victim.id])
 
-        // The victim's disk is full: every write and every file it creates under its bookie directory fails.
-        try shim.set("write ENOSPC\nopen ENOSPC\n")
+        // The victim's disk fails: with ENOSPC every write and every file it creates under its bookie directory,
+        // or with EIO every fdatasync (the write reached the page cache, the add must still not be acknowledged).
+        try shim.set(fault.rules)
         let beforeFault = acknowledged.count
         try await LedgerCluster.awaitAcknowledged(beforeFault + 600, acknowledged, control)
         control.stop()
@@ -119,22 +138,22 @@ struct LedgerDiskFaultTests {
         #expect(control.failures.isEmpty, "publishes failed: \(control.failures.prefix(3))")
         #expect(
             acknowledged.count >= beforeFault + 600,
-            "publishing went on after \(victim.id)'s disk filled: \(acknowledged.count - beforeFault) acknowledged since"
+            "publishing went on after \(victim.id)'s disk failed: \(acknowledged.count - beforeFault) acknowledged since"
         )
-        #expect(shim.injected.contains { $0.hasSuffix("No space left on device") }, "the shim injected ENOSPC")
+        #expect(shim.injected.contains { $0.hasSuffix(fault.reason) }, "the shim injected \(fault.reason)")
         let spareRecords = try await spare.journalRecords()
         #expect(
             spareRecords >= records[order[3]] + 200,
             "the spare \(spare.id) went from \(records[order[3]]) to \(spareRecords) journal records")
         // Not a crash: the victim runs, serves its operations, and its log says why it refused.
-        #expect(victim.node.process.isRunning, "the bookie whose disk filled exited: \(victim.node.stderr)")
+        #expect(victim.node.process.isRunning, "the bookie whose disk failed exited: \(victim.node.stderr)")
         #expect(try await victim.journalRecords() >= records[order[0]])
         let refusals = victim.node.stderr.split(separator: "\n").filter {
-            $0.contains("bookie \(victim.id) refuses") && $0.contains("No space left on device")
+            $0.contains("bookie \(victim.id) refuses") && $0.contains(fault.reason)
         }
         #expect(!refusals.isEmpty, "the bookie logs why it refuses adds: \(victim.node.stderr.suffix(2000))")
 
-        // Space returns; the bookie restarts cleanly on the files it has.
+        // The disk works again; the bookie restarts cleanly on the files it has.
         try shim.set("")
         #expect(try await victim.node.signal(SIGTERM, waitingUpTo: .seconds(20)), "the bookie stops on SIGTERM")
         let again = try await LedgerCluster.restart(victim, in: directory, intervalMs: Self.intervalMs, run: "run2")
