@@ -9,14 +9,14 @@ import Synchronization
 /// Layout of `directory`: `journal/journal-<n>.jnl`, `ledgers/entrylog-<n>.log`, `ledgers/checkpoint`.
 ///
 /// An add is written to the current entry log (no sync) and indexed under the bookie's lock, and its journal
-/// record is enqueued in the same critical section; it completes when the journal has synced it.
+/// record is enqueued in the same critical section; it completes when the journal has synced it. A fence or a
+/// deletion takes effect at once in memory and completes once its journal record is durable.
 ///
 /// A disk fault never acknowledges an add: a failed entry-log write refuses that add (`.io`, with the error)
 /// and the next that succeeds takes adds again; a failed journal write, sync or file creation fails every
-/// record not yet synced and from then on the bookie refuses every add, fence and deletion (a retried sync
-/// could report pages the kernel already dropped) until it is restarted, when it replays what its journal
-/// holds. Both are logged (`Options.log`), once each; reads go on. A fence or a
-/// deletion takes effect at once in memory and completes once its journal record is durable.
+/// record not yet synced, and from then on the bookie refuses every add before its entry log (and fails every
+/// fence and deletion: a retried sync could report pages the kernel already dropped) until it is restarted,
+/// when it replays what its journal holds. Both are logged (`Options.log`), once each; reads go on.
 ///
 /// On open the checkpoint (the index as of some journal file) is loaded and every journal file from that one
 /// on is replayed into a new entry log. A record torn by a crash at the tail of the last journal file is cut
