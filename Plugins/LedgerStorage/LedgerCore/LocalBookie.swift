@@ -12,6 +12,12 @@ import Synchronization
 /// record is enqueued in the same critical section; it completes when the journal has synced it. A fence or a
 /// deletion takes effect at once in memory and completes once its journal record is durable.
 ///
+/// A disk fault never acknowledges an add: a failed entry-log write refuses that add (`.io`, with the error)
+/// and the next that succeeds takes adds again; a failed journal write, sync or file creation fails every
+/// record not yet synced, and from then on the bookie refuses every add before its entry log (and fails every
+/// fence and deletion: a retried sync could report pages the kernel already dropped) until it is restarted,
+/// when it replays what its journal holds. Both are logged (`Options.log`), once each; reads go on.
+///
 /// On open the checkpoint (the index as of some journal file) is loaded and every journal file from that one
 /// on is replayed into a new entry log. A record torn by a crash at the tail of the last journal file is cut
 /// off (`recovery.tornTail` says where); a damaged record anywhere else stops the open with an error naming
@@ -25,6 +31,10 @@ public final class LocalBookie: Bookie {
         public var entryLogFileBytes = 256 << 20
         /// Checkpoint this often (0: only when `checkpoint()` is called).
         public var checkpointIntervalMilliseconds = 0
+        /// Receives a line when the bookie starts refusing adds because its disk failed (its journal or an
+        /// entry-log write), and when it takes them again. Called on the caller's or the journal's thread,
+        /// outside the bookie's lock.
+        public var log: @Sendable (String) -> Void = { _ in }
 
         public init() {}
     }
@@ -49,11 +59,14 @@ public final class LocalBookie: Bookie {
         var entryLogs: EntryLogger
         var stopped = false
         var checkpointing = false
+        /// Set while entry-log writes fail (a full or failing disk): adds are refused, and it is logged once.
+        var entryLogFailing = false
     }
 
     public let id: String
     public let directory: String
     public let recovery: Recovery
+    private let log: @Sendable (String) -> Void
     private let journal: Journal
     private let state: Mutex<State>
     /// Signalled to end the periodic checkpoints; `checkpointsEnded` once they have.
@@ -117,7 +130,16 @@ public final class LocalBookie: Bookie {
                 recovery: &recovery)
         }
         let start = max(replayFrom, (sequences.last ?? 0) + 1)
-        journal = try Journal(directory: journalDirectory, startSequence: start, maxFileBytes: options.journalFileBytes)
+        let log = options.log
+        self.log = log
+        journal = try Journal(
+            directory: journalDirectory, startSequence: start, maxFileBytes: options.journalFileBytes
+        ) { error in
+            log(
+                "ledger-storage: bookie \(id) refuses every add from now on: its journal failed (\(error.message)); "
+                    + "nothing it had not synced was acknowledged; it still serves reads and takes adds again once "
+                    + "restarted")
+        }
         self.recovery = recovery
         state = Mutex(State(index: index, entryLogs: entryLogs))
         if options.checkpointIntervalMilliseconds > 0 {
@@ -214,6 +236,7 @@ public final class LocalBookie: Bookie {
         ledger: UInt64, entry: Int64, lastAddConfirmed: Int64, payload: [UInt8], recovery: Bool,
         completion: @escaping @Sendable (Result<Void, LedgerError>) -> Void
     ) {
+        var line: String?
         let refusal: LedgerError? = state.withLock { s in
             if s.stopped { return LedgerError(.stopped, "bookie \(id) is stopped") }
             guard entry >= 0 else { return LedgerError(.invalidArgument, "entry id \(entry) is negative") }
@@ -222,12 +245,25 @@ public final class LocalBookie: Bookie {
             if fenced && !recovery {
                 return LedgerError(.fenced, "ledger \(ledger) is fenced on bookie \(id): entry \(entry) refused")
             }
+            // Before the entry log: a bookie whose journal failed writes nothing more.
+            if let failure = journal.failure {
+                return LedgerError(
+                    failure.code, "bookie \(id) refuses adds since its journal failed: \(failure.message)")
+            }
             let location: EntryLocation
             do throws(LedgerError) {
                 location = try s.entryLogs.add(
                     ledger: ledger, entry: entry, lastAddConfirmed: lastAddConfirmed, payload: payload)
             } catch {
-                return error
+                if !s.entryLogFailing {
+                    s.entryLogFailing = true
+                    line = "ledger-storage: bookie \(id) refuses adds: \(error.message)"
+                }
+                return LedgerError(error.code, "bookie \(id) refuses adds: \(error.message)")
+            }
+            if s.entryLogFailing {
+                s.entryLogFailing = false
+                line = "ledger-storage: bookie \(id) takes adds again: its entry log is written once more"
             }
             // In place: a copy of the record written back would copy its entries on every add (O(entries)).
             s.index.ledgers[ledger, default: LedgerRecord()].add(
@@ -238,6 +274,7 @@ public final class LocalBookie: Bookie {
             ) { result in completion(result.map { _ in () }) }
             return nil
         }
+        if let line { log(line) }
         if let refusal { completion(.failure(refusal)) }
     }
 

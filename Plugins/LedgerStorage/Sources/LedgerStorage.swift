@@ -124,6 +124,7 @@ public final class LedgerStorage: StoragePlugin, ManagedStoragePlugin {
         options.journalFileBytes = settings.journalFileBytes
         options.entryLogFileBytes = settings.entryLogFileBytes
         options.checkpointIntervalMilliseconds = settings.checkpointIntervalMs
+        options.log = { [host] line in host.log(line.contains(" refuses ") ? .error : .info, line) }
         do {
             try Files.makeDirectory(config.dataDirectory)
             // Before the bookie starts, so that a refused metadata setting leaves nothing running.
