@@ -123,6 +123,7 @@ public final class LedgerStream: Sendable {
             s.heal = nil
             for ledger in dropped { context.deleteLedger(ledger) }
             context.log(
+                .warning,
                 "ledger-storage: stream '\(name)': ledger \(failed) failed (\(failure.message)); recovered and closed "
                     + "at offset \(next), appends go on in ledger \(created.id)")
         } catch {
