@@ -91,40 +91,18 @@ struct LedgerBookieLossTests {
                 ["b1", "b2", "b3", "b4"], in: directory, intervalMs: 60_000)
             for bookie in bookies { nodes[bookie.id] = bookie.node }
             let setting = LedgerCluster.setting(bookies)
-            let prefix = "/plexus-ledger-writer-bookie"
-            let first = try await LedgerWriterFailoverTests.startWriter(
-                "w1", directory, etcdPort: etcdPort, prefix: prefix, bookies: setting)
-            nodes["w1"] = first
-            let second = try await LedgerWriterFailoverTests.startWriter(
-                "w2", directory, etcdPort: etcdPort, prefix: prefix, bookies: setting)
-            nodes["w2"] = second
-            let topic = "ledger-writer-bookie"
-            let client = try await PlexusClient.connect(
-                ClientConfiguration(port: try await first.tcpPort(), name: "w1", reconnect: false))
-            let acknowledged = Acknowledged()
-            let published = Published()
-            let publishing = LedgerWriterFailoverTests.publish(
-                client, topic: topic, attempted: published, acknowledged: acknowledged)
-            try await LedgerWriterFailoverTests.waitFor(1000, acknowledged)
+            let run = try await LedgerWriterFailoverTests.startPublishing(
+                directory, etcdPort: etcdPort, prefix: "/plexus-ledger-writer-bookie", bookies: setting,
+                topic: "ledger-writer-bookie", clientName: "w1", count: 1000, nodes: &nodes)
             // The bookie of the topic's ensemble that took the most entries dies with the writer.
             let (order, records) = try await LedgerDiskFaultTests.ranked(bookies)
-            let lost = bookies[order[0]]
-            first.kill()
-            lost.node.kill()
-            await publishing.value
-            await client.close(timeout: .milliseconds(100))
-
-            let reader = try await PlexusClient.connect(
-                ClientConfiguration(port: try await second.tcpPort(), name: "w2", reconnect: false))
-            let (end, _) = try await LedgerCluster.check(
-                reader, topic: topic, acknowledged: [acknowledged], published: published)
-            let next = try await reader.publish(topic: topic, CloudEvent(id: "after", source: "/w2", type: "t"))
-            #expect(next >= end, "the next offset \(next) follows the recovered end \(end)")
+            run.first.kill()
+            bookies[order[0]].node.kill()
+            try await LedgerWriterFailoverTests.checkThroughSecond(run, topic: "ledger-writer-bookie")
             let spare = bookies[order[3]]
             #expect(
                 try await spare.journalRecords() > records[order[3]],
                 "the spare \(spare.id) took the recovered tail or the next ledger's entries")
-            await reader.close()
         }
     }
 }

@@ -63,36 +63,61 @@ struct LedgerWriterFailoverTests {
         try #require(acknowledged.count >= count, "only \(acknowledged.count) events acknowledged in 60 s")
     }
 
+    /// Two writer nodes started, and `topic` published to through the first until `count` events are acknowledged.
+    struct Publishing {
+        let first: NodeProcess
+        let second: NodeProcess
+        let client: PlexusClient
+        let acknowledged: Acknowledged
+        let published: Published
+        let task: Task<Void, Never>
+    }
+
+    /// Starts writers `w1` and `w2` over `bookies` (their metadata under `prefix` in etcd, both kept in `nodes`)
+    /// and publishes to `topic` through `w1` (the client named `clientName`) until `count` are acknowledged.
+    static func startPublishing(
+        _ directory: TestDirectory, etcdPort: Int, prefix: String, bookies: String, topic: String,
+        clientName: String, count: Int, nodes: inout [String: NodeProcess]
+    ) async throws -> Publishing {
+        let first = try await startWriter("w1", directory, etcdPort: etcdPort, prefix: prefix, bookies: bookies)
+        nodes["w1"] = first
+        let second = try await startWriter("w2", directory, etcdPort: etcdPort, prefix: prefix, bookies: bookies)
+        nodes["w2"] = second
+        let client = try await PlexusClient.connect(
+            ClientConfiguration(port: try await first.tcpPort(), name: clientName, reconnect: false))
+        let acknowledged = Acknowledged()
+        let published = Published()
+        let task = publish(client, topic: topic, attempted: published, acknowledged: acknowledged)
+        let started = Publishing(
+            first: first, second: second, client: client, acknowledged: acknowledged, published: published,
+            task: task)
+        try await waitFor(count, acknowledged)
+        return started
+    }
+
+    /// Once the first writer is gone: opens `topic` through the second, which recovers the first one's ledger,
+    /// checks it against what the first acknowledged, and publishes after the recovered end.
+    static func checkThroughSecond(_ run: Publishing, topic: String) async throws {
+        await run.task.value
+        await run.client.close(timeout: .milliseconds(100))
+        let reader = try await PlexusClient.connect(
+            ClientConfiguration(port: try await run.second.tcpPort(), name: "w2", reconnect: false))
+        let (end, _) = try await LedgerCluster.check(
+            reader, topic: topic, acknowledged: [run.acknowledged], published: run.published)
+        let next = try await reader.publish(topic: topic, CloudEvent(id: "after", source: "/w2", type: "t"))
+        #expect(next >= end, "the next offset \(next) follows the recovered end \(end)")
+        await reader.close()
+    }
+
     @Test("kill -9 of the writer's node: another node recovers its ledger and every acknowledged event is there")
     func writerKilled() async throws {
         try await RaftRegistryClusterTests.withEtcd("ledger writer killed") { directory, etcdPort, nodes in
             let bookies = try await Self.startBookies(directory, nodes: &nodes)
-            let prefix = "/plexus-ledger-kill"
-            let first = try await Self.startWriter(
-                "w1", directory, etcdPort: etcdPort, prefix: prefix, bookies: bookies)
-            nodes["w1"] = first
-            let second = try await Self.startWriter(
-                "w2", directory, etcdPort: etcdPort, prefix: prefix, bookies: bookies)
-            nodes["w2"] = second
-            let topic = "ledger-failover"
-            let client = try await PlexusClient.connect(
-                ClientConfiguration(port: try await first.tcpPort(), name: "w1", reconnect: false))
-            let acknowledged = Acknowledged()
-            let published = Published()
-            let publishing = Self.publish(client, topic: topic, attempted: published, acknowledged: acknowledged)
-            try await Self.waitFor(1000, acknowledged)
-            first.kill()  // SIGKILL, with publishes in flight
-            await publishing.value
-            await client.close(timeout: .milliseconds(100))
-
-            let reader = try await PlexusClient.connect(
-                ClientConfiguration(port: try await second.tcpPort(), name: "w2", reconnect: false))
-            let (end, _) = try await LedgerCluster.check(
-                reader, topic: topic, acknowledged: [acknowledged], published: published)
-            // The other node writes on after the recovered end.
-            let next = try await reader.publish(topic: topic, CloudEvent(id: "after", source: "/w2", type: "t"))
-            #expect(next >= end, "the next offset \(next) follows the recovered end \(end)")
-            await reader.close()
+            let run = try await Self.startPublishing(
+                directory, etcdPort: etcdPort, prefix: "/plexus-ledger-kill", bookies: bookies,
+                topic: "ledger-failover", clientName: "w1", count: 1000, nodes: &nodes)
+            run.first.kill()  // SIGKILL, with publishes in flight
+            try await Self.checkThroughSecond(run, topic: "ledger-failover")
         }
     }
 
@@ -100,21 +125,12 @@ struct LedgerWriterFailoverTests {
     func zombieWriter() async throws {
         try await RaftRegistryClusterTests.withEtcd("ledger zombie writer") { directory, etcdPort, nodes in
             let bookies = try await Self.startBookies(directory, nodes: &nodes)
-            let prefix = "/plexus-ledger-zombie"
-            let zombie = try await Self.startWriter(
-                "w1", directory, etcdPort: etcdPort, prefix: prefix, bookies: bookies)
-            nodes["w1"] = zombie
-            let second = try await Self.startWriter(
-                "w2", directory, etcdPort: etcdPort, prefix: prefix, bookies: bookies)
-            nodes["w2"] = second
             let topic = "ledger-zombie"
-            let client = try await PlexusClient.connect(
-                ClientConfiguration(port: try await zombie.tcpPort(), name: "zombie", reconnect: false))
-            let acknowledgedByZombie = Acknowledged()
-            let published = Published()
-            let publishing = Self.publish(
-                client, topic: topic, attempted: published, acknowledged: acknowledgedByZombie)
-            try await Self.waitFor(500, acknowledgedByZombie)
+            let run = try await Self.startPublishing(
+                directory, etcdPort: etcdPort, prefix: "/plexus-ledger-zombie", bookies: bookies, topic: topic,
+                clientName: "zombie", count: 500, nodes: &nodes)
+            let (zombie, second, client, published) = (run.first, run.second, run.client, run.published)
+            let (acknowledgedByZombie, publishing) = (run.acknowledged, run.task)
             Glibc.kill(zombie.process.processIdentifier, SIGSTOP)
 
             // The other node takes the stream over (recovery fences the zombie's ledger) and writes to it.
