@@ -21,14 +21,17 @@ import Testing
 ///   visible.
 @Suite("ledger-storage writer failover through etcd", .serialized, .timeLimit(.minutes(4)))
 struct LedgerWriterFailoverTests {
-    /// The bookie-only nodes, started and ready; returns the `bookies` setting naming them.
+    /// The bookie-only nodes `ids`, started side by side and ready; returns the `bookies` setting naming them.
+    /// - Parameter ports: the bookie port of each id (absent: any free port); a bookie started again on its
+    ///   port keeps its place in the writers' `bookies` lists.
     static func startBookies(
-        _ directory: TestDirectory, nodes: inout [String: NodeProcess]
+        _ directory: TestDirectory, nodes: inout [String: NodeProcess], ids: [String] = ["b1", "b2", "b3"],
+        ports: [String: Int] = [:]
     ) async throws -> String {
         var launched: [(String, NodeProcess.Launched)] = []
-        for id in ["b1", "b2", "b3"] {
+        for id in ids {
             let manifests = try directory.shippedManifests(
-                intervalMs: 60_000, ledgerValues: ["bookieId": id, "bookieListen": "127.0.0.1:0"],
+                intervalMs: 60_000, ledgerValues: ["bookieId": id, "bookieListen": "127.0.0.1:\(ports[id] ?? 0)"],
                 name: "\(id)/manifests")
             launched.append(
                 (
