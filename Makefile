@@ -63,8 +63,9 @@ bench-tcp: bootstrap
 ## against a three-node raft-log cluster under an acknowledged write load for SOAK_MINUTES (default 10), then
 ## every replica checked from disk; then random disk faults (ENOSPC, EIO, short writes through the faultfs
 ## shim) against one node for SOAK_MINUTES; then random faults (kill -9 or SIGSTOP of a bookie or of the
-## writer, whose stream the other node then fences and recovers; everything restarted) against ledger-storage
-## with five bookies, two writer nodes and etcd for SOAK_MINUTES, then every topic read back and checked.
+## writer, whose stream the other node then fences and recovers; both writers at once; everything restarted)
+## against ledger-storage with five bookies, two writer nodes and etcd for SOAK_MINUTES, then every topic read
+## back from both writers and checked.
 ## PLEXUS_SOAK_SEED=N replays a run. The short forms run in `make test`.
 SOAK_MINUTES ?= 10
 soak: bootstrap
