@@ -32,8 +32,8 @@ import Testing
 /// - kill -9 every node (not etcd) and start them all again.
 /// After each, writes must resume. At the end every topic is read back from the writer and then from the other
 /// node (which takes the streams over): every acknowledged event at the offset it was acknowledged with, the
-/// offsets dense, every visible event one that was published (never a zombie's refused probe), none twice, and
-/// both reads alike.
+/// offsets dense, every visible event one that was published (never a publish a fenced writer refused), none
+/// twice, and both reads alike.
 ///
 /// Only with `PLEXUS_SOAK_MINUTES` set (`make soak`); `PLEXUS_SOAK_SEED` replays a run's fault schedule.
 @Suite(
@@ -216,9 +216,9 @@ struct LedgerClusterSoakTests {
                     + "acknowledged (by node: \(load.acknowledgedByNode)), \(load.timeouts) batches timed out; "
                     + "\(injected.values.reduce(0, +)) faults (\(faultCounts)); zombie: \(zombie.resumed) resumed, "
                     + "\(zombie.lateAcknowledgements) late acknowledgements; publishes through a taken-over writer: "
-                    + "\(probes.refusedFenced) refused as fenced, \(probes.refusedOtherwise) otherwise, \(probes.accepted) "
-                    + "accepted; \(visible) events read back from "
-                    + "\(cluster.writer) and \(cluster.standby); \(violations.count) violation(s)"
+                    + "\(probes.refusedFenced) refused as fenced, \(probes.refusedOtherwise) otherwise, "
+                    + "\(probes.accepted) accepted; \(visible) events read back from \(cluster.writer) and "
+                    + "\(cluster.standby); \(violations.count) violation(s)"
                     + (violations.isEmpty ? "" : ":\n  " + violations.prefix(40).joined(separator: "\n  ")))
             print("ledger soak: publishes that failed: \(load.failures)")
             // Thrown, so that the nodes' logs and data stay for a look.
@@ -227,7 +227,8 @@ struct LedgerClusterSoakTests {
     }
 
     /// What one topic's read-back breaks of the promises: every acknowledged event at its offset, the offsets
-    /// dense from 0, every visible event published as it is and never a refused zombie probe, none twice.
+    /// dense from 0, every visible event published as it is (never a publish a fenced writer refused), none
+    /// twice.
     static func check(
         _ topic: String, received: [UInt64: CloudEvent], snapshot: LedgerSnapshot, published: [String: CloudEvent],
         probes: Set<String>
@@ -244,7 +245,7 @@ struct LedgerClusterSoakTests {
         }
         for (offset, event) in received.sorted(by: { $0.key < $1.key }) {
             if probes.contains(event.id) {
-                violations.append("\(topic): offset \(offset) holds \(event.id), a publish the fenced zombie refused")
+                violations.append("\(topic): offset \(offset) holds \(event.id), a publish a fenced writer refused")
             } else if published[event.id] != event {
                 violations.append("\(topic): offset \(offset) holds \(event.id), which nobody published as it is")
             }
@@ -449,7 +450,7 @@ final class LedgerSoakLoad: Sendable {
         return true
     }
 
-    /// Publishes one event through a new connection to `node` (the resumed zombie), waiting up to 30 s.
+    /// Publishes one event through a new connection to `node` (a writer whose streams were taken over).
     func probe(_ node: NodeProcess, topic: String) async throws -> ProbeOutcome {
         let id = "zombie-probe-\(probeIDs.withLock { $0.count })"
         probeIDs.withLock { _ = $0.insert(id) }
