@@ -63,7 +63,8 @@ bench-tcp: bootstrap
 ## against a three-node raft-log cluster under an acknowledged write load for SOAK_MINUTES (default 10), then
 ## every replica checked from disk; then random disk faults (ENOSPC, EIO, short writes through the faultfs
 ## shim) against one node for SOAK_MINUTES; then random faults (kill -9 or SIGSTOP of a bookie or of the
-## writer, whose stream the other node then fences and recovers; both writers at once; everything restarted)
+## writer, whose stream the other node then fences and recovers; both writers at once; a writer paused past
+## its bookie timeout; everything restarted)
 ## against ledger-storage with five bookies, two writer nodes and etcd for SOAK_MINUTES, then every topic read
 ## back from both writers and checked.
 ## PLEXUS_SOAK_SEED=N replays a run. The short forms run in `make test`.
