@@ -62,12 +62,19 @@ bench-tcp: bootstrap
 ## Random faults (kill -9, SIGSTOP, cut links, restarts, a flipped bit or a truncated segment on a member)
 ## against a three-node raft-log cluster under an acknowledged write load for SOAK_MINUTES (default 10), then
 ## every replica checked from disk; then random disk faults (ENOSPC, EIO, short writes through the faultfs
-## shim) against one node for SOAK_MINUTES. PLEXUS_SOAK_SEED=N replays a run. The short forms run in `make test`.
+## shim) against one node for SOAK_MINUTES; then random faults (kill -9 or SIGSTOP of a bookie or of the
+## writer, whose stream the other node then fences and recovers; both writers at once; a writer paused past
+## its bookie timeout; everything restarted)
+## against ledger-storage with five bookies, two writer nodes and etcd for SOAK_MINUTES, then every topic read
+## back from both writers and checked.
+## PLEXUS_SOAK_SEED=N replays a run. The short forms run in `make test`.
 SOAK_MINUTES ?= 10
 soak: bootstrap
+	scripts/etcd-deps
 	$(SWIFT) build
 	scripts/build-c-plugins debug
-	PLEXUS_SOAK_MINUTES=$(SOAK_MINUTES) $(SWIFT) test --filter 'RaftClusterSoakTests|RaftLogDiskFaultSoakTests'
+	PLEXUS_SOAK_MINUTES=$(SOAK_MINUTES) $(SWIFT) test \
+		--filter 'RaftClusterSoakTests|RaftLogDiskFaultSoakTests|LedgerClusterSoakTests'
 
 ## libFuzzer on every decoder (Tests/Fuzz/README.md), one target after another, FUZZ_SECONDS each (default 60);
 ## a table of executions, executions/s and coverage at the end; findings go to .build/fuzz/<target>/crashes/.

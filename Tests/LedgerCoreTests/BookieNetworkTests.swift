@@ -316,6 +316,40 @@ struct BookieNetworkTests {
         }
     }
 
+    @Test("requests a stalled client could not send before their deadline are not failed when it runs again")
+    func stalledClient() throws {
+        let cluster = try Cluster(count: 1)
+        defer { cluster.stop() }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        var options = RemoteBookie.Options()
+        options.timeout = .milliseconds(400)
+        let bookie = try RemoteBookie(
+            id: "b0", address: "127.0.0.1:\(cluster.ports[0])", group: group, options: options)
+        defer { bookie.shutdown() }
+        let connected = outcome {
+            bookie.addEntry(ledger: 1, entry: 0, lastAddConfirmed: -1, payload: [1], recovery: false, completion: $0)
+        }
+        try #require(connected.failureCode == nil, "\(connected)")
+        // Three adds made on the client's event loop, which then stalls for three timeouts before it can send
+        // them (as a SIGSTOP of the process or a long pause would): once it runs again they go out and are
+        // answered; before the fix the overdue deadline check failed them all, unsent.
+        let results = Recorder<Result<Void, LedgerError>>()
+        let done = DispatchSemaphore(value: 0)
+        group.next().execute {
+            for entry in 1...3 {
+                bookie.addEntry(ledger: 1, entry: Int64(entry), lastAddConfirmed: 0, payload: [1], recovery: false) {
+                    results.record($0)
+                    done.signal()
+                }
+            }
+            Thread.sleep(forTimeInterval: 1.2)
+        }
+        for _ in 1...3 { #expect(done.wait(timeout: .now() + 10) == .success) }
+        #expect(results.values.count == 3 && results.values.allSatisfy { $0.failureCode == nil }, "\(results.values)")
+        #expect(bookie.isAvailable)
+    }
+
     @Test("an unreachable or silent bookie fails requests with bookieUnavailable, each completion once")
     func unavailable() throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

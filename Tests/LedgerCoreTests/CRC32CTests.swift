@@ -3,7 +3,9 @@ import Testing
 
 @Suite("CRC-32C")
 struct CRC32CTests {
-    @Test("the CPU's instruction and the tables agree: the standard check value, every length 0-300, unaligned starts, seeds")
+    @Test(
+        "the CPU's instruction and the tables agree: the standard check value, every length 0-300, unaligned starts, seeds"
+    )
     func hardwareMatchesTables() {
         let check = Array("123456789".utf8)
         #expect(CRC32C.checksum(check) == 0xE306_9283)

@@ -90,13 +90,14 @@ final class Acknowledged: Sendable {
     var events: [UInt64: CloudEvent] { byOffset.withLock { $0 } }
 }
 
-/// After a crash and restart: reads a topic from its start through a group `check` until every offset up to
-/// `highest` is there (or 30 s pass), waits `settle` for what may follow, and returns what arrived, by offset.
-func readBack(_ reader: PlexusClient, topic: String, through highest: UInt64, settle: Duration = .zero) async throws
-    -> [UInt64: CloudEvent]
-{
+/// After a crash and restart: reads a topic from its start through a consumer group (`check` unless told)
+/// until every offset up to `highest` is there (or 30 s pass), waits `settle` for what may follow, and returns
+/// what arrived, by offset.
+func readBack(
+    _ reader: PlexusClient, topic: String, through highest: UInt64, settle: Duration = .zero, group: String = "check"
+) async throws -> [UInt64: CloudEvent] {
     let stream = try await reader.subscribe(
-        topic: topic, options: SubscribeOptions(group: "check", start: .earliest, credits: 1000))
+        topic: topic, options: SubscribeOptions(group: group, start: .earliest, credits: 1000))
     let collected = Mutex<[UInt64: CloudEvent]>([:])
     let collector = Task {
         for await delivery in stream {

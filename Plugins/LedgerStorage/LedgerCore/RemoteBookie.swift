@@ -43,11 +43,15 @@ public final class RemoteBookie: Bookie {
         var pending: [UInt64: Pending] = [:]
         var stopped = false
         var timer: RepeatedTask?
+        /// When `expire` last ran (at first: when the bookie was made).
+        var lastTick = ContinuousClock.now
     }
 
     public let id: String
     public let address: String
     public let options: Options
+    /// How often pending requests are checked against their deadlines.
+    private let tick: Duration
     private let host: String
     private let port: Int
     private let group: any EventLoopGroup
@@ -65,6 +69,7 @@ public final class RemoteBookie: Bookie {
         self.group = group
         (host, port) = try BookieServer.hostPort(address, role: "the address of bookie '\(id)'")
         let tick = max(Duration.milliseconds(10), min(options.timeout / 4, .milliseconds(250)))
+        self.tick = tick
         let task = group.next().scheduleRepeatedTask(
             initialDelay: .nanoseconds(Int64(Self.nanoseconds(tick))),
             delay: .nanoseconds(Int64(Self.nanoseconds(tick)))
@@ -280,9 +285,22 @@ public final class RemoteBookie: Bookie {
     }
 
     /// Fails the requests whose deadline passed and closes their connection.
+    ///
+    /// A check that comes much later than its tick means this process did not run meanwhile (SIGSTOP, a long
+    /// pause, a starved machine): the requests pending then had no chance to be sent or to have their answers
+    /// read, so their deadlines move on by the time lost instead of failing every one of them at once (which
+    /// made a writer resumed after a pause past the timeout drop every bookie of its ensemble and, short of
+    /// spares, fail its ledger).
     private func expire() {
         let now = ContinuousClock.now
         let (expired, outbox) = state.withLock { s -> ([(UInt64, Pending)], Outbox?) in
+            let previous = s.lastTick
+            s.lastTick = now
+            if now - previous > tick * 2 {
+                let lost = now - previous - tick
+                for request in s.pending.keys { s.pending[request]!.deadline += lost }
+                return ([], nil)
+            }
             let expired = s.pending.filter { $0.value.deadline <= now }
             guard !expired.isEmpty else { return ([], nil) }
             for (request, _) in expired { s.pending[request] = nil }
