@@ -23,7 +23,7 @@ run: release
 ## then every fuzz target's committed inputs replayed and a short run of each (FUZZ_SECONDS, default 10).
 ## Suites that build Swift packages or start servers of their own (etcd, Redis, PostgreSQL) under load: run one at a
 ## time after the rest, so that they neither starve the timing-sensitive tests nor are starved by them.
-HEAVY_TESTS := PluginScaffoldTests|StorageUpgradeTests|EtcdClientTests|EtcdRegistryTests|LedgerRegistryMetadataTests|RaftRegistryClusterTests|LedgerStorageCrashTests|LedgerBookieClusterTests|LedgerWriterFailoverTests|PlexusConnectorTests|ProtocolConformanceTests|ConnectorConformanceTests
+HEAVY_TESTS := PluginScaffoldTests|StorageUpgradeTests|EtcdClientTests|EtcdRegistryTests|LedgerRegistryMetadataTests|RaftRegistryClusterTests|LedgerStorageCrashTests|LedgerBookieClusterTests|LedgerWriterFailoverTests|LedgerDiskFaultTests|LedgerBookieLossTests|PlexusConnectorTests|ProtocolConformanceTests|ConnectorConformanceTests
 
 test: bootstrap
 	scripts/lint

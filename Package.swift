@@ -149,7 +149,9 @@ let package = Package(
             path: "Plugins/RaftLogStorage/RaftCore"),
         // The file helpers and CRC-32C the durable storages share (raft-log's segments, ledger-storage's journal
         // and entry logs): no dependency beyond the C library.
-        .target(name: "StorageIO", path: "Plugins/Shared/StorageIO"),
+        .target(name: "StorageIO", dependencies: ["CStorageIO"], path: "Plugins/Shared/StorageIO"),
+        // CRC-32C with the CPU's instruction (SSE4.2, the AArch64 CRC extension), chosen at run time.
+        .target(name: "CStorageIO", path: "Plugins/Shared/CStorageIO"),
         // What the registry plugins share: a service watch whose handler runs in order on a queue of its own.
         .target(
             name: "RegistrySupport", dependencies: [sdk("PlexusPluginSDK")], path: "Plugins/Shared/RegistrySupport"),

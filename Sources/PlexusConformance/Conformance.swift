@@ -27,8 +27,9 @@ public struct ConformanceOptions: Sendable {
     public var batchesPerAppender = 50
     /// `storage.append.large-event`: the size of the event's data (at least 1 MiB).
     public var largeEventBytes = (1 << 20) + 7
-    /// `registry.ttl.expires`: the TTL registered, and how long past it the instance may linger.
-    public var ttlMilliseconds: UInt64 = 300
+    /// `registry.ttl.expires` and `registry.keepalive.renews`: the TTL registered (1 s: renewed every third of
+    /// it, an instance must outlive the stalls of a loaded machine), and how long past it an instance may linger.
+    public var ttlMilliseconds: UInt64 = 1000
     public var ttlSlack: Duration = .seconds(5)
     /// Connectors: how long after `on_start` the kit waits for a subscribe or a publish (which tells a sink
     /// from a source), and for a restarted instance to subscribe again.

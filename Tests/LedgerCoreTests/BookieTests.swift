@@ -152,19 +152,55 @@ struct BookieTests {
         }
     }
 
+    @Test("the entry log's write buffer: entries read back before and after it is written, across file rolls")
+    func entryLogBuffer() throws {
+        let scratch = TemporaryDirectory()
+        defer { scratch.remove() }
+        // A 3,000-byte buffer and 10,000-byte files: 1 KiB entries fill the buffer every third add, roll the
+        // file every ninth.
+        let logs = try EntryLogger(directory: scratch.path, maxFileBytes: 10_000, writeBufferBytes: 3_000)
+        var locations: [EntryLocation] = []
+        for entry in 0..<40 {
+            let payload = [UInt8](repeating: UInt8(entry), count: 1024)
+            locations.append(
+                try logs.add(ledger: 7, entry: Int64(entry), lastAddConfirmed: Int64(entry) - 1, payload: payload))
+            for (earlier, location) in locations.enumerated() {
+                let read = try logs.read(location, ledger: 7, entry: Int64(earlier))
+                #expect(
+                    read.payload == [UInt8](repeating: UInt8(earlier), count: 1024)
+                        && read.lastAddConfirmed == Int64(earlier) - 1)
+            }
+        }
+        #expect(Set(locations.map(\.log)).count == 5, "40 entries of 1,060 bytes in files of at most 10,000")
+        // On disk only what was written: the last file holds less than its entries until the sync writes the rest.
+        let last = try #require(locations.last)
+        let lastFile = scratch.path + "/" + EntryLogger.fileName(last.log)
+        let expected = Int(last.offset) + EntryLogger.headerSize + 1024
+        #expect(try OpenFile(path: lastFile).size < expected)
+        try logs.syncAll()
+        #expect(try OpenFile(path: lastFile).size == expected)
+        for (entry, location) in locations.enumerated() {
+            #expect(try logs.read(location, ledger: 7, entry: Int64(entry)).payload.first == UInt8(entry))
+        }
+    }
+
     @Test("a damaged entry in an entry log is refused on read, naming the file and byte offset")
     func corruptEntry() throws {
         let scratch = TemporaryDirectory()
         defer { scratch.remove() }
-        let bookie = try LocalBookie(id: "b", directory: scratch.path)
-        for entry in 0..<3 { try Self.add(bookie, 5, Int64(entry)).get() }
-        let logs = try Files.list(scratch.path + "/ledgers").filter { EntryLogger.number(of: $0) != nil }
+        // Written, then stopped with a checkpoint: the entries are in the entry log on disk (a running bookie may
+        // still hold its newest entries in the entry log's write buffer), and the reopened bookie reads them there.
+        let first = try LocalBookie(id: "b", directory: scratch.path)
+        for entry in 0..<3 { try Self.add(first, 5, Int64(entry)).get() }
+        first.stop()
+        let logs = try Files.list(scratch.path + "/ledgers").filter { EntryLogger.number(of: $0) != nil }.sorted()
         let log = scratch.path + "/ledgers/" + (try #require(logs.first))
         let recordSize = EntryLogger.headerSize + Self.payload(5, 0).count
         let file = try OpenFile(path: log)
         let at = recordSize + EntryLogger.headerSize + 1  // inside entry 1's payload
         let byte = try file.read(count: 1, at: at)
         try file.write([byte[0] ^ 0x01], at: at)
+        let bookie = try LocalBookie(id: "b", directory: scratch.path)
         guard case .failure(let error) = Self.read(bookie, 5, 1) else {
             Issue.record("a corrupt entry was returned")
             return

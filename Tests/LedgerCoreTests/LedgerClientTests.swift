@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import LedgerCore
@@ -207,6 +208,55 @@ struct LedgerClientTests {
             return
         }
         #expect(error.code == .fenced)
+    }
+
+    @Test("recovery replaces a bookie that fails its recovery adds; without a replacement it cannot close")
+    func recoveryReplacesBookie() throws {
+        let bookies = (0..<3).map { FakeBookie("b\($0)") }
+        let spare = FakeBookie("b3")
+        let config = try QuorumConfig(ensembleSize: 3, writeQuorum: 2, ackQuorum: 2)
+        // Entries 0-5 were acknowledged (entry e on b(e mod 3) and b(e+1 mod 3)); b2 then lost its disk with
+        // the writer: it answers fences but holds nothing and refuses every add. Entry 5 carries LAC 3.
+        for entry in 0..<6 {
+            for position in config.writeSet(Int64(entry)) where position != 2 {
+                bookies[position].put(9, Int64(entry), lac: Int64(entry) - 2, Self.payload(entry))
+            }
+        }
+        bookies[2].failAdds = true
+        let without = outcome { LedgerRecovery.recover(ledger: 9, ensemble: bookies, config: config, completion: $0) }
+        guard case .failure(let error) = without else {
+            Issue.record("recovery closed with entry 4 on one bookie, below Qa")
+            return
+        }
+        #expect(error.code == .notEnoughBookies && error.message.contains("entry 4"), "\(error)")
+
+        let excludedSeen = Mutex<Set<String>>([])
+        let recovered = try waitFor {
+            LedgerRecovery.recover(
+                ledger: 9, ensemble: bookies, config: config,
+                replacement: { excluded in
+                    excludedSeen.withLock { $0 = excluded }
+                    return excluded.contains("b3") ? nil : spare
+                }, completion: $0)
+        }
+        #expect(recovered.lastEntry == 5)
+        #expect(excludedSeen.withLock { $0 } == ["b0", "b1", "b2"])
+        // From entry 4 (the first whose add to b2 failed) the tail is on b0, b1 and the spare in b2's place.
+        let fragment = try #require(recovered.fragment)
+        #expect(fragment.firstEntry == 4 && fragment.ensemble.map(\.id) == ["b0", "b1", "b3"])
+        // Entries 4 and 5 (write sets {b1, b2} and {b2, b0}) are on the spare as recovery adds: full write quorum.
+        #expect(spare.stored(9) == [4, 5])
+        let spareAdds = spare.adds
+        #expect(spareAdds.allSatisfy { $0.recovery })
+        let reader = LedgerReader(
+            ledger: 9,
+            fragments: [
+                BookieFragment(firstEntry: 0, ensemble: bookies),
+                BookieFragment(firstEntry: 4, ensemble: [bookies[0], bookies[1], spare]),
+            ], config: config)
+        for entry in 0..<6 {
+            #expect(try waitFor { reader.read(Int64(entry), completion: $0) }.payload == Self.payload(entry))
+        }
     }
 
     @Test("recovery refuses when too few bookies can be fenced")

@@ -164,8 +164,7 @@ struct HTTPProtocolTests {
 
         // Raw bytes: header injection, a chunked body over the limit, huge headers.
         func raw(_ text: String) async throws -> (TestResponse?, closed: Bool) {
-            let connection = try await RawHTTP.connect(port: port)
-            try await connection.send(text)
+            let connection = try await RawHTTP.connect(port: port, sending: text)
             let response = try await connection.response(timeout: .seconds(5))
             return (response, try await connection.closedByServer(within: .seconds(3)))
         }
@@ -184,9 +183,8 @@ struct HTTPProtocolTests {
         #expect(hugeClosed)
 
         // A slowloris trickling its headers gets 408 and is closed; so does a body that stops short.
-        let slow = try await RawHTTP.connect(port: port)
         let began = ContinuousClock.now
-        try await slow.send("POST /topics/bad HTTP/1.1\r\n")
+        let slow = try await RawHTTP.connect(port: port, sending: "POST /topics/bad HTTP/1.1\r\n")
         var closed = false
         for byte in Array("ce-id: 1\r\nce-source: /s\r\n".utf8) where !closed {
             try? await slow.send(bytes: [byte])
@@ -196,8 +194,8 @@ struct HTTPProtocolTests {
         #expect(try await slow.closedByServer(within: .seconds(5)))
         #expect(ContinuousClock.now - began < .seconds(5))
         #expect(try await slow.response(timeout: .milliseconds(100))?.status == 408, "\(slow.received)")
-        let short = try await RawHTTP.connect(port: port)
-        try await short.send(start + "ce-id: 1\r\nContent-Length: 100\r\n\r\n0123456789")
+        let short = try await RawHTTP.connect(
+            port: port, sending: start + "ce-id: 1\r\nContent-Length: 100\r\n\r\n0123456789")
         #expect(try await short.response(timeout: .seconds(3))?.status == 408, "\(short.received)")
 
         // An idle connection is closed without a word; a keep-alive connection serves request after request.
@@ -206,9 +204,9 @@ struct HTTPProtocolTests {
         #expect(idle.received.isEmpty)
         // The three requests go in one write (pipelined), so a stall of the loaded test process between them
         // cannot outlast the 1.5 s idle timeout and close the connection under the test.
-        let keepAlive = try await RawHTTP.connect(port: port)
-        try await keepAlive.send(
-            (0..<3).map {
+        let keepAlive = try await RawHTTP.connect(
+            port: port,
+            sending: (0..<3).map {
                 "POST /topics/ok HTTP/1.1\r\nHost: x\r\nce-specversion: 1.0\r\nce-id: k\($0)\r\nce-source: /s\r\n"
                     + "ce-type: t\r\nContent-Length: 2\r\n\r\nhi"
             }.joined())
@@ -472,9 +470,10 @@ struct HTTPProtocolTests {
         }
         /// Opens a stream and returns it with the events it shows (delivery id, event) as they arrive.
         func open(group: String) async throws -> RawHTTP {
-            let stream = try await RawHTTP.connect(port: port)
-            try await stream.send(
-                "GET /topics/pulled/events?group=\(group)&start=earliest&credits=10 HTTP/1.1\r\nHost: x\r\n\r\n")
+            let stream = try await RawHTTP.connect(
+                port: port,
+                sending:
+                    "GET /topics/pulled/events?group=\(group)&start=earliest&credits=10 HTTP/1.1\r\nHost: x\r\n\r\n")
             return stream
         }
         func shown(_ stream: RawHTTP, count: Int) async throws -> [(UInt64, CloudEvent)] {

@@ -55,6 +55,29 @@ final class RawHTTP: Sendable {
 
     func send(_ text: String) async throws { try await send(bytes: Array(text.utf8)) }
 
+    /// Connects and sends `bytes` as the connection's first. A server may close a connection that stays idle
+    /// past its idle timeout before a byte came (a stalled test process on a loaded machine can take that
+    /// long between connect and write); then, as an HTTP client does with a stale connection, it connects again,
+    /// up to three times.
+    static func connect(port: Int, sending bytes: [UInt8]) async throws -> RawHTTP {
+        var attempt = 1
+        while true {
+            let connection = try await connect(port: port)
+            do {
+                try await connection.send(bytes: bytes)
+                return connection
+            } catch
+                where attempt < 3 && connection.inbox.closed.load(ordering: .relaxed) && connection.received.isEmpty
+            {
+                attempt += 1
+            }
+        }
+    }
+
+    static func connect(port: Int, sending text: String) async throws -> RawHTTP {
+        try await connect(port: port, sending: Array(text.utf8))
+    }
+
     /// Writes `bytes`; a failure names how much was being sent and what the server had said by then, so a
     /// connection the server closed early is told apart from one that never worked.
     func send(bytes: [UInt8]) async throws {
@@ -136,12 +159,11 @@ enum HTTPTest {
         port: Int, _ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = [],
         timeout: Duration = .seconds(10)
     ) async throws -> TestResponse {
-        let connection = try await RawHTTP.connect(port: port)
-        defer { Task { await connection.close() } }
         var text = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n"
         for (name, value) in headers { text += "\(name): \(value)\r\n" }
         if !body.isEmpty || method == "POST" { text += "Content-Length: \(body.count)\r\n" }
-        try await connection.send(bytes: Array((text + "\r\n").utf8) + body)
+        let connection = try await RawHTTP.connect(port: port, sending: Array((text + "\r\n").utf8) + body)
+        defer { Task { await connection.close() } }
         guard let response = try await connection.response(timeout: timeout) else {
             throw SetupError(
                 description: "no response to \(method) \(path) within \(timeout): '\(connection.received)'")

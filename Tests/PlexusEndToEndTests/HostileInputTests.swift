@@ -42,9 +42,10 @@ struct HostileInputTests {
         defer { node.kill() }
 
         // HTTP/1.1 with Connection: close, then another request and junk in the same packet.
-        let closing = try await RawHTTP.connect(port: http)
-        try await closing.send(
-            Self.binaryRequest("closing", id: "c1", connection: "close") + Self.binaryRequest("closing", id: "c2")
+        let closing = try await RawHTTP.connect(
+            port: http,
+            sending:
+                Self.binaryRequest("closing", id: "c1", connection: "close") + Self.binaryRequest("closing", id: "c2")
                 + "junk\r\n\r\n")
         let first = try #require(try await closing.response(), "no answer to the Connection: close request")
         #expect(first.status == 202, "\(first)")
@@ -53,9 +54,10 @@ struct HostileInputTests {
         #expect(try await closing.response(timeout: .milliseconds(200)) == nil, "bytes after close are ignored")
 
         // HTTP/1.0 without keep-alive, the same.
-        let old = try await RawHTTP.connect(port: http)
-        try await old.send(
-            Self.binaryRequest("closing", id: "c3", version: "HTTP/1.0") + "GET /health HTTP/1.0\r\n\r\n")
+        let old = try await RawHTTP.connect(
+            port: http,
+            sending:
+                Self.binaryRequest("closing", id: "c3", version: "HTTP/1.0") + "GET /health HTTP/1.0\r\n\r\n")
         let second = try #require(try await old.response(), "no answer to the HTTP/1.0 request")
         #expect(second.status == 202, "\(second)")
         #expect(try await old.closedByServer(within: .seconds(3)))
@@ -65,9 +67,10 @@ struct HostileInputTests {
         #expect(stored.values.map(\.event.id).sorted() == ["c1", "c3"], "\(stored.values.map(\.event.id))")
 
         // Keep-alive requests pipelined in one write are each answered, in order.
-        let pipelined = try await RawHTTP.connect(port: http)
-        try await pipelined.send(
-            Self.binaryRequest("piped", id: "p1") + "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        let pipelined = try await RawHTTP.connect(
+            port: http,
+            sending:
+                Self.binaryRequest("piped", id: "p1") + "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
                 + Self.binaryRequest("piped", id: "p2") + Self.binaryRequest("piped", id: "p3", connection: "close"))
         var answers: [TestResponse] = []
         while answers.count < 4, let response = try await pipelined.response() { answers.append(response) }

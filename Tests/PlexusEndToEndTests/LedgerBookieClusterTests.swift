@@ -17,29 +17,9 @@ struct LedgerBookieClusterTests {
         let directory = try TestDirectory()
         defer { directory.remove() }
         // Three bookie-only nodes on ports of their choice.
-        var bookies: [(id: String, node: NodeProcess, port: Int)] = []
+        let bookies = try await LedgerCluster.startBookies(["b1", "b2", "b3"], in: directory, intervalMs: 1000)
         defer { for bookie in bookies { bookie.node.kill() } }
-        var launched: [(String, NodeProcess.Launched)] = []
-        for id in ["b1", "b2", "b3"] {
-            let manifests = try directory.shippedManifests(
-                intervalMs: 1000, ledgerValues: ["bookieId": id, "bookieListen": "127.0.0.1:0"], name: "manifests-\(id)"
-            )
-            launched.append(
-                (
-                    id,
-                    try NodeProcess.launch(
-                        manifests: manifests, data: try directory.subdirectory("data-\(id)"),
-                        in: try directory.subdirectory("run-\(id)"))
-                ))
-        }
-        for (id, launch) in launched {
-            let node = try await launch.ready()
-            let result = try await node.call("ledger-storage", "bookie-port")
-            let port = try #require(Int(result.output), "bookie-port of \(id): '\(result.stdout)' \(result.stderr)")
-            try #require(port > 0, "bookie \(id) does not listen")
-            bookies.append((id, node, port))
-        }
-        let list = bookies.map { "\($0.id)=127.0.0.1:\($0.port)" }.joined(separator: ",")
+        let list = LedgerCluster.setting(bookies)
         let writerManifests = try directory.shippedManifests(
             intervalMs: 1000,
             ledgerValues: [
@@ -56,46 +36,17 @@ struct LedgerBookieClusterTests {
         let topic = "ledger-cluster"
         let acknowledged = Acknowledged()
         let control = PublishControl()
-        let publishing = Task {
-            await withTaskGroup(of: Void.self) { group in
-                for publisher in 0..<4 {
-                    group.addTask {
-                        var sequence = 0
-                        while !control.stopped {
-                            let batch = (0..<(1 + sequence % 3)).map { i in
-                                CloudEvent(
-                                    id: "p\(publisher)-\(sequence)-\(i)", source: "/ledger-cluster",
-                                    type: "io.plexus.cluster", data: Array("event \(publisher)/\(sequence)/\(i)".utf8))
-                            }
-                            sequence += 1
-                            do {
-                                acknowledged.add(batch, first: try await client.publish(topic: topic, batch))
-                            } catch {
-                                control.fail("\(error)")
-                                return
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        // Bounded by count and time: a second or two here, longer on a loaded machine.
+        let publishing = LedgerCluster.publish(
+            client, topic: topic, publishers: 4, source: "/ledger-cluster", type: "io.plexus.cluster",
+            acknowledged: acknowledged, control: control)
         func awaitAcknowledged(_ count: Int) async throws {
-            let deadline = ContinuousClock.now + .seconds(60)
-            while acknowledged.count < count && ContinuousClock.now < deadline
-                && control.failures.isEmpty
-            {
-                try await Task.sleep(for: .milliseconds(5))
-            }
+            try await LedgerCluster.awaitAcknowledged(count, acknowledged, control)
         }
         try await awaitAcknowledged(400)
         // The topic's ledger is on the writer's bookie and two of the three others: the two whose journals took
         // most records (other streams of the writer, such as the heartbeat's, have ledgers too, but few entries).
         var records: [UInt64] = []
-        for bookie in bookies {
-            let result = try await bookie.node.call("ledger-storage", "journal-records")
-            records.append(try #require(UInt64(result.output), "journal-records: '\(result.stdout)' \(result.stderr)"))
-        }
+        for bookie in bookies { records.append(try await bookie.journalRecords()) }
         let ranked = bookies.indices.sorted { records[$0] > records[$1] }
         let inEnsemble = Array(ranked.prefix(2))
         let spare = ranked[2]
@@ -114,8 +65,7 @@ struct LedgerBookieClusterTests {
             "publishing went on after bookie \(victim.id) was killed: \(acknowledged.count - beforeKill) acknowledged since"
         )
         // The spare took the dead bookie's place: it is in the new fragment and received hundreds of entries.
-        let result = try await bookies[spare].node.call("ledger-storage", "journal-records")
-        let spareRecords = try #require(UInt64(result.output))
+        let spareRecords = try await bookies[spare].journalRecords()
         #expect(
             spareRecords >= records[spare] + 200,
             "the spare bookie \(bookies[spare].id) went from \(records[spare]) to \(spareRecords) journal records")

@@ -21,35 +21,13 @@ import Testing
 ///   visible.
 @Suite("ledger-storage writer failover through etcd", .serialized, .timeLimit(.minutes(4)))
 struct LedgerWriterFailoverTests {
-    /// The bookie-only nodes `ids`, started side by side and ready; returns the `bookies` setting naming them.
-    /// - Parameter ports: the bookie port of each id (absent: any free port); a bookie started again on its
-    ///   port keeps its place in the writers' `bookies` lists.
+    /// The three bookie-only nodes, started and ready (kept in `nodes`); returns the `bookies` setting naming them.
     static func startBookies(
-        _ directory: TestDirectory, nodes: inout [String: NodeProcess], ids: [String] = ["b1", "b2", "b3"],
-        ports: [String: Int] = [:]
+        _ directory: TestDirectory, nodes: inout [String: NodeProcess]
     ) async throws -> String {
-        var launched: [(String, NodeProcess.Launched)] = []
-        for id in ids {
-            let manifests = try directory.shippedManifests(
-                intervalMs: 60_000, ledgerValues: ["bookieId": id, "bookieListen": "127.0.0.1:\(ports[id] ?? 0)"],
-                name: "\(id)/manifests")
-            launched.append(
-                (
-                    id,
-                    try NodeProcess.launch(
-                        manifests: manifests, data: try directory.subdirectory("\(id)/data"),
-                        in: try directory.subdirectory("\(id)/run"))
-                ))
-        }
-        var list: [String] = []
-        for (id, pending) in launched {
-            let node = try await pending.ready()
-            nodes[id] = node
-            let answer = try await node.call("ledger-storage", "bookie-port")
-            let port = try #require(Int(answer.output), "bookie-port of \(id): '\(answer.stdout)' \(answer.stderr)")
-            list.append("\(id)=127.0.0.1:\(port)")
-        }
-        return list.joined(separator: ",")
+        let bookies = try await LedgerCluster.startBookies(["b1", "b2", "b3"], in: directory, intervalMs: 60_000)
+        for bookie in bookies { nodes[bookie.id] = bookie.node }
+        return LedgerCluster.setting(bookies)
     }
 
     /// A writer node: ledger metadata in etcd (under `prefix`), ledgers on the three bookies of `bookies`.
@@ -69,93 +47,77 @@ struct LedgerWriterFailoverTests {
             extraArguments: ["--default-storage", "ledger-storage", "--node-id", id])
     }
 
-    /// Six producers publishing batches of 1-3 acknowledged events through `client` until a publish fails
-    /// (the node died, stopped or refused): what was attempted and what was acknowledged, by offset.
+    /// Six producers publishing acknowledged batches through `client` until a publish fails (the node died,
+    /// stopped or refused): what was attempted and what was acknowledged, by offset.
     static func publish(_ client: PlexusClient, topic: String, attempted: Published, acknowledged: Acknowledged)
         -> Task<Void, Never>
     {
-        Task {
-            await withTaskGroup(of: Void.self) { group in
-                for publisher in 0..<6 {
-                    group.addTask {
-                        var sequence = 0
-                        while !Task.isCancelled {
-                            let batch = (0..<(1 + sequence % 3)).map { i in
-                                CloudEvent(
-                                    id: "p\(publisher)-\(sequence)-\(i)", source: "/ledger-failover",
-                                    type: "io.plexus.failover", data: Array("event \(publisher)/\(sequence)/\(i)".utf8))
-                            }
-                            sequence += 1
-                            attempted.add(batch)
-                            guard let first = try? await client.publish(topic: topic, batch) else { return }
-                            acknowledged.add(batch, first: first)
-                        }
-                    }
-                }
-            }
-        }
+        LedgerCluster.publish(
+            client, topic: topic, publishers: 6, source: "/ledger-failover", type: "io.plexus.failover",
+            attempted: attempted, acknowledged: acknowledged, control: PublishControl())
     }
 
     /// Waits until `acknowledged` holds `count` events (bounded: 60 s).
     static func waitFor(_ count: Int, _ acknowledged: Acknowledged) async throws {
-        let deadline = ContinuousClock.now + .seconds(60)
-        while acknowledged.count < count && ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(5))
-        }
+        try await LedgerCluster.awaitAcknowledged(count, acknowledged, PublishControl())
         try #require(acknowledged.count >= count, "only \(acknowledged.count) events acknowledged in 60 s")
     }
 
-    /// Reads `topic` through `reader` and checks it against what was acknowledged and published: every
-    /// acknowledged event at its offset, the offsets dense, nothing unpublished, nothing twice.
-    static func check(
-        _ reader: PlexusClient, topic: String, acknowledged: [Acknowledged], published: Published
-    ) async throws -> UInt64 {
-        let all = Acknowledged()
-        for part in acknowledged { for (offset, event) in part.events { all.add([event], first: offset) } }
-        let highest = try #require(all.events.keys.max(), "nothing was acknowledged")
-        let received = try await readBack(reader, topic: topic, through: highest, settle: .milliseconds(300))
-        let (missing, changed) = all.compare(with: received)
-        #expect(missing.isEmpty, "acknowledged offsets missing after the failover: \(missing.prefix(20))")
-        #expect(changed.isEmpty, "acknowledged offsets holding another event: \(changed.prefix(20))")
-        let end = (received.keys.max() ?? 0) + 1
-        #expect((0..<end).allSatisfy { received[$0] != nil }, "the visible offsets are dense from 0 to \(end)")
-        let known = published.events
-        let unpublished = received.filter { known[$0.value.id] != $0.value }.keys.sorted()
-        #expect(unpublished.isEmpty, "visible events nobody published: offsets \(unpublished.prefix(20))")
-        let ids = received.values.map(\.id)
-        #expect(Set(ids).count == ids.count, "an event is visible twice")
-        return end
+    /// Two writer nodes started, and `topic` published to through the first until `count` events are acknowledged.
+    struct Publishing {
+        let first: NodeProcess
+        let second: NodeProcess
+        let client: PlexusClient
+        let acknowledged: Acknowledged
+        let published: Published
+        let task: Task<Void, Never>
+    }
+
+    /// Starts writers `w1` and `w2` over `bookies` (their metadata under `prefix` in etcd, both kept in `nodes`)
+    /// and publishes to `topic` through `w1` (the client named `clientName`) until `count` are acknowledged.
+    static func startPublishing(
+        _ directory: TestDirectory, etcdPort: Int, prefix: String, bookies: String, topic: String,
+        clientName: String, count: Int, nodes: inout [String: NodeProcess]
+    ) async throws -> Publishing {
+        let first = try await startWriter("w1", directory, etcdPort: etcdPort, prefix: prefix, bookies: bookies)
+        nodes["w1"] = first
+        let second = try await startWriter("w2", directory, etcdPort: etcdPort, prefix: prefix, bookies: bookies)
+        nodes["w2"] = second
+        let client = try await PlexusClient.connect(
+            ClientConfiguration(port: try await first.tcpPort(), name: clientName, reconnect: false))
+        let acknowledged = Acknowledged()
+        let published = Published()
+        let task = publish(client, topic: topic, attempted: published, acknowledged: acknowledged)
+        let started = Publishing(
+            first: first, second: second, client: client, acknowledged: acknowledged, published: published,
+            task: task)
+        try await waitFor(count, acknowledged)
+        return started
+    }
+
+    /// Once the first writer is gone: opens `topic` through the second, which recovers the first one's ledger,
+    /// checks it against what the first acknowledged, and publishes after the recovered end.
+    static func checkThroughSecond(_ run: Publishing, topic: String) async throws {
+        await run.task.value
+        await run.client.close(timeout: .milliseconds(100))
+        let reader = try await PlexusClient.connect(
+            ClientConfiguration(port: try await run.second.tcpPort(), name: "w2", reconnect: false))
+        let (end, _) = try await LedgerCluster.check(
+            reader, topic: topic, acknowledged: [run.acknowledged], published: run.published)
+        let next = try await reader.publish(topic: topic, CloudEvent(id: "after", source: "/w2", type: "t"))
+        #expect(next >= end, "the next offset \(next) follows the recovered end \(end)")
+        await reader.close()
     }
 
     @Test("kill -9 of the writer's node: another node recovers its ledger and every acknowledged event is there")
     func writerKilled() async throws {
         try await RaftRegistryClusterTests.withEtcd("ledger writer killed") { directory, etcdPort, nodes in
             let bookies = try await Self.startBookies(directory, nodes: &nodes)
-            let prefix = "/plexus-ledger-kill"
-            let first = try await Self.startWriter(
-                "w1", directory, etcdPort: etcdPort, prefix: prefix, bookies: bookies)
-            nodes["w1"] = first
-            let second = try await Self.startWriter(
-                "w2", directory, etcdPort: etcdPort, prefix: prefix, bookies: bookies)
-            nodes["w2"] = second
-            let topic = "ledger-failover"
-            let client = try await PlexusClient.connect(
-                ClientConfiguration(port: try await first.tcpPort(), name: "w1", reconnect: false))
-            let acknowledged = Acknowledged()
-            let published = Published()
-            let publishing = Self.publish(client, topic: topic, attempted: published, acknowledged: acknowledged)
-            try await Self.waitFor(1000, acknowledged)
-            first.kill()  // SIGKILL, with publishes in flight
-            await publishing.value
-            await client.close(timeout: .milliseconds(100))
-
-            let reader = try await PlexusClient.connect(
-                ClientConfiguration(port: try await second.tcpPort(), name: "w2", reconnect: false))
-            let end = try await Self.check(reader, topic: topic, acknowledged: [acknowledged], published: published)
-            // The other node writes on after the recovered end.
-            let next = try await reader.publish(topic: topic, CloudEvent(id: "after", source: "/w2", type: "t"))
-            #expect(next >= end, "the next offset \(next) follows the recovered end \(end)")
-            await reader.close()
+            let run = try await Self.startPublishing(
+                directory, etcdPort: etcdPort, prefix: "/plexus-ledger-kill", bookies: bookies,
+                topic: "ledger-failover", clientName: "w1", count: 1000, nodes: &nodes)
+            run.first.kill()  // SIGKILL, with publishes in flight
+            try await Self.checkThroughSecond(run, topic: "ledger-failover")
         }
     }
 
@@ -163,21 +125,12 @@ struct LedgerWriterFailoverTests {
     func zombieWriter() async throws {
         try await RaftRegistryClusterTests.withEtcd("ledger zombie writer") { directory, etcdPort, nodes in
             let bookies = try await Self.startBookies(directory, nodes: &nodes)
-            let prefix = "/plexus-ledger-zombie"
-            let zombie = try await Self.startWriter(
-                "w1", directory, etcdPort: etcdPort, prefix: prefix, bookies: bookies)
-            nodes["w1"] = zombie
-            let second = try await Self.startWriter(
-                "w2", directory, etcdPort: etcdPort, prefix: prefix, bookies: bookies)
-            nodes["w2"] = second
             let topic = "ledger-zombie"
-            let client = try await PlexusClient.connect(
-                ClientConfiguration(port: try await zombie.tcpPort(), name: "zombie", reconnect: false))
-            let acknowledgedByZombie = Acknowledged()
-            let published = Published()
-            let publishing = Self.publish(
-                client, topic: topic, attempted: published, acknowledged: acknowledgedByZombie)
-            try await Self.waitFor(500, acknowledgedByZombie)
+            let run = try await Self.startPublishing(
+                directory, etcdPort: etcdPort, prefix: "/plexus-ledger-zombie", bookies: bookies, topic: topic,
+                clientName: "zombie", count: 500, nodes: &nodes)
+            let (zombie, second, client, published) = (run.first, run.second, run.client, run.published)
+            let (acknowledgedByZombie, publishing) = (run.acknowledged, run.task)
             Glibc.kill(zombie.process.processIdentifier, SIGSTOP)
 
             // The other node takes the stream over (recovery fences the zombie's ledger) and writes to it.
@@ -209,7 +162,7 @@ struct LedgerWriterFailoverTests {
             await client.close(timeout: .milliseconds(100))
 
             // Everything either writer acknowledged is there, at its offset, once; nothing else.
-            _ = try await Self.check(
+            try await LedgerCluster.check(
                 other, topic: topic, acknowledged: [acknowledgedByZombie, acknowledgedByOther], published: published)
             await other.close()
         }

@@ -81,10 +81,11 @@ struct ProtocolUpgradeTests {
         }
 
         for round in 1...10 {
-            // Traffic before each replacement: at least five more handshakes (or 3 s on a slow machine).
-            let before = tally.withLock { $0.welcomed }
-            let quiet = ContinuousClock.now + .seconds(3)
-            while tally.withLock({ $0.welcomed }) < before + 5, ContinuousClock.now < quiet {
+            // Traffic before each replacement: at least five more acknowledged publishes, each on a connection of
+            // its own (waiting up to 10 s: a loaded two-core machine can take seconds for five).
+            let before = tally.withLock { $0.acked.count }
+            let quiet = ContinuousClock.now + .seconds(10)
+            while tally.withLock({ $0.acked.count }) < before + 5, ContinuousClock.now < quiet {
                 try await Task.sleep(for: .milliseconds(20))
             }
             let changed = tcpText.replacingOccurrences(
@@ -104,7 +105,7 @@ struct ProtocolUpgradeTests {
         #expect(try await node.tcpPort() == port, "the port stayed the kernel's")
         let seen = tally.withLock { $0 }
         #expect(seen.refused == 0, "connections refused during the replacements: \(seen.errors.prefix(5))")
-        #expect(seen.welcomed > 50, "too few connections to show anything: \(seen.welcomed)")
+        #expect(seen.welcomed >= 50, "too few connections to show anything: \(seen.welcomed)")
         #expect(try await node.list().first { $0.name == "tcp-protocol" }?.state == .active)
         #expect(!node.stderr.contains("stopping 1.0.0 first"), "the new instance started beside the old one")
 
@@ -129,6 +130,6 @@ struct ProtocolUpgradeTests {
         } while !seen.acked.allSatisfy(stored.contains) && ContinuousClock.now < deadline
         let lost = seen.acked.filter { !stored.contains($0) }
         #expect(lost.isEmpty, "acknowledged but not stored: \(lost.prefix(10)) of \(seen.acked.count)")
-        #expect(seen.acked.count > 50)
+        #expect(seen.acked.count >= 50, "too few acknowledged publishes to show anything")
     }
 }

@@ -44,6 +44,9 @@ public final class Journal: Sendable {
 
     public let directory: String
     public let maxFileBytes: Int
+    /// Called once, on the flusher thread, when a write, sync or file creation fails (the journal refuses
+    /// everything from then on).
+    private let onFailure: @Sendable (LedgerError) -> Void
     private let queue = Mutex(Queue())
     private let wake = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
@@ -70,10 +73,17 @@ public final class Journal: Sendable {
     }
 
     /// Starts a journal writing a new file `sequence` in `directory` (which must not hold it yet).
+    /// - Parameters:
+    ///   - onFailure: called once, on the flusher thread, with the first failure of a write, sync or file
+    ///     creation; it must not block nor call back into the journal.
     /// - Throws: `LedgerError` (`.io`) when the file cannot be created.
-    public init(directory: String, startSequence sequence: UInt64, maxFileBytes: Int) throws(LedgerError) {
+    public init(
+        directory: String, startSequence sequence: UInt64, maxFileBytes: Int,
+        onFailure: @escaping @Sendable (LedgerError) -> Void = { _ in }
+    ) throws(LedgerError) {
         self.directory = directory
         self.maxFileBytes = maxFileBytes
+        self.onFailure = onFailure
         flusher = FlusherState(file: try Self.create(directory, sequence), sequence: sequence, offset: 0)
         let thread = Thread { [self] in self.run() }
         thread.name = "ledger-journal"
@@ -106,6 +116,9 @@ public final class Journal: Sendable {
     }
 
     public var currentStatistics: Statistics { statistics.withLock { $0 } }
+
+    /// The failure after which the journal refuses everything (nil while it works).
+    public var failure: LedgerError? { queue.withLock { $0.failure } }
 
     private func enqueue(_ item: Item) {
         let refusal: LedgerError? = queue.withLock { q in
@@ -163,6 +176,7 @@ public final class Journal: Sendable {
         results.reserveCapacity(batch.count)
         var syncs: UInt64 = 0
         var written = 0
+        var failed = false
         do throws(LedgerError) {
             var run: [UInt8] = []
             var runItems = 0
@@ -201,14 +215,20 @@ public final class Journal: Sendable {
             try sync()
             syncs += 1
         } catch {
-            queue.withLock { $0.failure = error }
+            let first = queue.withLock { q in
+                defer { q.failure = q.failure ?? error }
+                return q.failure == nil
+            }
+            failed = true
+            if first { onFailure(error) }
             while results.count < batch.count { results.append(.failure(error)) }
             // Earlier items of the batch were written but the sync covering them may not have run: fail them all.
             results = results.map { _ in .failure(error) }
         }
         statistics.withLock { s in
             s.syncs += syncs
-            s.records += UInt64(batch.count)
+            // Only records made durable: a failed batch completed none.
+            s.records += failed ? 0 : UInt64(batch.count)
             s.bytes += UInt64(written)
         }
         for (item, result) in zip(batch, results) { item.completion(result) }

@@ -7,6 +7,14 @@ struct LedgerRecord: Sendable, Equatable {
     var deleted = false
     var lastEntry: Int64 = -1
     var lastAddConfirmed: Int64 = -1
+
+    /// Records where `entry` lies and moves the tail. Call it in place (`ledgers[id, default: ...].add(...)`):
+    /// a copy of the record taken out of the index and written back would copy `entries` on every add.
+    mutating func add(_ entry: Int64, at location: EntryLocation, lastAddConfirmed lac: Int64) {
+        entries[entry] = location
+        lastEntry = max(lastEntry, entry)
+        lastAddConfirmed = max(lastAddConfirmed, lac)
+    }
 }
 
 /// The bookie's index, (ledger, entry) → (entry log, offset), with each ledger's fence and tail; and its

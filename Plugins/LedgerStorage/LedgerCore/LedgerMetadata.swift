@@ -207,8 +207,9 @@ public struct LedgerManager: Sendable {
     }
 
     /// Opens a ledger for recovery: marks it IN_RECOVERY (compare-and-swap), fences it on its bookies, finds
-    /// and secures its last entry (`LedgerRecovery`), and closes it with that entry. A CLOSED ledger is
-    /// returned as it is.
+    /// and secures its last entry (`LedgerRecovery`, replacing a bookie that fails its recovery adds from
+    /// `replacement`), and closes it with that entry (and the new fragment, when a bookie was replaced). A
+    /// CLOSED ledger is returned as it is.
     public func recover(_ ledger: UInt64) throws(LedgerError) -> LedgerMetadata {
         var (metadata, version) = try read(ledger)
         if metadata.state == .closed { return metadata }
@@ -222,13 +223,21 @@ public struct LedgerManager: Sendable {
             throw LedgerError(.corrupt, "ledger \(ledger) has no ensemble in its metadata")
         }
         let bookies = try resolve(fragment.ensemble)
-        let last = try waitFor {
+        let outcome = try waitFor {
             LedgerRecovery.recover(
                 ledger: ledger, ensemble: bookies, config: metadata.quorum, firstEntry: fragment.firstEntry,
-                completion: $0)
+                replacement: { [self] excluded in replacement(excluded).flatMap { bookie($0) } }, completion: $0)
         }
         metadata.state = .closed
-        metadata.lastEntry = last
+        metadata.lastEntry = outcome.lastEntry
+        if let (first, ensemble) = outcome.fragment, first <= outcome.lastEntry {
+            let replaced = LedgerMetadata.Fragment(firstEntry: first, ensemble: ensemble.map(\.id))
+            if first == fragment.firstEntry {
+                metadata.fragments[metadata.fragments.count - 1] = replaced
+            } else {
+                metadata.fragments.append(replaced)
+            }
+        }
         _ = try store.wait { store.put(key(ledger), metadata.encoded(), expected: .exactly(version), completion: $0) }
         return metadata
     }

@@ -12,6 +12,12 @@ import Synchronization
 /// record is enqueued in the same critical section; it completes when the journal has synced it. A fence or a
 /// deletion takes effect at once in memory and completes once its journal record is durable.
 ///
+/// A disk fault never acknowledges an add: a failed entry-log write refuses that add (`.io`, with the error)
+/// and the next that succeeds takes adds again; a failed journal write, sync or file creation fails every
+/// record not yet synced, and from then on the bookie refuses every add before its entry log (and fails every
+/// fence and deletion: a retried sync could report pages the kernel already dropped) until it is restarted,
+/// when it replays what its journal holds. Both are logged (`Options.log`), once each; reads go on.
+///
 /// On open the checkpoint (the index as of some journal file) is loaded and every journal file from that one
 /// on is replayed into a new entry log. A record torn by a crash at the tail of the last journal file is cut
 /// off (`recovery.tornTail` says where); a damaged record anywhere else stops the open with an error naming
@@ -25,6 +31,10 @@ public final class LocalBookie: Bookie {
         public var entryLogFileBytes = 256 << 20
         /// Checkpoint this often (0: only when `checkpoint()` is called).
         public var checkpointIntervalMilliseconds = 0
+        /// Receives a line when the bookie starts refusing adds because its disk failed (its journal or an
+        /// entry-log write), and when it takes them again. Called on the caller's or the journal's thread,
+        /// outside the bookie's lock.
+        public var log: @Sendable (String) -> Void = { _ in }
 
         public init() {}
     }
@@ -49,11 +59,14 @@ public final class LocalBookie: Bookie {
         var entryLogs: EntryLogger
         var stopped = false
         var checkpointing = false
+        /// Set while entry-log writes fail (a full or failing disk): adds are refused, and it is logged once.
+        var entryLogFailing = false
     }
 
     public let id: String
     public let directory: String
     public let recovery: Recovery
+    private let log: @Sendable (String) -> Void
     private let journal: Journal
     private let state: Mutex<State>
     /// Signalled to end the periodic checkpoints; `checkpointsEnded` once they have.
@@ -117,7 +130,16 @@ public final class LocalBookie: Bookie {
                 recovery: &recovery)
         }
         let start = max(replayFrom, (sequences.last ?? 0) + 1)
-        journal = try Journal(directory: journalDirectory, startSequence: start, maxFileBytes: options.journalFileBytes)
+        let log = options.log
+        self.log = log
+        journal = try Journal(
+            directory: journalDirectory, startSequence: start, maxFileBytes: options.journalFileBytes
+        ) { error in
+            log(
+                "ledger-storage: bookie \(id) refuses every add from now on: its journal failed (\(error.message)); "
+                    + "nothing it had not synced was acknowledged; it still serves reads and takes adds again once "
+                    + "restarted")
+        }
         self.recovery = recovery
         state = Mutex(State(index: index, entryLogs: entryLogs))
         if options.checkpointIntervalMilliseconds > 0 {
@@ -190,22 +212,21 @@ public final class LocalBookie: Bookie {
         }
         for record in records {
             recovery.records += 1
-            var ledger = index.ledgers[record.ledger] ?? LedgerRecord()
+            // In place: a copy of the ledger's record written back would copy its entries on every record.
             switch record.kind {
             case .entry:
-                guard !ledger.deleted else { continue }
-                ledger.entries[record.entry] = try entryLogs.add(
+                guard index.ledgers[record.ledger]?.deleted != true else { continue }
+                let location = try entryLogs.add(
                     ledger: record.ledger, entry: record.entry, lastAddConfirmed: record.lastAddConfirmed,
                     payload: record.payload)
-                ledger.lastEntry = max(ledger.lastEntry, record.entry)
-                ledger.lastAddConfirmed = max(ledger.lastAddConfirmed, record.lastAddConfirmed)
+                index.ledgers[record.ledger, default: LedgerRecord()].add(
+                    record.entry, at: location, lastAddConfirmed: record.lastAddConfirmed)
             case .fence:
-                ledger.fenced = true
+                index.ledgers[record.ledger, default: LedgerRecord()].fenced = true
             case .deleteLedger:
-                ledger.deleted = true
-                ledger.entries = [:]
+                index.ledgers[record.ledger, default: LedgerRecord()].deleted = true
+                index.ledgers[record.ledger, default: LedgerRecord()].entries = [:]
             }
-            index.ledgers[record.ledger] = ledger
         }
     }
 
@@ -215,29 +236,45 @@ public final class LocalBookie: Bookie {
         ledger: UInt64, entry: Int64, lastAddConfirmed: Int64, payload: [UInt8], recovery: Bool,
         completion: @escaping @Sendable (Result<Void, LedgerError>) -> Void
     ) {
+        var line: String?
         let refusal: LedgerError? = state.withLock { s in
             if s.stopped { return LedgerError(.stopped, "bookie \(id) is stopped") }
             guard entry >= 0 else { return LedgerError(.invalidArgument, "entry id \(entry) is negative") }
-            var record = s.index.ledgers[ledger] ?? LedgerRecord()
-            if record.deleted { return LedgerError(.deleted, "ledger \(ledger) was deleted on bookie \(id)") }
-            if record.fenced && !recovery {
+            let (deleted, fenced) = s.index.ledgers[ledger].map { ($0.deleted, $0.fenced) } ?? (false, false)
+            if deleted { return LedgerError(.deleted, "ledger \(ledger) was deleted on bookie \(id)") }
+            if fenced && !recovery {
                 return LedgerError(.fenced, "ledger \(ledger) is fenced on bookie \(id): entry \(entry) refused")
             }
+            // Before the entry log: a bookie whose journal failed writes nothing more.
+            if let failure = journal.failure {
+                return LedgerError(
+                    failure.code, "bookie \(id) refuses adds since its journal failed: \(failure.message)")
+            }
+            let location: EntryLocation
             do throws(LedgerError) {
-                record.entries[entry] = try s.entryLogs.add(
+                location = try s.entryLogs.add(
                     ledger: ledger, entry: entry, lastAddConfirmed: lastAddConfirmed, payload: payload)
             } catch {
-                return error
+                if !s.entryLogFailing {
+                    s.entryLogFailing = true
+                    line = "ledger-storage: bookie \(id) refuses adds: \(error.message)"
+                }
+                return LedgerError(error.code, "bookie \(id) refuses adds: \(error.message)")
             }
-            record.lastEntry = max(record.lastEntry, entry)
-            record.lastAddConfirmed = max(record.lastAddConfirmed, lastAddConfirmed)
-            s.index.ledgers[ledger] = record
+            if s.entryLogFailing {
+                s.entryLogFailing = false
+                line = "ledger-storage: bookie \(id) takes adds again: its entry log is written once more"
+            }
+            // In place: a copy of the record written back would copy its entries on every add (O(entries)).
+            s.index.ledgers[ledger, default: LedgerRecord()].add(
+                entry, at: location, lastAddConfirmed: lastAddConfirmed)
             journal.append(
                 JournalRecord(
                     kind: .entry, ledger: ledger, entry: entry, lastAddConfirmed: lastAddConfirmed, payload: payload)
             ) { result in completion(result.map { _ in () }) }
             return nil
         }
+        if let line { log(line) }
         if let refusal { completion(.failure(refusal)) }
     }
 
@@ -328,21 +365,30 @@ public final class LocalBookie: Bookie {
     public func checkpoint() throws(LedgerError) -> CheckpointResult? {
         let rolled = DispatchSemaphore(value: 0)
         let rollResult = Mutex<Result<UInt64, LedgerError>?>(nil)
-        let snapshot: LedgerIndex? = state.withLock { s in
+        let taken: (index: LedgerIndex, log: UInt64)? = state.withLock { s in
             guard !s.stopped, !s.checkpointing else { return nil }
             s.checkpointing = true
-            // Same critical section as the adds: what the snapshot holds went to journal files below the roll.
+            // Same critical section as the adds: what the snapshot holds went to journal files below the roll,
+            // and every later add goes to the current entry log or a later one.
             journal.roll { result in
                 rollResult.withLock { $0 = result }
                 rolled.signal()
             }
-            return s.index
+            return (s.index, s.entryLogs.current)
         }
-        guard let snapshot else { return nil }
+        guard let (snapshot, currentLog) = taken else { return nil }
         defer { state.withLock { $0.checkpointing = false } }
         rolled.wait()
         let replayFrom = try rollResult.withLock { $0! }.get()
-        try state.withLock { s throws(LedgerError) in try s.entryLogs.syncAll() }
+        // The entry logs' buffer is written under the lock, their fdatasync runs outside it: a sync of seconds
+        // of adds can take hundreds of milliseconds, and adds must not wait for it.
+        let written = try state.withLock { s throws(LedgerError) in try s.entryLogs.takeUnsynced() }
+        do throws(LedgerError) {
+            try EntryLogger.sync(written)
+        } catch {
+            state.withLock { $0.entryLogs.markUnsynced(written.map(\.number)) }
+            throw error
+        }
         do {
             try Files.replace(
                 ledgerDirectory + "/" + LedgerIndex.fileName, with: snapshot.encoded(replayFrom: replayFrom),
@@ -360,16 +406,14 @@ public final class LocalBookie: Bookie {
         } catch {
             throw LedgerError(.io, "bookie \(id): \(error)")
         }
+        // Garbage: entry logs older than the one current at the snapshot that no entry of the snapshot names
+        // (later adds went to that one or later ones). Found outside the lock: the index may be large.
         let kept = snapshot.referencedLogs
+        let garbage = try state.withLock { s throws(LedgerError) in try s.entryLogs.existingNumbers() }
+            .filter { $0 < currentLog && !kept.contains($0) }
         result.entryLogsDeleted = try state.withLock { s throws(LedgerError) in
-            let live = kept.union(s.index.referencedLogs)
-            var deleted = 0
-            for number in try s.entryLogs.existingNumbers()
-            where number != s.entryLogs.current && !live.contains(number) {
-                try s.entryLogs.remove(number)
-                deleted += 1
-            }
-            return deleted
+            for number in garbage { try s.entryLogs.remove(number) }
+            return garbage.count
         }
         return result
     }

@@ -15,15 +15,19 @@ final class StorageContext: Sendable {
     let directory: BookieDirectory
     /// Serves `bookie` on `bookieListen`; nil when that is empty.
     let server: BookieServer?
+    /// Writes a line to the node's log at a level.
+    let log: @Sendable (Host.LogLevel, String) -> Void
     /// Readers of closed ledgers (their fragments change only by re-replication: refreshed on a failed read).
     private let readers = Mutex<[UInt64: LedgerReader]>([:])
 
-    init(settings: Settings, bookie: LocalBookie, store: any MetadataStore, log: @escaping @Sendable (String) -> Void)
-        throws
-    {
+    init(
+        settings: Settings, bookie: LocalBookie, store: any MetadataStore,
+        log: @escaping @Sendable (Host.LogLevel, String) -> Void
+    ) throws {
         self.settings = settings
         self.bookie = bookie
         self.store = store
+        self.log = log
         do {
             quorum = try QuorumConfig(
                 ensembleSize: settings.ensembleSize, writeQuorum: settings.writeQuorum, ackQuorum: settings.ackQuorum)
@@ -39,7 +43,7 @@ final class StorageContext: Sendable {
             } else {
                 let server = BookieServer(
                     bookie: bookie, maxFrameBytes: BookieWire.maxFrameBytes(maxPayloadBytes: settings.maxEventBytes),
-                    log: log)
+                    log: { line in log(line.contains("closing the connection") ? .warning : .info, line) })
                 try server.start(listen: settings.bookieListen)
                 self.server = server
             }
@@ -121,6 +125,7 @@ public final class LedgerStorage: StoragePlugin, ManagedStoragePlugin {
         options.journalFileBytes = settings.journalFileBytes
         options.entryLogFileBytes = settings.entryLogFileBytes
         options.checkpointIntervalMilliseconds = settings.checkpointIntervalMs
+        options.log = { [host] line in host.log(line.contains(" refuses ") ? .error : .info, line) }
         do {
             try Files.makeDirectory(config.dataDirectory)
             // Before the bookie starts, so that a refused metadata setting leaves nothing running.
@@ -132,8 +137,8 @@ public final class LedgerStorage: StoragePlugin, ManagedStoragePlugin {
                     "ledger-storage: cut a torn record (\(torn.bytes) bytes) off the journal \(torn.path) at byte "
                         + "\(torn.offset), left by a crash while it was written")
             }
-            context = try StorageContext(settings: settings, bookie: bookie, store: store) { [host] line in
-                host.log(line.contains("closing the connection") ? .warning : .info, line)
+            context = try StorageContext(settings: settings, bookie: bookie, store: store) { [host] level, line in
+                host.log(level, line)
             }
         } catch let error as LedgerError {
             throw error.pluginError

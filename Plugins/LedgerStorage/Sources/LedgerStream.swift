@@ -11,6 +11,11 @@ import Synchronization
 /// every entry before it did too. Reads see the closed ledgers whole and the open one up to its LAC: never
 /// an entry whose add has not completed. The open ledger is closed and a new one started (a roll) when it
 /// passes `ledgerRollBytes` or `ledgerRollMs`, at an append with no add in flight.
+///
+/// A writer that fails (a bookie lost with no replacement, say) fails its adds not yet completed; the next
+/// append then heals the stream: it recovers the failed ledger (fencing it and closing it at its last entry
+/// that reached a quorum) and opens a new one on the bookies available, at most once a second. Until a heal
+/// succeeds, appends fail with `PX_ERR_UNAVAILABLE` naming both failures.
 public final class LedgerStream: Sendable {
     struct State {
         var metadata: StreamMetadata
@@ -22,6 +27,8 @@ public final class LedgerStream: Sendable {
         var openBytes: UInt64 = 0
         var options: StreamOptions
         var deleted = false
+        /// The last attempt to heal a failed writer, and why it failed.
+        var heal: (at: ContinuousClock.Instant, error: String)?
     }
 
     let name: String
@@ -49,14 +56,8 @@ public final class LedgerStream: Sendable {
             var kept: [StreamMetadata.LedgerRef] = []
             for var ledger in metadata.ledgers {
                 if !ledger.closed {
-                    let recovered = try context.ledgers.recover(ledger.id)
-                    ledger.lastEntry = recovered.lastEntry
-                    ledger.closed = true
-                    ledger.closedMilliseconds = UInt64(Date().timeIntervalSince1970 * 1000)
-                    ledger.bytes = try context.payloadBytes(ledger: ledger.id, through: recovered.lastEntry)
-                    if recovered.lastEntry < 0 {
-                        // Empty: nothing to keep.
-                        context.deleteLedger(ledger.id)
+                    guard try recover(&ledger, context: context) else {
+                        context.deleteLedger(ledger.id)  // empty: nothing to keep
                         continue
                     }
                 }
@@ -78,6 +79,59 @@ public final class LedgerStream: Sendable {
                     metadata: metadata, metadataVersion: version, writer: writer, openedAt: Date(), options: options))
         } catch let error as LedgerError {
             throw error.pluginError
+        }
+    }
+
+    /// Recovers a ledger left open (by an earlier process, or by this node's writer after it failed): fences
+    /// it and closes it at its last entry; false when it holds no entry.
+    private static func recover(_ ledger: inout StreamMetadata.LedgerRef, context: StorageContext) throws(LedgerError)
+        -> Bool
+    {
+        let recovered = try context.ledgers.recover(ledger.id)
+        ledger.lastEntry = recovered.lastEntry
+        ledger.closed = true
+        ledger.closedMilliseconds = UInt64(Date().timeIntervalSince1970 * 1000)
+        ledger.bytes = try context.payloadBytes(ledger: ledger.id, through: recovered.lastEntry)
+        return recovered.lastEntry >= 0
+    }
+
+    /// After the writer failed: recovers its ledger and opens a new one (see the type's comment).
+    private func heal(_ s: inout State, failure: LedgerError) throws {
+        if let last = s.heal, ContinuousClock.now - last.at < .seconds(1) {
+            throw PluginError(
+                PX_ERR_UNAVAILABLE,
+                "ledger-storage: stream '\(name)': its ledger failed (\(failure.message)) and recovering it failed "
+                    + "(\(last.error)); tried again within a second")
+        }
+        var metadata = s.metadata
+        let index = metadata.ledgers.count - 1
+        let failed = metadata.ledgers[index].id
+        do throws(LedgerError) {
+            s.writer.close()
+            var dropped: [UInt64] = []
+            if try !Self.recover(&metadata.ledgers[index], context: context) {
+                dropped.append(metadata.ledgers.remove(at: index).id)
+            }
+            let next = metadata.ledgers.last?.endOffset ?? metadata.trimmedBefore
+            let (created, writer) = try context.createLedger()
+            metadata.ledgers.append(
+                .init(id: created.id, firstOffset: next, lastEntry: -1, closed: false, bytes: 0, closedMilliseconds: 0))
+            try save(&s, metadata)
+            s.writer = writer
+            s.openedAt = Date()
+            s.openBytes = 0
+            s.heal = nil
+            for ledger in dropped { context.deleteLedger(ledger) }
+            context.log(
+                .warning,
+                "ledger-storage: stream '\(name)': ledger \(failed) failed (\(failure.message)); recovered and closed "
+                    + "at offset \(next), appends go on in ledger \(created.id)")
+        } catch {
+            s.heal = (ContinuousClock.now, error.message)
+            throw PluginError(
+                PX_ERR_UNAVAILABLE,
+                "ledger-storage: stream '\(name)': its ledger failed (\(failure.message)) and recovering it failed "
+                    + "(\(error.message)); tried again at the next append, at most once a second")
         }
     }
 
@@ -112,12 +166,7 @@ public final class LedgerStream: Sendable {
             guard !s.deleted else {
                 throw PluginError(PX_ERR_NOT_FOUND, "ledger-storage: stream '\(name)' was deleted")
             }
-            if let failure = s.writer.failure {
-                throw PluginError(
-                    PX_ERR_FAILED_PRECONDITION,
-                    "ledger-storage: stream '\(name)' takes no appends since its ledger failed (\(failure.message)); "
-                        + "restart to recover it")
-            }
+            if let failure = s.writer.failure { try heal(&s, failure: failure) }
             try rollIfDue(&s)
             let open = s.metadata.ledgers.last!
             guard !payloads.isEmpty else {

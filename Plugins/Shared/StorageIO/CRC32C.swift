@@ -1,5 +1,8 @@
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of iSCSI, ext4 and RocksDB, computed
-/// eight bytes per step with eight 256-entry tables (slicing-by-8).
+import CStorageIO
+
+/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of iSCSI, ext4 and RocksDB: with the
+/// CPU's instruction where it has one (x86-64 SSE4.2, the AArch64 CRC extension; about eight times faster),
+/// else eight bytes per step with eight 256-entry tables (slicing-by-8). Both give the same values.
 ///
 /// `CRC32C.checksum(bytes)` is the standard value (`"123456789"` → `0xE3069283`); passing an earlier result
 /// as `seed` continues a running checksum, so `checksum(b, seed: checksum(a)) == checksum(a + b)`.
@@ -22,8 +25,18 @@ public enum CRC32C {
         return UnsafePointer(table)
     }()
 
+    /// Whether the CPU's instruction is used (checked once).
+    public static let hardware = plexus_crc32c_hardware() != 0
+
     /// The CRC-32C of `bytes`, continuing from `seed` (the result of an earlier call, or 0 to start).
     public static func checksum(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return seed }
+        if hardware { return ~plexus_crc32c_update(~seed, base, bytes.count) }
+        return portable(bytes, seed: seed)
+    }
+
+    /// The table-driven computation (what `checksum` does on a CPU without the instruction).
+    public static func portable(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
         guard var p = bytes.baseAddress, !bytes.isEmpty else { return seed }
         let t = table
         var crc = ~seed
