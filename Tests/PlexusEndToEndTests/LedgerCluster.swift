@@ -32,15 +32,14 @@ enum LedgerCluster {
 
     /// Starts bookie-only nodes side by side (`directory/<id>/{manifests,data,run}`), each serving its bookie on a
     /// port of its choice, with `environment(id)` added to its environment (a fault shim); returns them ready.
-    /// `ports` gives the bookie port of an id (absent: any free port), to start a cluster again on its ports.
     static func startBookies(
         _ ids: [String], in directory: TestDirectory, intervalMs: Int,
-        environment: (String) -> [String: String] = { _ in [:] }, ports: [String: Int] = [:]
+        environment: (String) -> [String: String] = { _ in [:] }
     ) async throws -> [Bookie] {
         var launched: [(id: String, data: URL, environment: [String: String], pending: NodeProcess.Launched)] = []
         for id in ids {
             let manifests = try directory.shippedManifests(
-                intervalMs: intervalMs, ledgerValues: ["bookieId": id, "bookieListen": "127.0.0.1:\(ports[id] ?? 0)"],
+                intervalMs: intervalMs, ledgerValues: ["bookieId": id, "bookieListen": "127.0.0.1:0"],
                 name: "\(id)/manifests")
             let data = try directory.subdirectory("\(id)/data")
             let extra = environment(id)

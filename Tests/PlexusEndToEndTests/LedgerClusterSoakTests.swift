@@ -1,5 +1,4 @@
 import Foundation
-import PlexusBench
 import PlexusClient
 import PlexusCore
 import Synchronization
@@ -12,8 +11,8 @@ import Testing
 /// Random faults against a ledger-storage cluster under an acknowledged write load, then every topic read back
 /// and checked (issue "Ledger storage plugin", item 6: the longer randomized form, behind `make soak`).
 ///
-/// The cluster: a real etcd, five bookie-only nodes on fixed loopback ports (so that one started again keeps
-/// its place in the writers' `bookies` lists), and two writer-capable nodes with their ledger metadata in etcd,
+/// The cluster: a real etcd, five bookie-only nodes (one started again comes back on its port, so it keeps its
+/// place in the writers' `bookies` lists), and two writer-capable nodes with their ledger metadata in etcd,
 /// E 3 / Qw 2 / Qa 2 over the five bookies and `ownBookieInEnsembles: false` (`LedgerWriterFailoverTests`).
 /// One node at a time is the writer: four publishers send batches of 1-3 events to two topics through it.
 ///
@@ -280,49 +279,59 @@ struct LedgerClusterSoakTests {
     }
 }
 
-/// The soak's nodes: five bookies on fixed ports, two writer-capable nodes, etcd's port and the metadata prefix.
+/// The soak's nodes: five bookies (started again on their ports), two writer-capable nodes, etcd's port and the
+/// metadata prefix.
 /// Each `NodeProcess` kills its process when let go, so a failed soak leaves nothing running.
 final class LedgerSoakCluster {
     let directory: TestDirectory
     let etcdPort: Int
     let prefix = "/plexus-ledger-soak"
-    let bookiePorts: [String: Int]
-    let bookies: String
+    /// The bookies as first started (their ports and data directories, to start them again on).
+    private var bookies: [String: LedgerCluster.Bookie] = [:]
+    /// The `bookies` setting of the writers.
+    private var setting = ""
+    /// Every node's current process, by id.
     var nodes: [String: NodeProcess] = [:]
     private(set) var paused: Set<String> = []
+    private var starts = 0
     /// The node the publishers write through, and the other.
     var writer = "w1"
     var standby: String { writer == "w1" ? "w2" : "w1" }
 
-    private init(directory: TestDirectory, etcdPort: Int, bookiePorts: [String: Int]) {
+    private init(directory: TestDirectory, etcdPort: Int) {
         self.directory = directory
         self.etcdPort = etcdPort
-        self.bookiePorts = bookiePorts
-        bookies = LedgerClusterSoakTests.bookieIDs.map { "\($0)=127.0.0.1:\(bookiePorts[$0]!)" }.joined(separator: ",")
     }
 
     /// Starts the five bookies and the two writer nodes.
     static func start(_ directory: TestDirectory, etcdPort: Int) async throws -> LedgerSoakCluster {
-        let ids = LedgerClusterSoakTests.bookieIDs
-        let ports = try LoopbackPorts.free(ids.count)
-        let cluster = LedgerSoakCluster(
-            directory: directory, etcdPort: etcdPort, bookiePorts: Dictionary(uniqueKeysWithValues: zip(ids, ports)))
-        try await cluster.startBookies(ids)
+        let cluster = LedgerSoakCluster(directory: directory, etcdPort: etcdPort)
+        let started = try await LedgerCluster.startBookies(
+            LedgerClusterSoakTests.bookieIDs, in: directory, intervalMs: 60_000)
+        for bookie in started {
+            cluster.bookies[bookie.id] = bookie
+            cluster.nodes[bookie.id] = bookie.node
+        }
+        cluster.setting = LedgerCluster.setting(started)
         try await cluster.startWriter("w1")
         try await cluster.startWriter("w2")
         return cluster
     }
 
-    /// Starts bookies (again) on their ports.
+    /// Starts bookies again on their ports and data.
     func startBookies(_ ids: [String]) async throws {
-        _ = try await LedgerWriterFailoverTests.startBookies(directory, nodes: &nodes, ids: ids, ports: bookiePorts)
-        paused.subtract(ids)
+        for id in ids {
+            starts += 1
+            nodes[id] = try await LedgerCluster.restart(
+                bookies[id]!, in: directory, intervalMs: 60_000, run: "run-\(starts)")
+            paused.remove(id)
+        }
     }
 
     /// Starts a writer node (again).
     func startWriter(_ id: String) async throws {
         nodes[id] = try await LedgerWriterFailoverTests.startWriter(
-            id, directory, etcdPort: etcdPort, prefix: prefix, bookies: bookies)
+            id, directory, etcdPort: etcdPort, prefix: prefix, bookies: setting)
         paused.remove(id)
     }
 

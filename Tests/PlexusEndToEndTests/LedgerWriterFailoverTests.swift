@@ -21,14 +21,11 @@ import Testing
 ///   visible.
 @Suite("ledger-storage writer failover through etcd", .serialized, .timeLimit(.minutes(4)))
 struct LedgerWriterFailoverTests {
-    /// The bookie-only nodes `ids`, started side by side and ready; returns the `bookies` setting naming them.
-    /// - Parameter ports: the bookie port of each id (absent: any free port); a bookie started again on its
-    ///   port keeps its place in the writers' `bookies` lists.
+    /// The three bookie-only nodes, started and ready (kept in `nodes`); returns the `bookies` setting naming them.
     static func startBookies(
-        _ directory: TestDirectory, nodes: inout [String: NodeProcess], ids: [String] = ["b1", "b2", "b3"],
-        ports: [String: Int] = [:]
+        _ directory: TestDirectory, nodes: inout [String: NodeProcess]
     ) async throws -> String {
-        let bookies = try await LedgerCluster.startBookies(ids, in: directory, intervalMs: 60_000, ports: ports)
+        let bookies = try await LedgerCluster.startBookies(["b1", "b2", "b3"], in: directory, intervalMs: 60_000)
         for bookie in bookies { nodes[bookie.id] = bookie.node }
         return LedgerCluster.setting(bookies)
     }
