@@ -58,15 +58,11 @@ struct LedgerClusterSoakTests {
     @Test("random bookie and writer faults for PLEXUS_SOAK_MINUTES under load, then every topic checked")
     func soak() async throws {
         let environment = ProcessInfo.processInfo.environment
-        let minutes = environment["PLEXUS_SOAK_MINUTES"].flatMap(Double.init) ?? 1
-        let duration = Duration.milliseconds(Int(minutes * 60_000))
-        let seed = environment["PLEXUS_SOAK_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 1...UInt64.max)
-        var random = RaftClusterSoakTests.SeededGenerator(state: seed)
+        var (duration, seed, random) = RaftClusterSoakTests.settings(label: "ledger soak", standard: .seconds(60))
         // PLEXUS_SOAK_FAULTS=killBookie,stallWriter: only those faults (by case name).
         let named = environment["PLEXUS_SOAK_FAULTS"].map { $0.split(separator: ",").map(String.init) }
         let chosen = Fault.allCases.filter { fault in named.map { $0.contains("\(fault)") } ?? true }
         try #require(!chosen.isEmpty, "PLEXUS_SOAK_FAULTS names none of \(Fault.allCases.map { "\($0)" })")
-        print("ledger soak: seed \(seed) (PLEXUS_SOAK_SEED), faults for \(duration)")
 
         try await RaftRegistryClusterTests.withEtcd("ledger soak (seed \(seed))") { directory, etcdPort, _ in
             let cluster = try await LedgerSoakCluster.start(directory, etcdPort: etcdPort)

@@ -85,6 +85,60 @@ struct LedgerDiskFaultTests {
             rules: "sync EIO\n", reason: "Input/output error", testDescription: "EIO from every fdatasync")
     }
 
+    /// Four bookies, the writer over them, and four publishers on `topic` through a client of the writer, with
+    /// 400 events acknowledged; the bookies ranked by what they took (`ranked`).
+    struct Loaded {
+        var bookies: [LedgerCluster.Bookie]
+        let writer: NodeProcess
+        let client: PlexusClient
+        let topic: String
+        let acknowledged = Acknowledged()
+        let published = Published()
+        let control = PublishControl()
+        var publishing: Task<Void, Never>?
+        var order: [Int] = []
+        var records: [UInt64] = []
+
+        /// Kills every node.
+        func stop() {
+            for bookie in bookies { bookie.node.kill() }
+            writer.kill()
+        }
+
+        /// Stops the publishers and closes the client; none of them may have failed.
+        func finishPublishing() async {
+            control.stop()
+            await publishing?.value
+            await client.close(timeout: .milliseconds(100))
+            #expect(control.failures.isEmpty, "publishes failed: \(control.failures.prefix(3))")
+        }
+    }
+
+    static func startLoaded(
+        _ directory: TestDirectory, topic: String, environment: (String) -> [String: String] = { _ in [:] }
+    ) async throws -> Loaded {
+        let bookies = try await LedgerCluster.startBookies(
+            ["b1", "b2", "b3", "b4"], in: directory, intervalMs: intervalMs, environment: environment)
+        let writer: NodeProcess
+        do {
+            writer = try await startWriter(directory, bookies: bookies)
+        } catch {
+            for bookie in bookies { bookie.node.kill() }
+            throw error
+        }
+        var run = Loaded(
+            bookies: bookies, writer: writer,
+            client: try await PlexusClient.connect(
+                ClientConfiguration(port: try await writer.tcpPort(), name: topic, reconnect: false)),
+            topic: topic)
+        run.publishing = LedgerCluster.publish(
+            run.client, topic: topic, publishers: 4, source: "/\(topic)", type: "io.plexus.\(topic)",
+            attempted: run.published, acknowledged: run.acknowledged, control: run.control)
+        try await LedgerCluster.awaitAcknowledged(400, run.acknowledged, run.control)
+        (run.order, run.records) = try await ranked(bookies)
+        return run
+    }
+
     @Test(
         "a bookie's disk fails: it refuses adds and says why, the writer moves to the spare, nothing is lost",
         arguments: [Fault.diskFull, Fault.syncFails])
@@ -104,24 +158,11 @@ struct LedgerDiskFaultTests {
             try shim.set("")
             shims[id] = shim
         }
-        var bookies = try await LedgerCluster.startBookies(
-            ["b1", "b2", "b3", "b4"], in: directory, intervalMs: Self.intervalMs
-        ) { shims[$0]?.environment ?? [:] }
-        defer { for bookie in bookies { bookie.node.kill() } }
-        let writer = try await Self.startWriter(directory, bookies: bookies)
-        defer { writer.kill() }
-        let client = try await PlexusClient.connect(
-            ClientConfiguration(port: try await writer.tcpPort(), name: "fault", reconnect: false))
-
-        let topic = "ledger-disk-fault"
-        let acknowledged = Acknowledged()
-        let published = Published()
-        let control = PublishControl()
-        let publishing = LedgerCluster.publish(
-            client, topic: topic, publishers: 4, source: "/ledger-disk", type: "io.plexus.disk", attempted: published,
-            acknowledged: acknowledged, control: control)
-        try await LedgerCluster.awaitAcknowledged(400, acknowledged, control)
-        let (order, records) = try await Self.ranked(bookies)
+        var run = try await Self.startLoaded(directory, topic: "ledger-disk-fault") { shims[$0]?.environment ?? [:] }
+        defer { run.stop() }
+        let (bookies, order, records, acknowledged, control) = (
+            run.bookies, run.order, run.records, run.acknowledged, run.control
+        )
         let victim = bookies[order[0]]
         let spare = bookies[order[3]]
         let shim = try #require(shims[victim.id])
@@ -131,11 +172,7 @@ struct LedgerDiskFaultTests {
         try shim.set(fault.rules)
         let beforeFault = acknowledged.count
         try await LedgerCluster.awaitAcknowledged(beforeFault + 600, acknowledged, control)
-        control.stop()
-        await publishing.value
-        await client.close(timeout: .milliseconds(100))
-
-        #expect(control.failures.isEmpty, "publishes failed: \(control.failures.prefix(3))")
+        await run.finishPublishing()
         #expect(
             acknowledged.count >= beforeFault + 600,
             "publishing went on after \(victim.id)'s disk failed: \(acknowledged.count - beforeFault) acknowledged since"
@@ -157,42 +194,26 @@ struct LedgerDiskFaultTests {
         try shim.set("")
         #expect(try await victim.node.signal(SIGTERM, waitingUpTo: .seconds(20)), "the bookie stops on SIGTERM")
         let again = try await LedgerCluster.restart(victim, in: directory, intervalMs: Self.intervalMs, run: "run2")
-        bookies[order[0]].node = again
+        run.bookies[order[0]].node = again
         #expect(!again.stderr.contains("corrupt"), "the restarted bookie found damage: \(again.stderr.suffix(2000))")
 
         try await Self.checkWithout(
-            bookies[order[1]], writer: writer, topic: topic, acknowledged: acknowledged, published: published)
+            bookies[order[1]], writer: run.writer, topic: run.topic, acknowledged: acknowledged,
+            published: run.published)
     }
 
     @Test("a torn journal tail on a killed bookie: it restarts, cuts the tail (file and byte), nothing is lost")
     func tornJournalTail() async throws {
         let directory = try TestDirectory()
         defer { directory.remove() }
-        var bookies = try await LedgerCluster.startBookies(
-            ["b1", "b2", "b3", "b4"], in: directory, intervalMs: Self.intervalMs)
-        defer { for bookie in bookies { bookie.node.kill() } }
-        let writer = try await Self.startWriter(directory, bookies: bookies)
-        defer { writer.kill() }
-        let client = try await PlexusClient.connect(
-            ClientConfiguration(port: try await writer.tcpPort(), name: "torn", reconnect: false))
-
-        let topic = "ledger-torn"
-        let acknowledged = Acknowledged()
-        let published = Published()
-        let control = PublishControl()
-        let publishing = LedgerCluster.publish(
-            client, topic: topic, publishers: 4, source: "/ledger-torn", type: "io.plexus.torn", attempted: published,
-            acknowledged: acknowledged, control: control)
-        try await LedgerCluster.awaitAcknowledged(400, acknowledged, control)
-        let (order, _) = try await Self.ranked(bookies)
+        var run = try await Self.startLoaded(directory, topic: "ledger-torn")
+        defer { run.stop() }
+        let (bookies, order, acknowledged) = (run.bookies, run.order, run.acknowledged)
         let victim = bookies[order[0]]
         victim.node.kill()  // SIGKILL, with adds in flight
         let beforeKill = acknowledged.count
-        try await LedgerCluster.awaitAcknowledged(beforeKill + 400, acknowledged, control)
-        control.stop()
-        await publishing.value
-        await client.close(timeout: .milliseconds(100))
-        #expect(control.failures.isEmpty, "publishes failed: \(control.failures.prefix(3))")
+        try await LedgerCluster.awaitAcknowledged(beforeKill + 400, acknowledged, run.control)
+        await run.finishPublishing()
 
         // The crash cut a record short: half of one is at the end of the newest journal file.
         let journal = victim.bookieDirectory.appendingPathComponent("journal")
@@ -209,7 +230,7 @@ struct LedgerDiskFaultTests {
         try handle.close()
 
         let again = try await LedgerCluster.restart(victim, in: directory, intervalMs: Self.intervalMs, run: "run2")
-        bookies[order[0]].node = again
+        run.bookies[order[0]].node = again
         let cut = again.stderr.split(separator: "\n").filter { $0.contains("cut a torn record") }
         #expect(
             cut.contains {
@@ -221,7 +242,8 @@ struct LedgerDiskFaultTests {
             cutSize == size, "the torn bytes were cut off \(newest.lastPathComponent): \(cutSize) bytes, not \(size)")
 
         try await Self.checkWithout(
-            bookies[order[1]], writer: writer, topic: topic, acknowledged: acknowledged, published: published)
+            bookies[order[1]], writer: run.writer, topic: run.topic, acknowledged: acknowledged,
+            published: run.published)
     }
 
     /// The bytes of the first journal record in `file` (header and payload), nil when it holds none whole.

@@ -38,14 +38,20 @@ struct RaftClusterSoakTests {
         }
     }
 
-    @Test("random faults for PLEXUS_SOAK_MINUTES (about 25 s without it), then every replica checked")
-    func soak() async throws {
+    /// A soak's length (`PLEXUS_SOAK_MINUTES`, else `standard`) and its seeded generator (`PLEXUS_SOAK_SEED`,
+    /// else a random seed); prints both under `label`, so that a run can be replayed.
+    static func settings(label: String, standard: Duration) -> (duration: Duration, seed: UInt64, SeededGenerator) {
         let environment = ProcessInfo.processInfo.environment
         let minutes = environment["PLEXUS_SOAK_MINUTES"].flatMap(Double.init)
-        let duration: Duration = minutes.map { .milliseconds(Int($0 * 60_000)) } ?? .seconds(25)
+        let duration: Duration = minutes.map { .milliseconds(Int($0 * 60_000)) } ?? standard
         let seed = environment["PLEXUS_SOAK_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 1...UInt64.max)
-        var random = SeededGenerator(state: seed)
-        print("soak: seed \(seed) (PLEXUS_SOAK_SEED), faults for \(duration)")
+        print("\(label): seed \(seed) (PLEXUS_SOAK_SEED), faults for \(duration)")
+        return (duration, seed, SeededGenerator(state: seed))
+    }
+
+    @Test("random faults for PLEXUS_SOAK_MINUTES (about 25 s without it), then every replica checked")
+    func soak() async throws {
+        var (duration, seed, random) = Self.settings(label: "soak", standard: .seconds(25))
         let stream = RaftClusterTests.stream
 
         // Damage is repaired by cutting the log (the damaged member then neither votes nor stands until it has

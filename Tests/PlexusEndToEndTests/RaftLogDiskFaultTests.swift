@@ -339,12 +339,7 @@ struct RaftLogDiskFaultSoakTests {
 
     @Test("random disk faults for PLEXUS_SOAK_MINUTES under load: writes resume after each, nothing acknowledged lost")
     func soak() async throws {
-        let environment = ProcessInfo.processInfo.environment
-        let minutes = environment["PLEXUS_SOAK_MINUTES"].flatMap(Double.init) ?? 1
-        let duration = Duration.milliseconds(Int(minutes * 60_000))
-        let seed = environment["PLEXUS_SOAK_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 1...UInt64.max)
-        var random = RaftClusterSoakTests.SeededGenerator(state: seed)
-        print("disk soak: seed \(seed) (PLEXUS_SOAK_SEED), faults for \(duration)")
+        var (duration, _, random) = RaftClusterSoakTests.settings(label: "disk soak", standard: .seconds(60))
         let faults: [(rules: String, operator: Bool)] = [
             ("write ENOSPC\n", false), ("open ENOSPC\nwrite ENOSPC\n", false), ("sync ENOSPC\n", false),
             ("write EIO 1\n", true), ("sync EIO 1\n", true), ("truncate EIO\nsync EIO 1\n", true),
