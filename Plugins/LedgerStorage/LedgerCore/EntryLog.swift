@@ -105,6 +105,9 @@ final class EntryLogger {
             bufferStart = 0
             files[next] = file
         }
+        // Written before the record is added, not after: a write that fails (a full disk) then leaves the
+        // buffer as it was, without the refused record, and it never grows past one record over its size.
+        if !buffer.isEmpty && buffer.count + Self.headerSize + payload.count > writeBufferBytes { try writeBuffer() }
         var writer = ByteWriter(capacity: Self.headerSize + payload.count)
         writer.u32(Self.magic)
         writer.u32(UInt32(payload.count))
@@ -117,7 +120,6 @@ final class EntryLogger {
         let location = EntryLocation(log: current, offset: UInt64(currentOffset), length: UInt32(payload.count))
         currentOffset += Self.headerSize + payload.count
         unsynced.insert(current)
-        if buffer.count >= writeBufferBytes { try writeBuffer() }
         return location
     }
 
