@@ -29,6 +29,26 @@ public final class LedgerStream: Sendable {
         var deleted = false
         /// The last attempt to heal a failed writer, and why it failed.
         var heal: (at: ContinuousClock.Instant, error: String)?
+
+        /// Appends go to `writer`'s ledger from now on (just opened: empty and new).
+        mutating func use(_ writer: LedgerWriter) {
+            self.writer = writer
+            openedAt = Date()
+            openBytes = 0
+        }
+    }
+
+    /// Creates a ledger and lists it as the open one after the last of `metadata` (its first offset where the
+    /// stream ends); returns its entry in the list and its writer.
+    private static func openLedger(_ metadata: inout StreamMetadata, context: StorageContext) throws(LedgerError)
+        -> (StreamMetadata.LedgerRef, LedgerWriter)
+    {
+        let next = metadata.ledgers.last?.endOffset ?? metadata.trimmedBefore
+        let (created, writer) = try context.createLedger()
+        let ledger = StreamMetadata.LedgerRef(
+            id: created.id, firstOffset: next, lastEntry: -1, closed: false, bytes: 0, closedMilliseconds: 0)
+        metadata.ledgers.append(ledger)
+        return (ledger, writer)
     }
 
     let name: String
@@ -64,10 +84,7 @@ public final class LedgerStream: Sendable {
                 kept.append(ledger)
             }
             metadata.ledgers = kept
-            let next = metadata.ledgers.last?.endOffset ?? metadata.trimmedBefore
-            let (created, writer) = try context.createLedger()
-            metadata.ledgers.append(
-                .init(id: created.id, firstOffset: next, lastEntry: -1, closed: false, bytes: 0, closedMilliseconds: 0))
+            let (_, writer) = try openLedger(&metadata, context: context)
             version = try store.wait {
                 store.put(
                     key, metadata.encoded(), expected: stored == nil ? .absent : .exactly(version), completion: $0)
@@ -112,20 +129,15 @@ public final class LedgerStream: Sendable {
             if try !Self.recover(&metadata.ledgers[index], context: context) {
                 dropped.append(metadata.ledgers.remove(at: index).id)
             }
-            let next = metadata.ledgers.last?.endOffset ?? metadata.trimmedBefore
-            let (created, writer) = try context.createLedger()
-            metadata.ledgers.append(
-                .init(id: created.id, firstOffset: next, lastEntry: -1, closed: false, bytes: 0, closedMilliseconds: 0))
+            let (created, writer) = try Self.openLedger(&metadata, context: context)
             try save(&s, metadata)
-            s.writer = writer
-            s.openedAt = Date()
-            s.openBytes = 0
+            s.use(writer)
             s.heal = nil
             for ledger in dropped { context.deleteLedger(ledger) }
             context.log(
                 .warning,
                 "ledger-storage: stream '\(name)': ledger \(failed) failed (\(failure.message)); recovered and closed "
-                    + "at offset \(next), appends go on in ledger \(created.id)")
+                    + "at offset \(created.firstOffset), appends go on in ledger \(created.id)")
         } catch {
             s.heal = (ContinuousClock.now, error.message)
             throw PluginError(
@@ -201,16 +213,10 @@ public final class LedgerStream: Sendable {
             metadata.ledgers[index].closed = true
             metadata.ledgers[index].bytes = s.openBytes
             metadata.ledgers[index].closedMilliseconds = UInt64(Date().timeIntervalSince1970 * 1000)
-            let (created, writer) = try context.createLedger()
-            metadata.ledgers.append(
-                .init(
-                    id: created.id, firstOffset: metadata.ledgers[index].endOffset, lastEntry: -1, closed: false,
-                    bytes: 0, closedMilliseconds: 0))
+            let (_, writer) = try Self.openLedger(&metadata, context: context)
             let dropped = Self.retention(&metadata, options: s.options)
             try save(&s, metadata)
-            s.writer = writer
-            s.openedAt = Date()
-            s.openBytes = 0
+            s.use(writer)
             for ledger in dropped { context.deleteLedger(ledger) }
         } catch {
             throw error.pluginError
