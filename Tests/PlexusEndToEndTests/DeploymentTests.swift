@@ -12,15 +12,16 @@ struct DeploymentTests {
         _ node: NodeProcess, _ name: String, timeout: Duration = .seconds(15),
         _ condition: @escaping (PluginStatus?) -> Bool
     ) async throws -> PluginStatus? {
-        let deadline = ContinuousClock.now + timeout
         var last: PluginStatus?
-        repeat {
+        let reached = try await eventually(timeout) {
             last = try await node.list().first { $0.name == name }
-            if condition(last) { return last }
-            try await Task.sleep(for: .milliseconds(100))
-        } while ContinuousClock.now < deadline
-        let deploys = node.stderr.split(separator: "\n").filter { $0.contains("deploy") || $0.contains(name) }.suffix(
-            20)
+            return condition(last)
+        }
+        if reached { return last }
+        // The node's own lines about deployment and this plugin, not what the plugin logged (heartbeats).
+        let deploys = node.stderr.split(separator: "\n").filter {
+            ($0.contains("deploy") || $0.contains("watching") || $0.contains(name)) && !$0.contains("heartbeat@")
+        }.suffix(20)
         Issue.record(
             "\(name) did not reach the expected state within \(timeout); last: \(String(describing: last))\n\(deploys.joined(separator: "\n"))"
         )

@@ -156,6 +156,28 @@ struct TestDirectory {
     }
 }
 
+/// Asks `attempt` every `interval` until it answers (non-nil), for up to `timeout`; the last attempt is made after
+/// the deadline has passed. A test process stalled past its deadline (`make test` runs hundreds of tests on two
+/// cores) so judges the state after the stall, not the one it saw before it.
+func poll<T>(
+    upTo timeout: Duration, every interval: Duration = .milliseconds(100), _ attempt: () async throws -> T?
+) async throws -> T? {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        let expired = ContinuousClock.now >= deadline
+        if let answer = try await attempt() { return answer }
+        if expired { return nil }
+        try await Task.sleep(for: interval)
+    }
+}
+
+/// Whether `check` holds within `timeout` (asked every `interval`, and once after the deadline: `poll`).
+func eventually(
+    _ timeout: Duration, every interval: Duration = .milliseconds(100), _ check: () async throws -> Bool
+) async throws -> Bool {
+    try await poll(upTo: timeout, every: interval) { try await check() ? true : nil } ?? false
+}
+
 /// What a finished subprocess said.
 struct CommandResult {
     var status: Int32
@@ -366,15 +388,13 @@ final class NodeProcess {
 
     /// Calls a counting operation until it reports more than zero or `timeout` passes; returns the last count.
     func count(_ plugin: String, _ operation: String, timeout: Duration = .seconds(10)) async throws -> UInt64 {
-        let deadline = ContinuousClock.now + timeout
         var last: UInt64 = 0
-        repeat {
+        _ = try await eventually(timeout, every: .milliseconds(200)) {
             let result = try await call(plugin, operation)
             try #require(result.status == 0, "plexus plugin call \(plugin) \(operation) failed: \(result.stderr)")
             last = try #require(UInt64(result.output), "not a count: '\(result.stdout)'")
-            if last > 0 { return last }
-            try await Task.sleep(for: .milliseconds(200))
-        } while ContinuousClock.now < deadline
+            return last > 0
+        }
         return last
     }
 

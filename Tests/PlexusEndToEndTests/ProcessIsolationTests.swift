@@ -74,15 +74,9 @@ struct ProcessIsolationTests {
         try #require(try await node.list().first { $0.name == name }, "\(name) is not listed")
     }
 
-    /// Polls until `check` holds or `timeout` passes; whether it held.
-    static func eventually(_ timeout: Duration = .seconds(20), _ check: () async throws -> Bool) async rethrows -> Bool
-    {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if try await check() { return true }
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-        return try await check()
+    /// Whether `check` holds within `timeout`.
+    static func eventually(_ timeout: Duration = .seconds(20), _ check: () async throws -> Bool) async throws -> Bool {
+        try await PlexusEndToEndTests.eventually(timeout, check)
     }
 
     @Test(
@@ -149,7 +143,7 @@ struct ProcessIsolationTests {
         let restart = try await node.cli(["plugin", "restart", "faulty-storage"])
         #expect(restart.status == 0, "\(restart.stdout) \(restart.stderr)")
         #expect(try await Self.status(node, "faulty-storage").state == .active)
-        let afterRestart = await Self.eventually(.seconds(10)) {
+        let afterRestart = try await Self.eventually(.seconds(10)) {
             (try? await client.publish(topic: "faulty", CloudEvent(id: "r", source: "/t", type: "t"))) != nil
         }
         #expect(afterRestart, "publishes succeed after the quarantine was cleared")
@@ -223,7 +217,9 @@ struct ProcessIsolationTests {
         let stop = try await node.cli(["plugin", "stop", "faulty-storage"])
         #expect(stop.status == 0, "\(stop.stdout) \(stop.stderr)")
         #expect(try await Self.status(node, "faulty-storage").state == .stopped)
-        let gone = await Self.eventually(.seconds(5)) { Self.pluginHosts(of: node.process.processIdentifier).isEmpty }
+        let gone = try await Self.eventually(.seconds(5)) {
+            Self.pluginHosts(of: node.process.processIdentifier).isEmpty
+        }
         #expect(gone, "the child with the leaked thread still runs")
     }
 
@@ -310,7 +306,7 @@ struct ProcessIsolationTests {
         #expect(Glibc.kill(child, SIGKILL) == 0)
         let before = acknowledged.count
         // Publishing goes on through the restarted child.
-        let resumed = await Self.eventually(.seconds(20)) { acknowledged.count > before + 100 }
+        let resumed = try await Self.eventually(.seconds(20)) { acknowledged.count > before + 100 }
         load.stop.store(true, ordering: .relaxed)
         await publishing.value
         #expect(resumed, "publishes did not resume after the restart: \(node.stderr.suffix(2000))")
@@ -331,7 +327,7 @@ struct ProcessIsolationTests {
                 delivery.ack()
             }
         }
-        _ = await Self.eventually(.seconds(30)) {
+        _ = try await Self.eventually(.seconds(30)) {
             collected.withLock { got in acked.keys.allSatisfy { got[$0] != nil } }
         }
         collector.cancel()

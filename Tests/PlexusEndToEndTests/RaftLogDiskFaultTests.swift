@@ -101,13 +101,11 @@ struct RaftLogDiskFaultTests {
     static func health(
         _ node: Node, within timeout: Duration = .seconds(10), until condition: (String) -> Bool
     ) async throws -> String {
-        let deadline = ContinuousClock.now + timeout
         var last = ""
-        repeat {
+        _ = try await eventually(timeout) {
             last = try await health(node)
-            if condition(last) { return last }
-            try await Task.sleep(for: .milliseconds(100))
-        } while ContinuousClock.now < deadline
+            return condition(last)
+        }
         return last
     }
 
@@ -116,17 +114,17 @@ struct RaftLogDiskFaultTests {
         _ client: PlexusClient, _ topic: String, _ batch: [CloudEvent], into acknowledged: Acknowledged,
         within timeout: Duration = .seconds(15)
     ) async throws {
-        let deadline = ContinuousClock.now + timeout
         var last: (any Error)?
-        repeat {
+        let done = try await eventually(timeout) {
             do {
                 acknowledged.add(batch, first: try await client.publish(topic: topic, batch))
-                return
+                return true
             } catch {
                 last = error
+                return false
             }
-            try await Task.sleep(for: .milliseconds(100))
-        } while ContinuousClock.now < deadline
+        }
+        if done { return }
         Issue.record("\(batch.count) events were not acknowledged within \(timeout): \(last.map { "\($0)" } ?? "")")
     }
 

@@ -94,12 +94,7 @@ final class RawConnection: Sendable {
 
     /// Whether the server closed the connection within `timeout`.
     func closedByServer(within timeout: Duration) async throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if inbox.closed.load(ordering: .relaxed) { return true }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        return false
+        try await eventually(timeout, every: .milliseconds(10)) { inbox.closed.load(ordering: .relaxed) }
     }
 
     /// Drops the connection without GOODBYE, as a crashed client would.

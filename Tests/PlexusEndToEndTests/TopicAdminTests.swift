@@ -43,12 +43,7 @@ struct TopicAdminTests {
 
     /// Polls `condition` every 50 ms for up to 10 s.
     static func eventually(_ condition: () async throws -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            if try await condition() { return true }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return try await condition()
+        try await PlexusEndToEndTests.eventually(.seconds(10), every: .milliseconds(50), condition)
     }
 
     @Test("publish N, consume M: list, describe and group describe show N, M and lag N − M; reset, retention, delete")
