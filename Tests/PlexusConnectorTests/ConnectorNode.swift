@@ -45,6 +45,8 @@ final class ConnectorNode: Sendable {
     let name: String
     let kernel: Kernel
     let client: LocalClient
+    /// The node's last log lines (the connector's included), for a failure's message.
+    let logTail: LogTail
 
     /// - Parameters:
     ///   - manifest: the connector's manifest, relative to the repository (`Plugins/X/x.yaml`).
@@ -90,7 +92,9 @@ final class ConnectorNode: Sendable {
         let pluginData = root.appendingPathComponent("data/plugins/\(name)")
         try FileManager.default.createDirectory(at: pluginData, withIntermediateDirectories: true)
         try prepare(pluginData.path)
-        kernel = Kernel(config: config, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+        let logTail = LogTail()
+        self.logTail = logTail
+        kernel = Kernel(config: config, logger: Logger(label: "test") { _ in logTail })
         kernel.start()
         client = LocalClient(kernel: kernel, name: "connector-test")
         guard kernel.status(of: name)?.state == .active else {
@@ -160,6 +164,33 @@ final class Collector: Sendable {
         Wait.until(seconds: seconds) { self.all.count >= count }
         return all
     }
+}
+
+/// A log handler that keeps the last 100 lines in memory.
+struct LogTail: LogHandler, Sendable {
+    private final class Lines: Sendable {
+        let kept = Mutex<[String]>([])
+    }
+    private let lines = Lines()
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
+        let context = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value) " }.joined()
+        lines.kept.withLock {
+            $0.append("\(event.level) \(context)\(event.message)")
+            if $0.count > 100 { $0.removeFirst($0.count - 100) }
+        }
+    }
+
+    /// The kept lines, oldest first.
+    var text: String { lines.kept.withLock { $0.joined(separator: "\n") } }
 }
 
 enum Wait {

@@ -36,7 +36,10 @@ struct NATSConnectorTests {
 
         let first = testEvents("a", 0..<200)
         try node.publish("orders", first)
-        #expect(Wait.until(seconds: 20) { ((try? reader.streamEvents("OUT")) ?? []).count >= 200 })
+        #expect(
+            Wait.until(seconds: 20) { ((try? reader.streamEvents("OUT")) ?? []).count >= 200 },
+            "health: \(node.health); read: \(Result { try reader.streamEvents("OUT").count }); log:\n\(node.logTail.text)"
+        )
         #expect(try reader.streamEvents("OUT") == first, "the stream holds exactly the events, in publish order")
         #expect(node.health.hasPrefix("healthy"), "\(node.health)")
 
