@@ -91,8 +91,21 @@ final class Server: Sendable {
 
     /// Stops accepting, lets open calls end within `timeout`, then cancels the rest.
     func stop(timeout: Duration) {
-        let (server, task) = state.withLock { ($0.server, $0.task) }
-        guard let server, let task else { return }
+        guard endServing(timeout: timeout) else { return }
+        // Only now, with the server and its transport released (some of their deinits still use the loops).
+        try? group.syncShutdownGracefully()
+    }
+
+    /// Shuts the server down gracefully, then cancels what is left; false when it was not serving.
+    private func endServing(timeout: Duration) -> Bool {
+        let taken = state.withLock { state in
+            defer {
+                state.server = nil
+                state.task = nil
+            }
+            return (state.server, state.task)
+        }
+        guard let server = taken.0, let task = taken.1 else { return false }
         server.beginGracefulShutdown()
         let done = DispatchSemaphore(value: 0)
         Task {
@@ -105,10 +118,6 @@ final class Server: Sendable {
             task.cancel()
             _ = done.wait(timeout: .now() + .milliseconds(millis / 2))
         }
-        try? group.syncShutdownGracefully()
-        state.withLock {
-            $0.server = nil
-            $0.task = nil
-        }
+        return true
     }
 }
