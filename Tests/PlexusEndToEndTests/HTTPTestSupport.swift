@@ -96,17 +96,15 @@ final class RawHTTP: Sendable {
     /// The next complete response (1xx skipped), consumed from what arrived; `nil` if none is complete
     /// within `timeout` (or the connection closed first).
     func response(timeout: Duration = .seconds(10)) async throws -> TestResponse? {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
+        // Answered: a final response, or none because the connection closed.
+        let answer: TestResponse?? = try await poll(upTo: timeout, every: .milliseconds(5)) {
             let closed = inbox.closed.load(ordering: .relaxed)
-            if let response = inbox.bytes.withLock({ Self.parse(&$0, closed: closed) }) {
-                if response.status >= 200 { return response }
-                continue
+            while let response = inbox.bytes.withLock({ Self.parse(&$0, closed: closed) }) {
+                if response.status >= 200 { return .some(response) }
             }
-            if closed { return nil }
-            try await Task.sleep(for: .milliseconds(5))
+            return closed ? .some(nil) : nil
         }
-        return nil
+        return answer ?? nil
     }
 
     /// Takes one response with a `Content-Length` (or ending at the close) off the front of `bytes`.

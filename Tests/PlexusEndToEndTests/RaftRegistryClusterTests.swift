@@ -52,14 +52,13 @@ struct RaftRegistryClusterTests {
 
         /// Waits until etcd answers `/health`.
         func waitHealthy() async throws {
-            let deadline = ContinuousClock.now + .seconds(20)
-            while ContinuousClock.now < deadline {
+            let healthy = try await eventually(.seconds(20)) {
                 let answer = try await Command.run(
                     URL(fileURLWithPath: "/usr/bin/curl"), ["-s", "-m", "1", "http://127.0.0.1:\(clientPort)/health"],
                     in: directory, timeout: .seconds(5))
-                if answer.stdout.contains(#""health":"true""#) { return }
-                try await Task.sleep(for: .milliseconds(100))
+                return answer.stdout.contains(#""health":"true""#)
             }
+            if healthy { return }
             throw SetupError(description: "etcd on 127.0.0.1:\(clientPort) not healthy within 20 s")
         }
 

@@ -70,13 +70,12 @@ final class RawConnection: Sendable {
 
     /// The next frame, or nil when none arrives within `timeout` or the connection closed.
     func next(timeout: Duration = .seconds(5)) async throws -> InboundFrame? {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let frame = inbox.frames.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) { return frame }
-            if inbox.closed.load(ordering: .relaxed) { return nil }
-            try await Task.sleep(for: .milliseconds(5))
+        // Answered: a frame, or none because the connection closed.
+        let answer: InboundFrame?? = try await poll(upTo: timeout, every: .milliseconds(5)) {
+            if let frame = inbox.frames.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) { return .some(frame) }
+            return inbox.closed.load(ordering: .relaxed) ? .some(nil) : nil
         }
-        return nil
+        return answer ?? nil
     }
 
     /// The next frame that is not a heartbeat.
