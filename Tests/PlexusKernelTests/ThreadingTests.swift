@@ -127,8 +127,10 @@ struct ThreadingTests {
         let owner = ObjectIdentifier(TimerService.self)
         let started = Atomic<Bool>(false)
         let finished = Atomic<Bool>(false)
+        // Periodic (once a minute), so that it is still there to cancel when this thread is slow to get to it;
+        // a one-shot timer is gone once its callback returns.
         let slow = try #require(
-            timers.start(owner: owner, delay: 0, interval: 0) { _ in
+            timers.start(owner: owner, delay: 0, interval: 60_000_000_000) { _ in
                 started.store(true, ordering: .relaxed)
                 Thread.sleep(forTimeInterval: 0.05)
                 finished.store(true, ordering: .relaxed)
