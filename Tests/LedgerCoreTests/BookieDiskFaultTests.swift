@@ -18,7 +18,7 @@ struct BookieDiskFaultTests {
         var options = LocalBookie.Options()
         // Every record after the first starts a new journal file.
         options.journalFileBytes = 1
-        options.log = { lines.record($0) }
+        options.log = { _, line in lines.record(line) }
         do {
             let bookie = try LocalBookie(id: "b", directory: scratch.path, options: options)
             try BookieTests.add(bookie, 1, 0).get()
@@ -70,7 +70,7 @@ struct BookieDiskFaultTests {
         var options = LocalBookie.Options()
         // Every entry after the first starts a new entry-log file.
         options.entryLogFileBytes = 1
-        options.log = { lines.record($0) }
+        options.log = { _, line in lines.record(line) }
         let bookie = try LocalBookie(id: "b", directory: scratch.path, options: options)
         try BookieTests.add(bookie, 1, 0).get()
         let logs = try Files.list(scratch.path + "/ledgers").compactMap(EntryLogger.number(of:))

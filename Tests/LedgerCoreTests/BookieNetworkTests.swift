@@ -34,7 +34,7 @@ struct BookieNetworkTests {
                 let bookie = try LocalBookie(id: "b\(index)", directory: directory.path + "/b\(index)")
                 let server = BookieServer(
                     bookie: bookie, maxFrameBytes: BookieWire.maxFrameBytes(maxPayloadBytes: 1 << 20),
-                    log: { [logs] in logs.record($0) })
+                    log: { [logs] _, line in logs.record(line) })
                 ports.append(try server.start(listen: "127.0.0.1:0"))
                 bookies.append(bookie)
                 servers.append(server)

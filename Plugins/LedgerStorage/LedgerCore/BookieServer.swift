@@ -13,7 +13,7 @@ import Synchronization
 public final class BookieServer: Sendable {
     public let bookie: any Bookie
     public let maxFrameBytes: Int
-    let log: @Sendable (String) -> Void
+    let log: @Sendable (LogLevel, String) -> Void
     private let group: any EventLoopGroup
     private let ownsGroup: Bool
     private let state = Mutex<(listener: (any Channel)?, connections: [ObjectIdentifier: any Channel])>((nil, [:]))
@@ -24,7 +24,7 @@ public final class BookieServer: Sendable {
     ///   - log: receives a line per refused connection (warnings) and the listening address.
     public init(
         bookie: any Bookie, maxFrameBytes: Int, group: (any EventLoopGroup)? = nil,
-        log: @escaping @Sendable (String) -> Void
+        log: @escaping @Sendable (LogLevel, String) -> Void
     ) {
         self.bookie = bookie
         self.maxFrameBytes = maxFrameBytes
@@ -66,7 +66,7 @@ public final class BookieServer: Sendable {
         }
         state.withLock { $0.listener = listener }
         let bound = listener.localAddress?.port ?? port
-        log("ledger-storage: bookie \(bookie.id) listening on \(host):\(bound)")
+        log(.info, "ledger-storage: bookie \(bookie.id) listening on \(host):\(bound)")
         return bound
     }
 
@@ -171,7 +171,8 @@ final class BookieServerHandler: ChannelInboundHandler, Sendable {
     /// Logs why the connection is closed, naming the peer, and closes it.
     private func refuse(context: ChannelHandlerContext, _ reason: String) {
         let peer = context.channel.remoteAddress.map { "\($0)" } ?? "an unknown peer"
-        server.log("ledger-storage: bookie \(server.bookie.id): closing the connection from \(peer): \(reason)")
+        server.log(
+            .warning, "ledger-storage: bookie \(server.bookie.id): closing the connection from \(peer): \(reason)")
         context.close(promise: nil)
     }
 }

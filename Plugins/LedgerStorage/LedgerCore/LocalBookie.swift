@@ -34,7 +34,7 @@ public final class LocalBookie: Bookie {
         /// Receives a line when the bookie starts refusing adds because its disk failed (its journal or an
         /// entry-log write), and when it takes them again. Called on the caller's or the journal's thread,
         /// outside the bookie's lock.
-        public var log: @Sendable (String) -> Void = { _ in }
+        public var log: @Sendable (LogLevel, String) -> Void = { _, _ in }
 
         public init() {}
     }
@@ -66,7 +66,7 @@ public final class LocalBookie: Bookie {
     public let id: String
     public let directory: String
     public let recovery: Recovery
-    private let log: @Sendable (String) -> Void
+    private let log: @Sendable (LogLevel, String) -> Void
     private let journal: Journal
     private let state: Mutex<State>
     /// Signalled to end the periodic checkpoints; `checkpointsEnded` once they have.
@@ -136,6 +136,7 @@ public final class LocalBookie: Bookie {
             directory: journalDirectory, startSequence: start, maxFileBytes: options.journalFileBytes
         ) { error in
             log(
+                .error,
                 "ledger-storage: bookie \(id) refuses every add from now on: its journal failed (\(error.message)); "
                     + "nothing it had not synced was acknowledged; it still serves reads and takes adds again once "
                     + "restarted")
@@ -236,7 +237,7 @@ public final class LocalBookie: Bookie {
         ledger: UInt64, entry: Int64, lastAddConfirmed: Int64, payload: [UInt8], recovery: Bool,
         completion: @escaping @Sendable (Result<Void, LedgerError>) -> Void
     ) {
-        var line: String?
+        var line: (level: LogLevel, text: String)?
         let refusal: LedgerError? = state.withLock { s in
             if s.stopped { return LedgerError(.stopped, "bookie \(id) is stopped") }
             guard entry >= 0 else { return LedgerError(.invalidArgument, "entry id \(entry) is negative") }
@@ -257,13 +258,13 @@ public final class LocalBookie: Bookie {
             } catch {
                 if !s.entryLogFailing {
                     s.entryLogFailing = true
-                    line = "ledger-storage: bookie \(id) refuses adds: \(error.message)"
+                    line = (.error, "ledger-storage: bookie \(id) refuses adds: \(error.message)")
                 }
                 return LedgerError(error.code, "bookie \(id) refuses adds: \(error.message)")
             }
             if s.entryLogFailing {
                 s.entryLogFailing = false
-                line = "ledger-storage: bookie \(id) takes adds again: its entry log is written once more"
+                line = (.info, "ledger-storage: bookie \(id) takes adds again: its entry log is written once more")
             }
             // In place: a copy of the record written back would copy its entries on every add (O(entries)).
             s.index.ledgers[ledger, default: LedgerRecord()].add(
@@ -274,7 +275,7 @@ public final class LocalBookie: Bookie {
             ) { result in completion(result.map { _ in () }) }
             return nil
         }
-        if let line { log(line) }
+        if let line { log(line.level, line.text) }
         if let refusal { completion(.failure(refusal)) }
     }
 

@@ -43,7 +43,7 @@ final class StorageContext: Sendable {
             } else {
                 let server = BookieServer(
                     bookie: bookie, maxFrameBytes: BookieWire.maxFrameBytes(maxPayloadBytes: settings.maxEventBytes),
-                    log: { line in log(line.contains("closing the connection") ? .warning : .info, line) })
+                    log: { level, line in log(Host.LogLevel(level), line) })
                 try server.start(listen: settings.bookieListen)
                 self.server = server
             }
@@ -125,7 +125,7 @@ public final class LedgerStorage: StoragePlugin, ManagedStoragePlugin {
         options.journalFileBytes = settings.journalFileBytes
         options.entryLogFileBytes = settings.entryLogFileBytes
         options.checkpointIntervalMilliseconds = settings.checkpointIntervalMs
-        options.log = { [host] line in host.log(line.contains(" refuses ") ? .error : .info, line) }
+        options.log = { [host] level, line in host.log(Host.LogLevel(level), line) }
         do {
             try Files.makeDirectory(config.dataDirectory)
             // Before the bookie starts, so that a refused metadata setting leaves nothing running.
@@ -286,4 +286,15 @@ public func ledgerStorageEntry(
     _ err: UnsafeMutablePointer<px_error>?
 ) -> px_status {
     PluginExport.entry(LedgerStorage.self, api, out, err)
+}
+
+extension Host.LogLevel {
+    /// The node's level for a line LedgerCore logged.
+    init(_ level: LogLevel) {
+        switch level {
+        case .info: self = .info
+        case .warning: self = .warning
+        case .error: self = .error
+        }
+    }
 }
